@@ -1,0 +1,68 @@
+"""``napari-histo <command>``: one CLI over the core.
+
+Each subcommand lives in ``napari_histo/cli/_<name>.py`` and exposes
+``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func=handler`` where
+``handler(args) -> int``. Modules are imported lazily so ``napari-histo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: Subcommand module names, in help order. A module that is absent is skipped.
+COMMAND_MODULES = [
+    "info",
+    "segment",
+    "evaluate",
+    "magnification",
+    "density",
+    "hotspots",
+    "export",
+    "import_",
+    "classify",
+    "train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from napari_histo import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-histo",
+        description="Computational pathology from the command line (same core as the napari plugin).",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-histo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"napari_histo.cli._{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"napari_histo.cli._{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from napari_histo.utils import HistoError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HistoError as exc:
+        print(f"napari-histo {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"napari-histo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

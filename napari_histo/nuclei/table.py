@@ -1,0 +1,97 @@
+"""The per-nucleus table shared by every producer (segmenters, engine, importers) and consumer
+(analysis, exporters, widgets).
+
+A nucleus table is a :class:`pandas.DataFrame` with one row per nucleus and the columns below.
+Coordinates are **level-0 pixels** of the slide/image (x right, y down). ``df.attrs`` carries
+``mpp`` (µm/px at level 0, or None) and ``type_info`` (a JSON dict as
+:meth:`TypeInfo.to_json_dict`).
+
+Required columns
+----------------
+id : int64            instance id (value in the label image), unique, > 0
+x, y : float64        centroid
+bbox_x0, bbox_y0, bbox_x1, bbox_y1 : int64   bounding box, half-open [x0, x1) × [y0, y1)
+area_px : float64     area in level-0 px²
+area_um2 : float64    area in µm² (NaN when mpp is unknown)
+perimeter_px : float64
+type : int64          type id (0 = unlabelled)
+type_prob : float64   HoVer-Net's type_prob (fraction of instance pixels voting for `type`), 1.0 if untyped
+contour : object      (N, 2) float32 array of x, y vertices (open ring), level-0 px
+
+Optional columns
+----------------
+probs : object        (C,) float32 mean softmax over the instance (real class probabilities)
+circularity, eccentricity, solidity : float64
+dab_od : float64      mean DAB optical density (IHC), positive : bool
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS: dict[str, str] = {
+    "id": "int64",
+    "x": "float64",
+    "y": "float64",
+    "bbox_x0": "int64",
+    "bbox_y0": "int64",
+    "bbox_x1": "int64",
+    "bbox_y1": "int64",
+    "area_px": "float64",
+    "area_um2": "float64",
+    "perimeter_px": "float64",
+    "type": "int64",
+    "type_prob": "float64",
+    "contour": "object",
+}
+
+OPTIONAL_COLUMNS: dict[str, str] = {
+    "probs": "object",
+    "circularity": "float64",
+    "eccentricity": "float64",
+    "solidity": "float64",
+    "dab_od": "float64",
+    "positive": "bool",
+}
+
+
+def empty_table(mpp: float | None = None, type_info: dict | None = None) -> pd.DataFrame:
+    """A zero-row nucleus table with the required columns and dtypes."""
+    df = pd.DataFrame({c: pd.Series(dtype=t) for c, t in REQUIRED_COLUMNS.items()})
+    df.attrs["mpp"] = mpp
+    df.attrs["type_info"] = type_info
+    return df
+
+
+def validate_table(df: pd.DataFrame) -> None:
+    """Raise ValueError naming what is wrong when ``df`` is not a nucleus table."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"nucleus table lacks columns {missing}")
+    if len(df) and (df["id"] <= 0).any():
+        raise ValueError("nucleus ids must be > 0")
+    if df["id"].duplicated().any():
+        raise ValueError("nucleus ids must be unique")
+
+
+def offset_table(df: pd.DataFrame, dx: float, dy: float, scale: float = 1.0) -> pd.DataFrame:
+    """Map a table from tile/working pixels to level-0: ``x0 = x * scale + dx`` (new frame).
+
+    ``scale`` is level-0 px per working px; areas and perimeters are rescaled accordingly.
+    """
+    out = df.copy()
+    for c in ("x", "bbox_x0", "bbox_x1"):
+        out[c] = out[c] * scale + dx
+    for c in ("y", "bbox_y0", "bbox_y1"):
+        out[c] = out[c] * scale + dy
+    for c in ("bbox_x0", "bbox_y0"):
+        out[c] = np.floor(out[c]).astype("int64")
+    for c in ("bbox_x1", "bbox_y1"):
+        out[c] = np.ceil(out[c]).astype("int64")
+    out["area_px"] = out["area_px"] * scale * scale
+    out["perimeter_px"] = out["perimeter_px"] * scale
+    offset = np.array([dx, dy], dtype=np.float32)
+    out["contour"] = [np.asarray(c, dtype=np.float32) * np.float32(scale) + offset for c in out["contour"]]
+    out.attrs = dict(df.attrs)
+    return out

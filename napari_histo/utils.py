@@ -1,0 +1,89 @@
+"""Small shared helpers: resource lookup, atomic writes, device choice, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from importlib import resources as _resources
+from pathlib import Path
+from typing import IO
+
+
+class HistoError(Exception):
+    """A user-facing error: the message names the file and the problem, no traceback needed."""
+
+
+class InputFileError(HistoError, ValueError):
+    """A file that cannot be read: missing, empty, truncated, or in an unsupported format."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def resource_path(*parts: str) -> Path:
+    """Absolute path of a file shipped in ``resources/`` (``napari_histo.resources``)."""
+    root = Path(str(_resources.files("napari_histo.resources")))
+    return root.joinpath(*parts)
+
+
+def sample_slide_path() -> Path:
+    """The CC0 CMU-1-Small-Region Aperio slide shipped with the package."""
+    return resource_path("sample", "cmu-1-small-region.svs")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Write ``path`` through a temporary sibling renamed into place on success.
+
+    An interrupted or failed write leaves the previous file (or nothing) behind, never a
+    partial file that looks complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.close(fd)
+    try:
+        with open(tmp, mode, **open_kwargs) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling path for writers that want a filename; rename on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def choose_device(requested: str | None = None) -> str:
+    """Pick the torch device: the request if given, else cuda > mps > cpu."""
+    import torch
+
+    if requested and requested != "auto":
+        if requested.startswith("cuda") and not torch.cuda.is_available():
+            raise HistoError(f"device {requested!r} requested but CUDA is not available")
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
