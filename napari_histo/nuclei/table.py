@@ -95,3 +95,60 @@ def offset_table(df: pd.DataFrame, dx: float, dy: float, scale: float = 1.0) -> 
     out["contour"] = [np.asarray(c, dtype=np.float32) * np.float32(scale) + offset for c in out["contour"]]
     out.attrs = dict(df.attrs)
     return out
+
+
+_ARRAY_COLUMNS = ("contour", "probs")
+_META_KEY = b"napari_histo"
+
+
+def write_table_parquet(df: pd.DataFrame, path) -> None:
+    """Write a nucleus table to Parquet atomically.
+
+    ``contour`` is stored as a flat ``list<float32>`` (x0, y0, x1, y1, ...), ``probs`` as
+    ``list<float32>``; ``df.attrs`` (mpp, type_info, ...) go in the schema metadata as JSON.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from napari_histo.utils import atomic_path
+
+    plain = df.drop(columns=[c for c in _ARRAY_COLUMNS if c in df.columns])
+    table = pa.Table.from_pandas(plain, preserve_index=False)
+    for col in _ARRAY_COLUMNS:
+        if col in df.columns:
+            values = [None if v is None else np.asarray(v, dtype=np.float32).ravel() for v in df[col]]
+            table = table.append_column(col, pa.array(values, type=pa.list_(pa.float32())))
+    meta = dict(table.schema.metadata or {})
+    meta[_META_KEY] = json.dumps(df.attrs, default=_json_default).encode()
+    table = table.replace_schema_metadata(meta)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_table_parquet(path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a table written by :func:`write_table_parquet` (contours back to (N, 2) arrays)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=columns)
+    arrays = {c: table.column(c).to_pylist() for c in _ARRAY_COLUMNS if c in table.column_names}
+    plain = table.drop([c for c in arrays]) if arrays else table
+    df = plain.to_pandas()
+    if "contour" in arrays:
+        df["contour"] = [None if v is None else np.asarray(v, np.float32).reshape(-1, 2) for v in arrays["contour"]]
+    if "probs" in arrays:
+        df["probs"] = [None if v is None else np.asarray(v, np.float32) for v in arrays["probs"]]
+    meta = (table.schema.metadata or {}).get(_META_KEY)
+    df.attrs = json.loads(meta) if meta else {}
+    return df
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj)}")

@@ -1,0 +1,1 @@
+"""Tissue classification of image tiles (DeepCMorph) and nucleus typing by label completion."""

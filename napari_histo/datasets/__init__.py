@@ -1,0 +1,1 @@
+"""Readers for public nucleus datasets (MoNuSeg, MoNuSAC, CPM-15, CRCHistoPhenotypes)."""

@@ -1,0 +1,1 @@
+"""Magnification prediction from pixels (Hagnifinder)."""
