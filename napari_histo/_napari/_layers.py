@@ -1,0 +1,316 @@
+"""Conversions between core results (nucleus tables, maps, hotspots) and napari layer data.
+
+One coordinate convention for every layer the plugin adds (NAPARI.md §3.3, §5): data are in
+**level-0 pixels** of the slide, and each layer copies the slide layer's ``scale``/``translate``
+(µm when the mpp is known, pixels otherwise), so results line up with the slide at every zoom.
+Functions here are pure (numpy/pandas in, layer-data tuples out) except the few that read a
+viewer or layer, and are unit-testable without a Qt viewer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    import pandas as pd
+
+    from napari_histo.nuclei.types import TypeInfo
+
+NUCLEI_POINTS = "nuclei (centroids)"
+NUCLEI_LABELS = "nuclei (labels)"
+HOTSPOTS = "hotspots"
+HEATMAP = "density"
+TISSUE = "tissue mask"
+
+#: Columns copied into the Points ``features`` table when present.
+FEATURE_COLUMNS = (
+    "id",
+    "type",
+    "type_name",
+    "type_prob",
+    "area_px",
+    "area_um2",
+    "perimeter_px",
+    "circularity",
+    "eccentricity",
+    "solidity",
+    "dab_od",
+    "positive",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# slide layer geometry
+# ---------------------------------------------------------------------------------------------
+def is_slide_like(layer: Any) -> bool:
+    """An Image layer that holds a slide or tile (RGB or single channel, not our overlays)."""
+    from napari.layers import Image
+
+    return isinstance(layer, Image) and not layer.metadata.get("napari_histo_overlay", False)
+
+
+def find_slide_layer(viewer: napari.Viewer) -> Any | None:
+    """The slide the panels act on: the selected image layer, else the topmost slide-like one."""
+    active = viewer.layers.selection.active
+    if active is not None and is_slide_like(active):
+        return active
+    candidates = [layer for layer in viewer.layers if is_slide_like(layer)]
+    with_path = [layer for layer in candidates if layer.metadata.get("path")]
+    pool = with_path or candidates
+    return pool[-1] if pool else None
+
+
+def layer_geometry(layer: Any) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``(scale, translate)`` of the last two (y, x) axes of ``layer``."""
+    scale = tuple(float(s) for s in layer.scale[-2:])
+    translate = tuple(float(t) for t in layer.translate[-2:])
+    return scale, translate  # type: ignore[return-value]
+
+
+def level0_shape(layer: Any) -> tuple[int, int]:
+    """(height, width) of the layer's full-resolution data."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    return int(data.shape[0]), int(data.shape[1])
+
+
+def layer_mpp(layer: Any) -> float | None:
+    """µm per level-0 pixel recorded by the reader (``metadata['mpp']``), else None."""
+    mpp = layer.metadata.get("mpp")
+    if mpp is None:
+        return None
+    if isinstance(mpp, Sequence | np.ndarray):
+        values = [float(v) for v in mpp if v is not None]
+        return float(np.mean(values)) if values else None
+    return float(mpp)
+
+
+def layer_path(layer: Any) -> str | None:
+    """The slide file behind ``layer`` (reader metadata or napari's source), else None."""
+    path = layer.metadata.get("path")
+    if path:
+        return str(path)
+    source = getattr(getattr(layer, "source", None), "path", None)
+    return str(source) if source else None
+
+
+def world_to_level0(layer: Any, world_yx: np.ndarray) -> np.ndarray:
+    """Map world (y, x) coordinates to the layer's level-0 pixel (y, x) coordinates."""
+    scale, translate = layer_geometry(layer)
+    return (np.asarray(world_yx, float) - np.asarray(translate)) / np.asarray(scale)
+
+
+def level0_to_world(layer: Any, yx: np.ndarray) -> np.ndarray:
+    """Map level-0 pixel (y, x) coordinates to world coordinates."""
+    scale, translate = layer_geometry(layer)
+    return np.asarray(yx, float) * np.asarray(scale) + np.asarray(translate)
+
+
+def field_of_view(viewer: napari.Viewer, layer: Any) -> tuple[int, int, int, int]:
+    """The part of ``layer`` currently on screen as a level-0 box ``(x0, y0, x1, y1)``.
+
+    Computed from the camera (centre, zoom) and canvas size, clipped to the layer extent.
+    """
+    camera = viewer.scene.camera
+    size = np.asarray(viewer.canvas.size, float)[-2:]  # (h, w) screen px
+    centre = np.asarray(camera.center, float)[-2:]
+    half = size / (2.0 * float(camera.zoom))
+    lo = world_to_level0(layer, centre - half)
+    hi = world_to_level0(layer, centre + half)
+    h, w = level0_shape(layer)
+    y0, x0 = (int(max(0, np.floor(v))) for v in lo)
+    y1, x1 = int(min(h, np.ceil(hi[0]))), int(min(w, np.ceil(hi[1])))
+    return x0, y0, x1, y1
+
+
+def shape_bbox(shape_layer: Any, slide_layer: Any, index: int | None = None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """A Shapes-layer polygon as level-0 (x, y) vertices and its integer bbox ``(x0, y0, x1, y1)``.
+
+    ``index`` selects the shape (default: the selected one, else the last).
+    """
+    if not len(shape_layer.data):
+        raise ValueError(f"Shapes layer {shape_layer.name!r} has no shapes; draw a rectangle or polygon")
+    if index is None:
+        selected = sorted(shape_layer.selected_data)
+        index = selected[0] if selected else len(shape_layer.data) - 1
+    world = shape_layer.data_to_world(np.asarray(shape_layer.data[index], float))[:, -2:]
+    yx = world_to_level0(slide_layer, world)
+    h, w = level0_shape(slide_layer)
+    x0, y0 = max(0, int(np.floor(yx[:, 1].min()))), max(0, int(np.floor(yx[:, 0].min())))
+    x1, y1 = min(w, int(np.ceil(yx[:, 1].max()))), min(h, int(np.ceil(yx[:, 0].max())))
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError("the drawn shape does not overlap the slide")
+    return yx[:, ::-1].astype(np.float64), (x0, y0, x1, y1)
+
+
+def overlay_kwargs(slide_layer: Any | None) -> dict[str, Any]:
+    """``scale``/``translate``/``units`` that align an overlay in level-0 px with ``slide_layer``."""
+    if slide_layer is None:
+        return {}
+    scale, translate = layer_geometry(slide_layer)
+    kwargs: dict[str, Any] = {"scale": scale, "translate": translate}
+    units = getattr(slide_layer, "units", None)
+    if units is not None:
+        kwargs["units"] = tuple(str(u) for u in units[-2:])
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# nuclei
+# ---------------------------------------------------------------------------------------------
+def type_info_of(table: pd.DataFrame) -> TypeInfo:
+    """The table's :class:`TypeInfo` (``attrs['type_info']``), else nucleus-only."""
+    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+
+    info = table.attrs.get("type_info")
+    if isinstance(info, TypeInfo):
+        return info
+    if info:
+        return TypeInfo.from_json_dict(info)
+    return NUCLEUS_ONLY
+
+
+def type_rgba(type_info: TypeInfo, type_ids: np.ndarray) -> np.ndarray:
+    """(N, 4) float RGBA colours of the type ids."""
+    ids = np.asarray(type_ids, dtype=np.int64)
+    lut_ids = sorted(set(type_info.ids) | set(np.unique(ids).tolist()))
+    colours = {t: np.array([*type_info.colour(t), 255], float) / 255.0 for t in lut_ids}
+    out = np.empty((len(ids), 4), float)
+    for t, c in colours.items():
+        out[ids == t] = c
+    return out
+
+
+def nuclei_features(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-nucleus measurements shown in napari (one row per nucleus)."""
+    import pandas as pd
+
+    info = type_info_of(table)
+    cols: dict[str, Any] = {}
+    for col in FEATURE_COLUMNS:
+        if col == "type_name":
+            cols[col] = pd.Categorical([info.name(t) for t in table["type"].to_numpy()])
+        elif col in table.columns:
+            cols[col] = table[col].to_numpy()
+    return pd.DataFrame(cols)
+
+
+def points_layer_data(table: pd.DataFrame, slide_layer: Any | None = None, name: str = NUCLEI_POINTS) -> tuple:
+    """A Points ``LayerDataTuple`` of nucleus centroids coloured by type, with a features table."""
+    info = type_info_of(table)
+    coords = np.column_stack([table["y"].to_numpy(float), table["x"].to_numpy(float)]) if len(table) else np.zeros((0, 2))
+    kwargs = overlay_kwargs(slide_layer)
+    scale = kwargs.get("scale", (1.0, 1.0))
+    meta: dict[str, Any] = {
+        "name": name,
+        "features": nuclei_features(table),
+        "face_color": type_rgba(info, table["type"].to_numpy()) if len(table) else "yellow",
+        "border_width": 0,
+        "size": 8.0 * float(scale[0]),
+        "metadata": {"napari_histo_overlay": True, "type_info": info.to_json_dict(), "mpp": table.attrs.get("mpp")},
+        **kwargs,
+    }
+    return coords, meta, "points"
+
+
+def labels_colormap(table: pd.DataFrame) -> Any:
+    """A :class:`DirectLabelColormap` painting each instance id with its type colour."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    info = type_info_of(table)
+    colours = type_rgba(info, table["type"].to_numpy()) if len(table) else np.zeros((0, 4))
+    color_dict: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
+    color_dict.update(zip(table["id"].to_numpy().tolist(), colours, strict=True))
+    return DirectLabelColormap(color_dict=color_dict)
+
+
+def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None = None, name: str = NUCLEI_LABELS) -> tuple:
+    """A Labels ``LayerDataTuple`` (single array or a multiscale list) coloured by nucleus type."""
+    import pandas as pd
+
+    features = nuclei_features(table)
+    features = pd.concat([pd.DataFrame({"index": [0]}), features.assign(index=features["id"].to_numpy())], ignore_index=True) if len(features) else None
+    meta: dict[str, Any] = {
+        "name": name,
+        "colormap": labels_colormap(table),
+        "opacity": 0.6,
+        "metadata": {"napari_histo_overlay": True},
+        "multiscale": isinstance(labels, list),
+        **overlay_kwargs(slide_layer),
+    }
+    if features is not None:
+        meta["features"] = features
+    return labels, meta, "labels"
+
+
+def type_counts(table: pd.DataFrame) -> list[tuple[int, str, tuple[int, int, int], int]]:
+    """``(type id, name, RGB, count)`` for every type present (or declared) in the table."""
+    info = type_info_of(table)
+    counts = table["type"].value_counts().to_dict() if len(table) else {}
+    ids = sorted(set(t for t in info.ids if t != 0) | set(int(t) for t in counts))
+    return [(t, info.name(t), info.colour(t), int(counts.get(t, 0))) for t in ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# heatmaps and hotspots
+# ---------------------------------------------------------------------------------------------
+def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: str = "inferno", contrast_limits: tuple[float, float] | None = None) -> tuple:
+    """An Image ``LayerDataTuple`` for a grid map with ``cell_px`` level-0 px per cell.
+
+    NAPARI.md §5: napari puts pixel *centres* at ``index * scale + translate``, so a cell of P
+    level-0 px (each of size s0) gets ``scale = P*s0`` and ``translate = t0 + (P-1)/2 * s0``.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    (s0y, s0x), (t0y, t0x) = layer_geometry(slide_layer) if slide_layer is not None else ((1.0, 1.0), (0.0, 0.0))
+    p = float(cell_px)
+    finite = values[np.isfinite(values)]
+    hi = float(finite.max()) if finite.size else 1.0
+    limits = contrast_limits or (0.0, hi if hi > 0 else 1.0)
+    meta = {
+        "name": name,
+        "scale": (p * s0y, p * s0x),
+        "translate": (t0y + (p - 1) / 2 * s0y, t0x + (p - 1) / 2 * s0x),
+        "colormap": colormap,
+        "contrast_limits": limits,
+        "opacity": 0.5,
+        "blending": "translucent",
+        "metadata": {"napari_histo_overlay": True, "cell_px": p},
+    }
+    return values, meta, "image"
+
+
+def circle_polygon(cx: float, cy: float, r: float, n: int = 48) -> np.ndarray:
+    """(n, 2) level-0 (y, x) vertices of a circle."""
+    t = np.linspace(0, 2 * np.pi, n, endpoint=False)
+    return np.column_stack([cy + r * np.sin(t), cx + r * np.cos(t)])
+
+
+def shapes_layer_data(polygons_yx: list[np.ndarray], slide_layer: Any | None, *, name: str, features: pd.DataFrame | None = None, edge_color: str = "cyan") -> tuple:
+    """A Shapes ``LayerDataTuple`` of polygons in level-0 (y, x) px (ROIs, hotspots)."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "shape_type": "polygon",
+        "face_color": "transparent",
+        "edge_color": edge_color,
+        "edge_width": 3.0 * float(overlay_kwargs(slide_layer).get("scale", (1.0,))[0]),
+        "metadata": {"napari_histo_overlay": True},
+        **overlay_kwargs(slide_layer),
+    }
+    if features is not None:
+        meta["features"] = features
+    return [np.asarray(p, float) for p in polygons_yx], meta, "shapes"
+
+
+def add_or_update(viewer: napari.Viewer, layer_data: tuple) -> Any:
+    """Add a ``LayerDataTuple``, replacing a layer of the same name and type."""
+    data, meta, kind = layer_data
+    name = meta.get("name")
+    if name in viewer.layers:
+        old = viewer.layers[name]
+        if old._type_string == kind:
+            viewer.layers.remove(old)
+    add = getattr(viewer, f"add_{kind}")
+    return add(data, **meta)

@@ -1,0 +1,157 @@
+"""Magnification panel: predict a slide's magnification from pixels, apply it as the layer scale.
+
+Predicts on the current field of view or on a whole chosen image layer (centre crop for large
+images) with :func:`napari_histo.magnification.predict_magnification`; shows the magnification,
+µm/px and the spread of the per-crop predictions; one click sets the layer's scale (µm) and keeps
+every napari-histo overlay aligned with it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_histo._napari import _layers
+from napari_histo._napari._workers import call_guarded, notify_error, notify_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+#: Largest square (level-0 px) read for a prediction; the predictor samples crops inside it.
+MAX_READ_PX = 2048
+
+
+def _read_box(layer: Any, box: tuple[int, int, int, int]) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    data = layer.data[0] if layer.multiscale else layer.data
+    rgb = np.asarray(data[y0:y1, x0:x1])
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.dtype != np.uint8:
+        hi = float(rgb.max()) or 1.0
+        rgb = (rgb.astype(np.float32) * (255.0 / hi)).clip(0, 255).astype(np.uint8)
+    return np.ascontiguousarray(rgb[..., :3])
+
+
+def _centre_box(box: tuple[int, int, int, int], max_px: int = MAX_READ_PX) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    hw, hh = min(x1 - x0, max_px) // 2, min(y1 - y0, max_px) // 2
+    return cx - hw, cy - hh, cx + hw, cy + hh
+
+
+def predict_for_layer(layer: Any, box: tuple[int, int, int, int] | None = None) -> Any:
+    """Predict the magnification of ``layer`` (whole layer, or a level-0 box) -> MagnificationPrediction."""
+    from napari_histo.magnification import predict_magnification
+
+    if box is None:
+        h, w = _layers.level0_shape(layer)
+        box = (0, 0, w, h)
+    rgb = _read_box(layer, _centre_box(box))
+    if min(rgb.shape[:2]) < 64:
+        raise ValueError(f"the region of {layer.name!r} is too small to predict its magnification ({rgb.shape[1]}×{rgb.shape[0]} px)")
+    return predict_magnification(rgb)
+
+
+def apply_mpp(viewer: napari.Viewer, layer: Any, mpp: float) -> None:
+    """Set ``layer``'s scale to ``mpp`` µm/px and rescale the overlays aligned with it."""
+    old_scale, old_translate = _layers.layer_geometry(layer)
+    ratio = np.asarray([mpp / old_scale[0], mpp / old_scale[1]])
+    for other in viewer.layers:
+        if other is layer or not other.metadata.get("napari_histo_overlay"):
+            continue
+        scale = np.asarray(other.scale[-2:], float) * ratio
+        translate = (np.asarray(other.translate[-2:], float) - old_translate) * ratio + old_translate
+        other.scale = tuple(scale)
+        other.translate = tuple(translate)
+    layer.scale = (*layer.scale[:-2], mpp, mpp)
+    try:
+        layer.units = ("um",) * layer.ndim
+    except Exception:  # older napari without layer units
+        pass
+    layer.metadata["mpp"] = (mpp, mpp)
+    layer.metadata["mpp_source"] = "predicted"
+    viewer.reset_view()
+
+
+class MagnificationPanel(QWidget):
+    """Predict magnification for the view or a layer; apply it as the layer's scale."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.prediction: Any = None
+        self.target_layer: Any = None
+
+        self.scope = QComboBox()
+        self.scope.addItems(["current view", "whole layer"])
+        self.layer_box = QComboBox()
+        self.predict_button = QPushButton("Predict")
+        self.predict_button.clicked.connect(self.predict)
+        self.result_label = QLabel("–")
+        self.result_label.setWordWrap(True)
+        self.apply_button = QPushButton("Apply as layer scale")
+        self.apply_button.setEnabled(False)
+        self.apply_button.clicked.connect(self.apply)
+
+        form = QFormLayout()
+        form.addRow("Image layer", self.layer_box)
+        form.addRow("Scope", self.scope)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.predict_button)
+        layout.addWidget(self.result_label)
+        layout.addWidget(self.apply_button)
+        layout.addStretch(1)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self._refresh_layers)
+        self._refresh_layers()
+
+    def _refresh_layers(self, *_: Any) -> None:
+        current = self.layer_box.currentText()
+        self.layer_box.clear()
+        names = [layer.name for layer in self.viewer.layers if _layers.is_slide_like(layer)]
+        self.layer_box.addItems(names)
+        if current in names:
+            self.layer_box.setCurrentText(current)
+        elif (slide := _layers.find_slide_layer(self.viewer)) is not None:
+            self.layer_box.setCurrentText(slide.name)
+
+    def selected_layer(self) -> Any | None:
+        name = self.layer_box.currentText()
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    def predict(self) -> Any:
+        """Run the prediction on the chosen scope and show the result."""
+        layer = self.selected_layer()
+        if layer is None:
+            notify_error(ValueError("no image layer to predict on"))
+            return None
+        box = _layers.field_of_view(self.viewer, layer) if self.scope.currentText() == "current view" else None
+        prediction = call_guarded(predict_for_layer, layer, box, context="magnification")
+        if prediction is None:
+            return None
+        self.prediction, self.target_layer = prediction, layer
+        spread = float(np.std(prediction.per_crop)) if len(prediction.per_crop) else float("nan")
+        self.result_label.setText(
+            f"{prediction.magnification:.1f}× ≈ {prediction.mpp:.3f} µm/px\n"
+            f"uncertainty ±{prediction.uncertainty:.2f} (per-crop spread {spread:.2f}, {len(prediction.per_crop)} crops)"
+        )
+        self.apply_button.setEnabled(True)
+        return prediction
+
+    def apply(self) -> None:
+        """Apply the last prediction as the layer's µm scale."""
+        if self.prediction is None or self.target_layer is None:
+            return
+        apply_mpp(self.viewer, self.target_layer, float(self.prediction.mpp))
+        notify_info(f"{self.target_layer.name}: scale set to {self.prediction.mpp:.3f} µm/px")

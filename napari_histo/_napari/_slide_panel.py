@@ -1,0 +1,233 @@
+"""Slide panel: open a slide, show what it is (vendor, size, mpp, power), tissue-mask overlay.
+
+Opening goes through napari (``viewer.open(path, plugin="napari-histo")``) so a slide opened
+from the dialog and one dropped onto the canvas take the same reader path. When the slide has no
+mpp the panel offers the predicted magnification (Magnification panel logic) and applies it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_histo._napari import _layers
+from napari_histo._napari._workers import call_guarded, notify_error, notify_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+
+SLIDE_FILTER = "Slides and images (*.svs *.ndpi *.mrxs *.scn *.bif *.vms *.vmu *.svslide *.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)"
+
+
+def slide_info(path: str) -> dict[str, Any]:
+    """Vendor, level-0 size, levels, mpp and objective power of the slide at ``path``."""
+    from napari_histo.slide import open_slide
+
+    with open_slide(path) as slide:
+        return {
+            "path": str(path),
+            "vendor": slide.vendor or "unknown",
+            "backend": slide.backend,
+            "dimensions": tuple(int(v) for v in slide.dimensions),
+            "levels": int(slide.level_count),
+            "mpp": None if slide.mpp is None else tuple(float(v) for v in slide.mpp),
+            "objective_power": slide.objective_power,
+        }
+
+
+def _format_info(info: dict[str, Any]) -> dict[str, str]:
+    w, h = info["dimensions"]
+    mpp = info.get("mpp")
+    power = info.get("objective_power")
+    return {
+        "vendor": f"{info['vendor']} ({info.get('backend') or '?'})",
+        "size": f"{w:,} × {h:,} px, {info['levels']} level(s)",
+        "mpp": "unknown" if mpp is None else f"{mpp[0]:.4f} × {mpp[1]:.4f} µm/px",
+        "power": "unknown" if power is None else f"{float(power):g}×",
+    }
+
+
+class SlidePanel(QWidget):
+    """Open a slide, inspect it, toggle its tissue mask."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.info: dict[str, Any] | None = None
+        self.prediction: Any = None
+
+        self.open_button = QPushButton("Open slide…")
+        self.open_button.clicked.connect(self._choose_file)
+        self.labels = {key: QLabel("–") for key in ("layer", "vendor", "size", "mpp", "power")}
+        for label in self.labels.values():
+            label.setWordWrap(True)
+        self.predict_button = QPushButton("Predict magnification")
+        self.predict_button.setToolTip("The slide stores no µm/px: estimate it from the pixels")
+        self.predict_button.clicked.connect(self.predict_magnification)
+        self.predict_button.setVisible(False)
+        self.apply_button = QPushButton("Apply predicted scale")
+        self.apply_button.clicked.connect(self.apply_prediction)
+        self.apply_button.setVisible(False)
+        self.tissue_box = QCheckBox("Show tissue mask")
+        self.tissue_box.toggled.connect(self.set_tissue_visible)
+
+        form = QFormLayout()
+        form.addRow("Layer", self.labels["layer"])
+        form.addRow("Vendor", self.labels["vendor"])
+        form.addRow("Size", self.labels["size"])
+        form.addRow("Pixel size", self.labels["mpp"])
+        form.addRow("Objective", self.labels["power"])
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.open_button)
+        layout.addLayout(form)
+        layout.addWidget(self.predict_button)
+        layout.addWidget(self.apply_button)
+        layout.addWidget(self.tissue_box)
+        layout.addStretch(1)
+
+        viewer.layers.selection.events.active.connect(self._refresh)
+        viewer.layers.events.inserted.connect(self._refresh)
+        viewer.layers.events.removed.connect(self._refresh)
+        self._refresh()
+
+    # -- opening ----------------------------------------------------------------------------
+    def _choose_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open a slide", "", SLIDE_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str) -> list:
+        """Open ``path`` with the napari-histo reader (the same route as drag-and-drop)."""
+        try:
+            layers = self.viewer.open(path, plugin="napari-histo")
+        except Exception as exc:
+            notify_error(exc, f"cannot open {path}")
+            return []
+        if layers:
+            self.viewer.layers.selection.active = layers[0]
+        self._refresh()
+        return layers
+
+    # -- info -------------------------------------------------------------------------------
+    @property
+    def slide_layer(self) -> Any | None:
+        return _layers.find_slide_layer(self.viewer)
+
+    def _refresh(self, *_: Any) -> None:
+        layer = self.slide_layer
+        self.info = None
+        self.prediction = None
+        self.apply_button.setVisible(False)
+        if layer is None:
+            for label in self.labels.values():
+                label.setText("–")
+            self.predict_button.setVisible(False)
+            return
+        self.labels["layer"].setText(layer.name)
+        path = _layers.layer_path(layer)
+        info = None
+        if path:
+            try:
+                info = slide_info(path)
+            except Exception:  # not a slide the core can open (e.g. a plain image layer)
+                info = None
+        if info is None:
+            h, w = _layers.level0_shape(layer)
+            mpp = _layers.layer_mpp(layer)
+            info = {
+                "path": path,
+                "vendor": "image layer",
+                "backend": None,
+                "dimensions": (w, h),
+                "levels": len(layer.data) if layer.multiscale else 1,
+                "mpp": None if mpp is None else (mpp, mpp),
+                "objective_power": None,
+            }
+        self.info = info
+        for key, text in _format_info(info).items():
+            self.labels[key].setText(text)
+        self.predict_button.setVisible(info["mpp"] is None)
+
+    # -- magnification ----------------------------------------------------------------------
+    def predict_magnification(self) -> Any:
+        """Predict the magnification of the current slide and offer to apply it."""
+        from napari_histo._napari._magnification_panel import predict_for_layer
+
+        layer = self.slide_layer
+        if layer is None:
+            notify_error(ValueError("open a slide first"))
+            return None
+        prediction = call_guarded(predict_for_layer, layer, context="magnification")
+        if prediction is None:
+            return None
+        self.prediction = prediction
+        self.labels["mpp"].setText(
+            f"unknown — predicted {prediction.mpp:.3f} µm/px ({prediction.magnification:.1f}×, ±{prediction.uncertainty:.1f})"
+        )
+        self.apply_button.setVisible(True)
+        return prediction
+
+    def apply_prediction(self) -> None:
+        """Use the predicted µm/px as the slide layer's scale."""
+        from napari_histo._napari._magnification_panel import apply_mpp
+
+        layer = self.slide_layer
+        if layer is None or self.prediction is None:
+            return
+        apply_mpp(self.viewer, layer, float(self.prediction.mpp))
+        notify_info(f"{layer.name}: scale set to {self.prediction.mpp:.3f} µm/px (predicted)")
+
+    # -- tissue mask ------------------------------------------------------------------------
+    def set_tissue_visible(self, visible: bool) -> Any | None:
+        """Show (computing it once) or hide the tissue mask of the current slide."""
+        name = _layers.TISSUE
+        if name in self.viewer.layers:
+            self.viewer.layers[name].visible = bool(visible)
+            return self.viewer.layers[name]
+        if not visible:
+            return None
+        layer = self.slide_layer
+        if layer is None:
+            notify_error(ValueError("open a slide first"))
+            return None
+        result = call_guarded(self._tissue_layer_data, layer, context="tissue mask")
+        if result is None:
+            self.tissue_box.setChecked(False)
+            return None
+        return self.viewer.add_labels(result[0], **result[1])
+
+    def _tissue_layer_data(self, layer: Any) -> tuple:
+        from napari_histo.slide import open_slide, tissue_mask
+
+        path = _layers.layer_path(layer)
+        if path:
+            with open_slide(path) as slide:
+                tm = tissue_mask(slide)
+        else:
+            data = layer.data[-1] if layer.multiscale else layer.data
+            rgb = np.asarray(data)
+            tm = tissue_mask(rgb)
+            if layer.multiscale:  # the mask was computed on the coarsest level
+                h0 = _layers.level0_shape(layer)[0]
+                tm_down = h0 / rgb.shape[0]
+                tm = type(tm)(mask=tm.mask, downsample=tm.downsample * tm_down) if hasattr(tm, "mask") else tm
+        d = float(tm.downsample)
+        (s0y, s0x), (t0y, t0x) = _layers.layer_geometry(layer)
+        meta = {
+            "name": _layers.TISSUE,
+            "scale": (d * s0y, d * s0x),
+            "translate": (t0y + (d - 1) / 2 * s0y, t0x + (d - 1) / 2 * s0x),
+            "opacity": 0.35,
+            "metadata": {"napari_histo_overlay": True, "downsample": d},
+        }
+        return np.asarray(tm.mask, dtype=np.uint8), meta

@@ -1,0 +1,156 @@
+"""Widget infrastructure: jobs (threaded and synchronous), cancellation, layer alignment, settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_histo._napari import _layers
+from napari_histo._napari._workers import CANCELLED, Job
+
+
+def _counting(n: int, log: list):
+    try:
+        for i in range(n):
+            log.append(("tick", i))
+            yield {"done": i + 1, "total": n}
+        return "complete"
+    finally:
+        log.append("closed")
+
+
+@pytest.mark.parametrize("nothreads", ["1", "0"])
+def test_job_returns_value_and_reports_progress(nothreads, monkeypatch, qtbot):
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", nothreads)
+    log: list = []
+    seen, returned, finished = [], [], []
+    job = Job(_counting, 5, log, on_yield=seen.append, on_return=returned.append, on_finish=lambda: finished.append(1))
+    job.start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    assert [e["done"] for e in seen] == [1, 2, 3, 4, 5]
+    assert returned == ["complete"]
+    assert log[-1] == "closed"
+    assert not job.running and not job.cancelled
+
+
+@pytest.mark.parametrize("nothreads", ["1", "0"])
+def test_job_cancel_closes_core_generator(nothreads, monkeypatch, qtbot):
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", nothreads)
+    log: list = []
+    returned, finished = [], []
+    job = Job(_counting, 1000, log, on_return=returned.append, on_finish=lambda: finished.append(1))
+    job.on_yield = lambda e: job.cancel() if e["done"] == 3 else None
+    job.start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    assert returned == [CANCELLED]
+    ticks = [entry for entry in log if entry != "closed"]
+    assert len(ticks) < 1000  # stopped early
+    assert log[-1] == "closed"  # the core generator's finally ran
+    assert job.cancelled
+
+
+@pytest.mark.parametrize("nothreads", ["1", "0"])
+def test_job_error_becomes_callback_not_exception(nothreads, monkeypatch, qtbot):
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", nothreads)
+
+    def failing():
+        yield 1
+        raise ValueError("slide.svs: truncated tile")
+
+    errors, finished = [], []
+    Job(failing, on_error=errors.append, on_finish=lambda: finished.append(1)).start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=5000)
+    assert len(errors) == 1 and "truncated" in str(errors[0])
+
+
+def test_heatmap_cells_are_centred_on_their_level0_blocks():
+    """NAPARI.md §5 rule: cell (i, j) of a P-px grid sits on level-0 pixels [P*i, P*i+P)."""
+    from napari.layers import Image
+
+    slide = Image(np.zeros((640, 480, 3), np.uint8), rgb=True, scale=(0.5, 0.5), translate=(10.0, -4.0))
+    p = 32
+    checker = (np.indices((640 // p, 480 // p)).sum(0) % 2).astype(np.float32)
+    data, meta, kind = _layers.heatmap_layer_data(checker, p, slide)
+    heat = Image(data, **meta)
+    for i, j in [(0, 0), (3, 7), (19, 14)]:
+        cell_world = heat.data_to_world(np.array([i, j], float))
+        block_centre = np.array([p * i + (p - 1) / 2, p * j + (p - 1) / 2])
+        np.testing.assert_allclose(cell_world, slide.data_to_world(block_centre))
+    # the first cell's outer edge coincides with the first slide pixel's outer edge
+    heat_edge = heat.data_to_world(np.zeros(2)) - np.asarray(heat.scale) / 2
+    slide_edge = slide.data_to_world(np.zeros(2)) - np.asarray(slide.scale) / 2
+    np.testing.assert_allclose(heat_edge, slide_edge)
+
+
+def _table_from_labels(labels: np.ndarray, mpp: float) -> pd.DataFrame:
+    from skimage.measure import regionprops
+
+    rows = []
+    for r in regionprops(labels):
+        y, x = r.centroid
+        rows.append({
+            "id": r.label, "x": x, "y": y, "bbox_x0": r.bbox[1], "bbox_y0": r.bbox[0],
+            "bbox_x1": r.bbox[3], "bbox_y1": r.bbox[2], "area_px": float(r.area),
+            "area_um2": r.area * mpp * mpp, "perimeter_px": r.perimeter, "type": 1 + r.label % 2,
+            "type_prob": 0.9, "contour": np.zeros((0, 2), np.float32),
+        })
+    df = pd.DataFrame(rows)
+    df.attrs["mpp"] = mpp
+    df.attrs["type_info"] = {"0": ["background", [0, 0, 0]], "1": ["tumour", [255, 0, 0]], "2": ["lymphocyte", [0, 0, 255]]}
+    return df
+
+
+def test_points_and_labels_follow_the_slide_and_types():
+    from napari.layers import Image, Labels, Points
+    from skimage.draw import disk
+
+    labels = np.zeros((200, 300), np.int32)
+    centres = [(30, 40), (100, 150), (160, 260), (60, 220)]
+    for k, c in enumerate(centres, 1):
+        labels[disk(c, 9, shape=labels.shape)] = k
+    table = _table_from_labels(labels, 0.25)
+    slide = Image(np.zeros((200, 300, 3), np.uint8), rgb=True, scale=(0.25, 0.25))
+
+    data, meta, kind = _layers.points_layer_data(table, slide)
+    points = Points(data, **meta)
+    assert kind == "points" and len(points.data) == 4
+    # centroid world position = slide world position of the nucleus centre pixel
+    np.testing.assert_allclose(points.data_to_world(points.data[1]), slide.data_to_world(np.array(centres[1], float)), atol=1e-6)
+    assert list(points.features["type_name"]) == ["lymphocyte", "tumour", "lymphocyte", "tumour"]
+    np.testing.assert_allclose(points.face_color[0], [0, 0, 1, 1])
+    np.testing.assert_allclose(points.face_color[1], [1, 0, 0, 1])
+
+    ldata, lmeta, lkind = _layers.labels_layer_data(labels, table, slide)
+    layer = Labels(ldata, **lmeta)
+    assert lkind == "labels"
+    rgba = layer.colormap.map(np.array([0, 1, 2]))
+    np.testing.assert_allclose(rgba[0, 3], 0)  # background transparent
+    np.testing.assert_allclose(rgba[1], [0, 0, 1, 1])  # id 1 -> type 2 (lymphocyte, blue)
+    np.testing.assert_allclose(rgba[2], [1, 0, 0, 1])
+    assert layer.features.loc[layer.features["index"] == 3, "type_name"].item() == "lymphocyte"
+
+    counts = _layers.type_counts(table)
+    assert [(name, n) for _, name, _, n in counts] == [("tumour", 2), ("lymphocyte", 2)]
+
+
+def test_plugin_settings_come_from_the_manifest(tmp_path, monkeypatch):
+    import napari.settings as ns
+
+    from napari_histo._napari._settings import DEFAULTS, engine_settings
+
+    monkeypatch.delenv("NAPARI_HISTO_SCHEDULER", raising=False)
+    monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    ns._clear_plugin_settings_cache()
+    try:
+        settings = ns.get_plugin_settings("napari-histo")
+    except KeyError:
+        pytest.skip("napari-histo is not registered with npe2 in this environment")
+    assert settings.engine.tile_size == DEFAULTS.tile_size
+    settings.engine.tile_size = 2048
+    try:
+        assert engine_settings().tile_size == 2048
+        monkeypatch.setenv("NAPARI_HISTO_SCHEDULER", "tcp://10.0.0.1:8786")
+        assert engine_settings().scheduler_address == "tcp://10.0.0.1:8786"
+    finally:
+        settings.engine.tile_size = DEFAULTS.tile_size
