@@ -1,0 +1,246 @@
+"""Shared plumbing for the annotation readers and writers: errors, safe XML, geometry -> table."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from napari_histo.utils import InputFileError
+
+
+class AnnotationFormatError(InputFileError):
+    """An annotation file that cannot be read: names the file, the problem and, when known, where.
+
+    Attributes
+    ----------
+    line, column : int or None
+        1-based position of the problem in the file, when the parser reports one.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str, line: int | None = None, column: int | None = None):
+        self.line = line
+        self.column = column
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(path, f"{reason}{where}")
+
+
+@dataclass
+class Annotation:
+    """A region object (ROI, hotspot, imported annotation) in level-0 px.
+
+    Attributes
+    ----------
+    geometry : shapely geometry
+        Polygon, MultiPolygon, Point, MultiPoint or LineString in level-0 px (x right, y down).
+    name : str or None
+        Display name, e.g. "Hotspot 1".
+    class_name : str or None
+        Classification name.
+    colour : (r, g, b) or None
+        Display colour 0-255.
+    object_type : str
+        QuPath object type ("annotation", "detection", "cell", ...).
+    measurements : dict
+        Numeric measurements (non-finite values are dropped on export).
+    is_ellipse : bool
+        The polygon is an ellipse/circle polygonisation (QuPath ``isEllipse``; Sedeen ``ellipse``).
+    shape : str or None
+        Source shape kind when known ("polygon", "rectangle", "ellipse", "point", ...).
+    """
+
+    geometry: Any
+    name: str | None = None
+    class_name: str | None = None
+    colour: tuple[int, int, int] | None = None
+    object_type: str = "annotation"
+    measurements: dict[str, float] = field(default_factory=dict)
+    is_ellipse: bool = False
+    shape: str | None = None
+
+
+def open_maybe_gzip(path: str | os.PathLike) -> bytes:
+    """Read a whole file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic)."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise AnnotationFormatError(path, "file not found") from None
+    except IsADirectoryError:
+        raise AnnotationFormatError(path, "is a directory, not a file") from None
+    except OSError as exc:
+        raise AnnotationFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as exc:
+            raise AnnotationFormatError(path, f"corrupt gzip data ({exc})") from None
+    if not raw.strip():
+        raise AnnotationFormatError(path, "file is empty")
+    return raw
+
+
+def decode_text(path: str | os.PathLike, raw: bytes) -> str:
+    """Decode UTF-8 (a BOM is allowed); CRLF is normalised to LF."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise AnnotationFormatError(path, "not valid UTF-8 text", line, col) from None
+    return text.replace("\r\n", "\n")
+
+
+def parse_xml(path: str | os.PathLike, raw: bytes | None = None):
+    """Parse an XML file safely (no DTD entities, no external entities) -> ElementTree root.
+
+    Billion-laughs and external-entity files are rejected with :class:`AnnotationFormatError`;
+    malformed XML reports the line and column.
+    """
+    import xml.etree.ElementTree as ET
+
+    import defusedxml
+    import defusedxml.ElementTree as DET
+
+    if raw is None:
+        raw = open_maybe_gzip(path)
+    text = decode_text(path, raw)
+    try:
+        return DET.fromstring(text, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except defusedxml.EntitiesForbidden:
+        raise AnnotationFormatError(path, "XML entity declarations are not allowed (possible entity-expansion attack)") from None
+    except (defusedxml.ExternalReferenceForbidden, defusedxml.DTDForbidden):
+        raise AnnotationFormatError(path, "XML external entities/references are not allowed") from None
+    except defusedxml.DefusedXmlException as exc:
+        raise AnnotationFormatError(path, f"unsafe XML rejected ({type(exc).__name__})") from None
+    except ET.ParseError as exc:
+        line, col = getattr(exc, "position", (None, None))
+        msg = str(exc).split(":")[0] or "malformed XML"
+        raise AnnotationFormatError(path, f"malformed XML: {msg}", line, None if col is None else col + 1) from None
+
+
+def json_error(path: str | os.PathLike, exc: Exception) -> AnnotationFormatError:
+    """Convert a :class:`json.JSONDecodeError` into an error with line and column."""
+    import json
+
+    if isinstance(exc, json.JSONDecodeError):
+        return AnnotationFormatError(path, f"malformed JSON: {exc.msg}", exc.lineno, exc.colno)
+    if isinstance(exc, RecursionError):
+        return AnnotationFormatError(path, "JSON nested too deeply")
+    return AnnotationFormatError(path, f"malformed JSON: {exc}")
+
+
+def load_json(path: str | os.PathLike) -> Any:
+    """Load a (possibly gzipped, BOM-prefixed, CRLF) JSON file with clear errors."""
+    import json
+
+    text = decode_text(path, open_maybe_gzip(path))
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise json_error(path, exc) from None
+
+
+def closed_ring(points: np.ndarray) -> np.ndarray:
+    """Drop a repeated closing vertex: napari-histo contours are open rings."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) > 1 and np.array_equal(pts[0], pts[-1]):
+        pts = pts[:-1]
+    return pts
+
+
+def table_from_contours(
+    contours: Sequence[np.ndarray],
+    types: Sequence[int] | None = None,
+    type_probs: Sequence[float] | None = None,
+    *,
+    mpp: float | None = None,
+    type_info: dict | None = None,
+    ids: Sequence[int] | None = None,
+    extra: dict[str, Sequence] | None = None,
+) -> pd.DataFrame:
+    """Build a nucleus table (``napari_histo.nuclei.table``) from polygon contours in level-0 px.
+
+    Area, perimeter, centroid and bbox are computed from the polygons (shapely). Contours with
+    fewer than 3 distinct vertices get area 0 and the mean vertex as centroid.
+    """
+    import shapely
+
+    from napari_histo.nuclei.table import empty_table
+
+    n = len(contours)
+    if n == 0:
+        return empty_table(mpp, type_info)
+    rings = [closed_ring(c) for c in contours]
+    lengths = np.array([len(r) for r in rings], dtype=np.int64)
+    ok = lengths >= 3
+    area = np.zeros(n)
+    perim = np.zeros(n)
+    cx = np.array([r[:, 0].mean() if len(r) else np.nan for r in rings])
+    cy = np.array([r[:, 1].mean() if len(r) else np.nan for r in rings])
+    if ok.any():
+        good = [rings[i] for i in np.flatnonzero(ok)]
+        coords = np.concatenate(good)
+        idx = np.repeat(np.arange(len(good)), lengths[ok])
+        polys = shapely.polygons(shapely.linearrings(coords, indices=idx))
+        a = shapely.area(polys)
+        area[ok] = a
+        perim[ok] = shapely.length(polys)
+        cen = shapely.centroid(polys)
+        gx, gy = shapely.get_x(cen), shapely.get_y(cen)
+        use = np.isfinite(gx) & (a > 0)
+        sel = np.flatnonzero(ok)[use]
+        cx[sel], cy[sel] = gx[use], gy[use]
+    x0 = np.array([np.floor(r[:, 0].min()) if len(r) else 0 for r in rings], dtype=np.int64)
+    y0 = np.array([np.floor(r[:, 1].min()) if len(r) else 0 for r in rings], dtype=np.int64)
+    x1 = np.array([np.floor(r[:, 0].max()) + 1 if len(r) else 0 for r in rings], dtype=np.int64)
+    y1 = np.array([np.floor(r[:, 1].max()) + 1 if len(r) else 0 for r in rings], dtype=np.int64)
+    df = pd.DataFrame(
+        {
+            "id": np.asarray(ids, dtype=np.int64) if ids is not None else np.arange(1, n + 1, dtype=np.int64),
+            "x": cx.astype(np.float64),
+            "y": cy.astype(np.float64),
+            "bbox_x0": x0,
+            "bbox_y0": y0,
+            "bbox_x1": x1,
+            "bbox_y1": y1,
+            "area_px": area,
+            "area_um2": area * mpp * mpp if mpp else np.full(n, np.nan),
+            "perimeter_px": perim,
+            "type": np.asarray(types, dtype=np.int64) if types is not None else np.zeros(n, np.int64),
+            "type_prob": np.asarray(type_probs, dtype=np.float64) if type_probs is not None else np.ones(n),
+            "contour": [r.astype(np.float32) for r in rings],
+        }
+    )
+    for name, values in (extra or {}).items():
+        df[name] = list(values) if name == "probs" else np.asarray(values)
+    df.attrs["mpp"] = mpp
+    df.attrs["type_info"] = type_info
+    return df
+
+
+def table_type_info(table: pd.DataFrame):
+    """The table's :class:`TypeInfo` (from ``attrs["type_info"]``), or a generic one for its type ids."""
+    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+
+    data = table.attrs.get("type_info") if hasattr(table, "attrs") else None
+    if data:
+        if isinstance(data, TypeInfo):
+            return data
+        try:
+            return TypeInfo.from_json_dict(data)
+        except (TypeError, ValueError, IndexError, KeyError):
+            pass
+    ids = sorted({int(t) for t in np.unique(table["type"])}) if len(table) else []
+    if set(ids) <= {0, 1}:
+        return NUCLEUS_ONLY
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 165, 0), (0, 255, 255), (255, 0, 255)]
+    names = {0: "background"} | {t: f"type {t}" for t in ids if t}
+    colours = {0: (0, 0, 0)} | {t: palette[(t - 1) % len(palette)] for t in ids if t}
+    return TypeInfo(names, colours)

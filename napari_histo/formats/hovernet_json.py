@@ -1,0 +1,131 @@
+"""HoVer-Net JSON (``{"mag", "nuc": {id: {bbox, centroid, contour, type_prob, type}}}``) I/O.
+
+Writer: the official layout (HOVERNET.md §5.1) with bbox as [[rmin, cmin], [rmax, cmax]] (max
+exclusive, row/col), centroid and contour as x, y, contours rounded to 2 decimals (open ring).
+Two extra top-level keys, ignored by HoVer-Net's own readers, make a round trip lossless:
+``type_info`` (the table's id -> [name, colour]) and ``mpp``. Streamed, atomic.
+
+Reader: keys on ``nuc``; accepts ``box``/``bbox`` and ``prob``/``type_prob``; ignores the stored
+bbox (wrong in HoVer-Net WSI output) and recomputes it from the contour; ``mag`` different from
+``base_mag`` rescales coordinates to level 0.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_histo.formats._common import (
+    AnnotationFormatError,
+    load_json,
+    table_from_contours,
+    table_type_info,
+)
+
+__all__ = ["write_hovernet_json", "read_hovernet_json", "PANNUKE_TYPE_INFO"]
+
+#: HoVer-Net's shipped PanNuke ``type_info.json`` (default when a file carries none).
+PANNUKE_TYPE_INFO = {
+    "0": ["nolabe", [0, 0, 0]],
+    "1": ["neopla", [255, 0, 0]],
+    "2": ["inflam", [0, 255, 0]],
+    "3": ["connec", [0, 0, 255]],
+    "4": ["necros", [255, 255, 0]],
+    "5": ["no-neo", [255, 165, 0]],
+}
+
+_DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+
+
+def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float | None = None) -> Path:
+    """Write a nucleus table as HoVer-Net JSON (level-0 px; ``mag`` recorded as given, None in tile mode)."""
+    from napari_histo.nuclei.table import validate_table
+    from napari_histo.utils import atomic_write
+
+    validate_table(table)
+    path = Path(path)
+    info = table_type_info(table).to_json_dict()
+    mpp = table.attrs.get("mpp")
+    head = {"mag": mag, "mpp": float(mpp) if mpp else None, "type_info": info}
+    with atomic_write(path, encoding="utf-8") as fh:
+        fh.write(_DUMPS(head)[:-1] + ',"nuc":{')
+        ids = table["id"].to_numpy()
+        xs, ys = table["x"].to_numpy(np.float64), table["y"].to_numpy(np.float64)
+        bb = table[["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]].to_numpy(np.int64)
+        types = table["type"].to_numpy(np.int64)
+        probs = table["type_prob"].to_numpy(np.float64)
+        buf: list[str] = []
+        for i, contour in enumerate(table["contour"]):
+            c = np.round(np.asarray(contour, np.float64).reshape(-1, 2), 2).tolist()
+            p = float(probs[i])
+            rec = {
+                "bbox": [[int(bb[i, 0]), int(bb[i, 1])], [int(bb[i, 2]), int(bb[i, 3])]],
+                "centroid": [round(float(xs[i]), 2), round(float(ys[i]), 2)],
+                "contour": c,
+                "type_prob": p if math.isfinite(p) else None,
+                "type": int(types[i]),
+            }
+            buf.append(("," if i else "") + f'"{int(ids[i])}":' + _DUMPS(rec))
+            if len(buf) >= 4096:
+                fh.write("".join(buf))
+                buf.clear()
+        fh.write("".join(buf))
+        fh.write("}}\n")
+    return path
+
+
+def read_hovernet_json(
+    path: str | os.PathLike,
+    type_info: dict | None = None,
+    base_mag: float | None = None,
+    mpp: float | None = None,
+) -> pd.DataFrame:
+    """Read HoVer-Net JSON into a nucleus table (level-0 px).
+
+    Parameters
+    ----------
+    type_info : dict, optional
+        HoVer-Net ``type_info.json`` dict; default: the file's own ``type_info`` key, else PanNuke.
+    base_mag : float, optional
+        Scan magnification. When given and the file's ``mag`` differs, coordinates are scaled by
+        ``base_mag / mag`` to reach level 0.
+    mpp : float, optional
+        µm/px at level 0 (default: the file's ``mpp`` key, if any).
+    """
+    path = Path(path)
+    data = load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("nuc"), dict):
+        raise AnnotationFormatError(path, "not HoVer-Net JSON: no 'nuc' object")
+    mag = data.get("mag")
+    scale = 1.0
+    if base_mag and isinstance(mag, (int, float)) and mag > 0 and not math.isclose(mag, base_mag):
+        scale = float(base_mag) / float(mag)
+    info = type_info or (data.get("type_info") if isinstance(data.get("type_info"), dict) else None) or PANNUKE_TYPE_INFO
+    file_mpp = data.get("mpp") if isinstance(data.get("mpp"), (int, float)) else None
+    mpp = mpp if mpp is not None else file_mpp
+    contours, types, probs, ids = [], [], [], []
+    for key, nuc in data["nuc"].items():
+        try:
+            if not isinstance(nuc, dict):
+                raise ValueError("entry is not an object")
+            contour = np.asarray(nuc.get("contour"), dtype=np.float64)
+            if contour.ndim != 2 or contour.shape[1] != 2 or len(contour) < 3 or not np.isfinite(contour).all():
+                continue  # HoVer-Net writes degenerate (<3 vertex) contours for tiny objects; skip them
+            t = nuc.get("type")
+            p = nuc.get("type_prob", nuc.get("prob"))
+            contours.append(contour * scale)
+            types.append(int(t) if t is not None else 0)
+            probs.append(float(p) if p is not None else 1.0)
+            try:
+                ids.append(int(key))
+            except ValueError:
+                ids.append(-1)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise AnnotationFormatError(path, f"nucleus {key!r}: {exc}") from None
+    use_ids = ids if ids and min(ids) > 0 and len(set(ids)) == len(ids) else None
+    return table_from_contours(contours, types, probs, mpp=mpp, type_info=info, ids=use_ids)
