@@ -1,0 +1,69 @@
+"""Hagnifinder configuration, serialised as ``config.json`` next to the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from src_models.hagnifinder.data import DEFAULT_HOLDOUT
+
+
+@dataclass
+class HagnifinderConfig:
+    """Everything needed to rebuild, train and run the model.
+
+    The three training steps: ``asm_iters`` with ASM on, ``calib_iters`` batches averaging the
+    ASM multiplier into ``scale_factor`` (no weight update), ``fixed_iters`` with the fixed factor.
+    """
+
+    backbone: str = "resnet_slim"
+    width: int = 16
+    hidden: tuple[int, int] = (200, 20)
+    ev: float = 2.2
+    patch_size: int = 224
+    mag_min: float = 5.0
+    mag_max: float = 40.0
+    pad_prob: float = 0.3
+    huber_delta: float = 1.0
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    batch_size: int = 32
+    iters_per_epoch: int = 100
+    asm_iters: int = 3000
+    calib_iters: int = 50
+    fixed_iters: int = 1000
+    plateau_patience: int = 6
+    min_lr: float = 5e-6
+    seed: int = 40
+    data_root: str = "../shared/data"
+    holdout: list[str] = field(default_factory=lambda: list(DEFAULT_HOLDOUT))
+    out_dir: str = "runs/hagnifinder"
+    checkpoint_every: int = 50
+    val_every: int = 500
+    val_crops: int = 2
+    num_threads: int = 1
+    #: Calibrated fixed scale (step 2); 0 until calibrated.
+    scale_factor: float = 0.0
+
+    def to_json(self, path: str | Path) -> None:
+        from napari_histo.utils import atomic_write
+
+        with atomic_write(path) as fh:
+            json.dump(asdict(self), fh, indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HagnifinderConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown Hagnifinder config keys: {sorted(unknown)}")
+        data = dict(data)
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> HagnifinderConfig:
+        with open(path) as fh:
+            return cls.from_dict(json.load(fh))

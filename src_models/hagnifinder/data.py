@@ -1,0 +1,355 @@
+"""Multi-magnification patches from images of known pixel size, by downsampling only.
+
+A source image with pixel size ``mpp`` has magnification ``M = 10 / mpp`` (40x = 0.25 µm/px).
+A 224² patch at target magnification ``m <= M`` covers ``224 * M / m`` source pixels per side,
+area-averaged down to 224 px. Targets above the source magnification are refused: the sampler
+never upsamples, so the network never sees interpolated (blurred) detail that real scans lack.
+
+When the source is too small for the field (e.g. 5x from a 1000 px 40x tile needs 1792 px), the
+whole extent is downsampled and the patch is completed by reflection padding; ``pad_prob`` applies
+the same padding at random at every magnification so that padding is not a magnification cue.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def mag_to_mpp(magnification: float) -> float:
+    """Objective magnification -> µm/px with the convention ``mag = 10 / mpp``."""
+    return 10.0 / float(magnification)
+
+
+def mpp_to_mag(mpp: float) -> float:
+    """µm/px -> objective magnification (``10 / mpp``)."""
+    return 10.0 / float(mpp)
+
+
+@dataclass
+class SourceImage:
+    """One source image of known pixel size; ``rgb`` is loaded lazily and cached."""
+
+    name: str
+    dataset: str
+    path: Path
+    mpp: float
+    region: tuple[int, int, int, int] | None = None  # x, y, w, h at level 0 (slides)
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def magnification(self) -> float:
+        return mpp_to_mag(self.mpp)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        if self._rgb is None:
+            self._rgb = read_rgb(self.path, self.region)
+        return self._rgb
+
+
+def read_rgb(path: str | Path, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """Read an image (TIFF, PNG, BMP, JPEG or an OpenSlide slide's level 0) as (h, w, 3) uint8."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"):
+        import openslide
+
+        with openslide.OpenSlide(str(path)) as slide:
+            x, y, w, h = region or (0, 0, *slide.dimensions)
+            rgba = np.asarray(slide.read_region((x, y), 0, (w, h)))
+        rgb = rgba[..., :3].copy()
+        rgb[rgba[..., 3] == 0] = 255
+        return rgb
+    if suffix in (".tif", ".tiff"):
+        import tifffile
+
+        arr = tifffile.imread(str(path))
+    else:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"))
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    arr = arr[..., :3]
+    if region is not None:
+        x, y, w, h = region
+        arr = arr[y:y + h, x:x + w]
+    return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
+
+
+# --------------------------------------------------------------------------------------------
+# the sources in ../shared/data
+# --------------------------------------------------------------------------------------------
+
+#: Whole source images kept out of training (validation only).
+DEFAULT_HOLDOUT = (
+    # MoNuSeg: the whole official test set
+    "monuseg:TCGA-44-2665-01B-06-BS6", "monuseg:TCGA-69-7764-01A-01-TS1",
+    "monuseg:TCGA-A6-6782-01A-01-BS1", "monuseg:TCGA-AO-A0J2-01A-01-BSA",
+    "monuseg:TCGA-CU-A0YN-01A-02-BSB", "monuseg:TCGA-EJ-A46H-01A-03-TSC",
+    "monuseg:TCGA-FG-A4MU-01B-01-TS1", "monuseg:TCGA-GL-6846-01A-01-BS1",
+    "monuseg:TCGA-HC-7209-01A-01-TS1", "monuseg:TCGA-IZ-8196-01A-01-BS1",
+    # CPM-15: two 20x and two 40x tiles
+    "cpm15:image06", "cpm15:image07", "cpm15:image14", "cpm15:image15",
+    "monusac:A9K0_2",
+    "crchisto:img36", "crchisto:img41",
+    # the CMU Aperio slide (20x): never trained on
+    "wsi:cmu-1-small-region",
+)
+
+_MPP_RE = re.compile(rb'MicronsPerPixel="([0-9.]+)"')
+
+
+def _xml_mpp(xml_path: Path, default: float) -> float:
+    if xml_path.exists():
+        match = _MPP_RE.search(xml_path.read_bytes()[:2000])
+        if match:
+            return float(match.group(1))
+    return default
+
+
+def discover_sources(data_root: str | Path) -> list[SourceImage]:
+    """All images of known pixel size under ``data_root`` (``../shared/data`` layout).
+
+    MoNuSeg mpp from the XML (0.25 when absent), CPM-15 from the manifest's objective power
+    (20x -> 0.5, 40x -> 0.25 µm/px), MoNuSAC and the CMU slide from their Aperio headers,
+    CRCHistoPhenotypes 0.55 µm/px (the paper's value). Datasets that are absent are skipped.
+    """
+    root = Path(data_root)
+    sources: list[SourceImage] = []
+    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
+        for tif in sorted((root / "monuseg" / sub).glob("*.tif")):
+            mpp = _xml_mpp(tif.with_suffix(".xml"), 0.25)
+            sources.append(SourceImage(f"monuseg:{tif.stem}", "monuseg", tif, mpp))
+    manifest = root / "cpm15" / "manifest.csv"
+    if manifest.exists():
+        with open(manifest, newline="") as fh:
+            for row in csv.DictReader(fh):
+                mag = float(row["magnification"].lower().rstrip("x"))
+                path = root / "cpm15" / row["image"]
+                sources.append(SourceImage(f"cpm15:{path.stem}", "cpm15", path, mag_to_mpp(mag)))
+    for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
+        sources.append(SourceImage(f"monusac:{svs.stem}", "monusac", svs, _slide_mpp(svs, 0.19448)))
+    crc = root / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
+    for bmp in sorted(crc.glob("img*/img*.bmp")):
+        sources.append(SourceImage(f"crchisto:{bmp.stem}", "crchisto", bmp, 0.55))
+    cmu = root / "wsi" / "cmu-1-small-region.svs"
+    if cmu.exists():
+        sources.append(SourceImage("wsi:cmu-1-small-region", "wsi", cmu, _slide_mpp(cmu, 0.499)))
+    return sources
+
+
+def _slide_mpp(path: Path, default: float) -> float:
+    try:
+        import openslide
+
+        with openslide.OpenSlide(str(path)) as slide:
+            value = slide.properties.get("openslide.mpp-x")
+        return float(value) if value else default
+    except Exception:  # noqa: BLE001 - an unreadable header falls back to the documented value
+        return default
+
+
+def split_sources(sources: Sequence[SourceImage], holdout: Sequence[str] = DEFAULT_HOLDOUT
+                  ) -> tuple[list[SourceImage], list[SourceImage]]:
+    """(train, validation) by whole source image: names in ``holdout`` go to validation."""
+    held = set(holdout)
+    train = [s for s in sources if s.name not in held]
+    val = [s for s in sources if s.name in held]
+    return train, val
+
+
+# --------------------------------------------------------------------------------------------
+# patch extraction
+# --------------------------------------------------------------------------------------------
+
+def downsample_factor(source_mag: float, target_mag: float) -> float:
+    """Source px per output px for a target magnification; refuses to upsample (factor < 1)."""
+    factor = float(source_mag) / float(target_mag)
+    if factor < 1.0 - 1e-9:
+        raise ValueError(f"target magnification {target_mag:.3g}x is above the source's "
+                         f"{source_mag:.3g}x: that would need upsampling")
+    return max(factor, 1.0)
+
+
+def field_size(patch_size: int, factor: float) -> int:
+    """Source pixels per side covered by a ``patch_size`` patch downsampled by ``factor``."""
+    return int(round(patch_size * factor))
+
+
+def extract_patch(rgb: np.ndarray, source_mag: float, target_mag: float, patch_size: int = 224,
+                  center: tuple[float, float] | None = None,
+                  rng: np.random.Generator | None = None) -> tuple[np.ndarray, float]:
+    """One ``patch_size``² patch of ``rgb`` seen at ``target_mag`` (never upsampled).
+
+    Parameters
+    ----------
+    rgb
+        Source image (h, w, 3) uint8 at ``source_mag``.
+    center
+        Field centre (x, y) in source px; random (from ``rng``) when None.
+
+    Returns
+    -------
+    patch, real_fraction
+        The patch and the fraction of its pixels that are image (the rest is reflection padding
+        because the source was smaller than the field).
+    """
+    from PIL import Image
+
+    factor = downsample_factor(source_mag, target_mag)
+    h, w = rgb.shape[:2]
+    fs = field_size(patch_size, factor)
+    fw, fh = min(fs, w), min(fs, h)
+    if center is None:
+        rng = rng or np.random.default_rng()
+        x0 = int(rng.integers(0, w - fw + 1))
+        y0 = int(rng.integers(0, h - fh + 1))
+    else:
+        x0 = int(np.clip(round(center[0] - fw / 2), 0, w - fw))
+        y0 = int(np.clip(round(center[1] - fh / 2), 0, h - fh))
+    crop = rgb[y0:y0 + fh, x0:x0 + fw]
+    ow = min(patch_size, max(1, int(round(fw / factor))))
+    oh = min(patch_size, max(1, int(round(fh / factor))))
+    if (ow, oh) != (fw, fh):
+        crop = np.asarray(Image.fromarray(np.ascontiguousarray(crop)).resize((ow, oh), Image.BOX))
+    real = (ow * oh) / float(patch_size * patch_size)
+    if ow < patch_size or oh < patch_size:
+        crop = reflect_pad(crop, patch_size)
+    return np.ascontiguousarray(crop), real
+
+
+def reflect_pad(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Pad (h, w, 3) to at least ``size`` per side by (repeated) reflection, then crop to size."""
+    out = rgb
+    while out.shape[0] < size or out.shape[1] < size:
+        ph = min(max(0, size - out.shape[0]), out.shape[0] - 1)
+        pw = min(max(0, size - out.shape[1]), out.shape[1] - 1)
+        if ph == 0 and pw == 0:  # 1-px image: fall back to edge replication
+            out = np.pad(out, ((0, max(0, size - out.shape[0])), (0, max(0, size - out.shape[1])), (0, 0)),
+                         mode="edge")
+            break
+        out = np.pad(out, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+    return out[:size, :size]
+
+
+def tissue_fraction(rgb: np.ndarray) -> float:
+    """Fraction of pixels that are not background (white or black)."""
+    small = rgb[::4, ::4].astype(np.int16)
+    grey = small.sum(axis=2)
+    sat = small.max(axis=2) - small.min(axis=2)
+    return float(((grey < 660) & (grey > 60) & (sat > 12)).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# the training sampler
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class MultiMagSampler:
+    """Random (patch, magnification) pairs balanced uniformly over ``mag_range``.
+
+    For a target ``m ~ U(mag_min, mag_max)`` one dataset is chosen uniformly among those with an
+    image of magnification >= ``m``, then one such image uniformly, then a random field.
+    """
+
+    sources: Sequence[SourceImage]
+    mag_range: tuple[float, float] = (5.0, 40.0)
+    patch_size: int = 224
+    pad_prob: float = 0.15
+    min_tissue: float = 0.3
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        top = max(s.magnification for s in self.sources) if self.sources else 0.0
+        if not self.sources or top < self.mag_range[1] - 1e-6:
+            raise ValueError(f"no source reaches {self.mag_range[1]}x (highest: {top:.3g}x)")
+
+    def eligible(self, target_mag: float) -> list[SourceImage]:
+        return [s for s in self.sources if s.magnification >= target_mag - 1e-9]
+
+    def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, float, str]:
+        """One augmented patch, its magnification, and the source name."""
+        target = float(rng.uniform(*self.mag_range))
+        eligible = self.eligible(target)
+        datasets = sorted({s.dataset for s in eligible})
+        dataset = datasets[int(rng.integers(len(datasets)))]
+        pool = [s for s in eligible if s.dataset == dataset]
+        src = pool[int(rng.integers(len(pool)))]
+        patch = None
+        for _ in range(4):  # prefer fields with tissue
+            patch, _real = extract_patch(src.rgb, src.magnification, target, self.patch_size, rng=rng)
+            if tissue_fraction(patch) >= self.min_tissue:
+                break
+        if self.augment and rng.random() < self.pad_prob:
+            keep = int(rng.integers(self.patch_size // 3, self.patch_size))
+            y0, x0 = rng.integers(0, self.patch_size - keep + 1, size=2)
+            patch = reflect_pad(patch[y0:y0 + keep, x0:x0 + keep], self.patch_size)
+        if self.augment:
+            patch = augment_patch(patch, rng)
+        return patch, target, src.name
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        """``size`` patches (B, H, W, 3) uint8 and magnifications (B,) float32."""
+        patches, mags = zip(*[self.sample(rng)[:2] for _ in range(size)])
+        return np.stack(patches), np.asarray(mags, np.float32)
+
+
+def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Flips, 90° rotations, and colour jitter (per-channel gain/offset, saturation, gamma)."""
+    out = np.rot90(patch, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    x = out.astype(np.float32)
+    grey = x.sum(axis=2, keepdims=True) * np.float32(1 / 3)
+    x = grey + (x - grey) * np.float32(rng.uniform(0.7, 1.3))
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    gamma = rng.uniform(0.8, 1.25)
+    for c in range(3):  # per-channel gain, offset and a shared gamma, as lookup tables
+        lut = np.clip(levels * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05), 0, 1) ** gamma
+        x[..., c] = (lut * 255.0 + 0.5).astype(np.uint8)[x[..., c]]
+    return x
+
+
+def to_tensor(patches: np.ndarray):
+    """(B, H, W, 3) uint8 -> ImageNet-normalised float tensor (B, 3, H, W)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous()  # NCHW-contiguous (channels-last input crashed backward)
+
+
+def validation_patches(sources: Sequence[SourceImage], mags: Sequence[float] = (5, 10, 15, 20, 25, 30, 35, 40),
+                       crops_per_mag: int = 8, patch_size: int = 224, seed: int = 0,
+                       min_tissue: float = 0.3) -> list[dict]:
+    """A deterministic validation set: per source and magnification <= its own, ``crops_per_mag``
+    tissue-rich fields (no augmentation). Each record: source, dataset, mag, patch, real_fraction."""
+    records = []
+    for i, src in enumerate(sources):
+        for nominal in mags:
+            # a "40x" scan at 39.7x still counts for the 40x row, labelled with its true 39.7x
+            if nominal > src.magnification * 1.03:
+                continue
+            mag = min(float(nominal), src.magnification)
+            rng = np.random.default_rng([seed, i, int(nominal * 10)])
+            for _ in range(crops_per_mag):
+                for _attempt in range(6):
+                    patch, real = extract_patch(src.rgb, src.magnification, mag, patch_size, rng=rng)
+                    if tissue_fraction(patch) >= min_tissue:
+                        break
+                records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
+                                "mag": mag, "patch": patch, "real_fraction": real})
+    return records

@@ -1,0 +1,91 @@
+"""Hagnifinder regression network: backbone -> 200 -> 20 -> ASM (or fixed sf) -> tanh -> 1.
+
+The Adaptive Scaling Module rescales the 20-d features of the whole batch so their variance is
+the expected variance ``ev`` (2.2), keeping tanh out of saturation whatever the feature scale.
+Because it depends on batch statistics, the final model replaces it by a fixed scalar ``sf``:
+the mean ASM multiplier over one pass of the training data (three-step training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from src_models.backbones import build_resnet
+
+
+class AdaptiveScaling(nn.Module):
+    """ASM: ``x * m`` with ``m = z / a``, ``a = max|x|``, ``v = var(x / a)``,
+    ``z = sqrt(ev / v)`` when ``v <= 1.4`` or ``v >= 2.4`` else 1.
+
+    ``var`` is the population variance over the whole batch tensor. ``m`` is treated as a
+    constant in the backward pass (a rescaling, not a learned normalisation).
+    """
+
+    def __init__(self, ev: float = 2.2) -> None:
+        super().__init__()
+        self.ev = float(ev)
+
+    def multiplier(self, x: torch.Tensor) -> torch.Tensor:
+        """The scalar multiplier ``m`` for batch ``x`` (detached)."""
+        with torch.no_grad():
+            a = torch.maximum(x.max().abs(), x.min().abs()).clamp_min(1e-12)
+            v = (x / a).var(unbiased=False).clamp_min(1e-12)
+            z = torch.sqrt(self.ev / v) if (v <= 1.4 or v >= 2.4) else torch.ones_like(v)
+            return z / a
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.multiplier(x)
+        return x * m, m
+
+
+class HagnifinderNet(nn.Module):
+    """Magnification regressor; ``forward(x) -> (B,)`` magnification in x (objective power).
+
+    Parameters
+    ----------
+    backbone
+        ``resnet50`` (paper) or a smaller ResNet (``resnet18``, ``resnet34``, ``resnet_slim``).
+    width
+        Width of ``resnet_slim``.
+    hidden
+        Head widths; (200, 20) as in the paper.
+    ev
+        ASM expected variance.
+    init_bias
+        Initial output bias (the middle of the magnification range) so training starts centred.
+    """
+
+    def __init__(self, backbone: str = "resnet50", width: int = 16, hidden: tuple[int, int] = (200, 20),
+                 ev: float = 2.2, init_bias: float = 22.5) -> None:
+        super().__init__()
+        self.backbone = build_resnet(backbone, width=width)
+        self.fc1 = nn.Linear(self.backbone.out_features, hidden[0])
+        self.fc2 = nn.Linear(hidden[0], hidden[1])
+        self.asm = AdaptiveScaling(ev)
+        self.fc3 = nn.Linear(hidden[1], 1)
+        nn.init.constant_(self.fc3.bias, init_bias)
+        #: True: scale by ASM (steps 1-2); False: by the fixed ``scale_factor`` (step 3, final).
+        self.use_asm = True
+        self.register_buffer("scale_factor", torch.tensor(0.0))
+        self.last_multiplier: float | None = None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 20-d pre-scaling features (``fc2`` output)."""
+        return self.fc2(self.fc1(self.backbone(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        if self.use_asm:
+            f, m = self.asm(f)
+            self.last_multiplier = float(m)
+        else:
+            if float(self.scale_factor) <= 0:
+                raise RuntimeError("ASM is off but no scale factor is set (run the calibration pass)")
+            f = f * self.scale_factor
+        return self.fc3(torch.tanh(f)).squeeze(1)
+
+    def fix_scale(self, scale_factor: float) -> None:
+        """Step 3: switch ASM off and scale by the fixed calibrated factor from now on."""
+        self.scale_factor.fill_(float(scale_factor))
+        self.use_asm = False

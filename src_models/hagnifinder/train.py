@@ -1,0 +1,241 @@
+"""Hagnifinder training: three steps (ASM on; calibrate the scale; fixed scale), resumable.
+
+Run with ``napari-histo train hagnifinder --config FILE`` or
+``python -m src_models.hagnifinder.train CONFIG [--resume]``. The run folder (``out_dir``) holds
+``checkpoint.pt`` (saved every ``checkpoint_every`` iterations, on SIGTERM/SIGINT and at each
+step change), ``train.log``, ``metrics.jsonl`` and, at the end, ``model.pt`` + ``config.json``.
+Batches are drawn from a generator seeded by (seed, iteration), so a resumed run continues
+the same stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src_models.hagnifinder.config import HagnifinderConfig
+from src_models.hagnifinder.data import (
+    MultiMagSampler,
+    discover_sources,
+    split_sources,
+    to_tensor,
+    validation_patches,
+)
+from src_models.hagnifinder.metrics import summarise
+from src_models.hagnifinder.model import HagnifinderNet
+
+
+def build_model(config: HagnifinderConfig) -> HagnifinderNet:
+    """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``)."""
+    model = HagnifinderNet(config.backbone, config.width, tuple(config.hidden), config.ev,
+                           init_bias=(config.mag_min + config.mag_max) / 2)
+    if config.scale_factor > 0:
+        model.fix_scale(config.scale_factor)
+    return model
+
+
+def phase_of(config: HagnifinderConfig, iteration: int) -> str:
+    """``"asm"`` (step 1), ``"calibrate"`` (step 2), ``"fixed"`` (step 3) or ``"done"``."""
+    if iteration < config.asm_iters:
+        return "asm"
+    if iteration < config.asm_iters + config.calib_iters:
+        return "calibrate"
+    if iteration < config.asm_iters + config.calib_iters + config.fixed_iters:
+        return "fixed"
+    return "done"
+
+
+class _Log:
+    def __init__(self, out_dir: Path) -> None:
+        self.text = open(out_dir / "train.log", "a", buffering=1)
+        self.jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)
+
+    def __call__(self, message: str, **record) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}"
+        self.text.write(line + "\n")
+        print(line, flush=True)
+        if record:
+            self.jsonl.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    def close(self) -> None:
+        self.text.close()
+        self.jsonl.close()
+
+
+@torch.no_grad()
+def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Predictions (N,) for uint8 patches (N, H, W, 3) in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = [model(to_tensor(patches[i:i + batch_size])).numpy() for i in range(0, len(patches), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+    from napari_histo.utils import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"model": model.state_dict(), "use_asm": model.use_asm,
+                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "state": state}, tmp)
+
+
+def export_model(model: HagnifinderNet, config: HagnifinderConfig, out_dir: str | Path) -> Path:
+    """Write ``model.pt`` (state_dict) and ``config.json`` (with the scale factor) to ``out_dir``."""
+    from napari_histo.utils import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.scale_factor = float(model.scale_factor)
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    config.to_json(out_dir / "config.json")
+    return out_dir
+
+
+def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) -> HagnifinderNet:
+    """Train (or resume) per ``config``; returns the final model (ASM off, fixed scale).
+
+    ``data_sources`` overrides discovery: a ``(train, val)`` pair of :class:`SourceImage` lists.
+    """
+    torch.set_num_threads(max(1, config.num_threads))
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(out_dir)
+    if data_sources is None:
+        train_src, val_src = split_sources(discover_sources(config.data_root), config.holdout)
+    else:
+        train_src, val_src = data_sources
+    sampler = MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
+                              pad_prob=config.pad_prob)
+    model = build_model(config)
+    model.use_asm = True
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5,
+                                                           patience=config.plateau_patience,
+                                                           min_lr=config.min_lr)
+    loss_fn = torch.nn.HuberLoss(delta=config.huber_delta)
+    state = {"iteration": 0, "calib_sum": 0.0, "calib_n": 0, "epoch_losses": []}
+    ckpt_path = out_dir / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        model.use_asm = ckpt["use_asm"]
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        state = ckpt["state"]
+        log(f"resumed at iteration {state['iteration']} ({phase_of(config, state['iteration'])})")
+    else:
+        config.to_json(out_dir / "run_config.json")
+        log(f"start: {len(train_src)} training and {len(val_src)} validation source images; "
+            f"config {json.dumps(asdict(config))}")
+    val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
+                             seed=config.seed) if val_src and config.val_every > 0 else []
+    val_x = np.stack([r["patch"] for r in val]) if val else None
+    val_y = np.array([r["mag"] for r in val]) if val else None
+
+    stop = {"flag": False}
+
+    def _request_stop(signum, frame):  # noqa: ARG001 - signal handler signature
+        stop["flag"] = True
+
+    old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    t0 = time.time()
+    try:
+        while not stop["flag"]:
+            it = state["iteration"]
+            phase = phase_of(config, it)
+            if phase == "done":
+                break
+            x, y = sampler.batch(np.random.default_rng([config.seed, it]), config.batch_size)
+            if phase == "calibrate":
+                # step 2: one pass with ASM on, averaging the multiplier; no weight update
+                model.eval()
+                with torch.no_grad():
+                    model.asm.ev = config.ev
+                    model(to_tensor(x))
+                state["calib_sum"] += float(model.last_multiplier)
+                state["calib_n"] += 1
+                model.train()
+                if phase_of(config, it + 1) != "calibrate":
+                    sf = state["calib_sum"] / state["calib_n"]
+                    model.fix_scale(sf)
+                    log(f"step 2 done: scale factor {sf:.6g} from {state['calib_n']} batches",
+                        event="calibrated", iteration=it, scale_factor=sf)
+                    _save_checkpoint(ckpt_path, model, optimizer, scheduler, {**state, "iteration": it + 1})
+            else:
+                model.train()
+                pred = model(to_tensor(x))
+                loss = loss_fn(pred, torch.from_numpy(y))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                state["epoch_losses"].append(loss.item())
+                if (it + 1) % config.iters_per_epoch == 0:
+                    epoch_loss = float(np.mean(state["epoch_losses"]))
+                    scheduler.step(epoch_loss)
+                    state["epoch_losses"] = []
+                    lr = optimizer.param_groups[0]["lr"]
+                    mae = float(np.mean(np.abs(pred.detach().numpy() - y)))
+                    log(f"it {it + 1} [{phase}] train huber {epoch_loss:.3f} batch-MAE {mae:.2f} lr {lr:.2g} "
+                        f"({(time.time() - t0) / 60:.1f} min)", event="epoch", iteration=it + 1,
+                        phase=phase, loss=epoch_loss, lr=lr)
+            state["iteration"] = it + 1
+            done_phase = phase_of(config, it + 1) != phase
+            if val_x is not None and ((it + 1) % config.val_every == 0 or (done_phase and phase != "calibrate")):
+                preds = predict_patches(model, val_x, config.batch_size)
+                summary = summarise(preds, val_y)
+                log(f"it {it + 1} validation MAE {summary['mae']:.2f} acc@1 {summary['acc@1']:.2f} "
+                    f"acc@5 {summary['acc@5']:.2f} (n={summary['n']})", event="val", iteration=it + 1,
+                    phase=phase, **summary)
+            if (it + 1) % config.checkpoint_every == 0 or done_phase:
+                _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
+        _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
+        if phase_of(config, state["iteration"]) == "done":
+            export_model(model, config, out_dir)
+            log(f"finished: model.pt and config.json in {out_dir}")
+        else:
+            log(f"stopped at iteration {state['iteration']}; resume with resume=True")
+    finally:
+        for s, handler in old_handlers.items():
+            signal.signal(s, handler)
+        log.close()
+    return model
+
+
+def load_config_file(path: str | Path) -> HagnifinderConfig:
+    """A config from JSON (or TOML); relative ``data_root``/``out_dir`` stay relative to the CWD."""
+    path = Path(path)
+    if path.suffix.lower() == ".toml":
+        import tomllib
+
+        with open(path, "rb") as fh:
+            return HagnifinderConfig.from_dict(tomllib.load(fh))
+    return HagnifinderConfig.from_json(path)
+
+
+def train_from_config_file(path: str | Path, resume: bool = False) -> HagnifinderNet:
+    """Entry point for ``napari-histo train hagnifinder --config FILE [--resume]``."""
+    return train(load_config_file(path), resume=resume)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Train the Hagnifinder magnification regressor.")
+    parser.add_argument("config", help="config JSON (HagnifinderConfig fields)")
+    parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    args = parser.parse_args(argv)
+    train_from_config_file(args.config, resume=args.resume)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
