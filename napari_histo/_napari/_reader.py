@@ -1,0 +1,105 @@
+"""napari reader: whole-slide images as lazy multiscale RGB layers with physical scale in µm."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_histo.slide._slide import PLAIN_EXTENSIONS, SUPPORTED_EXTENSIONS, TIFF_EXTENSIONS
+
+PathLike = str | os.PathLike
+LayerData = tuple[Any, ...]
+
+_TIFF_BASED = TIFF_EXTENSIONS | {".svs", ".ndpi", ".scn", ".bif", ".svslide"}
+_MAGIC = {
+    ".png": (b"\x89PNG\r\n\x1a\n",),
+    ".jpg": (b"\xff\xd8\xff",),
+    ".jpeg": (b"\xff\xd8\xff",),
+    ".bmp": (b"BM",),
+}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _looks_readable(path: PathLike) -> bool:
+    """Cheap checks only: extension, non-empty regular file, header magic / OpenSlide probe."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in SUPPORTED_EXTENSIONS:
+        return False
+    try:
+        if not path.is_file() or path.stat().st_size == 0:
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return False
+    if head[:4] in _TIFF_MAGIC:
+        return ext in _TIFF_BASED or ext in PLAIN_EXTENSIONS
+    if ext in _MAGIC:
+        return head.startswith(_MAGIC[ext])
+    if ext in _TIFF_BASED:
+        return False
+    from napari_histo.slide._openslide import openslide_vendor
+
+    return openslide_vendor(path) is not None  # .mrxs, .vms, .vmu (index files)
+
+
+def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
+    """Return :func:`read_slides` when every path looks like a slide we can open, else None."""
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths or not all(_looks_readable(p) for p in paths):
+            return None
+    except Exception:  # get_reader must never raise
+        return None
+    return read_slides
+
+
+def slide_layer_data(slide) -> LayerData:
+    """(pyramid, kwargs, "image") for an open :class:`~napari_histo.slide.Slide`."""
+    pyramid = slide.pyramid()
+    metadata = slide.metadata()
+    metadata["pyramid_downsamples"] = slide.pyramid_downsamples()
+    metadata["slide_spec"] = slide.spec()
+    kwargs: dict[str, Any] = {
+        "name": slide.path.name,
+        "rgb": True,
+        "multiscale": len(pyramid) > 1,
+        "contrast_limits": (0, 255),
+        "metadata": metadata,
+    }
+    if slide.mpp is not None:
+        kwargs["scale"] = (slide.mpp[1], slide.mpp[0])
+        kwargs["units"] = ("um", "um")
+        metadata["scale_units"] = "um"
+    else:
+        metadata["scale_units"] = "pixel"
+    data = pyramid if len(pyramid) > 1 else pyramid[0]
+    return (data, kwargs, "image")
+
+
+def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Open each slide as a multiscale RGB image layer; errors become one notification."""
+    from napari.utils.notifications import show_error, show_info
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import HistoError
+
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for one in paths:
+        try:
+            slide = open_slide(one)
+            layer = slide_layer_data(slide)
+        except HistoError as exc:
+            show_error(f"napari-histo could not open the slide: {exc}")
+            continue
+        if slide.mpp is None:
+            show_info(
+                f"{slide.path.name}: the file states no pixel size (mpp); the layer is shown in "
+                "pixels. Magnification prediction can estimate it."
+            )
+        layers.append(layer)
+    return layers or [(None,)]

@@ -1,0 +1,61 @@
+"""``napari-histo info SLIDE [--json]``: slide metadata (levels, mpp, power, vendor, backend)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "info",
+        help="print a slide's metadata",
+        description="Print levels, downsamples, tile sizes, mpp, objective power, vendor, "
+        "backend and associated images of a whole-slide image.",
+    )
+    parser.add_argument("slide", help="slide file (.svs, .ndpi, .mrxs, .tif, .ome.tif, .png, ...)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    parser.add_argument(
+        "--backend",
+        choices=["openslide", "tifffile", "image"],
+        default=None,
+        help="force a reader backend (default: chosen from the file header)",
+    )
+    parser.add_argument(
+        "--properties", action="store_true", help="also print all vendor properties"
+    )
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def handler(args: argparse.Namespace) -> int:
+    from napari_histo.slide import open_slide
+
+    with open_slide(args.slide, backend=args.backend) as slide:
+        info = slide.metadata()
+        if args.properties:
+            info["properties"] = dict(slide.properties)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    mpp = info["mpp"]
+    power = info["objective_power"]
+    lines = [
+        f"path:              {info['path']}",
+        f"vendor / backend:  {info['vendor']} / {info['backend']}",
+        f"dimensions:        {info['dimensions'][0]} x {info['dimensions'][1]} px (w x h)",
+        f"mpp (x, y):        {f'{mpp[0]:.4f}, {mpp[1]:.4f} µm/px' if mpp else 'unknown (not in metadata)'}",
+        f"objective power:   {f'{power:g}x' if power else 'unknown (not in metadata)'}",
+        f"levels:            {info['level_count']}",
+    ]
+    for level, ((w, h), ds, tile) in enumerate(
+        zip(info["level_dimensions"], info["level_downsamples"], info["tile_sizes"])
+    ):
+        tile_text = f"tiles {tile[0]}x{tile[1]}" if tile else "not tiled"
+        lines.append(f"  level {level}: {w} x {h}  downsample {ds:.4g}  {tile_text}")
+    lines.append(f"associated images: {', '.join(info['associated_images']) or 'none'}")
+    if args.properties:
+        lines.append("properties:")
+        lines.extend(f"  {k} = {v!r}" for k, v in sorted(info["properties"].items()))
+    print("\n".join(lines))
+    return 0

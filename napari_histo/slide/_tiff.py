@@ -1,0 +1,205 @@
+"""tifffile + zarr 3 backend: the ONLY module that touches tifffile's zarr store.
+
+Pinned pair (see pyproject): tifffile < 2026.5.2 and zarr < 3.2. In this range
+``TiffPageSeries.aszarr()`` returns a ``ZarrTiffStore`` that ``zarr.open`` reads as a group
+with one array per pyramid level (keys "0", "1", ... in no guaranteed order, so they are
+sorted numerically) or, for a single level, as one array. Chunks are the native tiles.
+A round-trip test (tests/test_slide_tiff.py) fails loudly if an upgrade changes this.
+
+Covers OME-TIFF (SubIFD pyramids), Aperio SVS read without OpenSlide, and any tiled or
+striped TIFF that OpenSlide declines.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+
+from napari_histo.slide._metadata import (
+    mpp_from_tiff_resolution,
+    mpp_power_from_aperio,
+    mpp_power_from_ome,
+)
+from napari_histo.utils import InputFileError
+
+_ASSOCIATED_NAMES = {"label": "label", "macro": "macro", "thumbnail": "thumbnail"}
+
+
+def _rgb(array: np.ndarray) -> np.ndarray:
+    """Coerce a decoded TIFF array (Y, X[, S]) to RGB uint8."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        if array.dtype == bool:
+            array = array.astype(np.uint8) * 255
+        elif np.issubdtype(array.dtype, np.integer) and array.dtype.itemsize == 2:
+            array = (array >> 8).astype(np.uint8)
+        else:
+            array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        return np.repeat(array[..., None], 3, axis=2)
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    if array.shape[2] == 4:
+        alpha = array[..., 3:4].astype(np.float32) / 255.0
+        blended = array[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
+        return np.round(blended).astype(np.uint8)
+    return np.ascontiguousarray(array[..., :3])
+
+
+class TiffBackend:
+    """Pixels and metadata of a (pyramidal) TIFF through tifffile and zarr 3."""
+
+    name = "tifffile"
+
+    def __init__(self, path: str | os.PathLike):
+        import tifffile
+        import zarr
+
+        self.path = str(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except Exception as exc:  # tifffile raises many types for broken files
+            raise InputFileError(self.path, f"not a readable TIFF ({exc})") from exc
+        try:
+            self._tif.filehandle.set_lock(True)  # zarr reads may come from several threads
+            series = self._tif.series
+            if not series:
+                raise InputFileError(self.path, "the TIFF holds no image")
+            self._series = series[0]
+            if self._series.ndim < 2 or self._series.ndim > 3 or (
+                self._series.ndim == 3 and self._series.shape[-1] not in (1, 3, 4)
+            ):
+                raise InputFileError(
+                    self.path,
+                    f"image shape {self._series.shape} ({self._series.axes}) is not a 2-D "
+                    "grey or RGB slide",
+                )
+            self._store = self._series.aszarr()
+            node = zarr.open(self._store, mode="r")
+            if isinstance(node, zarr.Group):
+                keys = sorted((k for k in node.array_keys() if k.isdigit()), key=int)
+                self._arrays = [node[k] for k in keys]
+            else:
+                self._arrays = [node]
+            if not self._arrays:
+                raise InputFileError(self.path, "the TIFF holds no pyramid level")
+            self._lock = threading.Lock()
+            self._init_metadata()
+        except InputFileError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise InputFileError(self.path, f"cannot read TIFF structure ({exc})") from exc
+
+    # -- metadata -------------------------------------------------------------------------
+    def _init_metadata(self) -> None:
+        tif = self._tif
+        page = self._series.levels[0].keyframe if hasattr(self._series.levels[0], "keyframe") else tif.pages[0]
+        self.level_dimensions = [(int(a.shape[1]), int(a.shape[0])) for a in self._arrays]
+        width0 = self.level_dimensions[0][0]
+        height0 = self.level_dimensions[0][1]
+        self.level_downsamples = [
+            float((width0 / w + height0 / h) / 2.0) for (w, h) in self.level_dimensions
+        ]
+        self.tile_sizes = []
+        for level in self._series.levels:
+            key = level.keyframe
+            if key.is_tiled:
+                self.tile_sizes.append((int(key.tilewidth), int(key.tilelength)))
+            else:
+                self.tile_sizes.append(None)
+        description = page.description or ""
+        self.properties: dict[str, str] = {
+            "tiff.ImageDescription": description,
+            "tifffile.series": self._series.name or "",
+            "tifffile.axes": self._series.axes,
+            "tifffile.compression": str(getattr(page.compression, "name", page.compression)),
+        }
+        self.mpp = None
+        self.objective_power = None
+        if tif.is_ome:
+            self.vendor = "ome"
+            self.mpp, self.objective_power = mpp_power_from_ome(tif.ome_metadata or "")
+        elif description.startswith("Aperio"):
+            self.vendor = "aperio"
+            self.mpp, self.objective_power = mpp_power_from_aperio(description)
+        else:
+            self.vendor = "generic-tiff"
+        if self.mpp is None and not tif.is_ome:
+            tags = page.tags
+            x_res, y_res, unit = tags.get("XResolution"), tags.get("YResolution"), tags.get("ResolutionUnit")
+            if x_res is not None and y_res is not None and unit is not None:
+                self.mpp = mpp_from_tiff_resolution(x_res.value, y_res.value, int(unit.value))
+        if self.mpp:
+            self.properties["mpp-x"], self.properties["mpp-y"] = str(self.mpp[0]), str(self.mpp[1])
+        if self.objective_power:
+            self.properties["objective-power"] = str(self.objective_power)
+
+    def associated_names(self) -> list[str]:
+        names = []
+        for series in self._tif.series[1:]:
+            name = (series.name or "").lower()
+            if name in _ASSOCIATED_NAMES:
+                names.append(_ASSOCIATED_NAMES[name])
+        return names
+
+    def associated(self, name: str) -> np.ndarray:
+        for series in self._tif.series[1:]:
+            if (series.name or "").lower() == name:
+                with self._lock:
+                    return _rgb(series.asarray())
+        raise KeyError(name)
+
+    # -- pixels ---------------------------------------------------------------------------
+    def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) at level pixels; the box lies inside the level."""
+        array = self._arrays[level]
+        if array.ndim == 2:
+            return _rgb(array[y : y + height, x : x + width])
+        return _rgb(array[y : y + height, x : x + width, :])
+
+    def level_zarr(self, level: int):
+        """The zarr array of one level (native-tile chunks); None when it is not RGB uint8."""
+        array = self._arrays[level]
+        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+            return None
+        return array
+
+    def close(self) -> None:
+        store = getattr(self, "_store", None)
+        if store is not None:
+            try:
+                store.close()
+            except Exception:
+                pass
+            self._store = None
+        tif = getattr(self, "_tif", None)
+        if tif is not None:
+            tif.close()
+            self._tif = None
+
+
+def tiff_header_ok(path: str | os.PathLike) -> bool:
+    """True when the file starts with a classic or BigTIFF header (cheap probe)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError:
+        return False
+    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def tiff_is_ome_or_subifd(path: str | os.PathLike) -> bool:
+    """True for OME-TIFF or a first page with SubIFDs (pyramids OpenSlide would see as one level)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages.first
+            return bool(tif.is_ome or page.subifds)
+    except Exception:
+        return False
+
