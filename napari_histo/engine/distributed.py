@@ -1,0 +1,133 @@
+"""Fan tiles out over an existing dask.distributed cluster.
+
+Rules (NAPARI.md §7): the client is created with ``set_as_default=False`` so napari's and the
+caller's dask scheduler are untouched; tasks carry data only — the slide spec (path, backend),
+the tile box, a plan without its tile list, and the model spec — never open handles; each
+worker process keeps small caches of open slides and loaded models. At most ``max_inflight``
+tiles are submitted at a time, so the client's memory does not grow with the slide.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from napari_histo.engine.merge import TileResult
+from napari_histo.engine.plan import Tile, TilePlan
+from napari_histo.utils import HistoError
+
+_SLIDES: OrderedDict[Any, Any] = OrderedDict()
+_MODELS: dict[Any, Any] = {}
+_CACHE_LOCK = threading.Lock()
+_MAX_SLIDES = 4
+
+
+def _cached_slide(spec: Any):
+    """Open (or reuse) a slide in this process from its picklable spec."""
+    if not isinstance(spec, tuple | list | str):
+        return spec  # an in-memory slide (ArraySlide) travels as data
+    key = tuple(spec) if not isinstance(spec, str) else (spec,)
+    with _CACHE_LOCK:
+        if key in _SLIDES:
+            _SLIDES.move_to_end(key)
+            return _SLIDES[key]
+    from napari_histo.slide import open_slide
+
+    path, backend = (key[0], key[1] if len(key) > 1 else None)
+    slide = open_slide(path, backend=backend)
+    with _CACHE_LOCK:
+        _SLIDES[key] = slide
+        while len(_SLIDES) > _MAX_SLIDES:
+            _, old = _SLIDES.popitem(last=False)
+            old.close()
+    return slide
+
+
+def _cached_model(spec: tuple) -> Any:
+    kind = spec[0]
+    if kind == "object":
+        return spec[1]
+    if kind == "registry":
+        key = (spec[1], spec[2])
+        with _CACHE_LOCK:
+            if key not in _MODELS:
+                from napari_histo.models import get_segmenter
+
+                _MODELS[key] = get_segmenter(spec[1], spec[2])
+            return _MODELS[key]
+    raise HistoError(f"unknown model spec {spec!r}")
+
+
+def segment_tile_task(slide_spec: Any, tile: Tile, plan: TilePlan, model_spec: tuple) -> TileResult:
+    """Worker-side task: read, segment and apply the ownership rule to one tile."""
+    from napari_histo.engine.plan import read_window
+    from napari_histo.engine.run import process_tile
+
+    slide = _cached_slide(slide_spec)
+    segmenter = _cached_model(model_spec)
+    rgb = read_window(slide, tile, plan)
+    raw = segmenter.predict(rgb)
+    return process_tile(segmenter, raw, rgb, tile, plan, plan.roi())
+
+
+def _client(scheduler: Any):
+    try:
+        from distributed import Client
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise HistoError("a scheduler was given but dask.distributed is not installed "
+                         "(pip install 'napari-histo[distributed]')") from exc
+    try:
+        return Client(scheduler, set_as_default=False, timeout="20s")
+    except OSError as exc:
+        raise HistoError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from exc
+
+
+def distributed_results(
+    scheduler: Any,
+    slide: Any,
+    plan: TilePlan,
+    tiles: list[Tile],
+    model_spec: tuple,
+    *,
+    max_inflight: int = 8,
+    stats: dict[str, Any] | None = None,
+) -> Iterator[TileResult]:
+    """Run ``tiles`` on the cluster at ``scheduler``; yields results as they complete."""
+    from distributed import as_completed
+
+    from napari_histo.engine.source import slide_spec
+
+    spec = slide_spec(slide)
+    light_plan = replace(plan, tiles=())
+    client = _client(scheduler)
+    stats = {} if stats is None else stats
+    stats["scheduler"] = str(getattr(scheduler, "scheduler_address", scheduler))
+    stats["max_inflight"] = 0
+    pending = list(reversed(tiles))
+    futures = []
+    try:
+        spec_f, plan_f, model_f = client.scatter([spec, light_plan, model_spec], broadcast=True)
+        ac = as_completed(loop=client.loop, with_results=True)
+
+        def submit() -> None:
+            tile = pending.pop()
+            fut = client.submit(segment_tile_task, spec_f, tile, plan_f, model_f, pure=False,
+                                key=f"napari-histo-tile-{tile.index}-{id(plan)}")
+            futures.append(fut)
+            ac.add(fut)
+
+        for _ in range(min(max_inflight, len(pending))):
+            submit()
+        stats["max_inflight"] = ac.count()
+        for fut, result in ac:
+            futures.remove(fut)
+            if pending:
+                submit()
+            yield result
+    finally:
+        for fut in futures:
+            fut.cancel()
+        client.close()

@@ -1,0 +1,481 @@
+"""Whole-slide nucleus segmentation as a generator of progress events.
+
+Throughput structure (local runs): reader threads prefetch tile windows into a **bounded**
+queue, the calling thread batches them through ``segmenter.predict`` (autocast on CUDA), and a
+thread pool post-processes and applies the ownership rule with a bounded number of tiles in
+flight; finished tiles are journaled. Memory therefore grows with tile size and queue depth,
+never with slide size. With ``scheduler`` the tiles fan out over an existing dask.distributed
+cluster instead (:mod:`napari_histo.engine.distributed`).
+
+Cancellation: set ``cancel`` (a ``threading.Event``) or close the generator (napari's
+``worker.quit()``); work stops at the next tile and the journal allows ``resume=True`` later.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_histo.engine.merge import TileResult, select_owned
+from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
+from napari_histo.utils import HistoError
+
+
+@dataclass
+class ProgressEvent:
+    """One step of a run (yielded at least once per finished tile).
+
+    Attributes
+    ----------
+    done, total : int
+        Finished and planned tiles (resumed tiles count as done).
+    nuclei : int
+        Nuclei kept so far.
+    eta_s : float or None
+        Estimated seconds left (None until a tile has finished in this session).
+    elapsed_s : float
+        Seconds since the run started.
+    stage : str
+        "plan", "tiles", "assemble", "done" or "cancelled".
+    tile : int or None
+        Index of the tile that just finished.
+    """
+
+    done: int
+    total: int
+    nuclei: int
+    eta_s: float | None
+    elapsed_s: float
+    stage: str = "tiles"
+    tile: int | None = None
+
+
+@dataclass
+class RunResult:
+    """Summary returned by :func:`run_segmentation` (the generator's return value)."""
+
+    folder: Path
+    completed: bool
+    n_nuclei: int
+    n_tiles: int
+    plan: TilePlan
+    timings: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_segmenter(model: Any, device: str | None = None):
+    """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path)."""
+    if isinstance(model, str | Path):
+        from napari_histo.models import get_segmenter
+
+        return get_segmenter(str(model), device)
+    for attr in ("mpp", "halo_px", "predict", "postprocess"):
+        if not hasattr(model, attr):
+            raise HistoError(f"{type(model).__name__} is not a Segmenter (missing {attr!r})")
+    return model
+
+
+def _tissue_mask(slide: Any, warnings: list[str]):
+    try:
+        from napari_histo.slide import tissue_mask
+    except ImportError:
+        warnings.append("tissue detection unavailable; every tile is processed")
+        return None
+    target = getattr(slide, "array", slide)
+    mask = tissue_mask(target)
+    if not np.asarray(mask.mask).any():
+        warnings.append("no tissue detected; every tile is processed")
+        return None
+    return mask
+
+
+def _fingerprint_record(slide: Any, segmenter: Any, plan: TilePlan, name: str) -> dict[str, Any]:
+    path = getattr(slide, "path", None)
+    record: dict[str, Any] = {"slide": name, "plan": plan.describe(), "segmenter": _segmenter_info(segmenter)}
+    with contextlib.suppress(OSError, TypeError):
+        st = Path(path).stat()
+        record["slide_file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return record
+
+
+def _segmenter_info(segmenter: Any) -> dict[str, Any]:
+    info = getattr(segmenter, "type_info", None)
+    return {
+        "name": getattr(segmenter, "name", type(segmenter).__name__),
+        "class": f"{type(segmenter).__module__}.{type(segmenter).__qualname__}",
+        "mpp": getattr(segmenter, "mpp", None),
+        "halo_px": getattr(segmenter, "halo_px", None),
+        "type_info": info.to_json_dict() if hasattr(info, "to_json_dict") else None,
+    }
+
+
+def run_segmentation(
+    slide_or_path: Any,
+    segmenter: Any,
+    outdir: str | Path,
+    roi: Any = None,
+    *,
+    mpp: float | None = None,
+    tile_size: int = 1024,
+    halo_px: int | None = None,
+    batch_size: int = 4,
+    workers: int = 2,
+    readers: int = 1,
+    prefetch: int | None = None,
+    tissue: bool = True,
+    resume: bool = False,
+    overwrite: bool = True,
+    geojson: bool = False,
+    hovernet_json: bool = False,
+    scheduler: Any = None,
+    device: str | None = None,
+    backend: str | None = None,
+    cancel: threading.Event | None = None,
+    stem: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Generator[ProgressEvent, None, RunResult]:
+    """Segment every nucleus of a slide (or a region of it) into ``outdir``.
+
+    Parameters
+    ----------
+    slide_or_path
+        Slide path, an open slide, or an (H, W, 3) uint8 array.
+    segmenter
+        A :class:`~napari_histo.nuclei.base.Segmenter` or a registry name/path.
+    outdir
+        Output folder (``nuclei.parquet``, ``labels.zarr``, ``run.json``, ...).
+    roi
+        ``(x, y, w, h)`` box, polygon vertices or shapely geometry in level-0 px; nuclei are kept
+        when their centroid is inside.
+    mpp
+        Level-0 µm/px overriding (or supplying) the slide's.
+    tile_size, halo_px
+        Core side and halo in working px (halo defaults to ``segmenter.halo_px``).
+    batch_size, workers, readers, prefetch
+        Tiles per ``predict`` call, post-processing threads, reader threads, and the bound of
+        the read-ahead queue (default ``2 * batch_size``).
+    tissue
+        Skip tiles without tissue (low-resolution tissue mask).
+    resume
+        Continue an interrupted run from its journal.
+    overwrite
+        Replace a finished run's outputs (else raise).
+    geojson, hovernet_json
+        Also write ``<stem>.geojson`` / ``<stem>.json``.
+    scheduler
+        ``None`` (local threads), a ``tcp://`` address or a ``distributed`` cluster object.
+    cancel
+        Set to stop after the current tile.
+
+    Yields
+    ------
+    ProgressEvent
+
+    Returns
+    -------
+    RunResult (as the generator's ``StopIteration.value``).
+    """
+    from napari_histo.engine import outputs
+    from napari_histo.engine.journal import Journal, fingerprint
+    from napari_histo.engine.source import open_source, slide_mpp, slide_name
+
+    t_start = time.perf_counter()
+    warnings: list[str] = []
+    outdir = Path(outdir)
+    segmenter_spec = segmenter
+    segmenter = resolve_segmenter(segmenter, device)
+    slide, owned = open_source(slide_or_path, backend)
+    try:
+        name = slide_name(slide_or_path, slide)
+        stem = stem or Path(name).stem
+        if (outdir / outputs.RUN_NAME).exists() and not resume and not overwrite:
+            raise HistoError(f"{outdir}: a finished run is already there (use overwrite)")
+        level0_mpp = slide_mpp(slide, mpp)
+        if level0_mpp is None:
+            warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
+        halo = int(segmenter.halo_px if halo_px is None else halo_px)
+        mask = _tissue_mask(slide, warnings) if tissue else None
+        plan = make_plan(slide, segmenter.mpp, halo, tile_size=tile_size, slide_mpp=level0_mpp,
+                         roi=roi, tissue=mask)
+        fp_record = _fingerprint_record(slide, segmenter, plan, name)
+        journal = Journal(outdir / ".partial", fingerprint(fp_record), resume=resume)
+        try:
+            pending = [t for t in plan.tiles if t.index not in journal.done]
+            total = len(plan.tiles)
+            done = total - len(pending)
+            nuclei = sum(int(e.get("n", 0)) for e in journal.done.values())
+            yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "plan")
+            stats: dict[str, Any] = {"resumed_tiles": done}
+            timings: dict[str, float] = collections.defaultdict(float)
+            if scheduler is not None:
+                from napari_histo.engine.distributed import distributed_results
+
+                model_spec = _model_spec(segmenter_spec, segmenter, device)
+                results = distributed_results(scheduler, slide, plan, pending, model_spec,
+                                              max_inflight=max(2 * workers, 4), stats=stats)
+            else:
+                results = local_results(slide, plan, pending, segmenter, batch_size=batch_size,
+                                        workers=workers, readers=readers, prefetch=prefetch,
+                                        stats=stats, timings=timings)
+            t_tiles = time.perf_counter()
+            n_new = 0
+            oversize = sum(int(e.get("oversize", 0)) for e in journal.done.values())
+            try:
+                for result in results:
+                    journal.record(result)
+                    done += 1
+                    n_new += 1
+                    nuclei += result.n
+                    oversize += result.n_oversize
+                    elapsed = time.perf_counter() - t_start
+                    rate = (time.perf_counter() - t_tiles) / n_new
+                    yield ProgressEvent(done, total, nuclei, rate * (total - done), elapsed, "tiles",
+                                        result.index)
+                    if cancel is not None and cancel.is_set():
+                        break
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()
+            timings["tiles_s"] = time.perf_counter() - t_tiles
+            if oversize:
+                warnings.append(
+                    f"{oversize} objects larger than the halo ({halo} px) touched a tile edge and "
+                    "were dropped; use a larger halo"
+                )
+            if done < total:
+                yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "cancelled")
+                return RunResult(outdir, False, nuclei, total, plan, dict(timings), stats, warnings)
+
+            # ---- assemble: each output appears under its final name only when complete
+            yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "assemble")
+            t_asm = time.perf_counter()
+            attrs = {
+                "mpp": level0_mpp,
+                "type_info": _segmenter_info(segmenter)["type_info"],
+                "segmenter": getattr(segmenter, "name", None),
+                "slide": name,
+            }
+            offsets = outputs.id_offsets(plan, journal)
+            n_nuclei = outputs.write_table(plan, journal, offsets, outdir / outputs.TABLE_NAME, attrs)
+            outputs.write_labels(plan, journal, offsets, outdir / outputs.LABELS_NAME)
+            files = [outputs.TABLE_NAME, outputs.LABELS_NAME]
+            mag = getattr(slide, "objective_power", None)
+            try:
+                files += outputs.write_exchange_formats(outdir / outputs.TABLE_NAME, outdir, stem,
+                                                        geojson, hovernet_json, mag)
+            except ImportError as exc:
+                warnings.append(f"exchange formats not written: {exc}")
+            timings["assemble_s"] = time.perf_counter() - t_asm
+            timings["total_s"] = time.perf_counter() - t_start
+            _write_provenance(outdir, name, segmenter, plan, params, timings, stats, warnings,
+                              n_nuclei, files, scheduler, batch_size, workers)
+            journal.remove()
+            yield ProgressEvent(done, total, n_nuclei, 0.0, time.perf_counter() - t_start, "done")
+            return RunResult(outdir, True, n_nuclei, total, plan, dict(timings), stats, warnings)
+        finally:
+            journal.close()
+    finally:
+        if owned:
+            slide.close()
+
+
+def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
+    """What distributed tasks carry to rebuild the segmenter: a registry spec or the object."""
+    if isinstance(spec, str | Path):
+        return ("registry", str(spec), device)
+    return ("object", segmenter)
+
+
+def _write_provenance(outdir, name, segmenter, plan, params, timings, stats, warnings, n_nuclei,
+                      files, scheduler, batch_size, workers) -> None:
+    from napari_histo.cli._common import write_run_json
+
+    parameters = {"batch_size": batch_size, "workers": workers,
+                  "scheduler": None if scheduler is None else str(scheduler), **(params or {})}
+    write_run_json(
+        outdir, "segment", parameters,
+        slide=name,
+        model=_segmenter_info(segmenter),
+        plan=plan.describe(),
+        tiles={"processed": len(plan.tiles), "grid": [plan.n_rows, plan.n_cols]},
+        n_nuclei=n_nuclei,
+        timings=dict(timings),
+        stats=stats,
+        warnings=warnings,
+        files=files,
+    )
+
+
+# ---------------------------------------------------------------- local pipeline
+
+_DONE = object()
+
+
+def split_batch(raw: Any, n: int) -> list[Any]:
+    """Per-tile pieces of a batched ``predict`` output (array, dict or sequence of length n)."""
+    if isinstance(raw, dict):
+        parts = {k: split_batch(v, n) for k, v in raw.items()}
+        return [{k: parts[k][i] for k in raw} for i in range(n)]
+    if isinstance(raw, list | tuple) and len(raw) == n:
+        return list(raw)
+    if hasattr(raw, "shape") and raw.shape[0] == n:
+        return [raw[i] for i in range(n)]
+    raise HistoError(f"cannot split a batched prediction of type {type(raw).__name__} into {n} tiles")
+
+
+def _predict(segmenter: Any, rgbs: list[np.ndarray]) -> list[Any]:
+    device = str(getattr(segmenter, "device", "cpu"))
+    ctx = contextlib.nullcontext()
+    if device.startswith("cuda"):
+        import torch
+
+        ctx = torch.autocast("cuda", dtype=torch.float16)
+    with ctx:
+        if len(rgbs) == 1:
+            return [segmenter.predict(rgbs[0])]
+        return split_batch(segmenter.predict(np.stack(rgbs)), len(rgbs))
+
+
+def process_tile(segmenter: Any, raw: Any, rgb: np.ndarray, tile: Tile, plan: TilePlan,
+                 roi: Any) -> TileResult:
+    """Post-process one tile and keep the nuclei it owns."""
+    labels, table = segmenter.postprocess(raw, rgb)
+    return select_owned(np.asarray(labels), table, tile, plan, roi)
+
+
+def local_results(
+    slide: Any,
+    plan: TilePlan,
+    tiles: list[Tile],
+    segmenter: Any,
+    *,
+    batch_size: int = 4,
+    workers: int = 2,
+    readers: int = 1,
+    prefetch: int | None = None,
+    stats: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+) -> Iterator[TileResult]:
+    """Read -> batched predict -> pooled post-process, overlapped with bounded queues.
+
+    Yields one :class:`TileResult` per tile in plan order. Closing the iterator stops the
+    readers and cancels queued post-processing.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    stats = {} if stats is None else stats
+    timings = collections.defaultdict(float) if timings is None else timings
+    batch_size, workers, readers = max(1, int(batch_size)), max(1, int(workers)), max(1, int(readers))
+    bound = int(prefetch) if prefetch else 2 * batch_size
+    max_inflight = 2 * workers
+    stats.update(read_queue_bound=bound, inflight_bound=max_inflight, max_read_queue=0, max_inflight=0)
+    roi = plan.roi()
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    for tile in tiles:
+        todo.put(tile)
+    read_q: queue.Queue = queue.Queue(maxsize=bound)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                tile = todo.get_nowait()
+            except queue.Empty:
+                break
+            t0 = time.perf_counter()
+            try:
+                item = (tile, read_window(slide, tile, plan))
+            except BaseException as exc:  # reported to the consumer, which re-raises
+                item = (tile, exc)
+            with lock:
+                timings["read_s"] += time.perf_counter() - t0
+            while not stop.is_set():
+                try:
+                    read_q.put(item, timeout=0.1)
+                    with lock:
+                        stats["max_read_queue"] = max(stats["max_read_queue"], read_q.qsize())
+                    break
+                except queue.Full:
+                    continue
+        _put_until_stopped(read_q, _DONE, stop)
+
+    def post(raw, rgb, tile) -> TileResult:
+        t0 = time.perf_counter()
+        result = process_tile(segmenter, raw, rgb, tile, plan, roi)
+        with lock:
+            timings["postprocess_s"] += time.perf_counter() - t0
+        return result
+
+    threads = [threading.Thread(target=reader, name=f"napari-histo-reader-{i}", daemon=True)
+               for i in range(min(readers, max(1, len(tiles))))]
+    for th in threads:
+        th.start()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-histo-post")
+    inflight: collections.deque = collections.deque()
+    finished_readers = 0
+    try:
+        while finished_readers < len(threads):
+            batch: list[tuple[Tile, np.ndarray]] = []
+            while len(batch) < batch_size and finished_readers < len(threads):
+                try:
+                    item = read_q.get(timeout=0.05 if batch else None)
+                except queue.Empty:
+                    break  # predict a partial batch rather than idle the device
+                if item is _DONE:
+                    finished_readers += 1
+                    continue
+                if isinstance(item[1], BaseException):
+                    raise item[1]
+                batch.append(item)
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            raws = _predict(segmenter, [rgb for _, rgb in batch])
+            timings["predict_s"] += time.perf_counter() - t0
+            for (tile, rgb), raw in zip(batch, raws):
+                inflight.append(pool.submit(post, raw, rgb, tile))
+            stats["max_inflight"] = max(stats["max_inflight"], len(inflight))
+            while len(inflight) > max_inflight or (inflight and inflight[0].done()):
+                yield inflight.popleft().result()
+        while inflight:
+            yield inflight.popleft().result()
+    finally:
+        stop.set()
+        for fut in inflight:
+            fut.cancel()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                read_q.get_nowait()
+        pool.shutdown(wait=True, cancel_futures=True)
+        for th in threads:
+            th.join(timeout=30)
+
+
+def _put_until_stopped(q: queue.Queue, item: Any, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            continue
+
+
+def plan_only(slide: Any, segmenter: Any, **kwargs: Any) -> TilePlan:
+    """The plan a run would use (for previews and tests)."""
+    return make_plan(slide, segmenter.mpp, segmenter.halo_px, **kwargs)
+
+
+__all__ = ["ProgressEvent", "RunResult", "run_segmentation", "local_results", "process_tile",
+           "split_batch", "resolve_segmenter", "plan_only"]
