@@ -1,0 +1,1 @@
+"""DeepCMorph tissue classifier (segmentation maps + EfficientNet classifier), torch only."""

@@ -1,0 +1,425 @@
+"""DeepCMorph: nucleus segmentation/classification maps feeding a tissue classifier.
+
+A segmentation module (UNet decoder on an EfficientNet encoder) predicts one nucleus map and
+seven nucleus class maps (independent sigmoids). The classification module, an EfficientNet
+whose stem takes 11 channels ``[nuclei (1), class maps (7), RGB (3)]``, predicts the tissue
+class and exposes the pooled features (2560-d with B7).
+
+Re-implemented from the architecture description (Ignatov, Yates, Boeva, CVPR Workshops 2024,
+arXiv:2407.08625). The released weights are CC BY-NC-SA 4.0 and are not bundled: users provide
+them (see :func:`resolve_weights`). Input RGB is in [0, 1] with no mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from napari_histo.utils import HistoError
+from src_models.backbones.efficientnet import EfficientNet, skip_channels
+from src_models.deepcmorph.config import DeepCMorphConfig
+
+#: Released checkpoint names -> file names (users download them; licence CC BY-NC-SA 4.0).
+RELEASED_WEIGHTS: dict[str, tuple[str, int]] = {
+    "COMBINED": ("DeepCMorph_Datasets_Combined_41_classes_acc_8159.pth", 41),
+    "TCGA": ("DeepCMorph_Pan_Cancer_32_classes_acc_8273.pth", 32),
+    "TCGA_REGULARIZED": ("DeepCMorph_Pan_Cancer_Regularized_32_classes_acc_8200.pth", 32),
+    "CRC": ("DeepCMorph_NCT_CRC_HE_Dataset_9_classes_acc_9699.pth", 9),
+}
+#: Environment variable naming the folder that holds the released checkpoints.
+WEIGHTS_DIR_ENV = "NAPARI_HISTO_DEEPCMORPH_DIR"
+#: Heads of the released checkpoints; the one not selected by ``num_classes`` is ignored on load.
+PRETRAINED_HEADS = {41: "output_41", 32: "output_32", 9: "output_9"}
+
+#: Input side must be a multiple of this for the decoder (encoder stride of the deepest skip).
+SEG_MULTIPLE = 16
+
+
+class WeightsMismatchError(HistoError):
+    """A checkpoint does not fit the model: lists missing/unexpected keys and shape mismatches."""
+
+
+def weights_search_dirs() -> list[Path]:
+    """Folders searched for released checkpoints, in order."""
+    dirs = []
+    env = os.environ.get(WEIGHTS_DIR_ENV)
+    if env:
+        dirs.append(Path(env).expanduser())
+    dirs.append(Path.home() / ".napari-histo" / "deepcmorph")
+    return dirs
+
+
+def resolve_weights(name_or_path: str | os.PathLike) -> Path:
+    """Map a released name (COMBINED, TCGA, TCGA_REGULARIZED, CRC) or a path to an existing file.
+
+    Raises
+    ------
+    HistoError
+        When the file is not found; the message names every place that was searched.
+    """
+    text = str(name_or_path)
+    key = text.upper()
+    if key in RELEASED_WEIGHTS:
+        filename = RELEASED_WEIGHTS[key][0]
+        looked = [d / filename for d in weights_search_dirs()]
+        for candidate in looked:
+            if candidate.is_file():
+                return candidate
+        raise HistoError(
+            f"DeepCMorph weights {key!r} not found; looked for {', '.join(str(p) for p in looked)}. "
+            f"Download {filename} (licence CC BY-NC-SA 4.0, non-commercial) and put it in "
+            f"${WEIGHTS_DIR_ENV} or ~/.napari-histo/deepcmorph/."
+        )
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "model.pt").is_file():
+        return path / "model.pt"
+    if not path.is_file():
+        raise HistoError(
+            f"{path}: DeepCMorph weights not found (not a file, and not one of the released names "
+            f"{sorted(RELEASED_WEIGHTS)})"
+        )
+    return path
+
+
+def _leaky() -> nn.Module:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class DoubleConv(nn.Sequential):
+    """2 x [Conv3x3 (no bias), BatchNorm, LeakyReLU(0.2)]."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), _leaky(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), _leaky(),
+        )
+
+
+class Up(nn.Module):
+    """ConvTranspose2d(k2, s2) + LeakyReLU, optional skip concatenation, DoubleConv."""
+
+    def __init__(self, cin: int, cout: int, skip: int = 0):
+        super().__init__()
+        self.up = nn.Sequential(nn.ConvTranspose2d(cin, cout, 2, stride=2), _leaky())
+        self.conv = DoubleConv(cout + skip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.up(x)
+        if skip is not None:
+            x = torch.cat([x, skip], dim=1)
+        return self.conv(x)
+
+
+class _ExpansionOnly(nn.Module):
+    """Holds only ``block.0`` (the expansion conv) of a stage's first MBConv."""
+
+    def __init__(self, expansion: nn.Module):
+        super().__init__()
+        self.block = nn.Sequential(expansion)
+
+
+class SegmentationModule(nn.Module):
+    """UNet decoder on a truncated EfficientNet: 1 nucleus map + ``num_classes`` class maps.
+
+    Skips are the expansion convs of the first block of stages 2, 3, 4 and 6 (strides 2, 4, 8,
+    16). Input H and W must be multiples of 16; outputs have the input's H x W (sigmoid).
+    """
+
+    def __init__(self, backbone: str = "b7", num_classes: int = 7, widths: list[int] | None = None):
+        super().__init__()
+        widths = widths or [512, 256, 128, 64]
+        enc = EfficientNet(backbone, num_classes=0).features
+        # Keep stages 0-5 and, of stage 6, only the expansion conv of its first block.
+        self.features = nn.Sequential(*list(enc[:6]), nn.Sequential(_ExpansionOnly(enc[6][0].block[0])))
+        ch = list(skip_channels(backbone).values())  # f1, f2, f3, f4
+        self.up1 = Up(ch[3], widths[0], ch[2])
+        self.up2 = Up(widths[0], widths[1], ch[1])
+        self.up3 = Up(widths[1], widths[2], ch[0])
+        self.up4 = Up(widths[2], widths[3], 0)
+        self.nuclei_head = nn.Conv2d(widths[3], 1, 3, padding=1)
+        self.class_head = nn.Conv2d(widths[3], num_classes, 3, padding=1)
+
+    @staticmethod
+    def _first_block_with_skip(stage: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        first = stage[0]
+        skip = first.block[0](x)  # first blocks have stride 2 or a channel change: no residual
+        out = first.block[1:](skip)
+        for blk in stage[1:]:
+            out = blk(out)
+        return out, skip
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.features
+        x = f[1](f[0](x))
+        x, f1 = self._first_block_with_skip(f[2], x)
+        x, f2 = self._first_block_with_skip(f[3], x)
+        x, f3 = self._first_block_with_skip(f[4], x)
+        x = f[5](x)
+        f4 = f[6][0].block[0](x)
+        y = self.up1(f4, f3)
+        y = self.up2(y, f2)
+        y = self.up3(y, f1)
+        y = self.up4(y)
+        return torch.sigmoid(self.nuclei_head(y)), torch.sigmoid(self.class_head(y))
+
+
+class ClassificationModule(nn.Module):
+    """EfficientNet with an 11-channel bare-conv stem; pooled features -> linear head."""
+
+    def __init__(self, backbone: str, num_classes: int, in_channels: int = 11, dropout_rate: float = 0.0):
+        super().__init__()
+        net = EfficientNet(backbone, in_channels=3, num_classes=0)
+        stem = net.features[0][0].out_channels
+        net.features[0] = nn.Conv2d(in_channels, stem, 3, stride=2, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.features[0].weight, mode="fan_out")
+        self.features = net.features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = net.num_features
+        self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
+        self.head_name = PRETRAINED_HEADS.get(num_classes, "output")
+        self.add_module(self.head_name, nn.Linear(self.num_features, num_classes))
+
+    @property
+    def head(self) -> nn.Linear:
+        return getattr(self, self.head_name)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+@dataclass
+class LoadReport:
+    """What :meth:`DeepCMorph.load_weights` did."""
+
+    path: Path
+    loaded: int
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]]
+
+
+class DeepCMorph(nn.Module):
+    """Segmentation module + classification module (see module docstring).
+
+    Parameters
+    ----------
+    config : DeepCMorphConfig, optional
+        Architecture and freezing options; keyword arguments override its fields
+        (e.g. ``DeepCMorph(backbone="b0", num_classes=2)``).
+
+    Notes
+    -----
+    Freezing as published: by default the segmentation module is frozen (and kept in eval mode)
+    and the classifier trains; ``freeze_classification_module=True`` leaves only the last linear
+    layer trainable; ``freeze_segmentation_module=False`` makes everything trainable.
+    """
+
+    def __init__(self, config: DeepCMorphConfig | None = None, **overrides):
+        super().__init__()
+        cfg = DeepCMorphConfig(**{**(config.to_dict() if config else {}), **overrides})
+        self.config = cfg
+        self.segmentation_module = SegmentationModule(cfg.backbone, cfg.num_seg_classes,
+                                                      cfg.resolved_decoder_widths())
+        self.classification_module = ClassificationModule(
+            cfg.backbone, cfg.num_classes, 1 + cfg.num_seg_classes + 3, cfg.dropout_rate)
+        self.apply_freezing()
+
+    @property
+    def num_features(self) -> int:
+        return self.classification_module.num_features
+
+    def apply_freezing(self) -> None:
+        """Set ``requires_grad`` from the config's freeze options."""
+        cfg = self.config
+        for p in self.segmentation_module.parameters():
+            p.requires_grad = not cfg.freeze_segmentation_module
+        for p in self.classification_module.parameters():
+            p.requires_grad = not cfg.freeze_classification_module
+        for p in self.classification_module.head.parameters():
+            p.requires_grad = True
+
+    def train(self, mode: bool = True) -> DeepCMorph:
+        super().train(mode)
+        if self.config.freeze_segmentation_module:
+            self.segmentation_module.eval()
+        if self.config.freeze_classification_module:
+            self.classification_module.features.eval()
+        return self
+
+    # ------------------------------------------------------------------ forward
+    def segmentation_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Nucleus map (B,1,H,W) and class maps (B,7,H,W), sigmoid, for any H x W.
+
+        The input is mirror-padded to a multiple of 16 and the maps are cropped back.
+        """
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % SEG_MULTIPLE, (-w) % SEG_MULTIPLE
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        seg, cls = self.segmentation_module(x)
+        return seg[..., :h, :w], cls[..., :h, :w]
+
+    def _classifier_input(self, x: torch.Tensor) -> torch.Tensor:
+        seg, cls = self.segmentation_maps(x)
+        return torch.cat([seg, cls, x], dim=1)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False,
+                return_segmentation_maps: bool = False):
+        """Logits (B, num_classes); or features (B, F); or the two segmentation maps.
+
+        ``x`` is RGB in [0, 1], shape (B, 3, H, W), any H x W.
+        """
+        if return_segmentation_maps:
+            return self.segmentation_maps(x)
+        z = self._classifier_input(x)
+        if return_features:
+            return self.classification_module.forward_features(z)
+        return self.classification_module(z)
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and features in one pass."""
+        feats = self.classification_module.forward_features(self._classifier_input(x))
+        return self.classification_module.head(feats), feats
+
+    # ------------------------------------------------------------------ numpy helpers
+    @staticmethod
+    def to_tensor(rgb) -> torch.Tensor:
+        """(H,W,3) or (B,H,W,3) uint8 RGB -> float tensor (B,3,H,W) in [0,1] (no mean/std)."""
+        t = torch.as_tensor(rgb)
+        if t.ndim == 3:
+            t = t[None]
+        if t.ndim != 4 or t.shape[-1] < 3:
+            raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) RGB, got shape {tuple(t.shape)}")
+        t = t[..., :3].permute(0, 3, 1, 2).float()
+        return t / 255.0 if t.max() > 1.5 or torch.as_tensor(rgb).dtype == torch.uint8 else t
+
+    @torch.no_grad()
+    def predict_proba(self, rgb):
+        """Class probabilities (B, num_classes) as numpy for uint8 RGB image(s)."""
+        self.eval()
+        return torch.softmax(self(self.to_tensor(rgb).to(self._device())), 1).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_class(self, rgb):
+        """Class index per image (B,)."""
+        return self.predict_proba(rgb).argmax(1)
+
+    @torch.no_grad()
+    def extract_features(self, rgb):
+        """Pooled classifier features (B, num_features) as numpy."""
+        self.eval()
+        return self(self.to_tensor(rgb).to(self._device()), return_features=True).cpu().numpy()
+
+    @torch.no_grad()
+    def predict_segmentation(self, rgb):
+        """(nuclei (B,H,W), class maps (B,7,H,W)) sigmoid probabilities as numpy."""
+        self.eval()
+        seg, cls = self.segmentation_maps(self.to_tensor(rgb).to(self._device()))
+        return seg[:, 0].cpu().numpy(), cls.cpu().numpy()
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ weights
+    def load_weights(self, path: str | os.PathLike | None = None, *, dataset: str | None = None,
+                     strict: bool = True, key_map: dict[str, str] | None = None) -> LoadReport:
+        """Load a checkpoint: a released name (``dataset=`` or ``path=`` COMBINED/TCGA/...) or a file.
+
+        The DataParallel ``module.`` prefix is stripped; ``key_map`` renames key prefixes
+        (``{"old.prefix.": "new.prefix."}``). Heads of the released checkpoints other than the
+        one selected by ``num_classes`` are ignored.
+
+        Raises
+        ------
+        HistoError
+            If neither argument is given or the file cannot be found/read.
+        WeightsMismatchError
+            With ``strict`` (default), when any key is missing or unexpected or any shape differs;
+            the message lists them. With ``strict=False`` the matching tensors are loaded and the
+            returned :class:`LoadReport` lists the rest.
+        """
+        source = path if path is not None else dataset
+        if source is None:
+            raise HistoError("load_weights needs a released name (dataset=...) or a checkpoint path")
+        file = resolve_weights(source)
+        try:
+            ckpt = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+            raise HistoError(f"{file}: cannot read checkpoint ({exc})") from exc
+        if isinstance(ckpt, dict):
+            for wrapper in ("state_dict", "model_state_dict", "model"):
+                if wrapper in ckpt and isinstance(ckpt[wrapper], dict):
+                    ckpt = ckpt[wrapper]
+                    break
+        if not isinstance(ckpt, dict):
+            raise HistoError(f"{file}: not a state dict (got {type(ckpt).__name__})")
+        state = {}
+        for k, v in ckpt.items():
+            k = k[len("module."):] if k.startswith("module.") else k
+            for old, new in (key_map or {}).items():
+                if k.startswith(old):
+                    k = new + k[len(old):]
+            state[k] = v
+        own = self.state_dict()
+        other_heads = {f"classification_module.{h}." for h in (*PRETRAINED_HEADS.values(), "output")}
+        other_heads.discard(f"classification_module.{self.classification_module.head_name}.")
+        unexpected = [k for k in state if k not in own and not any(k.startswith(p) for p in other_heads)]
+        missing = [k for k in own if k not in state]
+        mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape))
+                      for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        report = LoadReport(file, 0, missing, unexpected, mismatched)
+        if strict and (missing or unexpected or mismatched):
+            raise WeightsMismatchError(_mismatch_message(file, report, self.config.backbone))
+        ok = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+        self.load_state_dict(ok, strict=False)
+        report.loaded = len(ok)
+        return report
+
+
+def _mismatch_message(file: Path, r: LoadReport, backbone: str, limit: int = 12) -> str:
+    def listing(items) -> str:
+        shown = ", ".join(str(i) for i in items[:limit])
+        return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+    parts = [f"{file}: checkpoint does not fit DeepCMorph(backbone={backbone!r})"]
+    if r.missing:
+        parts.append(f"missing keys ({len(r.missing)}): {listing(r.missing)}")
+    if r.unexpected:
+        parts.append(f"unexpected keys ({len(r.unexpected)}): {listing(r.unexpected)}")
+    if r.mismatched:
+        parts.append(f"shape mismatches ({len(r.mismatched)}): "
+                     + listing([f"{k} checkpoint {a} vs model {b}" for k, a, b in r.mismatched]))
+    parts.append("use strict=False to load the matching tensors only")
+    return "; ".join(parts)
+
+
+def save_pretrained(model: DeepCMorph, folder: str | os.PathLike) -> Path:
+    """Write ``folder/model.pt`` (state dict) and ``folder/config.json`` atomically."""
+    from napari_histo.utils import atomic_path
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save(model.state_dict(), tmp)
+    model.config.save(folder / "config.json")
+    return folder
+
+
+def load_pretrained(folder: str | os.PathLike, map_location: str = "cpu") -> DeepCMorph:
+    """Build a model from ``folder/config.json`` and load ``folder/model.pt`` strictly."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.is_file():
+        raise HistoError(f"{cfg_path}: DeepCMorph config.json not found")
+    model = DeepCMorph(DeepCMorphConfig.load(cfg_path))
+    model.load_weights(folder / "model.pt")
+    return model.to(map_location).eval()

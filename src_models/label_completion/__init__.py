@@ -1,0 +1,1 @@
+"""Nucleus typing across datasets with different vocabularies: correlation-based label completion."""

@@ -1,0 +1,237 @@
+"""Dataset adapters and per-nucleus crops for label completion.
+
+Each adapter returns :class:`AnnotatedImage` records: an RGB image, its µm/px and, per nucleus,
+a centre, a bounding box (image px) and a local label index in the dataset's own vocabulary
+(-1 = nucleus without a class, used as unlabelled data in the completion stage).
+
+Adapters
+--------
+- MoNuSAC (``monusac/sample_original``): typed polygons in ImageScope XML, one Annotation per
+  class (class = its Attribute Name); images are single-level SVS.
+- CRCHistoPhenotypes (``crchisto/.../cls_and_det/test``): points in ``.mat`` files (variable
+  ``detection``), one file per class plus ``_detection.mat`` with every nucleus.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_histo.utils import InputFileError
+
+#: Local vocabularies (Dataset_Merger order for MoNuSAC).
+MONUSAC_LABELS = ["Epithelial", "Lymphocyte", "Neutrophil", "Macrophage"]
+CRCHISTO_LABELS = ["epithelial", "fibroblast", "inflammatory", "others"]
+#: Nucleus diameter assumed for point annotations (µm), to give points a box.
+POINT_NUCLEUS_UM = 8.0
+#: CRCHistoPhenotypes resolution (20x, µm/px; not stored in the files).
+CRCHISTO_MPP = 0.55
+
+
+@dataclass
+class AnnotatedImage:
+    """One image and its nuclei (image px; bbox half-open x0, y0, x1, y1)."""
+
+    name: str
+    rgb: np.ndarray
+    mpp: float
+    centres: np.ndarray  # (N, 2) float x, y
+    bboxes: np.ndarray  # (N, 4) float
+    labels: np.ndarray  # (N,) int, -1 unlabelled
+    instance_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    polygons: list[np.ndarray] | None = None
+
+
+# ---------------------------------------------------------------------------- MoNuSAC
+def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
+    """(class name, (N, 2) x, y vertices) per region, and the root MicronsPerPixel.
+
+    Uses :mod:`napari_histo.formats.imagescope` when available, else a minimal defusedxml parse
+    (class = the Annotation's first Attribute Name; rings with < 3 vertices skipped).
+    """
+    try:
+        from napari_histo.formats.imagescope import read_imagescope  # type: ignore[attr-defined]
+    except ImportError:
+        read_imagescope = None
+    if read_imagescope is not None:
+        try:
+            return _from_formats_reader(read_imagescope(path))
+        except (AttributeError, TypeError, KeyError):
+            pass  # reader API differs from what is expected: fall back to the minimal parser
+    from defusedxml import ElementTree
+
+    try:
+        root = ElementTree.parse(str(path)).getroot()
+    except Exception as exc:  # noqa: BLE001 - malformed XML is a user error
+        raise InputFileError(path, f"cannot parse ImageScope XML ({exc})") from exc
+    mpp = root.get("MicronsPerPixel")
+    regions = []
+    for ann in root.iter("Annotation"):
+        attr = ann.find("Attributes/Attribute")
+        name = attr.get("Name", "") if attr is not None else ""
+        for region in ann.iter("Region"):
+            verts = np.array([[float(v.get("X")), float(v.get("Y"))] for v in region.iter("Vertex")],
+                             dtype=np.float64).reshape(-1, 2)
+            if len(verts) >= 3:
+                regions.append((name, verts))
+    return regions, (float(mpp) if mpp else None)
+
+
+def _from_formats_reader(result) -> tuple[list[tuple[str, np.ndarray]], float | None]:
+    regions_obj, mpp = result, None
+    if isinstance(result, tuple):
+        regions_obj, mpp = result[0], result[1]
+    regions = []
+    for r in regions_obj:
+        get = r.get if isinstance(r, dict) else (lambda k, _r=r: getattr(_r, k))
+        verts = np.asarray(get("vertices"), dtype=np.float64).reshape(-1, 2)
+        name = get("class_name") if not isinstance(r, dict) else r.get("class_name", r.get("name", ""))
+        if len(verts) >= 3:
+            regions.append((str(name or ""), verts))
+    if mpp is None:
+        mpp = getattr(regions_obj, "mpp", None)
+    return regions, mpp
+
+
+def read_slide_rgb(path: str | Path) -> np.ndarray:
+    """Whole level 0 of a small slide or image as (H, W, 3) uint8."""
+    path = Path(path)
+    if path.suffix.lower() in {".svs", ".ndpi", ".mrxs", ".scn"}:
+        import openslide
+
+        try:
+            with openslide.OpenSlide(str(path)) as s:
+                return np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
+        except openslide.OpenSlideError as exc:
+            raise InputFileError(path, f"cannot open slide ({exc})") from exc
+    from src_models.deepcmorph.data import read_rgb
+
+    return read_rgb(path)
+
+
+def load_monusac(root: str | Path, labels: list[str] = MONUSAC_LABELS) -> list[AnnotatedImage]:
+    """MoNuSAC images under ``root`` (``*.svs`` + same-stem ``*.xml``) with polygon nuclei."""
+    root = Path(root)
+    xmls = sorted(root.glob("*.xml"))
+    if not xmls:
+        raise InputFileError(root, "no MoNuSAC *.xml annotations found")
+    lower = [x.lower() for x in labels]
+    out = []
+    for xml in xmls:
+        img_path = next((p for p in (xml.with_suffix(s) for s in (".svs", ".tif", ".png")) if p.exists()), None)
+        if img_path is None:
+            raise InputFileError(xml, "no image (.svs/.tif/.png) with the same name")
+        rgb = read_slide_rgb(img_path)
+        regions, mpp = read_imagescope_typed(xml)
+        h, w = rgb.shape[:2]
+        centres, boxes, labs, polys = [], [], [], []
+        for name, verts in regions:
+            v = verts.copy()
+            v[:, 0] = v[:, 0].clip(0, w - 1)
+            v[:, 1] = v[:, 1].clip(0, h - 1)
+            x0, y0 = v.min(0)
+            x1, y1 = v.max(0) + 1
+            centres.append([(x0 + x1) / 2, (y0 + y1) / 2])
+            boxes.append([x0, y0, x1, y1])
+            labs.append(lower.index(name.lower()) if name.lower() in lower else -1)
+            polys.append(v)
+        out.append(AnnotatedImage(xml.stem, rgb, mpp or 0.25, np.asarray(centres, float).reshape(-1, 2),
+                                  np.asarray(boxes, float).reshape(-1, 4), np.asarray(labs, np.int64),
+                                  np.arange(1, len(labs) + 1), polys))
+    return out
+
+
+def polygons_to_instance_mask(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Rasterise polygons with ids 1..N (later ones overwrite earlier ones)."""
+    from skimage.draw import polygon as draw_polygon
+
+    mask = np.zeros(shape, np.int32)
+    for i, v in enumerate(polygons, start=1):
+        rr, cc = draw_polygon(v[:, 1], v[:, 0], shape)
+        mask[rr, cc] = i
+    return mask
+
+
+# ---------------------------------------------------------------------------- CRCHistoPhenotypes
+def _load_points(path: Path) -> np.ndarray:
+    import scipy.io as sio
+
+    try:
+        mat = sio.loadmat(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise InputFileError(path, f"cannot read .mat ({exc})") from exc
+    keys = [k for k in mat if not k.startswith("__")]
+    if not keys:
+        raise InputFileError(path, "no variable in .mat file")
+    pts = np.asarray(mat.get("detection", mat[keys[0]]), dtype=np.float64).reshape(-1, 2)
+    return pts - 1.0  # MATLAB 1-based -> 0-based
+
+
+def load_crchisto(root: str | Path, labels: list[str] = CRCHISTO_LABELS,
+                  mpp: float = CRCHISTO_MPP) -> list[AnnotatedImage]:
+    """CRCHistoPhenotypes ``imgN/`` folders under ``root``: classified points + unclassified ones."""
+    root = Path(root)
+    folders = sorted((p for p in root.iterdir() if p.is_dir() and (p / f"{p.name}.bmp").exists()),
+                     key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0)) if root.is_dir() else []
+    if not folders:
+        raise InputFileError(root, "no CRCHistoPhenotypes imgN/imgN.bmp folders found")
+    from src_models.deepcmorph.data import read_rgb
+
+    half = POINT_NUCLEUS_UM / mpp / 2
+    out = []
+    for f in folders:
+        rgb = read_rgb(f / f"{f.name}.bmp")
+        pts, labs = [], []
+        for li, name in enumerate(labels):
+            p = f / f"{f.name}_{name}.mat"
+            if p.exists():
+                q = _load_points(p)
+                pts.append(q)
+                labs.append(np.full(len(q), li, np.int64))
+        classified = np.concatenate(pts) if pts else np.zeros((0, 2))
+        lab = np.concatenate(labs) if labs else np.zeros(0, np.int64)
+        det_path = f / f"{f.name}_detection.mat"
+        if det_path.exists():
+            det = _load_points(det_path)
+            if len(classified):
+                d = np.sqrt(((det[:, None, :] - classified[None, :, :]) ** 2).sum(-1)).min(1)
+                det = det[d > 3.0]
+            classified = np.concatenate([classified, det])
+            lab = np.concatenate([lab, np.full(len(det), -1, np.int64)])
+        h, w = rgb.shape[:2]
+        c = classified.clip([0, 0], [w - 1, h - 1])
+        boxes = np.concatenate([c - half, c + half], 1)
+        out.append(AnnotatedImage(f.name, rgb, mpp, c, boxes, lab, np.arange(1, len(lab) + 1)))
+    return out
+
+
+# ---------------------------------------------------------------------------- crops
+def nucleus_crops(rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float,
+                  crop_um: float = 16.0, input_size: int = 32) -> np.ndarray:
+    """Per-nucleus context crops, (N, 3, S, S) float32 normalised as (x - 0.5) / 0.5.
+
+    A crop is ``crop_um`` wide centred on the box centre, or the square of the box's longer side
+    when that is larger; image borders are mirror-padded; the crop is resized to ``input_size``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = len(centres)
+    if n == 0:
+        return np.zeros((0, 3, input_size, input_size), np.float32)
+    base = crop_um / mpp
+    sides = np.maximum(base, np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1]))
+    sides = np.ceil(sides).astype(int)
+    pad = int(sides.max()) + 2
+    padded = np.pad(rgb[..., :3], ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = np.empty((n, 3, input_size, input_size), np.float32)
+    for i, ((cx, cy), s) in enumerate(zip(centres, sides)):
+        x0 = int(round(cx - s / 2)) + pad
+        y0 = int(round(cy - s / 2)) + pad
+        crop = torch.from_numpy(np.ascontiguousarray(padded[y0:y0 + s, x0:x0 + s])).permute(2, 0, 1)[None].float()
+        crop = F.interpolate(crop / 255.0, size=(input_size, input_size), mode="bilinear",
+                             antialias=True, align_corners=False)
+        out[i] = ((crop[0] - 0.5) / 0.5).numpy()
+    return out
