@@ -1,0 +1,174 @@
+"""``napari-histo magnification IMAGE... [--json]``: predicted objective magnification per input.
+
+Plain images (PNG, JPEG, BMP, TIFF) are read whole; slides are read as a level-0 region of
+tissue. When a slide stores its magnification (objective power or mpp) it is printed alongside
+the prediction: the metadata is authoritative and is never overridden.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+#: Side of the level-0 region read from a slide (px).
+REGION_SIZE = 2048
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "magnification",
+        help="predict the objective magnification of images or slides (Hagnifinder)",
+        description="Predict the objective magnification (x) of H&E images or slides from their "
+                    "pixels. Slide metadata, when present, is printed alongside and never overridden.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image or slide files")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of results")
+    parser.add_argument("--n-crops", type=int, default=8, help="224 px crops averaged (default 8)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the crop positions")
+    parser.add_argument("--model", default=None, help="model folder (default: shipped model)")
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def _metadata(slide) -> tuple[float | None, float | None]:
+    power = getattr(slide, "objective_power", None)
+    mpp = getattr(slide, "mpp", None)
+    mpp_x = float(mpp[0]) if mpp else None
+    mag = float(power) if power else (10.0 / mpp_x if mpp_x else None)
+    return mag, mpp_x
+
+
+def _tissue_region(thumb, downsample: float, dims: tuple[int, int], size: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the level-0 ``size``² window with the most tissue in the thumbnail."""
+    import numpy as np
+
+    w0, h0 = dims
+    rw, rh = min(size, w0), min(size, h0)
+    t = np.asarray(thumb)[..., :3].astype(np.int16)
+    grey = t.sum(axis=2)
+    sat = t.max(axis=2) - t.min(axis=2)
+    tissue = ((grey < 660) & (grey > 60) & (sat > 12)).astype(np.float64)
+    kw = max(1, min(tissue.shape[1], int(round(rw / downsample))))
+    kh = max(1, min(tissue.shape[0], int(round(rh / downsample))))
+    integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    sums = integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw] + integral[:-kh, :-kw]
+    ty, tx = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    x = int(min(max(0, round(tx * downsample)), w0 - rw))
+    y = int(min(max(0, round(ty * downsample)), h0 - rh))
+    return x, y, rw, rh
+
+
+def read_input(path: Path):
+    """(rgb, metadata magnification, metadata mpp, region) for one image or slide."""
+    import numpy as np
+
+    from napari_histo.utils import InputFileError
+
+    if not path.is_file():
+        raise InputFileError(path, "file not found")
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_SUFFIXES | SLIDE_SUFFIXES:
+        raise InputFileError(path, f"unsupported file type {suffix!r}")
+    if suffix in IMAGE_SUFFIXES - {".tif", ".tiff"}:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB")), None, None, None
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputFileError(path, f"cannot read image ({exc})") from exc
+    if suffix in (".tif", ".tiff") and _is_plain_tiff(path):
+        from src_models.hagnifinder.data import read_rgb
+
+        try:
+            return read_rgb(path), None, None, None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is an input error
+            raise InputFileError(path, f"cannot read TIFF ({exc})") from exc
+    try:
+        return _read_slide(path)
+    except InputFileError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure becomes a clear input error
+        raise InputFileError(path, f"cannot read slide ({exc})") from exc
+
+
+def _is_plain_tiff(path: Path) -> bool:
+    """A small single-resolution TIFF (read whole) rather than a pyramidal slide."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            shape = series.shape
+            return len(series.levels) == 1 and shape[0] * shape[1] <= (2 * REGION_SIZE) ** 2
+    except Exception:  # noqa: BLE001 - unreadable by tifffile: let the slide reader try
+        return False
+
+
+def _read_slide(path: Path):
+    import numpy as np
+
+    try:
+        from napari_histo.slide import open_slide  # the project's slide API, when available
+    except ImportError:
+        open_slide = None
+    if open_slide is not None:
+        with open_slide(path) as slide:
+            meta_mag, meta_mpp = _metadata(slide)
+            thumb = np.asarray(slide.thumbnail(1024))
+            dims = tuple(slide.dimensions)
+            downsample = dims[0] / thumb.shape[1]
+            region = _tissue_region(thumb, downsample, dims, REGION_SIZE)
+            rgb = slide.read_region(region[:2], region[2:], resolution=0, units="level")
+        return np.asarray(rgb)[..., :3], meta_mag, meta_mpp, region
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as slide:
+        props = slide.properties
+        power = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
+        mpp_x = props.get(openslide.PROPERTY_NAME_MPP_X)
+        meta_mpp = float(mpp_x) if mpp_x else None
+        meta_mag = float(power) if power else (10.0 / meta_mpp if meta_mpp else None)
+        dims = slide.dimensions
+        thumb = np.asarray(slide.get_thumbnail((1024, 1024)).convert("RGB"))
+        region = _tissue_region(thumb, dims[0] / thumb.shape[1], dims, REGION_SIZE)
+        rgba = np.asarray(slide.read_region(region[:2], 0, region[2:]))
+    rgb = rgba[..., :3].copy()
+    rgb[rgba[..., 3] == 0] = 255
+    return rgb, meta_mag, meta_mpp, region
+
+
+def handler(args: argparse.Namespace) -> int:
+    from napari_histo.magnification import predict_magnification
+
+    results = []
+    for name in args.images:
+        path = Path(name)
+        rgb, meta_mag, meta_mpp, region = read_input(path)
+        pred = predict_magnification(rgb, n_crops=args.n_crops, seed=args.seed, model_dir=args.model)
+        record = {
+            "path": str(path),
+            "magnification": round(pred.magnification, 3),
+            "mpp": round(pred.mpp, 5),
+            "uncertainty": round(pred.uncertainty, 3),
+            "per_crop": [round(v, 3) for v in pred.per_crop],
+            "metadata_magnification": meta_mag,
+            "metadata_mpp": meta_mpp,
+            "region": list(region) if region else None,
+        }
+        results.append(record)
+        if not args.json:
+            line = (f"{path}: predicted {pred.magnification:.1f}x ({pred.mpp:.3f} µm/px) "
+                    f"± {pred.uncertainty:.1f}")
+            if meta_mag is not None:
+                meta = f"{meta_mag:g}x" + (f", {meta_mpp:.4g} µm/px" if meta_mpp else "")
+                line += f"  [metadata: {meta}; metadata is used]"
+            print(line)
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0

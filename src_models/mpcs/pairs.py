@@ -1,0 +1,58 @@
+"""MPCS pair sampling: which two magnifications of one field form a positive pair.
+
+``levels`` are the available magnifications, sorted from low to high (BreakHis: 40, 100, 200,
+400). Strategies from Chhipa et al. (WACV 2023):
+
+- random pair (RP): two distinct levels, uniformly;
+- ordered pair (OP): first level uniform, second the next higher one (the highest pairs with
+  the one below it: 40->100, 100->200, 200->400, 400->200);
+- fixed pair (FP): always the two highest levels (200X and 400X).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+PairFn = Callable[[Sequence[float], np.random.Generator], tuple[float, float]]
+
+
+def _sorted(levels: Sequence[float]) -> list[float]:
+    out = sorted(float(v) for v in levels)
+    if len(out) < 2 or len(set(out)) != len(out):
+        raise ValueError(f"need at least two distinct magnification levels, got {list(levels)}")
+    return out
+
+
+def random_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[float, float]:
+    """RP: two distinct levels drawn uniformly (in random order)."""
+    lv = _sorted(levels)
+    i, j = rng.choice(len(lv), size=2, replace=False)
+    return lv[int(i)], lv[int(j)]
+
+
+def ordered_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[float, float]:
+    """OP: a uniform level and its next higher neighbour (the highest pairs downwards)."""
+    lv = _sorted(levels)
+    i = int(rng.integers(len(lv)))
+    j = i + 1 if i + 1 < len(lv) else i - 1
+    return lv[i], lv[j]
+
+
+def fixed_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[float, float]:  # noqa: ARG001
+    """FP: always the two highest levels (BreakHis 200X, 400X)."""
+    lv = _sorted(levels)
+    return lv[-2], lv[-1]
+
+
+PAIR_STRATEGIES: dict[str, PairFn] = {"rp": random_pair, "op": ordered_pair, "fp": fixed_pair}
+
+
+def get_pair_strategy(name: str) -> PairFn:
+    """The pair function for ``"rp"``, ``"op"`` or ``"fp"`` (also the long names)."""
+    aliases = {"random": "rp", "ordered": "op", "fixed": "fp"}
+    key = aliases.get(name.lower(), name.lower())
+    if key not in PAIR_STRATEGIES:
+        raise ValueError(f"unknown pair strategy {name!r}; expected one of rp, op, fp")
+    return PAIR_STRATEGIES[key]
