@@ -161,13 +161,11 @@ class SlidePanel(QWidget):
     # -- magnification ----------------------------------------------------------------------
     def predict_magnification(self) -> Any:
         """Predict the magnification of the current slide and offer to apply it."""
-        from napari_histo._napari._magnification_panel import predict_for_layer
-
         layer = self.slide_layer
         if layer is None:
             notify_error(ValueError("open a slide first"))
             return None
-        prediction = call_guarded(predict_for_layer, layer, context="magnification")
+        prediction = call_guarded(self._predict, layer, context="magnification")
         if prediction is None:
             return None
         self.prediction = prediction
@@ -176,6 +174,18 @@ class SlidePanel(QWidget):
         )
         self.apply_button.setVisible(True)
         return prediction
+
+    @staticmethod
+    def _predict(layer: Any) -> Any:
+        from napari_histo._napari._magnification_panel import predict_for_layer
+
+        path = _layers.layer_path(layer)
+        if path:  # the slide picks a tissue-rich region itself
+            from napari_histo.slide import open_slide
+
+            with open_slide(path) as slide:
+                return slide.predict_magnification()
+        return predict_for_layer(layer)
 
     def apply_prediction(self) -> None:
         """Use the predicted µm/px as the slide layer's scale."""
@@ -213,14 +223,10 @@ class SlidePanel(QWidget):
         if path:
             with open_slide(path) as slide:
                 tm = tissue_mask(slide)
-        else:
+        else:  # a plain image layer: detect on its coarsest level
             data = layer.data[-1] if layer.multiscale else layer.data
             rgb = np.asarray(data)
-            tm = tissue_mask(rgb)
-            if layer.multiscale:  # the mask was computed on the coarsest level
-                h0 = _layers.level0_shape(layer)[0]
-                tm_down = h0 / rgb.shape[0]
-                tm = type(tm)(mask=tm.mask, downsample=tm.downsample * tm_down) if hasattr(tm, "mask") else tm
+            tm = tissue_mask(rgb, downsample=_layers.level0_shape(layer)[0] / rgb.shape[0])
         d = float(tm.downsample)
         (s0y, s0x), (t0y, t0x) = _layers.layer_geometry(layer)
         meta = {

@@ -1,0 +1,326 @@
+"""Export/import panel: nuclei, ROIs and hotspots to QuPath GeoJSON, Sedeen XML, HoVer-Net JSON,
+CSV and the density heatmap to PNG; import Sedeen XML or GeoJSON back into layers.
+
+Default file names sit beside the slide (``<slide stem>.geojson``, ``<slide stem>.session.xml``
+as Sedeen expects, ...). Nothing existing is clobbered: a taken name gets a `` (2)`` suffix,
+except the Sedeen session, which the writer merges into. Every writer is atomic.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QGridLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_histo._napari import _layers
+from napari_histo._napari._workers import notify_error, notify_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    import pandas as pd
+
+#: kind -> (label, default file name pattern)
+EXPORTS: dict[str, tuple[str, str]] = {
+    "geojson": ("QuPath GeoJSON", "{stem}.geojson"),
+    "sedeen": ("Sedeen session XML", "{stem}.session.xml"),
+    "hovernet": ("HoVer-Net JSON", "{stem}.hovernet.json"),
+    "csv": ("CSV table", "{stem}.nuclei.csv"),
+    "heatmap": ("Heatmap PNG", "{stem}.density.png"),
+}
+
+IMPORT_FILTER = "Annotations (*.xml *.geojson *.json *.geojson.gz);;All files (*)"
+
+
+# ---------------------------------------------------------------------------------------------
+# pure helpers
+# ---------------------------------------------------------------------------------------------
+def unique_path(path: str | Path) -> Path:
+    """``path`` if free, else ``name (2).ext``, ``name (3).ext``... (never clobber a file)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    name = path.name
+    stem, dot, suffix = name.partition(".")
+    for k in range(2, 10_000):
+        candidate = path.with_name(f"{stem} ({k}){dot}{suffix}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(path)
+
+
+def default_paths(slide_path: str | Path | None, fallback_dir: str | Path | None = None) -> dict[str, Path]:
+    """Default export paths beside the slide (or in ``fallback_dir`` / cwd, stem "nuclei")."""
+    if slide_path:
+        slide_path = Path(slide_path)
+        folder, stem = slide_path.parent, slide_path.name.split(".")[0]
+    else:
+        folder, stem = Path(fallback_dir or Path.cwd()), "nuclei"
+    out = {}
+    for kind, (_, pattern) in EXPORTS.items():
+        path = folder / pattern.format(stem=stem)
+        out[kind] = path if kind == "sedeen" else unique_path(path)
+    return out
+
+
+def nuclei_table(viewer: napari.Viewer) -> pd.DataFrame | None:
+    """The nucleus table of the topmost napari-histo nuclei layer, else None."""
+    for layer in reversed(list(viewer.layers)):
+        table = layer.metadata.get("nuclei_table")
+        if table is not None:
+            return table
+    return None
+
+
+def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_name: str | None = None) -> list:
+    """Polygons of a Shapes layer as level-0 :class:`~napari_histo.formats._common.Annotation`."""
+    from shapely.geometry import Polygon
+
+    from napari_histo.formats._common import Annotation
+
+    names = None
+    if "name" in getattr(shapes_layer, "features", {}):
+        names = list(shapes_layer.features["name"])
+    out = []
+    for i, verts in enumerate(shapes_layer.data):
+        world = shapes_layer.data_to_world(np.asarray(verts, float))[:, -2:]
+        yx = _layers.world_to_level0(slide_layer, world) if slide_layer is not None else world
+        if len(yx) < 3:
+            continue
+        geom = Polygon(yx[:, ::-1])
+        if not geom.is_valid:
+            geom = geom.buffer(0)
+        shape_type = shapes_layer.shape_type[i]
+        name = names[i] if names else f"{shapes_layer.name} {i + 1}"
+        out.append(Annotation(geometry=geom, name=str(name), class_name=class_name, shape=shape_type, is_ellipse=shape_type == "ellipse"))
+    return out
+
+
+def roi_annotations(viewer: napari.Viewer, slide_layer: Any | None) -> list:
+    """Annotations from user Shapes layers (ROIs drawn by hand)."""
+    from napari.layers import Shapes
+
+    rois = []
+    for layer in viewer.layers:
+        if isinstance(layer, Shapes) and not layer.metadata.get("napari_histo_overlay"):
+            rois.extend(shapes_to_annotations(layer, slide_layer, class_name="ROI"))
+    return rois
+
+
+def hotspot_annotations(viewer: napari.Viewer) -> list:
+    """Hotspot annotations stored by the Density & hotspots panel."""
+    if _layers.HOTSPOTS in viewer.layers:
+        return list(viewer.layers[_layers.HOTSPOTS].metadata.get("annotations", []))
+    return []
+
+
+def heatmap_rgba(layer: Any) -> np.ndarray:
+    """The heatmap layer rendered with its own colormap and contrast limits (uint8 RGBA)."""
+    data = np.asarray(layer.data, dtype=np.float32)
+    lo, hi = layer.contrast_limits
+    norm = np.clip((data - lo) / ((hi - lo) or 1.0), 0, 1)
+    rgba = layer.colormap.map(norm.ravel()).reshape(*data.shape, 4)
+    rgba[~np.isfinite(data)] = 0
+    return (rgba * 255).round().astype(np.uint8)
+
+
+def write_heatmap_png(layer: Any, path: str | Path) -> Path:
+    """Save the heatmap layer as a PNG (one pixel per grid cell), atomically."""
+    from PIL import Image
+
+    from napari_histo.utils import atomic_path
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(heatmap_rgba(layer), mode="RGBA").save(tmp, format="PNG")
+    return path
+
+
+def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
+    """Write one export; raises a clear error when its input is missing."""
+    slide_layer = _layers.find_slide_layer(viewer)
+    path = Path(path)
+    if kind == "heatmap":
+        if _layers.HEATMAP not in viewer.layers:
+            raise ValueError("no density heatmap: run the Density & hotspots panel first")
+        return write_heatmap_png(viewer.layers[_layers.HEATMAP], path)
+    table = nuclei_table(viewer)
+    hotspots = hotspot_annotations(viewer)
+    rois = roi_annotations(viewer, slide_layer)
+    if kind == "sedeen":
+        from napari_histo.formats.sedeen import write_sedeen
+
+        if table is None and not hotspots and not rois:
+            raise ValueError("nothing to export: no nuclei, hotspots or ROIs")
+        write_sedeen(table, path, hotspots=hotspots or None, rois=rois or None, merge=True)
+        return path
+    if table is None:
+        raise ValueError("no nuclei to export: run the Nuclei panel (or import nuclei) first")
+    if kind == "geojson":
+        from napari_histo.formats.geojson import write_geojson
+
+        write_geojson(table, path, annotations=[*rois, *hotspots])
+    elif kind == "hovernet":
+        from napari_histo.formats.hovernet_json import write_hovernet_json
+
+        mag = None
+        if slide_layer is not None and (info_path := _layers.layer_path(slide_layer)):
+            try:
+                from napari_histo.slide import open_slide
+
+                with open_slide(info_path) as slide:
+                    mag = slide.objective_power
+            except Exception:
+                mag = None
+        write_hovernet_json(table, path, mag=mag)
+    elif kind == "csv":
+        from napari_histo.formats.csv import write_csv
+
+        write_csv(table, path)
+    else:
+        raise ValueError(f"unknown export kind {kind!r}")
+    return path
+
+
+def import_file(viewer: napari.Viewer, path: str | Path) -> list:
+    """Import Sedeen XML or QuPath GeoJSON: nuclei -> Points, regions -> a Shapes layer."""
+    path = Path(path)
+    slide_layer = _layers.find_slide_layer(viewer)
+    low = path.name.lower()
+    if low.endswith(".xml"):
+        from napari_histo.formats.sedeen import read_sedeen
+
+        result = read_sedeen(path)
+        table = getattr(result, "table", None)
+        annotations = list(getattr(result, "annotations", None) or [])
+    elif low.endswith((".geojson", ".json", ".geojson.gz", ".json.gz")):
+        from napari_histo.formats.geojson import read_geojson
+
+        mpp = _layers.layer_mpp(slide_layer) if slide_layer is not None else None
+        result = read_geojson(path, mpp=mpp)
+        table, annotations = result.table, list(result.annotations)
+    else:
+        raise ValueError(f"{path}: unsupported annotation file (expected .xml or .geojson)")
+    added = []
+    stem = path.name.split(".")[0]
+    if table is not None and len(table):
+        data, meta, kind = _layers.points_layer_data(table, slide_layer, name=f"{stem} nuclei")
+        meta["metadata"]["nuclei_table"] = table
+        added.append(viewer.add_points(data, **meta))
+    polygons, names, colours = [], [], []
+    for ann in annotations:
+        geom = ann.geometry
+        parts = list(getattr(geom, "geoms", [geom]))
+        for part in parts:
+            if part.geom_type != "Polygon":
+                continue
+            xy = np.asarray(part.exterior.coords)[:-1]
+            polygons.append(xy[:, ::-1])
+            names.append(ann.name or ann.class_name or "region")
+            colours.append(np.array([*(ann.colour or (0, 255, 255)), 255]) / 255.0)
+    if polygons:
+        import pandas as pd
+
+        data, meta, kind = _layers.shapes_layer_data(polygons, slide_layer, name=f"{stem} regions", features=pd.DataFrame({"name": names}))
+        meta["edge_color"] = np.asarray(colours)
+        meta["metadata"] = {}  # imported regions behave like user ROIs
+        added.append(viewer.add_shapes(data, **meta))
+    if not added:
+        raise ValueError(f"{path}: no nuclei or polygon regions found")
+    return added
+
+
+# ---------------------------------------------------------------------------------------------
+# widget
+# ---------------------------------------------------------------------------------------------
+class ExportPanel(QWidget):
+    """Choose formats and paths, export; import annotation files."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.checks: dict[str, QCheckBox] = {}
+        self.paths: dict[str, QLineEdit] = {}
+        grid = QGridLayout()
+        for row, (kind, (label, _)) in enumerate(EXPORTS.items()):
+            check = QCheckBox(label)
+            check.setChecked(kind != "heatmap")
+            edit = QLineEdit()
+            browse = QPushButton("…")
+            browse.setMaximumWidth(30)
+            browse.clicked.connect(lambda _=False, k=kind: self._browse(k))
+            grid.addWidget(check, row, 0)
+            grid.addWidget(edit, row, 1)
+            grid.addWidget(browse, row, 2)
+            self.checks[kind], self.paths[kind] = check, edit
+        self.export_button = QPushButton("Export")
+        self.export_button.clicked.connect(self.export)
+        self.import_button = QPushButton("Import Sedeen XML / GeoJSON…")
+        self.import_button.clicked.connect(self._choose_import)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addLayout(grid)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.import_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        viewer.layers.events.inserted.connect(self.refresh_defaults)
+        viewer.layers.events.removed.connect(self.refresh_defaults)
+        self.refresh_defaults()
+
+    def refresh_defaults(self, *_: Any) -> None:
+        """Reset the paths to the defaults beside the current slide."""
+        slide = _layers.find_slide_layer(self.viewer)
+        defaults = default_paths(_layers.layer_path(slide) if slide is not None else None)
+        for kind, edit in self.paths.items():
+            edit.setText(str(defaults[kind]))
+
+    def _browse(self, kind: str) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, EXPORTS[kind][0], self.paths[kind].text())
+        if path:
+            self.paths[kind].setText(path)
+
+    def export(self) -> dict[str, Path]:
+        """Write every checked format; returns kind -> written path (errors are notified)."""
+        written: dict[str, Path] = {}
+        for kind, check in self.checks.items():
+            if not check.isChecked():
+                continue
+            target = self.paths[kind].text().strip()
+            if not target:
+                continue
+            try:
+                written[kind] = export_kind(self.viewer, kind, target)
+            except Exception as exc:
+                notify_error(exc, f"export {EXPORTS[kind][0]}")
+        if written:
+            self.status.setText("Wrote:\n" + "\n".join(str(p) for p in written.values()))
+            notify_info(f"exported {len(written)} file(s)")
+            self.refresh_defaults()  # next export gets fresh names
+        return written
+
+    def _choose_import(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import annotations", "", IMPORT_FILTER)
+        if path:
+            self.import_path(path)
+
+    def import_path(self, path: str | Path) -> list:
+        """Import an annotation file into layers (errors are notified)."""
+        try:
+            added = import_file(self.viewer, path)
+        except Exception as exc:
+            notify_error(exc, "import")
+            return []
+        self.status.setText(f"Imported {Path(path).name}: " + ", ".join(layer.name for layer in added))
+        return added

@@ -1,0 +1,420 @@
+"""Nuclei panel: segment and type nuclei in the view, a drawn shape or the whole slide.
+
+A thin adapter over :func:`napari_histo.engine.run.run_segmentation`, which tiles the region,
+yields one progress event per finished tile and assembles ``nuclei.parquet`` + ``labels.zarr``
+in an output folder. The panel runs it in a :class:`~napari_histo._napari._workers.Job`
+(thread worker, or synchronous with ``NAPARI_HISTO_NOTHREADS=1``), adds each finished tile's
+centroids to a Points layer as they arrive, and on completion shows the instances as (multiscale)
+Labels coloured by type, the centroids with their measurements as ``features``, a type legend with
+counts and, for a selected nucleus, its measurements. Cancel stops at the next tile and deletes the
+run's work folder, so a cancelled run leaves no files behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from qtpy.QtGui import QColor
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_histo._napari import _layers
+from napari_histo._napari._settings import engine_settings
+from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    import napari
+    import pandas as pd
+
+MODELS = {
+    "shipped default (HoVer-Net compact)": "default",
+    "HoVer-Net checkpoint file…": "checkpoint",
+    "classical (no training)": "classical",
+}
+SCOPES = ("current view", "drawn shape", "whole slide")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+def format_eta(seconds: float | None) -> str:
+    """'ETA 1 min 05 s' style text (empty when unknown)."""
+    if seconds is None or not np.isfinite(seconds):
+        return ""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"ETA {seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"ETA {seconds // 60} min {seconds % 60:02d} s"
+    return f"ETA {seconds} s"
+
+
+def default_outdir(slide_path: str | None) -> Path:
+    """A fresh folder for a run's outputs (under the temp dir; the Export panel copies results out)."""
+    stem = Path(slide_path).name.split(".")[0] if slide_path else "image"
+    root = Path(tempfile.gettempdir()) / "napari-histo-runs"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
+
+
+def segmentation_events(
+    source: Any, model: str, outdir: Path, roi: Any = None, **options: Any
+) -> Generator[tuple[Any, pd.DataFrame | None], None, tuple[Any, Any]]:
+    """Drive the engine; yield ``(event, finished tile's nuclei or None)``; return ``(RunResult, loaded result)``.
+
+    Runs in the worker thread. A run that does not complete (cancelled, failed) has its work
+    folder removed, and the output folder too when it is left empty.
+    """
+    from napari_histo.engine.outputs import load_result
+    from napari_histo.engine.run import run_segmentation
+    from napari_histo.nuclei.table import read_table_parquet
+
+    outdir = Path(outdir)
+    existed = outdir.exists() and any(outdir.iterdir())
+    completed = False
+    gen = run_segmentation(source, model, outdir, roi, **options)
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                run = stop.value
+                break
+            tile_table = None
+            if getattr(event, "stage", "") == "tiles" and getattr(event, "tile", None) is not None:
+                path = outdir / ".partial" / "tiles" / f"{event.tile:06d}.parquet"
+                if path.exists():
+                    tile_table = read_table_parquet(path, columns=["x", "y", "type"])
+            yield event, tile_table
+        completed = bool(run.completed)
+        loaded = load_result(run.folder) if completed else None
+        return run, loaded
+    finally:
+        gen.close()
+        if not completed:
+            shutil.rmtree(outdir / ".partial", ignore_errors=True)
+            if not existed and outdir.exists() and not any(outdir.iterdir()):
+                outdir.rmdir()
+
+
+class NucleiPanel(QWidget):
+    """Model, scope and device; Run/Cancel with progress; legend; selected-nucleus measurements."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.job: Job | None = None
+        self.table: pd.DataFrame | None = None
+        self.result: Any = None
+        self.outdir: Path | None = None
+        self.slide_layer: Any = None
+        self._partial: list[pd.DataFrame] = []
+        self._type_info: dict | None = None
+        settings = engine_settings()
+
+        self.model_combo = QComboBox()
+        self.model_combo.addItems(list(MODELS))
+        self.model_combo.currentTextChanged.connect(self._model_changed)
+        self.checkpoint_edit = QLineEdit()
+        self.checkpoint_edit.setPlaceholderText("HoVer-Net checkpoint (.pt / .tar) or model folder")
+        self.checkpoint_button = QPushButton("…")
+        self.checkpoint_button.setMaximumWidth(30)
+        self.checkpoint_button.clicked.connect(self._browse_checkpoint)
+        checkpoint_row = QHBoxLayout()
+        checkpoint_row.addWidget(self.checkpoint_edit)
+        checkpoint_row.addWidget(self.checkpoint_button)
+        self.scope_combo = QComboBox()
+        self.scope_combo.addItems(list(SCOPES))
+        self.shapes_combo = QComboBox()
+        self.shapes_combo.setToolTip("Shapes layer holding the region (its selected or last shape)")
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(list(DEVICES))
+        self.device_combo.setCurrentText(settings.device if settings.device in DEVICES else "auto")
+
+        self.run_button = QPushButton("Run")
+        self.run_button.clicked.connect(self.run)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        self.legend = QTableWidget(0, 2)
+        self.legend.setHorizontalHeaderLabels(["type", "count"])
+        self.legend.verticalHeader().setVisible(False)
+        self.legend.setMaximumHeight(160)
+        self.details = QTableWidget(0, 2)
+        self.details.setHorizontalHeaderLabels(["measurement", "value"])
+        self.details.verticalHeader().setVisible(False)
+
+        form = QFormLayout()
+        form.addRow("Model", self.model_combo)
+        form.addRow("Checkpoint", checkpoint_row)
+        form.addRow("Scope", self.scope_combo)
+        form.addRow("Region layer", self.shapes_combo)
+        form.addRow("Device", self.device_combo)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(QLabel("Types"))
+        layout.addWidget(self.legend)
+        layout.addWidget(QLabel("Selected nucleus"))
+        layout.addWidget(self.details)
+
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self._refresh_shapes)
+        self._refresh_shapes()
+        self._model_changed(self.model_combo.currentText())
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _model_changed(self, text: str) -> None:
+        is_checkpoint = MODELS.get(text) == "checkpoint"
+        self.checkpoint_edit.setEnabled(is_checkpoint)
+        self.checkpoint_button.setEnabled(is_checkpoint)
+
+    def _browse_checkpoint(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "HoVer-Net checkpoint", "", "Checkpoints (*.pt *.pth *.tar);;All files (*)")
+        if path:
+            self.checkpoint_edit.setText(path)
+
+    def _refresh_shapes(self, *_: Any) -> None:
+        from napari.layers import Shapes
+
+        current = self.shapes_combo.currentText()
+        self.shapes_combo.clear()
+        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes) and not layer.metadata.get("napari_histo_overlay")]
+        self.shapes_combo.addItems(names)
+        if current in names:
+            self.shapes_combo.setCurrentText(current)
+
+    def model_spec(self) -> str:
+        """The registry spec for the chosen model ("default", "classical" or a checkpoint path)."""
+        spec = MODELS[self.model_combo.currentText()]
+        if spec == "checkpoint":
+            path = self.checkpoint_edit.text().strip()
+            if not path:
+                raise ValueError("choose a HoVer-Net checkpoint file")
+            if not Path(path).exists():
+                raise FileNotFoundError(f"{path}: checkpoint not found")
+            return path
+        return spec
+
+    def region(self, slide_layer: Any) -> Any:
+        """ROI for the chosen scope in level-0 px: ``(x, y, w, h)``, polygon (N, 2) x,y, or None."""
+        scope = self.scope_combo.currentText()
+        if scope == "whole slide":
+            return None
+        if scope == "current view":
+            x0, y0, x1, y1 = _layers.field_of_view(self.viewer, slide_layer)
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                raise ValueError("the current view does not show the slide; pan to it or choose another scope")
+            return (x0, y0, x1 - x0, y1 - y0)
+        name = self.shapes_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise ValueError("draw a rectangle or polygon in a Shapes layer first")
+        xy, _ = _layers.shape_bbox(self.viewer.layers[name], slide_layer)
+        return xy
+
+    # -- running ----------------------------------------------------------------------------
+    def run(self, outdir: str | Path | None = None) -> Job | None:
+        """Start a run on the current slide (returns the job, or None when inputs are invalid)."""
+        if self.job is not None and self.job.running:
+            notify_error(RuntimeError("a run is already in progress"))
+            return None
+        slide_layer = _layers.find_slide_layer(self.viewer)
+        try:
+            if slide_layer is None:
+                raise ValueError("open a slide or image first")
+            model = self.model_spec()
+            roi = self.region(slide_layer)
+        except Exception as exc:
+            notify_error(exc, "nuclei")
+            return None
+        path = _layers.layer_path(slide_layer)
+        source: Any = path
+        if path is None or not Path(path).exists():  # a plain in-memory image layer
+            data = slide_layer.data[0] if slide_layer.multiscale else slide_layer.data
+            source = np.ascontiguousarray(np.asarray(data)[..., :3])
+        settings = engine_settings()
+        device = self.device_combo.currentText()
+        options: dict[str, Any] = {
+            "mpp": _layers.layer_mpp(slide_layer),
+            "tile_size": settings.tile_size,
+            "batch_size": settings.batch_size,
+            "device": None if device == "auto" else device,
+            "scheduler": settings.scheduler_address or None,
+            "stem": Path(path).name.split(".")[0] if path else slide_layer.name,
+        }
+        self.outdir = Path(outdir) if outdir else default_outdir(path)
+        self.slide_layer = slide_layer
+        self._partial = []
+        self.table = None
+        self.result = None
+        for name in (_layers.NUCLEI_POINTS, _layers.NUCLEI_LABELS):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.progress.setRange(0, 0)  # busy until the plan is known
+        self.status.setText("planning…")
+        self.run_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self.job = Job(
+            segmentation_events, source, model, self.outdir, roi,
+            on_yield=self._on_event, on_return=self._on_return, on_finish=self._on_finish,
+            on_error=self._on_error, context="nuclei", **options,
+        )
+        return self.job.start()
+
+    def cancel(self) -> None:
+        """Stop the run at the next tile; its work folder is deleted."""
+        if self.job is not None and self.job.running:
+            self.job.cancel()
+            self.status.setText("cancelling…")
+
+    def _on_event(self, item: tuple[Any, Any]) -> None:
+        event, tile_table = item
+        if event.total:
+            self.progress.setRange(0, int(event.total))
+            self.progress.setValue(int(event.done))
+        stage = {"plan": "planned", "assemble": "assembling outputs", "done": "done", "cancelled": "cancelled"}.get(event.stage, "")
+        self.status.setText(f"{event.done}/{event.total} tiles · {event.nuclei:,} nuclei {format_eta(event.eta_s)} {stage}".strip())
+        if tile_table is not None and len(tile_table):
+            self._partial.append(tile_table)
+            self._show_partial()
+
+    def _show_partial(self) -> None:
+        import pandas as pd
+
+        parts = pd.concat(self._partial, ignore_index=True)
+        parts.attrs = dict(self._partial[0].attrs)
+        coords = np.column_stack([parts["y"].to_numpy(float), parts["x"].to_numpy(float)])
+        colours = _layers.type_rgba(_layers.type_info_of(parts), parts["type"].to_numpy())
+        name = _layers.NUCLEI_POINTS
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            layer.data = coords
+            layer.face_color = colours
+        else:
+            kwargs = _layers.overlay_kwargs(self.slide_layer)
+            self.viewer.add_points(coords, name=name, face_color=colours, border_width=0,
+                                   size=8.0 * kwargs.get("scale", (1.0,))[0], metadata={"napari_histo_overlay": True}, **kwargs)
+
+    def _on_return(self, value: Any) -> None:
+        if value is CANCELLED or value is None:
+            self.status.setText("cancelled — no output written")
+            self._remove_partial_layer()
+            return
+        run, loaded = value
+        if loaded is None:
+            self.status.setText("cancelled — no output written")
+            self._remove_partial_layer()
+            return
+        self.result = loaded
+        self.show_result(loaded.table, loaded.labels)
+        n = len(loaded.table)
+        self.status.setText(f"{n:,} nuclei in {run.n_tiles} tile(s) · {run.timings.get('total_s', 0):.1f} s · {run.folder}")
+        for warning in run.warnings:
+            notify_info(warning)
+
+    def _remove_partial_layer(self) -> None:
+        if _layers.NUCLEI_POINTS in self.viewer.layers and self.table is None:
+            self.viewer.layers.remove(_layers.NUCLEI_POINTS)
+
+    def _on_error(self, exc: BaseException) -> None:
+        notify_error(exc, "nuclei")
+        self.status.setText(f"failed: {exc}")
+        self._remove_partial_layer()
+
+    def _on_finish(self) -> None:
+        self.run_button.setEnabled(True)
+        self.cancel_button.setEnabled(False)
+        if self.progress.maximum() == 0:
+            self.progress.setRange(0, 1)
+
+    # -- results ----------------------------------------------------------------------------
+    def show_result(self, table: pd.DataFrame, labels: Any = None) -> None:
+        """Show a nucleus table (+ label image or pyramid) as Labels + Points, legend, selection."""
+        self.table = table
+        slide_layer = self.slide_layer or _layers.find_slide_layer(self.viewer)
+        if labels is not None and len(labels):
+            import dask.array as da
+
+            levels = [da.from_zarr(level) if not isinstance(level, np.ndarray) else level for level in labels]
+            data = levels if len(levels) > 1 else levels[0]
+            ldata, lmeta, _ = _layers.labels_layer_data(data, table, slide_layer)
+            _layers.add_or_update(self.viewer, (ldata, lmeta, "labels"))
+            self.viewer.layers[_layers.NUCLEI_LABELS].events.selected_label.connect(self._label_selected)
+        pdata, pmeta, _ = _layers.points_layer_data(table, slide_layer)
+        pmeta["metadata"]["nuclei_table"] = table
+        if self.result is not None:
+            pmeta["metadata"]["run_folder"] = str(self.result.folder)
+        points = _layers.add_or_update(self.viewer, (pdata, pmeta, "points"))
+        points.selected_data.events.items_changed.connect(self._point_selected)
+        self.update_legend(table)
+
+    def update_legend(self, table: pd.DataFrame) -> None:
+        rows = _layers.type_counts(table)
+        self.legend.setRowCount(len(rows))
+        for r, (_, name, colour, count) in enumerate(rows):
+            item = QTableWidgetItem(name)
+            item.setBackground(QColor(*colour, 120))
+            self.legend.setItem(r, 0, item)
+            self.legend.setItem(r, 1, QTableWidgetItem(f"{count:,}"))
+
+    def legend_counts(self) -> dict[str, int]:
+        """Type name -> count as shown in the legend."""
+        out = {}
+        for r in range(self.legend.rowCount()):
+            out[self.legend.item(r, 0).text()] = int(self.legend.item(r, 1).text().replace(",", ""))
+        return out
+
+    def _point_selected(self, *_: Any) -> None:
+        layer = self.viewer.layers[_layers.NUCLEI_POINTS] if _layers.NUCLEI_POINTS in self.viewer.layers else None
+        if layer is None or not layer.selected_data:
+            return
+        index = sorted(layer.selected_data)[0]
+        self.show_nucleus(int(layer.features["id"].iloc[index]))
+
+    def _label_selected(self, event: Any = None) -> None:
+        layer = self.viewer.layers[_layers.NUCLEI_LABELS]
+        if layer.selected_label > 0:
+            self.show_nucleus(int(layer.selected_label))
+
+    def show_nucleus(self, nucleus_id: int) -> dict[str, Any]:
+        """Show the measurements of nucleus ``nucleus_id`` in the details table."""
+        if self.table is None:
+            return {}
+        rows = self.table.loc[self.table["id"] == nucleus_id]
+        if rows.empty:
+            return {}
+        features = _layers.nuclei_features(rows)
+        values = {k: v for k, v in features.iloc[0].items()}
+        self.details.setRowCount(len(values))
+        for r, (key, value) in enumerate(values.items()):
+            text = f"{value:.3f}" if isinstance(value, float | np.floating) else str(value)
+            self.details.setItem(r, 0, QTableWidgetItem(key))
+            self.details.setItem(r, 1, QTableWidgetItem(text))
+        return values
