@@ -1,0 +1,190 @@
+"""CompactHoVerNet: a small residual U-Net encoder with HoVer-Net's three decoder branches.
+
+Same I/O contract as the official HoVer-Net (``HOVERNET.md`` §1.1) so the same post-processing
+applies: input NCHW RGB float in 0..255 (divided by 255 inside ``forward``), output a dict of
+``np`` (2-ch logits), ``hv`` (2-ch, x then y, regressed to [-1, 1]) and ``tp`` (``num_types``
+logits, 0 = background). Convolutions use zero "same" padding; ``forward`` removes a margin of
+``(input_size - output_size) // 2`` px per side, so an ``H×W`` input yields
+``(H - 2m)×(W - 2m)`` maps, as the official model returns its centre crop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src_models.hovernet.config import CompactConfig
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResBlock(nn.Module):
+    """Basic residual block (3×3 conv-BN-ReLU, 3×3 conv-BN, + shortcut, ReLU)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        y = self.bn2(self.conv2(y))
+        return F.relu(y + self.shortcut(x), inplace=True)
+
+
+class DecoderBranch(nn.Module):
+    """One decoder branch: nearest up ×2, 1×1 projection, summed skip, 3×3 conv per level."""
+
+    def __init__(self, enc_widths: list[int], dec_widths: list[int], out_ch: int):
+        super().__init__()
+        levels = len(enc_widths)
+        self.proj = nn.ModuleList()
+        self.skip = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        cin = enc_widths[-1]
+        for lvl in range(levels - 2, -1, -1):
+            w = dec_widths[lvl]
+            self.proj.append(nn.Conv2d(cin, w, 1, bias=False))
+            self.skip.append(
+                nn.Identity() if enc_widths[lvl] == w else nn.Conv2d(enc_widths[lvl], w, 1, bias=False)
+            )
+            self.fuse.append(_conv_bn_relu(w, w))
+            cin = w
+        self.head = nn.Conv2d(cin, out_ch, 1, bias=True)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        x = feats[-1]
+        for i, lvl in enumerate(range(len(feats) - 2, -1, -1)):
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = self.proj[i](x) + self.skip[i](feats[lvl])
+            x = self.fuse[i](x)
+        return self.head(x)
+
+
+class CompactHoVerNet(nn.Module):
+    """Compact three-branch (np / hv / tp) nucleus segmentation network.
+
+    Parameters
+    ----------
+    cfg : CompactConfig
+        Widths, blocks, number of types and the input/output crop contract.
+    """
+
+    def __init__(self, cfg: CompactConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = list(cfg.widths)
+        dec = list(cfg.decoder_widths or widths)
+        if len(cfg.blocks) != len(widths):
+            raise ValueError("config.blocks and config.widths must have the same length")
+        self.stride = 2 ** (len(widths) - 1)
+        self.margin = max(0, (cfg.input_size - cfg.output_size) // 2)
+        self.stem = _conv_bn_relu(3, widths[0])
+        self.levels = nn.ModuleList()
+        cin = widths[0]
+        for lvl, (w, n) in enumerate(zip(widths, cfg.blocks, strict=True)):
+            blocks = [ResBlock(cin, w, stride=1 if lvl == 0 else 2)]
+            blocks += [ResBlock(w, w) for _ in range(max(0, n - 1))]
+            self.levels.append(nn.Sequential(*blocks))
+            cin = w
+        self.decoders = nn.ModuleDict({"np": DecoderBranch(widths, dec, 2), "hv": DecoderBranch(widths, dec, 2)})
+        if cfg.num_types > 0:
+            self.decoders["tp"] = DecoderBranch(widths, dec, cfg.num_types)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_config(cls, cfg: CompactConfig | dict) -> CompactHoVerNet:
+        """Build the network from a :class:`CompactConfig` (or its dict form)."""
+        if isinstance(cfg, dict):
+            cfg = CompactConfig.from_dict(cfg.get("model", cfg))
+        return cls(cfg)
+
+    def forward(self, imgs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predict np/hv/tp maps for NCHW RGB 0..255 input; borders of ``margin`` px are cut."""
+        x = imgs / 255.0
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % self.stride, (-w) % self.stride
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        x = self.stem(x)
+        feats = []
+        for level in self.levels:
+            x = level(x)
+            feats.append(x)
+        m = self.margin
+        out: dict[str, torch.Tensor] = {}
+        for name, branch in self.decoders.items():
+            y = branch(feats)[..., :h, :w]
+            out[name] = y[..., m : h - m, m : w - m] if m else y
+        return out
+
+
+def count_macs(model: CompactHoVerNet, size: int = 256) -> int:
+    """Multiply-accumulates of convolutions for one ``size``² patch (forward hooks, exact for convs)."""
+    total = 0
+
+    def hook(mod: nn.Conv2d, _inp, out: torch.Tensor) -> None:
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1] * (mod.in_channels // mod.groups)
+        total += int(out.numel() // out.shape[0]) * k
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, size, size))
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return total
+
+
+def load_compact(folder: str | Path, device: str = "cpu") -> tuple[CompactHoVerNet, CompactConfig]:
+    """Load ``config.json`` + ``model.pt`` (state_dict, float16 or float32) from a weights folder."""
+    from napari_histo.utils import InputFileError
+
+    folder = Path(folder)
+    cfg = CompactConfig.load(folder / "config.json")
+    model = CompactHoVerNet(cfg)
+    wpath = folder / "model.pt"
+    try:
+        state = torch.load(wpath, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise InputFileError(wpath, "weights file not found") from exc
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputFileError(wpath, f"weights do not match config.json: {exc}") from exc
+    model.eval().to(device)
+    return model, cfg

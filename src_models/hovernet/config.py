@@ -1,0 +1,183 @@
+"""Configuration dataclasses for the compact HoVer-Net: saved as JSON next to the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+def _from_dict(cls, data: dict[str, Any]):
+    """Build dataclass ``cls`` from a dict, ignoring unknown keys (forward compatibility)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class CompactConfig:
+    """Network and inference contract of :class:`~src_models.hovernet.compact.CompactHoVerNet`.
+
+    Attributes
+    ----------
+    input_size : int
+        Inference patch side (working px). The network is fully convolutional.
+    output_size : int
+        Centre crop of the prediction kept by a tiler; ``(input_size - output_size) / 2`` border
+        px per side are discarded to avoid zero-padding artefacts.
+    mpp : float
+        Working resolution in µm/px the model was trained at.
+    num_types : int
+        Type-head channels including background (0). 0 means untyped.
+    widths : list[int]
+        Encoder channel widths per level (level ``i`` has stride ``2**i``).
+    decoder_widths : list[int] or None
+        Decoder widths per level; defaults to ``widths`` (last level excluded).
+    blocks : list[int]
+        Residual blocks per encoder level.
+    type_names : list[str]
+        Display names per type channel.
+    type_colours : list[list[int]]
+        RGB colour per type channel.
+    unified_ids : list[list[int]]
+        For each type channel, the ids of the unified vocabulary (MODELS.md §5.1) it covers.
+    """
+
+    input_size: int = 256
+    output_size: int = 224
+    mpp: float = 0.5
+    num_types: int = 5
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64, 128])
+    decoder_widths: list[int] | None = None
+    blocks: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
+    type_names: list[str] = field(
+        default_factory=lambda: ["background", "epithelial", "lymphocyte", "neutrophil", "macrophage"]
+    )
+    type_colours: list[list[int]] = field(
+        default_factory=lambda: [[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 165, 0], [0, 200, 0]]
+    )
+    unified_ids: list[list[int]] = field(default_factory=lambda: [[0], [1, 2], [3], [5], [7]])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompactConfig:
+        return _from_dict(cls, data)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as JSON (atomic)."""
+        _save_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CompactConfig:
+        """Read a config JSON; accepts a bare CompactConfig or a TrainConfig file (``model`` key)."""
+        data = _load_json(path)
+        return cls.from_dict(data.get("model", data))
+
+
+@dataclass
+class TrainConfig:
+    """Training recipe. ``model`` is the network config saved with the weights.
+
+    Attributes
+    ----------
+    model : CompactConfig
+        Network contract.
+    data_root : str
+        Folder holding the shared datasets (``monuseg/``, ``cpm15/``, ``monusac/``).
+    cache_dir : str
+        Where resampled tiles are cached as npz.
+    out_dir : str
+        Checkpoints, log and final weights.
+    val_monuseg : list[str]
+        MoNuSeg test tiles held out for validation (never trained on).
+    val_monusac : list[str]
+        MoNuSAC images held out for typing validation.
+    patch_size : int
+        Training patch side in working px.
+    loss_margin : int
+        Border px per side excluded from the loss (mirrors the inference centre crop).
+    batch_size, lr, weight_decay, max_minutes, max_iters, ckpt_every_s, seed, threads :
+        Optimiser / run budget settings; training stops at whichever limit comes first.
+    loss_weights : dict[str, float]
+        Weights of np_ce, np_dice, hv_mse, hv_msge, tp_ce, tp_dice.
+    monusac_weight : float
+        Sampling weight multiplier of typed (MoNuSAC) tiles relative to their area.
+    """
+
+    model: CompactConfig = field(default_factory=CompactConfig)
+    data_root: str = "../shared/data"
+    cache_dir: str = "/tmp/napari_histo_hovernet_cache"
+    out_dir: str = "/tmp/napari_histo_hovernet_run"
+    val_monuseg: list[str] = field(
+        default_factory=lambda: [
+            "TCGA-44-2665-01B-06-BS6",
+            "TCGA-A6-6782-01A-01-BS1",
+            "TCGA-AO-A0J2-01A-01-BSA",
+            "TCGA-CU-A0YN-01A-02-BSB",
+            "TCGA-GL-6846-01A-01-BS1",
+        ]
+    )
+    val_monusac: list[str] = field(default_factory=list)
+    patch_size: int = 128
+    loss_margin: int = 8
+    batch_size: int = 8
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_minutes: float = 55.0
+    max_iters: int = 100000
+    ckpt_every_s: float = 180.0
+    seed: int = 10
+    threads: int = 2
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "np_ce": 1.0,
+            "np_dice": 1.0,
+            "hv_mse": 2.0,
+            "hv_msge": 1.0,
+            "tp_ce": 1.0,
+            "tp_dice": 1.0,
+        }
+    )
+    monusac_weight: float = 3.0
+    augment: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        cfg = _from_dict(cls, data)
+        if isinstance(cfg.model, dict):
+            cfg.model = CompactConfig.from_dict(cfg.model)
+        return cfg
+
+    def save(self, path: str | Path) -> None:
+        _save_json(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(_load_json(path))
+
+
+def _save_json(data: dict[str, Any], path: str | Path) -> None:
+    from napari_histo.utils import atomic_write
+
+    with atomic_write(path) as fh:
+        json.dump(data, fh, indent=2)
+
+
+def _load_json(path: str | Path) -> dict[str, Any]:
+    from napari_histo.utils import InputFileError
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError as exc:
+        raise InputFileError(path, "config file not found") from exc
+    except json.JSONDecodeError as exc:
+        raise InputFileError(path, f"not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputFileError(path, "config must be a JSON object")
+    return data

@@ -1,0 +1,285 @@
+"""Training data for the compact HoVer-Net: tiles resampled to a fixed mpp, cached as npz.
+
+Sources (``../shared/data``): MoNuSeg train + test tiles (untyped polygons, 40×), CPM-15
+(untyped label maps; 20× images taken as 0.5 µm/px and 40× as 0.25 µm/px, image04 excluded:
+its mask does not match the image) and MoNuSAC (typed polygons, 0.19448 µm/px). Nuclei of
+untyped sources get type -1 ("unknown", masked out of the type loss).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: MoNuSAC class name -> type channel of the shipped head (see CompactConfig.type_names).
+MONUSAC_TYPES = {"epithelial": 1, "lymphocyte": 2, "neutrophil": 3, "macrophage": 4}
+MONUSEG_DEFAULT_MPP = 0.25
+CPM_MPP = {20: 0.5, 40: 0.25}
+
+
+@dataclass
+class Tile:
+    """One source image at the working resolution.
+
+    ``types`` is per pixel: 0 background, -1 nucleus of unknown type, k > 0 typed nucleus.
+    """
+
+    name: str
+    source: str
+    img: np.ndarray
+    inst: np.ndarray
+    types: np.ndarray
+    mpp_native: float
+
+
+def read_imagescope_polygons(path: Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
+    """Regions of an ImageScope XML as (class name, (N, 2) x/y vertices) and root MicronsPerPixel."""
+    from defusedxml import ElementTree
+
+    from napari_histo.utils import InputFileError
+
+    try:
+        root = ElementTree.parse(str(path)).getroot()
+    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
+        raise InputFileError(path, f"cannot parse ImageScope XML: {exc}") from exc
+    mpp_attr = root.get("MicronsPerPixel")
+    mpp = float(mpp_attr) if mpp_attr not in (None, "") else None
+    regions: list[tuple[str, np.ndarray]] = []
+    for ann in root.iter("Annotation"):
+        attr = ann.find("Attributes/Attribute")
+        cls = attr.get("Name", "") if attr is not None else ""
+        for reg in ann.iter("Region"):
+            verts = [(float(v.get("X")), float(v.get("Y"))) for v in reg.iter("Vertex")]
+            if len(verts) >= 3:
+                regions.append((cls, np.asarray(verts, np.float64)))
+    return regions, mpp
+
+
+def rasterise(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int], scale: float,
+              class_map: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Instance and type maps from polygons scaled by ``scale`` (later regions overwrite)."""
+    from skimage.draw import polygon
+
+    inst = np.zeros(shape, np.int32)
+    types = np.zeros(shape, np.int16)
+    for i, (cls, verts) in enumerate(regions, start=1):
+        xy = verts * scale
+        rr, cc = polygon(xy[:, 1] - 0.5 * (scale < 1) * 0, xy[:, 0], shape)
+        inst[rr, cc] = i
+        types[rr, cc] = class_map.get(cls.strip().lower(), -1) if class_map else -1
+    return inst, types
+
+
+def resize_rgb(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Anti-aliased RGB resize to (H, W) uint8."""
+    from skimage.transform import resize
+
+    if img.shape[:2] == tuple(shape):
+        return img
+    out = resize(img, shape, order=1, anti_aliasing=True, preserve_range=True)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def resize_labels(lab: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour label resize."""
+    if lab.shape[:2] == tuple(shape):
+        return lab
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * lab.shape[0] / shape[0]).astype(int), lab.shape[0] - 1)
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * lab.shape[1] / shape[1]).astype(int), lab.shape[1] - 1)
+    return lab[rows][:, cols]
+
+
+def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
+    return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
+
+
+def load_monuseg(root: Path, stem: str, mpp: float) -> Tile:
+    """A MoNuSeg tile (train or test folder) at working ``mpp``."""
+    import tifffile
+
+    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
+        tif = root / "monuseg" / sub / f"{stem}.tif"
+        if tif.exists():
+            break
+    else:
+        raise FileNotFoundError(f"MoNuSeg tile {stem} not found under {root / 'monuseg'}")
+    img = tifffile.imread(tif)[..., :3]
+    regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
+    native = native or MONUSEG_DEFAULT_MPP
+    scale = native / mpp
+    shape = _scaled_shape(img.shape, scale)
+    inst, types = rasterise(regions, shape, scale, None)
+    return Tile(stem, "monuseg", resize_rgb(img, shape), inst, types, native)
+
+
+def load_monuseg_native(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """MoNuSeg tile at native resolution: (rgb, instance map, mpp) for evaluation."""
+    import tifffile
+
+    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
+        tif = root / "monuseg" / sub / f"{stem}.tif"
+        if tif.exists():
+            break
+    else:
+        raise FileNotFoundError(f"MoNuSeg tile {stem} not found under {root / 'monuseg'}")
+    img = tifffile.imread(tif)[..., :3]
+    regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
+    inst, _ = rasterise(regions, img.shape[:2], 1.0, None)
+    return img, inst, native or MONUSEG_DEFAULT_MPP
+
+
+def cpm15_entries(root: Path) -> list[tuple[str, Path, Path, int]]:
+    """(name, image, mask, objective power) for the usable CPM-15 images (image04 excluded)."""
+    folder = root / "cpm15" / "MICCAI_competition_dataset"
+    out = []
+    for png in sorted(folder.glob("image*.png")):
+        num = int(re.findall(r"\d+", png.stem)[0])
+        if num == 4:
+            continue
+        out.append((png.stem, png, folder / f"{png.stem}_mask.txt", 20 if num <= 7 else 40))
+    return out
+
+
+def load_cpm15(png: Path, mask: Path, power: int, mpp: float) -> Tile:
+    """A CPM-15 image + text label map at working ``mpp``."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(png).convert("RGB"))
+    with open(mask, encoding="ascii") as fh:
+        w, h = (int(v) for v in fh.readline().split())
+        lab = np.loadtxt(fh, dtype=np.int32).reshape(h, w)
+    native = CPM_MPP[power]
+    shape = _scaled_shape(img.shape, native / mpp)
+    inst = resize_labels(lab, shape)
+    types = np.where(inst > 0, -1, 0).astype(np.int16)
+    return Tile(png.stem, "cpm15", resize_rgb(img, shape), inst, types, native)
+
+
+def read_svs_rgb(path: Path) -> np.ndarray:
+    """Full level-0 RGB of a small SVS."""
+    import openslide
+
+    with openslide.OpenSlide(str(path)) as slide:
+        w, h = slide.dimensions
+        return np.asarray(slide.read_region((0, 0), 0, (w, h)).convert("RGB"))
+
+
+def load_monusac(root: Path, stem: str, mpp: float) -> Tile:
+    """A MoNuSAC sub-image with typed polygons at working ``mpp``."""
+    svs = root / "monusac" / "sample_original" / f"{stem}.svs"
+    img = read_svs_rgb(svs)
+    regions, native = read_imagescope_polygons(svs.with_suffix(".xml"))
+    native = native or 0.19448
+    scale = native / mpp
+    shape = _scaled_shape(img.shape, scale)
+    inst, types = rasterise(regions, shape, scale, MONUSAC_TYPES)
+    return Tile(stem, "monusac", resize_rgb(img, shape), inst, types, native)
+
+
+def load_monusac_native(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """MoNuSAC image at native resolution: (rgb, inst, types, mpp) for evaluation."""
+    svs = root / "monusac" / "sample_original" / f"{stem}.svs"
+    img = read_svs_rgb(svs)
+    regions, native = read_imagescope_polygons(svs.with_suffix(".xml"))
+    inst, types = rasterise(regions, img.shape[:2], 1.0, MONUSAC_TYPES)
+    return img, inst, types, native or 0.19448
+
+
+def monuseg_stems(root: Path) -> list[str]:
+    stems = []
+    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
+        stems += sorted(p.stem for p in (root / "monuseg" / sub).glob("*.tif"))
+    return stems
+
+
+def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], cache_dir: str | Path) -> list[Tile]:
+    """All training tiles (validation stems excluded) at ``mpp``, cached as npz in ``cache_dir``."""
+    root = Path(data_root)
+    cache = Path(cache_dir) / f"mpp{mpp:g}"
+    cache.mkdir(parents=True, exist_ok=True)
+    excluded = set(exclude)
+    jobs: list[tuple[str, object]] = []
+    for stem in monuseg_stems(root):
+        if stem not in excluded:
+            jobs.append((f"monuseg_{stem}", lambda s=stem: load_monuseg(root, s, mpp)))
+    for name, png, mask, power in cpm15_entries(root):
+        if name not in excluded:
+            jobs.append((f"cpm15_{name}", lambda p=png, m=mask, pw=power: load_cpm15(p, m, pw, mpp)))
+    for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
+        if svs.stem not in excluded:
+            jobs.append((f"monusac_{svs.stem}", lambda s=svs.stem: load_monusac(root, s, mpp)))
+    tiles = []
+    for key, loader in jobs:
+        f = cache / f"{key}.npz"
+        if f.exists():
+            z = np.load(f, allow_pickle=False)
+            tiles.append(Tile(str(z["name"]), str(z["source"]), z["img"], z["inst"], z["types"], float(z["mpp"])))
+            continue
+        t = loader()  # type: ignore[operator]
+        tmp = f.with_suffix(".tmp.npz")
+        np.savez(tmp, name=t.name, source=t.source, img=t.img, inst=t.inst, types=t.types, mpp=t.mpp_native)
+        tmp.replace(f)
+        tiles.append(t)
+    return tiles
+
+
+class PatchSampler:
+    """Random augmented training patches with HoVer-Net targets, deterministic given the seed.
+
+    Tiles are reflect-padded once so that any centre can be sampled; duplicated ids created by
+    mirroring are split by :func:`~src_models.hovernet.targets.fix_duplicate_ids`.
+    """
+
+    def __init__(self, tiles: list[Tile], patch: int, mpp: float, seed: int, typed_weight: float = 1.0,
+                 augment: bool = True):
+        self.patch = patch
+        self.src = int(math.ceil(patch * 1.5 / 2) * 2)
+        self.augment = augment
+        self.min_area = max(4, round(30 * (0.25 / mpp) ** 2))
+        pad = self.src // 2 + 1
+        self.tiles = []
+        weights = []
+        for t in tiles:
+            mode = "symmetric"
+            img = np.pad(t.img, ((pad, pad), (pad, pad), (0, 0)), mode=mode)
+            inst = np.pad(t.inst, pad, mode=mode)
+            types = np.pad(t.types, pad, mode=mode)
+            self.tiles.append((img, inst, types, t.inst.shape, pad))
+            weights.append(t.inst.size * (typed_weight if t.source == "monusac" else 1.0))
+        self.p = np.asarray(weights, np.float64) / float(np.sum(weights))
+        self.rng = np.random.default_rng(seed)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One augmented (img uint8 (P, P, 3), inst int32, types int16) patch."""
+        from src_models.hovernet.augment import augment_patch
+
+        img, inst, types, (h, w), pad = self.tiles[int(self.rng.choice(len(self.tiles), p=self.p))]
+        cy = int(self.rng.integers(0, h)) + pad
+        cx = int(self.rng.integers(0, w)) + pad
+        half = self.src // 2
+        sl = (slice(cy - half, cy + half), slice(cx - half, cx + half))
+        im, ins, ty = img[sl], inst[sl], types[sl]
+        if self.augment:
+            return augment_patch(im, ins, ty, self.patch, self.rng)
+        o = (self.src - self.patch) // 2
+        c = (slice(o, o + self.patch), slice(o, o + self.patch))
+        return im[c], ins[c], ty[c]
+
+    def batch(self, n: int, margin: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(B, 3, P, P) float32 images and targets cropped by ``margin`` px per side."""
+        from src_models.hovernet.targets import make_targets
+
+        imgs, nps, hvs, tps = [], [], [], []
+        for _ in range(n):
+            im, ins, ty = self.sample()
+            t = make_targets(ins, ty, min_area=self.min_area)
+            c = slice(margin, self.patch - margin) if margin else slice(None)
+            imgs.append(im.transpose(2, 0, 1).astype(np.float32))
+            nps.append(t["np"][c, c])
+            hvs.append(t["hv"][:, c, c])
+            tps.append(t["tp"][c, c])
+        return np.stack(imgs), {"np": np.stack(nps), "hv": np.stack(hvs), "tp": np.stack(tps)}

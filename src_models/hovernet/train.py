@@ -1,0 +1,165 @@
+"""Train the compact HoVer-Net on CPU (or GPU) with checkpoints that resume.
+
+There is no pretrained encoder for the compact network, so HoVer-Net's two-phase schedule
+(frozen encoder, then full fine-tuning; ``HOVERNET.md`` §6.2) does not apply: training is a
+single phase from Kaiming initialisation with AdamW, linear warm-up and a cosine decay over
+the run's budget (whichever of ``max_iters`` and ``max_minutes`` is reached first).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from src_models.hovernet.config import TrainConfig
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _lr_factor(progress: float, warmup: float = 0.03) -> float:
+    if progress < warmup:
+        return max(progress / warmup, 0.02)
+    p = min(1.0, (progress - warmup) / (1.0 - warmup))
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def _log(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = False) -> Path:
+    """Write ``model.pt`` (state_dict), ``config.json`` and ``type_info.json`` into ``out_dir``."""
+    import torch
+
+    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.utils import atomic_path
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(state, tmp)
+    cfg.model.save(out / "config.json")
+    m = cfg.model
+    TypeInfo(
+        {i: n for i, n in enumerate(m.type_names)},
+        {i: tuple(c) for i, c in enumerate(m.type_colours)},  # type: ignore[misc]
+    ).save(out / "type_info.json")
+    return out
+
+
+def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
+    """Train ``cfg.model`` on the training tiles; returns the final log record.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+        Recipe; ``cfg.out_dir`` receives ``checkpoint.pt``, ``train_log.jsonl``,
+        ``train_config.json`` and the final ``model.pt`` / ``config.json`` / ``type_info.json``.
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when it exists (model, optimiser, sampler RNG,
+        iteration and elapsed time are restored).
+    tiles : list[Tile] or None
+        Pre-loaded training tiles (tests); default builds them from ``cfg.data_root``.
+    """
+    import torch
+
+    from napari_histo.utils import atomic_path
+    from src_models.hovernet.compact import CompactHoVerNet
+    from src_models.hovernet.data import PatchSampler, build_training_tiles
+    from src_models.hovernet.losses import hovernet_loss
+
+    torch.set_num_threads(max(1, int(cfg.threads)))
+    _seed_everything(cfg.seed)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "train_config.json")
+    log_path = out / "train_log.jsonl"
+    ckpt_path = out / "checkpoint.pt"
+
+    if tiles is None:
+        exclude = list(cfg.val_monuseg) + list(cfg.val_monusac)
+        tiles = build_training_tiles(cfg.data_root, cfg.model.mpp, exclude, cfg.cache_dir)
+    sampler = PatchSampler(tiles, cfg.patch_size, cfg.model.mpp, cfg.seed, cfg.monusac_weight, cfg.augment)
+    model = CompactHoVerNet(cfg.model)
+    margin = model.margin
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    it, elapsed = 0, 0.0
+    if resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        sampler.rng.bit_generator.state = ck["rng"]
+        torch.set_rng_state(ck["torch_rng"])
+        it, elapsed = int(ck["iter"]), float(ck["elapsed"])
+        _log(log_path, {"event": "resume", "iter": it, "elapsed_s": elapsed})
+
+    def save_ckpt() -> None:
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(
+                {"model": model.state_dict(), "opt": opt.state_dict(), "rng": sampler.rng.bit_generator.state,
+                 "torch_rng": torch.get_rng_state(), "iter": it, "elapsed": elapsed},
+                tmp,
+            )
+
+    model.train()
+    budget_s = cfg.max_minutes * 60.0
+    t_last = time.monotonic()
+    t_ckpt = t_last
+    running: dict[str, float] = {}
+    record: dict = {}
+    while it < cfg.max_iters and elapsed < budget_s:
+        progress = max(it / cfg.max_iters, elapsed / budget_s)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * _lr_factor(progress)
+        imgs, tgt = sampler.batch(cfg.batch_size, margin)
+        x = torch.from_numpy(imgs)
+        t = {k: torch.from_numpy(v) for k, v in tgt.items()}
+        outputs = model(x)
+        loss, terms = hovernet_loss(outputs, t, cfg.loss_weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        it += 1
+        now = time.monotonic()
+        elapsed += now - t_last
+        t_last = now
+        terms["loss"] = float(loss.detach())
+        for k, v in terms.items():
+            running[k] = 0.95 * running.get(k, v) + 0.05 * v
+        if it % 20 == 0 or it == 1:
+            record = {"iter": it, "elapsed_s": round(elapsed, 1), "lr": opt.param_groups[0]["lr"],
+                      **{k: round(v, 4) for k, v in running.items()}}
+            _log(log_path, record)
+        if now - t_ckpt >= cfg.ckpt_every_s:
+            save_ckpt()
+            export_weights(model, cfg, out)
+            t_ckpt = now
+    save_ckpt()
+    export_weights(model, cfg, out)
+    record = {"event": "done", "iter": it, "elapsed_s": round(elapsed, 1), **{k: round(v, 4) for k, v in running.items()}}
+    _log(log_path, record)
+    return record
+
+
+def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
+    """CLI entry point: load a :class:`TrainConfig` JSON and train."""
+    return train(TrainConfig.load(path), resume=resume)
+
+
+if __name__ == "__main__":  # pragma: no cover - manual runs: python -m src_models.hovernet.train CFG
+    import sys
+
+    train_from_config_file(sys.argv[1], resume="--resume" in sys.argv)
