@@ -27,17 +27,14 @@ _MAX_SLIDES = 4
 
 def _cached_slide(spec: Any):
     """Open (or reuse) a slide in this process from its picklable spec."""
-    if not isinstance(spec, tuple | list | str):
+    if not hasattr(spec, "open"):
         return spec  # an in-memory slide (ArraySlide) travels as data
-    key = tuple(spec) if not isinstance(spec, str) else (spec,)
+    key = (str(spec.path), getattr(spec, "backend", None))
     with _CACHE_LOCK:
         if key in _SLIDES:
             _SLIDES.move_to_end(key)
             return _SLIDES[key]
-    from napari_histo.slide import open_slide
-
-    path, backend = (key[0], key[1] if len(key) > 1 else None)
-    slide = open_slide(path, backend=backend)
+    slide = spec.open()
     with _CACHE_LOCK:
         _SLIDES[key] = slide
         while len(_SLIDES) > _MAX_SLIDES:
@@ -79,8 +76,11 @@ def _client(scheduler: Any):
     except ImportError as exc:  # pragma: no cover - optional dependency
         raise HistoError("a scheduler was given but dask.distributed is not installed "
                          "(pip install 'napari-histo[distributed]')") from exc
+    import dask
+
+    timeout = dask.config.get("distributed.comm.timeouts.connect", "30s")
     try:
-        return Client(scheduler, set_as_default=False, timeout="20s")
+        return Client(scheduler, set_as_default=False, timeout=timeout)
     except OSError as exc:
         raise HistoError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from exc
 

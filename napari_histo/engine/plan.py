@@ -196,6 +196,8 @@ def make_plan(
     keep = np.ones((n_rows, n_cols), bool)
     if tissue is not None:
         keep &= _tiles_with_tissue(tissue, n_rows, n_cols, tile0, halo0)
+    # a nucleus whose centroid is in the ROI may be owned by a tile up to one halo away
+    reach = None if geom is None else geom.buffer(halo0, join_style="mitre")
     tiles = []
     for row in range(n_rows):
         for col in range(n_cols):
@@ -203,10 +205,10 @@ def make_plan(
                 continue
             x0, y0 = col * tile0, row * tile0
             core = (x0, y0, min(x0 + tile0, width), min(y0 + tile0, height))
-            if geom is not None:
+            if reach is not None:
                 from shapely.geometry import box
 
-                if not geom.intersects(box(*core)):
+                if not reach.intersects(box(*core)):
                     continue
             wx0, wy0 = x0 - halo0, y0 - halo0
             wext = int(round(window_px * scale))

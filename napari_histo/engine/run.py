@@ -91,8 +91,12 @@ def _tissue_mask(slide: Any, warnings: list[str]):
     except ImportError:
         warnings.append("tissue detection unavailable; every tile is processed")
         return None
-    target = getattr(slide, "array", slide)
-    mask = tissue_mask(target)
+    array = getattr(slide, "array", None)
+    if array is not None:  # in-memory image: detect on a <= ~1k px view of it
+        step = max(1, max(array.shape[:2]) // 1024)
+        mask = tissue_mask(array[::step, ::step], downsample=float(step))
+    else:
+        mask = tissue_mask(slide)
     if not np.asarray(mask.mask).any():
         warnings.append("no tissue detected; every tile is processed")
         return None
@@ -379,7 +383,8 @@ def local_results(
     batch_size, workers, readers = max(1, int(batch_size)), max(1, int(workers)), max(1, int(readers))
     bound = int(prefetch) if prefetch else 2 * batch_size
     max_inflight = 2 * workers
-    stats.update(read_queue_bound=bound, inflight_bound=max_inflight, max_read_queue=0, max_inflight=0)
+    stats.update(read_queue_bound=bound, inflight_bound=max_inflight + batch_size, max_read_queue=0,
+                 max_inflight=0)
     roi = plan.roi()
     todo: queue.SimpleQueue = queue.SimpleQueue()
     for tile in tiles:

@@ -1,0 +1,148 @@
+"""Progress events, cancellation, bounded read-ahead, regions of interest."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from _engine_helpers import DarkBlobSegmenter, planted_image
+
+from napari_histo.engine.outputs import load_result
+from napari_histo.engine.run import run_segmentation, split_batch
+from napari_histo.engine.source import ArraySlide
+
+
+@pytest.fixture(scope="module")
+def image():
+    return planted_image(384, 512, seams=128, seed=11)
+
+
+def drain(gen):
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value
+
+
+def _reader_threads():
+    return [t for t in threading.enumerate() if t.name.startswith(("napari-histo-reader", "napari-histo-post"))]
+
+
+def test_progress_events(tmp_path, image):
+    events, result = drain(run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(), tmp_path,
+                                            tile_size=128, tissue=False, batch_size=2))
+    tiles = [e for e in events if e.stage == "tiles"]
+    assert [e.done for e in tiles] == list(range(1, 13))
+    assert {e.total for e in events} == {12}
+    assert sorted(e.tile for e in tiles) == list(range(12))
+    assert all(e.eta_s is not None and e.eta_s >= 0 for e in tiles) and tiles[-1].eta_s == 0
+    elapsed = [e.elapsed_s for e in events]
+    assert elapsed == sorted(elapsed)
+    nuclei = [e.nuclei for e in tiles]
+    assert nuclei == sorted(nuclei)
+    assert [e.stage for e in events][-2:] == ["assemble", "done"]
+    assert events[-1].nuclei == result.n_nuclei == len(load_result(tmp_path).table)
+
+
+def test_cancel_event_stops_and_resume_finishes(tmp_path, image):
+    cancel = threading.Event()
+    gen = run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(), tmp_path, tile_size=128,
+                           tissue=False, cancel=cancel)
+    events = []
+    for event in gen:
+        events.append(event)
+        if event.stage == "tiles" and event.done == 3:
+            cancel.set()
+    assert events[-1].stage == "cancelled" and events[-1].done == 3
+    assert not (tmp_path / "nuclei.parquet").exists() and not (tmp_path / "run.json").exists()
+    assert not _reader_threads()
+    events, result = drain(run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(), tmp_path,
+                                            tile_size=128, tissue=False, resume=True))
+    assert result.completed and result.stats["resumed_tiles"] == 3
+
+
+def test_closing_the_generator_stops_the_threads(tmp_path, image):
+    gen = run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(delay_s=0.05), tmp_path,
+                           tile_size=128, tissue=False, readers=2, workers=2)
+    next(gen), next(gen)
+    assert _reader_threads()
+    gen.close()  # what napari's worker.quit() does
+    assert not _reader_threads()
+    assert not (tmp_path / "nuclei.parquet").exists()
+
+
+class CountingSlide(ArraySlide):
+    """Counts windows read, to measure how far reading runs ahead of inference."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def read_region(self, *args, **kwargs):
+        out = super().read_region(*args, **kwargs)
+        with self.lock:
+            self.reads += 1
+        return out
+
+
+class SlowModel(DarkBlobSegmenter):
+    """Inference slower than reading; records the read-ahead at each batch."""
+
+    def __init__(self, slide, **kwargs):
+        super().__init__(delay_s=0.02, **kwargs)
+        self.slide = slide
+        self.predicted = 0
+        self.ahead = []
+
+    def predict(self, rgb):
+        n = rgb.shape[0] if rgb.ndim == 4 else 1
+        self.ahead.append(self.slide.reads - self.predicted)
+        self.predicted += n
+        return super().predict(rgb)
+
+
+@pytest.mark.parametrize("prefetch", [2, 5])
+def test_read_ahead_is_bounded_by_the_queue(tmp_path, prefetch):
+    img = planted_image(640, 640, seams=128, seed=2, n_random=20)
+    slide = CountingSlide(img, mpp=0.5)
+    model = SlowModel(slide)
+    _, result = drain(run_segmentation(slide, model, tmp_path, tile_size=128, tissue=False,
+                                       batch_size=2, readers=2, prefetch=prefetch))
+    assert slide.reads == result.n_tiles == 25
+    # queued + one window in each reader's hand + the batch being collected
+    assert max(model.ahead) <= prefetch + 2 + 2
+    assert max(model.ahead) >= prefetch  # the readers did run ahead
+    assert result.stats["max_read_queue"] <= result.stats["read_queue_bound"] == prefetch
+    assert result.stats["max_inflight"] <= result.stats["inflight_bound"]
+
+
+def test_roi_keeps_nuclei_with_centroid_inside(tmp_path, image):
+    from shapely.geometry import Polygon
+
+    seg = DarkBlobSegmenter()
+    _, full = seg.segment(image)
+    triangle = [(20, 20), (400, 40), (100, 350)]
+    _, result = drain(run_segmentation(ArraySlide(image, mpp=0.5), seg, tmp_path, roi=triangle,
+                                       tile_size=128, tissue=False))
+    table = load_result(tmp_path).table
+    inside = np.array([Polygon(triangle).contains(Polygon([(x, y), (x + 1e-9, y), (x, y + 1e-9)]))
+                       for x, y in zip(full["x"], full["y"])])
+    assert len(table) == inside.sum() > 10
+    assert result.n_tiles < 12  # tiles outside the triangle were not read
+    _, box_result = drain(run_segmentation(ArraySlide(image, mpp=0.5), seg, tmp_path / "box",
+                                           roi=(130, 0, 100, 384), tile_size=128, tissue=False))
+    box_table = load_result(tmp_path / "box").table
+    assert box_result.n_tiles == 6  # columns within one halo of the ROI (x 106..254)
+    assert ((box_table["x"] >= 130) & (box_table["x"] <= 230)).all()
+    assert len(box_table) == ((full["x"] > 130) & (full["x"] < 230)).sum()
+
+
+def test_split_batch_shapes():
+    arr = np.arange(24).reshape(2, 3, 4)
+    assert [a.shape for a in split_batch(arr, 2)] == [(3, 4), (3, 4)]
+    parts = split_batch({"np": arr, "hv": arr * 2}, 2)
+    assert parts[1]["hv"][0, 0] == 24
