@@ -1,1 +1,287 @@
-"""Tissue classification of image tiles (DeepCMorph) and nucleus typing by label completion."""
+"""Tissue classification of image tiles (DeepCMorph) and nucleus typing by label completion.
+
+Tile classification
+-------------------
+:func:`iter_classify_tiles` walks a grid of tiles over a slide (or an RGB array), classifies each
+tissue tile with a DeepCMorph model and yields :class:`ClassifyProgress` events (``done``,
+``total``); the last event carries the :class:`TileClassification` result. It is meant for
+progress bars and GUI workers::
+
+    for event in iter_classify_tiles(slide, model, tile_size=224):
+        bar.update(event.done, event.total)
+    result = event.result            # class map + per-tile table
+
+:func:`classify_tiles` drains it and returns ``(class_map, features)``:
+
+- ``class_map``: (rows, cols) int16, the class index of each tile; -1 for tiles skipped
+  (outside the ROI's tissue, see ``tissue_only``). Tile ``(r, c)`` covers level-0 box
+  ``x0 = origin_x + c * step``, ``y0 = origin_y + r * step`` (``step`` level-0 px).
+- ``features``: a :class:`pandas.DataFrame`, one row per classified tile: ``row, col, x0, y0,
+  x1, y1`` (level-0 px, half-open), ``class`` (int), ``class_name``, ``prob_<name>`` per class,
+  ``tissue_fraction`` and ``f0 .. f{F-1}`` (the classifier's pooled features, F = 2560 for B7).
+  ``df.attrs`` holds ``class_names``, ``tile_size`` (working px), ``tile_step_level0``,
+  ``origin``, ``mpp`` (working µm/px or None) and the ``source`` path.
+
+Nucleus typing
+--------------
+:func:`type_nuclei` adds label-completion types (one column pair per taxonomy) to a nucleus
+table; see :func:`src_models.label_completion.inference.type_table`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_histo.utils import HistoError
+
+
+@dataclass
+class TileClassification:
+    """Result of a tile classification run (see module docstring)."""
+
+    class_map: np.ndarray
+    probabilities: np.ndarray  # (rows, cols, C) float32, NaN where skipped
+    features: Any  # pandas.DataFrame
+    class_names: list[str]
+    origin: tuple[int, int]
+    step_level0: float
+    tile_size: int
+    mpp: float | None
+    source: str | None = None
+
+
+@dataclass
+class ClassifyProgress:
+    """Progress event: ``done`` of ``total`` tiles; ``result`` is set on the final event."""
+
+    done: int
+    total: int
+    result: TileClassification | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def tissue_fraction(rgb: np.ndarray) -> float:
+    """Fraction of stained pixels (not white glass, not black): saturation or darkness."""
+    rgb = np.asarray(rgb[..., :3], dtype=np.int16)
+    mx, mn = rgb.max(-1), rgb.min(-1)
+    stained = ((mx - mn) > 20) | (mx < 200)
+    stained &= mx > 30
+    return float(stained.mean())
+
+
+def _open_source(source) -> tuple[Any, str | None]:
+    """(reader, path): a Slide for paths, a :class:`_ArraySource` for arrays."""
+    if isinstance(source, np.ndarray):
+        return _ArraySource(source), None
+    if isinstance(source, str | os.PathLike):
+        from napari_histo.slide import open_slide
+
+        return open_slide(source), str(source)
+    if hasattr(source, "read_region") and hasattr(source, "dimensions"):
+        return source, str(getattr(source, "path", "") or "") or None
+    raise HistoError(f"cannot classify {type(source).__name__}: expected a path, a Slide or an RGB array")
+
+
+class _ArraySource:
+    """Minimal slide interface over an in-memory RGB array (level 0 only, white padding)."""
+
+    def __init__(self, rgb: np.ndarray):
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] < 3:
+            raise HistoError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+        self.rgb = rgb[..., :3].astype(np.uint8, copy=False)
+        self.dimensions = (self.rgb.shape[1], self.rgb.shape[0])
+        self.mpp = None
+
+    def read_region(self, location, size, resolution=0, units="level") -> np.ndarray:
+        if not (units == "level" and resolution == 0) and not (units == "baseline" and resolution == 1.0):
+            raise HistoError("an RGB array can only be read at level 0 (no --mpp for plain arrays)")
+        x, y = int(location[0]), int(location[1])
+        w, h = int(size[0]), int(size[1])
+        out = np.full((h, w, 3), 255, np.uint8)
+        H, W = self.rgb.shape[:2]
+        x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+        if x1 > x0 and y1 > y0:
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = self.rgb[y0:y1, x0:x1]
+        return out
+
+
+def _model_fns(model) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], list[str]]:
+    """(batch RGB uint8 (B,H,W,3) -> (probs (B,C), features (B,F)), class names)."""
+    import torch
+
+    names = list(getattr(getattr(model, "config", None), "class_names", []) or [])
+
+    def predict(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        model.eval()
+        with torch.no_grad():
+            x = model.to_tensor(batch).to(next(model.parameters()).device)
+            logits, feats = model.forward_all(x)
+            return torch.softmax(logits, 1).cpu().numpy(), feats.cpu().numpy()
+
+    if not names:
+        names = [f"class {i}" for i in range(model.config.num_classes)]
+    return predict, names
+
+
+def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[int, int, int, int] | None = None,
+                        *, mpp: float | None = None, batch_size: int = 8, tissue_only: bool = True,
+                        min_tissue: float = 0.1) -> Iterator[ClassifyProgress]:
+    """Classify a tile grid, yielding progress; the final event's ``result`` holds the output.
+
+    Parameters
+    ----------
+    source : str, Path, Slide or ndarray
+        Slide/image path (read with :func:`napari_histo.slide.open_slide`), an open Slide, or an
+        (H, W, 3) uint8 RGB array (level 0 only).
+    model : DeepCMorph
+        A model from :mod:`src_models.deepcmorph` (``forward_all``, ``to_tensor``, ``config``).
+    tile_size : int, optional
+        Tile side in working px (default: ``model.config.tile_size``).
+    roi : (x, y, w, h), optional
+        Region in level-0 px (default: the whole image).
+    mpp : float, optional
+        Working resolution (µm/px); default ``model.config.mpp``, else the slide's level 0.
+        Needs a slide that states its mpp.
+    batch_size : int
+        Tiles per forward pass.
+    tissue_only, min_tissue
+        Skip tiles whose stained-pixel fraction is below ``min_tissue`` (class -1).
+    """
+    import pandas as pd
+
+    reader, path = _open_source(source)
+    tile = int(tile_size or getattr(model.config, "tile_size", 224))
+    if tile < 16:
+        raise HistoError(f"tile size must be at least 16 px, got {tile}")
+    mpp = mpp if mpp is not None else getattr(model.config, "mpp", None)
+    if mpp is not None:
+        slide_mpp = getattr(reader, "mpp", None)
+        if slide_mpp is None:
+            raise HistoError(f"{path or 'image'}: no pixel size (mpp) stated; cannot work at {mpp} µm/px — "
+                             "omit --mpp to classify level-0 pixels")
+        step = tile * mpp / float(slide_mpp[0])
+    else:
+        step = float(tile)
+    W, H = reader.dimensions
+    x, y, w, h = roi if roi is not None else (0, 0, W, H)
+    if w <= 0 or h <= 0:
+        raise HistoError(f"empty region of interest {roi!r}")
+    cols, rows = max(1, int(np.ceil(w / step))), max(1, int(np.ceil(h / step)))
+    predict, names = _model_fns(model)
+    total = rows * cols
+    class_map = np.full((rows, cols), -1, np.int16)
+    probs = np.full((rows, cols, len(names)), np.nan, np.float32)
+    records: list[dict[str, Any]] = []
+    feats: list[np.ndarray] = []
+    pending: list[tuple[int, int, np.ndarray, float]] = []
+
+    def flush() -> None:
+        p, f = predict(np.stack([t[2] for t in pending]))
+        for (r, c, _, frac), pi, fi in zip(pending, p, f):
+            k = int(pi.argmax())
+            class_map[r, c] = k
+            probs[r, c] = pi
+            x0, y0 = x + c * step, y + r * step
+            rec = {"row": r, "col": c, "x0": int(round(x0)), "y0": int(round(y0)),
+                   "x1": int(round(x0 + step)), "y1": int(round(y0 + step)),
+                   "class": k, "class_name": names[k], "tissue_fraction": frac}
+            rec.update({f"prob_{n}": float(v) for n, v in zip(names, pi)})
+            records.append(rec)
+            feats.append(fi)
+        pending.clear()
+
+    done = 0
+    for r in range(rows):
+        for c in range(cols):
+            loc = (int(round(x + c * step)), int(round(y + r * step)))
+            if mpp is not None:
+                rgb = reader.read_region(loc, (tile, tile), mpp, units="mpp")
+            else:
+                rgb = reader.read_region(loc, (tile, tile), 0, units="level")
+            frac = tissue_fraction(rgb)
+            if not tissue_only or frac >= min_tissue:
+                pending.append((r, c, rgb, frac))
+                if len(pending) >= batch_size:
+                    flush()
+            done += 1
+            yield ClassifyProgress(done, total)
+    if pending:
+        flush()
+    df = pd.DataFrame.from_records(records)
+    if feats:
+        fmat = np.stack(feats).astype(np.float32)
+        df = pd.concat([df, pd.DataFrame(fmat, columns=[f"f{i}" for i in range(fmat.shape[1])])], axis=1)
+    df.attrs.update(class_names=names, tile_size=tile, tile_step_level0=step, origin=[int(x), int(y)],
+                    mpp=mpp, source=path)
+    result = TileClassification(class_map, probs, df, names, (int(x), int(y)), step, tile, mpp, path)
+    yield ClassifyProgress(total, total, result)
+
+
+def classify_tiles(slide_or_rgb, model, tile_size: int | None = None,
+                   roi: tuple[int, int, int, int] | None = None, **kwargs):
+    """Classify a tile grid and return ``(class_map, features DataFrame)``.
+
+    Same parameters as :func:`iter_classify_tiles` (which yields progress); see the module
+    docstring for the outputs.
+    """
+    result = None
+    for event in iter_classify_tiles(slide_or_rgb, model, tile_size, roi, **kwargs):
+        result = event.result
+    assert result is not None
+    return result.class_map, result.features
+
+
+def class_map_rgb(class_map: np.ndarray, n_classes: int, scale: int = 1) -> np.ndarray:
+    """Colour image of a class map (one colour per class, white for skipped tiles)."""
+    palette = class_palette(n_classes)
+    out = np.full(class_map.shape + (3,), 255, np.uint8)
+    valid = class_map >= 0
+    out[valid] = palette[class_map[valid]]
+    if scale > 1:
+        out = out.repeat(scale, 0).repeat(scale, 1)
+    return out
+
+
+def class_palette(n: int) -> np.ndarray:
+    """n distinct RGB colours (tab10-like first, then evenly spaced hues)."""
+    base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+    cols = list(base[:n])
+    import colorsys
+
+    for i in range(len(cols), n):
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.9)
+        cols.append((int(r * 255), int(g * 255), int(b * 255)))
+    return np.asarray(cols, np.uint8).reshape(-1, 3)
+
+
+def load_tile_classifier(weights: str | os.PathLike | None = None, device: str | None = None):
+    """A DeepCMorph model from a folder, a released name (COMBINED, TCGA, ...) or a checkpoint.
+
+    Without ``weights``, the small model shipped in ``resources/weights/deepcmorph_small`` is
+    used when present.
+    """
+    from napari_histo.utils import choose_device, resource_path
+    from src_models.deepcmorph.model import load_deepcmorph
+
+    if weights is None:
+        shipped = resource_path("weights", "deepcmorph_small")
+        if not (Path(shipped) / "config.json").is_file():
+            raise HistoError("no DeepCMorph weights given and none shipped; pass --weights FOLDER or a "
+                             "released name (COMBINED, TCGA, TCGA_REGULARIZED, CRC)")
+        weights = shipped
+    return load_deepcmorph(weights, choose_device(device))
+
+
+def type_nuclei(table, rgb: np.ndarray, model, **kwargs):
+    """Add label-completion type columns to a nucleus table (see ``type_table``)."""
+    from src_models.label_completion.inference import type_table
+
+    return type_table(table, rgb, model, **kwargs)

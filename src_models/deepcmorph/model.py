@@ -423,3 +423,57 @@ def load_pretrained(folder: str | os.PathLike, map_location: str = "cpu") -> Dee
     model = DeepCMorph(DeepCMorphConfig.load(cfg_path))
     model.load_weights(folder / "model.pt")
     return model.to(map_location).eval()
+
+
+#: Class order of the released heads: TCGA-UT folder names sorted (ImageFolder order); CRC as
+#: NCT-CRC-HE folder names (unverified); COMBINED presumably TCGA then CRC (unverified).
+TCGA_CLASSES = [
+    "Adrenocortical_carcinoma", "Bladder_Urothelial_Carcinoma", "Brain_Lower_Grade_Glioma",
+    "Breast_invasive_carcinoma", "Cervical_squamous_cell_carcinoma_and_endocervical_adenocarcinoma",
+    "Cholangiocarcinoma", "Colon_adenocarcinoma", "Esophageal_carcinoma", "Glioblastoma_multiforme",
+    "Head_and_Neck_squamous_cell_carcinoma", "Kidney_Chromophobe", "Kidney_renal_clear_cell_carcinoma",
+    "Kidney_renal_papillary_cell_carcinoma", "Liver_hepatocellular_carcinoma", "Lung_adenocarcinoma",
+    "Lung_squamous_cell_carcinoma", "Lymphoid_Neoplasm_Diffuse_Large_B-cell_Lymphoma", "Mesothelioma",
+    "Ovarian_serous_cystadenocarcinoma", "Pancreatic_adenocarcinoma", "Pheochromocytoma_and_Paraganglioma",
+    "Prostate_adenocarcinoma", "Rectum_adenocarcinoma", "Sarcoma", "Skin_Cutaneous_Melanoma",
+    "Stomach_adenocarcinoma", "Testicular_Germ_Cell_Tumors", "Thymoma", "Thyroid_carcinoma",
+    "Uterine_Carcinosarcoma", "Uterine_Corpus_Endometrial_Carcinoma", "Uveal_Melanoma",
+]
+CRC_CLASSES = ["ADI", "BACK", "DEB", "LYM", "MUC", "MUS", "NORM", "STR", "TUM"]
+
+
+def released_class_names(num_classes: int) -> list[str]:
+    """Class names of a released head (41, 32 or 9 classes); generic names otherwise."""
+    if num_classes == 32:
+        return list(TCGA_CLASSES)
+    if num_classes == 9:
+        return list(CRC_CLASSES)
+    if num_classes == 41:
+        return list(TCGA_CLASSES) + list(CRC_CLASSES)
+    return [f"class {i}" for i in range(num_classes)]
+
+
+def load_deepcmorph(weights: str | os.PathLike, device: str = "cpu") -> DeepCMorph:
+    """A ready model from a folder (``config.json`` + ``model.pt``), a released name, or a bare
+    checkpoint file (B7 assumed; the class count is read from its head)."""
+    text = str(weights)
+    folder = Path(text).expanduser()
+    if folder.is_dir() and (folder / "config.json").is_file():
+        return load_pretrained(folder, device)
+    if text.upper() in RELEASED_WEIGHTS:
+        n = RELEASED_WEIGHTS[text.upper()][1]
+    else:
+        file = resolve_weights(text)
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise HistoError(f"{file}: cannot read checkpoint ({exc})") from exc
+        heads = [v for k, v in (state.items() if isinstance(state, dict) else [])
+                 if k.split(".")[-2:-1] and k.split(".")[-2].startswith("output") and k.endswith("weight")]
+        if not heads:
+            raise HistoError(f"{file}: no classifier head (output*.weight) found; "
+                             "pass a folder with config.json instead")
+        n = int(heads[0].shape[0])
+    model = DeepCMorph(backbone="b7", num_classes=n, class_names=released_class_names(n))
+    model.load_weights(text)
+    return model.to(device).eval()

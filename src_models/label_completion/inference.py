@@ -1,0 +1,97 @@
+"""Label-completion inference: per-instance types in every taxonomy.
+
+- :func:`classify_instances` (the reference I/O): image + instance mask -> for each label set an
+  (N, 2) int64 array ``[instance id, type]``; ``type`` is 1-based within the label set (0 is
+  reserved for "no type", as in :class:`napari_histo.nuclei.types.TypeInfo`).
+- :func:`type_table`: the same for a nucleus table from our segmentation engine; adds
+  ``type_<set>`` (1-based) and ``type_<set>_prob`` columns (and ``df.attrs["label_sets"]``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _predict(model, rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float):
+    import torch
+
+    from src_models.label_completion.data import nucleus_crops
+
+    cfg = model.config
+    crops = nucleus_crops(np.asarray(rgb)[..., :3], centres, bboxes, mpp, cfg.crop_um, cfg.input_size)
+    return [p.numpy() for p in model.predict_proba(torch.from_numpy(crops))]
+
+
+def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: float,
+                       label_sets: list[str] | None = None) -> dict[str, np.ndarray]:
+    """``{label set: (N, 2) [instance id, type]}`` for every instance id > 0 of the mask.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) uint8
+    instance_mask : (H, W) int, 0 = background
+    model : LabelCompletionModel
+    mpp : float
+        µm/px of the image (crops cover ``model.config.crop_um`` µm).
+    label_sets : list[str], optional
+        Subset of the model's label sets (default all).
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(instance_mask)
+    if mask.shape[:2] != np.asarray(rgb).shape[:2]:
+        raise ValueError(f"instance mask {mask.shape} does not match image {np.asarray(rgb).shape[:2]}")
+    ids = np.unique(mask)
+    ids = ids[ids > 0].astype(np.int64)
+    names = [s.name for s in model.config.label_sets]
+    wanted = label_sets or names
+    if len(ids) == 0:
+        return {n: np.zeros((0, 2), np.int64) for n in wanted}
+    slices = ndimage.find_objects(mask.astype(np.int64))
+    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
+                       slices[i - 1][0].stop] for i in ids], dtype=float)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    probs = _predict(model, rgb, centres, boxes, mpp)
+    return {n: np.stack([ids, probs[names.index(n)].argmax(1) + 1], 1).astype(np.int64) for n in wanted}
+
+
+def type_table(table, rgb: np.ndarray, model, *, mpp: float | None = None, offset: tuple[float, float] = (0, 0),
+               label_sets: list[str] | None = None, set_type: str | None = None):
+    """Copy of a nucleus table with ``type_<set>`` (1-based) and ``type_<set>_prob`` columns.
+
+    ``rgb`` shows the table's region: table level-0 coordinates minus ``offset`` are ``rgb`` px.
+    ``mpp`` defaults to ``table.attrs["mpp"]``. With ``set_type="<set>"`` the table's ``type``/
+    ``type_prob``/``type_info`` are replaced by that taxonomy.
+    """
+    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.utils import HistoError
+
+    mpp = mpp if mpp is not None else table.attrs.get("mpp")
+    if not mpp:
+        raise HistoError("nucleus typing needs the image's µm/px (table.attrs['mpp'] or mpp=...)")
+    out = table.copy()
+    out.attrs = dict(table.attrs)
+    names = [s.name for s in model.config.label_sets]
+    wanted = label_sets or names
+    if len(table):
+        ox, oy = offset
+        boxes = np.stack([table["bbox_x0"] - ox, table["bbox_y0"] - oy,
+                          table["bbox_x1"] - ox, table["bbox_y1"] - oy], 1).astype(float)
+        centres = np.stack([table["x"] - ox, table["y"] - oy], 1).astype(float)
+        probs = _predict(model, rgb, centres, boxes, float(mpp))
+    for n in wanted:
+        d = names.index(n)
+        if len(table):
+            p = probs[d]
+            out[f"type_{n}"] = (p.argmax(1) + 1).astype(np.int64)
+            out[f"type_{n}_prob"] = p.max(1).astype(np.float64)
+        else:
+            out[f"type_{n}"] = np.zeros(0, np.int64)
+            out[f"type_{n}_prob"] = np.zeros(0, np.float64)
+    out.attrs["label_sets"] = {n: model.config.label_sets[names.index(n)].labels for n in wanted}
+    if set_type is not None:
+        labels = model.config.label_sets[names.index(set_type)].labels
+        out["type"] = out[f"type_{set_type}"]
+        out["type_prob"] = out[f"type_{set_type}_prob"]
+        out.attrs["type_info"] = TypeInfo({0: "no label", **{i + 1: lab for i, lab in enumerate(labels)}}).to_json_dict()
+    return out
