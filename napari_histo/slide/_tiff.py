@@ -12,8 +12,11 @@ striped TIFF that OpenSlide declines.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -25,6 +28,18 @@ from napari_histo.slide._metadata import (
 from napari_histo.utils import InputFileError
 
 _ASSOCIATED_NAMES = {"label": "label", "macro": "macro", "thumbnail": "thumbnail"}
+
+
+@contextlib.contextmanager
+def _quiet_tifffile() -> Iterator[None]:
+    """Silence tifffile's structure warnings while probing; problems surface as InputFileError."""
+    logger = logging.getLogger("tifffile")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 def _rgb(array: np.ndarray) -> np.ndarray:
@@ -59,12 +74,14 @@ class TiffBackend:
 
         self.path = str(path)
         try:
-            self._tif = tifffile.TiffFile(self.path)
+            with _quiet_tifffile():
+                self._tif = tifffile.TiffFile(self.path)
         except Exception as exc:  # tifffile raises many types for broken files
             raise InputFileError(self.path, f"not a readable TIFF ({exc})") from exc
         try:
             self._tif.filehandle.set_lock(True)  # zarr reads may come from several threads
-            series = self._tif.series
+            with _quiet_tifffile():
+                series = self._tif.series
             if not series:
                 raise InputFileError(self.path, "the TIFF holds no image")
             self._series = series[0]
@@ -197,7 +214,7 @@ def tiff_is_ome_or_subifd(path: str | os.PathLike) -> bool:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
             return bool(tif.is_ome or page.subifds)
     except Exception:
