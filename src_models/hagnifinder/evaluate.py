@@ -1,0 +1,135 @@
+"""Evaluate a Hagnifinder model on whole source images held out from training.
+
+Two views:
+
+- **patches**: 224² fields at 5, 10, ..., 40x from each held-out image (downsampled, never
+  upsampled), each predicted alone; per nominal magnification: MAE and accuracy within ±0.5,
+  ±1, ±5x;
+- **images** (the way :func:`napari_histo.magnification.predict_magnification` is used): per
+  held-out image and magnification, the mean over its crops.
+
+Plus **native**: each held-out image at its own scan magnification through
+``predict_magnification`` (e.g. the 20x CMU slide, the 20x/40x CPM-15 tiles).
+
+``python -m src_models.hagnifinder.evaluate --model-dir DIR [--out results.json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src_models.hagnifinder.config import HagnifinderConfig
+from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
+from src_models.hagnifinder.metrics import summarise
+from src_models.hagnifinder.train import build_model, predict_patches
+
+EVAL_MAGS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+def load_model_dir(model_dir: str | Path):
+    """(model in eval mode, config) from ``model.pt`` + ``config.json``."""
+    model_dir = Path(model_dir)
+    config = HagnifinderConfig.from_json(model_dir / "config.json")
+    model = build_model(config)
+    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
+    return model.eval(), config
+
+
+def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
+             seed: int = 1, mags=EVAL_MAGS) -> dict:
+    """Patch-, image- and native-level metrics on the config's held-out images."""
+    from napari_histo.magnification import predict_magnification
+
+    model, config = load_model_dir(model_dir)
+    root = data_root or config.data_root
+    _, val_src = split_sources(discover_sources(root), config.holdout)
+    records = validation_patches(val_src, mags, crops_per_mag, config.patch_size, seed=seed)
+    preds = predict_patches(model, np.stack([r["patch"] for r in records]))
+    for rec, p in zip(records, preds):
+        rec["pred"] = float(p)
+        del rec["patch"]
+    by_mag: dict[float, list] = defaultdict(list)
+    by_image: dict[tuple, list] = defaultdict(list)
+    for rec in records:
+        by_mag[rec["nominal"]].append(rec)
+        by_image[(rec["source"], rec["nominal"])].append(rec)
+    patches = {f"{m:g}": summarise([r["pred"] for r in rs], [r["mag"] for r in rs])
+               for m, rs in sorted(by_mag.items())}
+    patches["all"] = summarise([r["pred"] for r in records], [r["mag"] for r in records])
+    image_rows = [{"source": s, "nominal": m, "mag": rs[0]["mag"],
+                   "pred": float(np.mean([r["pred"] for r in rs])),
+                   "real_fraction": float(np.mean([r["real_fraction"] for r in rs]))}
+                  for (s, m), rs in by_image.items()]
+    images: dict[str, dict] = {}
+    for m in sorted({r["nominal"] for r in image_rows}):
+        rs = [r for r in image_rows if r["nominal"] == m]
+        images[f"{m:g}"] = summarise([r["pred"] for r in rs], [r["mag"] for r in rs])
+    images["all"] = summarise([r["pred"] for r in image_rows], [r["mag"] for r in image_rows])
+    unpadded = [r for r in records if r["real_fraction"] >= 0.999]
+    native = []
+    for src in val_src:
+        pred = predict_magnification(src.rgb, n_crops=8, seed=0, model_dir=model_dir)
+        native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
+                       "uncertainty": pred.uncertainty, "shape": list(src.rgb.shape[:2]),
+                       "in_range": config.mag_min <= src.magnification <= config.mag_max * 1.03})
+    return {
+        "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
+        "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
+        "patches_unpadded": summarise([r["pred"] for r in unpadded], [r["mag"] for r in unpadded]),
+        "native": native,
+        "native_summary": summarise([r["pred"] for r in native if r["in_range"]],
+                                    [r["true"] for r in native if r["in_range"]]),
+        "patch_records": records, "image_records": image_rows,
+    }
+
+
+def markdown_tables(results: dict) -> str:
+    """Markdown tables (patch-level and image-level by magnification, native per image)."""
+    lines = []
+    for key, title in (("patches", "single 224² patch"), ("images", "per image (mean of crops)")):
+        lines += [f"**{title}**", "", "| magnification | n | MAE (x) | within ±0.5x | within ±1x | within ±5x |",
+                  "|---|---|---|---|---|---|"]
+        for mag, s in results[key].items():
+            label = "all (5-40x)" if mag == "all" else f"{mag}x"
+            lines.append(f"| {label} | {s['n']} | {s['mae']:.2f} | {100 * s['acc@0.5']:.1f} % | "
+                         f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % |")
+        lines.append("")
+    lines += ["**native scan magnification** (`predict_magnification`, 8 crops)", "",
+              "| held-out image | true (x) | predicted (x) | ± (crop s.d.) | |error| |", "|---|---|---|---|---|"]
+    for r in results["native"]:
+        note = "" if r["in_range"] else " (outside 5-40x)"
+        lines.append(f"| {r['source']}{note} | {r['true']:.1f} | {r['pred']:.1f} | {r['uncertainty']:.1f} | "
+                     f"{abs(r['pred'] - r['true']):.1f} |")
+    s = results["native_summary"]
+    lines += ["", f"Native, images within 5-40x: n = {s['n']}, MAE {s['mae']:.2f}x, within ±5x "
+                  f"{100 * s['acc@5']:.0f} %, within ±1x {100 * s['acc@1']:.0f} %."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Evaluate a Hagnifinder model on held-out images.")
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--crops", type=int, default=8, help="crops per image and magnification")
+    parser.add_argument("--out", help="write the full results JSON here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results = evaluate(args.model_dir, args.data_root, args.crops)
+    if args.out:
+        from napari_histo.utils import atomic_write
+
+        with atomic_write(args.out) as fh:
+            json.dump(results, fh, indent=1)
+    print(markdown_tables(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""MPCS: pair strategies, NT-Xent against a hand computation, views, head, folds, a training step."""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+
+import numpy as np
+import pytest
+import torch
+
+from src_models.hagnifinder.data import SourceImage, mag_to_mpp, to_tensor
+from src_models.mpcs.data import PairViewSampler
+from src_models.mpcs.evaluate import patient_folds
+from src_models.mpcs.loss import nt_xent
+from src_models.mpcs.model import MPCSModel, ProjectionHead, head_dims
+from src_models.mpcs.pairs import fixed_pair, get_pair_strategy, ordered_pair, random_pair
+
+LEVELS = (40, 100, 200, 400)
+
+
+def test_random_pair_is_distinct_and_covers_all_pairs():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(300):
+        a, b = random_pair(LEVELS, rng)
+        assert a != b and a in LEVELS and b in LEVELS
+        seen.add(frozenset((a, b)))
+    assert seen == {frozenset(p) for p in combinations(LEVELS, 2)}
+
+
+def test_ordered_pair_follows_the_lookup():
+    rng = np.random.default_rng(1)
+    expected = {40: 100, 100: 200, 200: 400, 400: 200}
+    firsts = set()
+    for _ in range(200):
+        a, b = ordered_pair(LEVELS, rng)
+        assert expected[a] == b
+        firsts.add(a)
+    assert firsts == set(LEVELS)
+
+
+def test_fixed_pair_and_names():
+    rng = np.random.default_rng(2)
+    assert {fixed_pair(LEVELS[::-1], rng) for _ in range(20)} == {(200.0, 400.0)}
+    assert get_pair_strategy("ordered") is ordered_pair
+    with pytest.raises(ValueError):
+        get_pair_strategy("xx")
+    with pytest.raises(ValueError):
+        random_pair((40,), rng)
+
+
+def _hand_nt_xent(z1, z2, tau, symmetric):
+    emb = [v / np.linalg.norm(v) for v in np.concatenate([z1, z2])]
+    b = len(z1)
+    terms = []
+    for i in range(2 * b if symmetric else b):
+        pos = i + b if i < b else i - b
+        num = math.exp(float(emb[i] @ emb[pos]) / tau)
+        den = sum(math.exp(float(emb[i] @ emb[k]) / tau) for k in range(2 * b) if k != i)
+        terms.append(-math.log(num / den))
+    return sum(terms) / len(terms)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_nt_xent_matches_hand_computation(symmetric):
+    rng = np.random.default_rng(3)
+    z1, z2 = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    got = nt_xent(torch.tensor(z1), torch.tensor(z2), 0.1, symmetric=symmetric).item()
+    assert got == pytest.approx(_hand_nt_xent(z1, z2, 0.1, symmetric), rel=1e-9)
+    # identical views give a lower loss than unrelated ones
+    assert nt_xent(torch.tensor(z1), torch.tensor(z1)).item() < got
+
+
+def test_pair_views_show_the_same_field():
+    rng = np.random.default_rng(4)
+    tex = rng.integers(30, 220, (120, 120, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)  # 480 px
+    src = SourceImage("t", "t", None, mag_to_mpp(40), _rgb=tex)
+    sampler = PairViewSampler([src], "fp", levels=(10, 20, 40), patch_size=64, augment=False)
+    for _ in range(5):
+        low, high, mag_low, mag_high = sampler.sample(rng)
+        assert (mag_low, mag_high) == (20.0, 40.0)
+        # the 20x view's centre 32 px = the 40x view shrunk 2x (box filter)
+        shrunk = high.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+        assert np.abs(low[16:48, 16:48].astype(float) - shrunk).mean() < 1.0
+
+
+def test_projection_head_dims_and_norm():
+    assert head_dims(2048) == (1024, 128)
+    assert head_dims(128) == (64, 32)
+    head = ProjectionHead(2048, 1024, 128)
+    assert [m.out_features for m in head.net if isinstance(m, torch.nn.Linear)] == [1024, 128]
+    assert head.net[-1].affine is False
+    out = head(torch.randn(4, 2048))
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(4))
+
+
+def test_patient_folds_are_patient_disjoint():
+    patients = [f"p{i // 3}" for i in range(30)]
+    strata = ["B" if i < 15 else "M" for i in range(30)]
+    folds = patient_folds(patients, strata, 5, seed=1)
+    assert len(folds) == 5
+    covered = np.concatenate([te for _, te in folds])
+    assert sorted(covered) == list(range(30))
+    for tr, te in folds:
+        assert {patients[i] for i in tr}.isdisjoint({patients[i] for i in te})
+
+
+def test_pretraining_steps_lower_the_loss():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    tex = rng.integers(30, 220, (60, 60, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+    src = SourceImage("t", "t", None, mag_to_mpp(40), _rgb=tex)
+    a, b = PairViewSampler([src], "rp", levels=(10, 20, 40), patch_size=32).batch(rng, 8)
+    model = MPCSModel("resnet_slim", width=8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    xa, xb = to_tensor(a), to_tensor(b)
+    losses = []
+    for _ in range(8):
+        loss = nt_xent(model(xa), model(xb), 0.1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
