@@ -1,0 +1,120 @@
+"""Load a segmentation output folder for analysis (nuclei table, provenance, slide size)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from napari_histo.utils import HistoError, InputFileError
+
+__all__ = ["ResultFolder", "load_result_folder"]
+
+
+@dataclass
+class ResultFolder:
+    """A segmentation result: ``table`` (nucleus table), ``run`` (run.json dict or {}), ``folder``."""
+
+    folder: Path
+    table: pd.DataFrame
+    run: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stem(self) -> str:
+        name = self.run.get("slide")
+        return Path(str(name)).stem if name else self.folder.name
+
+    @property
+    def dimensions(self) -> tuple[int, int] | None:
+        """Level-0 (w, h) from run.json's tile plan, else None."""
+        plan = self.run.get("plan") or {}
+        if isinstance(plan, dict) and plan.get("width") and plan.get("height"):
+            return int(plan["width"]), int(plan["height"])
+        return None
+
+    @property
+    def mpp(self) -> float | None:
+        mpp = self.table.attrs.get("mpp")
+        if not mpp:
+            plan = self.run.get("plan") or {}
+            mpp = plan.get("slide_mpp") if isinstance(plan, dict) else None
+        return float(mpp) if mpp else None
+
+    def slide_path(self) -> Path | None:
+        """The slide named in run.json when it still exists (absolute, or beside/above the folder)."""
+        name = self.run.get("slide")
+        for key in ("slide_path", "input"):
+            value = (self.run.get("parameters") or {}).get(key) or self.run.get(key)
+            if value and Path(str(value)).is_file():
+                return Path(str(value))
+        if name:
+            for base in (self.folder, self.folder.parent, self.folder.parent.parent):
+                cand = base / str(name)
+                if cand.is_file():
+                    return cand
+        return None
+
+
+def load_result_folder(path: str | os.PathLike) -> ResultFolder:
+    """Open ``RESULT_DIR`` (with ``nuclei.parquet``) or a ``nuclei.parquet`` file directly."""
+    from napari_histo.nuclei.table import read_table_parquet, validate_table
+
+    path = Path(path)
+    parquet = path if path.is_file() else path / "nuclei.parquet"
+    folder = parquet.parent
+    if not path.exists():
+        raise InputFileError(path, "no such file or folder")
+    if not parquet.is_file():
+        raise InputFileError(path, "not a segmentation result: nuclei.parquet is missing")
+    try:
+        table = read_table_parquet(parquet)
+        validate_table(table)
+    except HistoError:
+        raise
+    except Exception as exc:  # pyarrow raises many kinds
+        raise InputFileError(parquet, f"cannot read the nucleus table ({exc})") from None
+    run: dict[str, Any] = {}
+    run_path = folder / "run.json"
+    if run_path.is_file():
+        try:
+            run = json.loads(run_path.read_text(encoding="utf-8-sig"))
+        except (ValueError, OSError):
+            run = {}
+    if not isinstance(run, dict):
+        run = {}
+    if not table.attrs.get("mpp") and isinstance(run.get("plan"), dict) and run["plan"].get("slide_mpp"):
+        table.attrs["mpp"] = float(run["plan"]["slide_mpp"])
+    return ResultFolder(folder, table, run)
+
+
+def slide_thumbnail(result: ResultFolder, slide: str | os.PathLike | None = None, max_size: int = 1024):
+    """(thumbnail RGB, level-0 px per thumbnail px) of the result's slide, or (None, None)."""
+    path = Path(slide) if slide else result.slide_path()
+    if path is None or not path.is_file():
+        return None, None
+    from napari_histo.slide import open_slide
+
+    with open_slide(path) as s:
+        thumb = s.thumbnail(max_size)
+        return thumb, s.dimensions[0] / thumb.shape[1]
+
+
+def write_sidecar(path: str | os.PathLike, command: str, params: dict[str, Any], **extra: Any) -> Path:
+    """Provenance next to an analysis output (``<output>.json``): never touches the result's run.json."""
+    import platform
+    import sys
+    import time
+
+    from napari_histo.cli._common import package_versions
+    from napari_histo.utils import atomic_write
+
+    path = Path(path)
+    record = {"command": command, "argv": sys.argv, "parameters": params, "versions": package_versions(),
+              "machine": {"platform": platform.platform()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
+    with atomic_write(path, encoding="utf-8") as fh:
+        json.dump(record, fh, indent=2, default=str)
+    return path

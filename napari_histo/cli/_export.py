@@ -1,0 +1,77 @@
+"""``napari-histo export RESULT_DIR``: nuclei to QuPath GeoJSON, Sedeen session, HoVer-Net JSON, CSV."""
+
+from __future__ import annotations
+
+import argparse
+
+SEDEEN_WARN_AT = 10_000
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export a segmentation result to QuPath / Sedeen / HoVer-Net / CSV",
+        description="Export the nuclei of RESULT_DIR (nuclei.parquet). Files are written atomically; a "
+        "Sedeen session that already exists is merged (its graphics are kept, earlier napari-histo "
+        "graphics replaced).",
+    )
+    parser.add_argument("result", help="segmentation output folder (with nuclei.parquet)")
+    parser.add_argument("--geojson", nargs="?", const="", default=None, metavar="FILE",
+                        help="QuPath GeoJSON (default RESULT_DIR/<stem>.geojson[.gz])")
+    parser.add_argument("--gz", action="store_true", help="gzip the GeoJSON (.geojson.gz)")
+    parser.add_argument("--qupath03", action="store_true", help="QuPath 0.3 compatible GeoJSON (measurement lists)")
+    parser.add_argument("--cells", action="store_true", help="write 'cell' objects (nucleusGeometry) instead of detections")
+    parser.add_argument("--no-measurements", action="store_true", help="leave measurements out (smaller, faster for huge exports)")
+    parser.add_argument("--sedeen", nargs="?", const="", default=None, metavar="SLIDE_OR_SESSION",
+                        help="Sedeen session: a slide file (session written beside it as <stem>.session.xml) or a "
+                        "*.xml path; default: beside the slide named in run.json, else in RESULT_DIR")
+    parser.add_argument("--colours", default=None, help="Sedeen class<->colour table JSON (default: the types' colours)")
+    parser.add_argument("--hovernet-json", nargs="?", const="", default=None, metavar="FILE",
+                        help="HoVer-Net JSON (default RESULT_DIR/<stem>.json)")
+    parser.add_argument("--csv", nargs="?", const="", default=None, metavar="FILE",
+                        help="per-nucleus measurements CSV (default RESULT_DIR/<stem>_nuclei.csv)")
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def handler(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_histo.analysis.results import load_result_folder
+    from napari_histo.utils import HistoError
+
+    if all(v is None for v in (args.geojson, args.sedeen, args.hovernet_json, args.csv)):
+        raise HistoError("nothing to export: give --geojson, --sedeen, --hovernet-json and/or --csv")
+    result = load_result_folder(args.result)
+    table, stem = result.table, result.stem
+    if args.geojson is not None:
+        from napari_histo.formats.geojson import write_geojson
+
+        default = result.folder / (f"{stem}.geojson.gz" if args.gz else f"{stem}.geojson")
+        path = write_geojson(table, Path(args.geojson) if args.geojson else default, object_type="cell" if args.cells else "detection",
+                             qupath03=args.qupath03, gzip=True if args.gz else None, include_measurements=not args.no_measurements)
+        print(f"GeoJSON ({len(table)} nuclei) -> {path}")
+    if args.sedeen is not None:
+        from napari_histo.formats.colours import SedeenColourTable
+        from napari_histo.formats.sedeen import write_sedeen
+
+        if len(table) > SEDEEN_WARN_AT:
+            print(f"warning: {len(table)} nuclei; Sedeen's behaviour with more than {SEDEEN_WARN_AT} graphics is untested")
+        slide = result.slide_path()
+        target = Path(args.sedeen) if args.sedeen else (slide if slide else result.folder / f"{stem}.session.xml")
+        colours = SedeenColourTable.load(args.colours) if args.colours else None
+        is_session = str(target).lower().endswith(".xml")
+        slide_name = (slide.name if slide else str(result.run.get("slide") or "") or None) if is_session else None
+        path = write_sedeen(table, target, colour_table=colours, dimensions=result.dimensions, mpp=result.mpp, slide_name=slide_name)
+        print(f"Sedeen session -> {path}")
+    if args.hovernet_json is not None:
+        from napari_histo.formats.hovernet_json import write_hovernet_json
+
+        path = write_hovernet_json(table, Path(args.hovernet_json) if args.hovernet_json else result.folder / f"{stem}.json")
+        print(f"HoVer-Net JSON -> {path}")
+    if args.csv is not None:
+        from napari_histo.formats.csv import write_csv
+
+        path = write_csv(table, Path(args.csv) if args.csv else result.folder / f"{stem}_nuclei.csv")
+        print(f"CSV -> {path}")
+    return 0

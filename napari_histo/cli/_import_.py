@@ -1,0 +1,180 @@
+"""``napari-histo import ANNOTATION``: annotations (Sedeen, QuPath GeoJSON, ImageScope, HoVer-Net JSON)
+to instance + type masks for a region."""
+
+from __future__ import annotations
+
+import argparse
+
+MAX_PIXELS = 25_000 * 25_000
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "import",
+        help="rasterise an annotation file into instance + type masks",
+        description="Read a Sedeen session (.session.xml), Aperio ImageScope XML, QuPath GeoJSON "
+        "(.geojson/.json, .gz) or HoVer-Net JSON and write the instance map and type map of a "
+        "level-0 region as .npz (arrays 'inst', 'type', 'type_info' JSON) or .tif (2 pages).",
+    )
+    parser.add_argument("annotation", help="annotation file")
+    parser.add_argument("--region", default=None, help="x,y,w,h in level-0 px (default: the extent of the objects)")
+    parser.add_argument("-o", "--output", required=True, help="MASKS.npz or MASKS.tif")
+    parser.add_argument("--colours", default=None, help="Sedeen class<->colour table JSON (default: the shipped table)")
+    parser.add_argument("--type-info", default=None, help="type_info.json mapping class names to ids (GeoJSON/HoVer-Net/ImageScope)")
+    parser.add_argument("--point-radius", type=float, default=2.0, help="radius (px) of point annotations in the masks")
+    parser.add_argument("--table", default=None, help="also write the imported nuclei as a nucleus table (.parquet)")
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def detect_format(path) -> str:
+    """'sedeen', 'imagescope', 'asap', 'geojson' or 'hovernet' from the file's content."""
+    from napari_histo.formats._common import AnnotationFormatError, decode_text, open_maybe_gzip
+
+    head = decode_text(path, open_maybe_gzip(path)[:4096]).lstrip()
+    if head.startswith("<"):
+        for tag, kind in (("<session", "sedeen"), ("<Annotations", "imagescope"), ("<ASAP_Annotations", "asap")):
+            if tag in head:
+                return kind
+        raise AnnotationFormatError(path, "unknown XML annotation format (expected a Sedeen <session> or ImageScope <Annotations>)")
+    if head.startswith(("{", "[")):
+        return "hovernet" if '"nuc"' in head and '"FeatureCollection"' not in head else "geojson"
+    raise AnnotationFormatError(path, "unknown annotation format (neither XML nor JSON)")
+
+
+def load_shapes(path, kind: str, colours=None, type_info=None):
+    """(shapes, type_info dict, negative shapes, nucleus table or None) for any supported format."""
+    import numpy as np
+
+    from napari_histo.formats._common import AnnotationFormatError
+    from napari_histo.formats.rasterize import Shape
+
+    if kind == "sedeen":
+        from napari_histo.formats.sedeen import read_sedeen
+
+        session = read_sedeen(path)
+        types, classes = session._types(colours)
+        shapes = [Shape(g.type, g.points, types[i] or 0, 0) for i, g in enumerate(session.graphics)
+                  if g.type in ("polygon", "rectangle", "ellipse", "point") and types[i] is not None]
+        for k, s in enumerate(shapes, start=1):
+            s.instance_id = k
+        info = {"0": ["background", [0, 0, 0]]} | {str(k): [n, list(int(c[i:i + 2], 16) for i in (1, 3, 5))] for k, (n, c) in sorted(classes.items())}
+        return shapes, info, [], session.to_table(colours)
+    if kind == "imagescope":
+        try:
+            from napari_histo.formats.imagescope import read_imagescope
+        except ImportError:
+            raise AnnotationFormatError(path, "the ImageScope reader is not available in this installation") from None
+        ann = read_imagescope(path)
+        names = {0: "background"}
+        if type_info:
+            names |= {int(k): v[0] for k, v in type_info.items()}
+        ids = {}
+        for name in ann.class_names:
+            match = next((k for k, v in names.items() if v.lower() == str(name).lower()), None)
+            ids[name] = match if match is not None else max(names) + 1
+            names[ids[name]] = name
+        shapes, negative = [], []
+        for r in ann.regions:
+            t = ids.get(r.class_name, 1 if r.class_name is None else 0)
+            if r.class_name is None:
+                names.setdefault(1, "nucleus")
+            s = Shape("polygon", np.asarray(r.vertices), t, 0)
+            (negative if r.negative else shapes).append(s)
+        for k, s in enumerate(shapes, start=1):
+            s.instance_id = k
+        info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
+        return shapes, info, negative, None
+    if kind == "asap":
+        raise AnnotationFormatError(path, "ASAP XML import is not supported yet (convert it to GeoJSON)")
+    if kind == "hovernet":
+        from napari_histo.formats.hovernet_json import read_hovernet_json
+
+        table = read_hovernet_json(path, type_info=type_info)
+        info = table.attrs["type_info"]
+    else:
+        from napari_histo.formats.geojson import read_geojson
+
+        objs = read_geojson(path, type_info=type_info)
+        table, info = objs.table, objs.type_info.to_json_dict()
+        if not len(table):  # annotation-only file: rasterise the polygons / points
+            shapes = []
+            from napari_histo.nuclei.types import TypeInfo
+
+            ti = TypeInfo.from_json_dict(info)
+            names = dict(ti.names)
+            for a in objs.annotations:
+                tid = next((k for k, v in names.items() if a.class_name and v.lower() == a.class_name.lower()), None)
+                if tid is None:
+                    tid = max(names) + 1 if a.class_name else 0
+                    if a.class_name:
+                        names[tid] = a.class_name
+                for part in getattr(a.geometry, "geoms", [a.geometry]):
+                    if part.geom_type == "Polygon":
+                        shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1], tid, len(shapes) + 1))
+                    elif part.geom_type == "Point":
+                        shapes.append(Shape("point", np.asarray(part.coords), tid, len(shapes) + 1))
+            info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
+            return shapes, info, [], None
+    shapes = [Shape("polygon", np.asarray(c), int(t), int(i)) for c, t, i in zip(table["contour"], table["type"], table["id"], strict=True)]
+    return shapes, info, [], table
+
+
+def handler(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from napari_histo.formats.colours import SedeenColourTable
+    from napari_histo.formats.rasterize import parse_region, rasterize_shapes
+    from napari_histo.utils import HistoError, atomic_path
+
+    src = Path(args.annotation)
+    out = Path(args.output)
+    if out.suffix.lower() not in (".npz", ".tif", ".tiff"):
+        raise HistoError(f"{out}: output must end in .npz or .tif")
+    type_info = None
+    if args.type_info:
+        from napari_histo.formats._common import load_json
+
+        type_info = load_json(args.type_info)
+    colours = SedeenColourTable.load(args.colours) if args.colours else None
+    kind = detect_format(src)
+    shapes, info, negative, table = load_shapes(src, kind, colours, type_info)
+    if args.region:
+        try:
+            region = parse_region(args.region)
+        except ValueError as exc:
+            raise HistoError(f"--region: {exc}") from None
+    else:
+        pts = [np.asarray(s.points).reshape(-1, 2) for s in shapes]
+        if not pts:
+            raise HistoError(f"{src}: no objects to rasterise")
+        allp = np.concatenate(pts)
+        x0, y0 = np.floor(allp.min(0)).astype(int) - int(args.point_radius) - 1
+        x1, y1 = np.ceil(allp.max(0)).astype(int) + int(args.point_radius) + 2
+        region = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+    if region[2] * region[3] > MAX_PIXELS:
+        raise HistoError(f"region {region[2]} x {region[3]} px is too large; give a smaller --region")
+    inst, typ = rasterize_shapes(shapes, region, point_radius=args.point_radius)
+    if negative:
+        hole, _ = rasterize_shapes(negative, region)
+        inst[hole > 0] = 0
+        typ[hole > 0] = 0
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, inst=inst, type=typ, region=np.asarray(region), type_info=json.dumps(info))
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, np.stack([inst, typ]), compression="zlib",
+                             description=json.dumps({"pages": ["inst", "type"], "region": list(region), "type_info": info}))
+    if args.table and table is not None:
+        from napari_histo.nuclei.table import write_table_parquet
+
+        write_table_parquet(table, args.table)
+        print(f"nucleus table ({len(table)} nuclei) -> {args.table}")
+    print(f"{kind}: {int(len(np.unique(inst))) - (1 if (inst == 0).any() else 0)} objects in region {region} -> {out}")
+    return 0
