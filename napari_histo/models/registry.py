@@ -1,0 +1,156 @@
+"""Model lookup and caching (see the package docstring). torch is imported only when needed."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+
+from napari_histo.nuclei.types import TypeInfo
+from napari_histo.utils import HistoError, InputFileError, resource_path
+
+#: Folder of the shipped default model (compact HoVer-Net).
+DEFAULT_WEIGHTS = ("weights", "hovernet_compact")
+
+_CACHE: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+#: Official HoVer-Net releases: nr_types -> shipped type table (``resources/type_info``).
+_TYPE_TABLE_BY_NAME = {"pannuke": "pannuke.json", "consep": "consep.json", "monusac": "monusac.json"}
+
+
+def default_type_info(name: str) -> TypeInfo:
+    """Shipped type table ``pannuke``, ``consep`` or ``monusac`` (``resources/type_info``)."""
+    key = name.lower()
+    if key not in _TYPE_TABLE_BY_NAME:
+        raise HistoError(f"unknown type table {name!r}; choose from {sorted(_TYPE_TABLE_BY_NAME)}")
+    return TypeInfo.load(resource_path("type_info", _TYPE_TABLE_BY_NAME[key]))
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_segmenter` besides paths."""
+    return ["classical", "default"]
+
+
+def clear_cache() -> None:
+    """Drop every cached model (frees GPU memory)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def get_segmenter(name_or_path: str | Path = "default", device: str | None = None, **kwargs):
+    """A cached Segmenter for a name or path.
+
+    Parameters
+    ----------
+    name_or_path : str or Path
+        ``"classical"`` (weight-free detector), ``"default"`` (shipped compact HoVer-Net; falls
+        back to classical with a warning when its weights are not installed), a folder with
+        ``config.json`` + ``model.pt`` (+ ``type_info.json``), or an official HoVer-Net
+        checkpoint file (``.tar``/``.pth``, optional ``type_info.json`` beside it).
+    device : str, optional
+        torch device; default cuda > mps > cpu.
+    **kwargs
+        Passed to the segmenter (e.g. classical parameters, ``batch_size``).
+
+    Raises
+    ------
+    HistoError / InputFileError
+        Unknown name, missing or incompatible weights.
+    """
+    key_name = str(name_or_path)
+    if key_name == "classical":
+        key = ("classical", tuple(sorted(kwargs.items())))
+    else:
+        from napari_histo.utils import choose_device
+
+        device = choose_device(device)
+        key = (key_name, device, tuple(sorted(kwargs.items())))
+    with _LOCK:
+        seg = _CACHE.get(key)
+        if seg is None:
+            seg = _build(key_name, device, **kwargs)
+            _CACHE[key] = seg
+    return seg
+
+
+def _build(name: str, device: str | None, **kwargs):
+    if name == "classical":
+        from napari_histo.nuclei.classical import ClassicalSegmenter
+
+        return ClassicalSegmenter(**kwargs)
+    if name == "default":
+        folder = resource_path(*DEFAULT_WEIGHTS)
+        if not (folder / "config.json").exists() or not (folder / "model.pt").exists():
+            warnings.warn(
+                f"default nucleus model weights not installed ({folder}); using the classical detector",
+                stacklevel=3,
+            )
+            from napari_histo.nuclei.classical import ClassicalSegmenter
+
+            return ClassicalSegmenter(**kwargs)
+        return _compact_segmenter(folder, device, name="hovernet-compact", **kwargs)
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise HistoError(f"unknown model {name!r}: not 'classical', 'default' or an existing path")
+    if path.is_dir():
+        if (path / "config.json").exists() and (path / "model.pt").exists():
+            return _compact_segmenter(path, device, name=path.name, **kwargs)
+        raise InputFileError(path, "model folder needs config.json and model.pt")
+    return _official_segmenter(path, device, **kwargs)
+
+
+def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
+    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
+
+    try:
+        from src_models.hovernet.compact import load_compact
+    except ImportError as exc:  # pragma: no cover - packaging error
+        raise HistoError(f"cannot load compact model code: {exc}") from exc
+    model, cfg = load_compact(folder, device=device or "cpu")
+    type_info = None
+    ti_path = folder / "type_info.json"
+    num_types = int(getattr(cfg, "num_types", 0) or 0)
+    if ti_path.exists():
+        type_info = TypeInfo.load(ti_path)
+    elif num_types > 1 and getattr(cfg, "type_names", None):
+        type_info = TypeInfo(dict(enumerate(cfg.type_names)),
+                             {i: tuple(c) for i, c in enumerate(getattr(cfg, "type_colours", []) or [])})
+    if num_types <= 1:
+        type_info = None
+    return HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=type_info,
+                             name=name, device=device, **kwargs)
+
+
+def _official_segmenter(path: Path, device: str | None, **kwargs):
+    from src_models.hovernet.checkpoint import load_hovernet
+
+    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
+
+    model, info = load_hovernet(path, device=device or "cpu")
+    type_info = None
+    if info.nr_types:
+        ti_path = path.with_name("type_info.json")
+        if ti_path.exists():
+            type_info = TypeInfo.load(ti_path)
+        else:
+            type_info = _guess_type_info(path, info.nr_types)
+        if len(type_info.ids) < info.nr_types:
+            raise InputFileError(ti_path if ti_path.exists() else path,
+                                 f"type table has {len(type_info.ids)} entries, checkpoint predicts {info.nr_types} types")
+    return HoverNetSegmenter(model, info.input_size, info.output_size, mpp=0.25, type_info=type_info,
+                             name=f"hovernet-{info.mode}-{path.stem}", device=device, **kwargs)
+
+
+def _guess_type_info(path: Path, nr_types: int) -> TypeInfo:
+    """Type table from the checkpoint name (pannuke / monusac / consep), else generic names."""
+    stem = path.name.lower()
+    for key in ("pannuke", "monusac", "consep"):
+        if key in stem:
+            ti = default_type_info(key)
+            if len(ti.ids) == nr_types:
+                return ti
+    if nr_types == 6:
+        return default_type_info("pannuke")
+    warnings.warn(f"{path.name}: no type_info.json beside the checkpoint; types are named by id", stacklevel=4)
+    return TypeInfo({i: ("background" if i == 0 else f"type {i}") for i in range(nr_types)})

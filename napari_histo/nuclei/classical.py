@@ -1,0 +1,286 @@
+"""Classical (weight-free) nucleus detector in the spirit of QuPath's watershed cell detection.
+
+Pipeline (``ANALYSIS.md`` §3), every size in µm so it works at any resolution:
+
+1. optical density ``OD = -log10(I / 255)`` and colour deconvolution (Ruifrok & Johnston stain
+   vectors, as QuPath's defaults) -> haematoxylin OD (and DAB OD for H-DAB);
+2. background subtraction by opening-by-reconstruction with a disk of ``background_radius_um``;
+3. optional median, then Gaussian smoothing (``sigma_um``);
+4. threshold (``threshold`` OD, or Otsu on the smoothed haematoxylin when ``threshold="auto"``,
+   never below ``min_threshold``), hole filling;
+5. split touching nuclei by a distance-transform watershed ("split by shape");
+6. size filters (``min_area_um2``/``max_area_um2``) and a minimum mean OD per nucleus.
+
+For H-DAB images the table also gets ``dab_od`` (mean DAB OD per nucleus) and ``positive``
+(``dab_od >= positive_threshold``).
+
+Public API
+----------
+- :class:`ClassicalParams` -- parameters in µm.
+- :class:`ClassicalSegmenter` -- implements :class:`napari_histo.nuclei.base.Segmenter`.
+- :func:`stain_od` -- per-stain optical densities of an RGB image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+
+__all__ = ["ClassicalParams", "ClassicalSegmenter", "stain_od", "STAIN_VECTORS"]
+
+#: Stain OD vectors (rows: stain 1, stain 2; RGB), QuPath / Ruifrok defaults.
+STAIN_VECTORS: dict[str, np.ndarray] = {
+    "he": np.array([[0.651, 0.701, 0.290], [0.216, 0.801, 0.558]]),
+    "hdab": np.array([[0.650, 0.704, 0.286], [0.268, 0.570, 0.776]]),
+}
+
+
+_OD_LUT = (-np.log10(np.maximum(np.arange(256, dtype=np.float64), 1.0) / 255.0)).astype(np.float32)
+
+
+def _stain_matrix(name: str) -> np.ndarray:
+    """3×3 stain matrix (rows normalised; third = cross product residual, as QuPath)."""
+    v = STAIN_VECTORS[name].astype(np.float64)
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    third = np.cross(v[0], v[1])
+    third /= np.linalg.norm(third)
+    return np.vstack([v, third])
+
+
+def stain_od(rgb: np.ndarray, stains: str = "he") -> np.ndarray:
+    """(H, W, 3) float32 stain optical densities: [stain 1 (haematoxylin), stain 2, residual].
+
+    ``stains`` is "he" (haematoxylin, eosin) or "hdab" (haematoxylin, DAB).
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype == np.uint8:
+        od = _OD_LUT[rgb]
+    else:
+        od = -np.log10(np.clip(rgb.astype(np.float32), 1.0, 255.0) / 255.0)
+    inv = np.linalg.inv(_stain_matrix(stains)).astype(np.float32)
+    return (od.reshape(-1, 3) @ inv).reshape(od.shape).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """Detector parameters (µm and OD units). Defaults tuned on MoNuSeg (see docs/benchmarks).
+
+    Attributes
+    ----------
+    pixel_size_um : float
+        Analysis resolution (``Segmenter.mpp``); input is resampled to it by ``segment_image``.
+    stains : str
+        "he", "hdab" or "auto" (H-DAB when a clear DAB signal is present).
+    background_radius_um : float
+        Opening-by-reconstruction radius for background subtraction (≤ 0: off).
+    median_radius_um : float
+        Median filter radius (0: off).
+    sigma_um : float
+        Gaussian smoothing σ.
+    threshold : float or "auto"
+        Haematoxylin OD threshold; "auto" = Otsu of the smoothed image within tissue.
+    min_threshold : float
+        Lower bound for the automatic threshold.
+    min_area_um2, max_area_um2 : float
+        Nucleus size range.
+    split_min_distance_um : float
+        Minimum distance between watershed seeds (distance-transform peaks).
+    split_h_um : float
+        Peak prominence (h-maxima, µm of distance) for a seed.
+    min_mean_od : float
+        Minimum mean haematoxylin OD (after background subtraction) of a nucleus.
+    positive_threshold : float
+        Mean DAB OD at or above which a nucleus is called positive (H-DAB).
+    """
+
+    pixel_size_um: float = 0.25
+    stains: str = "auto"
+    background_radius_um: float = 8.0
+    median_radius_um: float = 0.0
+    sigma_um: float = 1.0
+    threshold: float | str = "auto"
+    min_threshold: float = 0.1
+    min_area_um2: float = 8.0
+    max_area_um2: float = 400.0
+    split_min_distance_um: float = 2.0
+    split_h_um: float = 0.5
+    min_mean_od: float = 0.1
+    positive_threshold: float = 0.2
+
+
+def _disk(radius_px: float) -> np.ndarray:
+    r = max(int(round(radius_px)), 1)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (xx * xx + yy * yy) <= r * r
+
+
+def _detect_stains(rgb: np.ndarray) -> str:
+    """"hdab" when a clear brown (DAB) signal is present, else "he"."""
+    od = stain_od(rgb[::4, ::4], "hdab")
+    tissue = od.sum(axis=-1) > 0.15
+    if tissue.sum() < 50:
+        return "he"
+    dab = od[..., 1][tissue]
+    # H&E eosin projects weakly on the DAB axis; real DAB gives a substantial high-OD fraction
+    return "hdab" if float((dab > 0.3).mean()) > 0.02 and float(np.percentile(dab, 99)) > 0.5 else "he"
+
+
+class ClassicalSegmenter:
+    """QuPath-like watershed nucleus detector (no weights), a :class:`Segmenter`.
+
+    ``predict`` returns the stain ODs (the per-pixel work), ``postprocess`` the instances.
+    """
+
+    def __init__(self, params: ClassicalParams | None = None, **overrides):
+        p = params or ClassicalParams()
+        self.params = replace(p, **overrides) if overrides else p
+        self.name = "classical"
+        self.mpp = float(self.params.pixel_size_um)
+        self.type_info: TypeInfo = NUCLEUS_ONLY
+        max_diam_um = 2.0 * np.sqrt(self.params.max_area_um2 / np.pi)
+        self.halo_px = int(np.ceil((max_diam_um + 2 * self.params.background_radius_um) / self.mpp))
+
+    def __repr__(self) -> str:
+        return f"ClassicalSegmenter({self.params})"
+
+    def config(self) -> dict:
+        """Parameters as a JSON-able dict (for run.json)."""
+        return asdict(self.params)
+
+    # -- Segmenter protocol -------------------------------------------------
+    def predict(self, rgb: np.ndarray) -> dict | list[dict]:
+        """Stain ODs of one (H, W, 3) tile or a (B, H, W, 3) batch."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim == 4:
+            return [self.predict(t) for t in rgb]
+        if rgb.ndim != 3 or rgb.shape[-1] < 3:
+            raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
+        rgb = rgb[..., :3]
+        stains = self.params.stains
+        if stains == "auto":
+            stains = _detect_stains(rgb)
+        od = stain_od(rgb, stains)
+        return {"haem": od[..., 0], "second": od[..., 1], "stains": stains}
+
+    def postprocess(self, raw: dict, rgb: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
+        """Instances and the nucleus table (tile px) from :meth:`predict`'s ODs."""
+        from napari_histo.nuclei.measure import mean_per_instance, measure_instances
+
+        labels, haem_bg = self._instances(raw["haem"])
+        table = measure_instances(labels, mpp=self.mpp, type_info=self.type_info)
+        if len(table) and raw["stains"] == "hdab":
+            dab = mean_per_instance(labels, raw["second"], table["id"].to_numpy())
+            table["dab_od"] = dab.astype(np.float64)
+            table["positive"] = dab >= self.params.positive_threshold
+        table.attrs["stains"] = raw["stains"]
+        return labels, table
+
+    def segment(self, rgb: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
+        """Detect nuclei in an RGB image at :attr:`mpp`."""
+        return self.postprocess(self.predict(rgb), rgb)
+
+    # -- internals ----------------------------------------------------------
+    def _instances(self, haem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from scipy import ndimage as ndi
+        from skimage.filters import threshold_otsu
+        from skimage.segmentation import watershed
+
+        p = self.params
+        px = self.mpp
+        img = np.clip(haem, 0, None).astype(np.float32)
+        if p.background_radius_um > 0:
+            img = img - _background(img, p.background_radius_um / px)
+        if p.median_radius_um > 0:
+            img = ndi.median_filter(img, footprint=_disk(p.median_radius_um / px))
+        if p.sigma_um > 0:
+            img = ndi.gaussian_filter(img, p.sigma_um / px)
+
+        if p.threshold == "auto":
+            vals = img[img > 0.02]
+            thr = float(threshold_otsu(vals)) if vals.size > 100 else p.min_threshold
+            thr = max(thr, p.min_threshold)
+        else:
+            thr = float(p.threshold)
+        mask = img > thr
+        mask = ndi.binary_fill_holes(mask)
+        min_px = p.min_area_um2 / (px * px)
+        max_px = p.max_area_um2 / (px * px)
+        comp, n = ndi.label(mask)
+        if n == 0:
+            return np.zeros(img.shape, np.int32), img
+        sizes = np.bincount(comp.ravel())
+        small = sizes < min_px / 2
+        small[0] = False
+        mask[small[comp]] = False
+
+        # split by shape: peaks of the smoothed distance transform as seeds
+        dist = ndi.distance_transform_edt(mask)
+        dist = ndi.gaussian_filter(dist, 0.5 / px * 0.5)
+        markers = _seeds(dist, mask, p.split_min_distance_um / px, p.split_h_um / px)
+        labels = watershed(-dist, markers, mask=mask)
+        # components that got no seed keep their own id
+        orphan = mask & (labels == 0)
+        if orphan.any():
+            extra, _ = ndi.label(orphan)
+            labels = np.where(orphan, extra + labels.max(), labels)
+
+        from napari_histo.nuclei.measure import compact_ids
+
+        _, labels = compact_ids(labels)
+        n = int(labels.max())
+        if n == 0:
+            return labels.astype(np.int32), img
+        area = np.bincount(labels.ravel(), minlength=n + 1)
+        mean_od = np.bincount(labels.ravel(), weights=img.ravel(), minlength=n + 1) / np.maximum(area, 1)
+        drop = (area < min_px) | (area > max_px) | (mean_od < p.min_mean_od)
+        drop[0] = False
+        labels[drop[labels]] = 0
+        _, labels = compact_ids(labels)
+        return labels.astype(np.int32), img
+
+
+def _background(img: np.ndarray, radius_px: float) -> np.ndarray:
+    """Opening by reconstruction with a disk, computed on a downsample (the background is smooth)."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import erosion, reconstruction
+
+    f = int(max(1, min(4, radius_px // 4)))
+    small = img[::f, ::f] if f > 1 else img
+    if f > 1:  # block minimum keeps thin dark structures from leaking into the background
+        h, w = (img.shape[0] // f) * f, (img.shape[1] // f) * f
+        small = img[:h, :w].reshape(h // f, f, w // f, f).min(axis=(1, 3))
+    seed = erosion(small, _disk(radius_px / f))
+    bg = reconstruction(np.minimum(seed, small), small, method="dilation").astype(np.float32)
+    if f > 1:
+        zoom = (img.shape[0] / bg.shape[0], img.shape[1] / bg.shape[1])
+        bg = ndi.zoom(bg, zoom, order=1, grid_mode=True, mode="nearest")[: img.shape[0], : img.shape[1]]
+    return np.minimum(bg, img)
+
+
+def _seeds(dist: np.ndarray, mask: np.ndarray, min_distance_px: float, h_px: float) -> np.ndarray:
+    """Watershed markers: distance-transform peaks ≥ ``min_distance_px`` apart and at least
+    ``h_px`` above the lower of the saddle... approximated by a height test vs the local minimum."""
+    from scipy import ndimage as ndi
+    from skimage.feature import peak_local_max
+
+    comp, _ = ndi.label(mask)
+    md = max(1, int(round(min_distance_px)))
+    coords = peak_local_max(dist, min_distance=md, labels=comp, exclude_border=False,
+                            threshold_abs=max(h_px, 0.5))
+    markers = np.zeros(dist.shape, np.int32)
+    if len(coords):
+        markers[coords[:, 0], coords[:, 1]] = np.arange(1, len(coords) + 1)
+    # components without a peak above the height still get one seed (their maximum)
+    has = np.zeros(comp.max() + 1, bool)
+    has[comp[markers > 0]] = True
+    missing = np.flatnonzero(~has)[1:] if len(has) > 1 else []
+    if len(missing):
+        pos = ndi.maximum_position(dist, comp, missing)
+        start = markers.max() + 1
+        for k, (r, c) in enumerate(pos):
+            markers[r, c] = start + k
+    return markers
