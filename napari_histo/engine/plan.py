@@ -18,6 +18,9 @@ import numpy as np
 
 from napari_histo.utils import HistoError
 
+#: Relative mpp mismatch under which the slide is read at a whole downsample, not resampled.
+SNAP_TOLERANCE = 0.02
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -137,6 +140,18 @@ def _integer_step(scale: float) -> int:
     return k if k >= 1 and abs(scale - k) < 1e-3 else 1
 
 
+def _scale(work_mpp: float | None, slide_mpp: float | None) -> float:
+    """Level-0 px per working px (1.0 when either mpp is unknown)."""
+    if not (work_mpp and slide_mpp):
+        return 1.0
+    scale = float(work_mpp) / float(slide_mpp)
+    # within 2 % of a whole factor (0.499 vs 0.5 µm/px): read natively rather than blur by
+    # resampling; the table keeps the slide's true mpp
+    if round(scale) >= 1 and abs(scale - round(scale)) <= SNAP_TOLERANCE * scale:
+        scale = float(round(scale))
+    return scale
+
+
 def make_plan(
     slide: Any,
     work_mpp: float | None,
@@ -176,10 +191,11 @@ def make_plan(
     halo_px = int(halo_px)
     if halo_px < 0 or 2 * halo_px >= tile_size:
         raise HistoError(f"halo ({halo_px} px) must be >= 0 and < half the tile size ({tile_size} px)")
-    if work_mpp and slide_mpp:
-        scale = float(work_mpp) / float(slide_mpp)
-    else:
-        scale = 1.0
+    scale = _scale(work_mpp, slide_mpp)
+    # an image smaller than one tile gets one tile just big enough (windows are not larger
+    # than the image needs)
+    fit = int(math.ceil(max(width, height) / scale / 16.0)) * 16
+    tile_size = min(tile_size, max(fit, 2 * halo_px + 16, 64))
     step = _integer_step(scale)
     tile0 = max(step, int(round(tile_size * scale / step)) * step)
     halo0 = int(math.ceil(halo_px * scale / step)) * step

@@ -204,6 +204,8 @@ def run_segmentation(
         stem = stem or Path(name).stem
         if (outdir / outputs.RUN_NAME).exists() and not resume and not overwrite:
             raise HistoError(f"{outdir}: a finished run is already there (use overwrite)")
+        if resume and (outdir / outputs.RUN_NAME).exists() and not (outdir / ".partial").exists():
+            return (yield from _already_complete(outdir, t_start))
         level0_mpp = slide_mpp(slide, mpp)
         if level0_mpp is None:
             warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
@@ -292,6 +294,24 @@ def run_segmentation(
     finally:
         if owned:
             slide.close()
+
+
+def _already_complete(outdir: Path, t_start: float) -> Generator[ProgressEvent, None, RunResult]:
+    """A resumed run that had already finished: report it without redoing anything."""
+    import json
+
+    from napari_histo.engine.plan import TilePlan
+
+    record = json.loads((outdir / "run.json").read_text(encoding="utf-8"))
+    plan_d = dict(record.get("plan", {}))
+    for key in ("n_tiles", "tile_indices_hash"):
+        plan_d.pop(key, None)
+    plan = TilePlan(**plan_d, tiles=())
+    n_tiles = int(record.get("tiles", {}).get("processed", 0))
+    n_nuclei = int(record.get("n_nuclei", 0))
+    yield ProgressEvent(n_tiles, n_tiles, n_nuclei, 0.0, time.perf_counter() - t_start, "done")
+    return RunResult(outdir, True, n_nuclei, n_tiles, plan, {"total_s": 0.0}, {"already_complete": True},
+                     ["the run had already finished; nothing was redone"])
 
 
 def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:

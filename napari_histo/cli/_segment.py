@@ -1,0 +1,143 @@
+"""``napari-histo segment``: whole-slide (or whole-image) nucleus segmentation.
+
+Writes ``OUTDIR/<stem>/`` per input: ``nuclei.parquet``, ``labels.zarr``, ``run.json`` and, by
+default, ``<stem>.geojson`` (QuPath) and ``<stem>.json`` (HoVer-Net).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment nuclei in slides or images (tiled, resumable, optionally distributed)",
+        description=(
+            "Segment every nucleus of whole-slide images or plain images (png/jpg/tif) into "
+            "OUTDIR/<stem>/: nuclei.parquet, labels.zarr (multiscale labels), run.json, and "
+            "QuPath GeoJSON / HoVer-Net JSON. Input 'sample' (or --sample) is the shipped slide."
+        ),
+    )
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="slide or image files ('sample' = shipped slide)")
+    parser.add_argument("-o", "--outdir", required=True, type=Path, help="output folder")
+    parser.add_argument("--sample", action="store_true", help="also run on the shipped CMU-1-Small-Region slide")
+    parser.add_argument("--model", default="default",
+                        help="'classical', 'default' (shipped model; classical until weights ship) or a weights path")
+    parser.add_argument("--mpp", type=float, default=None,
+                        help="level-0 µm/px, supplies or overrides the file's (plain images usually need it)")
+    parser.add_argument("--roi", default=None, metavar="X,Y,W,H", help="region in level-0 px (nuclei with centroid inside)")
+    parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
+    parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
+    parser.add_argument("--workers", type=int, default=2, help="post-processing threads")
+    parser.add_argument("--readers", type=int, default=1, help="tile reader threads")
+    parser.add_argument("--tile-size", type=int, default=1024, help="tile core side in model px")
+    parser.add_argument("--halo", type=int, default=None, help="tile halo in model px (default: the model's)")
+    parser.add_argument("--no-tissue-mask", dest="tissue", action="store_false",
+                        help="process every tile, not only those with tissue")
+    parser.add_argument("--scheduler", default=None,
+                        help="'local' (threads, default) or a dask.distributed address tcp://host:8786 "
+                             "(default from NAPARI_HISTO_SCHEDULER or DASK_SCHEDULER_ADDRESS)")
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--backend", default=None, help="slide reader backend (default: automatic)")
+    parser.add_argument("--geojson", action=argparse.BooleanOptionalAction, default=True,
+                        help="write <stem>.geojson (QuPath detections)")
+    parser.add_argument("--hovernet-json", action=argparse.BooleanOptionalAction, default=True,
+                        help="write <stem>.json (HoVer-Net JSON)")
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def _scheduler(value: str | None) -> str | None:
+    """CLI > NAPARI_HISTO_SCHEDULER > DASK_SCHEDULER_ADDRESS > local threads."""
+    for candidate in (value, os.environ.get("NAPARI_HISTO_SCHEDULER"), os.environ.get("DASK_SCHEDULER_ADDRESS")):
+        if candidate:
+            return None if candidate.strip().lower() in ("local", "threads", "none") else candidate.strip()
+    return None
+
+
+def _roi(value: str | None):
+    from napari_histo.utils import HistoError
+
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 4:
+        raise HistoError(f"--roi must be X,Y,W,H in level-0 pixels, got {value!r}")
+    return tuple(parts)
+
+
+def _inputs(args) -> list[Path]:
+    from napari_histo.utils import HistoError, InputFileError, sample_slide_path
+
+    paths = [sample_slide_path() if str(p) == "sample" else Path(p) for p in args.inputs]
+    if args.sample:
+        paths.append(sample_slide_path())
+    if not paths:
+        raise HistoError("no input: give slide or image files, or --sample")
+    for path in paths:
+        if not path.is_file():
+            raise InputFileError(path, "file not found")
+    stems = [_stem(p) for p in paths]
+    dupes = sorted({s for s in stems if stems.count(s) > 1})
+    if dupes:
+        raise HistoError(f"inputs share output names {dupes}; run them into different output folders")
+    return paths
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def handler(args) -> int:
+    from napari_histo.cli._common import drain_with_progress
+    from napari_histo.engine.run import resolve_segmenter, run_segmentation
+
+    paths = _inputs(args)
+    roi = _roi(args.roi)
+    scheduler = _scheduler(args.scheduler)
+    segmenter = resolve_segmenter(args.model, args.device)  # fail early, before any slide work
+    model = args.model if scheduler is not None else segmenter
+    params = {
+        "model": args.model, "mpp": args.mpp, "roi": roi, "device": args.device,
+        "tile_size": args.tile_size, "halo": args.halo, "readers": args.readers,
+        "tissue_mask": args.tissue, "resume": args.resume, "backend": args.backend,
+    }
+    for path in paths:
+        stem = _stem(path)
+        folder = args.outdir / stem
+        events = run_segmentation(
+            path, model, folder, roi, mpp=args.mpp, tile_size=args.tile_size, halo_px=args.halo,
+            batch_size=args.batch_size, workers=args.workers, readers=args.readers,
+            tissue=args.tissue, resume=args.resume, geojson=args.geojson,
+            hovernet_json=args.hovernet_json, scheduler=scheduler, device=args.device,
+            backend=args.backend, stem=stem, params={**params, "input": str(path)},
+        )
+        returned: list = []
+        for _ in drain_with_progress(_with_result(events, returned.append), None, stem):
+            pass
+        result = returned[0] if returned else None
+        if result is None or not result.completed:
+            print(f"{stem}: interrupted; rerun with --resume to continue", file=sys.stderr)
+            return 130
+        for warning in result.warnings:
+            print(f"{stem}: warning: {warning}", file=sys.stderr)
+        print(f"{stem}: {result.n_nuclei} nuclei in {result.n_tiles} tiles, "
+              f"{result.timings.get('total_s', 0.0):.1f} s -> {folder}")
+    return 0
+
+
+def _with_result(gen, on_return):
+    """Pass a generator's events through and hand its return value to ``on_return``."""
+    value = yield from gen
+    on_return(value)

@@ -1,0 +1,95 @@
+"""``napari-histo segment`` on the shipped sample slide and on a plain PNG image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_histo.cli import main
+from napari_histo.engine.outputs import load_result
+
+ROI = (1250, 1110, 400, 340)  # across one seam of the 1024-px tile grid: two tiles
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("segment")
+    rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--tile-size", "1024",
+               "--roi", ",".join(str(v) for v in ROI)])
+    return rc, out / "cmu-1-small-region"
+
+
+def test_sample_slide_with_classical_detector(sample_run):
+    from napari_histo.formats.geojson import read_geojson
+    from napari_histo.formats.hovernet_json import read_hovernet_json
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    rc, folder = sample_run
+    assert rc == 0
+    result = load_result(folder)
+    table = result.table
+    assert len(table) > 30
+    x, y, w, h = ROI
+    assert table["x"].between(x, x + w).all() and table["y"].between(y, y + h).all()
+    with open_slide(sample_slide_path()) as slide:
+        width, height = slide.dimensions
+        mpp = slide.mpp[0]
+    assert result.labels[0].shape == (height, width)
+    assert len(result.labels) >= 3 and result.labels[1].shape == ((height + 1) // 2, (width + 1) // 2)
+    labels = np.asarray(result.labels[0][y - 40:y + h + 40, x - 40:x + w + 40])
+    assert set(np.unique(labels[labels > 0])) == set(table["id"])
+    np.testing.assert_allclose(table["area_um2"], table["area_px"] * mpp * mpp)
+    assert result.run["model"]["name"] == "classical"
+    assert result.run["n_nuclei"] == len(table)
+    assert (folder / "cmu-1-small-region.geojson").exists() and (folder / "cmu-1-small-region.json").exists()
+    qupath = read_geojson(folder / "cmu-1-small-region.geojson")
+    assert len(qupath.table) == len(table)
+    np.testing.assert_allclose(np.sort(qupath.table["x"]), np.sort(table["x"]), atol=0.5)
+    hover = read_hovernet_json(folder / "cmu-1-small-region.json")
+    assert len(hover) == len(table)
+    assert not (folder / ".partial").exists()
+
+
+def test_resume_of_a_finished_run_redoes_nothing(sample_run, capsys):
+    rc, folder = sample_run
+    before = (folder / "nuclei.parquet").stat().st_mtime_ns
+    rc2 = main(["segment", "sample", "-o", str(folder.parent), "--model", "classical", "--tile-size", "1024",
+                "--roi", ",".join(str(v) for v in ROI), "--resume"])
+    assert rc2 == 0
+    assert (folder / "nuclei.parquet").stat().st_mtime_ns == before
+    assert "already finished" in capsys.readouterr().err
+
+
+def test_png_with_mpp(tmp_path):
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    with open_slide(sample_slide_path()) as slide:
+        crop = slide.read_region((1000, 1300), (300, 260))
+    png = tmp_path / "field.png"
+    Image.fromarray(crop).save(png)
+    out = tmp_path / "out"
+    rc = main(["segment", str(png), "-o", str(out), "--model", "classical", "--mpp", "0.5",
+               "--tile-size", "512", "--no-geojson", "--no-hovernet-json"])
+    assert rc == 0
+    result = load_result(out / "field")
+    assert len(result.table) > 10
+    assert result.labels[0].shape == (260, 300)
+    np.testing.assert_allclose(result.table["area_um2"], result.table["area_px"] * 0.25)
+    assert not (out / "field" / "field.geojson").exists()
+    run = json.loads((out / "field" / "run.json").read_text())
+    assert run["parameters"]["mpp"] == 0.5 and run["plan"]["slide_mpp"] == 0.5
+
+
+def test_bad_inputs_are_clear_errors(tmp_path, capsys):
+    rc = main(["segment", str(tmp_path / "missing.svs"), "-o", str(tmp_path)])
+    assert rc == 1 and "missing.svs: file not found" in capsys.readouterr().err
+    rc = main(["segment", "sample", "-o", str(tmp_path), "--model", "classical", "--roi", "1,2,3"])
+    assert rc == 1 and "--roi must be X,Y,W,H" in capsys.readouterr().err
+    rc = main(["segment", "-o", str(tmp_path)])
+    assert rc == 1 and "no input" in capsys.readouterr().err
