@@ -93,7 +93,7 @@ def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_n
         names = list(shapes_layer.features["name"])
     out = []
     for i, verts in enumerate(shapes_layer.data):
-        world = shapes_layer.data_to_world(np.asarray(verts, float))[:, -2:]
+        world = _layers.vertices_to_world(shapes_layer, verts)
         yx = _layers.world_to_level0(slide_layer, world) if slide_layer is not None else world
         if len(yx) < 3:
             continue
@@ -118,10 +118,22 @@ def roi_annotations(viewer: napari.Viewer, slide_layer: Any | None) -> list:
 
 
 def hotspot_annotations(viewer: napari.Viewer) -> list:
-    """Hotspot annotations stored by the Density & hotspots panel."""
-    if _layers.HOTSPOTS in viewer.layers:
-        return list(viewer.layers[_layers.HOTSPOTS].metadata.get("annotations", []))
-    return []
+    """The Density & hotspots panel's hotspots as level-0 annotations ("Hotspot 1", ...)."""
+    if _layers.HOTSPOTS not in viewer.layers:
+        return []
+    layer = viewer.layers[_layers.HOTSPOTS]
+    anns = shapes_to_annotations(layer, _layers.find_slide_layer(viewer), class_name="Hotspot")
+    circles = layer.metadata.get("circles", False)
+    for ann in anns:
+        ann.is_ellipse = bool(circles)
+    return anns
+
+
+def hotspot_table(viewer: napari.Viewer) -> pd.DataFrame | None:
+    """The hotspot table (``find_hotspots`` output) behind the hotspots layer, if any."""
+    if _layers.HOTSPOTS not in viewer.layers:
+        return None
+    return viewer.layers[_layers.HOTSPOTS].metadata.get("hotspots_table")
 
 
 def heatmap_rgba(layer: Any) -> np.ndarray:
@@ -160,10 +172,13 @@ def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
     if kind == "sedeen":
         from napari_histo.formats.sedeen import write_sedeen
 
-        if table is None and not hotspots and not rois:
+        spots = hotspot_table(viewer)
+        if table is None and spots is None and not rois:
             raise ValueError("nothing to export: no nuclei, hotspots or ROIs")
-        write_sedeen(table, path, hotspots=hotspots or None, rois=rois or None, merge=True)
-        return path
+        slide_name = None
+        if slide_layer is not None and (slide_file := _layers.layer_path(slide_layer)):
+            slide_name = Path(slide_file).name
+        return write_sedeen(table, path, hotspots=spots, rois=rois or None, merge=True, slide_name=slide_name)
     if table is None:
         raise ValueError("no nuclei to export: run the Nuclei panel (or import nuclei) first")
     if kind == "geojson":
@@ -200,9 +215,9 @@ def import_file(viewer: napari.Viewer, path: str | Path) -> list:
     if low.endswith(".xml"):
         from napari_histo.formats.sedeen import read_sedeen
 
-        result = read_sedeen(path)
-        table = getattr(result, "table", None)
-        annotations = list(getattr(result, "annotations", None) or [])
+        session = read_sedeen(path)
+        table = session.to_table()
+        annotations = session.to_annotations()
     elif low.endswith((".geojson", ".json", ".geojson.gz", ".json.gz")):
         from napari_histo.formats.geojson import read_geojson
 
@@ -217,8 +232,14 @@ def import_file(viewer: napari.Viewer, path: str | Path) -> list:
         data, meta, kind = _layers.points_layer_data(table, slide_layer, name=f"{stem} nuclei")
         meta["metadata"]["nuclei_table"] = table
         added.append(viewer.add_points(data, **meta))
+    nucleus_classes = set()
+    if table is not None and len(table):
+        info = _layers.type_info_of(table)
+        nucleus_classes = {info.name(t) for t in info.ids if t != 0}
     polygons, names, colours = [], [], []
     for ann in annotations:
+        if ann.class_name in nucleus_classes and ann.shape in (None, "polygon"):
+            continue  # already imported as a nucleus
         geom = ann.geometry
         parts = list(getattr(geom, "geoms", [geom]))
         for part in parts:

@@ -97,6 +97,12 @@ def layer_path(layer: Any) -> str | None:
     return str(source) if source else None
 
 
+def vertices_to_world(layer: Any, vertices: np.ndarray) -> np.ndarray:
+    """(N, 2) data (y, x) of a Shapes/Points layer -> world (y, x) (scale and translate)."""
+    scale, translate = layer_geometry(layer)
+    return np.asarray(vertices, float)[:, -2:] * np.asarray(scale) + np.asarray(translate)
+
+
 def world_to_level0(layer: Any, world_yx: np.ndarray) -> np.ndarray:
     """Map world (y, x) coordinates to the layer's level-0 pixel (y, x) coordinates."""
     scale, translate = layer_geometry(layer)
@@ -136,7 +142,7 @@ def shape_bbox(shape_layer: Any, slide_layer: Any, index: int | None = None) -> 
     if index is None:
         selected = sorted(shape_layer.selected_data)
         index = selected[0] if selected else len(shape_layer.data) - 1
-    world = shape_layer.data_to_world(np.asarray(shape_layer.data[index], float))[:, -2:]
+    world = vertices_to_world(shape_layer, shape_layer.data[index])
     yx = world_to_level0(slide_layer, world)
     h, w = level0_shape(slide_layer)
     x0, y0 = max(0, int(np.floor(yx[:, 1].min()))), max(0, int(np.floor(yx[:, 0].min())))
@@ -146,16 +152,18 @@ def shape_bbox(shape_layer: Any, slide_layer: Any, index: int | None = None) -> 
     return yx[:, ::-1].astype(np.float64), (x0, y0, x1, y1)
 
 
+def units_kwargs(slide_layer: Any | None) -> dict[str, Any]:
+    """``units`` of the slide's (y, x) axes, so overlays never mix units with it."""
+    units = getattr(slide_layer, "units", None) if slide_layer is not None else None
+    return {"units": tuple(str(u) for u in units[-2:])} if units is not None else {}
+
+
 def overlay_kwargs(slide_layer: Any | None) -> dict[str, Any]:
     """``scale``/``translate``/``units`` that align an overlay in level-0 px with ``slide_layer``."""
     if slide_layer is None:
         return {}
     scale, translate = layer_geometry(slide_layer)
-    kwargs: dict[str, Any] = {"scale": scale, "translate": translate}
-    units = getattr(slide_layer, "units", None)
-    if units is not None:
-        kwargs["units"] = tuple(str(u) for u in units[-2:])
-    return kwargs
+    return {"scale": scale, "translate": translate, **units_kwargs(slide_layer)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,27 +265,30 @@ def type_counts(table: pd.DataFrame) -> list[tuple[int, str, tuple[int, int, int
 # ---------------------------------------------------------------------------------------------
 # heatmaps and hotspots
 # ---------------------------------------------------------------------------------------------
-def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: str = "inferno", contrast_limits: tuple[float, float] | None = None) -> tuple:
+def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: str = "inferno", contrast_limits: tuple[float, float] | None = None, offset: tuple[float, float] | None = None) -> tuple:
     """An Image ``LayerDataTuple`` for a grid map with ``cell_px`` level-0 px per cell.
 
     NAPARI.md §5: napari puts pixel *centres* at ``index * scale + translate``, so a cell of P
     level-0 px (each of size s0) gets ``scale = P*s0`` and ``translate = t0 + (P-1)/2 * s0``.
+    ``offset`` (x, y) overrides the level-0 centre of cell (0, 0) (default ``(P-1)/2``).
     """
     values = np.asarray(values, dtype=np.float32)
     (s0y, s0x), (t0y, t0x) = layer_geometry(slide_layer) if slide_layer is not None else ((1.0, 1.0), (0.0, 0.0))
     p = float(cell_px)
+    off_x, off_y = offset if offset is not None else ((p - 1) / 2, (p - 1) / 2)
     finite = values[np.isfinite(values)]
     hi = float(finite.max()) if finite.size else 1.0
     limits = contrast_limits or (0.0, hi if hi > 0 else 1.0)
     meta = {
         "name": name,
         "scale": (p * s0y, p * s0x),
-        "translate": (t0y + (p - 1) / 2 * s0y, t0x + (p - 1) / 2 * s0x),
+        "translate": (t0y + off_y * s0y, t0x + off_x * s0x),
         "colormap": colormap,
         "contrast_limits": limits,
         "opacity": 0.5,
         "blending": "translucent",
         "metadata": {"napari_histo_overlay": True, "cell_px": p},
+        **units_kwargs(slide_layer),
     }
     return values, meta, "image"
 

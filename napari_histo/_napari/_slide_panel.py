@@ -235,5 +235,6 @@ class SlidePanel(QWidget):
             "translate": (t0y + (d - 1) / 2 * s0y, t0x + (d - 1) / 2 * s0x),
             "opacity": 0.35,
             "metadata": {"napari_histo_overlay": True, "downsample": d},
+            **_layers.units_kwargs(layer),
         }
         return np.asarray(tm.mask, dtype=np.uint8), meta

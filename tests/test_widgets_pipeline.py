@@ -1,0 +1,184 @@
+"""End-to-end widget tests on the shipped sample slide: open -> nuclei -> density/hotspots ->
+export -> import, and Cancel mid-run.
+
+Runs under a virtual display (pytest-xvfb). The classical detector keeps the runs short; the
+threaded job path is exercised (``NAPARI_HISTO_NOTHREADS=0``) and waited on with ``qtbot``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from _widget_helpers import look_at, open_with_slide_panel
+
+pytestmark = pytest.mark.gui
+
+#: A tissue-rich level-0 box of the sample slide (x0, y0, x1, y1).
+VIEW_BOX = (1100, 1000, 1500, 1400)
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, monkeypatch):
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
+    return make_napari_viewer()
+
+
+def _run_nuclei(panel, qtbot, outdir, timeout=90_000):
+    job = panel.run(outdir=outdir)
+    assert job is not None
+    qtbot.waitUntil(lambda: not job.running, timeout=timeout)
+    return job
+
+
+def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
+    from napari.layers import Image, Labels, Points, Shapes
+
+    from napari_histo._napari import _layers
+    from napari_histo._napari._analysis_panel import AnalysisPanel
+    from napari_histo._napari._export_panel import ExportPanel, default_paths
+    from napari_histo._napari._nuclei_panel import NucleiPanel
+
+    slide_panel, slide = open_with_slide_panel(viewer, sample_slide_path)
+    assert slide_panel.labels["vendor"].text().startswith("aperio")
+    assert "0.4990" in slide_panel.labels["mpp"].text()
+    assert slide_panel.labels["power"].text() == "20×"
+    assert not slide_panel.predict_button.isVisibleTo(slide_panel)  # mpp known: nothing to predict
+
+    # tissue mask overlay lines up with the slide and covers part of it
+    slide_panel.tissue_box.setChecked(True)
+    tissue = viewer.layers[_layers.TISSUE]
+    assert isinstance(tissue, Labels) and 0.1 < tissue.data.mean() < 0.95
+    np.testing.assert_allclose(
+        tissue.data_to_world(np.array(tissue.data.shape, float)) - np.asarray(tissue.scale) / 2,
+        slide.data_to_world(np.array(_layers.level0_shape(slide), float)) - np.asarray(slide.scale) / 2,
+        rtol=0.01,
+    )
+    slide_panel.tissue_box.setChecked(False)
+    assert not tissue.visible
+
+    # ---- nuclei in the current field of view
+    viewer.layers.selection.active = slide
+    look_at(viewer, slide, VIEW_BOX)
+    nuclei = NucleiPanel(viewer)
+    nuclei.model_combo.setCurrentText("classical (no training)")
+    nuclei.scope_combo.setCurrentText("current view")
+    x, y, w, h = nuclei.region(slide)
+    assert x <= VIEW_BOX[0] + 1 and y <= VIEW_BOX[1] + 1 and x + w >= VIEW_BOX[2] - 1 and y + h >= VIEW_BOX[3] - 1
+    job = _run_nuclei(nuclei, qtbot, tmp_path / "run")
+    assert job.error is None and not job.cancelled
+    table = nuclei.table
+    n = len(table)
+    assert n > 30, n
+    points = viewer.layers[_layers.NUCLEI_POINTS]
+    labels = viewer.layers[_layers.NUCLEI_LABELS]
+    assert isinstance(points, Points) and isinstance(labels, Labels)
+    assert len(points.data) == n and len(points.features) == n
+    assert {"type_name", "type_prob", "area_um2"} <= set(points.features.columns)
+    # every centroid inside the requested region
+    assert table["x"].between(x - 1, x + w).all() and table["y"].between(y - 1, y + h).all()
+    # labels carry exactly the table's ids (level 0 over the region)
+    region = np.asarray(labels.data[0][y : y + h, x : x + w]) if labels.multiscale else np.asarray(labels.data[y : y + h, x : x + w])
+    assert set(np.unique(region)) - {0} == set(table["id"])
+    # same world position for a nucleus in the points layer and the slide
+    row = table.iloc[0]
+    np.testing.assert_allclose(points.data_to_world(points.data[0]), slide.data_to_world(np.array([row["y"], row["x"]])))
+    assert sum(nuclei.legend_counts().values()) == n
+    shown = nuclei.show_nucleus(int(row["id"]))
+    assert shown["area_px"] == pytest.approx(row["area_px"])
+    assert nuclei.details.rowCount() == len(shown)
+    assert not (tmp_path / "run" / ".partial").exists()
+
+    # ---- density and hotspots
+    analysis = AnalysisPanel(viewer)
+    analysis.radius.setValue(40.0)
+    analysis.k.setValue(2)
+    ajob = analysis.run()
+    qtbot.waitUntil(lambda: not ajob.running, timeout=30_000)
+    assert ajob.error is None
+    heat = viewer.layers[_layers.HEATMAP]
+    assert isinstance(heat, Image) and heat.opacity == pytest.approx(0.5)
+    dmap = analysis.density
+    # the map's peak cell, in world coordinates, sits over nuclei: the count within r there is
+    # the map value (recount from the table around that world point)
+    i, j = np.unravel_index(int(np.nanargmax(dmap.array)), dmap.shape)
+    centre_yx = _layers.world_to_level0(slide, heat.data_to_world(np.array([i, j], float)))
+    d = np.hypot(table["x"] - centre_yx[1], table["y"] - centre_yx[0])
+    assert abs(int((d <= dmap.radius_px).sum()) - dmap.array[i, j]) <= 0.15 * dmap.array[i, j] + 2
+    hotspots = viewer.layers[_layers.HOTSPOTS]
+    assert isinstance(hotspots, Shapes) and 1 <= len(hotspots.data) <= 2
+    assert analysis.table_widget.rowCount() == len(hotspots.data)
+    analysis.go_to(0)
+    spot = analysis.hotspots.iloc[0]
+    np.testing.assert_allclose(viewer.scene.camera.center[-2:], slide.data_to_world(np.array([spot["y"], spot["x"]])), atol=1e-6)
+
+    # ---- export beside a copy of the slide (default names), then import
+    export = ExportPanel(viewer)
+    for kind in export.checks:
+        export.checks[kind].setChecked(True)
+    defaults = default_paths(tmp_path / "cmu-1-small-region.svs")
+    for kind, path in defaults.items():
+        export.paths[kind].setText(str(path))
+    written = export.export()
+    assert set(written) == {"geojson", "sedeen", "hovernet", "csv", "heatmap"}
+    geo = json.loads(written["geojson"].read_text())
+    kinds = [f["properties"].get("objectType") for f in geo["features"]]
+    assert kinds.count("detection") == n and kinds.count("annotation") == len(hotspots.data)
+    hov = json.loads(written["hovernet"].read_text())
+    assert len(hov["nuc"]) == n
+    csv = pd.read_csv(written["csv"])
+    assert len(csv) == n
+    from napari_histo.formats.sedeen import read_sedeen
+
+    session = read_sedeen(written["sedeen"])
+    assert len(session.to_table()) == n
+    assert sum(g.name.startswith("Hotspot") for g in session.graphics) == len(hotspots.data)
+    from PIL import Image as PILImage
+
+    png = PILImage.open(written["heatmap"])
+    assert png.size == (dmap.shape[1], dmap.shape[0]) and png.mode == "RGBA"
+    # a second export never clobbers the first
+    assert export.paths["geojson"].text() != str(written["geojson"])
+
+    before = len(viewer.layers)
+    added = export.import_path(written["geojson"])
+    assert len(viewer.layers) == before + len(added)
+    imported_points = next(layer for layer in added if isinstance(layer, Points))
+    assert len(imported_points.data) == n
+    np.testing.assert_allclose(np.sort(imported_points.data[:, 1]), np.sort(points.data[:, 1]), atol=0.02)
+    imported_regions = [layer for layer in added if isinstance(layer, Shapes)]
+    assert imported_regions and len(imported_regions[0].data) == len(hotspots.data)
+    added_xml = export.import_path(written["sedeen"])
+    assert any(isinstance(layer, Points) and len(layer.data) == n for layer in added_xml)
+
+
+def test_cancel_mid_run_leaves_no_files_and_a_responsive_viewer(viewer, qtbot, sample_slide_path, tmp_path, monkeypatch):
+    from napari_histo._napari import _layers, _nuclei_panel
+    from napari_histo._napari._settings import EngineSettings
+
+    # small tiles so the first progress event arrives quickly
+    monkeypatch.setattr(_nuclei_panel, "engine_settings", lambda: EngineSettings(tile_size=512, batch_size=1))
+    _, slide = open_with_slide_panel(viewer, sample_slide_path)
+    panel = _nuclei_panel.NucleiPanel(viewer)
+    panel.model_combo.setCurrentText("classical (no training)")
+    panel.scope_combo.setCurrentText("whole slide")
+    outdir = tmp_path / "cancelled"
+    job = panel.run(outdir=outdir)
+    assert job is not None and panel.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: panel.progress.value() >= 1 or not job.running, timeout=60_000)
+    assert job.running, "the run finished before it could be cancelled"
+    total = panel.progress.maximum()
+    panel.cancel()
+    qtbot.waitUntil(lambda: not job.running, timeout=60_000)
+    assert job.cancelled and job.error is None
+    assert panel.progress.value() < total
+    assert not outdir.exists() or not any(outdir.rglob("*")), sorted(outdir.rglob("*"))
+    assert _layers.NUCLEI_LABELS not in viewer.layers and _layers.NUCLEI_POINTS not in viewer.layers
+    assert "cancelled" in panel.status.text()
+    assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+    # the viewer still responds
+    viewer.add_points(np.array([[10.0, 10.0]]), name="after cancel")
+    qtbot.wait(50)
+    assert "after cancel" in viewer.layers
