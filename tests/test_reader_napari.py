@@ -1,0 +1,106 @@
+"""napari adapter: get_reader declines cheaply, layers are multiscale RGB in µm, sample data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from slide_synth import mean_downsample, synthetic_he, write_aperio_svs, write_generic_tiff
+
+from napari_histo._napari._reader import get_reader
+
+
+@pytest.fixture(scope="module")
+def synth_slides(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reader")
+    rgb, _ = synthetic_he(1024, 1536, seed=4)
+    levels = [rgb, mean_downsample(rgb, 2)]
+    return {
+        "svs": write_aperio_svs(root / "synthetic.svs", levels, mpp=0.25, app_mag=40),
+        "nompp": write_generic_tiff(root / "nompp.tif", levels),
+    }
+
+
+def test_get_reader_declines_bad_or_foreign_files(tmp_path, sample_slide_path):
+    empty = tmp_path / "empty.svs"
+    empty.write_bytes(b"")
+    text = tmp_path / "renamed.svs"
+    text.write_text("just text\n" * 20)
+    unsupported = tmp_path / "data.czi"
+    unsupported.write_bytes(b"ZISRAWFILE" + b"\x00" * 100)
+    fake_jpg = tmp_path / "fake.jpg"
+    fake_jpg.write_bytes(b"GIF89a" + b"\x00" * 50)
+    for path in (empty, text, unsupported, fake_jpg, tmp_path / "missing.ndpi", tmp_path):
+        assert get_reader(str(path)) is None, path
+    assert get_reader([str(empty), str(sample_slide_path)]) is None
+    assert callable(get_reader(str(sample_slide_path)))
+
+
+def test_reader_returns_multiscale_rgb_layer_in_microns(synth_slides):
+    path = str(synth_slides["svs"])
+    layers = get_reader(path)(path)
+    assert len(layers) == 1
+    data, kwargs, layer_type = layers[0]
+    assert layer_type == "image"
+    assert kwargs["rgb"] is True and kwargs["multiscale"] is True
+    assert kwargs["contrast_limits"] == (0, 255)
+    assert kwargs["scale"] == pytest.approx((0.25, 0.25))
+    assert kwargs["units"] == ("um", "um")
+    assert [a.shape for a in data] == [(1024, 1536, 3), (512, 768, 3)]
+    meta = kwargs["metadata"]
+    assert meta["path"] == path
+    assert meta["mpp"] == pytest.approx([0.25, 0.25])
+    assert meta["objective_power"] == 40
+    assert meta["vendor"] == "aperio" and meta["backend"] == "openslide"
+    assert meta["level_dimensions"] == [[1536, 1024], [768, 512]]
+
+
+def test_truncated_slide_reports_one_clear_error_and_no_layer(tmp_path, sample_slide_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
+    data = sample_slide_path.read_bytes()
+    truncated = tmp_path / "truncated.svs"
+    truncated.write_bytes(data[: len(data) // 2])
+    messages = []
+    monkeypatch.setattr(notifications, "show_error", messages.append)
+    reader = get_reader(str(truncated))
+    assert reader is not None  # the TIFF header is intact, so the cheap checks accept it
+    assert reader(str(truncated)) == [(None,)]
+    assert len(messages) == 1 and str(truncated) in messages[0]
+
+
+@pytest.mark.gui
+def test_reader_in_a_real_viewer(make_napari_viewer, synth_slides):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(synth_slides["svs"]), plugin="napari-histo")
+    assert len(layers) == 1
+    layer = layers[0]
+    assert layer.multiscale and layer.rgb
+    assert len(layer.data) == 2
+    np.testing.assert_allclose(layer.scale, (0.25, 0.25))
+    assert str(layer.units[0]) in ("micrometer", "um")
+    assert layer.metadata["objective_power"] == 40
+    # the visible data level is computed from dask without errors
+    viewer.reset_view()
+    assert np.asarray(layer.data[-1][:16, :16]).dtype == np.uint8
+
+
+@pytest.mark.gui
+def test_slide_without_mpp_opens_in_pixels(make_napari_viewer, synth_slides):
+    viewer = make_napari_viewer()
+    layers = viewer.open(str(synth_slides["nompp"]), plugin="napari-histo")
+    layer = layers[0]
+    np.testing.assert_allclose(layer.scale, (1.0, 1.0))
+    assert layer.metadata["mpp"] is None
+    assert layer.metadata["scale_units"] == "pixel"
+
+
+@pytest.mark.gui
+def test_sample_data_opens_the_shipped_slide(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-histo", "cmu-1-small-region")
+    assert len(viewer.layers) == 1
+    layer = viewer.layers[0]
+    assert layer.multiscale
+    assert [d.shape[:2] for d in layer.data] == [(2967, 2220), (1483, 1110), (741, 555)]
+    np.testing.assert_allclose(layer.scale, (0.499, 0.499))
+    assert layer.metadata["path"].endswith("cmu-1-small-region.svs")
