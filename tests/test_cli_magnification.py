@@ -1,0 +1,61 @@
+"""``napari-histo magnification``: JSON output, metadata alongside, errors; real slides if present."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from napari_histo.cli import main
+from napari_histo.magnification import MagnificationPrediction, predict_magnification
+from napari_histo.utils import HistoError
+
+
+def test_cmu_slide_json_within_5x_and_metadata_shown(capsys):
+    slide = shared_path("wsi", "cmu-1-small-region.svs")
+    assert main(["magnification", str(slide), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert isinstance(results, list) and len(results) == 1
+    rec = results[0]
+    assert rec["path"] == str(slide)
+    assert rec["metadata_magnification"] == pytest.approx(20)  # AppMag, reported, not replaced
+    assert abs(rec["magnification"] - 20) <= 5
+    assert rec["mpp"] == pytest.approx(10 / rec["magnification"], rel=1e-3)
+    assert len(rec["per_crop"]) == 8
+
+
+def test_held_out_cpm15_tiles_text_output(capsys):
+    folder = shared_path("cpm15", "MICCAI_competition_dataset")
+    tiles = {"image06": 20, "image14": 40}  # held out from training
+    assert main(["magnification", *(str(folder / f"{k}.png") for k in tiles), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    for rec, true in zip(results, tiles.values()):
+        assert rec["metadata_magnification"] is None
+        assert abs(rec["magnification"] - true) <= 5, rec
+    assert main(["magnification", str(folder / "image06.png")]) == 0
+    assert "predicted" in capsys.readouterr().out
+
+
+def test_missing_and_bad_files_give_clear_errors(tmp_path, capsys):
+    assert main(["magnification", str(tmp_path / "nope.png")]) == 1
+    assert "nope.png: file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    assert main(["magnification", str(bad), "--json"]) == 1
+    assert "bad.png" in capsys.readouterr().err
+
+
+def test_api_is_deterministic_and_validates_input():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(60, 200, (300, 260, 3), dtype=np.uint8)
+    a = predict_magnification(rgb, n_crops=3, seed=1)
+    b = predict_magnification(rgb, n_crops=3, seed=1)
+    assert isinstance(a, MagnificationPrediction) and a == b
+    assert len(a.per_crop) == 3 and a.mpp == pytest.approx(10 / a.magnification)
+    assert a.uncertainty == pytest.approx(float(np.std(a.per_crop, ddof=1)), rel=1e-6)
+    small = predict_magnification(rgb[:100, :100], n_crops=4)  # padded single crop
+    assert len(small.per_crop) == 1 and small.uncertainty == 0.0
+    with pytest.raises(HistoError):
+        predict_magnification(np.zeros((10, 10)), n_crops=2)

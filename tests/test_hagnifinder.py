@@ -1,0 +1,101 @@
+"""Hagnifinder: ASM statistics, the three training steps on tiny data, resume, metrics, API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from src_models.hagnifinder.config import HagnifinderConfig
+from src_models.hagnifinder.data import SourceImage, mag_to_mpp
+from src_models.hagnifinder.metrics import accuracy_within, mean_absolute_error, summarise
+from src_models.hagnifinder.model import AdaptiveScaling, HagnifinderNet
+from src_models.hagnifinder.train import build_model, phase_of, train
+
+
+@pytest.mark.parametrize("scale", [1e-4, 1.0, 300.0])
+def test_asm_sets_the_batch_variance_to_ev(scale):
+    torch.manual_seed(0)
+    x = torch.randn(16, 20) * scale + 0.3 * scale
+    out, m = AdaptiveScaling(2.2)(x)
+    assert out.var(unbiased=False).item() == pytest.approx(2.2, rel=1e-4)
+    a = max(abs(x.max().item()), abs(x.min().item()))
+    v = (x / a).var(unbiased=False).item()
+    assert m.item() == pytest.approx(np.sqrt(2.2 / v) / a, rel=1e-5)  # m = z / a
+    torch.testing.assert_close(out, x * m)
+
+
+def test_asm_is_scale_invariant_and_fixed_scale_replaces_it():
+    torch.manual_seed(1)
+    x = torch.randn(8, 20)
+    asm = AdaptiveScaling(2.2)
+    torch.testing.assert_close(asm(x)[0], asm(x * 1000)[0], rtol=1e-5, atol=1e-5)
+    net = HagnifinderNet("resnet_slim", width=4).eval()
+    inp = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        feats = net.features(inp)
+        m = net.asm.multiplier(feats)
+        with_asm = net(inp)
+        net.fix_scale(float(m))
+        fixed = net(inp)
+    torch.testing.assert_close(with_asm, fixed, rtol=1e-5, atol=1e-5)
+    net.scale_factor.fill_(0.0)
+    with pytest.raises(RuntimeError, match="scale factor"):
+        net(inp)
+
+
+def test_head_shape_matches_the_paper():
+    net = HagnifinderNet("resnet50")
+    assert (net.fc1.in_features, net.fc1.out_features) == (2048, 200)
+    assert (net.fc2.out_features, net.fc3.in_features, net.fc3.out_features) == (20, 20, 1)
+
+
+def test_metrics_by_hand():
+    pred, true = [10.2, 19.0, 33.0, 5.0], [10.0, 20.0, 40.0, 5.4]
+    assert accuracy_within(pred, true, 0.5) == 0.5
+    assert accuracy_within(pred, true, 1) == 0.75
+    assert accuracy_within(pred, true, 5) == 0.75
+    assert mean_absolute_error(pred, true) == pytest.approx((0.2 + 1 + 7 + 0.4) / 4)
+    assert summarise(pred, true)["n"] == 4
+
+
+def _tiny_sources():
+    rng = np.random.default_rng(0)
+    tex = rng.integers(30, 220, (100, 100, 3), dtype=np.uint8).repeat(3, 0).repeat(3, 1)
+    train_src = [SourceImage("a", "a", None, mag_to_mpp(40), _rgb=tex),
+                 SourceImage("b", "b", None, mag_to_mpp(20), _rgb=tex[:150, :150].copy())]
+    val_src = [SourceImage("c", "c", None, mag_to_mpp(40), _rgb=tex[::-1].copy())]
+    return train_src, val_src
+
+
+def test_three_training_steps_and_resume(tmp_path):
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=3, calib_iters=2,
+                            fixed_iters=2, iters_per_epoch=2, val_every=3, val_crops=1,
+                            checkpoint_every=2, out_dir=str(tmp_path / "run"))
+    assert [phase_of(cfg, i) for i in range(8)] == ["asm"] * 3 + ["calibrate"] * 2 + ["fixed"] * 2 + ["done"]
+    model = train(cfg, data_sources=_tiny_sources())
+    assert model.use_asm is False and float(model.scale_factor) > 0
+    log = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    calib = [r for r in log if r.get("event") == "calibrated"]
+    assert len(calib) == 1 and calib[0]["scale_factor"] == pytest.approx(float(model.scale_factor))
+    assert any(r.get("event") == "val" for r in log)
+    saved = HagnifinderConfig.from_json(tmp_path / "run" / "config.json")
+    assert saved.scale_factor == pytest.approx(float(model.scale_factor))
+    reloaded = build_model(saved)
+    reloaded.load_state_dict(torch.load(tmp_path / "run" / "model.pt", weights_only=True))
+    x = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(reloaded.eval()(x), model.eval()(x))
+    # resume with a longer step 3: continues from the checkpoint, keeps the calibrated factor
+    cfg.fixed_iters = 4
+    resumed = train(cfg, resume=True, data_sources=_tiny_sources())
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert "resumed at iteration 7 (fixed)" in text
+    assert float(resumed.scale_factor) == pytest.approx(float(model.scale_factor))
+    assert not torch.equal(resumed.fc3.weight, reloaded.fc3.weight)  # step 3 kept training
+
+
+def test_config_rejects_unknown_keys():
+    with pytest.raises(ValueError, match="unknown"):
+        HagnifinderConfig.from_dict({"no_such_key": 1})
