@@ -461,6 +461,7 @@ def load_deepcmorph(weights: str | os.PathLike, device: str = "cpu") -> DeepCMor
     if folder.is_dir() and (folder / "config.json").is_file():
         return load_pretrained(folder, device)
     if text.upper() in RELEASED_WEIGHTS:
+        resolve_weights(text)  # fail early, before building B7, when the file is absent
         n = RELEASED_WEIGHTS[text.upper()][1]
     else:
         file = resolve_weights(text)

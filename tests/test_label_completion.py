@@ -1,0 +1,206 @@
+"""Label completion: pseudo-label rule, sparse loss, three stages on tiny data, N x 2 I/O, adapters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from src_models.label_completion.data import AnnotatedImage, nucleus_crops
+from src_models.label_completion.model import (
+    LabelCompletionConfig,
+    LabelCompletionModel,
+    LabelSet,
+    load_model,
+    mutual_pseudo_labels,
+    sparse_label_loss,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_pseudo_label_rule_threshold():
+    big = 12.0  # softmax of [12, 0, 0] is 0.99998 > 0.99; [4.6, 0, 0] gives 0.98 < 0.99
+    mlp = torch.tensor([[big, 0, 0], [0, 4.6, 0], [0, 0, big], [0, 0, 0]])
+    base = torch.tensor([[0, 0, 0], [0, big, 0], [big, 0, 0], [0, 0, 4.6]])
+    tb, mb, tm, mm = mutual_pseudo_labels(base, mlp, 0.99)
+    assert mb.tolist() == [True, False, True, False]  # MLP confident -> supervises base
+    assert tb[mb].tolist() == [0, 2]
+    assert mm.tolist() == [False, True, True, False]  # base confident -> supervises MLP
+    assert tm[mm].tolist() == [1, 0]
+    # a lower threshold admits the 0.98-confident rows
+    _, mb2, _, mm2 = mutual_pseudo_labels(base, mlp, 0.9)
+    assert mb2.tolist() == [True, True, True, False] and mm2.tolist() == [False, True, True, True]
+
+
+def test_sparse_loss_touches_only_own_slice():
+    logits = torch.zeros(3, 7, requires_grad=True)
+    offsets = [0, 4, 7]
+    loss = sparse_label_loss(logits, torch.tensor([0, 1, 1]), torch.tensor([2, -1, 0]), offsets)
+    loss.backward()
+    g = logits.grad
+    assert torch.all(g[0, 4:] == 0) and torch.any(g[0, :4] != 0)  # set-0 sample: only slice 0
+    assert torch.all(g[1] == 0)  # unlabelled sample: no gradient
+    assert torch.all(g[2, :4] == 0) and torch.any(g[2, 4:] != 0)
+    assert np.isclose(float(loss), (np.log(4) + np.log(3)) / 2, atol=1e-5)
+
+
+def _synthetic_images(rng: np.random.Generator) -> dict[str, list[AnnotatedImage]]:
+    """Two 'datasets' whose nucleus types differ by stain colour/size; a few unlabelled nuclei."""
+    colours = {"A": [(40, 20, 120), (150, 40, 90)], "B": [(40, 20, 120), (150, 40, 90), (90, 140, 60)]}
+    out = {}
+    for name, cols in colours.items():
+        images = []
+        for k in range(2):
+            rgb = np.full((96, 96, 3), 235, np.uint8)
+            centres, boxes, labels = [], [], []
+            for i in range(36):
+                cx, cy = 8 + (i % 6) * 16, 8 + (i // 6) * 16
+                lab = int(rng.integers(0, len(cols)))
+                rgb[cy - 4:cy + 4, cx - 4:cx + 4] = cols[lab]
+                centres.append([cx, cy])
+                boxes.append([cx - 4, cy - 4, cx + 4, cy + 4])
+                labels.append(lab if i % 9 else -1)
+            images.append(AnnotatedImage(f"{name}{k}", rgb, 0.5, np.array(centres, float),
+                                         np.array(boxes, float), np.array(labels), np.arange(1, 37)))
+        out[name] = images
+    return out
+
+
+def _tiny_config(tmp_path, **kw) -> LabelCompletionConfig:
+    base = dict(label_sets=[LabelSet("A", ["a0", "a1"]), LabelSet("B", ["b0", "b1", "b2"])],
+                heldout={"A": {"images": ["A1"]}, "B": {"x_fraction": 0.7}}, out_dir=str(tmp_path / "run"),
+                crop_um=8.0, input_size=16, encoder_widths=[8, 16], mlp_hidden=16, base_epochs=3,
+                correlation_epochs=3, completion_epochs=2, batch_size=32, base_lr=3e-3, threshold=0.99)
+    base.update(kw)
+    return LabelCompletionConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from src_models.label_completion.train import build_samples, train_stages
+
+    tmp = tmp_path_factory.mktemp("lc")
+    torch.manual_seed(0)
+    cfg = _tiny_config(tmp)
+    samples = build_samples(cfg, _synthetic_images(np.random.default_rng(0)))
+    logs: list[str] = []
+    metrics = train_stages(cfg, samples=samples, log=logs.append)
+    return cfg, samples, metrics, logs
+
+
+def test_three_stages_run_and_resume(trained):
+    from src_models.label_completion.train import train_stages
+
+    cfg, samples, metrics, logs = trained
+    assert list(metrics["stages"]) == ["base", "correlation", "completion"]
+    out = cfg.out_dir
+    model = load_model(out)
+    assert model.mlps_trained.tolist() == [True, True]
+    assert model.mlps[0].net[0].in_features == 3 and model.mlps[1].net[0].in_features == 2
+    assert {"A", "B"} <= set(metrics["stages"]["completion"]["heldout"])
+    assert any("pseudo-labels" in line for line in logs)
+    # held-out definition: all of image A1, and B nuclei right of 70 % of the width
+    assert set(samples.image[samples.heldout & (samples.set_index == 0)]) == {"A1"}
+    # resume: every stage is done, so nothing trains again
+    again: list[str] = []
+    train_stages(cfg, samples=samples, resume=True, log=again.append)
+    assert any("resumed after stage completion" in line for line in again)
+    assert not any("epoch" in line for line in again)
+
+
+def test_completion_without_correlation_is_refused(tmp_path):
+    from src_models.label_completion.train import build_samples, train_stages
+
+    cfg = _tiny_config(tmp_path, stages=["base", "completion"], base_epochs=1)
+    samples = build_samples(cfg, _synthetic_images(np.random.default_rng(1)))
+    with pytest.raises(ValueError, match="correlation stage first"):
+        train_stages(cfg, samples=samples, log=lambda m: None)
+
+
+def test_classify_instances_n_by_2(trained):
+    from src_models.label_completion.inference import classify_instances
+
+    cfg, _, _, _ = trained
+    model = load_model(cfg.out_dir)
+    img = _synthetic_images(np.random.default_rng(2))["A"][0]
+    mask = np.zeros(img.rgb.shape[:2], np.int32)
+    ids = [3, 7, 20, 36]
+    for i in ids:
+        x0, y0, x1, y1 = img.bboxes[i - 1].astype(int)
+        mask[y0:y1, x0:x1] = i * 10  # arbitrary instance ids
+    out = classify_instances(img.rgb, mask, model, mpp=0.5)
+    assert set(out) == {"A", "B"}
+    for name, n_types in (("A", 2), ("B", 3)):
+        arr = out[name]
+        assert arr.shape == (4, 2) and arr.dtype == np.int64
+        assert arr[:, 0].tolist() == [30, 70, 200, 360]
+        assert set(arr[:, 1].tolist()) <= set(range(1, n_types + 1))
+    empty = classify_instances(img.rgb, np.zeros_like(mask), model, mpp=0.5, label_sets=["B"])
+    assert empty["B"].shape == (0, 2)
+
+
+def test_type_table_adds_columns(trained):
+    from napari_histo.nuclei.table import empty_table
+    from src_models.label_completion.inference import type_table
+
+    cfg, _, _, _ = trained
+    model = load_model(cfg.out_dir)
+    img = _synthetic_images(np.random.default_rng(3))["B"][0]
+    rows = []
+    for i in range(5):
+        x0, y0, x1, y1 = img.bboxes[i]
+        rows.append({"id": i + 1, "x": img.centres[i, 0] + 1000, "y": img.centres[i, 1] + 500,
+                     "bbox_x0": int(x0) + 1000, "bbox_y0": int(y0) + 500, "bbox_x1": int(x1) + 1000,
+                     "bbox_y1": int(y1) + 500, "area_px": 64.0, "area_um2": 16.0, "perimeter_px": 32.0,
+                     "type": 0, "type_prob": 1.0, "contour": np.zeros((4, 2), np.float32)})
+    table = pd.concat([empty_table(mpp=0.5), pd.DataFrame(rows)], ignore_index=True)
+    table.attrs["mpp"] = 0.5
+    typed = type_table(table, img.rgb, model, offset=(1000, 500), set_type="B")
+    assert typed["type_A"].between(1, 2).all() and typed["type_B"].between(1, 3).all()
+    assert typed["type_B_prob"].between(1 / 3, 1).all()
+    assert (typed["type"] == typed["type_B"]).all()
+    assert typed.attrs["type_info"]["3"][0] == "b2" and typed.attrs["label_sets"]["A"] == ["a0", "a1"]
+    # crops follow the offset: typing the same nuclei through classify_instances agrees
+    assert "type_A" not in table.columns
+
+
+def test_nucleus_crops_sizes():
+    rgb = np.zeros((50, 60, 3), np.uint8)
+    rgb[:, 30:] = 255
+    crops = nucleus_crops(rgb, np.array([[2.0, 2.0], [45.0, 25.0]]),
+                          np.array([[0, 0, 4, 4], [20, 5, 58, 45]], float), mpp=0.5, crop_um=8, input_size=12)
+    assert crops.shape == (2, 3, 12, 12) and crops.dtype == np.float32
+    assert crops.min() >= -1.0001 and crops.max() <= 1.0001
+    assert np.isclose(crops[0].max(), -1)  # corner crop in the black half, mirror-padded
+
+
+def test_monusac_adapter(shared_data):
+    from src_models.label_completion.data import load_monusac, polygons_to_instance_mask
+
+    images = load_monusac(shared_data / "monusac" / "sample_original")
+    counts = np.bincount(np.concatenate([im.labels for im in images]), minlength=4)
+    assert counts.tolist() == [329, 299, 5, 7]  # Epithelial, Lymphocyte, Neutrophil, Macrophage
+    third = images[2]
+    assert third.rgb.shape == (185, 497, 3) and np.isclose(third.mpp, 0.19448)
+    mask = polygons_to_instance_mask(third.polygons, third.rgb.shape[:2])
+    assert sorted(np.unique(mask))[1:] == [1, 2, 3, 4, 5]
+
+
+def test_crchisto_adapter(shared_data):
+    from src_models.label_completion.data import load_crchisto
+
+    root = shared_data / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
+    images = load_crchisto(root)
+    assert [im.name for im in images] == ["img5", "img11", "img15", "img29", "img35", "img36", "img41"]
+    labels = np.concatenate([im.labels for im in images])
+    assert np.bincount(labels[labels >= 0], minlength=4).tolist() == [207, 217, 716, 40]
+    assert (labels == -1).sum() > 1000  # detected but unclassified nuclei
+    assert all(im.rgb.shape == (500, 500, 3) for im in images)
