@@ -151,7 +151,11 @@ def test_save_and_load_pretrained(tmp_path, small_model):
 
 
 def test_group_kfold_is_patient_wise(shared_data):
-    from src_models.deepcmorph.data import classification_metrics, group_kfold, load_manifest_dataset
+    from src_models.deepcmorph.data import (
+        classification_metrics,
+        group_kfold,
+        load_manifest_dataset,
+    )
 
     data = load_manifest_dataset(shared_data / "breakhis" / "manifest.csv", "tumor_class",
                                  group_column="slide_id", downscale=8)

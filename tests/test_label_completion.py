@@ -10,7 +10,6 @@ import torch
 from src_models.label_completion.data import AnnotatedImage, nucleus_crops
 from src_models.label_completion.model import (
     LabelCompletionConfig,
-    LabelCompletionModel,
     LabelSet,
     load_model,
     mutual_pseudo_labels,
