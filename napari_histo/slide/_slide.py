@@ -140,8 +140,8 @@ class _AssociatedImages(Mapping):
 class _LevelAdapter:
     """Array-like over one slide level for ``dask.array.from_array`` (reads via the backend).
 
-    Dask fuses the chunk getter with later slicing, so a field of view reads only the pixels
-    it needs from each chunk.
+    Dask fuses the chunk getter with later slicing (only with ``fancy=True``, its default), so
+    a field of view reads only the pixels it needs from each chunk.
     """
 
     def __init__(self, slide: Slide, level: int):
@@ -158,7 +158,12 @@ class _LevelAdapter:
             i = int(index) + length if index < 0 else int(index)
             return i, i + 1, 0
         if not isinstance(index, slice):
-            raise TypeError(f"unsupported index {index!r}")
+            positions = np.asarray(index, dtype=np.int64).ravel()
+            positions = np.where(positions < 0, positions + length, positions)
+            if positions.size == 0:
+                return 0, 0, slice(0, 0)
+            lo = int(positions.min())
+            return lo, int(positions.max()) + 1, positions - lo
         positions = range(*index.indices(length))
         if len(positions) == 0:
             return 0, 0, slice(0, 0)
@@ -452,7 +457,6 @@ class Slide:
                     chunks=(chunk_h, chunk_w, 3),
                     asarray=False,
                     lock=False,
-                    fancy=False,
                     name=name,
                 )
             levels.append(array)
