@@ -24,13 +24,12 @@ import pandas as pd
 from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
-    closed_ring,
     load_json,
     table_from_contours,
     table_type_info,
 )
 
-__all__ = ["Annotation", "QuPathObjects", "write_geojson", "read_geojson", "iter_nucleus_features"]
+__all__ = ["Annotation", "QuPathObjects", "write_geojson", "read_geojson", "iter_nucleus_feature_bytes"]
 
 #: Per-nucleus measurement names: table column -> QuPath measurement name.
 MEASUREMENT_COLUMNS: dict[str, str] = {
@@ -108,38 +107,92 @@ def _bbox_ring(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
 
 
-def _nucleus_geometries(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[dict]:
-    """Polygon dicts for a chunk of contours: vectorised fast path, shapely repair for the rest."""
+def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[bytes]:
+    """GeoJSON Polygon text (bytes) per contour of a chunk.
+
+    Fast path (vectorised): rings rounded to 2 decimals that are still valid with area > 0 are
+    formatted with :mod:`._fastjson`. Others are repaired through shapely (make_valid, keep the
+    polygonal part); degenerate ones (< 3 vertices, zero area) fall back to their bounding box so
+    no nucleus is lost.
+    """
     import shapely
 
-    rings = [closed_ring(c) for c in contours]
-    lengths = np.fromiter((len(r) for r in rings), dtype=np.int64, count=len(rings))
-    out: list[dict | None] = [None] * len(rings)
-    ok = lengths >= 3
-    if ok.any():
-        good_idx = np.flatnonzero(ok)
-        coords = np.round(np.concatenate([rings[i] for i in good_idx]), 2)
-        counts = lengths[good_idx]
-        polys = shapely.polygons(shapely.linearrings(coords, indices=np.repeat(np.arange(len(good_idx)), counts)))
-        valid = shapely.is_valid(polys) & (shapely.area(polys) > 0)
-        flat = coords.tolist()
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        for j, i in enumerate(good_idx):
-            if valid[j]:
-                ring = flat[starts[j] : starts[j] + counts[j]]
-                ring.append(ring[0])
-                out[i] = {"type": "Polygon", "coordinates": [ring]}
-            else:
-                out[i] = _geometry_dict(polys[j])
-    for i in range(len(rings)):
-        if out[i] is None:  # degenerate contour: fall back to the bounding box so no nucleus is lost
+    from napari_histo.formats._fastjson import vertex_rows
+
+    n = len(contours)
+    lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=n)
+    try:
+        coords = np.concatenate(contours, axis=0, dtype=np.float64) if lengths.sum() else np.zeros((0, 2))
+    except (ValueError, TypeError):  # ragged or 1-D items: normalise one by one
+        coords = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in contours])
+    if coords.ndim != 2 or coords.shape[1] != 2:
+        raise ValueError("contours must be (N, 2) arrays of x, y")
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    has = lengths > 1
+    closing = np.zeros(n, bool)
+    closing[has] = (coords[starts[has]] == coords[starts[has] + lengths[has] - 1]).all(axis=1)
+    if closing.any():  # a repeated closing vertex: drop it (rings are closed when written)
+        drop = np.zeros(len(coords), bool)
+        drop[starts[closing] + lengths[closing] - 1] = True
+        coords = coords[~drop]
+        lengths = lengths - closing
+        starts = np.zeros(n, np.int64)
+        np.cumsum(lengths[:-1], out=starts[1:])
+    if not np.isfinite(coords).all():
+        raise ValueError("contour with non-finite coordinates")
+    rounded = np.round(coords, 2)
+    fast = lengths >= 3
+    if fast.any():
+        sel = np.flatnonzero(fast)
+        rows = np.concatenate([np.arange(starts[i], starts[i] + lengths[i]) for i in sel]) if len(sel) < 64 else _ranges(starts[sel], lengths[sel])
+        polys = shapely.polygons(shapely.linearrings(rounded[rows], indices=np.repeat(np.arange(len(sel)), lengths[sel])))
+        fast[sel] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
+    blob, off = vertex_rows(rounded, 2)
+    out: list[bytes] = []
+    head, tail = b'{"type":"Polygon","coordinates":[[', b"]]}"
+    for i in range(n):
+        if fast[i]:
+            s = starts[i]
+            a, b, e = off[s], off[s + 1], off[s + lengths[i]]
+            out.append(head + blob[a:e] + blob[a : b - 1] + tail)
+            continue
+        geom = None
+        if lengths[i] >= 3:
+            geom = _geometry_dict(shapely.Polygon(coords[starts[i] : starts[i] + lengths[i]]))
+        if geom is None:
             x0, y0, x1, y1 = bboxes[i]
-            out[i] = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
-    return out  # type: ignore[return-value]
+            geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
+        out.append(_DUMPS(geom).encode())
+    return out
+
+
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of arange(s, s + l) for each (s, l), vectorised."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(total) - offsets + np.repeat(starts, lengths)
+
+
+def _measurement_bytes(columns: dict[str, np.ndarray], qupath03: bool) -> tuple[bytes, np.ndarray]:
+    """Measurement entries of every row (finite values only, 4 decimals) -> (blob, offsets)."""
+    from napari_histo.formats._fastjson import const_field, join_rows, number_field
+
+    n = len(next(iter(columns.values())))
+    fields = []
+    for name, values in columns.items():
+        finite = np.isfinite(values)
+        key = json.dumps(name).encode()
+        pre = const_field(n, b'{"name":' + key + b',"value":' if qupath03 else key + b":")
+        num = number_field(np.where(finite, values, 0.0), 4)
+        post = const_field(n, b"}," if qupath03 else b",")
+        for f in (pre, num, post):
+            fields.append((f[0], f[1] & finite[:, None]))
+    return join_rows(fields)
 
 
 def _measurements(values: dict[str, float], qupath03: bool) -> dict | list:
-    clean = {k: float(v) for k, v in values.items() if v is not None and isinstance(v, (int, float, np.number)) and math.isfinite(v)}
+    clean = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v)}
     if qupath03:
         return [{"name": k, "value": v} for k, v in clean.items()]
     return clean
@@ -149,44 +202,50 @@ def _classification(name: str, colour: Sequence[int]) -> dict:
     return {"name": str(name).replace(":", " ").replace("\n", " "), "color": [int(c) for c in colour[:3]]}
 
 
-def iter_nucleus_features(
+def iter_nucleus_feature_bytes(
     table: pd.DataFrame,
     *,
     object_type: str = "detection",
     qupath03: bool = False,
     include_measurements: bool = True,
     chunk_size: int = _CHUNK,
-) -> Iterator[dict]:
-    """Yield one GeoJSON Feature dict per nucleus (chunked, so memory stays bounded)."""
+) -> Iterator[bytes]:
+    """Yield the UTF-8 JSON text of one GeoJSON Feature per nucleus (chunked, bounded memory)."""
+    from napari_histo.formats._fastjson import uuid4_block
+
     if object_type not in ("detection", "cell"):
         raise ValueError(f"object_type must be 'detection' or 'cell', not {object_type!r}")
     info = table_type_info(table)
-    classes = {t: _classification(info.name(t), info.colour(t)) for t in np.unique(table["type"]).tolist()} if len(table) else {}
+    classes = {t: _DUMPS(_classification(info.name(t), info.colour(t))).encode() for t in np.unique(table["type"]).tolist()} if len(table) else {}
     mpp = table.attrs.get("mpp")
     meas_cols = [c for c in MEASUREMENT_COLUMNS if c in table.columns] if include_measurements else []
     has_cell = object_type == "cell" and "cell_contour" in table.columns
+    kind = object_type.encode()
+    props_head = b'"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
+    m_open, m_close = (b',"measurements":[', b"]") if qupath03 else (b',"measurements":{', b"}")
     for start in range(0, len(table), chunk_size):
         sub = table.iloc[start : start + chunk_size]
+        n = len(sub)
         bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
-        geoms = _nucleus_geometries(sub["contour"].tolist(), bboxes)
-        cell_geoms = _nucleus_geometries(sub["cell_contour"].tolist(), bboxes) if has_cell else geoms
-        cols = {c: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
-        if include_measurements and mpp and "perimeter_px" in sub.columns:
-            cols["perimeter_um"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
+        geoms = _polygon_bytes(sub["contour"].tolist(), bboxes)
+        cell_geoms = _polygon_bytes(sub["cell_contour"].tolist(), bboxes) if has_cell else geoms
+        ids = uuid4_block(n)
         types = sub["type"].tolist()
-        for j in range(len(sub)):
-            props: dict[str, Any] = {"objectType": object_type}
-            if qupath03:
-                props["object_type"] = object_type
-            props["classification"] = classes[types[j]]
-            if include_measurements:
-                meas = {MEASUREMENT_COLUMNS.get(c, "Perimeter \u00b5m"): cols[c][j] for c in cols}
-                props["measurements"] = _measurements(meas, qupath03)
-            feature: dict[str, Any] = {"type": "Feature", "id": str(uuid.uuid4()), "geometry": cell_geoms[j]}
+        if meas_cols:
+            cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
+            if mpp and "perimeter_px" in sub.columns:
+                cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
+            mblob, moff = _measurement_bytes(cols, qupath03)
+        for j in range(n):
+            parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', cell_geoms[j]]
             if object_type == "cell":
-                feature["nucleusGeometry"] = geoms[j]
-            feature["properties"] = props
-            yield feature
+                parts += [b',"nucleusGeometry":', geoms[j]]
+            parts += [b",", props_head, classes[types[j]]]
+            if meas_cols:
+                m = mblob[moff[j] : moff[j + 1]]
+                parts += [m_open, m[:-1] if m.endswith(b",") else m, m_close]
+            parts.append(b"}}")
+            yield b"".join(parts)
 
 
 def annotation_feature(ann: Annotation, *, qupath03: bool = False) -> dict | None:
@@ -219,7 +278,7 @@ def write_geojson(
     qupath03: bool = False,
     gzip: bool | None = None,
     include_measurements: bool = True,
-    compresslevel: int = 4,
+    compresslevel: int = 1,
 ) -> Path:
     """Write nuclei (and optional ROI/hotspot annotations) as a QuPath GeoJSON FeatureCollection.
 
@@ -252,29 +311,31 @@ def write_geojson(
 
         validate_table(table)
     with atomic_path(path) as tmp:
-        fh = gz.open(tmp, "wt", encoding="utf-8", compresslevel=compresslevel) if use_gz else open(tmp, "w", encoding="utf-8")
+        fh = gz.open(tmp, "wb", compresslevel=compresslevel) if use_gz else open(tmp, "wb")
         with fh:
-            fh.write('{"type":"FeatureCollection","features":[')
+            fh.write(b'{"type":"FeatureCollection","features":[\n')
             first = True
-            buf: list[str] = []
+            buf: list[bytes] = []
 
-            def emit(feature: dict) -> None:
+            def emit(text: bytes) -> None:
                 nonlocal first
-                buf.append(("" if first else ",\n") + _DUMPS(feature))
+                if not first:
+                    buf.append(b",\n")
+                buf.append(text)
                 first = False
-                if len(buf) >= 2048:
-                    fh.write("".join(buf))
+                if len(buf) >= 8192:
+                    fh.write(b"".join(buf))
                     buf.clear()
 
             if table is not None and len(table):
-                for feature in iter_nucleus_features(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements):
-                    emit(feature)
+                for text in iter_nucleus_feature_bytes(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements):
+                    emit(text)
             for ann in annotations or ():
                 feature = annotation_feature(ann, qupath03=qupath03)
                 if feature is not None:
-                    emit(feature)
-            fh.write("".join(buf))
-            fh.write("]}\n")
+                    emit(_DUMPS(feature).encode())
+            fh.write(b"".join(buf))
+            fh.write(b"\n]}\n")
     return path
 
 
