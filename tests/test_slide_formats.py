@@ -346,3 +346,21 @@ def test_bad_files_raise_one_clear_input_file_error(tmp_path, sample_slide_path)
             open_slide(path)
         assert str(path) in str(info.value)
         assert reason in str(info.value)
+
+
+def test_pyramid_field_of_view_decodes_only_the_pixels_it_needs(slides, monkeypatch):
+    # dask must fuse FoV slicing into the level reader; otherwise every touched 1024-px chunk is
+    # decoded whole (4x the work for a 1024-px view)
+    requested = []
+    original = Slide.read_level
+
+    def counting(self, level, x, y, width, height):
+        requested.append(width * height)
+        return original(self, level, x, y, width, height)
+
+    monkeypatch.setattr(Slide, "read_level", counting)
+    with open_slide(slides["svs_jpeg"]) as slide:
+        view = np.asarray(slide.pyramid()[0][300:1324, 500:1524])
+    assert view.shape == (1024, 1024, 3)
+    assert len(requested) == 4  # the view straddles four chunks
+    assert sum(requested) == 1024 * 1024
