@@ -33,6 +33,8 @@ class HagnifinderConfig:
     asm_iters: int = 3000
     calib_iters: int = 50
     fixed_iters: int = 1000
+    #: Learning rate for step 3 (None: keep the step-1 rate); set once when step 3 starts.
+    fixed_lr: float | None = None
     plateau_patience: int = 6
     min_lr: float = 5e-6
     seed: int = 40

@@ -173,6 +173,10 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                         event="calibrated", iteration=it, scale_factor=sf)
                     _save_checkpoint(ckpt_path, model, optimizer, scheduler, {**state, "iteration": it + 1})
             else:
+                if phase == "fixed" and config.fixed_lr and not state.get("fixed_lr_set"):
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.fixed_lr
+                    state["fixed_lr_set"] = True
                 model.train()
                 pred = model(to_tensor(x))
                 loss = loss_fn(pred, torch.from_numpy(y))

@@ -1,0 +1,57 @@
+"""Magnification benchmark: held-out validation by magnification and prediction time.
+
+Usage (from the repository root)::
+
+    python benchmarks/bench_magnification.py [--model-dir resources/weights/hagnifinder] \
+        [--crops 8] [--out results/bench_magnification.json]
+
+Prints the markdown tables recorded in ``docs/benchmarks/magnification.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from napari_histo.magnification import default_model_dir, load_model, predict_magnification
+    from src_models.hagnifinder.data import read_rgb
+    from src_models.hagnifinder.evaluate import evaluate, markdown_tables
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=str(default_model_dir()))
+    parser.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    parser.add_argument("--crops", type=int, default=8)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    results = evaluate(args.model_dir, args.data_root, args.crops)
+    print(markdown_tables(results))
+    cmu = Path(args.data_root) / "wsi" / "cmu-1-small-region.svs"
+    if cmu.exists():
+        rgb = read_rgb(cmu, (0, 0, 2048, 2048))
+        load_model(args.model_dir)
+        t0 = time.perf_counter()
+        pred = predict_magnification(rgb, n_crops=8, model_dir=args.model_dir)
+        elapsed = time.perf_counter() - t0
+        results["timing"] = {"predict_magnification_2048px_8crops_s": elapsed, "prediction": pred.magnification}
+        print(f"predict_magnification on a 2048² region, 8 crops, 1 thread: {elapsed:.2f} s "
+              f"-> {pred.magnification:.1f}x")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w") as fh:
+            json.dump({k: v for k, v in results.items() if not k.endswith("_records")}, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
