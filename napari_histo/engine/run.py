@@ -361,7 +361,8 @@ def split_batch(raw: Any, n: int) -> list[Any]:
 def _predict(segmenter: Any, rgbs: list[np.ndarray]) -> list[Any]:
     device = str(getattr(segmenter, "device", "cpu"))
     ctx = contextlib.nullcontext()
-    if device.startswith("cuda"):
+    if device.startswith("cuda") and not hasattr(segmenter, "amp"):
+        # segmenters with an ``amp`` attribute manage autocast themselves
         import torch
 
         ctx = torch.autocast("cuda", dtype=torch.float16)
