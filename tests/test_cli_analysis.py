@@ -103,3 +103,13 @@ def test_import_real_sedeen_and_errors(tmp_path, capsys):
     assert "bad.xml" in err and "entity" in err and "Traceback" not in err
     assert not (tmp_path / "x.npz").exists()
     assert main(["density", str(tmp_path / "nope")]) == 1
+
+
+def test_import_imagescope_monuseg(tmp_path):
+    src = shared_path("monuseg", "MoNuSegTrainData", "TCGA-E2-A1B5-01Z-00-DX1.xml")
+    pytest.importorskip("napari_histo.formats.imagescope")
+    out = tmp_path / "m.npz"
+    assert main(["import", str(src), "--region", "0,0,1000,1000", "-o", str(out)]) == 0
+    z = np.load(out)
+    n = len(np.unique(z["inst"])) - 1
+    assert 100 < n < 2000 and set(np.unique(z["type"])) == {0, 1}

@@ -1,0 +1,135 @@
+"""Fuzzing the importers: random and mutated Sedeen XML, QuPath GeoJSON and HoVer-Net JSON must
+either load or raise AnnotationFormatError naming the file -- never another exception or a hang."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from napari_histo.formats._common import AnnotationFormatError
+from napari_histo.formats.geojson import read_geojson
+from napari_histo.formats.hovernet_json import read_hovernet_json
+from napari_histo.formats.sedeen import read_sedeen
+
+SETTINGS = settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+SESSION = """\ufeff<?xml version="1.0"?>\r
+<session software="PathCore Session Printer" version="0.1.0">\r
+  <image identifier="a.svs"><dimensions>200,100</dimensions><pixel-size units="um">0.25,0.25</pixel-size>\r
+    <overlays>\r
+      <graphic type="polygon" name="Region 0" description="x"><pen color="#ff0000ff" width="3" style="Solid"/><font>Arial;12</font>\r
+        <point-list><point>10,10</point><point>40,12</point><point>30,40</point></point-list></graphic>\r
+      <graphic type="rectangle" name="Region 1" description="y"><pen color="#00FF00FF"/><point-list><point>50,50</point><point>80,50</point><point>80,70</point><point>50,70</point></point-list></graphic>\r
+      <graphic type="ellipse" name="Region 2" description="z"><pen color="#0000ffff"/><point-list><point>100,10</point><point>120,10</point><point>120,30</point><point>100,30</point></point-list></graphic>\r
+      <graphic type="point" name="Region 3" description="p"><pen color="#aa00ffff"/><point-list><point>150,50</point><point>160,60</point></point-list></graphic>\r
+    </overlays></image></session>\r
+"""
+
+GEOJSON = json.dumps({"type": "FeatureCollection", "features": [
+    {"type": "Feature", "id": "3f1c2b1e-0000-4000-8000-000000000001",
+     "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]], [[2, 2], [4, 2], [4, 4], [2, 2]]]},
+     "properties": {"objectType": "detection", "classification": {"name": "Tumor", "color": [255, 0, 0]},
+                    "measurements": {"Area px^2": 100.0}}},
+    {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [[[[20, 20], [30, 20], [30, 30], [20, 20]]]]},
+     "nucleusGeometry": {"type": "Polygon", "coordinates": [[[22, 22], [26, 22], [26, 26], [22, 22]]]},
+     "properties": {"objectType": "cell", "classification": "Immune", "measurements": [{"name": "a", "value": "NaN"}]}},
+    {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]}, "properties": {"objectType": "annotation", "name": "p"}},
+]})
+
+HOVERNET = json.dumps({"mag": None, "nuc": {"1": {"bbox": [[0, 0], [10, 10]], "centroid": [5, 5], "contour": [[0, 0], [9, 0], [9, 9], [0, 9]],
+                                                  "type_prob": 0.9, "type": 1}}})
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(
+        ["type", "features", "geometry", "coordinates", "properties", "objectType", "classification", "name", "color",
+         "measurements", "nucleusGeometry", "nuc", "contour", "mag", "prob", "value", "childObjects"]), children, max_size=4),
+    max_leaves=20,
+)
+
+
+def _mutate(text: str, data) -> str:
+    for _ in range(data.draw(st.integers(1, 4))):
+        if not text:
+            break
+        i = data.draw(st.integers(0, len(text) - 1))
+        j = data.draw(st.integers(i, min(len(text), i + 20)))
+        op = data.draw(st.sampled_from(["delete", "insert", "duplicate", "replace"]))
+        if op == "delete":
+            text = text[:i] + text[j:]
+        elif op == "insert":
+            text = text[:i] + data.draw(st.text(alphabet='<>/&;"=#,.-0123456789abcdefxyz \r\n[]{}:', max_size=10)) + text[i:]
+        elif op == "duplicate":
+            text = text[:j] + text[i:j] + text[j:]
+        else:
+            text = text[:i] + data.draw(st.sampled_from(["nan", "1e999", "-", "", "<!ENTITY a 'b'>", "&a;", "null", "[]", "{}", "\x00"])) + text[j:]
+    return text
+
+
+def _check(reader, path, text: str | bytes, after=None) -> None:
+    if isinstance(text, str):
+        path.write_bytes(text.encode("utf-8", "surrogatepass"))
+    else:
+        path.write_bytes(text)
+    try:
+        result = reader(path)
+    except AnnotationFormatError as exc:
+        assert path.name in str(exc)
+        return
+    if after is not None:
+        after(result)
+
+
+def _use_session(session) -> None:
+    session.to_table()
+    session.to_masks((0, 0, 64, 48))
+    session.to_annotations()
+
+
+@SETTINGS
+@given(data=st.data())
+def test_mutated_sedeen_xml(tmp_path, data):
+    _check(read_sedeen, tmp_path / "s.session.xml", _mutate(SESSION, data), _use_session)
+
+
+@SETTINGS
+@given(raw=st.binary(max_size=300))
+def test_random_bytes_sedeen(tmp_path, raw):
+    _check(read_sedeen, tmp_path / "r.session.xml", raw, _use_session)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_mutated_geojson_text(tmp_path, data):
+    _check(read_geojson, tmp_path / "g.geojson", _mutate(GEOJSON, data))
+
+
+@SETTINGS
+@given(value=json_values)
+def test_random_json_structures(tmp_path, value):
+    text = json.dumps(value, allow_nan=True)
+    _check(read_geojson, tmp_path / "v.geojson", text)
+    _check(read_hovernet_json, tmp_path / "v.json", text)
+
+
+@SETTINGS
+@given(data=st.data(), value=json_values)
+def test_geojson_with_random_subtrees(tmp_path, data, value):
+    doc = json.loads(GEOJSON)
+    feature = doc["features"][data.draw(st.integers(0, 2))]
+    target = data.draw(st.sampled_from(["geometry", "properties", "nucleusGeometry", "type"]))
+    if target == "properties" and data.draw(st.booleans()):
+        feature["properties"][data.draw(st.sampled_from(["classification", "measurements", "objectType", "name", "color"]))] = value
+    else:
+        feature[target] = value
+    _check(read_geojson, tmp_path / "t.geojson", json.dumps(doc, allow_nan=True))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_mutated_hovernet(tmp_path, data):
+    _check(read_hovernet_json, tmp_path / "h.json", _mutate(HOVERNET, data),
+           lambda t: np.testing.assert_array_equal(t["id"] > 0, True))
