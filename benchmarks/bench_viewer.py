@@ -1,0 +1,181 @@
+"""Frame time while panning a synthetic 40k x 40k slide with 200k nuclei shown.
+
+The slide is a lazily generated dask pyramid (1024-px chunks, H&E-like texture computed per
+chunk, levels down to < 2048 px), shown as napari-histo shows real slides (RGB multiscale,
+``contrast_limits=(0, 255)``, µm scale). The nuclei are a Points layer of 200,000 centroids
+with a features table and per-type colours, built with the same helper as the Nuclei panel.
+
+Chunks are produced by copying a per-level texture (about 1 ms each, like a warm tile cache), so the
+figures measure napari's slicing and drawing rather than a decoder. A "frame" is one pan step: move the camera, let napari slice (fetching the chunks that come into
+view) and draw, i.e. ``camera.center = ...`` + ``QApplication.processEvents()`` + a synchronous
+canvas repaint. Run under a display (``xvfb-run -a``)::
+
+    xvfb-run -a .venv/bin/python benchmarks/bench_viewer.py [--steps 60] [--points 200000]
+
+Prints one line per scenario: median / p95 / max frame time in ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import numpy as np
+
+
+def synthetic_pyramid(size: int = 40_000, chunk: int = 1024, min_side: int = 2048):
+    """A lazily generated RGB pyramid (level 0 first), texture computed on demand per chunk."""
+    import dask.array as da
+
+    def texture(downsample: int) -> np.ndarray:
+        yy, xx = np.mgrid[0:chunk, 0:chunk].astype(np.float32) * downsample
+        # eosin background with haematoxylin "nuclei" blobs on a 40-px lattice
+        blob = (np.sin(yy / 6.4) * np.sin(xx / 6.4) > 0.6) & (np.sin(yy / 97.0 + xx / 131.0) > -0.2)
+        rgb = np.empty((chunk, chunk, 3), np.uint8)
+        rgb[..., 0] = np.where(blob, 80, 235)
+        rgb[..., 1] = np.where(blob, 60, 170)
+        rgb[..., 2] = np.where(blob, 150, 215)
+        return rgb
+
+    def make_level(side: int, downsample: int):
+        tex = texture(downsample)
+
+        def block(block_info=None, **_):
+            # a cheap "decode": copy the level's texture, tinted per chunk so tiles differ
+            (y0, y1), (x0, x1), _c = block_info[None]["array-location"]
+            out = tex[: y1 - y0, : x1 - x0].copy()
+            out[..., 1] = out[..., 1] - np.uint8(((y0 // chunk) * 7 + (x0 // chunk) * 13) % 24)
+            return out
+
+        chunks = da.core.normalize_chunks((chunk, chunk, 3), shape=(side, side, 3))
+        return da.map_blocks(block, dtype=np.uint8, chunks=chunks, meta=np.empty((0, 0, 0), np.uint8))
+
+    levels, side, ds = [], size, 1
+    while True:
+        levels.append(make_level(side, ds))
+        if side <= min_side:
+            break
+        side, ds = (side + 1) // 2, ds * 2
+    return levels
+
+
+def synthetic_nuclei(n: int, size: int, seed: int = 0):
+    """A nucleus table (centroids, types, measurements) of ``n`` nuclei clustered in tissue."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0.1 * size, 0.9 * size, (200, 2))
+    which = rng.integers(0, len(centres), n)
+    xy = centres[which] + rng.normal(0, 0.04 * size, (n, 2))
+    xy = np.clip(xy, 0, size - 1)
+    table = pd.DataFrame({
+        "id": np.arange(1, n + 1, dtype=np.int64),
+        "x": xy[:, 0], "y": xy[:, 1],
+        "bbox_x0": xy[:, 0].astype(np.int64) - 5, "bbox_y0": xy[:, 1].astype(np.int64) - 5,
+        "bbox_x1": xy[:, 0].astype(np.int64) + 5, "bbox_y1": xy[:, 1].astype(np.int64) + 5,
+        "area_px": rng.uniform(40, 200, n), "area_um2": rng.uniform(10, 50, n), "perimeter_px": rng.uniform(20, 60, n),
+        "type": rng.integers(1, 6, n).astype(np.int64), "type_prob": rng.uniform(0.5, 1.0, n),
+        "contour": [None] * n,
+    })
+    table.attrs["mpp"] = 0.25
+    table.attrs["type_info"] = {
+        "0": ["nolabe", [0, 0, 0]], "1": ["neopla", [255, 0, 0]], "2": ["inflam", [0, 255, 0]],
+        "3": ["connec", [0, 0, 255]], "4": ["necros", [255, 255, 0]], "5": ["no-neo", [255, 165, 0]],
+    }
+    return table
+
+
+def pan_frames(viewer, steps: int, zoom_fov_px: float | None, size: int, mpp: float) -> np.ndarray:
+    """Frame times (s) for ``steps`` pan steps across the slide at a given field of view."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    camera = viewer.scene.camera
+    canvas_h, canvas_w = viewer.canvas.size
+    if zoom_fov_px is None:
+        viewer.reset_view()
+        fov = size * mpp
+    else:
+        fov = zoom_fov_px * mpp
+        camera.zoom = canvas_w / fov
+    start = np.array([0.3, 0.3]) * size * mpp
+    step = np.array([0.0, fov / 8.0])  # 1/8 of the view per frame, left to right
+    camera.center = tuple(start)
+    for _ in range(5):  # settle: first fetches, shader compilation
+        app.processEvents()
+    native = viewer.window._qt_window  # noqa: F841 - keep the window alive
+    times = []
+    for k in range(steps):
+        t0 = time.perf_counter()
+        camera.center = tuple(start + (k + 1) * step)
+        app.processEvents()
+        viewer.window._qt_viewer.canvas.native.repaint()  # synchronous draw of this frame
+        app.processEvents()
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
+
+
+def redraw_frames(viewer, steps: int) -> np.ndarray:
+    """Frame times (s) of repainting an unchanged view (draw cost only)."""
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        viewer.window._qt_viewer.canvas.native.repaint()
+        app.processEvents()
+        times.append(time.perf_counter() - t0)
+    return np.asarray(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=40_000)
+    parser.add_argument("--points", type=int, default=200_000)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args(argv)
+
+    import napari
+
+    from napari_histo._napari import _layers
+
+    mpp = 0.25
+    print(f"python {platform.python_version()}, napari {napari.__version__}, cpus {os.cpu_count()}, "
+          f"load {os.getloadavg()[0]:.1f}")
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1280, 900)
+    pyramid = synthetic_pyramid(args.size)
+    slide = viewer.add_image(pyramid, rgb=True, multiscale=True, contrast_limits=(0, 255), scale=(mpp, mpp),
+                             units=("um", "um"), name="synthetic 40k", metadata={"mpp": (mpp, mpp)})
+    print(f"pyramid levels: {[p.shape[:2] for p in pyramid]}")
+
+    scenarios = [("slide only, zoomed in (FOV ~1.6k px, level 0)", 1600.0), ("slide only, whole slide", None)]
+    for name, fov in scenarios:
+        t = pan_frames(viewer, args.steps, fov, args.size, mpp) * 1000
+        print(f"{name}: median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms, max {t.max():.1f} ms")
+
+    t0 = time.perf_counter()
+    table = synthetic_nuclei(args.points, args.size)
+    data, meta, _ = _layers.points_layer_data(table, slide)
+    viewer.add_points(data, **meta)
+    print(f"points layer with {args.points:,} nuclei built in {time.perf_counter() - t0:.2f} s")
+    scenarios = [
+        (f"slide + {args.points // 1000}k points, zoomed in (FOV ~1.6k px)", 1600.0),
+        (f"slide + {args.points // 1000}k points, FOV ~8k px", 8000.0),
+        (f"slide + {args.points // 1000}k points, whole slide", None),
+    ]
+    for name, fov in scenarios:
+        t = pan_frames(viewer, args.steps, fov, args.size, mpp) * 1000
+        print(f"{name}: median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms, max {t.max():.1f} ms")
+    t = redraw_frames(viewer, args.steps) * 1000
+    print(f"slide + {args.points // 1000}k points, whole slide, redraw without moving: median {np.median(t):.1f} ms, "
+          f"p95 {np.percentile(t, 95):.1f} ms")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
