@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -294,13 +295,14 @@ class DeepCMorph(nn.Module):
     @staticmethod
     def to_tensor(rgb) -> torch.Tensor:
         """(H,W,3) or (B,H,W,3) uint8 RGB -> float tensor (B,3,H,W) in [0,1] (no mean/std)."""
-        t = torch.as_tensor(rgb)
+        t = rgb if isinstance(rgb, torch.Tensor) else torch.from_numpy(np.array(rgb, copy=True))
+        is_uint8 = t.dtype == torch.uint8
         if t.ndim == 3:
             t = t[None]
         if t.ndim != 4 or t.shape[-1] < 3:
             raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) RGB, got shape {tuple(t.shape)}")
         t = t[..., :3].permute(0, 3, 1, 2).float()
-        return t / 255.0 if t.max() > 1.5 or torch.as_tensor(rgb).dtype == torch.uint8 else t
+        return t / 255.0 if is_uint8 or t.max() > 1.5 else t
 
     @torch.no_grad()
     def predict_proba(self, rgb):
