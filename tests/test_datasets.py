@@ -129,3 +129,27 @@ def test_detect_dataset():
     assert detect_dataset(shared_path("cpm15")) == "cpm15"
     assert detect_dataset(shared_path("monusac")) == "monusac"
     assert detect_dataset(shared_path("monuseg")) == "monuseg"
+
+
+def test_evaluate_cli_on_cpm15(tmp_path, capsys):
+    import json
+
+    from napari_histo.cli import main
+
+    root = shared_path("cpm15")
+    out = tmp_path / "scores.json"
+    assert main(["evaluate", str(root), "--model", "classical", "--limit", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "image01" in printed and "mean (1 images)" in printed
+    record = json.loads(out.read_text())
+    row = record["images"][0]
+    assert row["n_gt"] == 351 and row["mpp"] == 0.5
+    assert 0.0 < row["aji"] <= 1.0 and 0.0 < row["pq"] <= 1.0 and 0.0 < row["dice"] <= 1.0
+    assert record["mean"]["pq"] == row["pq"]
+
+
+def test_evaluate_cli_bad_folder(tmp_path, capsys):
+    from napari_histo.cli import main
+
+    assert main(["evaluate", str(tmp_path), "--model", "classical"]) == 1
+    assert "cannot tell the dataset" in capsys.readouterr().err
