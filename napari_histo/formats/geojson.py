@@ -107,8 +107,8 @@ def _bbox_ring(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
 
 
-def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[bytes]:
-    """GeoJSON Polygon text (bytes) per contour of a chunk.
+def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[tuple]:
+    """GeoJSON Polygon text per contour of a chunk, as a tuple of bytes-like pieces.
 
     Fast path (vectorised): rings rounded to 2 decimals that are still valid with area > 0 are
     formatted with :mod:`._fastjson`. Others are repaired through shapely (make_valid, keep the
@@ -149,13 +149,21 @@ def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[b
         polys = shapely.polygons(shapely.linearrings(rounded[rows], indices=np.repeat(np.arange(len(sel)), lengths[sel])))
         fast[sel] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
     blob, off = vertex_rows(rounded, 2)
-    out: list[bytes] = []
+    mv = memoryview(blob)
+    if len(off) > 1:
+        first_vertex = np.minimum(starts, len(off) - 2)
+        a_list = off[first_vertex].tolist()
+        b_list = off[first_vertex + 1].tolist()
+        e_list = off[np.minimum(starts + lengths, len(off) - 1)].tolist()
+    else:  # no vertex at all in this chunk: every contour takes the slow path
+        a_list = b_list = e_list = [0] * n
+    fast_list = fast.tolist()
+    out: list[tuple] = []
     head, tail = b'{"type":"Polygon","coordinates":[[', b"]]}"
     for i in range(n):
-        if fast[i]:
-            s = starts[i]
-            a, b, e = off[s], off[s + 1], off[s + lengths[i]]
-            out.append(head + blob[a:e] + blob[a : b - 1] + tail)
+        if fast_list[i]:
+            a = a_list[i]
+            out.append((head, mv[a : e_list[i]], mv[a : b_list[i] - 1], tail))
             continue
         geom = None
         if lengths[i] >= 3:
@@ -163,7 +171,7 @@ def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[b
         if geom is None:
             x0, y0, x1, y1 = bboxes[i]
             geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
-        out.append(_DUMPS(geom).encode())
+        out.append((_DUMPS(geom).encode(),))
     return out
 
 
@@ -229,21 +237,23 @@ def iter_nucleus_feature_bytes(
         bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
         geoms = _polygon_bytes(sub["contour"].tolist(), bboxes)
         cell_geoms = _polygon_bytes(sub["cell_contour"].tolist(), bboxes) if has_cell else geoms
-        ids = uuid4_block(n)
+        ids = memoryview(uuid4_block(n))
         types = sub["type"].tolist()
         if meas_cols:
             cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
             if mpp and "perimeter_px" in sub.columns:
                 cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
             mblob, moff = _measurement_bytes(cols, qupath03)
+            mview = memoryview(mblob)
+            m_start = moff[:-1].tolist()
+            m_end = (moff[1:] - (moff[1:] > moff[:-1])).tolist()  # drop the trailing comma
         for j in range(n):
-            parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', cell_geoms[j]]
+            parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', *cell_geoms[j]]
             if object_type == "cell":
-                parts += [b',"nucleusGeometry":', geoms[j]]
+                parts += [b',"nucleusGeometry":', *geoms[j]]
             parts += [b",", props_head, classes[types[j]]]
             if meas_cols:
-                m = mblob[moff[j] : moff[j + 1]]
-                parts += [m_open, m[:-1] if m.endswith(b",") else m, m_close]
+                parts += [m_open, mview[m_start[j] : m_end[j]], m_close]
             parts.append(b"}}")
             yield b"".join(parts)
 
