@@ -14,6 +14,19 @@ def _from_dict(cls, data: dict[str, Any]):
     return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def scaled_postproc(mpp: float) -> dict[str, float]:
+    """Official 40× post-processing constants rescaled to ``mpp`` (lengths ∝ 1/mpp, areas ∝ 1/mpp²)."""
+    s = 0.25 / float(mpp)
+    ksize = max(3, int(round(21 * s)) | 1)
+    return {
+        "np_threshold": 0.5,
+        "min_blob_px": max(2, int(round(10 * s * s))),
+        "sobel_ksize": ksize,
+        "marker_threshold": 0.4,
+        "min_marker_px": max(2, int(round(10 * s * s))),
+    }
+
+
 @dataclass
 class CompactConfig:
     """Network and inference contract of :class:`~src_models.hovernet.compact.CompactHoVerNet`.
@@ -41,6 +54,9 @@ class CompactConfig:
         RGB colour per type channel.
     unified_ids : list[list[int]]
         For each type channel, the ids of the unified vocabulary (MODELS.md §5.1) it covers.
+    postproc : dict
+        ``napari_histo.nuclei.postproc.HoverPostParams`` fields for this model's mpp (the
+        official constants are for 0.25 µm/px; see :func:`scaled_postproc`).
     """
 
     input_size: int = 256
@@ -57,6 +73,7 @@ class CompactConfig:
         default_factory=lambda: [[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 165, 0], [0, 200, 0]]
     )
     unified_ids: list[list[int]] = field(default_factory=lambda: [[0], [1, 2], [3], [5], [7]])
+    postproc: dict[str, float] = field(default_factory=lambda: scaled_postproc(0.5))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,204 @@
+"""Evaluate a compact HoVer-Net weights folder on held-out images.
+
+Segmentation: held-out MoNuSeg test tiles. Each tile is resampled from its native mpp to the
+model's working mpp, segmented with the library segmenter (``napari_histo.nuclei.hovernet_segmenter``
++ ``napari_histo.nuclei.postproc`` with the model's ``config.postproc`` constants), and the
+labels are resized back (nearest) to compare with the native-resolution ground truth using
+``napari_histo.nuclei.metrics`` (Dice, AJI, AJI+, DQ, SQ, PQ per image). The classical
+detector (``napari_histo.nuclei.classical``) is scored on the same tiles for comparison.
+
+Typing: CRCHistoPhenotypes point labels (never used in training) at the coarse level
+(epithelial vs inflammatory; fibroblast and "others" are outside the model's vocabulary) and the
+MoNuSAC images (which ARE training images, so that number is a fit, not a validation).
+
+Run: ``python -m src_models.hovernet.evaluate WEIGHTS_DIR [--data ../shared/data] [--out FILE.json]``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from src_models.hovernet.config import TrainConfig
+
+#: Channel of the shipped head -> coarse class for CRCHisto scoring (1 epithelial, 2 inflammatory).
+HEAD_TO_COARSE = {0: 0, 1: 1, 2: 2, 3: 2, 4: 2}
+CRC_CLASSES = {"epithelial": 1, "inflammatory": 2, "fibroblast": 3, "others": 4}
+CRC_MPP = 0.55
+
+
+def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4):
+    """A ``HoverNetSegmenter`` over the weights folder with the model's own post-processing constants."""
+    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
+    from napari_histo.nuclei.postproc import HoverPostParams
+    from napari_histo.nuclei.types import TypeInfo
+    from src_models.hovernet.compact import load_compact
+
+    folder = Path(weights_dir)
+    model, cfg = load_compact(folder)
+    params = dict(cfg.postproc)
+    params.update(post or {})
+    ti_path = folder / "type_info.json"
+    type_info = TypeInfo.load(ti_path) if ti_path.exists() else None
+    return HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=type_info,
+                             name=folder.name, device="cpu", batch_size=batch_size,
+                             post_params=HoverPostParams(**params))
+
+
+def segment_native(seg, rgb: np.ndarray, native_mpp: float):
+    """Segment ``rgb`` (native mpp) at the segmenter's mpp; labels and centroids in native px."""
+    from src_models.hovernet.data import resize_labels, resize_rgb
+
+    scale = native_mpp / seg.mpp
+    shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
+    work = resize_rgb(rgb, shape)
+    labels, table = seg.segment(work)
+    labels = resize_labels(labels, rgb.shape[:2])
+    table = table.copy()
+    table["x"] = (table["x"] + 0.5) / scale - 0.5
+    table["y"] = (table["y"] + 0.5) / scale - 0.5
+    return labels, table
+
+
+def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bool = True) -> list[dict]:
+    """Per-image instance scores of ``seg`` (and the classical detector) on MoNuSeg tiles."""
+    from napari_histo.nuclei.metrics import instance_scores
+    from src_models.hovernet.data import load_monuseg_native
+
+    rows = []
+    for stem in stems:
+        rgb, gt, mpp = load_monuseg_native(Path(data_root), stem)
+        t0 = time.perf_counter()
+        pred, _ = segment_native(seg, rgb, mpp)
+        dt = time.perf_counter() - t0
+        row = {"image": stem, "mpp": mpp, "seconds": round(dt, 2), "n_true": int(len(np.unique(gt)) - 1),
+               "n_pred": int(len(np.unique(pred)) - 1)}
+        row.update({k: round(v, 4) for k, v in instance_scores(gt, pred).items()})
+        if classical:
+            try:
+                from napari_histo.nuclei.classical import ClassicalSegmenter
+            except ImportError:  # pragma: no cover - classical detector not installed
+                pass
+            else:
+                cl = ClassicalSegmenter()
+                cpred, _ = segment_native(cl, rgb, mpp)
+                row.update({f"classical_{k}": round(v, 4) for k, v in instance_scores(gt, cpred).items()})
+        rows.append(row)
+    return rows
+
+
+def _crc_points(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    """CRCHisto detection points (x, y, 0-based) and their class (-1 = unclassified)."""
+    from scipy.io import loadmat
+
+    def load(name: str) -> np.ndarray:
+        mat = loadmat(folder / f"{folder.name}_{name}.mat")
+        key = next(k for k in mat if not k.startswith("__"))
+        return np.asarray(mat[key], np.float64).reshape(-1, 2) - 1.0
+
+    det = load("detection")
+    cls = np.full(len(det), -1, np.int64)
+    for name, cid in CRC_CLASSES.items():
+        pts = load(name)
+        if len(pts) == 0 or len(det) == 0:
+            continue
+        d = np.linalg.norm(det[:, None, :] - pts[None, :, :], axis=2)
+        idx = d.argmin(axis=0)
+        ok = d[idx, np.arange(len(pts))] < 1.0
+        cls[idx[ok]] = cid
+        extra = pts[~ok]
+        if len(extra):
+            det = np.concatenate([det, extra])
+            cls = np.concatenate([cls, np.full(len(extra), cid)])
+    return det, cls
+
+
+def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dict:
+    """Coarse typing scores on CRCHistoPhenotypes (points; matching radius in native 20× px)."""
+    from PIL import Image
+
+    from napari_histo.nuclei.metrics import type_scores
+
+    base = Path(data_root) / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
+    images = []
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        rgb = np.asarray(Image.open(folder / f"{folder.name}.bmp").convert("RGB"))
+        _, table = segment_native(seg, rgb, CRC_MPP)
+        pts, cls = _crc_points(folder)
+        pred_t = np.array([HEAD_TO_COARSE.get(int(t), 0) for t in table["type"]], np.int64)
+        images.append((pts, cls, table[["x", "y"]].to_numpy(), pred_t))
+    out = type_scores(images, radius=radius_px, type_ids=[1, 2, 3, 4], exhaustive=False)
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict:
+    """Per-type detection/typing scores on the MoNuSAC images (training images: a fit, not validation)."""
+    from napari_histo.nuclei.metrics import type_scores
+    from src_models.hovernet.data import load_monusac_native
+
+    images = []
+    root = Path(data_root)
+    for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
+        rgb, inst, types, mpp = load_monusac_native(root, svs.stem)
+        _, table = segment_native(seg, rgb, mpp)
+        ids = np.unique(inst)
+        ids = ids[ids > 0]
+        from scipy import ndimage as ndi
+
+        com = np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
+        t_types = np.array([int(np.bincount(types[inst == i].clip(0)).argmax()) for i in ids], np.int64)
+        images.append((com, t_types, table[["x", "y"]].to_numpy(), table["type"].to_numpy()))
+    out = type_scores(images, radius=radius_um / 0.19448, type_ids=[1, 2, 3, 4])
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | None = None,
+             post: dict | None = None, classical: bool = True, typing: bool = True) -> dict:
+    """All validation numbers for a weights folder as a JSON-able dict."""
+    import torch
+
+    torch.set_num_threads(2)
+    seg = build_segmenter(weights_dir, post)
+    if stems is None:
+        cfg_path = Path(weights_dir) / "train_config.json"
+        stems = TrainConfig.load(cfg_path).val_monuseg if cfg_path.exists() else TrainConfig().val_monuseg
+    rows = evaluate_monuseg(seg, data_root, list(stems), classical=classical)
+    keys = ["dice", "aji", "aji_plus", "dq", "sq", "pq"]
+    result: dict = {"weights": str(weights_dir), "post": dict(seg.post_params.__dict__), "per_image": rows,
+                    "mean": {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}}
+    if classical and rows and "classical_pq" in rows[0]:
+        result["classical_mean"] = {k: round(float(np.mean([r[f"classical_{k}"] for r in rows])), 4) for k in keys}
+    if typing:
+        result["crchisto_coarse"] = evaluate_crchisto(seg, data_root)
+        result["monusac_train_fit"] = evaluate_monusac(seg, data_root)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("weights")
+    ap.add_argument("--data", default="../shared/data")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--no-classical", action="store_true")
+    ap.add_argument("--no-typing", action="store_true")
+    ap.add_argument("--post", default=None, help="JSON dict overriding post-processing constants")
+    args = ap.parse_args(argv)
+    res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
+                   classical=not args.no_classical, typing=not args.no_typing)
+    text = json.dumps(res, indent=2)
+    if args.out:
+        from napari_histo.utils import atomic_write
+
+        with atomic_write(args.out) as fh:
+            fh.write(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""Compact HoVer-Net: forward contract, size/cost, config round trip, targets and losses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from src_models.hovernet.compact import CompactHoVerNet, count_macs, load_compact
+from src_models.hovernet.config import CompactConfig, TrainConfig, scaled_postproc
+from src_models.hovernet.losses import dice_loss, hovernet_loss, msge_loss
+from src_models.hovernet.targets import fix_duplicate_ids, hv_map, make_targets
+
+
+@pytest.fixture(scope="module")
+def shipped_cfg() -> CompactConfig:
+    return CompactConfig.load("configs/hovernet_compact.json")
+
+
+def test_forward_shapes_follow_the_crop_contract(shipped_cfg):
+    model = CompactHoVerNet.from_config(shipped_cfg).eval()
+    m = (shipped_cfg.input_size - shipped_cfg.output_size) // 2
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, shipped_cfg.input_size, shipped_cfg.input_size) * 255)
+        odd = model(torch.rand(1, 3, 100, 123) * 255)
+    o = shipped_cfg.output_size
+    assert out["np"].shape == (2, 2, o, o)
+    assert out["hv"].shape == (2, 2, o, o)
+    assert out["tp"].shape == (2, shipped_cfg.num_types, o, o)
+    # sizes that are not a multiple of the encoder stride are padded internally, then cropped
+    assert odd["np"].shape == (1, 2, 100 - 2 * m, 123 - 2 * m)
+
+
+def test_untyped_config_has_no_type_branch():
+    model = CompactHoVerNet(CompactConfig(num_types=0, widths=[16, 32], blocks=[1, 1]))
+    out = model(torch.zeros(1, 3, 64, 64))
+    assert set(out) == {"np", "hv"}
+
+
+def test_size_and_cost_are_compact(shipped_cfg):
+    model = CompactHoVerNet(shipped_cfg)
+    params = sum(p.numel() for p in model.parameters())
+    macs = count_macs(model, 256)
+    assert 100_000 < params < 2_000_000
+    # a few GMAC per 256² patch (official fast HoVer-Net: 148.9 GMAC)
+    assert 0.5e9 < macs < 5e9
+
+
+def test_config_json_round_trip(tmp_path, shipped_cfg):
+    tcfg = TrainConfig(model=shipped_cfg)
+    tcfg.save(tmp_path / "train.json")
+    back = TrainConfig.load(tmp_path / "train.json")
+    assert back.model == shipped_cfg and back.val_monuseg == tcfg.val_monuseg
+    shipped_cfg.save(tmp_path / "config.json")
+    assert CompactConfig.load(tmp_path / "config.json") == shipped_cfg
+    # a TrainConfig file also yields the network config
+    assert CompactConfig.load(tmp_path / "train.json") == shipped_cfg
+
+
+def test_postproc_constants_scale_with_mpp():
+    assert scaled_postproc(0.25)["sobel_ksize"] == 21 and scaled_postproc(0.25)["min_blob_px"] == 10
+    half = scaled_postproc(0.5)
+    assert half["sobel_ksize"] == 11 and half["min_marker_px"] < 10
+
+
+def test_load_compact_rejects_mismatched_weights(tmp_path):
+    from napari_histo.utils import InputFileError
+
+    cfg = CompactConfig(widths=[16, 32], blocks=[1, 1])
+    cfg.save(tmp_path / "config.json")
+    other = CompactHoVerNet(CompactConfig(widths=[16, 48], blocks=[1, 1]))
+    torch.save(other.state_dict(), tmp_path / "model.pt")
+    with pytest.raises(InputFileError, match="do not match"):
+        load_compact(tmp_path)
+    torch.save({k: v.half() for k, v in CompactHoVerNet(cfg).state_dict().items()}, tmp_path / "model.pt")
+    model, back = load_compact(tmp_path)  # float16 state dicts load as float32
+    assert back == cfg and next(model.parameters()).dtype == torch.float32
+
+
+def _disk(shape, cy, cx, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_hv_targets_point_away_from_the_centre():
+    inst = np.zeros((40, 60), np.int32)
+    inst[_disk(inst.shape, 20, 15, 8)] = 1
+    inst[_disk(inst.shape, 20, 42, 9)] = 2
+    hv = hv_map(inst)
+    assert hv.min() >= -1 and hv.max() <= 1
+    assert np.all(hv[:, inst == 0] == 0)
+    # x map increases left to right, y map top to bottom, both spanning [-1, 1] per nucleus
+    assert hv[0, 20, 8] < 0 < hv[0, 20, 22]
+    assert hv[1, 13, 15] < 0 < hv[1, 27, 15]
+    assert hv[0][inst == 2].min() == -1 and hv[0][inst == 2].max() == 1
+    # tiny instances are ignored (spec: < 30 px at 40x)
+    small = np.zeros((20, 20), np.int32)
+    small[5:9, 5:9] = 1
+    assert not hv_map(small).any()
+
+
+def test_duplicate_ids_are_split_and_unknown_types_masked():
+    inst = np.zeros((20, 40), np.int32)
+    inst[2:8, 2:8] = 1
+    inst[12:18, 30:36] = 1  # same id, second component (e.g. a mirrored copy)
+    fixed = fix_duplicate_ids(inst)
+    assert len(np.unique(fixed)) == 3
+    t = make_targets(inst, None, min_area=4)
+    assert set(np.unique(t["tp"])) == {-1, 0} and t["np"].sum() == 72
+
+
+def test_losses_reward_correct_predictions():
+    torch.manual_seed(0)
+    inst = np.zeros((1, 48, 48), np.int32)
+    inst[0][_disk((48, 48), 24, 24, 10)] = 1
+    tgt = make_targets(inst[0], np.where(inst[0] > 0, 2, 0), min_area=4)
+    t = {"np": torch.from_numpy(tgt["np"])[None], "hv": torch.from_numpy(tgt["hv"])[None],
+         "tp": torch.from_numpy(tgt["tp"])[None]}
+    good = {"np": (torch.nn.functional.one_hot(t["np"], 2).permute(0, 3, 1, 2).float() * 20 - 10),
+            "hv": t["hv"].clone(),
+            "tp": (torch.nn.functional.one_hot(t["tp"], 3).permute(0, 3, 1, 2).float() * 20 - 10)}
+    bad = {k: torch.randn_like(v) for k, v in good.items()}
+    weights = {k: 1.0 for k in ("np_ce", "np_dice", "hv_mse", "hv_msge", "tp_ce", "tp_dice")}
+    lg, terms = hovernet_loss(good, t, weights)
+    lb, _ = hovernet_loss(bad, t, weights)
+    assert float(lg) < 0.01 < float(lb)
+    assert terms["hv_msge"] == pytest.approx(0.0, abs=1e-6)
+    assert float(msge_loss(bad["hv"], t["hv"], t["np"] > 0)) > 0
+    # ignored pixels (-1) do not count in the type Dice
+    ignore = t["tp"].clone()
+    ignore[t["np"] > 0] = -1
+    assert float(dice_loss(good["tp"], ignore)) < float(dice_loss(bad["tp"], ignore))

@@ -1,0 +1,111 @@
+"""Compact HoVer-Net training and the shipped default weights (real MoNuSeg / MoNuSAC data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, shared_path
+
+from src_models.hovernet.compact import CompactHoVerNet, load_compact
+from src_models.hovernet.config import CompactConfig, TrainConfig
+from src_models.hovernet.data import PatchSampler, Tile, load_monusac, load_monuseg
+from src_models.hovernet.losses import hovernet_loss
+from src_models.hovernet.train import train
+
+WEIGHTS = REPO / "resources" / "weights" / "hovernet_compact"
+
+
+@pytest.fixture(scope="module")
+def small_tiles() -> list[Tile]:
+    root = shared_path()
+    a = load_monuseg(root, "TCGA-21-5784-01Z-00-DX1", 0.5)
+    b = load_monusac(root, "A9K0_2", 0.5)
+    crop = (slice(100, 260), slice(100, 260))
+    return [Tile(t.name, t.source, t.img[crop], t.inst[crop], t.types[crop], t.mpp_native) for t in (a, b)]
+
+
+def test_tiles_are_resampled_and_typed(small_tiles):
+    mon, sac = small_tiles
+    assert mon.img.shape == (160, 160, 3) and mon.inst.max() > 10
+    # untyped source: every nucleus pixel is "unknown" (-1); typed source carries MoNuSAC classes
+    assert set(np.unique(mon.types)) == {-1, 0}
+    assert {1, 2} <= set(np.unique(sac.types))
+    # nuclei are darker than their surroundings in both (image and polygons are aligned)
+    for t in small_tiles:
+        grey = t.img.mean(axis=2)
+        assert grey[t.inst > 0].mean() < grey[t.inst == 0].mean() - 20
+
+
+def _fixed_batch_loss(model, tiles, cfg) -> float:
+    sampler = PatchSampler(tiles, cfg.patch_size, cfg.model.mpp, seed=123, augment=False)
+    imgs, tgt = sampler.batch(4, model.margin)
+    model.train()
+    with torch.no_grad():
+        out = model(torch.from_numpy(imgs))
+        loss, _ = hovernet_loss(out, {k: torch.from_numpy(v) for k, v in tgt.items()}, cfg.loss_weights)
+    return float(loss)
+
+
+def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path, small_tiles):
+    cfg = TrainConfig(model=CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=96, output_size=80),
+                      out_dir=str(tmp_path / "run"), patch_size=64, batch_size=4, lr=3e-3, max_iters=25,
+                      max_minutes=5, augment=False, threads=1)
+    torch.manual_seed(cfg.seed)
+    before = _fixed_batch_loss(CompactHoVerNet(cfg.model), small_tiles, cfg)
+    rec = train(cfg, resume=False, tiles=small_tiles)
+    assert rec["iter"] == 25
+    model, back = load_compact(tmp_path / "run")
+    assert back == cfg.model
+    after = _fixed_batch_loss(model, small_tiles, cfg)
+    assert after < 0.8 * before
+    # resuming continues from the checkpoint instead of restarting
+    cfg.max_iters = 27
+    rec2 = train(cfg, resume=True, tiles=small_tiles)
+    assert rec2["iter"] == 27
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert any(r.get("event") == "resume" and r["iter"] == 25 for r in log)
+
+
+def _shipped_validation() -> dict:
+    path = WEIGHTS / "validation.json"
+    if not path.exists():
+        pytest.skip("shipped weights not installed")
+    return json.loads(path.read_text())
+
+
+def test_shipped_weights_reproduce_the_model_card_on_a_held_out_image():
+    from napari_histo.nuclei.metrics import instance_scores
+    from src_models.hovernet.data import load_monuseg_native
+    from src_models.hovernet.evaluate import build_segmenter, segment_native
+
+    val = _shipped_validation()
+    row = min(val["per_image"], key=lambda r: r["n_true"])
+    root = shared_path()
+    cfg = TrainConfig.load(WEIGHTS / "train_config.json")
+    assert row["image"] in cfg.val_monuseg  # never trained on
+    seg = build_segmenter(WEIGHTS)
+    rgb, gt, mpp = load_monuseg_native(root, row["image"])
+    pred, _ = segment_native(seg, rgb, mpp)
+    got = instance_scores(gt, pred)
+    for key in ("dice", "aji", "pq"):
+        assert got[key] == pytest.approx(row[key], abs=0.01), key
+    # the card's model beats the classical detector it is compared with
+    assert got["pq"] > row["classical_pq"]
+
+
+def test_shipped_weights_load_through_the_model_registry():
+    _shipped_validation()
+    from napari_histo.models import registry
+
+    registry.clear_cache()
+    seg = registry.get_segmenter("default", device="cpu")
+    cfg = CompactConfig.load(WEIGHTS / "config.json")
+    assert seg.mpp == cfg.mpp and seg.type_info.name(1) == "epithelial"
+    rgb = np.asarray(load_monuseg(shared_path(), "TCGA-GL-6846-01A-01-BS1", cfg.mpp).img[:200, :200])
+    labels, table = seg.segment(rgb)
+    assert labels.shape == (200, 200) and 10 < len(table) < 400
+    assert Path(WEIGHTS / "MODEL_CARD.md").read_text().count("CC BY-NC-SA 4.0") >= 1
