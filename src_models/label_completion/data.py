@@ -52,14 +52,13 @@ def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]
     (class = the Annotation's first Attribute Name; rings with < 3 vertices skipped).
     """
     try:
-        from napari_histo.formats.imagescope import read_imagescope  # type: ignore[attr-defined]
-    except ImportError:
+        from napari_histo.formats.imagescope import read_imagescope
+    except ImportError:  # formats package without the ImageScope reader: minimal parse below
         read_imagescope = None
     if read_imagescope is not None:
-        try:
-            return _from_formats_reader(read_imagescope(path))
-        except (AttributeError, TypeError, KeyError):
-            pass  # reader API differs from what is expected: fall back to the minimal parser
+        parsed = read_imagescope(path, min_vertices=3)
+        return [(r.class_name or "", np.asarray(r.vertices, np.float64)) for r in parsed.regions
+                if not r.negative], parsed.mpp
     from defusedxml import ElementTree
 
     try:
@@ -77,22 +76,6 @@ def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]
             if len(verts) >= 3:
                 regions.append((name, verts))
     return regions, (float(mpp) if mpp else None)
-
-
-def _from_formats_reader(result) -> tuple[list[tuple[str, np.ndarray]], float | None]:
-    regions_obj, mpp = result, None
-    if isinstance(result, tuple):
-        regions_obj, mpp = result[0], result[1]
-    regions = []
-    for r in regions_obj:
-        get = r.get if isinstance(r, dict) else (lambda k, _r=r: getattr(_r, k))
-        verts = np.asarray(get("vertices"), dtype=np.float64).reshape(-1, 2)
-        name = get("class_name") if not isinstance(r, dict) else r.get("class_name", r.get("name", ""))
-        if len(verts) >= 3:
-            regions.append((str(name or ""), verts))
-    if mpp is None:
-        mpp = getattr(regions_obj, "mpp", None)
-    return regions, mpp
 
 
 def read_slide_rgb(path: str | Path) -> np.ndarray:
