@@ -167,7 +167,7 @@ def train_one(cfg: FinetuneConfig, train_set, folder: Path, resume: bool = False
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 10.0)
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         sched.step()
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "rng": rng, "epoch": epoch}, ckpt_path)

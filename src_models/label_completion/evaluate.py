@@ -78,3 +78,20 @@ def evaluate_folder(model_dir: str | Path, config_path: str | Path | None = None
     cfg = load_config(config_path) if config_path else model.config
     samples = build_samples(cfg)
     return evaluate_samples(model, samples, samples.heldout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m src_models.label_completion.evaluate MODEL_DIR [CONFIG.json]``: held-out F1 as JSON."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description="Per-type F1 of a label-completion model on its held-out nuclei.")
+    p.add_argument("model_dir")
+    p.add_argument("config", nargs="?", default=None, help="config whose data/held-out to use")
+    args = p.parse_args(argv)
+    print(json.dumps(evaluate_folder(args.model_dir, args.config), indent=2))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

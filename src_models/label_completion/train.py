@@ -200,7 +200,7 @@ def train_stages(cfg, samples: NucleusSamples | None = None, resume: bool = Fals
                         loss.backward()
                         opt.step()
                 model.mlps_trained[d] = True
-                log(f"[correlation] {names[d]}: final batch loss {float(loss):.4f}")
+                log(f"[correlation] {names[d]}: final batch loss {float(loss.detach()):.4f}")
             finish("correlation", t0)
         else:
             if not bool(model.mlps_trained[train_sets].all()):
