@@ -61,11 +61,16 @@ def unique_path(path: str | Path) -> Path:
 
 def default_paths(slide_path: str | Path | None, fallback_dir: str | Path | None = None) -> dict[str, Path]:
     """Default export paths beside the slide (or in ``fallback_dir`` / cwd, stem "nuclei")."""
+    import os
+
+    fallback = Path(fallback_dir or Path.cwd())
     if slide_path:
         slide_path = Path(slide_path)
         folder, stem = slide_path.parent, slide_path.name.split(".")[0]
+        if not os.access(folder, os.W_OK):  # read-only slide folder: fall back
+            folder = fallback
     else:
-        folder, stem = Path(fallback_dir or Path.cwd()), "nuclei"
+        folder, stem = fallback, "nuclei"
     out = {}
     for kind, (_, pattern) in EXPORTS.items():
         path = folder / pattern.format(stem=stem)
@@ -300,10 +305,14 @@ class ExportPanel(QWidget):
         viewer.layers.events.removed.connect(self.refresh_defaults)
         self.refresh_defaults()
 
-    def refresh_defaults(self, *_: Any) -> None:
-        """Reset the paths to the defaults beside the current slide."""
+    def refresh_defaults(self, *_: Any, force: bool = False) -> None:
+        """Reset the paths to the defaults beside the current slide (when the slide changes)."""
         slide = _layers.find_slide_layer(self.viewer)
-        defaults = default_paths(_layers.layer_path(slide) if slide is not None else None)
+        slide_path = _layers.layer_path(slide) if slide is not None else None
+        if not force and self.paths["geojson"].text() and slide_path == getattr(self, "_slide_path", None):
+            return
+        self._slide_path = slide_path
+        defaults = default_paths(slide_path)
         for kind, edit in self.paths.items():
             edit.setText(str(defaults[kind]))
 
@@ -328,7 +337,9 @@ class ExportPanel(QWidget):
         if written:
             self.status.setText("Wrote:\n" + "\n".join(str(p) for p in written.values()))
             notify_info(f"exported {len(written)} file(s)")
-            self.refresh_defaults()  # next export gets fresh names
+            for kind, path in written.items():  # the next export never clobbers these
+                if kind != "sedeen":
+                    self.paths[kind].setText(str(unique_path(path)))
         return written
 
     def _choose_import(self) -> None:

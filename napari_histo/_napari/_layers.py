@@ -244,7 +244,8 @@ def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None 
     meta: dict[str, Any] = {
         "name": name,
         "colormap": labels_colormap(table),
-        "opacity": 0.6,
+        "opacity": 0.9,
+        "contour": 1,  # outlines keep the nuclei visible underneath
         "metadata": {"napari_histo_overlay": True},
         "multiscale": isinstance(labels, list),
         **overlay_kwargs(slide_layer),

@@ -57,6 +57,12 @@ def _format_info(info: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _tissue_colormap() -> Any:
+    from napari.utils.colormaps import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (0.0, 0.9, 1.0, 1.0)})
+
+
 class SlidePanel(QWidget):
     """Open a slide, inspect it, toggle its tissue mask."""
 
@@ -233,7 +239,8 @@ class SlidePanel(QWidget):
             "name": _layers.TISSUE,
             "scale": (d * s0y, d * s0x),
             "translate": (t0y + (d - 1) / 2 * s0y, t0x + (d - 1) / 2 * s0x),
-            "opacity": 0.35,
+            "opacity": 0.3,
+            "colormap": _tissue_colormap(),
             "metadata": {"napari_histo_overlay": True, "downsample": d},
             **_layers.units_kwargs(layer),
         }

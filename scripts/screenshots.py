@@ -1,0 +1,104 @@
+"""Screenshots of the napari-histo panels on the shipped sample slide, for the docs.
+
+Opens napari (needs a display; use ``xvfb-run -a``), docks the plugin's panels, drives them as a
+user would (open the sample slide, segment nuclei in the current view, density and hotspots,
+export) and saves window screenshots to ``docs/images/``::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py [--model classical]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+#: Level-0 box of the sample slide shown for the nuclei screenshots (x0, y0, x1, y1).
+VIEW_BOX = (900, 900, 1700, 1500)
+
+
+def _look_at(viewer, layer, box) -> None:
+    from napari_histo._napari import _layers
+
+    x0, y0, x1, y1 = box
+    viewer.scene.camera.center = tuple(_layers.level0_to_world(layer, np.array([(y0 + y1) / 2, (x0 + x1) / 2])))
+    h, w = viewer.canvas.size
+    s = float(layer.scale[-1])
+    viewer.scene.camera.zoom = float(min(h / ((y1 - y0) * s), w / ((x1 - x0) * s)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(REPO / "docs" / "images"))
+    parser.add_argument("--model", default="classical (no training)",
+                        help="Nuclei panel model entry (default: the classical detector)")
+    args = parser.parse_args(argv)
+    os.environ["NAPARI_HISTO_NOTHREADS"] = "1"  # deterministic, one step after another
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histo._napari import _layers
+    from napari_histo.utils import sample_slide_path
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    app = QApplication.instance() or QApplication([])
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1600, 1000)
+
+    def settle() -> None:
+        for _ in range(10):
+            app.processEvents()
+
+    def shot(name: str) -> None:
+        settle()
+        path = out / name
+        viewer.screenshot(str(path), canvas_only=False, flash=False)
+        print("wrote", path)
+
+    _, slide_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Slide")
+    slide_panel.open_path(str(sample_slide_path()))
+    slide = _layers.find_slide_layer(viewer)
+    slide_panel.tissue_box.setChecked(True)
+    shot("01_slide_panel.png")
+    slide_panel.tissue_box.setChecked(False)
+
+    _, nuclei_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Nuclei")
+    viewer.layers.selection.active = slide
+    _look_at(viewer, slide, VIEW_BOX)
+    nuclei_panel.model_combo.setCurrentText(args.model)
+    nuclei_panel.scope_combo.setCurrentText("current view")
+    run_dir = Path(tempfile.mkdtemp(prefix="napari-histo-screens-"))
+    nuclei_panel.run(outdir=run_dir / "run")
+    points = viewer.layers[_layers.NUCLEI_POINTS]
+    points.selected_data = {int(len(points.data) // 2)}
+    shot("02_nuclei_panel.png")
+    points.selected_data = set()
+
+    _, analysis_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Density & hotspots")
+    analysis_panel.radius.setValue(30.0)
+    analysis_panel.k.setValue(3)
+    analysis_panel.run()
+    viewer.layers[_layers.NUCLEI_LABELS].visible = False
+    _look_at(viewer, slide, VIEW_BOX)
+    shot("03_density_panel.png")
+    analysis_panel.go_to(0)
+    shot("04_hotspot_go.png")
+
+    _, export_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Export & import")
+    for kind, edit in export_panel.paths.items():
+        edit.setText(str(run_dir / Path(edit.text()).name))
+        export_panel.checks[kind].setChecked(True)
+    export_panel.export()
+    shot("05_export_panel.png")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
