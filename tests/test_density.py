@@ -91,3 +91,24 @@ def test_errors():
     with pytest.raises(ValueError, match="unknown nucleus type"):
         density_map(t, "count", radius_px=10, type="macrophage")
     assert density_map(t, "count", radius_um=10, mpp=0.5).radius_px == 20
+
+
+def test_report_png_has_heatmap_colour_bar_and_outlines(tmp_path):
+    from PIL import Image
+
+    from napari_histo.analysis.hotspots import find_hotspots
+    from napari_histo.analysis.plots import render_density_png
+
+    t = points_table([[100, 100]] * 8 + [[300, 200]] * 4)
+    d = density_map(t, "count", radius_px=30.0, shape=(400, 300))
+    hs = find_hotspots(t, 2, mode="circle", radius_px=30, shape=(400, 300))
+    thumb = np.full((75, 100, 3), 200, np.uint8)
+    path = render_density_png(d, tmp_path / "r.png", thumbnail=thumb, hotspots=hs, title="test", max_size=400)
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    red = (img[..., 0] > 200) & (img[..., 1] < 80) & (img[..., 2] < 80)
+    assert red.sum() > 100  # hotspot outlines and numbers
+    ys, xs = np.nonzero(red)
+    # outlines sit around the two hotspot centres (output is 1 px per level-0 px here, 10 px margin)
+    assert np.hypot(xs - 110, ys - 126).min() < 35 and np.hypot(xs - 310, ys - 226).min() < 35
+    assert img.shape[1] > 400 + 18  # heatmap + colour bar
+    assert (np.abs(img[50:60, 10:30] - 200).max(axis=-1) == 0).any()  # thumbnail shows where density is 0

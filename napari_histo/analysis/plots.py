@@ -79,7 +79,7 @@ def render_density_png(
     font = ImageFont.load_default()
     bar_w, pad, top = 18, 10, 26 if title else 8
     label_w = 70
-    canvas = Image.new("RGB", (out_w + pad * 3 + bar_w + label_w, out_h + top + pad), "white")
+    canvas = Image.new("RGB", (out_w + pad * 3 + bar_w + label_w, out_h + top + pad + 14), "white")
     canvas.paste(base, (pad, top))
     draw = ImageDraw.Draw(canvas)
     if title:
@@ -95,7 +95,7 @@ def render_density_png(
         y = top + int(frac * (out_h - 1))
         draw.line([bx + bar_w, y, bx + bar_w + 4, y], fill="black")
         draw.text((bx + bar_w + 6, max(0, y - 6)), f"{v:.3g}", fill="black", font=font)
-    draw.text((bx + bar_w + 6, top + out_h // 2 + 10), dmap.units, fill="black", font=font)
+    draw.text((bx, top + out_h + 4), dmap.units, fill="black", font=font)
     # hotspots (level-0 -> output px; map pixel edges start at level-0 -0.5)
     if hotspots is not None:
         for _, hs in hotspots.iterrows():
