@@ -134,3 +134,19 @@ def test_forward_real(mode, nr_types, size, out):
     with torch.inference_mode():
         pred2 = model(x / 255.0)
     assert not torch.allclose(pred["hv"], pred2["hv"])
+
+
+def test_registry_loads_official_checkpoint_once(tmp_path):
+    from napari_histo.models import clear_cache, get_segmenter
+    from napari_histo.nuclei.base import Segmenter
+
+    sd = _random_checkpoint(_manifest("fast_pannuke6.json"))
+    path = tmp_path / "hovernet_fast_pannuke_type_tf2pytorch.tar"
+    torch.save({"desc": sd}, path)
+    clear_cache()
+    seg = get_segmenter(str(path), device="cpu")
+    assert isinstance(seg, Segmenter)
+    assert (seg.input_size, seg.output_size, seg.mpp) == (256, 164, 0.25)
+    assert seg.type_info.name(1) == "neopla" and len(seg.type_info.ids) == 6
+    assert get_segmenter(str(path), device="cpu") is seg  # cached, not reloaded
+    clear_cache()

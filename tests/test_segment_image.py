@@ -132,3 +132,31 @@ def test_hovernet_predict_smaller_than_patch():
     maps = predict_maps(net, coords, 64, 40)
     assert maps["np"].shape == (30, 25)
     assert patch_grid(30, 40) == [0] and patch_grid(100, 40) == [0, 40, 60]
+
+
+def test_registry_names_and_cache():
+    from napari_histo.models import default_type_info, get_segmenter
+    from napari_histo.utils import HistoError, resource_path
+
+    a = get_segmenter("classical")
+    assert a is get_segmenter("classical")
+    assert isinstance(a, ClassicalSegmenter)
+    weights = resource_path("weights", "hovernet_compact")
+    if not (weights / "model.pt").exists():
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            from napari_histo.models import clear_cache
+
+            clear_cache()
+            d = get_segmenter("default")
+        assert isinstance(d, ClassicalSegmenter)
+        assert any("weights not installed" in str(w.message) for w in caught)
+    else:
+        assert isinstance(get_segmenter("default"), HoverNetSegmenter)
+    with pytest.raises(HistoError, match="unknown model"):
+        get_segmenter("no-such-model")
+    assert default_type_info("pannuke").name(5) == "no-neo"
+    assert default_type_info("monusac").id_of("lymphocyte") == 2
+    assert len(default_type_info("consep").ids) == 5
