@@ -12,7 +12,7 @@ from napari_histo.cli import main
 def test_info_text_on_the_shipped_sample(capsys, sample_slide_path):
     assert main(["info", str(sample_slide_path)]) == 0
     out = capsys.readouterr().out
-    assert "aperio / openslide" in out
+    assert "aperio / tifffile" in out
     assert "2220 x 2967" in out
     assert "0.4990" in out and "20x" in out
     assert "label, macro, thumbnail" in out
@@ -29,9 +29,10 @@ def test_info_json(capsys, sample_slide_path):
 
 
 def test_info_json_with_forced_backend(capsys, sample_slide_path):
-    assert main(["info", str(sample_slide_path), "--json", "--backend", "tifffile"]) == 0
+    assert main(["info", str(sample_slide_path), "--json", "--backend", "openslide", "--properties"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["backend"] == "tifffile" and info["mpp"] == pytest.approx([0.499, 0.499])
+    assert info["backend"] == "openslide" and info["mpp"] == pytest.approx([0.499, 0.499])
+    assert info["properties"]["openslide.objective-power"] == "20"
 
 
 def test_info_reports_unknown_mpp(capsys):

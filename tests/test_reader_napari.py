@@ -50,7 +50,7 @@ def test_reader_returns_multiscale_rgb_layer_in_microns(synth_slides):
     assert meta["path"] == path
     assert meta["mpp"] == pytest.approx([0.25, 0.25])
     assert meta["objective_power"] == 40
-    assert meta["vendor"] == "aperio" and meta["backend"] == "openslide"
+    assert meta["vendor"] == "aperio" and meta["backend"] == "tifffile"
     assert meta["level_dimensions"] == [[1536, 1024], [768, 512]]
 
 

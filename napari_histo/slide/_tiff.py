@@ -24,6 +24,7 @@ from napari_histo.slide._metadata import (
     mpp_from_tiff_resolution,
     mpp_power_from_aperio,
     mpp_power_from_ome,
+    parse_aperio_description,
 )
 from napari_histo.utils import InputFileError
 
@@ -143,6 +144,8 @@ class TiffBackend:
         elif description.startswith("Aperio"):
             self.vendor = "aperio"
             self.mpp, self.objective_power = mpp_power_from_aperio(description)
+            for key, value in parse_aperio_description(description).items():
+                self.properties[f"aperio.{key}"] = value
         else:
             self.vendor = "generic-tiff"
         if self.mpp is None and not tif.is_ome:
@@ -209,14 +212,25 @@ def tiff_header_ok(path: str | os.PathLike) -> bool:
     return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
-def tiff_is_ome_or_subifd(path: str | os.PathLike) -> bool:
-    """True for OME-TIFF or a first page with SubIFDs (pyramids OpenSlide would see as one level)."""
+def tiff_probe(path: str | os.PathLike) -> dict[str, bool]:
+    """Cheap structure probe (IFDs only, no pixels).
+
+    ``ome_or_subifd``: OME-TIFF or a first page with SubIFDs (a pyramid OpenSlide would see as
+    one level). ``tiled_rgb8``: the main series is tiled 8-bit RGB at every level, so the zarr
+    path serves it with native tiles.
+    """
     import tifffile
 
+    result = {"ome_or_subifd": False, "tiled_rgb8": False}
     try:
         with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            return bool(tif.is_ome or page.subifds)
+            result["ome_or_subifd"] = bool(tif.is_ome or page.subifds)
+            series = tif.series[0] if tif.series else None
+            if series is not None and series.ndim == 3 and series.shape[-1] == 3:
+                result["tiled_rgb8"] = series.dtype == np.uint8 and all(
+                    level.keyframe.is_tiled for level in series.levels
+                )
     except Exception:
-        return False
-
+        pass
+    return result
