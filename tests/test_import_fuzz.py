@@ -14,7 +14,7 @@ from napari_histo.formats.geojson import read_geojson
 from napari_histo.formats.hovernet_json import read_hovernet_json
 from napari_histo.formats.sedeen import read_sedeen
 
-SETTINGS = settings(max_examples=40, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+SETTINGS = settings(max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 SESSION = """\ufeff<?xml version="1.0"?>\r
 <session software="PathCore Session Printer" version="0.1.0">\r
