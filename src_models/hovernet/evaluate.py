@@ -90,6 +90,38 @@ def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bo
     return rows
 
 
+def tune_postproc(seg, data_root: str | Path, stems: list[str], grid: dict[str, list]) -> list[dict]:
+    """Mean PQ/AJI of post-processing settings on (training) MoNuSeg tiles; network run once per tile.
+
+    Used to pick ``config.postproc`` on training tiles only, never on the held-out ones.
+    """
+    import itertools
+
+    from napari_histo.nuclei.metrics import instance_scores
+    from napari_histo.nuclei.postproc import HoverPostParams, instances_from_maps
+    from src_models.hovernet.data import load_monuseg_native, resize_labels, resize_rgb
+
+    cache = []
+    for stem in stems:
+        rgb, gt, mpp = load_monuseg_native(Path(data_root), stem)
+        scale = mpp / seg.mpp
+        work = resize_rgb(rgb, (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)))
+        cache.append((seg.predict(work), gt))
+    base = dict(seg.post_params.__dict__)
+    keys = sorted(grid)
+    results = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        params = HoverPostParams(**{**base, **dict(zip(keys, values, strict=True))})
+        scores = []
+        for raw, gt in cache:
+            lab = resize_labels(instances_from_maps(raw["np"], raw["hv"], params), gt.shape)
+            scores.append(instance_scores(gt, lab))
+        results.append({**dict(zip(keys, values, strict=True)),
+                        "pq": round(float(np.mean([s["pq"] for s in scores])), 4),
+                        "aji": round(float(np.mean([s["aji"] for s in scores])), 4)})
+    return sorted(results, key=lambda r: -(r["pq"] + r["aji"]))
+
+
 def _crc_points(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """CRCHisto detection points (x, y, 0-based) and their class (-1 = unclassified)."""
     from scipy.io import loadmat
