@@ -25,44 +25,57 @@ def field_width(values: np.ndarray, decimals: int) -> int:
 
 
 def write_numbers(mat: np.ndarray, keep: np.ndarray, col: int, values: np.ndarray, decimals: int, width: int) -> None:
-    """Format finite ``values`` into ``mat[:, col:col + width]`` (ASCII) and mark the bytes to keep."""
+    """Format finite ``values`` into ``mat[col:col + width, :]`` (ASCII) and mark the bytes to keep.
+
+    ``mat`` and ``keep`` are **transposed** (one contiguous row per byte position, one column per
+    number): writing a digit position is then a contiguous pass (several times faster than a
+    strided column of a row-major matrix).
+    """
     v = np.asarray(values, np.float64)
     scale = 10**decimals
     q = np.rint(np.abs(v) * scale).astype(np.int64)
     n_int = width - 1 - (1 + decimals if decimals else 0)
-    mat[:, col] = 45  # "-"
-    keep[:, col] = (v < 0) & (q > 0)
+    mat[col] = 45  # "-"
+    np.logical_and(v < 0, q > 0, out=keep[col])
     ip = q // scale
-    rest = ip.astype(np.int32) if n_int < 10 else ip.copy()
-    n_digits = np.ones(len(v), np.int8)
-    for k in range(1, n_int):
-        n_digits += ip >= 10**k
+    small = n_int < 10
+    rest = ip.astype(np.int32) if small else ip.copy()
+    digit = np.empty_like(rest)
     for c in range(col + n_int, col, -1):  # least significant integer digit first
-        mat[:, c] = rest % 10 + 48
+        np.remainder(rest, 10, out=digit)
+        np.add(digit, 48, out=mat[c], casting="unsafe")
         rest //= 10
-    keep[:, col + 1 : col + 1 + n_int] = np.arange(n_int, 0, -1)[None, :] <= n_digits[:, None]
+    # keep integer digits from the most significant non-zero one (the units digit always)
+    for k in range(n_int):  # row col + 1 + k holds the digit of 10 ** (n_int - 1 - k)
+        power = n_int - 1 - k
+        if power == 0:
+            keep[col + 1 + k] = True
+        else:
+            np.greater_equal(ip, 10**power, out=keep[col + 1 + k])
     if decimals:
-        mat[:, col + 1 + n_int] = 46  # "."
+        mat[col + 1 + n_int] = 46  # "."
         frac = (q % scale).astype(np.int32)
+        q_frac = frac.copy()
         for c in range(col + width - 1, col + n_int + 1, -1):
-            mat[:, c] = frac % 10 + 48
+            np.remainder(frac, 10, out=digit[: len(frac)] if small else digit)
+            np.add(digit, 48, out=mat[c], casting="unsafe")
             frac //= 10
         # strip trailing zeros of the fraction (and the point when nothing is left): 1.50 -> 1.5, 2.00 -> 2
-        q_frac = q % scale
         n_frac = np.full(len(v), decimals, np.int8)
         for k in range(1, decimals + 1):
             n_frac -= (q_frac % 10**k) == 0
-        keep[:, col + 1 + n_int] = n_frac > 0
-        keep[:, col + 2 + n_int : col + width] = np.arange(decimals)[None, :] < n_frac[:, None]
+        np.greater(n_frac, 0, out=keep[col + 1 + n_int])
+        for d in range(decimals):
+            np.greater(n_frac, d, out=keep[col + 2 + n_int + d])
 
 
 def number_field(values: np.ndarray, decimals: int) -> tuple[np.ndarray, np.ndarray]:
     """(bytes matrix (n, W) uint8, keep mask (n, W) bool) for finite ``values`` at ``decimals``."""
     width = field_width(values, decimals)
-    mat = np.empty((len(values), width), np.uint8)
-    keep = np.empty((len(values), width), bool)
+    mat = np.empty((width, len(values)), np.uint8)
+    keep = np.empty((width, len(values)), bool)
     write_numbers(mat, keep, 0, values, decimals, width)
-    return mat, keep
+    return np.ascontiguousarray(mat.T), np.ascontiguousarray(keep.T)
 
 
 def vertex_rows(xy: np.ndarray, decimals: int = 2) -> tuple[bytes, np.ndarray]:
@@ -70,18 +83,19 @@ def vertex_rows(xy: np.ndarray, decimals: int = 2) -> tuple[bytes, np.ndarray]:
     wx = field_width(xy[:, 0], decimals)
     wy = field_width(xy[:, 1], decimals)
     n = len(xy)
-    mat = np.empty((n, wx + wy + 4), np.uint8)
-    keep = np.ones((n, wx + wy + 4), bool)
-    mat[:, 0] = 91  # [
+    width = wx + wy + 4
+    mat = np.empty((width, n), np.uint8)
+    keep = np.ones((width, n), bool)
+    mat[0] = 91  # [
     write_numbers(mat, keep, 1, xy[:, 0], decimals, wx)
-    mat[:, 1 + wx] = 44  # ,
+    mat[1 + wx] = 44  # ,
     write_numbers(mat, keep, 2 + wx, xy[:, 1], decimals, wy)
-    mat[:, 2 + wx + wy] = 93  # ]
-    mat[:, 3 + wx + wy] = 44  # ,
-    lengths = keep.sum(axis=1)
+    mat[2 + wx + wy] = 93  # ]
+    mat[3 + wx + wy] = 44  # ,
+    lengths = keep.sum(axis=0)
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    return mat[keep].tobytes(), offsets
+    return np.ascontiguousarray(mat.T)[np.ascontiguousarray(keep.T)].tobytes(), offsets
 
 
 def const_field(n: int, text: bytes) -> tuple[np.ndarray, np.ndarray]:
