@@ -95,13 +95,18 @@ class ClassicalParams:
         Minimum mean haematoxylin OD (after background subtraction) of a nucleus.
     positive_threshold : float
         Mean DAB OD at or above which a nucleus is called positive (H-DAB).
+    threshold_scale : float
+        Factor applied to the automatic (Otsu) threshold.
+    detection_image : str
+        Channel nuclei are detected in: "haematoxylin" (deconvolved), "od_sum" (mean OD of
+        the three channels, QuPath's alternative) or "od_red" (red-channel OD).
     """
 
     pixel_size_um: float = 0.25
     stains: str = "auto"
     background_radius_um: float = 8.0
     median_radius_um: float = 0.0
-    sigma_um: float = 1.0
+    sigma_um: float = 0.5
     threshold: float | str = "auto"
     min_threshold: float = 0.1
     min_area_um2: float = 8.0
@@ -110,6 +115,8 @@ class ClassicalParams:
     split_h_um: float = 0.5
     min_mean_od: float = 0.1
     positive_threshold: float = 0.2
+    detection_image: str = "haematoxylin"
+    threshold_scale: float = 1.0
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -164,7 +171,13 @@ class ClassicalSegmenter:
         if stains == "auto":
             stains = _detect_stains(rgb)
         od = stain_od(rgb, stains)
-        return {"haem": od[..., 0], "second": od[..., 1], "stains": stains}
+        if self.params.detection_image == "od_sum":
+            detect = _OD_LUT[rgb].sum(axis=-1) / 3.0 if rgb.dtype == np.uint8 else od.sum(axis=-1) / 3.0
+        elif self.params.detection_image == "od_red":
+            detect = _OD_LUT[rgb[..., 0]] if rgb.dtype == np.uint8 else od[..., 0]
+        else:
+            detect = od[..., 0]
+        return {"haem": detect, "second": od[..., 1], "stains": stains}
 
     def postprocess(self, raw: dict, rgb: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
         """Instances and the nucleus table (tile px) from :meth:`predict`'s ODs."""
@@ -201,7 +214,7 @@ class ClassicalSegmenter:
 
         if p.threshold == "auto":
             vals = img[img > 0.02]
-            thr = float(threshold_otsu(vals)) if vals.size > 100 else p.min_threshold
+            thr = float(threshold_otsu(vals)) * p.threshold_scale if vals.size > 100 else p.min_threshold
             thr = max(thr, p.min_threshold)
         else:
             thr = float(p.threshold)
