@@ -4,7 +4,8 @@ Pinned pair (see pyproject): tifffile < 2026.5.2 and zarr < 3.2. In this range
 ``TiffPageSeries.aszarr()`` returns a ``ZarrTiffStore`` that ``zarr.open`` reads as a group
 with one array per pyramid level (keys "0", "1", ... in no guaranteed order, so they are
 sorted numerically) or, for a single level, as one array. Chunks are the native tiles.
-A round-trip test (tests/test_slide_tiff.py) fails loudly if an upgrade changes this.
+Round-trip tests (tests/test_slide_formats.py: OME SubIFD and Aperio pyramids through
+zarr vs the source pixels) fail loudly if an upgrade changes this.
 
 Covers OME-TIFF (SubIFD pyramids), Aperio SVS read without OpenSlide, and any tiled or
 striped TIFF that OpenSlide declines.
