@@ -179,3 +179,16 @@ def test_measurement_with_sparse_ids_and_empty():
     empty = measure_instances(np.zeros((8, 8), np.int32), mpp=0.5)
     validate_table(empty)
     assert len(empty) == 0 and empty.attrs["mpp"] == 0.5
+
+
+def test_constants_rescaled_for_20x():
+    from napari_histo.nuclei.postproc import cv_ellipse
+
+    assert HoverPostParams.for_mpp(0.25) == HoverPostParams()
+    p20 = HoverPostParams.for_mpp(0.5)
+    assert (p20.sobel_ksize, p20.min_blob_px, p20.min_marker_px, p20.opening_size) == (11, 2, 2, 3)
+    assert cv_ellipse(5).sum() == 17 and cv_ellipse(5)[0].tolist() == [0, 0, 1, 0, 0]
+    # small (20x-sized) touching nuclei: the rescaled constants split them, as 40x ones do at 40x
+    inst = disks((64, 80), [(20, 20), (20, 31), (45, 55)], [6, 6, 5])
+    np_map, hv = ideal_maps(inst)
+    assert pq(inst, instances_from_maps(np_map, hv, p20))[0] == 1.0

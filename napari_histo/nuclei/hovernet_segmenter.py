@@ -107,7 +107,7 @@ class HoverNetSegmenter:
     name : str -- provenance name
     device : str, optional -- default ``napari_histo.utils.choose_device()``
     batch_size : int -- patches per forward
-    post_params : HoverPostParams, optional -- post-processing constants
+    post_params : HoverPostParams, optional -- default: official constants rescaled to ``mpp``
     amp : bool, optional -- autocast (default: on for CUDA)
     """
 
@@ -135,7 +135,7 @@ class HoverNetSegmenter:
         self.type_info = type_info or NUCLEUS_ONLY
         self.name = name
         self.batch_size = int(batch_size)
-        self.post_params = post_params or HoverPostParams()
+        self.post_params = post_params or HoverPostParams.for_mpp(self.mpp)
         self.amp = amp
         margin = (self.input_size - self.output_size) // 2
         # a nucleus (≤ ~20 µm) owned by a tile core must be seen whole, plus the model margin

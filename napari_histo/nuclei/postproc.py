@@ -49,6 +49,8 @@ class HoverPostParams:
         Edge energy at or above which a pixel is not a marker (0.4).
     min_marker_px : int
         Markers smaller than this are removed (10; the IHC fork uses 2).
+    opening_size : int
+        Side of the elliptical structuring element opening the markers (5).
     """
 
     np_threshold: float = 0.5
@@ -56,6 +58,26 @@ class HoverPostParams:
     sobel_ksize: int = 21
     marker_threshold: float = 0.4
     min_marker_px: int = 10
+    opening_size: int = 5
+
+    @classmethod
+    def for_mpp(cls, mpp: float, reference_mpp: float = 0.25) -> HoverPostParams:
+        """Official constants rescaled from 40× (0.25 µm/px) to ``mpp``: lengths by the ratio,
+        areas by its square (odd kernel sizes kept). ``for_mpp(0.25)`` is the official set."""
+        f = reference_mpp / float(mpp)
+        if abs(f - 1.0) < 1e-6:
+            return cls()
+
+        def odd(v: float, lo: int) -> int:
+            n = max(lo, int(round(v)))
+            return n if n % 2 else n + 1
+
+        return cls(
+            min_blob_px=max(1, int(round(10 * f * f))),
+            sobel_ksize=odd(21 * f, 3),
+            min_marker_px=max(1, int(round(10 * f * f))),
+            opening_size=odd(5 * f, 1),
+        )
 
 
 def sobel_kernels(ksize: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,9 +121,19 @@ def remove_small_labels(labels: np.ndarray, min_px: int) -> np.ndarray:
     return labels
 
 
-_ELLIPSE_5 = np.array(
-    [[0, 0, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 1, 0, 0]], dtype=bool
-)  # cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+def cv_ellipse(size: int) -> np.ndarray:
+    """``cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))`` as a bool array."""
+    if size <= 1:
+        return np.ones((1, 1), bool)
+    r = size // 2
+    out = np.zeros((size, size), bool)
+    inv_r2 = 1.0 / (r * r)
+    for i in range(size):
+        dy = i - r
+        if abs(dy) <= r:
+            dx = int(round(r * np.sqrt(max(0.0, (r * r - dy * dy) * inv_r2))))
+            out[i, max(0, r - dx) : min(size, r + dx + 1)] = True
+    return out
 
 
 def instances_from_maps(
@@ -164,8 +196,9 @@ def instances_from_maps(
     marker = blb & ~(overall >= p.marker_threshold)
     marker = ndi.binary_fill_holes(marker)
     # cv2.MORPH_OPEN: erosion treats outside as foreground, dilation as background
-    marker = ndi.binary_erosion(marker, _ELLIPSE_5, border_value=1)
-    marker = ndi.binary_dilation(marker, _ELLIPSE_5, border_value=0)
+    footprint = cv_ellipse(p.opening_size)
+    marker = ndi.binary_erosion(marker, footprint, border_value=1)
+    marker = ndi.binary_dilation(marker, footprint, border_value=0)
     markers = ndi.label(marker)[0]
     markers = remove_small_labels(markers, p.min_marker_px)
     labels = watershed(dist, markers=markers, mask=blb)
