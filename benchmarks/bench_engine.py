@@ -189,6 +189,8 @@ def run_one(name: str, root: Path, parts: bool, workers: int, batch: int) -> dic
         mpp = slide.mpp[0] if slide.mpp else 0.25
         record["slide_px"] = list(slide.dimensions)
         mask = tissue_mask(slide)
+        if not np.asarray(mask.mask).any():  # as the engine does: no tissue found -> every tile
+            mask = None
         t0 = time.perf_counter()
         if parts:
             record.update(_parts(slide, model, mpp, cfg["roi"], mask))

@@ -121,6 +121,7 @@ def write_labels(plan: TilePlan, journal: Journal, offsets: dict[int, int], path
             cache.popitem(last=False)
         return value
 
+    written: set[tuple[int, int]] = set()  # chunks holding labels; the pyramid visits only these
     for row in range(plan.n_rows):
         for col in range(plan.n_cols):
             sources = [
@@ -144,8 +145,9 @@ def write_labels(plan: TilePlan, journal: Journal, offsets: dict[int, int], path
                 dst[fg] = part[fg] + offsets[index]
             if buf.any():
                 arrays[0][y0:y1, x0:x1] = buf
+                written.add((row, col))
     for k in range(1, len(arrays)):
-        _downsample_level(arrays[k - 1], arrays[k])
+        written = _downsample_level(arrays[k - 1], arrays[k], written)
     group.attrs.update(_multiscales_attrs(len(arrays), plan))
     if path.exists():
         old = path.with_name(path.name + ".old")
@@ -157,15 +159,24 @@ def write_labels(plan: TilePlan, journal: Journal, offsets: dict[int, int], path
         os.replace(tmp, path)
 
 
-def _downsample_level(src, dst) -> None:
-    """dst = src[::2, ::2], one destination chunk at a time (labels: stride, never interpolate)."""
+def _downsample_level(src, dst, written: set[tuple[int, int]]) -> set[tuple[int, int]]:
+    """dst = src[::2, ::2] over the chunks that hold labels (labels: stride, never interpolate).
+
+    ``written`` are the chunk indices of ``src`` with labels; both levels use the same chunk
+    side, so work grows with the labelled area, not with the slide.
+    """
     ch, cw = dst.chunks
     H, W = dst.shape
-    for y in range(0, H, ch):
-        for x in range(0, W, cw):
-            block = src[2 * y:2 * min(y + ch, H), 2 * x:2 * min(x + cw, W)][::2, ::2]
-            if block.any():
-                dst[y:y + block.shape[0], x:x + block.shape[1]] = block
+    out: set[tuple[int, int]] = set()
+    for i, j in sorted({(r // 2, c // 2) for r, c in written}):
+        y, x = i * ch, j * cw
+        if y >= H or x >= W:
+            continue
+        block = src[2 * y:2 * min(y + ch, H), 2 * x:2 * min(x + cw, W)][::2, ::2]
+        if block.any():
+            dst[y:y + block.shape[0], x:x + block.shape[1]] = block
+            out.add((i, j))
+    return out
 
 
 def _multiscales_attrs(n_levels: int, plan: TilePlan) -> dict[str, Any]:
@@ -239,9 +250,9 @@ def load_result(folder: str | os.PathLike, columns: list[str] | None = None) -> 
 
     folder = Path(folder)
     table_path, labels_path, run_path = folder / TABLE_NAME, folder / LABELS_NAME, folder / RUN_NAME
+    if (folder / ".partial").exists() and not run_path.exists():
+        raise InputFileError(folder, "the segmentation run did not finish (resume it with --resume)")
     if not table_path.exists():
-        if (folder / ".partial").exists():
-            raise InputFileError(folder, "the segmentation run did not finish (resume it with --resume)")
         raise InputFileError(folder, f"no {TABLE_NAME}: not a segmentation output folder")
     table = read_table_parquet(table_path, columns=columns)
     labels = []

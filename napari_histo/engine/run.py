@@ -266,6 +266,8 @@ def run_segmentation(
             # ---- assemble: each output appears under its final name only when complete
             yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "assemble")
             t_asm = time.perf_counter()
+            # run.json is written last and marks a complete folder: drop a previous run's first
+            (outdir / outputs.RUN_NAME).unlink(missing_ok=True)
             attrs = {
                 "mpp": level0_mpp,
                 "type_info": _segmenter_info(segmenter)["type_info"],
