@@ -291,6 +291,10 @@ def test_spec_and_pickle_carry_a_path_not_a_handle(slides):
             restored.close()
         with pickle.loads(pickle.dumps(spec)).open() as reopened:
             assert reopened.dimensions == slide.dimensions
+        # pyramid graphs pickle too (their level readers reopen the slide by path)
+        for level in (slide.pyramid()[1], slide.pyramid()[-1]):
+            shipped = pickle.loads(pickle.dumps(level))
+            np.testing.assert_array_equal(shipped[:100, :200].compute(), level[:100, :200].compute())
 
 
 def test_closed_slide_refuses_reads(slides):
@@ -351,7 +355,8 @@ def test_bad_files_raise_one_clear_input_file_error(tmp_path, sample_slide_path)
         assert reason in str(info.value)
 
 
-def test_pyramid_field_of_view_decodes_only_the_pixels_it_needs(slides, monkeypatch):
+@pytest.mark.parametrize("backend", ["openslide", "tifffile"])
+def test_pyramid_field_of_view_decodes_only_the_pixels_it_needs(slides, monkeypatch, backend):
     # dask must fuse FoV slicing into the level reader; otherwise every touched 1024-px chunk is
     # decoded whole (4x the work for a 1024-px view)
     requested = []
@@ -362,7 +367,7 @@ def test_pyramid_field_of_view_decodes_only_the_pixels_it_needs(slides, monkeypa
         return original(self, level, x, y, width, height)
 
     monkeypatch.setattr(Slide, "read_level", counting)
-    with open_slide(slides["svs_jpeg"], backend="openslide") as slide:
+    with open_slide(slides["svs_jpeg"], backend=backend) as slide:
         view = np.asarray(slide.pyramid()[0][300:1324, 500:1524])
     assert view.shape == (1024, 1024, 3)
     assert len(requested) == 4  # the view straddles four chunks

@@ -65,11 +65,5 @@ class ImageBackend:
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         return self._rgb[y : y + height, x : x + width].copy()
 
-    def level_zarr(self, level: int):
-        return None
-
-    def level_array(self) -> np.ndarray:
-        return self._rgb
-
     def close(self) -> None:
         self._rgb = np.zeros((0, 0, 3), np.uint8)

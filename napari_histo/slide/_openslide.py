@@ -72,9 +72,6 @@ class OpenSlideBackend:
             raise InputFileError(self.path, f"cannot decode pixels at level {level} ({exc})") from exc
         return rgba_to_rgb_on_white(np.asarray(image))
 
-    def level_zarr(self, level: int):
-        return None
-
     def close(self) -> None:
         slide = getattr(self, "_slide", None)
         if slide is not None:

@@ -182,13 +182,6 @@ class TiffBackend:
             return _rgb(array[y : y + height, x : x + width])
         return _rgb(array[y : y + height, x : x + width, :])
 
-    def level_zarr(self, level: int):
-        """The zarr array of one level (native-tile chunks); None when it is not RGB uint8."""
-        array = self._arrays[level]
-        if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-            return None
-        return array
-
     def close(self) -> None:
         store = getattr(self, "_store", None)
         if store is not None:
