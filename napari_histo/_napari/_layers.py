@@ -235,8 +235,11 @@ def labels_colormap(table: pd.DataFrame) -> Any:
     return DirectLabelColormap(color_dict=color_dict)
 
 
-def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None = None, name: str = NUCLEI_LABELS) -> tuple:
-    """A Labels ``LayerDataTuple`` (single array or a multiscale list) coloured by nucleus type."""
+def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None = None, name: str = NUCLEI_LABELS, origin: tuple[int, int] = (0, 0)) -> tuple:
+    """A Labels ``LayerDataTuple`` (single array or a multiscale list) coloured by nucleus type.
+
+    ``origin`` (x, y) is the level-0 position of ``labels[0, 0]`` (a crop of the slide).
+    """
     import pandas as pd
 
     features = nuclei_features(table)
@@ -245,11 +248,14 @@ def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None 
         "name": name,
         "colormap": labels_colormap(table),
         "opacity": 0.9,
-        "contour": 1,  # outlines keep the nuclei visible underneath
         "metadata": {"napari_histo_overlay": True},
         "multiscale": isinstance(labels, list),
         **overlay_kwargs(slide_layer),
     }
+    if origin != (0, 0):
+        (sy, sx), (ty, tx) = layer_geometry(slide_layer) if slide_layer is not None else ((1.0, 1.0), (0.0, 0.0))
+        meta["translate"] = (ty + origin[1] * sy, tx + origin[0] * sx)
+        meta["scale"] = (sy, sx)
     if features is not None:
         meta["features"] = features
     return labels, meta, "labels"

@@ -73,17 +73,49 @@ def default_outdir(slide_path: str | None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
 
 
+#: Context (level-0 px at 0.5 µm/px, scaled with the mpp) read around a view/shape region so
+#: that nuclei on its border are segmented whole.
+CONTEXT_UM = 24.0
+
+
+def crop_region(layer: Any, roi: Any, mpp: float | None) -> tuple[np.ndarray, tuple[int, int], Any]:
+    """Read the ROI's bounding box plus context from ``layer``'s level 0.
+
+    Returns ``(rgb crop, (x0, y0) level-0 origin, ROI in crop coordinates)``, so small regions
+    are segmented as a small image instead of the slide tiles they touch.
+    """
+    if len(roi) == 4 and np.ndim(roi) == 1:
+        x, y, w, h = (float(v) for v in roi)
+        box = (x, y, x + w, y + h)
+    else:
+        xy = np.asarray(roi, float)
+        box = (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max())
+    margin = int(np.ceil(CONTEXT_UM / (mpp or 0.5)))
+    height, width = _layers.level0_shape(layer)
+    x0, y0 = max(0, int(np.floor(box[0])) - margin), max(0, int(np.floor(box[1])) - margin)
+    x1, y1 = min(width, int(np.ceil(box[2])) + margin), min(height, int(np.ceil(box[3])) + margin)
+    data = layer.data[0] if layer.multiscale else layer.data
+    rgb = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3])
+    if len(roi) == 4 and np.ndim(roi) == 1:
+        local = (roi[0] - x0, roi[1] - y0, roi[2], roi[3])
+    else:
+        local = np.asarray(roi, float) - np.array([x0, y0], float)
+    return rgb, (x0, y0), local
+
+
 def segmentation_events(
-    source: Any, model: str, outdir: Path, roi: Any = None, **options: Any
+    source: Any, model: str, outdir: Path, roi: Any = None, origin: tuple[int, int] = (0, 0), **options: Any
 ) -> Generator[tuple[Any, pd.DataFrame | None], None, tuple[Any, Any]]:
     """Drive the engine; yield ``(event, finished tile's nuclei or None)``; return ``(RunResult, loaded result)``.
 
-    Runs in the worker thread. A run that does not complete (cancelled, failed) has its work
-    folder removed, and the output folder too when it is left empty.
+    Runs in the worker thread. ``origin`` (x, y) is the level-0 position of ``source[0, 0]``
+    when the source is a crop; tables are shifted to level-0 coordinates. A run that does not
+    complete (cancelled, failed) has its work folder removed, and the output folder too when it
+    is left empty.
     """
     from napari_histo.engine.outputs import load_result
     from napari_histo.engine.run import run_segmentation
-    from napari_histo.nuclei.table import read_table_parquet
+    from napari_histo.nuclei.table import offset_table, read_table_parquet
 
     outdir = Path(outdir)
     existed = outdir.exists() and any(outdir.iterdir())
@@ -101,9 +133,13 @@ def segmentation_events(
                 path = outdir / ".partial" / "tiles" / f"{event.tile:06d}.parquet"
                 if path.exists():
                     tile_table = read_table_parquet(path, columns=["x", "y", "type"])
+                    tile_table["x"] += origin[0]
+                    tile_table["y"] += origin[1]
             yield event, tile_table
         completed = bool(run.completed)
         loaded = load_result(run.folder) if completed else None
+        if loaded is not None and origin != (0, 0):
+            loaded.table = offset_table(loaded.table, float(origin[0]), float(origin[1]))
         return run, loaded
     finally:
         gen.close()
@@ -124,6 +160,7 @@ class NucleiPanel(QWidget):
         self.result: Any = None
         self.outdir: Path | None = None
         self.slide_layer: Any = None
+        self.origin: tuple[int, int] = (0, 0)
         self._partial: list[pd.DataFrame] = []
         self._type_info: dict | None = None
         settings = engine_settings()
@@ -256,9 +293,17 @@ class NucleiPanel(QWidget):
             return None
         path = _layers.layer_path(slide_layer)
         source: Any = path
-        if path is None or not Path(path).exists():  # a plain in-memory image layer
-            data = slide_layer.data[0] if slide_layer.multiscale else slide_layer.data
-            source = np.ascontiguousarray(np.asarray(data)[..., :3])
+        origin = (0, 0)
+        try:
+            if roi is not None:  # view or shape: segment the region (plus context) as an image
+                source, origin, roi = crop_region(slide_layer, roi, _layers.layer_mpp(slide_layer))
+            elif path is None or not Path(path).exists():  # a plain in-memory image layer
+                data = slide_layer.data[0] if slide_layer.multiscale else slide_layer.data
+                source = np.ascontiguousarray(np.asarray(data)[..., :3])
+        except Exception as exc:
+            notify_error(exc, "nuclei")
+            return None
+        self.origin = origin
         settings = engine_settings()
         device = self.device_combo.currentText()
         options: dict[str, Any] = {
@@ -282,7 +327,7 @@ class NucleiPanel(QWidget):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = Job(
-            segmentation_events, source, model, self.outdir, roi,
+            segmentation_events, source, model, self.outdir, roi, origin,
             on_yield=self._on_event, on_return=self._on_return, on_finish=self._on_finish,
             on_error=self._on_error, context="nuclei", **options,
         )
@@ -364,9 +409,10 @@ class NucleiPanel(QWidget):
 
             levels = [da.from_zarr(level) if not isinstance(level, np.ndarray) else level for level in labels]
             data = levels if len(levels) > 1 else levels[0]
-            ldata, lmeta, _ = _layers.labels_layer_data(data, table, slide_layer)
-            _layers.add_or_update(self.viewer, (ldata, lmeta, "labels"))
-            self.viewer.layers[_layers.NUCLEI_LABELS].events.selected_label.connect(self._label_selected)
+            ldata, lmeta, _ = _layers.labels_layer_data(data, table, slide_layer, origin=self.origin)
+            labels_layer = _layers.add_or_update(self.viewer, (ldata, lmeta, "labels"))
+            labels_layer.contour = 1  # outlines keep the nuclei visible underneath
+            labels_layer.events.selected_label.connect(self._label_selected)
         pdata, pmeta, _ = _layers.points_layer_data(table, slide_layer)
         pmeta["metadata"]["nuclei_table"] = table
         if self.result is not None:

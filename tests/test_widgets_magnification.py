@@ -1,0 +1,72 @@
+"""Magnification panel and the Slide panel's "predict magnification" on a real MoNuSeg tile (a
+TIFF without a pixel size). Skipped when ../shared/data or the shipped Hagnifinder model is absent."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from _widget_helpers import open_with_slide_panel
+from conftest import shared_path
+
+pytestmark = [pytest.mark.gui, pytest.mark.shared_data]
+
+TILE = "TCGA-21-5784-01Z-00-DX1"
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, monkeypatch):
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
+    return make_napari_viewer()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _shipped_model():
+    from napari_histo.magnification import default_model_dir
+
+    if not (default_model_dir() / "model.pt").exists():
+        pytest.skip("the shipped magnification model is not in this checkout")
+
+
+def _edges(layer):
+    """World coordinates of the outer edges (y0, x0, y1, x1) of a 2-D layer."""
+    from napari_histo._napari import _layers
+
+    h, w = _layers.level0_shape(layer) if layer.rgb or layer.multiscale else layer.data.shape[:2]
+    lo = layer.data_to_world(np.zeros(2)) - np.asarray(layer.scale) / 2
+    hi = layer.data_to_world(np.array([h - 1, w - 1], float)) + np.asarray(layer.scale) / 2
+    return np.concatenate([lo, hi])
+
+
+def test_predict_and_apply_magnification(viewer, qtbot):
+    from napari_histo._napari import _layers
+    from napari_histo._napari._magnification_panel import MagnificationPanel
+
+    tif = shared_path("monuseg", "MoNuSegTrainData", f"{TILE}.tif")
+    slide_panel, tile = open_with_slide_panel(viewer, tif)
+    assert slide_panel.info["mpp"] is None
+    assert slide_panel.predict_button.isVisibleTo(slide_panel)
+
+    # Slide panel: predict, then apply; the tissue overlay follows the new scale
+    slide_panel.tissue_box.setChecked(True)
+    tissue = viewer.layers[_layers.TISSUE]
+    prediction = slide_panel.predict_magnification()
+    assert prediction is not None and 0.5 < prediction.magnification < 200
+    assert "predicted" in slide_panel.labels["mpp"].text()
+    slide_panel.apply_prediction()
+    assert tuple(tile.scale) == pytest.approx((prediction.mpp, prediction.mpp))
+    assert _layers.layer_mpp(tile) == pytest.approx(prediction.mpp)
+    np.testing.assert_allclose(_edges(tissue), _edges(tile), rtol=1e-6, atol=1e-6)
+
+    # Magnification panel: whole layer and current view
+    panel = MagnificationPanel(viewer)
+    assert panel.layer_box.currentText() == tile.name
+    panel.scope.setCurrentText("whole layer")
+    whole = panel.predict()
+    assert whole is not None and panel.apply_button.isEnabled()
+    assert f"{whole.magnification:.1f}×" in panel.result_label.text()
+    panel.apply()
+    assert tuple(tile.scale) == pytest.approx((whole.mpp, whole.mpp))
+    viewer.reset_view()
+    panel.scope.setCurrentText("current view")
+    view = panel.predict()
+    assert view is not None and np.isfinite(view.magnification)
