@@ -182,25 +182,37 @@ def table_from_contours(
     ok = lengths >= 3
     area = np.zeros(n)
     perim = np.zeros(n)
-    cx = np.array([r[:, 0].mean() if len(r) else np.nan for r in rings])
-    cy = np.array([r[:, 1].mean() if len(r) else np.nan for r in rings])
+    nonempty = lengths > 0
+    coords = np.concatenate([r for r in rings if len(r)]) if nonempty.any() else np.zeros((0, 2))
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    cx = np.full(n, np.nan)
+    cy = np.full(n, np.nan)
+    x0 = np.zeros(n, np.int64)
+    y0 = np.zeros(n, np.int64)
+    x1 = np.zeros(n, np.int64)
+    y1 = np.zeros(n, np.int64)
+    if nonempty.any():
+        s = starts[nonempty]
+        cnt = lengths[nonempty]
+        cx[nonempty] = np.add.reduceat(coords[:, 0], s) / cnt
+        cy[nonempty] = np.add.reduceat(coords[:, 1], s) / cnt
+        x0[nonempty] = np.floor(np.minimum.reduceat(coords[:, 0], s))
+        y0[nonempty] = np.floor(np.minimum.reduceat(coords[:, 1], s))
+        x1[nonempty] = np.floor(np.maximum.reduceat(coords[:, 0], s)) + 1
+        y1[nonempty] = np.floor(np.maximum.reduceat(coords[:, 1], s)) + 1
     if ok.any():
-        good = [rings[i] for i in np.flatnonzero(ok)]
-        coords = np.concatenate(good)
-        idx = np.repeat(np.arange(len(good)), lengths[ok])
-        polys = shapely.polygons(shapely.linearrings(coords, indices=idx))
+        sel = np.flatnonzero(ok)
+        rows = np.concatenate([np.arange(starts[i], starts[i] + lengths[i]) for i in sel])
+        idx = np.repeat(np.arange(len(sel)), lengths[sel])
+        polys = shapely.polygons(shapely.linearrings(coords[rows], indices=idx))
         a = shapely.area(polys)
         area[ok] = a
         perim[ok] = shapely.length(polys)
         cen = shapely.centroid(polys)
         gx, gy = shapely.get_x(cen), shapely.get_y(cen)
         use = np.isfinite(gx) & (a > 0)
-        sel = np.flatnonzero(ok)[use]
-        cx[sel], cy[sel] = gx[use], gy[use]
-    x0 = np.array([np.floor(r[:, 0].min()) if len(r) else 0 for r in rings], dtype=np.int64)
-    y0 = np.array([np.floor(r[:, 1].min()) if len(r) else 0 for r in rings], dtype=np.int64)
-    x1 = np.array([np.floor(r[:, 0].max()) + 1 if len(r) else 0 for r in rings], dtype=np.int64)
-    y1 = np.array([np.floor(r[:, 1].max()) + 1 if len(r) else 0 for r in rings], dtype=np.int64)
+        cx[sel[use]], cy[sel[use]] = gx[use], gy[use]
     df = pd.DataFrame(
         {
             "id": np.asarray(ids, dtype=np.int64) if ids is not None else np.arange(1, n + 1, dtype=np.int64),
