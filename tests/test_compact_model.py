@@ -130,3 +130,20 @@ def test_losses_reward_correct_predictions():
     ignore = t["tp"].clone()
     ignore[t["np"] > 0] = -1
     assert float(dice_loss(good["tp"], ignore)) < float(dice_loss(bad["tp"], ignore))
+
+
+def test_internal_downsample_keeps_the_io_contract_at_the_finer_resolution():
+    coarse = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=128, output_size=128, mpp=0.5)
+    fine = CompactConfig.from_dict({**coarse.to_dict(), "mpp": 0.25, "internal_downsample": 2,
+                                    "input_size": 256, "output_size": 208})
+    assert fine.network_mpp == coarse.mpp
+    net_c, net_f = CompactHoVerNet(coarse).eval(), CompactHoVerNet(fine).eval()
+    net_f.load_state_dict(net_c.state_dict())  # same weights, no extra parameters
+    img = torch.rand(1, 3, 64, 64) * 255
+    img_fine = img.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)  # same scene at 2x
+    with torch.no_grad():
+        out_c, out_f = net_c(img), net_f(img_fine)
+    assert out_f["np"].shape == (1, 2, 128 - 48, 128 - 48)
+    # the fine model's maps are the coarse maps upsampled (bilinear), minus the 24 px margin
+    expected = torch.nn.functional.interpolate(out_c["hv"], scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert torch.allclose(out_f["hv"], expected[..., 24:-24, 24:-24], atol=1e-4)

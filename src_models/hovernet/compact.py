@@ -129,9 +129,13 @@ class CompactHoVerNet(nn.Module):
         """Predict np/hv/tp maps for NCHW RGB 0..255 input; borders of ``margin`` px are cut."""
         x = imgs / 255.0
         h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
+        d = max(1, int(getattr(self.cfg, "internal_downsample", 1)))
+        mult = self.stride * d
+        ph, pw = (-h) % mult, (-w) % mult
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+        if d > 1:
+            x = F.avg_pool2d(x, d)
         x = self.stem(x)
         feats = []
         for level in self.levels:
@@ -140,7 +144,10 @@ class CompactHoVerNet(nn.Module):
         m = self.margin
         out: dict[str, torch.Tensor] = {}
         for name, branch in self.decoders.items():
-            y = branch(feats)[..., :h, :w]
+            y = branch(feats)
+            if d > 1:
+                y = F.interpolate(y, scale_factor=float(d), mode="bilinear", align_corners=False)
+            y = y[..., :h, :w]
             out[name] = y[..., m : h - m, m : w - m] if m else y
         return out
 

@@ -57,6 +57,11 @@ class CompactConfig:
     postproc : dict
         ``napari_histo.nuclei.postproc.HoverPostParams`` fields for this model's mpp (the
         official constants are for 0.25 µm/px; see :func:`scaled_postproc`).
+    internal_downsample : int
+        The network runs at ``mpp * internal_downsample``: ``forward`` average-pools its input by
+        this factor and upsamples the maps back (bilinear), so callers see an ``mpp`` model while
+        the convolutions cost ``internal_downsample**2`` times less. The weights are those of the
+        same network trained at the coarser resolution (:meth:`CompactConfig.network_mpp`).
     """
 
     input_size: int = 256
@@ -74,6 +79,12 @@ class CompactConfig:
     )
     unified_ids: list[list[int]] = field(default_factory=lambda: [[0], [1, 2], [3], [5], [7]])
     postproc: dict[str, float] = field(default_factory=lambda: scaled_postproc(0.5))
+    internal_downsample: int = 1
+
+    @property
+    def network_mpp(self) -> float:
+        """Resolution the convolutions see (µm/px)."""
+        return float(self.mpp) * int(self.internal_downsample)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

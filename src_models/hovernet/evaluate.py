@@ -48,13 +48,43 @@ def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_siz
                              post_params=HoverPostParams(**params))
 
 
-def segment_native(seg, rgb: np.ndarray, native_mpp: float):
-    """Segment ``rgb`` (native mpp) at the segmenter's mpp; labels and centroids in native px."""
+def upsample_maps(raw: dict[str, np.ndarray], shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Bilinear resize of the predicted np / hv / tp maps to ``shape`` (H, W)."""
+    from skimage.transform import resize
+
+    out = {}
+    for key, val in raw.items():
+        tgt = tuple(shape) + tuple(val.shape[2:])
+        out[key] = resize(val, tgt, order=1, anti_aliasing=False, preserve_range=True).astype(np.float32)
+    return out
+
+
+def segment_native(seg, rgb: np.ndarray, native_mpp: float, mode: str = "labels"):
+    """Segment ``rgb`` (native mpp) with ``seg`` at its working mpp; labels and centroids in native px.
+
+    ``mode="labels"``: post-process at the working mpp and resize the labels (nearest) back;
+    ``mode="maps"``: resize the network maps (bilinear) to the native grid and post-process there
+    with the constants rescaled to ``native_mpp`` (smoother outlines, ~4× the post-processing cost
+    from 0.5 to 0.25 µm/px).
+    """
     from src_models.hovernet.data import resize_labels, resize_rgb
 
     scale = native_mpp / seg.mpp
     shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
     work = resize_rgb(rgb, shape)
+    if mode == "maps" and hasattr(seg, "post_params"):
+        from dataclasses import replace
+
+        from napari_histo.nuclei.postproc import postprocess_maps
+        from src_models.hovernet.config import scaled_postproc
+
+        raw = upsample_maps(seg.predict(work), rgb.shape[:2])
+        params = replace(seg.post_params, **{k: v for k, v in scaled_postproc(native_mpp).items()
+                                             if k in ("min_blob_px", "sobel_ksize", "min_marker_px")})
+        tp = raw.get("tp") if getattr(seg, "typed", False) else None
+        labels, table = postprocess_maps(raw["np"], raw["hv"], tp, mpp=native_mpp, type_info=seg.type_info,
+                                         params=params)
+        return labels, table
     labels, table = seg.segment(work)
     labels = resize_labels(labels, rgb.shape[:2])
     table = table.copy()
@@ -63,7 +93,8 @@ def segment_native(seg, rgb: np.ndarray, native_mpp: float):
     return labels, table
 
 
-def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bool = True) -> list[dict]:
+def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bool = True,
+                     mode: str = "labels") -> list[dict]:
     """Per-image instance scores of ``seg`` (and the classical detector) on MoNuSeg tiles."""
     from napari_histo.nuclei.metrics import instance_scores
     from src_models.hovernet.data import load_monuseg_native
@@ -72,7 +103,7 @@ def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bo
     for stem in stems:
         rgb, gt, mpp = load_monuseg_native(Path(data_root), stem)
         t0 = time.perf_counter()
-        pred, _ = segment_native(seg, rgb, mpp)
+        pred, _ = segment_native(seg, rgb, mpp, mode)
         dt = time.perf_counter() - t0
         row = {"image": stem, "mpp": mpp, "seconds": round(dt, 2), "n_true": int(len(np.unique(gt)) - 1),
                "n_pred": int(len(np.unique(pred)) - 1)}

@@ -91,7 +91,10 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
 
     if tiles is None:
         exclude = list(cfg.val_monuseg) + list(cfg.val_monusac)
-        tiles = build_training_tiles(cfg.data_root, cfg.model.mpp, exclude, cfg.cache_dir)
+        tiles = build_training_tiles(cfg.data_root, cfg.model.network_mpp, exclude, cfg.cache_dir)
+    if cfg.model.internal_downsample != 1:
+        raise ValueError("train the network at its working resolution: set internal_downsample to 1 and mpp to "
+                         "the training mpp (the shipped config may wrap it afterwards)")
     sampler = PatchSampler(tiles, cfg.patch_size, cfg.model.mpp, cfg.seed, cfg.monusac_weight, cfg.augment)
     model = CompactHoVerNet(cfg.model)
     margin = model.margin
