@@ -154,9 +154,19 @@ def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[
     tissue_only, min_tissue
         Skip tiles whose stained-pixel fraction is below ``min_tissue`` (class -1).
     """
+    reader, path = _open_source(source)
+    owned = isinstance(source, str | os.PathLike)
+    try:
+        yield from _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only, min_tissue)
+    finally:
+        if owned and hasattr(reader, "close"):
+            reader.close()
+
+
+def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only,
+                min_tissue) -> Iterator[ClassifyProgress]:
     import pandas as pd
 
-    reader, path = _open_source(source)
     tile = int(tile_size or getattr(model.config, "tile_size", 224))
     if tile < 16:
         raise HistoError(f"tile size must be at least 16 px, got {tile}")
