@@ -40,9 +40,13 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "## Model",
         f"- Network: residual U-Net encoder widths {m.widths} (blocks {m.blocks}, strides 1/2/4/8), "
         f"three decoder branches (np 2 ch, hv 2 ch, tp {m.num_types} ch), {params:,} parameters, "
-        f"{macs / 1e9:.2f} GMAC per {m.input_size}² patch (official HoVer-Net fast: 148.9).",
-        f"- Input: RGB 0..255 at **{m.mpp} µm/px** (20×; 40× input is resampled ×0.5), patches "
-        f"{m.input_size}² -> centre {m.output_size}² (border px dropped).",
+        f"{macs / 1e9:.2f} GMAC per {m.input_size}² 40× patch (official HoVer-Net fast: 148.9 GMAC "
+        "per 256² patch).",
+        f"- Input and output maps at **{m.mpp} µm/px** (40×); the convolutions run at "
+        f"{m.network_mpp} µm/px: `forward` average-pools the input ×{m.internal_downsample} and "
+        f"upsamples the maps back (bilinear). Patches {m.input_size}² -> centre {m.output_size}² "
+        "(border px dropped). The network was trained on tiles resampled to "
+        f"{m.network_mpp} µm/px.",
         f"- Post-processing: `napari_histo.nuclei.postproc` with the 40× constants rescaled to "
         f"{m.mpp} µm/px: `{json.dumps(m.postproc)}` (stored in config.json as `postproc`).",
         "- Files: `model.pt` (float32 state_dict), `config.json` (CompactConfig), `train_config.json` "
@@ -67,8 +71,8 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "- Single phase from random (Kaiming) initialisation: no pretrained encoder exists for this "
         "network, so HoVer-Net's two-phase freeze/unfreeze schedule does not apply.",
         f"- AdamW lr {cfg.lr} (3 % warm-up, cosine to 2 %), weight decay {cfg.weight_decay}, batch "
-        f"{cfg.batch_size} × {cfg.patch_size}² px patches (loss on the centre after a "
-        f"{(m.input_size - m.output_size) // 2} px margin), seed {cfg.seed}.",
+        f"{cfg.batch_size} × {cfg.patch_size}² px patches at {m.network_mpp} µm/px (loss on the centre "
+        f"after a {(m.input_size - m.output_size) // (2 * m.internal_downsample)} px margin), seed {cfg.seed}.",
         f"- Losses (weights): {json.dumps(cfg.loss_weights)}.",
         "- Augmentation: rotation ±180°, scale 0.85-1.15, shear ±5° (p 0.5), flips/rot90, HED "
         "stain jitter, brightness/contrast/saturation, blur or noise.",
@@ -149,8 +153,29 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
     return "\n".join(lines)
 
 
-def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | None = None) -> Path:
-    """Copy the run's final weights and write configs, validation.json and MODEL_CARD.md into ``dest``."""
+def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict | None = None):
+    """Network config exposed at ``mpp / downsample`` with the same weights (see ``internal_downsample``)."""
+    from src_models.hovernet.config import CompactConfig, scaled_postproc
+
+    m = train_cfg.model
+    fine_mpp = m.mpp / downsample
+    return CompactConfig.from_dict({
+        **m.to_dict(),
+        "mpp": fine_mpp,
+        "internal_downsample": downsample,
+        "input_size": m.input_size * downsample,
+        "output_size": m.output_size * downsample,
+        "postproc": {**scaled_postproc(fine_mpp), **(postproc or {})},
+    })
+
+
+def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | None = None,
+         model_cfg=None) -> Path:
+    """Copy the run's final weights and write configs, validation.json and MODEL_CARD.md into ``dest``.
+
+    ``model_cfg`` (default :func:`shipped_config`) is written as ``config.json``; the training
+    config goes to ``train_config.json``.
+    """
     from napari_histo.utils import atomic_write
     from src_models.hovernet.compact import CompactHoVerNet, count_macs
 
@@ -159,7 +184,8 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | 
     cfg = TrainConfig.load(run / "train_config.json")
     for name in ("model.pt", "type_info.json"):
         shutil.copyfile(run / name, dest / name)
-    cfg.model.save(dest / "config.json")
+    model_cfg = model_cfg or shipped_config(cfg)
+    model_cfg.save(dest / "config.json")
     cfg.save(dest / "train_config.json")
     with atomic_write(dest / "validation.json") as fh:
         json.dump(validation, fh, indent=2)
@@ -168,9 +194,10 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | 
         rec = json.loads(line)
         if "iter" in rec and rec.get("event") != "resume":
             done = rec
-    model = CompactHoVerNet(cfg.model)
+    model = CompactHoVerNet(model_cfg)
     params = sum(p.numel() for p in model.parameters())
-    text = model_card(cfg, validation, done, bench, params, count_macs(model, cfg.model.input_size))
+    card_cfg = TrainConfig.from_dict({**cfg.to_dict(), "model": model_cfg.to_dict()})
+    text = model_card(card_cfg, validation, done, bench, params, count_macs(model, model_cfg.input_size))
     with atomic_write(dest / "MODEL_CARD.md") as fh:
         fh.write(text)
     return dest
@@ -184,7 +211,10 @@ if __name__ == "__main__":  # pragma: no cover
     ap.add_argument("dest")
     ap.add_argument("--validation", required=True)
     ap.add_argument("--bench", default=None)
+    ap.add_argument("--postproc", default=None, help="JSON overrides of the post-processing constants")
     a = ap.parse_args()
     val = json.loads(Path(a.validation).read_text())
     b = json.loads(Path(a.bench).read_text()) if a.bench else None
-    print(ship(a.run_dir, a.dest, val, b))
+    tcfg = TrainConfig.load(Path(a.run_dir) / "train_config.json")
+    mcfg = shipped_config(tcfg, postproc=json.loads(a.postproc) if a.postproc else None)
+    print(ship(a.run_dir, a.dest, val, b, mcfg))
