@@ -450,6 +450,22 @@ def _shape(geom: Any):
     return shapely.from_geojson(json.dumps(clean, allow_nan=True))
 
 
+def _fast_exterior(geom: Any) -> np.ndarray | None:
+    """Exterior ring (N, 2) of a plain GeoJSON Polygon dict, or None when it needs shapely."""
+    if not isinstance(geom, dict) or geom.get("type") != "Polygon":
+        return None
+    coords = geom.get("coordinates")
+    if not isinstance(coords, list) or not coords or not isinstance(coords[0], list):
+        return None
+    try:
+        ring = np.asarray(coords[0], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    if ring.ndim != 2 or ring.shape[1] < 2 or len(ring) < 4 or not np.isfinite(ring[:, :2]).all():
+        return None
+    return ring[:, :2]
+
+
 def _largest_polygon(geom):
     if geom.geom_type == "Polygon":
         return geom
@@ -523,7 +539,15 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
             cls_name, cls_colour = _parse_classification(props.get("classification"))
             meas = _parse_measurements(props.get("measurements"))
             if kind in ("detection", "cell"):
-                geom = _shape(feature["nucleusGeometry"]) if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else _shape(feature.get("geometry"))
+                gdict = feature["nucleusGeometry"] if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else feature.get("geometry")
+                ring = _fast_exterior(gdict)
+                if ring is not None:  # plain Polygon: no shapely round trip needed
+                    contours.append(ring)
+                    types.append(type_of(cls_name, cls_colour))
+                    p = meas.get("Class probability", meas.get("type_prob", 1.0))
+                    probs.append(p if math.isfinite(p) else 1.0)
+                    continue
+                geom = _shape(gdict)
                 poly = _largest_polygon(geom) if not geom.is_empty else None
                 if poly is not None and len(poly.exterior.coords) >= 4:
                     contours.append(np.asarray(poly.exterior.coords, dtype=np.float64)[:-1])
