@@ -52,29 +52,42 @@ def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float
     info = table_type_info(table).to_json_dict()
     mpp = table.attrs.get("mpp")
     head = {"mag": mag, "mpp": float(mpp) if mpp else None, "type_info": info}
+    from napari_histo.formats._fastjson import vertex_rows
+
+    chunk = 8192
     with atomic_write(path, encoding="utf-8") as fh:
         fh.write(_DUMPS(head)[:-1] + ',"nuc":{')
-        ids = table["id"].to_numpy()
-        xs, ys = table["x"].to_numpy(np.float64), table["y"].to_numpy(np.float64)
-        bb = table[["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]].to_numpy(np.int64)
-        types = table["type"].to_numpy(np.int64)
-        probs = table["type_prob"].to_numpy(np.float64)
-        buf: list[str] = []
-        for i, contour in enumerate(table["contour"]):
-            c = np.round(np.asarray(contour, np.float64).reshape(-1, 2), 2).tolist()
-            p = float(probs[i])
-            rec = {
-                "bbox": [[int(bb[i, 0]), int(bb[i, 1])], [int(bb[i, 2]), int(bb[i, 3])]],
-                "centroid": [round(float(xs[i]), 2), round(float(ys[i]), 2)],
-                "contour": c,
-                "type_prob": p if math.isfinite(p) else None,
-                "type": int(types[i]),
-            }
-            buf.append(("," if i else "") + f'"{int(ids[i])}":' + _DUMPS(rec))
-            if len(buf) >= 4096:
-                fh.write("".join(buf))
-                buf.clear()
-        fh.write("".join(buf))
+        first = True
+        for start in range(0, len(table), chunk):
+            sub = table.iloc[start : start + chunk]
+            contours = [np.asarray(c, np.float64).reshape(-1, 2) for c in sub["contour"]]
+            lengths = np.array([len(c) for c in contours], np.int64)
+            coords = np.round(np.concatenate(contours), 2) if lengths.sum() else np.zeros((0, 2))
+            if not np.isfinite(coords).all():
+                raise ValueError("contour with non-finite coordinates")
+            blob, off = vertex_rows(coords, 2) if len(coords) else (b"", np.zeros(1, np.int64))
+            text = blob.decode("ascii")
+            starts = np.zeros(len(sub), np.int64)
+            np.cumsum(lengths[:-1], out=starts[1:])
+            a_list = off[starts].tolist()
+            e_list = off[starts + lengths].tolist()
+            ids = sub["id"].to_numpy(np.int64).tolist()
+            xs = np.round(sub["x"].to_numpy(np.float64), 2).tolist()
+            ys = np.round(sub["y"].to_numpy(np.float64), 2).tolist()
+            bb = sub[["bbox_y0", "bbox_x0", "bbox_y1", "bbox_x1"]].to_numpy(np.int64).tolist()
+            types = sub["type"].to_numpy(np.int64).tolist()
+            probs = sub["type_prob"].to_numpy(np.float64).tolist()
+            parts = []
+            for i in range(len(sub)):
+                p = probs[i]
+                r0, c0, r1, c1 = bb[i]
+                contour = text[a_list[i] : e_list[i] - 1] if e_list[i] > a_list[i] else ""
+                parts.append(
+                    f'{"" if first else ","}"{ids[i]}":{{"bbox":[[{r0},{c0}],[{r1},{c1}]],"centroid":[{xs[i]!r},{ys[i]!r}],'
+                    f'"contour":[{contour}],"type_prob":{repr(p) if math.isfinite(p) else "null"},"type":{types[i]}}}'
+                )
+                first = False
+            fh.write("".join(parts))
         fh.write("}}\n")
     return path
 
