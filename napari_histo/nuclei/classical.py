@@ -97,6 +97,8 @@ class ClassicalParams:
         Mean DAB OD at or above which a nucleus is called positive (H-DAB).
     threshold_scale : float
         Factor applied to the automatic (Otsu) threshold.
+    intensity_weight : float
+        > 0 mixes the stain intensity into the splitting landscape (distance × (1 + w·OD/max)).
     detection_image : str
         Channel nuclei are detected in: "haematoxylin" (deconvolved), "od_sum" (mean OD of
         the three channels, QuPath's alternative) or "od_red" (red-channel OD).
@@ -110,13 +112,14 @@ class ClassicalParams:
     threshold: float | str = "auto"
     min_threshold: float = 0.1
     min_area_um2: float = 8.0
-    max_area_um2: float = 400.0
+    max_area_um2: float = 200.0
     split_min_distance_um: float = 2.0
     split_h_um: float = 0.5
     min_mean_od: float = 0.1
     positive_threshold: float = 0.2
     detection_image: str = "haematoxylin"
     threshold_scale: float = 1.0
+    intensity_weight: float = 0.0
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -233,6 +236,8 @@ class ClassicalSegmenter:
         # split by shape: peaks of the smoothed distance transform as seeds
         dist = ndi.distance_transform_edt(mask)
         dist = ndi.gaussian_filter(dist, 0.5 / px * 0.5)
+        if p.intensity_weight > 0:  # shape and stain together: dark cores, pale borders
+            dist = dist * (1.0 + p.intensity_weight * img / max(float(img[mask].max()), 1e-6))
         markers = _seeds(dist, mask, p.split_min_distance_um / px, p.split_h_um / px)
         labels = watershed(-dist, markers, mask=mask)
         # components that got no seed keep their own id
