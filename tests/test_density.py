@@ -112,3 +112,15 @@ def test_report_png_has_heatmap_colour_bar_and_outlines(tmp_path):
     assert np.hypot(xs - 110, ys - 126).min() < 35 and np.hypot(xs - 310, ys - 226).min() < 35
     assert img.shape[1] > 400 + 18  # heatmap + colour bar
     assert (np.abs(img[50:60, 10:30] - 200).max(axis=-1) == 0).any()  # thumbnail shows where density is 0
+
+
+def test_per_type_and_total_maps_add_up():
+    from napari_histo.analysis.density import density_maps
+
+    rng = np.random.default_rng(5)
+    xy = rng.uniform(0, 400, (500, 2))
+    t = points_table(xy, types=rng.integers(1, 3, 500))
+    maps = density_maps(t, "count", radius_px=40.0, shape=(400, 400))
+    assert set(maps) == {"all", "tumour", "immune"}
+    np.testing.assert_array_equal(maps["tumour"].array + maps["immune"].array, maps["all"].array)
+    assert maps["tumour"].type == "tumour" and maps["all"].pixel_size == 4

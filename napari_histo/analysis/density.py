@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["DensityMap", "density_map", "KINDS", "select_nuclei", "map_geometry"]
+__all__ = ["DensityMap", "density_map", "density_maps", "KINDS", "select_nuclei", "map_geometry"]
 
 KINDS = ("count", "gaussian", "percent", "tile")
 
@@ -236,3 +236,17 @@ def _grid_counts(x: np.ndarray, y: np.ndarray, n: int, grid: tuple[int, int]) ->
     row = np.floor(y / n).astype(np.int64)
     ok = (col >= 0) & (col < w) & (row >= 0) & (row < h)
     return np.bincount(row[ok] * w + col[ok], minlength=h * w).reshape(h, w).astype(np.float64)
+
+
+def density_maps(table: pd.DataFrame, kind: str = "count", **kwargs) -> dict[str, DensityMap]:
+    """One map for all nuclei ("all") and one per type present in the table (keyed by type name).
+
+    Keyword arguments are passed to :func:`density_map` (radius, tile, shape, ...).
+    """
+    from napari_histo.formats._common import table_type_info
+
+    info = table_type_info(table)
+    out = {"all": density_map(table, kind, type=None, **kwargs)}
+    for t in sorted(np.unique(table["type"]).tolist()) if len(table) else []:
+        out[info.name(int(t))] = density_map(table, kind, type=int(t), **kwargs)
+    return out
