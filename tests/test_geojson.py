@@ -160,3 +160,20 @@ def test_real_qupath_files():
     small = read_geojson(shared_path("annotation_formats", "qupath", "TD_01_verysmall_mIF.geojson"))
     assert len(small.table) == 0 and len(small.annotations) == 9
     assert {a.class_name for a in small.annotations} == {"class_1", "class_2", None}
+
+
+def test_prefetching_chunks_gives_the_same_features(table):
+    from napari_histo.formats.geojson import iter_nucleus_feature_bytes
+
+    def features(**kw):
+        out = []
+        for text in iter_nucleus_feature_bytes(table, chunk_size=7, **kw):
+            f = json.loads(text)
+            assert len(f.pop("id")) == 36
+            out.append(f)
+        return out
+
+    threaded = features(prefetch=True)
+    assert len(threaded) == len(table)
+    assert threaded == features(prefetch=False)
+    assert threaded[8]["geometry"]["coordinates"][0][0] == [round(float(v), 2) for v in table["contour"].iloc[8][0]]

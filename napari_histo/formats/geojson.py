@@ -14,6 +14,7 @@ import math
 import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,8 +218,14 @@ def iter_nucleus_feature_bytes(
     qupath03: bool = False,
     include_measurements: bool = True,
     chunk_size: int = _CHUNK,
+    prefetch: bool = True,
 ) -> Iterator[bytes]:
-    """Yield the UTF-8 JSON text of one GeoJSON Feature per nucleus (chunked, bounded memory)."""
+    """Yield the UTF-8 JSON text of one GeoJSON Feature per nucleus (chunked, bounded memory).
+
+    With ``prefetch`` the next chunk's numbers, geometry checks and ids are prepared in a worker
+    thread (numpy and shapely release the GIL) while this chunk's features are assembled; at most
+    two chunks are in memory.
+    """
     from napari_histo.formats._fastjson import uuid4_block
 
     if object_type not in ("detection", "cell"):
@@ -231,7 +238,9 @@ def iter_nucleus_feature_bytes(
     kind = object_type.encode()
     props_head = b'"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
     m_open, m_close = (b',"measurements":[', b"]") if qupath03 else (b',"measurements":{', b"}")
-    for start in range(0, len(table), chunk_size):
+
+    def prepare(start: int) -> tuple:
+        """The numpy/shapely-heavy part of a chunk (runs one chunk ahead in a worker thread)."""
         sub = table.iloc[start : start + chunk_size]
         n = len(sub)
         bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
@@ -239,6 +248,7 @@ def iter_nucleus_feature_bytes(
         cell_geoms = _polygon_bytes(sub["cell_contour"].tolist(), bboxes) if has_cell else geoms
         ids = memoryview(uuid4_block(n))
         types = sub["type"].tolist()
+        mview, m_start, m_end = None, [], []
         if meas_cols:
             cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
             if mpp and "perimeter_px" in sub.columns:
@@ -247,15 +257,31 @@ def iter_nucleus_feature_bytes(
             mview = memoryview(mblob)
             m_start = moff[:-1].tolist()
             m_end = (moff[1:] - (moff[1:] > moff[:-1])).tolist()  # drop the trailing comma
-        for j in range(n):
-            parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', *cell_geoms[j]]
-            if object_type == "cell":
-                parts += [b',"nucleusGeometry":', *geoms[j]]
-            parts += [b",", props_head, classes[types[j]]]
-            if meas_cols:
-                parts += [m_open, mview[m_start[j] : m_end[j]], m_close]
-            parts.append(b"}}")
-            yield b"".join(parts)
+        return n, geoms, cell_geoms, ids, types, mview, m_start, m_end
+
+    chunk_starts = list(range(0, len(table), chunk_size))
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch and len(chunk_starts) > 1 else None
+    try:
+        pending = None
+        for k, start in enumerate(chunk_starts):
+            if pool is None:
+                prepared = prepare(start)
+            else:
+                prepared = (pending or pool.submit(prepare, start)).result()
+                pending = pool.submit(prepare, chunk_starts[k + 1]) if k + 1 < len(chunk_starts) else None
+            n, geoms, cell_geoms, ids, types, mview, m_start, m_end = prepared
+            for j in range(n):
+                parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', *cell_geoms[j]]
+                if object_type == "cell":
+                    parts += [b',"nucleusGeometry":', *geoms[j]]
+                parts += [b",", props_head, classes[types[j]]]
+                if meas_cols:
+                    parts += [m_open, mview[m_start[j] : m_end[j]], m_close]
+                parts.append(b"}}")
+                yield b"".join(parts)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def annotation_feature(ann: Annotation, *, qupath03: bool = False) -> dict | None:
