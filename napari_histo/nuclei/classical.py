@@ -99,6 +99,8 @@ class ClassicalParams:
         Factor applied to the automatic (Otsu) threshold.
     intensity_weight : float
         > 0 mixes the stain intensity into the splitting landscape (distance × (1 + w·OD/max)).
+    boundary_expand_um : float
+        Grow every nucleus by this distance without merging (``expand_labels``).
     detection_image : str
         Channel nuclei are detected in: "haematoxylin" (deconvolved), "od_sum" (mean OD of
         the three channels, QuPath's alternative) or "od_red" (red-channel OD).
@@ -120,6 +122,7 @@ class ClassicalParams:
     detection_image: str = "haematoxylin"
     threshold_scale: float = 1.0
     intensity_weight: float = 0.0
+    boundary_expand_um: float = 0.0
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -257,6 +260,10 @@ class ClassicalSegmenter:
         drop = (area < min_px) | (area > max_px) | (mean_od < p.min_mean_od)
         drop[0] = False
         labels[drop[labels]] = 0
+        if p.boundary_expand_um > 0:
+            from skimage.segmentation import expand_labels
+
+            labels = expand_labels(labels, p.boundary_expand_um / px)
         _, labels = compact_ids(labels)
         return labels.astype(np.int32), img
 
