@@ -93,7 +93,7 @@ class _RssSampler:
         self.peak = max(self.peak, _current_rss_mib())
 
 
-def case_export(n: int, vertices: int, gz: bool) -> dict:
+def case_export(n: int, vertices: int, gz: bool, prefetch: bool = True) -> dict:
     from napari_histo.formats.geojson import write_geojson
 
     table = synthetic_table(n, vertices)
@@ -103,10 +103,10 @@ def case_export(n: int, vertices: int, gz: bool) -> dict:
         path = Path(tmp) / ("n.geojson.gz" if gz else "n.geojson")
         with _RssSampler() as sampler:
             t0, c0 = time.perf_counter(), time.process_time()
-            write_geojson(table, path)
+            write_geojson(table, path, prefetch=prefetch)
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
         size = path.stat().st_size
-    return {"case": "export_gz" if gz else "export", "n": n, "vertices": vertices, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+    return {"case": ("export_gz" if gz else "export") + ("" if prefetch else "_noprefetch"), "n": n, "vertices": vertices, "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
             "file_MiB": round(size / 2**20, 1), "rss_with_table_MiB": round(rss_table), "peak_rss_during_export_MiB": round(sampler.peak),
             "peak_rss_process_MiB": round(_rss_mib())}
 
@@ -135,13 +135,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--vertices", type=int, default=24)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--cases", default="export,export_gz,hotspots")
+    parser.add_argument("--cases", default="export,export_gz,hotspots", help="comma list of export, export_gz, export_noprefetch, hotspots")
     args = parser.parse_args()
     if args.case:
         if args.case == "hotspots":
             out = case_hotspots(args.n)
         else:
-            out = case_export(args.n, args.vertices, gz=args.case == "export_gz")
+            out = case_export(args.n, args.vertices, gz=args.case == "export_gz", prefetch=args.case != "export_noprefetch")
         print(json.dumps(out))
         return
     for case in args.cases.split(","):

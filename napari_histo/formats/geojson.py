@@ -315,6 +315,7 @@ def write_geojson(
     gzip: bool | None = None,
     include_measurements: bool = True,
     compresslevel: int = 1,
+    prefetch: bool = True,
 ) -> Path:
     """Write nuclei (and optional ROI/hotspot annotations) as a QuPath GeoJSON FeatureCollection.
 
@@ -331,6 +332,10 @@ def write_geojson(
         QuPath 0.3 compatibility: measurements as a list and ``object_type`` as well.
     include_measurements : bool
         Leave out measurements for very large exports (QuPath's "Exclude measurements").
+    compresslevel : int
+        zlib level for ``.gz`` output (1 = fastest).
+    prefetch : bool
+        Prepare the next chunk of nuclei in a worker thread while writing the current one.
 
     Returns
     -------
@@ -364,7 +369,7 @@ def write_geojson(
                     buf.clear()
 
             if table is not None and len(table):
-                for text in iter_nucleus_feature_bytes(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements):
+                for text in iter_nucleus_feature_bytes(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements, prefetch=prefetch):
                     emit(text)
             for ann in annotations or ():
                 feature = annotation_feature(ann, qupath03=qupath03)
