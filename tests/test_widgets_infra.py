@@ -154,3 +154,21 @@ def test_plugin_settings_come_from_the_manifest(tmp_path, monkeypatch):
         assert engine_settings().scheduler_address == "tcp://10.0.0.1:8786"
     finally:
         settings.engine.tile_size = DEFAULTS.tile_size
+
+
+def test_viewport_culling_shows_only_points_near_the_view(make_napari_viewer):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(0)
+    yx = rng.uniform(0, 20_000, (30_000, 2))
+    points = viewer.add_points(yx, scale=(0.5, 0.5), size=4)
+    culling = _layers.ViewportCulling(viewer, points, margin=0.0, min_points=20_000)
+    viewer.scene.camera.center = (2500.0, 2500.0)  # world units (0.5 per data px)
+    viewer.scene.camera.zoom = 1.0  # canvas (h, w) world units on screen
+    h, w = viewer.canvas.size
+    world = yx * 0.5
+    expected = (np.abs(world[:, 0] - 2500.0) <= h / 2) & (np.abs(world[:, 1] - 2500.0) <= w / 2)
+    assert 0 < expected.sum() < len(yx)
+    np.testing.assert_array_equal(points.shown, expected)
+    viewer.reset_view()  # whole layer in view: everything shown
+    assert points.shown.all()
+    culling.disconnect()

@@ -332,3 +332,55 @@ def add_or_update(viewer: napari.Viewer, layer_data: tuple) -> Any:
             viewer.layers.remove(old)
     add = getattr(viewer, f"add_{kind}")
     return add(data, **meta)
+
+
+class ViewportCulling:
+    """Show only the points of a large Points layer that are near the current view.
+
+    napari hands every point of a layer to the renderer on each draw, so a whole-slide result
+    (10^5-10^6 centroids) makes panning slow even when a few hundred are on screen. This keeps
+    the layer's ``shown`` mask to the points inside the view enlarged by ``margin`` (a fraction
+    of the view on each side), recomputed on camera moves. Layers with fewer than
+    ``min_points`` points are left alone.
+    """
+
+    def __init__(self, viewer: napari.Viewer, layer: Any, *, margin: float = 0.5, min_points: int = 20_000) -> None:
+        self.viewer, self.layer = viewer, layer
+        self.margin, self.min_points = float(margin), int(min_points)
+        self._world = np.zeros((0, 2))
+        self._data_changed()
+        camera = viewer.scene.camera
+        camera.events.center.connect(self.update)
+        camera.events.zoom.connect(self.update)
+        layer.events.data.connect(self._data_changed)
+        self.update()
+
+    def _data_changed(self, *_: Any) -> None:
+        self._world = vertices_to_world(self.layer, self.layer.data) if len(self.layer.data) else np.zeros((0, 2))
+        self.update()
+
+    def visible_mask(self) -> np.ndarray:
+        """Points inside the enlarged view (all True for small layers)."""
+        n = len(self._world)
+        if n < self.min_points:
+            return np.ones(n, bool)
+        camera = self.viewer.scene.camera
+        size = np.asarray(self.viewer.canvas.size, float)[-2:]
+        half = size / (2.0 * float(camera.zoom)) * (1.0 + 2.0 * self.margin)
+        centre = np.asarray(camera.center, float)[-2:]
+        lo, hi = centre - half, centre + half
+        w = self._world
+        return (w[:, 0] >= lo[0]) & (w[:, 0] <= hi[0]) & (w[:, 1] >= lo[1]) & (w[:, 1] <= hi[1])
+
+    def update(self, *_: Any) -> None:
+        if self.layer not in self.viewer.layers or len(self._world) != len(self.layer.data):
+            return
+        mask = self.visible_mask()
+        if not np.array_equal(mask, self.layer.shown):
+            self.layer.shown = mask
+
+    def disconnect(self) -> None:
+        camera = self.viewer.scene.camera
+        camera.events.center.disconnect(self.update)
+        camera.events.zoom.disconnect(self.update)
+        self.layer.events.data.disconnect(self._data_changed)

@@ -161,6 +161,7 @@ class NucleiPanel(QWidget):
         self.outdir: Path | None = None
         self.slide_layer: Any = None
         self.origin: tuple[int, int] = (0, 0)
+        self._culling: Any = None
         self._partial: list[pd.DataFrame] = []
         self._type_info: dict | None = None
         settings = engine_settings()
@@ -417,8 +418,12 @@ class NucleiPanel(QWidget):
         pmeta["metadata"]["nuclei_table"] = table
         if self.result is not None:
             pmeta["metadata"]["run_folder"] = str(self.result.folder)
+        if self._culling is not None:
+            self._culling.disconnect()
         points = _layers.add_or_update(self.viewer, (pdata, pmeta, "points"))
         points.selected_data.events.items_changed.connect(self._point_selected)
+        # whole-slide results: draw only the centroids near the view (docs/benchmarks/widgets.md)
+        self._culling = _layers.ViewportCulling(self.viewer, points)
         self.update_legend(table)
 
     def update_legend(self, table: pd.DataFrame) -> None:
