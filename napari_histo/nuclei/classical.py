@@ -97,6 +97,8 @@ class ClassicalParams:
         Mean DAB OD at or above which a nucleus is called positive (H-DAB).
     threshold_scale : float
         Factor applied to the automatic (Otsu) threshold.
+    otsu_floor : float
+        The automatic threshold is Otsu's over pixels above this OD (background excluded).
     intensity_weight : float
         > 0 mixes the stain intensity into the splitting landscape (distance × (1 + w·OD/max)).
     boundary_expand_um : float
@@ -122,6 +124,7 @@ class ClassicalParams:
     detection_image: str = "haematoxylin"
     threshold_scale: float = 1.0
     intensity_weight: float = 0.0
+    otsu_floor: float = 0.0
     boundary_expand_um: float = 0.0
 
 
@@ -219,7 +222,7 @@ class ClassicalSegmenter:
             img = ndi.gaussian_filter(img, p.sigma_um / px)
 
         if p.threshold == "auto":
-            vals = img[img > 0.02]
+            vals = img[img > p.otsu_floor] if p.otsu_floor > -np.inf else img.ravel()
             thr = float(threshold_otsu(vals)) * p.threshold_scale if vals.size > 100 else p.min_threshold
             thr = max(thr, p.min_threshold)
         else:
