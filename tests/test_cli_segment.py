@@ -70,7 +70,7 @@ def test_png_with_mpp(tmp_path):
     from napari_histo.utils import sample_slide_path
 
     with open_slide(sample_slide_path()) as slide:
-        crop = slide.read_region((1000, 1300), (300, 260))
+        crop = slide.read_region((1000, 1300), (240, 200))
     png = tmp_path / "field.png"
     Image.fromarray(crop).save(png)
     out = tmp_path / "out"
@@ -79,7 +79,7 @@ def test_png_with_mpp(tmp_path):
     assert rc == 0
     result = load_result(out / "field")
     assert len(result.table) > 10
-    assert result.labels[0].shape == (260, 300)
+    assert result.labels[0].shape == (200, 240)
     np.testing.assert_allclose(result.table["area_um2"], result.table["area_px"] * 0.25)
     assert not (out / "field" / "field.geojson").exists()
     run = json.loads((out / "field" / "run.json").read_text())
