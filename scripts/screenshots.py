@@ -31,6 +31,15 @@ def _look_at(viewer, layer, box) -> None:
     viewer.scene.camera.zoom = float(min(h / ((y1 - y0) * s), w / ((x1 - x0) * s)))
 
 
+def _shrink_png(path: Path) -> None:
+    """Re-save with a 256-colour palette (screenshots are mostly flat UI; keeps the repo small)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         settle()
         path = out / name
         viewer.screenshot(str(path), canvas_only=False, flash=False)
+        _shrink_png(path)
         print("wrote", path)
 
     _, slide_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Slide")

@@ -357,23 +357,41 @@ class ViewportCulling:
 
     def _data_changed(self, *_: Any) -> None:
         self._world = vertices_to_world(self.layer, self.layer.data) if len(self.layer.data) else np.zeros((0, 2))
+        self._region = None
         self.update()
+
+    def _view(self, grow: float) -> tuple[np.ndarray, np.ndarray]:
+        camera = self.viewer.scene.camera
+        size = np.asarray(self.viewer.canvas.size, float)[-2:]
+        half = size / (2.0 * float(camera.zoom)) * grow
+        centre = np.asarray(camera.center, float)[-2:]
+        return centre - half, centre + half
 
     def visible_mask(self) -> np.ndarray:
         """Points inside the enlarged view (all True for small layers)."""
         n = len(self._world)
         if n < self.min_points:
             return np.ones(n, bool)
-        camera = self.viewer.scene.camera
-        size = np.asarray(self.viewer.canvas.size, float)[-2:]
-        half = size / (2.0 * float(camera.zoom)) * (1.0 + 2.0 * self.margin)
-        centre = np.asarray(camera.center, float)[-2:]
-        lo, hi = centre - half, centre + half
+        lo, hi = self._view(1.0 + 2.0 * self.margin)
+        self._region = (lo, hi, float(self.viewer.scene.camera.zoom))
         w = self._world
         return (w[:, 0] >= lo[0]) & (w[:, 0] <= hi[0]) & (w[:, 1] >= lo[1]) & (w[:, 1] <= hi[1])
 
+    def _still_covered(self) -> bool:
+        """The view is inside the region of the last mask at a similar zoom: nothing to do
+        (a ``shown`` change re-slices the whole layer, so it is done only when needed)."""
+        region = getattr(self, "_region", None)
+        if region is None or len(self._world) < self.min_points:
+            return False
+        lo, hi, zoom = region
+        view_lo, view_hi = self._view(1.0)
+        same_zoom = 0.5 < float(self.viewer.scene.camera.zoom) / zoom < 2.0
+        return same_zoom and bool(np.all(view_lo >= lo) and np.all(view_hi <= hi))
+
     def update(self, *_: Any) -> None:
         if self.layer not in self.viewer.layers or len(self._world) != len(self.layer.data):
+            return
+        if self._still_covered():
             return
         mask = self.visible_mask()
         if not np.array_equal(mask, self.layer.shown):
