@@ -67,3 +67,15 @@ def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
         with pytest.raises(HistoError, match="cannot reach the dask scheduler"):
             drain(gen)
+
+
+def test_slide_path_travels_as_spec(tmp_path, cluster, sample_slide_path):
+    """A slide opened from a file is reopened in each worker from its (path, backend) spec."""
+    seg = DarkBlobSegmenter(mpp=0.5, halo_px=40, threshold=110)
+    kw = dict(roi=(600, 700, 500, 400), tile_size=256, tissue=False)
+    drain(run_segmentation(sample_slide_path, seg, tmp_path / "local", **kw))
+    drain(run_segmentation(sample_slide_path, seg, tmp_path / "dist", scheduler=cluster.scheduler_address, **kw))
+    local, dist = load_result(tmp_path / "local"), load_result(tmp_path / "dist")
+    assert len(dist.table) == len(local.table) > 20
+    np.testing.assert_array_equal(dist.table[["x", "y", "area_px"]].to_numpy(),
+                                  local.table[["x", "y", "area_px"]].to_numpy())
