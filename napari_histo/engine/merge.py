@@ -103,7 +103,7 @@ def select_owned(
         return TileResult(tile.index, kept, None, (cx0, cy0), n_oversize)
     x0, y0 = int(kept["bbox_x0"].min()), int(kept["bbox_y0"].min())
     x1, y1 = int(kept["bbox_x1"].max()), int(kept["bbox_y1"].max())
-    lut = np.zeros(int(labels.max()) + 1, np.int32)
+    lut = np.zeros(max(int(labels.max()), int(old_ids.max())) + 1, np.int32)
     lut[old_ids] = np.arange(1, len(old_ids) + 1, dtype=np.int32)
     if plan.scale == 1.0:
         crop = labels[y0 - wy0:y1 - wy0, x0 - wx0:x1 - wx0]
