@@ -121,32 +121,21 @@ def test_forward_shapes_symbolic(mode, nr_types, size, out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode,nr_types,size,out", [("fast", 6, 256, 164), ("original", None, 270, 80)])
-def test_forward_real(mode, nr_types, size, out):
+def test_forward_real_original_270_to_80():
+    """One real forward (the fast mode's shapes are covered symbolically above)."""
     torch.manual_seed(0)
-    model = HoVerNet(mode, nr_types).eval()
-    x = torch.rand(1, 3, size, size) * 255
+    model = HoVerNet("original", None).eval()
+    seen = {}
+
+    def record_input(_mod, inp, _out) -> None:
+        seen["max_in"] = float(inp[0].max())
+
+    model.conv0.register_forward_hook(record_input)
+    x = torch.rand(1, 3, 270, 270) * 255
     with torch.inference_mode():
         pred = model(x)
-    assert pred["np"].shape == (1, 2, out, out)
+    assert list(pred) == ["np", "hv"]
+    assert pred["np"].shape == (1, 2, 80, 80) and pred["hv"].shape == (1, 2, 80, 80)
     assert all(torch.isfinite(v).all() for v in pred.values())
-    # the model normalises 0..255 input itself: scaling the input changes the output
-    with torch.inference_mode():
-        pred2 = model(x / 255.0)
-    assert not torch.allclose(pred["hv"], pred2["hv"])
-
-
-def test_registry_loads_official_checkpoint_once(tmp_path):
-    from napari_histo.models import clear_cache, get_segmenter
-    from napari_histo.nuclei.base import Segmenter
-
-    sd = _random_checkpoint(_manifest("fast_pannuke6.json"))
-    path = tmp_path / "hovernet_fast_pannuke_type_tf2pytorch.tar"
-    torch.save({"desc": sd}, path)
-    clear_cache()
-    seg = get_segmenter(str(path), device="cpu")
-    assert isinstance(seg, Segmenter)
-    assert (seg.input_size, seg.output_size, seg.mpp) == (256, 164, 0.25)
-    assert seg.type_info.name(1) == "neopla" and len(seg.type_info.ids) == 6
-    assert get_segmenter(str(path), device="cpu") is seg  # cached, not reloaded
-    clear_cache()
+    # the model normalises 0..255 input itself (divides by 255 before conv0)
+    assert 0.9 < seen["max_in"] <= 1.0
