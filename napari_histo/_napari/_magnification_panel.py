@@ -21,7 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
-from napari_histo._napari._workers import call_guarded, notify_error, notify_info
+from napari_histo._napari._workers import CANCELLED, call_in_thread, notify_error, notify_info
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -131,15 +131,22 @@ class MagnificationPanel(QWidget):
         return self.viewer.layers[name] if name in self.viewer.layers else None
 
     def predict(self) -> Any:
-        """Run the prediction on the chosen scope and show the result."""
+        """Start the prediction on the chosen scope (a background job); the result is shown when done."""
         layer = self.selected_layer()
         if layer is None:
             notify_error(ValueError("no image layer to predict on"))
             return None
         box = _layers.field_of_view(self.viewer, layer) if self.scope.currentText() == "current view" else None
-        prediction = call_guarded(predict_for_layer, layer, box, context="magnification")
-        if prediction is None:
-            return None
+        self.predict_button.setEnabled(False)
+        self.result_label.setText("predicting…")
+        self.job = call_in_thread(predict_for_layer, layer, box, context="magnification",
+                                  on_return=lambda p: self._show(p, layer),
+                                  on_finish=lambda: self.predict_button.setEnabled(True))
+        return self.job
+
+    def _show(self, prediction: Any, layer: Any) -> None:
+        if prediction is None or prediction is CANCELLED:
+            return
         self.prediction, self.target_layer = prediction, layer
         spread = float(np.std(prediction.per_crop)) if len(prediction.per_crop) else float("nan")
         self.result_label.setText(
@@ -147,7 +154,6 @@ class MagnificationPanel(QWidget):
             f"uncertainty ±{prediction.uncertainty:.2f} (per-crop spread {spread:.2f}, {len(prediction.per_crop)} crops)"
         )
         self.apply_button.setEnabled(True)
-        return prediction
 
     def apply(self) -> None:
         """Apply the last prediction as the layer's µm scale."""

@@ -21,7 +21,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
-from napari_histo._napari._workers import call_guarded, notify_error, notify_info
+from napari_histo._napari._workers import (
+    CANCELLED,
+    call_guarded,
+    call_in_thread,
+    notify_error,
+    notify_info,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -166,20 +172,25 @@ class SlidePanel(QWidget):
 
     # -- magnification ----------------------------------------------------------------------
     def predict_magnification(self) -> Any:
-        """Predict the magnification of the current slide and offer to apply it."""
+        """Predict the magnification of the current slide (background job), then offer to apply it."""
         layer = self.slide_layer
         if layer is None:
             notify_error(ValueError("open a slide first"))
             return None
-        prediction = call_guarded(self._predict, layer, context="magnification")
-        if prediction is None:
-            return None
+        self.predict_button.setEnabled(False)
+        self.labels["mpp"].setText("unknown — predicting…")
+        self.job = call_in_thread(self._predict, layer, on_return=self._show_prediction, context="magnification",
+                                  on_finish=lambda: self.predict_button.setEnabled(True))
+        return self.job
+
+    def _show_prediction(self, prediction: Any) -> None:
+        if prediction is None or prediction is CANCELLED:
+            return
         self.prediction = prediction
         self.labels["mpp"].setText(
             f"unknown — predicted {prediction.mpp:.3f} µm/px ({prediction.magnification:.1f}×, ±{prediction.uncertainty:.1f})"
         )
         self.apply_button.setVisible(True)
-        return prediction
 
     @staticmethod
     def _predict(layer: Any) -> Any:

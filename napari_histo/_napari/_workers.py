@@ -193,6 +193,17 @@ def run_job(gen_fn: Callable[..., Iterator[Any]], *args: Any, **kwargs: Any) -> 
     return Job(gen_fn, *args, **kwargs).start()
 
 
+def _call_once(fn: Callable[..., Any], *args: Any) -> Generator[Any, None, Any]:
+    yield "started"
+    return fn(*args)
+
+
+def call_in_thread(fn: Callable[..., Any], *args: Any, on_return: Callable[[Any], None], context: str = "",
+                   on_finish: Callable[[], None] | None = None) -> Job:
+    """Run a plain function as a :class:`Job` (off the GUI thread); errors become notifications."""
+    return run_job(_call_once, fn, *args, on_return=on_return, on_finish=on_finish, context=context)
+
+
 def call_guarded(fn: Callable[..., Any], *args: Any, context: str = "", **kwargs: Any) -> Any:
     """Call ``fn``; on error show a notification and return None instead of raising."""
     try:
