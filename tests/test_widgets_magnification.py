@@ -48,6 +48,7 @@ def test_predict_and_apply_magnification(viewer, qtbot):
 
     # Slide panel: predict, then apply; the tissue overlay follows the new scale
     slide_panel.tissue_box.setChecked(True)
+    qtbot.waitUntil(lambda: _layers.TISSUE in viewer.layers, timeout=30_000)
     tissue = viewer.layers[_layers.TISSUE]
     job = slide_panel.predict_magnification()
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)

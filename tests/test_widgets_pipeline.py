@@ -49,6 +49,7 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
 
     # tissue mask overlay lines up with the slide and covers part of it
     slide_panel.tissue_box.setChecked(True)
+    qtbot.waitUntil(lambda: _layers.TISSUE in viewer.layers, timeout=30_000)
     tissue = viewer.layers[_layers.TISSUE]
     assert isinstance(tissue, Labels) and 0.1 < tissue.data.mean() < 0.95
     np.testing.assert_allclose(

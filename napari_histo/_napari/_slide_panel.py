@@ -23,7 +23,6 @@ from qtpy.QtWidgets import (
 from napari_histo._napari import _layers
 from napari_histo._napari._workers import (
     CANCELLED,
-    call_guarded,
     call_in_thread,
     notify_error,
     notify_info,
@@ -216,7 +215,7 @@ class SlidePanel(QWidget):
 
     # -- tissue mask ------------------------------------------------------------------------
     def set_tissue_visible(self, visible: bool) -> Any | None:
-        """Show (computing it once) or hide the tissue mask of the current slide."""
+        """Show (computing it once, in a background job) or hide the tissue mask of the current slide."""
         name = _layers.TISSUE
         if name in self.viewer.layers:
             self.viewer.layers[name].visible = bool(visible)
@@ -227,11 +226,23 @@ class SlidePanel(QWidget):
         if layer is None:
             notify_error(ValueError("open a slide first"))
             return None
-        result = call_guarded(self._tissue_layer_data, layer, context="tissue mask")
-        if result is None:
+        self.tissue_box.setEnabled(False)
+        self.job = call_in_thread(self._tissue_layer_data, layer, on_return=self._add_tissue,
+                                  on_finish=self._tissue_finished, context="tissue mask")
+        return self.job
+
+    def _add_tissue(self, result: Any) -> None:
+        if result is None or result is CANCELLED or _layers.TISSUE in self.viewer.layers:
+            return
+        added = self.viewer.add_labels(result[0], **result[1])
+        added.visible = self.tissue_box.isChecked()
+
+    def _tissue_finished(self) -> None:
+        self.tissue_box.setEnabled(True)
+        if _layers.TISSUE not in self.viewer.layers:  # failed: the error was notified
+            self.tissue_box.blockSignals(True)
             self.tissue_box.setChecked(False)
-            return None
-        return self.viewer.add_labels(result[0], **result[1])
+            self.tissue_box.blockSignals(False)
 
     def _tissue_layer_data(self, layer: Any) -> tuple:
         from napari_histo.slide import open_slide, tissue_mask
