@@ -142,8 +142,8 @@ def test_plugin_settings_come_from_the_manifest(tmp_path, monkeypatch):
     monkeypatch.delenv("NAPARI_HISTO_SCHEDULER", raising=False)
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     ns._clear_plugin_settings_cache()
-    try:
-        settings = ns.get_plugin_settings("napari-histo")
+    try:  # a private settings folder: the user's napari configuration is never touched
+        settings = ns.get_plugin_settings("napari-histo", path_dir=tmp_path)
     except KeyError:
         pytest.skip("napari-histo is not registered with npe2 in this environment")
     assert settings.engine.tile_size == DEFAULTS.tile_size
@@ -154,6 +154,7 @@ def test_plugin_settings_come_from_the_manifest(tmp_path, monkeypatch):
         assert engine_settings().scheduler_address == "tcp://10.0.0.1:8786"
     finally:
         settings.engine.tile_size = DEFAULTS.tile_size
+        ns._clear_plugin_settings_cache()
 
 
 def test_viewport_culling_shows_only_points_near_the_view(make_napari_viewer):
