@@ -35,6 +35,10 @@ class HagnifinderConfig:
     fixed_iters: int = 1000
     #: Learning rate for step 3 (None: keep the step-1 rate); set once when step 3 starts.
     fixed_lr: float | None = None
+    #: Learning rate of the final Linear(20, 1) (None: same as the rest). Its output range is
+    #: bias ± sum|w| on tanh features, so it must grow to ~(mag_max - mag_min) / 2; with Adam
+    #: at a small rate that takes thousands of steps (the paper used lr 0.05 for everything).
+    head_lr: float | None = None
     plateau_patience: int = 6
     min_lr: float = 5e-6
     seed: int = 40

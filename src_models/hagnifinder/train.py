@@ -80,6 +80,21 @@ def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int 
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
+def _two_groups(optim_state: dict, n_head: int) -> dict:
+    """Optimizer state from a one-group checkpoint split into (body, head) groups.
+
+    The head (``fc3``) parameters come last in ``model.parameters()``, so the flat parameter
+    indices (and their Adam moments) are unchanged by the split.
+    """
+    groups = optim_state["param_groups"]
+    if len(groups) != 1:
+        return optim_state
+    ids = groups[0]["params"]
+    body = {**groups[0], "params": ids[:-n_head]}
+    head = {**groups[0], "params": ids[-n_head:], "is_head": True}
+    return {**optim_state, "param_groups": [body, head]}
+
+
 def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
     from napari_histo.utils import atomic_path
 
@@ -119,7 +134,10 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                               pad_prob=config.pad_prob)
     model = build_model(config)
     model.use_asm = True
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    head_params = list(model.fc3.parameters())
+    body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
+    optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
+                                  lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5,
                                                            patience=config.plateau_patience,
                                                            min_lr=config.min_lr)
@@ -130,8 +148,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ckpt["model"])
         model.use_asm = ckpt["use_asm"]
-        optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer.load_state_dict(_two_groups(ckpt["optimizer"], len(head_params)))
         scheduler.load_state_dict(ckpt["scheduler"])
+        scheduler.min_lrs = [config.min_lr] * len(optimizer.param_groups)  # one per group
         state = ckpt["state"]
         log(f"resumed at iteration {state['iteration']} ({phase_of(config, state['iteration'])})")
     else:
@@ -177,6 +196,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                     for group in optimizer.param_groups:
                         group["lr"] = config.fixed_lr
                     state["fixed_lr_set"] = True
+                if config.head_lr and not state.get("head_lr_set"):
+                    optimizer.param_groups[1]["lr"] = config.head_lr
+                    state["head_lr_set"] = True
                 model.train()
                 pred = model(to_tensor(x))
                 loss = loss_fn(pred, torch.from_numpy(y))
