@@ -249,9 +249,19 @@ def load_config_file(path: str | Path) -> HagnifinderConfig:
     return HagnifinderConfig.from_json(path)
 
 
-def train_from_config_file(path: str | Path, resume: bool = False) -> HagnifinderNet:
-    """Entry point for ``napari-histo train hagnifinder --config FILE [--resume]``."""
-    return train(load_config_file(path), resume=resume)
+def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
+    """Entry point for ``napari-histo train hagnifinder --config FILE [--resume]``.
+
+    Returns a summary: run folder, whether all three steps finished, the scale factor, and the
+    exported files.
+    """
+    config = load_config_file(path)
+    model = train(config, resume=resume)
+    out_dir = Path(config.out_dir)
+    finished = (out_dir / "model.pt").exists() and not model.use_asm
+    return {"out_dir": str(out_dir), "finished": finished,
+            "scale_factor": float(model.scale_factor),
+            "files": sorted(p.name for p in out_dir.iterdir() if p.is_file())}
 
 
 def main(argv: list[str] | None = None) -> int:

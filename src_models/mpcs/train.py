@@ -109,8 +109,11 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
     return model
 
 
-def train_from_config_file(path: str | Path, resume: bool = False) -> MPCSModel:
-    """Entry point for ``napari-histo train mpcs --config FILE [--resume]`` (JSON or TOML)."""
+def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
+    """Entry point for ``napari-histo train mpcs --config FILE [--resume]`` (JSON or TOML).
+
+    Returns a summary: run folder, iterations done, last logged NT-Xent, exported files.
+    """
     path = Path(path)
     if path.suffix.lower() == ".toml":
         import tomllib
@@ -119,7 +122,14 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> MPCSModel:
             config = MPCSConfig.from_dict(tomllib.load(fh))
     else:
         config = MPCSConfig.from_json(path)
-    return pretrain(config, resume=resume)
+    pretrain(config, resume=resume)
+    out_dir = Path(config.out_dir)
+    ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    losses = ckpt["state"]["losses"]
+    return {"out_dir": str(out_dir), "iterations": ckpt["state"]["iteration"],
+            "finished": (out_dir / "encoder.pt").exists(),
+            "last_nt_xent": float(np.mean(losses[-config.log_every:])) if losses else None,
+            "files": sorted(p.name for p in out_dir.iterdir() if p.is_file())}
 
 
 def main(argv: list[str] | None = None) -> int:
