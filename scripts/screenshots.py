@@ -106,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         export_panel.checks[kind].setChecked(True)
     export_panel.export()
     shot("05_export_panel.png")
+
+    _, magnification_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Magnification")
+    viewer.window.remove_dock_widget(export_panel)
+    viewer.window.remove_dock_widget(analysis_panel)
+    magnification_panel.scope.setCurrentText("whole layer")
+    magnification_panel.predict()
+    viewer.reset_view()
+    shot("06_magnification_panel.png")
     viewer.close()
     return 0
 
