@@ -123,9 +123,8 @@ def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
 
 
 def _official_segmenter(path: Path, device: str | None, **kwargs):
-    from src_models.hovernet.checkpoint import load_hovernet
-
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
+    from src_models.hovernet.checkpoint import load_hovernet
 
     model, info = load_hovernet(path, device=device or "cpu")
     type_info = None
