@@ -118,6 +118,15 @@ def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
                              {i: tuple(c) for i, c in enumerate(getattr(cfg, "type_colours", []) or [])})
     if num_types <= 1:
         type_info = None
+    postproc = getattr(cfg, "postproc", None)
+    if postproc and "post_params" not in kwargs:
+        # Constants tuned with the weights travel in their config; they win over the defaults.
+        from dataclasses import fields
+
+        from napari_histo.nuclei.postproc import HoverPostParams
+
+        known = {f.name for f in fields(HoverPostParams)}
+        kwargs["post_params"] = HoverPostParams(**{k: v for k, v in postproc.items() if k in known})
     return HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=type_info,
                              name=name, device=device, **kwargs)
 
