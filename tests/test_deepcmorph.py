@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +18,11 @@ from src_models.deepcmorph.model import (
     load_pretrained,
     resolve_weights,
     save_pretrained,
+    upstream_key_to_ours,
 )
+
+#: Names and shapes of an upstream (aiff22/DeepCMorph) B7 state dict, see its "source" field.
+UPSTREAM_MANIFEST = Path(__file__).parent / "data" / "deepcmorph_upstream_b7_keys.json.gz"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,11 +58,17 @@ def test_output_shapes_any_size(small_model):
     assert nuclei.shape == (1, 41, 53) and maps.shape == (1, 7, 41, 53)
 
 
-def test_b0_and_b7_feature_dims():
+@pytest.fixture(scope="module")
+def b7_model(_one_thread) -> DeepCMorph:
+    """The published architecture with the COMBINED (41-class) head; built once (~90 M values)."""
+    return DeepCMorph(backbone="b7", num_classes=41).eval()
+
+
+def test_b0_and_b7_feature_dims(b7_model):
     assert EfficientNet("b0", num_classes=0).num_features == 1280
     assert skip_channels("b7") == {"features.2.0.block.0": 192, "features.3.0.block.0": 288,
                                    "features.4.0.block.0": 480, "features.6.0.block.0": 1344}
-    model = DeepCMorph(backbone="b7", num_classes=41).eval()
+    model = b7_model
     assert model.classification_module.head_name == "output_41"
     assert model.classification_module.features[0].in_channels == 11
     with torch.no_grad():
@@ -122,6 +134,71 @@ def test_load_weights_mismatch_lists_keys(tmp_path, small_model):
     assert len(report.mismatched) == 2
     with pytest.raises(HistoError, match="needs a released name"):
         wrong_classes.load_weights()
+
+
+def test_upstream_key_names_map_to_ours():
+    cases = {
+        "module.model_preprocessing.encoder.features.6.0.block.0.1.running_var":
+            "segmentation_module.features.6.0.block.0.1.running_var",
+        "module.model_preprocessing.upsample_3.upconv.weight": "segmentation_module.up3.up.0.weight",
+        "module.model_preprocessing.conv_4.conv.4.num_batches_tracked":
+            "segmentation_module.up4.conv.4.num_batches_tracked",
+        "module.model_preprocessing.conv_segmentation.bias": "segmentation_module.nuclei_head.bias",
+        "model_preprocessing.conv_classification.weight": "segmentation_module.class_head.weight",
+        "module.encoder.features.0.weight": "classification_module.features.0.weight",
+        "module.encoder.features.8.1.weight": "classification_module.features.8.1.weight",
+        "module.output_9.bias": "classification_module.output_9.bias",
+        "module.output.weight": "classification_module.output.weight",
+        "module.something_else.weight": "something_else.weight",
+    }
+    assert {k: upstream_key_to_ours(k) for k in cases} == cases
+
+
+def test_released_checkpoint_layout_loads_strictly(tmp_path, b7_model):
+    """A state dict with exactly the upstream B7 names and shapes loads strictly, value for value.
+
+    The manifest was produced by running the upstream model definition (torchvision
+    EfficientNet-B7 feature extractors) and is independent of this implementation.
+    """
+    manifest = json.loads(gzip.decompress(UPSTREAM_MANIFEST.read_bytes()))
+    assert "aiff22/DeepCMorph" in manifest["source"]
+    gen = torch.Generator().manual_seed(0)
+    ckpt = {}
+    for name, shape in manifest["keys"]:
+        if name.endswith("num_batches_tracked"):
+            ckpt[name] = torch.tensor(len(ckpt), dtype=torch.long)
+        elif name.endswith("running_var"):  # variances must be positive for finite outputs
+            ckpt[name] = torch.rand(shape, generator=gen) + 0.5
+        else:
+            ckpt[name] = torch.randn(shape, generator=gen) * 0.1
+    assert len(ckpt) == 2085 and sum(v.numel() for v in ckpt.values()) > 89_000_000
+    path = tmp_path / "DeepCMorph_Datasets_Combined_41_classes_acc_8159.pth"
+    torch.save(ckpt, path)
+
+    report = b7_model.load_weights(path)  # strict by default
+    own = b7_model.state_dict()
+    assert report.loaded == len(own) and not report.missing and not report.unexpected
+    # every tensor of ours came from the upstream key of the same role (the 41-class head;
+    # the other released heads and the generic "output" head are ignored)
+    ours_from_upstream = {upstream_key_to_ours(k): k for k in ckpt}
+    assert set(own) <= set(ours_from_upstream)
+    for ours_name, tensor in own.items():
+        assert torch.equal(tensor, ckpt[ours_from_upstream[ours_name]]), ours_name
+    assert torch.equal(own["segmentation_module.up1.up.0.weight"],
+                       ckpt["module.model_preprocessing.upsample_1.upconv.weight"])
+    assert torch.equal(own["classification_module.output_41.weight"], ckpt["module.output_41.weight"])
+    with torch.no_grad():
+        logits, feats = b7_model.forward_all(torch.rand(1, 3, 32, 32))
+    assert logits.shape == (1, 41) and torch.isfinite(logits).all() and feats.shape == (1, 2560)
+
+
+def test_pickled_model_checkpoint_is_refused_with_advice(tmp_path):
+    path = tmp_path / "full_model.pth"
+    torch.save(torch.nn.Linear(2, 2), path)  # torch.save(model): a pickled module, not a state dict
+    with pytest.raises(HistoError) as err:
+        DeepCMorph(backbone="slim", num_classes=2).load_weights(path)
+    msg = str(err.value)
+    assert str(path) in msg and "pickled model object" in msg and "state_dict()" in msg
 
 
 def test_released_names_resolve_or_say_where_they_looked(tmp_path, monkeypatch):

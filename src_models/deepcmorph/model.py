@@ -336,9 +336,13 @@ class DeepCMorph(nn.Module):
                      strict: bool = True, key_map: dict[str, str] | None = None) -> LoadReport:
         """Load a checkpoint: a released name (``dataset=`` or ``path=`` COMBINED/TCGA/...) or a file.
 
-        The DataParallel ``module.`` prefix is stripped; ``key_map`` renames key prefixes
+        The DataParallel ``module.`` prefix is stripped. Checkpoints saved by the upstream
+        DeepCMorph code (the released COMBINED/TCGA/TCGA_REGULARIZED/CRC files: state dicts with
+        ``module.model_preprocessing.*``, ``module.encoder.*``, ``module.output*`` keys) are
+        renamed with :func:`upstream_key_to_ours`. ``key_map`` then renames further key prefixes
         (``{"old.prefix.": "new.prefix."}``). Heads of the released checkpoints other than the
-        one selected by ``num_classes`` are ignored.
+        one selected by ``num_classes`` are ignored. Pickled full models are refused (see
+        :func:`_read_state_dict`).
 
         Raises
         ------
@@ -353,20 +357,11 @@ class DeepCMorph(nn.Module):
         if source is None:
             raise HistoError("load_weights needs a released name (dataset=...) or a checkpoint path")
         file = resolve_weights(source)
-        try:
-            ckpt = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
-            raise HistoError(f"{file}: cannot read checkpoint ({exc})") from exc
-        if isinstance(ckpt, dict):
-            for wrapper in ("state_dict", "model_state_dict", "model"):
-                if wrapper in ckpt and isinstance(ckpt[wrapper], dict):
-                    ckpt = ckpt[wrapper]
-                    break
-        if not isinstance(ckpt, dict):
-            raise HistoError(f"{file}: not a state dict (got {type(ckpt).__name__})")
+        ckpt = _read_state_dict(file)
+        upstream = is_upstream_layout(ckpt)
         state = {}
         for k, v in ckpt.items():
-            k = k[len("module."):] if k.startswith("module.") else k
+            k = upstream_key_to_ours(k) if upstream else k.removeprefix("module.")
             for old, new in (key_map or {}).items():
                 if k.startswith(old):
                     k = new + k[len(old):]
@@ -385,6 +380,67 @@ class DeepCMorph(nn.Module):
         self.load_state_dict(ok, strict=False)
         report.loaded = len(ok)
         return report
+
+
+#: Upstream (aiff22/DeepCMorph ``model.py``) key prefixes -> ours, after the ``module.`` prefix
+#: is stripped. Both encoders already use torchvision's EfficientNet names (``features.*``);
+#: the decoder, the two map heads and the classifier heads are renamed.
+UPSTREAM_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("model_preprocessing.encoder.", "segmentation_module."),
+    *((f"model_preprocessing.upsample_{i}.upconv.", f"segmentation_module.up{i}.up.0.") for i in range(1, 5)),
+    *((f"model_preprocessing.conv_{i}.conv.", f"segmentation_module.up{i}.conv.") for i in range(1, 5)),
+    ("model_preprocessing.conv_segmentation.", "segmentation_module.nuclei_head."),
+    ("model_preprocessing.conv_classification.", "segmentation_module.class_head."),
+    ("encoder.", "classification_module."),
+    *((f"{head}.", f"classification_module.{head}.") for head in ("output", *PRETRAINED_HEADS.values())),
+)
+
+
+def is_upstream_layout(keys) -> bool:
+    """True when state-dict keys use the upstream DeepCMorph names (``model_preprocessing.*``)."""
+    return any(k.removeprefix("module.").startswith("model_preprocessing.") for k in keys)
+
+
+def upstream_key_to_ours(key: str) -> str:
+    """Rename one upstream DeepCMorph state-dict key to this implementation's name.
+
+    ``module.`` (DataParallel) is dropped; unknown keys are returned without the prefix so that
+    they are reported as unexpected.
+    """
+    key = key.removeprefix("module.")
+    for old, new in UPSTREAM_PREFIXES:
+        if key.startswith(old):
+            return new + key[len(old):]
+    return key
+
+
+def _read_state_dict(file: Path) -> dict:
+    """Tensors of a checkpoint file, with a clear error for anything that is not a state dict.
+
+    Only ``weights_only=True`` loading is used: a pickled full model (``torch.save(model)``) can
+    run arbitrary code when unpickled and is refused. The released DeepCMorph checkpoints are
+    state dicts (upstream loads them with ``load_state_dict(torch.load(path))``).
+    """
+    import pickle
+
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise HistoError(
+            f"{file}: cannot read checkpoint as a plain state dict (it probably holds a pickled "
+            f"model object, which is not loaded for safety). If the file comes from a trusted "
+            f"source, load it yourself and save model.state_dict() instead. Details: {exc}"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error
+        raise HistoError(f"{file}: cannot read checkpoint ({exc})") from exc
+    if isinstance(ckpt, dict):
+        for wrapper in ("state_dict", "model_state_dict", "model"):
+            if wrapper in ckpt and isinstance(ckpt[wrapper], dict):
+                ckpt = ckpt[wrapper]
+                break
+    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise HistoError(f"{file}: not a state dict of tensors (got {type(ckpt).__name__})")
+    return ckpt
 
 
 def _mismatch_message(file: Path, r: LoadReport, backbone: str, limit: int = 12) -> str:
@@ -467,10 +523,7 @@ def load_deepcmorph(weights: str | os.PathLike, device: str = "cpu") -> DeepCMor
         n = RELEASED_WEIGHTS[text.upper()][1]
     else:
         file = resolve_weights(text)
-        try:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise HistoError(f"{file}: cannot read checkpoint ({exc})") from exc
+        state = _read_state_dict(file)
         heads = [v for k, v in (state.items() if isinstance(state, dict) else [])
                  if k.split(".")[-2:-1] and k.split(".")[-2].startswith("output") and k.endswith("weight")]
         if not heads:
