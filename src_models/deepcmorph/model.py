@@ -523,13 +523,17 @@ def load_deepcmorph(weights: str | os.PathLike, device: str = "cpu") -> DeepCMor
         n = RELEASED_WEIGHTS[text.upper()][1]
     else:
         file = resolve_weights(text)
-        state = _read_state_dict(file)
-        heads = [v for k, v in (state.items() if isinstance(state, dict) else [])
-                 if k.split(".")[-2:-1] and k.split(".")[-2].startswith("output") and k.endswith("weight")]
-        if not heads:
-            raise HistoError(f"{file}: no classifier head (output*.weight) found; "
-                             "pass a folder with config.json instead")
-        n = int(heads[0].shape[0])
+        released = {fname: count for fname, count in RELEASED_WEIGHTS.values()}
+        if file.name in released:  # a released file under its own name: its head is known
+            n = released[file.name]
+        else:
+            state = _read_state_dict(file)
+            heads = [v for k, v in state.items()
+                     if k.split(".")[-2:-1] and k.split(".")[-2].startswith("output") and k.endswith("weight")]
+            if not heads:
+                raise HistoError(f"{file}: no classifier head (output*.weight) found; "
+                                 "pass a folder with config.json instead")
+            n = int(heads[0].shape[0])
     model = DeepCMorph(backbone="b7", num_classes=n, class_names=released_class_names(n))
     model.load_weights(text)
     return model.to(device).eval()
