@@ -24,6 +24,13 @@ class InputFileError(HistoError, ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def _default_file_mode() -> int:
+    """Permissions a plain ``open(path, "w")`` would give (0o666 minus the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def resource_path(*parts: str) -> Path:
     """Absolute path of a file shipped in ``resources/`` (``napari_histo.resources``)."""
     root = Path(str(_resources.files("napari_histo.resources")))
@@ -51,6 +58,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600 files; results must stay shareable
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -67,6 +75,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.isfile(tmp):
+            os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

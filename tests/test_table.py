@@ -60,3 +60,21 @@ def test_validate_rejects_duplicate_ids():
     with pytest.raises(ValueError, match="unique"):
         validate_table(df)
     validate_table(empty_table())
+
+
+def test_atomic_writes_give_ordinary_file_permissions(tmp_path):
+    """Results must be readable by colleagues like any file the user writes (not mkstemp's 0600)."""
+    import os
+
+    from napari_histo.utils import atomic_path, atomic_write
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = plain.stat().st_mode & 0o777
+    with atomic_write(tmp_path / "a.txt") as fh:
+        fh.write("x")
+    with atomic_path(tmp_path / "b.bin") as tmp:
+        tmp.write_bytes(b"x")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == expected
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == expected
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.bin", "plain.txt"]
