@@ -7,8 +7,11 @@ Pipeline (``ANALYSIS.md`` §3), every size in µm so it works at any resolution:
 2. background subtraction by opening-by-reconstruction with a disk of ``background_radius_um``;
 3. optional median, then Gaussian smoothing (``sigma_um``);
 4. threshold (``threshold`` OD, or Otsu on the smoothed haematoxylin when ``threshold="auto"``,
-   never below ``min_threshold``), hole filling;
-5. split touching nuclei by a distance-transform watershed ("split by shape");
+   never below ``min_threshold``) combined with a local threshold (above the mean OD of the
+   surrounding ``local_radius_um`` window, so pale borders between dark touching nuclei drop out
+   and one global level need not fit pale and dark nuclei alike), hole filling;
+5. split touching nuclei by a watershed from h-maxima of the smoothed distance transform plus the
+   scaled stain intensity ("split by shape" and intensity);
 6. size filters (``min_area_um2``/``max_area_um2``) and a minimum mean OD per nucleus.
 
 For H-DAB images the table also gets ``dab_od`` (mean DAB OD per nucleus) and ``positive``
@@ -87,10 +90,14 @@ class ClassicalParams:
         Lower bound for the automatic threshold.
     min_area_um2, max_area_um2 : float
         Nucleus size range.
-    split_min_distance_um : float
-        Minimum distance between watershed seeds (distance-transform peaks).
+    local_radius_um : float
+        Half-width of the square window of the local threshold: a pixel is foreground only if its
+        OD is also above the window's mean (≤ 0: global threshold only).
     split_h_um : float
-        Peak prominence (h-maxima, µm of distance) for a seed.
+        Seed prominence: h-maxima height (µm of distance) of the splitting landscape.
+    split_od_um : float
+        Weight of the stain in the splitting landscape: the smoothed OD, scaled by its 99th
+        percentile inside the mask, adds up to this many µm to the distance transform (0: shape only).
     min_mean_od : float
         Minimum mean haematoxylin OD (after background subtraction) of a nucleus.
     positive_threshold : float
@@ -99,8 +106,6 @@ class ClassicalParams:
         Factor applied to the automatic (Otsu) threshold.
     otsu_floor : float
         The automatic threshold is Otsu's over pixels above this OD (background excluded).
-    intensity_weight : float
-        > 0 mixes the stain intensity into the splitting landscape (distance × (1 + w·OD/max)).
     boundary_expand_um : float
         Grow every nucleus by this distance without merging (``expand_labels``).
     detection_image : str
@@ -117,13 +122,13 @@ class ClassicalParams:
     min_threshold: float = 0.1
     min_area_um2: float = 8.0
     max_area_um2: float = 200.0
-    split_min_distance_um: float = 2.0
-    split_h_um: float = 0.5
+    local_radius_um: float = 4.0
+    split_h_um: float = 0.25
+    split_od_um: float = 1.0
     min_mean_od: float = 0.1
     positive_threshold: float = 0.2
     detection_image: str = "haematoxylin"
     threshold_scale: float = 1.0
-    intensity_weight: float = 0.0
     otsu_floor: float = 0.0
     boundary_expand_um: float = 0.0
 
@@ -209,6 +214,7 @@ class ClassicalSegmenter:
     def _instances(self, haem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from scipy import ndimage as ndi
         from skimage.filters import threshold_otsu
+        from skimage.morphology import h_maxima
         from skimage.segmentation import watershed
 
         p = self.params
@@ -228,6 +234,8 @@ class ClassicalSegmenter:
         else:
             thr = float(p.threshold)
         mask = img > thr
+        if p.local_radius_um > 0:  # local contrast: above the mean of the surrounding window
+            mask &= img > ndi.uniform_filter(img, 2 * int(round(p.local_radius_um / px)) + 1)
         mask = ndi.binary_fill_holes(mask)
         min_px = p.min_area_um2 / (px * px)
         max_px = p.max_area_um2 / (px * px)
@@ -239,12 +247,13 @@ class ClassicalSegmenter:
         small[0] = False
         mask[small[comp]] = False
 
-        # split by shape: peaks of the smoothed distance transform as seeds
+        # split by shape and stain: h-maxima of the smoothed distance transform plus scaled OD
         dist = ndi.distance_transform_edt(mask)
-        dist = ndi.gaussian_filter(dist, 0.5 / px * 0.5)
-        if p.intensity_weight > 0:  # shape and stain together: dark cores, pale borders
-            dist = dist * (1.0 + p.intensity_weight * img / max(float(img[mask].max()), 1e-6))
-        markers = _seeds(dist, mask, p.split_min_distance_um / px, p.split_h_um / px)
+        dist = ndi.gaussian_filter(dist, 0.25 / px)
+        if p.split_od_um > 0 and mask.any():  # dark cores, paler borders between touching nuclei
+            od_scale = max(float(np.percentile(img[mask], 99)), 1e-6)
+            dist = dist + (p.split_od_um / px / od_scale) * img
+        markers, _ = ndi.label(h_maxima(dist, max(p.split_h_um / px, 1e-3)) & mask)
         labels = watershed(-dist, markers, mask=mask)
         # components that got no seed keep their own id
         orphan = mask & (labels == 0)
@@ -287,28 +296,3 @@ def _background(img: np.ndarray, radius_px: float) -> np.ndarray:
         zoom = (img.shape[0] / bg.shape[0], img.shape[1] / bg.shape[1])
         bg = ndi.zoom(bg, zoom, order=1, grid_mode=True, mode="nearest")[: img.shape[0], : img.shape[1]]
     return np.minimum(bg, img)
-
-
-def _seeds(dist: np.ndarray, mask: np.ndarray, min_distance_px: float, h_px: float) -> np.ndarray:
-    """Watershed markers: distance-transform peaks ≥ ``min_distance_px`` apart and at least
-    ``h_px`` above the lower of the saddle... approximated by a height test vs the local minimum."""
-    from scipy import ndimage as ndi
-    from skimage.feature import peak_local_max
-
-    comp, _ = ndi.label(mask)
-    md = max(1, int(round(min_distance_px)))
-    coords = peak_local_max(dist, min_distance=md, labels=comp, exclude_border=False,
-                            threshold_abs=max(h_px, 0.5))
-    markers = np.zeros(dist.shape, np.int32)
-    if len(coords):
-        markers[coords[:, 0], coords[:, 1]] = np.arange(1, len(coords) + 1)
-    # components without a peak above the height still get one seed (their maximum)
-    has = np.zeros(comp.max() + 1, bool)
-    has[comp[markers > 0]] = True
-    missing = np.flatnonzero(~has)[1:] if len(has) > 1 else []
-    if len(missing):
-        pos = ndi.maximum_position(dist, comp, missing)
-        start = markers.max() + 1
-        for k, (r, c) in enumerate(pos):
-            markers[r, c] = start + k
-    return markers
