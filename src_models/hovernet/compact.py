@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src_models.hovernet.config import CompactConfig
+from src_models.hovernet.net import init_conv_bn_weights
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -109,14 +110,7 @@ class CompactHoVerNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_weights(self)
 
     @classmethod
     def from_config(cls, cfg: CompactConfig | dict) -> CompactHoVerNet:

@@ -37,26 +37,12 @@ class Tile:
 
 
 def read_imagescope_polygons(path: Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
-    """Regions of an ImageScope XML as (class name, (N, 2) x/y vertices) and root MicronsPerPixel."""
-    from defusedxml import ElementTree
+    """Regions of an ImageScope XML as (class name, (N, 2) x/y vertices) and root MicronsPerPixel
+    (parsed by :func:`napari_histo.formats.imagescope.read_imagescope`)."""
+    from napari_histo.formats.imagescope import read_imagescope
 
-    from napari_histo.utils import InputFileError
-
-    try:
-        root = ElementTree.parse(str(path)).getroot()
-    except Exception as exc:  # noqa: BLE001 - any parse failure is a bad file
-        raise InputFileError(path, f"cannot parse ImageScope XML: {exc}") from exc
-    mpp_attr = root.get("MicronsPerPixel")
-    mpp = float(mpp_attr) if mpp_attr not in (None, "") else None
-    regions: list[tuple[str, np.ndarray]] = []
-    for ann in root.iter("Annotation"):
-        attr = ann.find("Attributes/Attribute")
-        cls = attr.get("Name", "") if attr is not None else ""
-        for reg in ann.iter("Region"):
-            verts = [(float(v.get("X")), float(v.get("Y"))) for v in reg.iter("Vertex")]
-            if len(verts) >= 3:
-                regions.append((cls, np.asarray(verts, np.float64)))
-    return regions, mpp
+    annotations = read_imagescope(path)
+    return [(r.class_name or "", r.vertices) for r in annotations.regions], annotations.mpp
 
 
 def rasterise(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int], scale: float,

@@ -29,6 +29,18 @@ __all__ = ["HoVerNet", "MODE_SIZES", "TFSamePad", "UpSample2x"]
 MODE_SIZES = {"original": (270, 80), "fast": (256, 164)}
 
 
+
+def init_conv_bn_weights(module: nn.Module) -> None:
+    """He-normal conv weights, zero biases, unit BatchNorm (the official HoVer-Net init)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
 class TFSamePad(nn.Module):
     """TensorFlow "SAME" zero padding for a square ``ksize``/``stride`` conv (uses H only)."""
 
@@ -219,14 +231,7 @@ class HoVerNet(nn.Module):
             self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_weights(self)
 
     def forward(self, imgs: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """NCHW RGB 0..255 -> ordered dict of raw logits (``tp``, ``np``, ``hv``)."""
