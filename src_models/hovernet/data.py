@@ -83,16 +83,20 @@ def _scaled_shape(shape: tuple[int, ...], scale: float) -> tuple[int, int]:
     return max(1, round(shape[0] * scale)), max(1, round(shape[1] * scale))
 
 
+def _monuseg_tif(root: Path, stem: str) -> Path:
+    """The tile ``<stem>.tif`` in MoNuSeg's train or test folder."""
+    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
+        tif = root / "monuseg" / sub / f"{stem}.tif"
+        if tif.exists():
+            return tif
+    raise FileNotFoundError(f"MoNuSeg tile {stem} not found under {root / 'monuseg'}")
+
+
 def load_monuseg(root: Path, stem: str, mpp: float) -> Tile:
     """A MoNuSeg tile (train or test folder) at working ``mpp``."""
     import tifffile
 
-    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
-        tif = root / "monuseg" / sub / f"{stem}.tif"
-        if tif.exists():
-            break
-    else:
-        raise FileNotFoundError(f"MoNuSeg tile {stem} not found under {root / 'monuseg'}")
+    tif = _monuseg_tif(root, stem)
     img = tifffile.imread(tif)[..., :3]
     regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
     native = native or MONUSEG_DEFAULT_MPP
@@ -106,12 +110,7 @@ def load_monuseg_native(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray, 
     """MoNuSeg tile at native resolution: (rgb, instance map, mpp) for evaluation."""
     import tifffile
 
-    for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
-        tif = root / "monuseg" / sub / f"{stem}.tif"
-        if tif.exists():
-            break
-    else:
-        raise FileNotFoundError(f"MoNuSeg tile {stem} not found under {root / 'monuseg'}")
+    tif = _monuseg_tif(root, stem)
     img = tifffile.imread(tif)[..., :3]
     regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
     inst, _ = rasterise(regions, img.shape[:2], 1.0, None)
