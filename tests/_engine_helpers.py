@@ -96,3 +96,13 @@ def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
     fa, fb = a[a > 0].astype(np.int64), b[b > 0].astype(np.int64)
     pairs = np.unique(np.stack([fa, fb]), axis=1)
     return len(np.unique(pairs[0])) == pairs.shape[1] == len(np.unique(pairs[1]))
+
+
+def drain(gen):
+    """Run a progress generator to the end: (list of events, its return value)."""
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        return events, stop.value

@@ -6,7 +6,7 @@ import faulthandler
 
 import numpy as np
 import pytest
-from _engine_helpers import DarkBlobSegmenter, planted_image, same_partition
+from _engine_helpers import DarkBlobSegmenter, drain, planted_image, same_partition
 
 from napari_histo.engine.outputs import load_result
 from napari_histo.engine.run import run_segmentation
@@ -14,13 +14,6 @@ from napari_histo.engine.source import ArraySlide
 
 distributed = pytest.importorskip("distributed")
 
-
-def drain(gen):
-    try:
-        while True:
-            next(gen)
-    except StopIteration as stop:
-        return stop.value
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +34,8 @@ def test_distributed_matches_local(tmp_path, cluster):
     scheduler_before = dask.base.get_scheduler()
     drain(run_segmentation(ArraySlide(image, mpp=0.5), seg, tmp_path / "local", tile_size=128,
                            tissue=False))
-    result = drain(run_segmentation(ArraySlide(image, mpp=0.5), seg, tmp_path / "dist",
-                                    tile_size=128, tissue=False, scheduler=cluster.scheduler_address))
+    _, result = drain(run_segmentation(ArraySlide(image, mpp=0.5), seg, tmp_path / "dist",
+                                       tile_size=128, tissue=False, scheduler=cluster.scheduler_address))
     assert result.completed
     local, dist = load_result(tmp_path / "local"), load_result(tmp_path / "dist")
     assert len(dist.table) == len(local.table) > 50

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _engine_helpers import DarkBlobSegmenter, planted_image, same_partition
+from _engine_helpers import DarkBlobSegmenter, drain, planted_image, same_partition
 
 from napari_histo.engine.outputs import load_result
 from napari_histo.engine.run import run_segmentation
 from napari_histo.engine.source import ArraySlide
-
-
-def drain(gen):
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _engine_helpers import DarkBlobSegmenter, planted_image
+from _engine_helpers import DarkBlobSegmenter, drain, planted_image
 
 from napari_histo.engine.outputs import load_result
 from napari_histo.engine.run import run_segmentation
@@ -22,14 +22,6 @@ from napari_histo.utils import HistoError, InputFileError
 TESTS = Path(__file__).resolve().parent
 SHAPE, SEED = (384, 512), 7
 
-
-def drain(gen):
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
 
 
 def _run(out, **kw):

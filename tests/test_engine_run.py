@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from _engine_helpers import DarkBlobSegmenter, planted_image
+from _engine_helpers import DarkBlobSegmenter, drain, planted_image
 
 from napari_histo.engine.outputs import load_result
 from napari_histo.engine.run import run_segmentation, split_batch
@@ -17,14 +17,6 @@ from napari_histo.engine.source import ArraySlide
 def image():
     return planted_image(384, 512, seams=128, seed=11)
 
-
-def drain(gen):
-    events = []
-    try:
-        while True:
-            events.append(next(gen))
-    except StopIteration as stop:
-        return events, stop.value
 
 
 def _reader_threads():
