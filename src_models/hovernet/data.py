@@ -54,7 +54,7 @@ def rasterise(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int], sca
     types = np.zeros(shape, np.int16)
     for i, (cls, verts) in enumerate(regions, start=1):
         xy = verts * scale
-        rr, cc = polygon(xy[:, 1] - 0.5 * (scale < 1) * 0, xy[:, 0], shape)
+        rr, cc = polygon(xy[:, 1], xy[:, 0], shape)
         inst[rr, cc] = i
         types[rr, cc] = class_map.get(cls.strip().lower(), -1) if class_map else -1
     return inst, types
