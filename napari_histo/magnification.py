@@ -1,8 +1,11 @@
 """Magnification prediction from pixels (Hagnifinder).
 
 :func:`predict_magnification` regresses the objective magnification of an H&E image (level-0
-pixels) with the shipped Hagnifinder model: several tissue-rich 224² crops are scored and
-averaged; their spread is reported as the uncertainty. Slide metadata, when present, is always
+pixels) with the shipped Hagnifinder model: several tissue-rich 224² crops are scored, each
+raw output is passed through the model's monotone calibration (``calibration`` in its
+``config.json``, fitted on training images only), and the crops are combined by a trimmed mean
+in log2-magnification space (robust to one odd crop; relative error is what matters for a
+scale). The spread of the calibrated crops is reported as the uncertainty. Slide metadata, when present, is always
 authoritative: callers show the prediction next to it, never instead of it.
 
 The model (``resources/weights/hagnifinder``) is loaded once per process; torch is imported
@@ -21,6 +24,8 @@ from napari_histo.utils import HistoError, resource_path
 
 #: Convention used throughout: magnification = 10 / mpp (40x = 0.25 µm/px).
 MPP_AT_1X = 10.0
+#: Fraction of crops dropped at each end before averaging (at least one each end from 5 crops).
+AGGREGATE_TRIM = 0.125
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,13 @@ class MagnificationPrediction:
     Attributes
     ----------
     magnification
-        Mean over crops, in x (objective power).
+        Trimmed mean of the crops in log2 space (a robust geometric mean), in x (objective power).
     mpp
         The matching pixel size, ``10 / magnification`` µm/px.
     uncertainty
         Standard deviation of the per-crop predictions (0 for a single crop).
     per_crop
-        One prediction per crop.
+        One calibrated prediction per crop.
     """
 
     magnification: float
@@ -128,7 +133,7 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     rgb
         (h, w, 3) uint8 image; at least 224 px per side for a reliable answer, with many nuclei.
     n_crops
-        Number of 224² crops averaged.
+        Number of 224² crops combined.
     seed
         Seed of the crop positions (results are deterministic for a given seed).
     model_dir
@@ -136,6 +141,7 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     """
     import torch
 
+    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
     from src_models.hagnifinder.data import to_tensor
 
     if n_crops < 1:
@@ -144,8 +150,9 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     model, config = load_model(model_dir)
     crops = select_crops(rgb, n_crops, config.patch_size, seed)
     with torch.no_grad():
-        preds = model(to_tensor(np.stack(crops))).numpy().astype(float)
-    mag = float(np.clip(preds.mean(), 0.5, None))
+        raw = model(to_tensor(np.stack(crops))).numpy().astype(float)
+    preds = apply_calibration(config.calibration, raw)
+    mag = float(np.clip(aggregate_log(preds, AGGREGATE_TRIM), 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
                                    per_crop=[float(p) for p in preds])

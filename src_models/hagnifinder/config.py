@@ -51,6 +51,24 @@ class HagnifinderConfig:
     num_threads: int = 1
     #: Calibrated fixed scale (step 2); 0 until calibrated.
     scale_factor: float = 0.0
+    #: ``"linear"`` (paper: the last layer outputs x) or ``"log2"`` (it outputs log2 x).
+    target_space: str = "linear"
+    #: Fine-tuning: model folder (model.pt + config.json) to start from. Its calibrated scale
+    #: factor is kept (training continues as step 3, fixed scale, ASM off; set asm_iters and
+    #: calib_iters to 0). When its target space differs, the last layer is refitted first by
+    #: least squares on ``head_fit_batches`` training batches.
+    init_from: str | None = None
+    head_fit_batches: int = 16
+    #: Training source images left out of (fine-)training to choose between models without
+    #: touching ``holdout`` (training-time validation uses them instead of the held-out list).
+    tuning_holdout: list[str] = field(default_factory=list)
+    #: Probability of a Gaussian blur (sigma ~ U(blur_sigma)) of a training patch: scanner
+    #: sharpness differs between sources and must not be read as magnification.
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    #: Monotone output calibration fitted on training sources only
+    #: (:mod:`src_models.hagnifinder.calibration`); None: raw output.
+    calibration: dict | None = None
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write
@@ -65,8 +83,9 @@ class HagnifinderConfig:
         if unknown:
             raise ValueError(f"unknown Hagnifinder config keys: {sorted(unknown)}")
         data = dict(data)
-        if "hidden" in data:
-            data["hidden"] = tuple(data["hidden"])
+        for key in ("hidden", "blur_sigma"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
     @classmethod

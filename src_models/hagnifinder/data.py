@@ -269,6 +269,8 @@ class MultiMagSampler:
     pad_prob: float = 0.15
     min_tissue: float = 0.3
     augment: bool = True
+    blur_prob: float = 0.0
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
 
     def __post_init__(self) -> None:
         top = max(s.magnification for s in self.sources) if self.sources else 0.0
@@ -295,6 +297,8 @@ class MultiMagSampler:
             keep = int(rng.integers(self.patch_size // 3, self.patch_size))
             y0, x0 = rng.integers(0, self.patch_size - keep + 1, size=2)
             patch = reflect_pad(patch[y0:y0 + keep, x0:x0 + keep], self.patch_size)
+        if self.augment and self.blur_prob > 0 and rng.random() < self.blur_prob:
+            patch = blur_patch(patch, float(rng.uniform(*self.blur_sigma)))
         if self.augment:
             patch = augment_patch(patch, rng)
         return patch, target, src.name
@@ -303,6 +307,14 @@ class MultiMagSampler:
         """``size`` patches (B, H, W, 3) uint8 and magnifications (B,) float32."""
         patches, mags = zip(*[self.sample(rng)[:2] for _ in range(size)])
         return np.stack(patches), np.asarray(mags, np.float32)
+
+
+def blur_patch(patch: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of an RGB patch (``sigma`` in px, per channel)."""
+    from scipy.ndimage import gaussian_filter
+
+    out = gaussian_filter(patch.astype(np.float32), sigma=(sigma, sigma, 0), mode="reflect")
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -42,29 +42,25 @@ def load_model_dir(model_dir: str | Path):
     return model.eval(), config
 
 
-def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
-             seed: int = 1, mags=EVAL_MAGS) -> dict:
-    """Patch-, image- and native-level metrics on the config's held-out images."""
-    from napari_histo.magnification import predict_magnification
+def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, list[dict]]:
+    """(by-magnification patch summary, per-image summary, image rows) for prediction ``key``.
 
-    model, config = load_model_dir(model_dir)
-    root = data_root or config.data_root
-    _, val_src = split_sources(discover_sources(root), config.holdout)
-    records = validation_patches(val_src, mags, crops_per_mag, config.patch_size, seed=seed)
-    preds = predict_patches(model, np.stack([r["patch"] for r in records]))
-    for rec, p in zip(records, preds):
-        rec["pred"] = float(p)
-        del rec["patch"]
+    Image level aggregates an image's crops at one magnification like ``predict_magnification``:
+    a trimmed mean in log2 space (``trim`` = 0: the plain arithmetic mean of the crops).
+    """
+    from src_models.hagnifinder.calibration import aggregate_log
+
     by_mag: dict[float, list] = defaultdict(list)
     by_image: dict[tuple, list] = defaultdict(list)
     for rec in records:
         by_mag[rec["nominal"]].append(rec)
         by_image[(rec["source"], rec["nominal"])].append(rec)
-    patches = {f"{m:g}": summarise([r["pred"] for r in rs], [r["mag"] for r in rs])
+    patches = {f"{m:g}": summarise([r[key] for r in rs], [r["mag"] for r in rs])
                for m, rs in sorted(by_mag.items())}
-    patches["all"] = summarise([r["pred"] for r in records], [r["mag"] for r in records])
+    patches["all"] = summarise([r[key] for r in records], [r["mag"] for r in records])
     image_rows = [{"source": s, "nominal": m, "mag": rs[0]["mag"],
-                   "pred": float(np.mean([r["pred"] for r in rs])),
+                   "pred": (aggregate_log([r[key] for r in rs], trim) if trim > 0
+                            else float(np.mean([r[key] for r in rs]))),
                    "real_fraction": float(np.mean([r["real_fraction"] for r in rs]))}
                   for (s, m), rs in by_image.items()]
     images: dict[str, dict] = {}
@@ -72,20 +68,53 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         rs = [r for r in image_rows if r["nominal"] == m]
         images[f"{m:g}"] = summarise([r["pred"] for r in rs], [r["mag"] for r in rs])
     images["all"] = summarise([r["pred"] for r in image_rows], [r["mag"] for r in image_rows])
+    return patches, images, image_rows
+
+
+def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
+             seed: int = 1, mags=EVAL_MAGS) -> dict:
+    """Patch-, image- and native-level metrics on the config's held-out images.
+
+    ``pred`` is the shipped prediction (calibrated output, crops aggregated as in
+    ``predict_magnification``); ``raw`` the uncalibrated network output with the plain mean of
+    crops (the figures before calibration).
+    """
+    from napari_histo.magnification import AGGREGATE_TRIM, predict_magnification, select_crops
+    from src_models.hagnifinder.calibration import apply_calibration
+    from src_models.hagnifinder.data import to_tensor
+
+    model, config = load_model_dir(model_dir)
+    root = data_root or config.data_root
+    _, val_src = split_sources(discover_sources(root), config.holdout)
+    records = validation_patches(val_src, mags, crops_per_mag, config.patch_size, seed=seed)
+    raw = predict_patches(model, np.stack([r["patch"] for r in records]))
+    calibrated = apply_calibration(config.calibration, raw)
+    for rec, r, p in zip(records, raw, calibrated):
+        rec["raw"], rec["pred"] = float(r), float(p)
+        del rec["patch"]
+    patches, images, image_rows = _summaries(records, "pred", AGGREGATE_TRIM)
+    patches_raw, images_raw, _ = _summaries(records, "raw", 0.0)
     unpadded = [r for r in records if r["real_fraction"] >= 0.999]
     native = []
     for src in val_src:
         pred = predict_magnification(src.rgb, n_crops=8, seed=0, model_dir=model_dir)
+        with torch.no_grad():
+            crops = np.stack(select_crops(src.rgb, 8, config.patch_size, 0))
+            raw_mean = float(model(to_tensor(crops)).numpy().mean())
         native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
+                       "raw_mean": raw_mean,
                        "uncertainty": pred.uncertainty, "shape": list(src.rgb.shape[:2]),
                        "in_range": config.mag_min <= src.magnification <= config.mag_max * 1.03})
+    in_range = [r for r in native if r["in_range"]]
     return {
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
+        "calibration": (config.calibration or {}).get("method", "identity"),
         "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
+        "patches_raw": patches_raw, "images_raw": images_raw,
         "patches_unpadded": summarise([r["pred"] for r in unpadded], [r["mag"] for r in unpadded]),
         "native": native,
-        "native_summary": summarise([r["pred"] for r in native if r["in_range"]],
-                                    [r["true"] for r in native if r["in_range"]]),
+        "native_summary": summarise([r["pred"] for r in in_range], [r["true"] for r in in_range]),
+        "native_summary_raw": summarise([r["raw_mean"] for r in in_range], [r["true"] for r in in_range]),
         "patch_records": records, "image_records": image_rows,
     }
 
@@ -93,23 +122,33 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
 def markdown_tables(results: dict) -> str:
     """Markdown tables (patch-level and image-level by magnification, native per image)."""
     lines = []
-    for key, title in (("patches", "single 224² patch"), ("images", "per image (mean of crops)")):
-        lines += [f"**{title}**", "", "| magnification | n | MAE (x) | within ±0.5x | within ±1x | within ±5x |",
-                  "|---|---|---|---|---|---|"]
+    cal = results.get("calibration", "identity")
+    for key, title in (("patches", f"single 224² patch (calibration: {cal})"),
+                       ("images", "per image (crops aggregated as in predict_magnification)")):
+        raw = results.get(f"{key}_raw", {})
+        lines += [f"**{title}**", "", "| magnification | n | MAE (x) | within ±0.5x | within ±1x | within ±5x "
+                  "| before: MAE, ±5x |", "|---|---|---|---|---|---|---|"]
         for mag, s in results[key].items():
             label = "all (5-40x)" if mag == "all" else f"{mag}x"
+            r = raw.get(mag)
+            before = f"{r['mae']:.2f}, {100 * r['acc@5']:.1f} %" if r else "-"
             lines.append(f"| {label} | {s['n']} | {s['mae']:.2f} | {100 * s['acc@0.5']:.1f} % | "
-                         f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % |")
+                         f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % | {before} |")
         lines.append("")
     lines += ["**native scan magnification** (`predict_magnification`, 8 crops)", "",
-              "| held-out image | true (x) | predicted (x) | ± (crop s.d.) | |error| |", "|---|---|---|---|---|"]
+              "| held-out image | true (x) | predicted (x) | ± (crop s.d.) | |error| | before (raw mean) |",
+              "|---|---|---|---|---|---|"]
     for r in results["native"]:
         note = "" if r["in_range"] else " (outside 5-40x)"
         lines.append(f"| {r['source']}{note} | {r['true']:.1f} | {r['pred']:.1f} | {r['uncertainty']:.1f} | "
-                     f"{abs(r['pred'] - r['true']):.1f} |")
+                     f"{abs(r['pred'] - r['true']):.1f} | {r.get('raw_mean', float('nan')):.1f} |")
     s = results["native_summary"]
     lines += ["", f"Native, images within 5-40x: n = {s['n']}, MAE {s['mae']:.2f}x, within ±5x "
                   f"{100 * s['acc@5']:.0f} %, within ±1x {100 * s['acc@1']:.0f} %."]
+    if "native_summary_raw" in results:
+        b = results["native_summary_raw"]
+        lines[-1] += (f" Before (raw mean of crops): MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
+                      f"within ±1x {100 * b['acc@1']:.0f} %.")
     return "\n".join(lines) + "\n"
 
 

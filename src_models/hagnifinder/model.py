@@ -54,11 +54,18 @@ class HagnifinderNet(nn.Module):
         ASM expected variance.
     init_bias
         Initial output bias (the middle of the magnification range) so training starts centred.
+    target_space
+        ``"linear"``: the last layer outputs the magnification (paper); ``"log2"``: it outputs
+        log2 magnification (errors count relative to the magnification, and 5x and 40x are
+        equally far from the middle of the range); ``forward`` returns x in both cases.
     """
 
     def __init__(self, backbone: str = "resnet50", width: int = 16, hidden: tuple[int, int] = (200, 20),
-                 ev: float = 2.2, init_bias: float = 22.5) -> None:
+                 ev: float = 2.2, init_bias: float = 22.5, target_space: str = "linear") -> None:
         super().__init__()
+        if target_space not in ("linear", "log2"):
+            raise ValueError(f"target_space must be 'linear' or 'log2', got {target_space!r}")
+        self.target_space = target_space
         self.backbone = build_resnet(backbone, width=width)
         self.fc1 = nn.Linear(self.backbone.out_features, hidden[0])
         self.fc2 = nn.Linear(hidden[0], hidden[1])
@@ -74,7 +81,8 @@ class HagnifinderNet(nn.Module):
         """The 20-d pre-scaling features (``fc2`` output)."""
         return self.fc2(self.fc1(self.backbone(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def scaled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """tanh of the scaled 20-d features: the input of the last layer."""
         f = self.features(x)
         if self.use_asm:
             f, m = self.asm(f)
@@ -83,7 +91,19 @@ class HagnifinderNet(nn.Module):
             if float(self.scale_factor) <= 0:
                 raise RuntimeError("ASM is off but no scale factor is set (run the calibration pass)")
             f = f * self.scale_factor
-        return self.fc3(torch.tanh(f)).squeeze(1)
+        return torch.tanh(f)
+
+    def head_output(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) output of the last layer, in ``target_space`` units (the training target)."""
+        return self.fc3(self.scaled_features(x)).squeeze(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head_output(x)
+        return torch.exp2(out) if self.target_space == "log2" else out
+
+    def to_target_space(self, magnification: torch.Tensor) -> torch.Tensor:
+        """Magnification (x) -> the training target of the last layer."""
+        return torch.log2(magnification) if self.target_space == "log2" else magnification
 
     def fix_scale(self, scale_factor: float) -> None:
         """Step 3: switch ASM off and scale by the fixed calibrated factor from now on."""

@@ -36,7 +36,8 @@ from src_models.hagnifinder.model import HagnifinderNet
 def build_model(config: HagnifinderConfig) -> HagnifinderNet:
     """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``)."""
     model = HagnifinderNet(config.backbone, config.width, tuple(config.hidden), config.ev,
-                           init_bias=(config.mag_min + config.mag_max) / 2)
+                           init_bias=(config.mag_min + config.mag_max) / 2,
+                           target_space=config.target_space)
     if config.scale_factor > 0:
         model.fix_scale(config.scale_factor)
     return model
@@ -117,10 +118,56 @@ def export_model(model: HagnifinderNet, config: HagnifinderConfig, out_dir: str 
     return out_dir
 
 
+@torch.no_grad()
+def fit_head(model: HagnifinderNet, sampler: MultiMagSampler, rng_seed: int, n_batches: int,
+             batch_size: int, ridge: float = 1e-3) -> float:
+    """Refit the last layer by ridge least squares of the target (in ``model.target_space``) on
+    the tanh features of ``n_batches`` training batches; returns the fit's mean absolute error
+    in x. Used when fine-tuning changes the target space (e.g. linear -> log2)."""
+    was_training = model.training
+    model.eval()
+    feats, targets, mags = [], [], []
+    for b in range(n_batches):
+        x, y = sampler.batch(np.random.default_rng([rng_seed, 10**6 + b]), batch_size)
+        feats.append(model.scaled_features(to_tensor(x)).double())
+        targets.append(model.to_target_space(torch.from_numpy(y).double()))
+        mags.append(y)
+    f = torch.cat(feats)
+    t = torch.cat(targets)
+    design = torch.cat([f, torch.ones(len(f), 1, dtype=f.dtype)], dim=1)
+    gram = design.T @ design + ridge * torch.eye(design.shape[1], dtype=f.dtype)
+    coef = torch.linalg.solve(gram, design.T @ t)
+    model.fc3.weight.copy_(coef[:-1].view(1, -1).float())
+    model.fc3.bias.copy_(coef[-1:].float())
+    model.train(was_training)
+    pred = design @ coef
+    if model.target_space == "log2":
+        pred = torch.exp2(pred)
+    return float(np.mean(np.abs(pred.numpy() - np.concatenate(mags))))
+
+
+def _init_from(model: HagnifinderNet, config: HagnifinderConfig, sampler: MultiMagSampler, log) -> None:
+    """Start from a trained model folder: its weights and fixed scale (step 3 continues)."""
+    folder = Path(config.init_from)
+    base = HagnifinderConfig.from_json(folder / "config.json")
+    if base.scale_factor <= 0:
+        raise ValueError(f"{folder}: the model to fine-tune has no calibrated scale factor")
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    model.fix_scale(base.scale_factor)
+    config.scale_factor = base.scale_factor
+    msg = f"initialised from {folder} (scale factor {base.scale_factor:.6g}, {base.target_space} output)"
+    if base.target_space != config.target_space:
+        mae = fit_head(model, sampler, config.seed, config.head_fit_batches, config.batch_size)
+        msg += f"; last layer refitted for {config.target_space} output (fit MAE {mae:.2f}x)"
+    log(msg, event="init_from", source=str(folder))
+
+
 def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) -> HagnifinderNet:
     """Train (or resume) per ``config``; returns the final model (ASM off, fixed scale).
 
     ``data_sources`` overrides discovery: a ``(train, val)`` pair of :class:`SourceImage` lists.
+    With ``config.init_from`` the run fine-tunes a trained model (step 3 only, its fixed scale).
     """
     torch.set_num_threads(max(1, config.num_threads))
     out_dir = Path(config.out_dir)
@@ -130,10 +177,18 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
         train_src, val_src = split_sources(discover_sources(config.data_root), config.holdout)
     else:
         train_src, val_src = data_sources
+    if config.tuning_holdout:
+        # model choice on training sources left out of this run; the held-out list stays unseen
+        train_src, val_src = split_sources(train_src, config.tuning_holdout)
     sampler = MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
-                              pad_prob=config.pad_prob)
+                              pad_prob=config.pad_prob, blur_prob=config.blur_prob,
+                              blur_sigma=tuple(config.blur_sigma))
     model = build_model(config)
     model.use_asm = True
+    if config.init_from and not (resume and (out_dir / "checkpoint.pt").exists()):
+        _init_from(model, config, sampler, log)
+    elif config.init_from:
+        config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
     head_params = list(model.fc3.parameters())
     body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
     optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
@@ -200,8 +255,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                     optimizer.param_groups[1]["lr"] = config.head_lr
                     state["head_lr_set"] = True
                 model.train()
-                pred = model(to_tensor(x))
-                loss = loss_fn(pred, torch.from_numpy(y))
+                out = model.head_output(to_tensor(x))
+                loss = loss_fn(out, model.to_target_space(torch.from_numpy(y)))
+                pred = torch.exp2(out) if model.target_space == "log2" else out
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
