@@ -9,6 +9,7 @@ few numpy operations. Output is standard JSON number syntax, trailing fraction z
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -128,3 +129,147 @@ def uuid4_block(n: int) -> bytes:
     out[:, 0:8], out[:, 9:13], out[:, 14:18], out[:, 19:23], out[:, 24:36] = (
         hexes[:, 0:8], hexes[:, 8:12], hexes[:, 12:16], hexes[:, 16:20], hexes[:, 20:32])
     return out.tobytes()
+
+
+# ------------------------------------------------------------------------------------------------
+# Word layout: JSON text as rows of little-endian uint32 words, NUL bytes as padding.
+#
+# Every number becomes a fixed group of words (prefix char, sign, integer digits, fraction) read
+# from lookup tables, with NUL wherever a leading zero, a stripped trailing zero or an unused sign
+# would be. Whole features are assembled as rows of words and one ``bytes.translate`` pass deletes
+# the NULs (JSON text never holds a raw NUL: ``json`` escapes it), which is several times cheaper
+# than masking bytes one by one.
+# ------------------------------------------------------------------------------------------------
+WORD = np.dtype("<u4")
+
+
+@functools.cache
+def _tables() -> dict[str, np.ndarray]:
+    """Lookup tables (built once): 4-digit groups, 2 leading digits, fractions with zeros stripped."""
+    d = np.arange(10000)
+    digits = (np.stack([d // 1000, d // 100 % 10, d // 10 % 10, d % 10], axis=1) + 48).astype(np.uint8)
+    n_digits = 1 + (d >= 10) + (d >= 100) + (d >= 1000)
+    nul = np.where(np.arange(4)[None, :] >= 4 - n_digits[:, None], digits, 0).astype(np.uint8)
+    lowest = np.concatenate([nul, digits]).view(WORD).ravel()  # index g (+10000: zero-padded)
+    nul_high = nul.copy()
+    nul_high[0] = 0  # a higher group that is zero and leading prints nothing
+    higher = np.concatenate([nul_high, digits]).view(WORD).ravel()
+    h = np.arange(100)
+    lead = np.zeros((100, 4), np.uint8)  # bytes 2, 3 of the sign word: up to 2 leading digits
+    lead[:, 3] = 48 + h % 10
+    lead[:, 2] = np.where(h >= 10, 48 + h // 10, 0)
+    lead[0, 3] = 0
+    frac2 = np.zeros((100, 4), np.uint8)  # ".XY" (bytes 0-2), trailing zeros stripped
+    frac2[:, 0] = np.where(h > 0, 46, 0)
+    frac2[:, 1] = np.where(h > 0, 48 + h // 10, 0)
+    frac2[:, 2] = np.where(h % 10 > 0, 48 + h % 10, 0)
+    frac4 = np.zeros((10000, 8), np.uint8)  # ".XYZW" (bytes 0-4), trailing zeros stripped
+    frac4[:, 0] = np.where(d > 0, 46, 0)
+    for k in range(4):
+        frac4[:, 1 + k] = np.where(d % 10 ** (4 - k) > 0, digits[:, k], 0)  # a non-zero digit follows
+    return {"lowest": lowest, "higher": higher, "lead": lead.view(WORD).ravel(),
+            "frac2": frac2.view(WORD).ravel(), "frac4": frac4.view(np.dtype("<u8")).ravel()}
+
+
+def text_words(text: bytes) -> np.ndarray:
+    """``text`` as uint32 words, NUL-padded to a multiple of 4 bytes."""
+    return np.frombuffer(text + b"\0" * (-len(text) % 4), WORD)
+
+
+def integer_groups(top: int) -> int:
+    """4-digit groups needed below the 2 leading digits for integer parts up to ``top``."""
+    k = 1
+    while top >= 100 * 10 ** (4 * k):
+        k += 1
+    return k
+
+
+def grid_words(q: np.ndarray, negative: np.ndarray, decimals: int, *, prefix: int = 0, suffix: bytes = b"",
+               groups: int | None = None) -> np.ndarray:
+    """Words of the numbers ``±q / 10**decimals`` (``q`` >= 0 int64 on the decimal grid).
+
+    Layout per number: [prefix char, "-", 2 leading digits] [4-digit groups ...] [fraction + suffix]
+    where the fraction is one word (2 decimals, 1 suffix char) or two (4 decimals, up to 3 suffix
+    chars). Output: (n, 1 + groups + 1 or 2) uint32, NUL for everything not printed.
+    """
+    if decimals not in (2, 4):
+        raise ValueError("decimals must be 2 or 4")
+    tab = _tables()
+    scale = 10**decimals
+    ip = q // scale
+    frac = q - ip * scale
+    k_groups = groups if groups is not None else integer_groups(int(ip.max()) if len(ip) else 0)
+    n_frac = 1 if decimals == 2 else 2
+    out = np.empty((len(q), 1 + k_groups + n_frac), WORD)
+    first = tab["lead"][ip // 10 ** (4 * k_groups)]
+    if prefix:
+        first |= np.uint32(prefix)
+    if negative is not None:
+        first |= (negative & (q > 0)).astype(WORD) * np.uint32(45 << 8)
+    out[:, 0] = first
+    rest = ip
+    for k in range(k_groups):  # least significant group first, written right to left
+        nxt = rest // 10000
+        group = rest - nxt * 10000
+        group += 10000 * (ip >= 10 ** (4 * k + 4))  # zero-padded when more digits lead
+        out[:, k_groups - k] = (tab["lowest"] if k == 0 else tab["higher"])[group]
+        rest = nxt
+    if decimals == 2:
+        if len(suffix) > 1:
+            raise ValueError("2 decimals take one suffix char")
+        word = tab["frac2"][frac]
+        if suffix:
+            word |= np.uint32(suffix[0] << 24)
+        out[:, -1] = word
+    else:
+        if len(suffix) > 3:
+            raise ValueError("4 decimals take up to 3 suffix chars")
+        word8 = tab["frac4"][frac]
+        for i, ch in enumerate(suffix):
+            word8 |= np.uint64(ch << (8 * (5 + i)))
+        out[:, -2:] = word8.view(WORD).reshape(-1, 2)
+    return out
+
+
+def to_rows(words: np.ndarray, width: int) -> np.ndarray:
+    """(n, m) words -> (n * ceil(m / width), width) rows, NUL-padded."""
+    n, m = words.shape
+    k = -(-m // width)
+    if k * width == m:
+        return words.reshape(n * k, width)
+    out = np.zeros((n, k * width), WORD)
+    out[:, :m] = words
+    return out.reshape(n * k, width)
+
+
+def texts_to_rows(texts: list[bytes], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Arbitrary texts as rows of ``width`` words -> (rows, rows per text)."""
+    size = 4 * width
+    padded = [t + b"\0" * (-len(t) % size) for t in texts]
+    counts = np.fromiter((len(p) // size for p in padded), np.int64, count=len(padded))
+    return np.frombuffer(b"".join(padded), WORD).reshape(-1, width), counts
+
+
+def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, s + l)`` for each (s, l), vectorised."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+    return np.arange(total) - offsets
+
+
+def assemble_rows(segments: list[tuple[np.ndarray, np.ndarray]], width: int) -> bytes:
+    """Interleave per-record segments and drop the NUL padding -> text.
+
+    ``segments`` in record order of appearance: ``(rows, counts)`` where record ``i`` owns the next
+    ``counts[i]`` rows of ``rows``. The record ``i`` text is its segments' rows in the given order.
+    """
+    counts = np.stack([c for _, c in segments], axis=1)  # (n, S)
+    flat = counts.ravel()
+    starts = np.zeros(len(flat), np.int64)
+    np.cumsum(flat[:-1], out=starts[1:])
+    starts = starts.reshape(counts.shape)
+    out = np.empty((int(flat.sum()), width), WORD)
+    for s, (rows, c) in enumerate(segments):
+        if len(rows):
+            out[ranges(starts[:, s], c)] = rows
+    return out.tobytes().translate(None, b"\0")

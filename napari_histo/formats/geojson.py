@@ -108,17 +108,59 @@ def _bbox_ring(x0: float, y0: float, x1: float, y1: float) -> list[list[float]]:
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
 
 
-def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[tuple]:
-    """GeoJSON Polygon text per contour of a chunk, as a tuple of bytes-like pieces.
+@dataclass
+class _Rings:
+    """One contour column of a chunk, split into the fast path and the repaired/degenerate rest.
 
-    Fast path (vectorised): rings rounded to 2 decimals that are still valid with area > 0 are
-    formatted with :mod:`._fastjson`. Others are repaired through shapely (make_valid, keep the
-    polygonal part); degenerate ones (< 3 vertices, zero area) fall back to their bounding box so
-    no nucleus is lost.
+    ``fast`` rings (rounded to the 0.01 px grid, still simple with area > 0) carry their grid
+    vertices ``qx``, ``qy`` (int64, value x 100) with the first vertex repeated at the end; the
+    others carry the finished GeoJSON geometry text without its closing ``}``.
+    """
+
+    fast: np.ndarray
+    qx: np.ndarray
+    qy: np.ndarray
+    lengths: np.ndarray  # vertices written per fast ring (closing vertex included)
+    slow_texts: list[bytes]
+
+
+def _star_simple(qx: np.ndarray, qy: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per ring (>= 3 vertices, integer grid): True when it is provably simple with area > 0.
+
+    Proof used: seen from the (floored) vertex mean c, every edge turns strictly the same way
+    (all cross products (v_i - c) x (v_i+1 - c) > 0, or all < 0) and the ring winds around c
+    exactly once. Then the edges occupy disjoint angular sectors around c, so no two edges meet
+    except consecutive ones at their shared vertex: the ring is simple (star-shaped) and its area
+    is positive. Exact in int64; rings failing it (concave, repeated vertices, huge) are only
+    "doubtful" and go to shapely.
+    """
+    n_v = len(qx)
+    ring = np.repeat(np.arange(len(lengths)), lengths)
+    cx = np.add.reduceat(qx, starts) // lengths
+    cy = np.add.reduceat(qy, starts) // lengths
+    dx = qx - cx[ring]
+    dy = qy - cy[ring]
+    nxt = np.arange(1, n_v + 1)
+    nxt[starts + lengths - 1] = starts
+    dxn, dyn = dx[nxt], dy[nxt]
+    cross = dx * dyn - dy * dxn
+    turn_pos = np.minimum.reduceat(cross, starts) > 0
+    turn_neg = np.maximum.reduceat(cross, starts) < 0
+    wind_pos = np.add.reduceat(((dy < 0) & (dyn >= 0)).view(np.int8), starts, dtype=np.int64) == 1
+    wind_neg = np.add.reduceat(((dy > 0) & (dyn <= 0)).view(np.int8), starts, dtype=np.int64) == 1
+    small = np.maximum.reduceat(np.maximum(np.abs(dx), np.abs(dy)), starts) < 2**30  # no int64 overflow
+    return ((turn_pos & wind_pos) | (turn_neg & wind_neg)) & small
+
+
+def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings:
+    """Round a chunk's contours to 2 decimals and prove or restore their validity.
+
+    Rings that pass :func:`_star_simple` (nearly every nucleus) need no geometry library; the
+    doubtful ones are checked with shapely (valid with area > 0 after rounding keeps the fast
+    path); the rest are repaired through shapely (make_valid, polygonal part kept), and degenerate
+    ones (< 3 vertices, zero area) fall back to their bounding box so no nucleus is lost.
     """
     import shapely
-
-    from napari_histo.formats._fastjson import vertex_rows
 
     n = len(contours)
     lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=n)
@@ -142,62 +184,117 @@ def _polygon_bytes(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> list[t
         np.cumsum(lengths[:-1], out=starts[1:])
     if not np.isfinite(coords).all():
         raise ValueError("contour with non-finite coordinates")
-    rounded = np.round(coords, 2)
+    grid = np.rint(coords * 100.0)
+    if len(grid) and np.abs(grid).max() >= 2**53:
+        raise ValueError("contour coordinates too large")
+    grid = grid.astype(np.int64)
     fast = lengths >= 3
-    if fast.any():
-        sel = np.flatnonzero(fast)
-        rows = np.concatenate([np.arange(starts[i], starts[i] + lengths[i]) for i in sel]) if len(sel) < 64 else _ranges(starts[sel], lengths[sel])
-        polys = shapely.polygons(shapely.linearrings(rounded[rows], indices=np.repeat(np.arange(len(sel)), lengths[sel])))
-        fast[sel] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
-    blob, off = vertex_rows(rounded, 2)
-    mv = memoryview(blob)
-    if len(off) > 1:
-        first_vertex = np.minimum(starts, len(off) - 2)
-        a_list = off[first_vertex].tolist()
-        b_list = off[first_vertex + 1].tolist()
-        e_list = off[np.minimum(starts + lengths, len(off) - 1)].tolist()
-    else:  # no vertex at all in this chunk: every contour takes the slow path
-        a_list = b_list = e_list = [0] * n
-    fast_list = fast.tolist()
-    out: list[tuple] = []
-    head, tail = b'{"type":"Polygon","coordinates":[[', b"]]}"
-    for i in range(n):
-        if fast_list[i]:
-            a = a_list[i]
-            out.append((head, mv[a : e_list[i]], mv[a : b_list[i] - 1], tail))
-            continue
+    sel = np.flatnonzero(fast)
+    if len(sel):
+        rows = _ranges(starts[sel], lengths[sel]) if len(sel) < n else np.arange(len(grid))
+        gx, gy = grid[rows, 0], grid[rows, 1]
+        sub_starts = np.cumsum(lengths[sel]) - lengths[sel]
+        proven = _star_simple(gx, gy, sub_starts, lengths[sel])
+        doubtful = sel[~proven]
+        if len(doubtful):  # shapely decides on the rest, as the rounded rings will be read
+            drows = _ranges(starts[doubtful], lengths[doubtful])
+            polys = shapely.polygons(shapely.linearrings(grid[drows] / 100.0, indices=np.repeat(np.arange(len(doubtful)), lengths[doubtful])))
+            fast[doubtful] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
+    sel = np.flatnonzero(fast)
+    out_len = lengths[sel] + 1
+    rows = _ranges(starts[sel], out_len)
+    rows[np.cumsum(out_len) - 1] = starts[sel]  # the closing vertex repeats the first
+    slow_texts: list[bytes] = []
+    for i in np.flatnonzero(~fast).tolist():
         geom = None
         if lengths[i] >= 3:
             geom = _geometry_dict(shapely.Polygon(coords[starts[i] : starts[i] + lengths[i]]))
         if geom is None:
             x0, y0, x1, y1 = bboxes[i]
             geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
-        out.append((_DUMPS(geom).encode(),))
-    return out
+        slow_texts.append(_DUMPS(geom).encode()[:-1])
+    return _Rings(fast=fast, qx=grid[rows, 0], qy=grid[rows, 1], lengths=out_len, slow_texts=slow_texts)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of arange(s, s + l) for each (s, l), vectorised."""
-    total = int(lengths.sum())
-    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return np.arange(total) - offsets + np.repeat(starts, lengths)
+    from napari_histo.formats._fastjson import ranges
+
+    return ranges(starts, lengths)
 
 
-def _measurement_bytes(columns: dict[str, np.ndarray], qupath03: bool) -> tuple[bytes, np.ndarray]:
-    """Measurement entries of every row (finite values only, 4 decimals) -> (blob, offsets)."""
-    from napari_histo.formats._fastjson import const_field, join_rows, number_field
+_POLYGON_HEAD = b'{"type":"Polygon","coordinates":[['
+
+
+def _ring_segments(rings: _Rings, groups: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row segments (head, vertices, repaired text) of one geometry for :func:`assemble_rows`."""
+    from napari_histo.formats._fastjson import grid_words, text_words, texts_to_rows, to_rows
+
+    n = len(rings.fast)
+    head = to_rows(text_words(_POLYGON_HEAD)[None, :], width)
+    head_counts = rings.fast * len(head)
+    qx, qy = rings.qx, rings.qy
+    neg_x = (qx < 0) if len(qx) and qx.min() < 0 else None
+    neg_y = (qy < 0) if len(qy) and qy.min() < 0 else None
+    vx = grid_words(np.abs(qx) if neg_x is not None else qx, neg_x, 2, prefix=ord("["), suffix=b",", groups=groups)
+    vy = grid_words(np.abs(qy) if neg_y is not None else qy, neg_y, 2, suffix=b"]", groups=groups)
+    vertex = np.empty((len(qx), width), vx.dtype)
+    vertex[:, : vx.shape[1]] = vx
+    vertex[:, vx.shape[1] : vx.shape[1] + vy.shape[1]] = vy
+    vertex[:, -1] = text_words(b",")[0]
+    vertex[np.cumsum(rings.lengths) - 1, -1] = text_words(b"]]")[0]  # closing vertex ends the ring
+    vertex_counts = np.zeros(n, np.int64)
+    vertex_counts[rings.fast] = rings.lengths
+    slow_rows, slow_per = texts_to_rows(rings.slow_texts, width)
+    slow_counts = np.zeros(n, np.int64)
+    slow_counts[~rings.fast] = slow_per
+    return [(np.broadcast_to(head, (int(rings.fast.sum()) * len(head), width)) if len(head) == 1 else np.tile(head, (int(rings.fast.sum()), 1)), head_counts),
+            (vertex, vertex_counts), (slow_rows, slow_counts)]
+
+
+def _measurement_words(columns: dict[str, np.ndarray], qupath03: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Words of ``,"measurements":{...}`` (or the 0.3 list) per row; finite values only, 4 decimals.
+
+    Returns (words (n, m), ok): rows whose values are too large for the grid (|v| >= 1e11) are
+    not ``ok`` and must be written another way.
+    """
+    from napari_histo.formats._fastjson import WORD, grid_words, integer_groups, text_words
 
     n = len(next(iter(columns.values())))
-    fields = []
+    opening = text_words(b',"measurements":[' if qupath03 else b',"measurements":{')
+    closing = text_words(b"]" if qupath03 else b"}")
+    ok = np.ones(n, bool)
+    parts: list[np.ndarray] = [np.broadcast_to(opening, (n, len(opening)))]
+    present_cols, comma_at = [], []  # per field: present mask; (word column, byte) of its comma
+    col = len(opening)
     for name, values in columns.items():
         finite = np.isfinite(values)
+        big = finite & (np.abs(np.where(finite, values, 0.0)) >= 1e11)
+        ok &= ~big
+        finite &= ~big
         key = json.dumps(name).encode()
-        pre = const_field(n, b'{"name":' + key + b',"value":' if qupath03 else key + b":")
-        num = number_field(np.where(finite, values, 0.0), 4)
-        post = const_field(n, b"}," if qupath03 else b",")
-        for f in (pre, num, post):
-            fields.append((f[0], f[1] & finite[:, None]))
-    return join_rows(fields)
+        key_words = text_words(b'{"name":' + key + b',"value":' if qupath03 else key + b":")
+        v = np.where(finite, values, 0.0)
+        q = np.rint(np.abs(v) * 1e4).astype(np.int64)
+        num = grid_words(q, v < 0, 4, suffix=b"}," if qupath03 else b",", groups=integer_groups(int(q.max()) // 10000 if n else 0))
+        field = np.empty((n, len(key_words) + num.shape[1]), WORD)
+        field[:, : len(key_words)] = key_words
+        field[:, len(key_words) :] = num
+        field *= finite[:, None]
+        parts.append(field)
+        col += field.shape[1]
+        present_cols.append(finite)
+        comma_at.append((col - 1, 2 if qupath03 else 1))
+    parts.append(np.broadcast_to(closing, (n, len(closing))))
+    words = np.hstack(parts)
+    present = np.stack(present_cols, axis=1)
+    any_present = present.any(axis=1)
+    last = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)  # last finite field per row
+    rows = np.flatnonzero(any_present)
+    cols = np.array([c for c, _ in comma_at], np.int64)[last[rows]]
+    shifts = np.array([8 * b for _, b in comma_at], np.uint32)[last[rows]]
+    words[rows, cols] &= ~(np.uint32(0xFF) << shifts)  # no comma after the last entry
+    return words, ok
 
 
 def _measurements(values: dict[str, float], qupath03: bool) -> dict | list:
@@ -221,13 +318,13 @@ def iter_nucleus_feature_bytes(
     prefetch: bool = True,
 ) -> Iterator[bytes]:
     """Yield the UTF-8 JSON text of one GeoJSON Feature per nucleus (chunked, bounded memory)."""
-    for chunk in _iter_feature_chunks(table, object_type=object_type, qupath03=qupath03,
-                                      include_measurements=include_measurements,
-                                      chunk_size=chunk_size, prefetch=prefetch):
-        yield from chunk
+    for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03,
+                                  include_measurements=include_measurements,
+                                  chunk_size=chunk_size, prefetch=prefetch):
+        yield from text.split(b",\n")  # compact JSON has no raw newline inside a feature
 
 
-def _iter_feature_chunks(
+def _iter_chunk_texts(
     table: pd.DataFrame,
     *,
     object_type: str = "detection",
@@ -235,72 +332,107 @@ def _iter_feature_chunks(
     include_measurements: bool = True,
     chunk_size: int = _CHUNK,
     prefetch: bool = True,
-) -> Iterator[list[bytes]]:
-    """Yield the Feature texts of ``chunk_size`` nuclei at a time (the writer joins a chunk at once;
-    per-feature generator steps cost more than the formatting itself at a million nuclei).
+) -> Iterator[bytes]:
+    """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
 
-    With ``prefetch`` the next chunk's numbers, geometry checks and ids are prepared in a worker
-    thread (numpy and shapely release the GIL) while this chunk's features are assembled; at most
-    two chunks are in memory.
+    A chunk is built without a Python step per nucleus: numbers, UUIDs and constant pieces are
+    words of :mod:`._fastjson` assembled in one pass. With ``prefetch`` the next chunk is built in a
+    worker thread (numpy releases the GIL) while this one is written; at most two chunks are in
+    memory.
     """
-    from napari_histo.formats._fastjson import uuid4_block
-
     if object_type not in ("detection", "cell"):
         raise ValueError(f"object_type must be 'detection' or 'cell', not {object_type!r}")
     info = table_type_info(table)
-    classes = {t: _DUMPS(_classification(info.name(t), info.colour(t))).encode() for t in np.unique(table["type"]).tolist()} if len(table) else {}
+    kind = object_type.encode()
+    props_head = b'},"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
+    type_ids = np.unique(table["type"].to_numpy()) if len(table) else np.zeros(0, np.int64)
+    props = [props_head + _DUMPS(_classification(info.name(t), info.colour(t))).encode() for t in type_ids.tolist()]
     mpp = table.attrs.get("mpp")
     meas_cols = [c for c in MEASUREMENT_COLUMNS if c in table.columns] if include_measurements else []
     has_cell = object_type == "cell" and "cell_contour" in table.columns
-    kind = object_type.encode()
-    props_head = b'"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
-    m_open, m_close = (b',"measurements":[', b"]") if qupath03 else (b',"measurements":{', b"}")
 
-    def prepare(start: int) -> tuple:
-        """The numpy/shapely-heavy part of a chunk (runs one chunk ahead in a worker thread)."""
+    def build(start: int) -> bytes:
         sub = table.iloc[start : start + chunk_size]
-        n = len(sub)
-        bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
-        geoms = _polygon_bytes(sub["contour"].tolist(), bboxes)
-        cell_geoms = _polygon_bytes(sub["cell_contour"].tolist(), bboxes) if has_cell else geoms
-        ids = memoryview(uuid4_block(n))
-        types = sub["type"].tolist()
-        mview, m_start, m_end = None, [], []
-        if meas_cols:
-            cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
-            if mpp and "perimeter_px" in sub.columns:
-                cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
-            mblob, moff = _measurement_bytes(cols, qupath03)
-            mview = memoryview(mblob)
-            m_start = moff[:-1].tolist()
-            m_end = (moff[1:] - (moff[1:] > moff[:-1])).tolist()  # drop the trailing comma
-        return n, geoms, cell_geoms, ids, types, mview, m_start, m_end
+        return _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
+                           meas_cols=meas_cols, mpp=mpp, qupath03=qupath03)
 
     chunk_starts = list(range(0, len(table), chunk_size))
-    pool = ThreadPoolExecutor(max_workers=1) if prefetch and len(chunk_starts) > 1 else None
+    if not prefetch or len(chunk_starts) < 2:
+        for start in chunk_starts:
+            yield build(start)
+        return
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        pending = None
-        for k, start in enumerate(chunk_starts):
-            if pool is None:
-                prepared = prepare(start)
-            else:
-                prepared = (pending or pool.submit(prepare, start)).result()
-                pending = pool.submit(prepare, chunk_starts[k + 1]) if k + 1 < len(chunk_starts) else None
-            n, geoms, cell_geoms, ids, types, mview, m_start, m_end = prepared
-            texts: list[bytes] = []
-            for j in range(n):
-                parts = [b'{"type":"Feature","id":"', ids[36 * j : 36 * j + 36], b'","geometry":', *cell_geoms[j]]
-                if object_type == "cell":
-                    parts += [b',"nucleusGeometry":', *geoms[j]]
-                parts += [b",", props_head, classes[types[j]]]
-                if meas_cols:
-                    parts += [m_open, mview[m_start[j] : m_end[j]], m_close]
-                parts.append(b"}}")
-                texts.append(b"".join(parts))
-            yield texts
+        pending = pool.submit(build, chunk_starts[0])
+        for k in range(len(chunk_starts)):
+            text = pending.result()
+            if k + 1 < len(chunk_starts):
+                pending = pool.submit(build, chunk_starts[k + 1])
+            yield text
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _chunk_text(sub: pd.DataFrame, *, object_type: str, has_cell: bool, type_ids: np.ndarray, props: list[bytes],
+                meas_cols: list[str], mpp: float | None, qupath03: bool) -> bytes:
+    """GeoJSON text of the Features of ``sub`` joined by ``,\\n`` (no trailing separator)."""
+    from napari_histo.formats._fastjson import (
+        WORD,
+        assemble_rows,
+        integer_groups,
+        text_words,
+        texts_to_rows,
+        to_rows,
+        uuid4_block,
+    )
+
+    n = len(sub)
+    bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
+    nucleus = _prepare_rings(sub["contour"].tolist(), bboxes)
+    outer = _prepare_rings(sub["cell_contour"].tolist(), bboxes) if has_cell else nucleus
+    top = max((int(np.abs(r.qx).max()) if len(r.qx) else 0, int(np.abs(r.qy).max()) if len(r.qy) else 0) for r in (nucleus, outer))
+    groups = integer_groups(max(top) // 100)
+    width = 2 * groups + 5  # one vertex per row: [sign+2 digits][groups][frac ,][sign+2][groups][frac ]][,]
+
+    pre = np.empty((n, 76), np.uint8)  # {"type":"Feature","id":"<uuid>","geometry":  (73 bytes + NUL)
+    pre[:, :24] = np.frombuffer(b'{"type":"Feature","id":"', np.uint8)
+    pre[:, 24:60] = np.frombuffer(uuid4_block(n), np.uint8).reshape(n, 36)
+    pre[:, 60:] = np.frombuffer(b'","geometry":\0\0\0', np.uint8)
+    pre_rows = to_rows(pre.view(WORD), width)
+    segments = [(pre_rows, np.full(n, len(pre_rows) // n, np.int64))]
+    segments += _ring_segments(outer, groups, width)
+    if object_type == "cell":
+        mid = to_rows(text_words(b'},"nucleusGeometry":')[None, :], width)
+        segments.append((np.tile(mid, (n, 1)), np.full(n, len(mid), np.int64)))
+        segments += _ring_segments(nucleus, groups, width)
+
+    prop_words = np.zeros((len(props), max((len(p) + 3) // 4 for p in props)), WORD)
+    for i, p in enumerate(props):
+        w = text_words(p)
+        prop_words[i, : len(w)] = w
+    tail = [prop_words[np.searchsorted(type_ids, sub["type"].to_numpy())]]
+    slow_meas: list[bytes] = []
+    meas_ok = np.ones(n, bool)
+    if meas_cols:
+        cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
+        if mpp and "perimeter_px" in sub.columns:
+            cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
+        words, meas_ok = _measurement_words(cols, qupath03)
+        tail.append(words * meas_ok[:, None])  # all-NUL words print nothing
+        for i in np.flatnonzero(~meas_ok).tolist():  # values beyond the grid (rare): plain json
+            values = {k: float(v[i]) for k, v in cols.items()}
+            slow_meas.append(b',"measurements":' + _DUMPS(_measurements(values, qupath03)).encode())
+    tail_rows = to_rows(np.hstack(tail), width)
+    segments.append((tail_rows, np.full(n, len(tail_rows) // n, np.int64)))
+    slow_rows, slow_per = texts_to_rows(slow_meas, width)
+    slow_counts = np.zeros(n, np.int64)
+    slow_counts[~meas_ok] = slow_per
+    segments.append((slow_rows, slow_counts))
+    closing = np.zeros((n, width), WORD)
+    closing[:, 0] = text_words(b"}},\n")[0]
+    closing[-1, 0] = text_words(b"}}")[0]  # no separator after the chunk's last feature
+    segments.append((closing, np.ones(n, np.int64)))
+    return assemble_rows(segments, width)
 
 
 def annotation_feature(ann: Annotation, *, qupath03: bool = False) -> dict | None:
@@ -376,20 +508,20 @@ def write_geojson(
             fh.write(b'{"type":"FeatureCollection","features":[\n')
             first = True
 
-            def emit_many(texts: list[bytes]) -> None:
+            def emit(text: bytes) -> None:
                 nonlocal first
-                if not texts:
+                if not text:
                     return
                 if not first:
                     fh.write(b",\n")
-                fh.write(b",\n".join(texts))
+                fh.write(text)
                 first = False
 
             if table is not None and len(table):
-                for texts in _iter_feature_chunks(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements, prefetch=prefetch):
-                    emit_many(texts)
+                for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements, prefetch=prefetch):
+                    emit(text)
             features = (annotation_feature(ann, qupath03=qupath03) for ann in annotations or ())
-            emit_many([_DUMPS(f).encode() for f in features if f is not None])
+            emit(b",\n".join(_DUMPS(f).encode() for f in features if f is not None))
             fh.write(b"\n]}\n")
     return path
 
