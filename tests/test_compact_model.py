@@ -147,3 +147,99 @@ def test_internal_downsample_keeps_the_io_contract_at_the_finer_resolution():
     # the fine model's maps are the coarse maps upsampled (bilinear), minus the 24 px margin
     expected = torch.nn.functional.interpolate(out_c["hv"], scale_factor=2.0, mode="bilinear", align_corners=False)
     assert torch.allclose(out_f["hv"], expected[..., 24:-24, 24:-24], atol=1e-4)
+
+
+def test_block_mean_is_the_networks_average_pooling():
+    from napari_histo.nuclei.hovernet_segmenter import block_mean
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    got = block_mean(img, 2)
+    assert got.shape == (19, 25, 3) and got.dtype == np.float32
+    t = torch.from_numpy(img[:36].astype(np.float32)).permute(2, 0, 1)[None]
+    pooled = torch.nn.functional.avg_pool2d(t, 2)[0].permute(1, 2, 0).numpy()
+    np.testing.assert_allclose(got[:18], pooled, atol=1e-4)
+    # the odd last row is padded by replication: its blocks average the row with itself
+    np.testing.assert_allclose(got[18, 0], img[36, :2].mean(axis=0), atol=1e-4)
+    assert block_mean(img, 1) is img
+
+
+def test_network_config_runs_the_same_weights_without_internal_pooling():
+    from napari_histo.nuclei.hovernet_segmenter import block_mean
+    from src_models.hovernet.compact import network_config
+
+    coarse = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=128, output_size=104, mpp=0.5)
+    fine = CompactConfig.from_dict({**coarse.to_dict(), "mpp": 0.25, "internal_downsample": 2,
+                                    "input_size": 256, "output_size": 208})
+    net_cfg = network_config(fine)
+    assert (net_cfg.mpp, net_cfg.input_size, net_cfg.output_size, net_cfg.internal_downsample) == (0.5, 128, 104, 1)
+    torch.manual_seed(1)
+    net_f = CompactHoVerNet(fine).eval()
+    net_c = CompactHoVerNet(net_cfg).eval()
+    net_c.load_state_dict(net_f.state_dict())
+    img = (torch.rand(1, 3, 128, 128) * 255).round()
+    small = torch.from_numpy(block_mean(img[0].permute(1, 2, 0).numpy(), 2)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        out_f, out_c = net_f(img), net_c(small)
+    # the fine model's maps are the coarse model's, upsampled bilinearly (24 fine px = 12 coarse px cut)
+    up = torch.nn.functional.interpolate(out_c["np"], scale_factor=2.0, mode="bilinear", align_corners=False)
+    assert out_c["np"].shape[-1] == 64 - 24
+    torch.testing.assert_close(out_f["np"][..., 2:-2, 2:-2], up[..., 2:-2, 2:-2], atol=1e-4, rtol=1e-4)
+
+
+def test_coarse_instances_map_back_to_the_fine_grid():
+    from napari_histo.nuclei.hovernet_segmenter import upscale_instances
+    from napari_histo.nuclei.metrics import instance_scores
+
+    shape = (96, 120)
+    fine = np.zeros(shape, np.int32)
+    centres = [(30, 30, 13), (30, 57, 14), (70, 90, 17)]  # the first two touch
+    for i, (cy, cx, r) in enumerate(centres, start=1):
+        fine[_disk(shape, cy, cx, r) & (fine == 0)] = i
+    # what a coarse grid sees: block-mode labels and the block-mean foreground probability
+    coarse = fine[::2, ::2]
+    prob_c = (fine > 0).reshape(48, 2, 60, 2).mean(axis=(1, 3)).astype(np.float32)
+    up = upscale_instances(coarse, prob_c, 2, shape, np_threshold=0.5)
+    assert up.shape == shape and up.dtype == np.int32
+    assert set(np.unique(up)) == {0, 1, 2, 3}
+    assert instance_scores(fine, up)["pq"] > 0.9
+    # without gap filling, pixels whose coarse block was background stay empty
+    nofill = upscale_instances(coarse, prob_c, 2, shape, np_threshold=0.5, fill_px=0)
+    assert np.count_nonzero(nofill) <= np.count_nonzero(up)
+    assert np.all(up[nofill > 0] == nofill[nofill > 0])
+    # odd fine sizes are cropped, never padded
+    assert upscale_instances(coarse, prob_c, 2, (95, 119)).shape == (95, 119)
+
+
+class _PointwiseNet(torch.nn.Module):
+    """Fully convolutional stand-in: np/hv/tp are per-pixel functions of the input, margin cut."""
+
+    def __init__(self, margin: int):
+        super().__init__()
+        self.margin = margin
+        self.calls: list[tuple[int, ...]] = []
+
+    def forward(self, x):
+        self.calls.append(tuple(x.shape))
+        m = self.margin
+        c = x[..., m : x.shape[-2] - m, m : x.shape[-1] - m] / 255.0
+        return {"np": torch.stack([c[:, 0] * 0, c[:, 0] * 8 - 4], 1), "hv": c[:, :2] * 2 - 1,
+                "tp": torch.stack([c[:, 2], c[:, 1], c[:, 0]], 1)}
+
+
+def test_larger_patches_cover_the_image_with_fewer_calls_and_the_same_maps():
+    from napari_histo.nuclei.hovernet_segmenter import fitted_output_size, predict_maps
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 256, (230, 301, 3), dtype=np.uint8)
+    net_a, net_b = _PointwiseNet(12), _PointwiseNet(12)
+    ref = predict_maps(net_a, img, 64, 40, batch_size=4)
+    big = predict_maps(net_b, img, 64, 40, batch_size=4, max_input_size=160)
+    for key in ("np", "hv", "tp"):
+        np.testing.assert_allclose(big[key], ref[key], atol=1e-6)
+    assert len(net_b.calls) < len(net_a.calls)
+    assert all(max(s[-2:]) <= 160 and s[-1] % 8 == 0 and s[-2] % 8 == 0 for s in net_b.calls)
+    # an image that fits one enlarged patch needs a single patch; small images keep output_size
+    assert fitted_output_size(100, 40, 12, 160) == 104
+    assert fitted_output_size(30, 40, 12, 160) == 40
+    assert fitted_output_size(500, 40, 12, None) == 40

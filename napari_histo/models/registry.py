@@ -101,34 +101,12 @@ def _build(name: str, device: str | None, **kwargs):
 
 
 def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
-    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
-
     try:
-        from src_models.hovernet.compact import load_compact
+        from src_models.hovernet.compact import compact_segmenter
     except ImportError as exc:  # pragma: no cover - packaging error
         raise HistoError(f"cannot load compact model code: {exc}") from exc
-    model, cfg = load_compact(folder, device=device or "cpu")
-    type_info = None
-    ti_path = folder / "type_info.json"
-    num_types = int(getattr(cfg, "num_types", 0) or 0)
-    if ti_path.exists():
-        type_info = TypeInfo.load(ti_path)
-    elif num_types > 1 and getattr(cfg, "type_names", None):
-        type_info = TypeInfo(dict(enumerate(cfg.type_names)),
-                             {i: tuple(c) for i, c in enumerate(getattr(cfg, "type_colours", []) or [])})
-    if num_types <= 1:
-        type_info = None
-    postproc = getattr(cfg, "postproc", None)
-    if postproc and "post_params" not in kwargs:
-        # Constants tuned with the weights travel in their config; they win over the defaults.
-        from dataclasses import fields
-
-        from napari_histo.nuclei.postproc import HoverPostParams
-
-        known = {f.name for f in fields(HoverPostParams)}
-        kwargs["post_params"] = HoverPostParams(**{k: v for k, v in postproc.items() if k in known})
-    return HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=type_info,
-                             name=name, device=device, **kwargs)
+    # constants, vocabulary and inference shortcuts tuned with the weights travel in config.json
+    return compact_segmenter(folder, device=device, name=name, **kwargs)
 
 
 def _official_segmenter(path: Path, device: str | None, **kwargs):

@@ -8,11 +8,20 @@ reflect-padded by the valid-convolution margin ``(input_size - output_size) / 2`
 output pixel is predicted exactly once with full context (official tile mode, ``HOVERNET.md``
 §4.1); the stitched maps are post-processed at once, so there are no seams inside an image.
 
+Models that are fully convolutional (the compact model) may use larger patches than their
+nominal ``input_size`` (``max_input_size``): fewer patches, less overlap. Models whose
+convolutions run on a coarser grid than the one they are presented at (compact model,
+``work_downsample`` = 2) can be post-processed on that grid: the segmenter block-averages the
+input, runs the network and the watershed at ``mpp * work_downsample`` and maps the instances
+back (:func:`upscale_instances`). Official checkpoints use neither and are unchanged.
+
 Public API
 ----------
 - :class:`HoverNetSegmenter` -- the :class:`~napari_histo.nuclei.base.Segmenter`.
 - :func:`predict_maps` -- stitched ``{"np": (H, W), "hv": (H, W, 2), "tp": (H, W, C)}``.
 - :func:`patch_grid` -- the top-left corners of the patch grid.
+- :func:`block_mean` -- ``d × d`` block average of an RGB image (the network's own pooling).
+- :func:`upscale_instances` -- coarse instance labels -> labels on the ``d``-times finer grid.
 """
 
 from __future__ import annotations
@@ -22,10 +31,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.postproc import HoverPostParams, postprocess_maps
+from napari_histo.nuclei.postproc import (
+    HoverPostParams,
+    instances_from_maps,
+    postprocess_maps,
+    type_instances,
+)
 from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
 
-__all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid"]
+__all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid", "block_mean", "upscale_instances"]
 
 
 def patch_grid(length: int, out_size: int) -> list[int]:
@@ -38,6 +52,23 @@ def patch_grid(length: int, out_size: int) -> list[int]:
     return starts
 
 
+def fitted_output_size(length: int, output_size: int, margin: int, max_input_size: int | None,
+                       multiple: int = 8) -> int:
+    """Output-window side covering ``length`` px with as few patches of at most
+    ``max_input_size`` px as possible (fully convolutional models only).
+
+    The side is rounded up so that the patch (``side + 2 * margin``) is a multiple of
+    ``multiple`` (the encoder stride); never below ``output_size``.
+    """
+    if not max_input_size or max_input_size <= output_size + 2 * margin:
+        return output_size
+    max_out = max_input_size - 2 * margin
+    n = -(-length // max_out)
+    side = -(-length // n)
+    side += (-(side + 2 * margin)) % multiple
+    return max(output_size, min(side, max_out))
+
+
 def predict_maps(
     model: Any,
     rgb: np.ndarray,
@@ -46,21 +77,26 @@ def predict_maps(
     device: str = "cpu",
     batch_size: int = 8,
     amp: bool | None = None,
+    max_input_size: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Run ``model`` over ``rgb`` (H, W, 3) uint8 in patches and stitch the softmaxed maps.
 
     Returns ``np`` (H, W) foreground probability, ``hv`` (H, W, 2) and, for typed models,
     ``tp`` (H, W, C) class probabilities -- all float32 at input resolution.
+    ``max_input_size`` (fully convolutional models): patches may grow up to this side so the
+    image is covered by fewer of them (same border margin ``(input_size - output_size) / 2``).
     """
     import torch
 
     rgb = np.asarray(rgb)[..., :3]
     h, w = rgb.shape[:2]
     margin = (input_size - output_size) // 2
-    ys, xs = patch_grid(h, output_size), patch_grid(w, output_size)
+    out_h = fitted_output_size(h, output_size, margin, max_input_size)
+    out_w = fitted_output_size(w, output_size, margin, max_input_size)
+    ys, xs = patch_grid(h, out_h), patch_grid(w, out_w)
     # pad: margin on every side, plus enough bottom/right for images smaller than a window
-    pad_b = margin + max(0, output_size - h)
-    pad_r = margin + max(0, output_size - w)
+    pad_b = margin + max(0, out_h - h)
+    pad_r = margin + max(0, out_w - w)
     mode = "reflect" if min(h, w) > max(margin, pad_b, pad_r) else "symmetric"
     padded = np.pad(rgb, ((margin, pad_b), (margin, pad_r), (0, 0)), mode=mode)
     use_amp = (str(device).startswith("cuda")) if amp is None else amp
@@ -71,7 +107,7 @@ def predict_maps(
     with torch.inference_mode():
         for i in range(0, len(corners), batch_size):
             chunk = corners[i : i + batch_size]
-            batch = np.stack([padded[y : y + input_size, x : x + input_size] for y, x in chunk])
+            batch = np.stack([padded[y : y + out_h + 2 * margin, x : x + out_w + 2 * margin] for y, x in chunk])
             t = torch.from_numpy(batch).to(device).permute(0, 3, 1, 2).float()
             with torch.autocast(device_type=str(device).split(":")[0], enabled=use_amp):
                 pred = model(t)
@@ -81,18 +117,73 @@ def predict_maps(
                 maps["tp"] = torch.softmax(pred["tp"].float(), dim=1)
             for key, val in maps.items():
                 arr = val.permute(0, 2, 3, 1).cpu().numpy()
-                if arr.shape[1] != output_size or arr.shape[2] != output_size:
+                if arr.shape[1] != out_h or arr.shape[2] != out_w:
                     raise ValueError(
                         f"model returned {key} maps of {arr.shape[1]}x{arr.shape[2]} px for a "
-                        f"{input_size} px patch; expected output_size {output_size}"
+                        f"{out_h + 2 * margin}x{out_w + 2 * margin} px patch; expected "
+                        f"{out_h}x{out_w} (input_size {input_size}, output_size {output_size})"
                     )
                 if key not in out:
-                    out[key] = np.zeros((max(h, output_size), max(w, output_size), arr.shape[-1]), np.float32)
+                    out[key] = np.zeros((max(h, out_h), max(w, out_w), arr.shape[-1]), np.float32)
                 for (y, x), a in zip(chunk, arr):
-                    out[key][y : y + output_size, x : x + output_size] = a
+                    out[key][y : y + out_h, x : x + out_w] = a
     result = {k: v[:h, :w] for k, v in out.items()}
     result["np"] = result["np"][..., 0]
     return result
+
+
+def block_mean(rgb: np.ndarray, d: int) -> np.ndarray:
+    """``d × d`` block average of an (H, W, C) image, float32 (what ``avg_pool2d`` gives the network).
+
+    Sides that are not a multiple of ``d`` are first padded by edge replication; the result is
+    ``ceil(H / d) × ceil(W / d)``.
+    """
+    rgb = np.asarray(rgb)
+    if d <= 1:
+        return rgb
+    h, w = rgb.shape[:2]
+    ph, pw = (-h) % d, (-w) % d
+    if ph or pw:
+        rgb = np.pad(rgb, ((0, ph), (0, pw), (0, 0)), mode="edge")
+    hh, ww = rgb.shape[0] // d, rgb.shape[1] // d
+    return rgb.reshape(hh, d, ww, d, rgb.shape[2]).mean(axis=(1, 3), dtype=np.float32)
+
+
+def upscale_instances(
+    labels: np.ndarray,
+    np_prob: np.ndarray,
+    d: int,
+    shape: tuple[int, int],
+    np_threshold: float = 0.5,
+    fill_px: int = 2,
+) -> np.ndarray:
+    """Instance labels of a ``d``-times coarser grid mapped onto the (H, W) = ``shape`` grid.
+
+    Labels are upscaled by pixel replication (nearest) and masked by the foreground of the
+    bilinear-upsampled nucleus probability (``>= np_threshold``), so outlines follow the
+    probability at the fine resolution instead of ``d``-px steps; foreground pixels left
+    unlabelled next to an instance (outline grown at the finer grid) take the neighbouring
+    label, up to ``fill_px`` px away. Foreground with no instance nearby stays background
+    (the watershed had no marker for it).
+    """
+    import torch
+    import torch.nn.functional as F
+    from scipy import ndimage as ndi
+
+    h, w = shape
+    lab = np.asarray(labels)
+    up = np.repeat(np.repeat(lab, d, axis=0), d, axis=1)[:h, :w]
+    prob = torch.from_numpy(np.ascontiguousarray(np_prob, dtype=np.float32))[None, None]
+    fine = F.interpolate(prob, scale_factor=float(d), mode="bilinear", align_corners=False)[0, 0, :h, :w]
+    fg = fine.numpy() >= np_threshold
+    out = np.where(fg, up, 0).astype(np.int32, copy=False)
+    for _ in range(max(0, int(fill_px))):
+        gaps = fg & (out == 0)
+        if not gaps.any():
+            break
+        grown = ndi.maximum_filter(out, size=3)
+        out[gaps] = grown[gaps]
+    return out
 
 
 class HoverNetSegmenter:
@@ -107,8 +198,16 @@ class HoverNetSegmenter:
     name : str -- provenance name
     device : str, optional -- default ``napari_histo.utils.choose_device()``
     batch_size : int -- patches per forward
-    post_params : HoverPostParams, optional -- default: official constants rescaled to ``mpp``
+    post_params : HoverPostParams, optional -- default: official constants rescaled to the
+        watershed's grid (``mpp * work_downsample``)
     amp : bool, optional -- autocast (default: on for CUDA)
+    work_downsample : int -- 1 (default): ``model``, maps and watershed at ``mpp``. ``d > 1``:
+        ``model`` works at ``mpp * d`` (``input_size`` / ``output_size`` in its px); the
+        segmenter block-averages its ``mpp`` input, post-processes the maps on that coarse grid
+        and returns labels and table at ``mpp`` (:func:`upscale_instances`)
+    max_input_size : int, optional -- fully convolutional models: largest patch side (model
+        px) used to cover an image with fewer patches; default ``input_size`` patches only
+    fill_px : int -- gap filling of :func:`upscale_instances` (fine px)
     """
 
     def __init__(
@@ -123,6 +222,9 @@ class HoverNetSegmenter:
         batch_size: int = 8,
         post_params: HoverPostParams | None = None,
         amp: bool | None = None,
+        work_downsample: int = 1,
+        max_input_size: int | None = None,
+        fill_px: int = 2,
     ):
         from napari_histo.utils import choose_device
 
@@ -135,15 +237,20 @@ class HoverNetSegmenter:
         self.type_info = type_info or NUCLEUS_ONLY
         self.name = name
         self.batch_size = int(batch_size)
-        self.post_params = post_params or HoverPostParams.for_mpp(self.mpp)
+        self.work_downsample = max(1, int(work_downsample))
+        self.work_mpp = self.mpp * self.work_downsample
+        self.max_input_size = int(max_input_size) if max_input_size else None
+        self.fill_px = int(fill_px)
+        self.post_params = post_params or HoverPostParams.for_mpp(self.work_mpp)
         self.amp = amp
-        margin = (self.input_size - self.output_size) // 2
+        margin = (self.input_size - self.output_size) // 2 * self.work_downsample
         # a nucleus (≤ ~20 µm) owned by a tile core must be seen whole, plus the model margin
         self.halo_px = int(margin + np.ceil(20.0 / self.mpp))
 
     def __repr__(self) -> str:
+        coarse = f", network at {self.work_mpp} µm/px" if self.work_downsample > 1 else ""
         return (f"HoverNetSegmenter({self.name!r}, {self.input_size}->{self.output_size}, "
-                f"{self.mpp} µm/px, device={self.device})")
+                f"{self.mpp} µm/px{coarse}, device={self.device})")
 
     def predict(self, rgb: np.ndarray) -> dict[str, np.ndarray] | list[dict[str, np.ndarray]]:
         """Stitched maps of one (H, W, 3) image, or a list for a (B, H, W, 3) batch."""
@@ -152,16 +259,48 @@ class HoverNetSegmenter:
             return [self.predict(t) for t in rgb]
         if rgb.ndim != 3 or rgb.shape[-1] < 3:
             raise ValueError(f"expected an (H, W, 3) RGB image, got shape {rgb.shape}")
-        return predict_maps(self.model, rgb, self.input_size, self.output_size, self.device,
-                            self.batch_size, self.amp)
+        work = block_mean(rgb[..., :3], self.work_downsample)
+        return predict_maps(self.model, work, self.input_size, self.output_size, self.device,
+                            self.batch_size, self.amp, self.max_input_size)
 
     def postprocess(self, raw: dict[str, np.ndarray], rgb: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
-        """Official watershed + typing (vote, type_prob, mean softmax ``probs``)."""
+        """Official watershed + typing (vote, type_prob, mean softmax ``probs``).
+
+        With ``work_downsample > 1`` the watershed and the typing vote run on the maps' grid and
+        the instances are mapped to ``rgb``'s (default: ``work_downsample`` times the maps').
+        """
         tp = raw.get("tp") if self.typed else None
-        labels, table = postprocess_maps(raw["np"], raw["hv"], tp, mpp=self.mpp,
-                                         type_info=self.type_info, params=self.post_params)
+        d = self.work_downsample
+        if d == 1:
+            labels, table = postprocess_maps(raw["np"], raw["hv"], tp, mpp=self.mpp,
+                                             type_info=self.type_info, params=self.post_params)
+            table.attrs["model"] = self.name
+            return labels, table
+        from napari_histo.nuclei.measure import measure_instances
+
+        shape = tuple(np.asarray(rgb).shape[:2]) if rgb is not None else None
+        labels, coarse = self.instances(raw, shape, self.post_params)
+        table = measure_instances(labels, mpp=self.mpp, type_info=self.type_info)
+        if tp is not None and len(table):
+            types, type_prob, probs = type_instances(coarse, tp, table["id"].to_numpy())
+            table["type"] = types
+            table["type_prob"] = type_prob
+            if probs is not None:
+                table["probs"] = list(probs)
         table.attrs["model"] = self.name
         return labels, table
+
+    def instances(self, raw: dict[str, np.ndarray], shape: tuple[int, int] | None = None,
+                  params: HoverPostParams | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Instance labels at ``mpp`` (``shape``, default the maps' size × ``work_downsample``) and
+        on the maps' own grid, without measuring them (e.g. to tune constants)."""
+        params = params or self.post_params
+        coarse = instances_from_maps(raw["np"], raw["hv"], params)
+        d = self.work_downsample
+        if d == 1:
+            return coarse, coarse
+        shape = shape or (coarse.shape[0] * d, coarse.shape[1] * d)
+        return upscale_instances(coarse, raw["np"], d, shape, params.np_threshold, self.fill_px), coarse
 
     def segment(self, rgb: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
         """Segment an image of any size at :attr:`mpp`."""

@@ -168,13 +168,29 @@ def count_macs(model: CompactHoVerNet, size: int = 256) -> int:
     return total
 
 
-def load_compact(folder: str | Path, device: str = "cpu") -> tuple[CompactHoVerNet, CompactConfig]:
-    """Load ``config.json`` + ``model.pt`` (state_dict, float16 or float32) from a weights folder."""
+def network_config(cfg: CompactConfig) -> CompactConfig:
+    """The same network seen at its own resolution: ``internal_downsample`` 1, ``mpp`` =
+    ``network_mpp``, patch sizes divided by the factor (the weights are unchanged)."""
+    d = max(1, int(cfg.internal_downsample))
+    if d == 1:
+        return cfg
+    return CompactConfig.from_dict({**cfg.to_dict(), "mpp": cfg.network_mpp, "internal_downsample": 1,
+                                    "input_size": cfg.input_size // d, "output_size": cfg.output_size // d})
+
+
+def load_compact(folder: str | Path, device: str = "cpu",
+                 at_network_mpp: bool = False) -> tuple[CompactHoVerNet, CompactConfig]:
+    """Load ``config.json`` + ``model.pt`` (state_dict, float16 or float32) from a weights folder.
+
+    The returned config is always the folder's; with ``at_network_mpp`` the network is built
+    from :func:`network_config` (no internal pooling / upsampling), for callers that resample
+    themselves.
+    """
     from napari_histo.utils import InputFileError
 
     folder = Path(folder)
     cfg = CompactConfig.load(folder / "config.json")
-    model = CompactHoVerNet(cfg)
+    model = CompactHoVerNet(network_config(cfg) if at_network_mpp else cfg)
     wpath = folder / "model.pt"
     try:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
@@ -189,3 +205,57 @@ def load_compact(folder: str | Path, device: str = "cpu") -> tuple[CompactHoVerN
         raise InputFileError(wpath, f"weights do not match config.json: {exc}") from exc
     model.eval().to(device)
     return model, cfg
+
+
+def segmenter_post_params(cfg: CompactConfig) -> dict:
+    """``HoverPostParams`` fields for the grid the watershed runs on (see ``postproc_at_network_mpp``)."""
+    from dataclasses import asdict, fields
+
+    from napari_histo.nuclei.postproc import HoverPostParams
+
+    known = {f.name for f in fields(HoverPostParams)}
+    post = {k: v for k, v in (cfg.postproc or {}).items() if k in known}
+    if not (cfg.postproc_at_network_mpp and cfg.internal_downsample > 1):
+        return post
+    if cfg.network_postproc:
+        return {k: v for k, v in cfg.network_postproc.items() if k in known}
+    scaled = asdict(HoverPostParams.for_mpp(cfg.network_mpp))
+    scaled.update({k: post[k] for k in ("np_threshold", "marker_threshold") if k in post})
+    return scaled
+
+
+def compact_segmenter(folder: str | Path, device: str | None = None, name: str | None = None, **kwargs):
+    """A ``HoverNetSegmenter`` over a compact weights folder, set up as its ``config.json`` says.
+
+    Applies the shipped post-processing constants, the type vocabulary (``type_info.json`` or
+    the config's names/colours), the coarse-grid post-processing shortcut
+    (``postproc_at_network_mpp``) and the patch size limit (``max_tile_px``). Keyword arguments
+    override the segmenter's (e.g. ``post_params``, ``batch_size``).
+    """
+    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
+    from napari_histo.nuclei.postproc import HoverPostParams
+    from napari_histo.nuclei.types import TypeInfo
+
+    folder = Path(folder)
+    cfg = CompactConfig.load(folder / "config.json")
+    d = max(1, int(cfg.internal_downsample))
+    coarse = bool(cfg.postproc_at_network_mpp) and d > 1
+    model, cfg = load_compact(folder, device=device or "cpu", at_network_mpp=coarse)
+    num_types = int(cfg.num_types or 0)
+    type_info = None
+    if num_types > 1:
+        ti_path = folder / "type_info.json"
+        if ti_path.exists():
+            type_info = TypeInfo.load(ti_path)
+        elif cfg.type_names:
+            type_info = TypeInfo(dict(enumerate(cfg.type_names)),
+                                 {i: tuple(c) for i, c in enumerate(cfg.type_colours or [])})
+    if "post_params" not in kwargs:
+        kwargs["post_params"] = HoverPostParams(**segmenter_post_params(cfg))
+    net = network_config(cfg) if coarse else cfg
+    if coarse:
+        kwargs.setdefault("work_downsample", d)
+    if cfg.max_tile_px:
+        kwargs.setdefault("max_input_size", cfg.max_tile_px * (1 if coarse else d))
+    return HoverNetSegmenter(model, net.input_size, net.output_size, cfg.mpp, type_info=type_info,
+                             name=name or folder.name, device=device, **kwargs)

@@ -62,6 +62,20 @@ class CompactConfig:
         this factor and upsamples the maps back (bilinear), so callers see an ``mpp`` model while
         the convolutions cost ``internal_downsample**2`` times less. The weights are those of the
         same network trained at the coarser resolution (:meth:`CompactConfig.network_mpp`).
+    postproc_at_network_mpp : bool
+        Inference shortcut for ``internal_downsample > 1``: the segmenter block-averages the
+        input itself, runs the network and the HV watershed at :attr:`network_mpp` (``d²`` times
+        fewer pixels) and maps the instances back to ``mpp`` (nearest-upscaled labels masked by
+        the bilinear-upsampled foreground probability). False: maps upsampled inside ``forward``
+        and the watershed on the ``mpp`` grid.
+    network_postproc : dict or None
+        ``HoverPostParams`` fields for the watershed at :attr:`network_mpp` (used with
+        ``postproc_at_network_mpp``); None: the official constants rescaled to that mpp
+        (``HoverPostParams.for_mpp``) with the thresholds of :attr:`postproc`.
+    max_tile_px : int
+        Largest inference patch side (network px) when the segmenter may enlarge patches to
+        cover an image with fewer, larger ones (the network is fully convolutional); 0 keeps
+        ``input_size`` patches.
     """
 
     input_size: int = 256
@@ -80,6 +94,9 @@ class CompactConfig:
     unified_ids: list[list[int]] = field(default_factory=lambda: [[0], [1, 2], [3], [5], [7]])
     postproc: dict[str, float] = field(default_factory=lambda: scaled_postproc(0.5))
     internal_downsample: int = 1
+    postproc_at_network_mpp: bool = False
+    network_postproc: dict[str, float] | None = None
+    max_tile_px: int = 0
 
     @property
     def network_mpp(self) -> float:

@@ -30,22 +30,19 @@ CRC_CLASSES = {"epithelial": 1, "inflammatory": 2, "fibroblast": 3, "others": 4}
 CRC_MPP = 0.55
 
 
-def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4):
-    """A ``HoverNetSegmenter`` over the weights folder with the model's own post-processing constants."""
-    from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
-    from napari_histo.nuclei.postproc import HoverPostParams
-    from napari_histo.nuclei.types import TypeInfo
-    from src_models.hovernet.compact import load_compact
+def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4, **kwargs):
+    """A ``HoverNetSegmenter`` over the weights folder set up as its ``config.json`` says
+    (:func:`~src_models.hovernet.compact.compact_segmenter`); ``post`` overrides post-processing
+    constants, ``kwargs`` the segmenter's options (e.g. ``fill_px``)."""
+    from dataclasses import asdict
 
-    folder = Path(weights_dir)
-    model, cfg = load_compact(folder)
-    params = dict(cfg.postproc)
-    params.update(post or {})
-    ti_path = folder / "type_info.json"
-    type_info = TypeInfo.load(ti_path) if ti_path.exists() else None
-    return HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=type_info,
-                             name=folder.name, device="cpu", batch_size=batch_size,
-                             post_params=HoverPostParams(**params))
+    from napari_histo.nuclei.postproc import HoverPostParams
+    from src_models.hovernet.compact import compact_segmenter
+
+    seg = compact_segmenter(weights_dir, device="cpu", batch_size=batch_size, **kwargs)
+    if post:
+        seg.post_params = HoverPostParams(**{**asdict(seg.post_params), **post})
+    return seg
 
 
 def upsample_maps(raw: dict[str, np.ndarray], shape: tuple[int, int]) -> dict[str, np.ndarray]:
@@ -124,12 +121,13 @@ def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bo
 def tune_postproc(seg, data_root: str | Path, stems: list[str], grid: dict[str, list]) -> list[dict]:
     """Mean PQ/AJI of post-processing settings on (training) MoNuSeg tiles; network run once per tile.
 
-    Used to pick ``config.postproc`` on training tiles only, never on the held-out ones.
+    Used to pick ``config.postproc`` on training tiles only, never on the held-out ones. The
+    instances come from ``seg.instances`` (the segmenter's own grid: coarse or fine).
     """
     import itertools
 
     from napari_histo.nuclei.metrics import instance_scores
-    from napari_histo.nuclei.postproc import HoverPostParams, instances_from_maps
+    from napari_histo.nuclei.postproc import HoverPostParams
     from src_models.hovernet.data import load_monuseg_native, resize_labels, resize_rgb
 
     cache = []
@@ -137,20 +135,27 @@ def tune_postproc(seg, data_root: str | Path, stems: list[str], grid: dict[str, 
         rgb, gt, mpp = load_monuseg_native(Path(data_root), stem)
         scale = mpp / seg.mpp
         work = resize_rgb(rgb, (round(rgb.shape[0] * scale), round(rgb.shape[1] * scale)))
-        cache.append((seg.predict(work), gt))
+        cache.append((seg.predict(work), work.shape[:2], gt))
     base = dict(seg.post_params.__dict__)
     keys = sorted(grid)
     results = []
     for values in itertools.product(*(grid[k] for k in keys)):
         params = HoverPostParams(**{**base, **dict(zip(keys, values, strict=True))})
         scores = []
-        for raw, gt in cache:
-            lab = resize_labels(instances_from_maps(raw["np"], raw["hv"], params), gt.shape)
+        for raw, shape, gt in cache:
+            lab = resize_labels(seg.instances(raw, shape, params)[0], gt.shape)
             scores.append(instance_scores(gt, lab))
         results.append({**dict(zip(keys, values, strict=True)),
                         "pq": round(float(np.mean([s["pq"] for s in scores])), 4),
                         "aji": round(float(np.mean([s["aji"] for s in scores])), 4)})
     return sorted(results, key=lambda r: -(r["pq"] + r["aji"]))
+
+
+#: MoNuSeg TRAINING tiles on which post-processing constants are picked (never the held-out ones).
+TUNING_TILES = ["TCGA-21-5784-01Z-00-DX1", "TCGA-B0-5698-01Z-00-DX1", "TCGA-E2-A1B5-01Z-00-DX1"]
+#: Default grid: thresholds as before, plus the marker opening / size on the coarse grid.
+TUNING_GRID = {"np_threshold": [0.5, 0.6], "marker_threshold": [0.3, 0.4, 0.5],
+               "opening_size": [1, 3], "min_marker_px": [2, 4]}
 
 
 def _crc_points(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +255,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--no-typing", action="store_true")
     ap.add_argument("--post", default=None, help="JSON dict overriding post-processing constants")
+    ap.add_argument("--tune", nargs="?", const=json.dumps(TUNING_GRID), default=None,
+                    help="pick post-processing constants on the MoNuSeg training tiles "
+                         f"{', '.join(TUNING_TILES)} over a JSON grid (default {json.dumps(TUNING_GRID)}) "
+                         "and print the ranking (mean PQ + AJI) instead of evaluating")
     args = ap.parse_args(argv)
+    if args.tune:
+        import torch
+
+        torch.set_num_threads(2)
+        seg = build_segmenter(args.weights, json.loads(args.post) if args.post else None)
+        grid = json.loads(args.tune)
+        ranking = tune_postproc(seg, args.data, TUNING_TILES, grid)
+        res = {"tiles": "MoNuSeg training tiles " + ", ".join(t[:12] for t in TUNING_TILES),
+               "grid": grid, "top": ranking[:5]}
+        text = json.dumps(res, indent=2)
+        if args.out:
+            from napari_histo.utils import atomic_write
+
+            with atomic_write(args.out) as fh:
+                fh.write(text)
+        print(text)
+        return 0
     res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
                    classical=not args.no_classical, typing=not args.no_typing)
     text = json.dumps(res, indent=2)
