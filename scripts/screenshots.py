@@ -1,10 +1,14 @@
 """Screenshots of the napari-histo panels on the shipped sample slide, for the docs.
 
 Opens napari (needs a display; use ``xvfb-run -a``), docks the plugin's panels, drives them as a
-user would (open the sample slide, segment nuclei in the current view, density and hotspots,
-export) and saves window screenshots to ``docs/images/``::
+user would (open the sample slide, segment nuclei in the current view with the shipped default
+model, density and hotspots, export) and saves window screenshots to ``docs/images/``. One
+command regenerates them all (e.g. after new weights land in ``resources/weights/``)::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py [--model classical]
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py
+
+``--model`` takes what ``napari-histo segment --model`` takes: ``default`` (the shipped compact
+HoVer-Net, the default here), ``classical``, or a HoVer-Net checkpoint file or weights folder.
 """
 
 from __future__ import annotations
@@ -31,6 +35,23 @@ def _look_at(viewer, layer, box) -> None:
     viewer.scene.camera.zoom = float(min(h / ((y1 - y0) * s), w / ((x1 - x0) * s)))
 
 
+def _choose_model(panel, model: str) -> None:
+    """Select ``model`` (a registry name or a checkpoint path) in the Nuclei panel."""
+    from napari_histo._napari._nuclei_panel import MODELS
+
+    by_spec = {spec: entry for entry, spec in MODELS.items()}
+    if model in MODELS:  # a combo entry as shown
+        panel.model_combo.setCurrentText(model)
+    elif model in by_spec and model != "checkpoint":
+        panel.model_combo.setCurrentText(by_spec[model])
+    else:
+        if not Path(model).exists():
+            raise SystemExit(f"{model}: not a model name ({', '.join(s for s in by_spec if s != 'checkpoint')}) "
+                             "nor an existing checkpoint")
+        panel.model_combo.setCurrentText(by_spec["checkpoint"])
+        panel.checkpoint_edit.setText(str(model))
+
+
 def _shrink_png(path: Path) -> None:
     """Re-save with a 256-colour palette (screenshots are mostly flat UI; keeps the repo small)."""
     from PIL import Image
@@ -43,8 +64,8 @@ def _shrink_png(path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
-    parser.add_argument("--model", default="classical (no training)",
-                        help="Nuclei panel model entry (default: the classical detector)")
+    parser.add_argument("--model", default="default",
+                        help="default (shipped compact HoVer-Net), classical, or a checkpoint file/folder")
     args = parser.parse_args(argv)
     os.environ["NAPARI_HISTO_NOTHREADS"] = "1"  # deterministic, one step after another
 
@@ -81,10 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     _, nuclei_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Nuclei")
     viewer.layers.selection.active = slide
     _look_at(viewer, slide, VIEW_BOX)
-    nuclei_panel.model_combo.setCurrentText(args.model)
+    _choose_model(nuclei_panel, args.model)
     nuclei_panel.scope_combo.setCurrentText("current view")
     run_dir = Path(tempfile.mkdtemp(prefix="napari-histo-screens-"))
-    nuclei_panel.run(outdir=run_dir / "run")
+    job = nuclei_panel.run(outdir=run_dir / "run")
+    if job is None or job.error is not None or nuclei_panel.table is None:
+        raise SystemExit(f"the nuclei run failed: {getattr(job, 'error', None)}")
+    print(f"nuclei: {len(nuclei_panel.table)} with model {nuclei_panel.model_spec()!r}; "
+          f"types {nuclei_panel.legend_counts()}")
     points = viewer.layers[_layers.NUCLEI_POINTS]
     points.selected_data = {int(len(points.data) // 2)}
     shot("02_nuclei_panel.png")
@@ -112,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.remove_dock_widget(analysis_panel)
     magnification_panel.scope.setCurrentText("whole layer")
     magnification_panel.predict()
+    print("magnification:", magnification_panel.result_label.text().replace("\n", " | "))
     viewer.reset_view()
     shot("06_magnification_panel.png")
     viewer.close()

@@ -173,3 +173,56 @@ def test_viewport_culling_shows_only_points_near_the_view(make_napari_viewer):
     viewer.reset_view()  # whole layer in view: everything shown
     assert points.shown.all()
     culling.disconnect()
+
+
+@pytest.mark.parametrize("n_points", [30_000, 2_000])  # a culled layer, and one too small to cull
+def test_viewport_culling_keeps_user_hidden_points_hidden(make_napari_viewer, n_points):
+    viewer = make_napari_viewer()
+    rng = np.random.default_rng(1)
+    yx = rng.uniform(0, 20_000, (n_points, 2))
+    features = pd.DataFrame({"type": rng.integers(1, 4, n_points)})
+    points = viewer.add_points(yx, scale=(0.5, 0.5), size=4, features=features)
+    culling = _layers.ViewportCulling(viewer, points, margin=0.0, min_points=20_000)
+    culled = n_points >= 20_000
+    world = yx * 0.5
+
+    def in_view() -> np.ndarray:
+        if not culled:
+            return np.ones(n_points, bool)
+        h, w = viewer.canvas.size
+        zoom = viewer.scene.camera.zoom
+        cy, cx = viewer.scene.camera.center[-2:]
+        return (np.abs(world[:, 0] - cy) <= h / 2 / zoom) & (np.abs(world[:, 1] - cx) <= w / 2 / zoom)
+
+    viewer.scene.camera.center, viewer.scene.camera.zoom = (2500.0, 2500.0), 1.0
+    # a features filter hides one type
+    keep = points.features["type"].to_numpy() != 2
+    points.shown = keep
+    np.testing.assert_array_equal(points.shown, in_view() & keep)  # culled at once, filter kept
+    np.testing.assert_array_equal(culling.user_shown, keep)
+    views = [((7000.0, 3000.0), 1.0), ((5000.0, 5000.0), 0.2), ((9000.0, 8000.0), 2.0), ((2500.0, 2500.0), 1.0)]
+    for centre, zoom in views:
+        viewer.scene.camera.center = centre
+        viewer.scene.camera.zoom = zoom
+        assert not points.shown[~keep].any(), f"a hidden point came back at {centre}, zoom {zoom}"
+        np.testing.assert_array_equal(points.shown, in_view() & keep)
+    viewer.reset_view()  # whole layer in view: exactly the user's choice
+    np.testing.assert_array_equal(points.shown, keep)
+
+    # deleting points keeps every other point's choice
+    hidden, visible = int(np.flatnonzero(~keep)[0]), int(np.flatnonzero(keep)[0])
+    points.selected_data = {hidden, visible}
+    points.remove_selected()
+    keep = np.delete(keep, [hidden, visible])
+    world = np.delete(world, [hidden, visible], axis=0)
+    n_points -= 2
+    np.testing.assert_array_equal(culling.user_shown, keep)
+    viewer.scene.camera.center, viewer.scene.camera.zoom = (6000.0, 6000.0), 1.0
+    np.testing.assert_array_equal(points.shown, in_view() & keep)
+
+    # showing everything again: culling alone decides
+    points.shown = np.ones(n_points, bool)
+    viewer.scene.camera.center = (3000.0, 9000.0)
+    np.testing.assert_array_equal(points.shown, in_view())
+    assert points.shown.sum() < n_points if culled else points.shown.all()
+    culling.disconnect()

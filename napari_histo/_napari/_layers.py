@@ -166,6 +166,16 @@ def overlay_kwargs(slide_layer: Any | None) -> dict[str, Any]:
     return {"scale": scale, "translate": translate, **units_kwargs(slide_layer)}
 
 
+def aligned_kwargs(slide_layer: Any | None, origin: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    """:func:`overlay_kwargs` for data whose ``[0, 0]`` is level-0 pixel ``origin`` (x, y) of the slide."""
+    kwargs = overlay_kwargs(slide_layer)
+    if tuple(origin) != (0, 0):
+        (sy, sx), (ty, tx) = layer_geometry(slide_layer) if slide_layer is not None else ((1.0, 1.0), (0.0, 0.0))
+        kwargs["translate"] = (ty + origin[1] * sy, tx + origin[0] * sx)
+        kwargs["scale"] = (sy, sx)
+    return kwargs
+
+
 # ---------------------------------------------------------------------------------------------
 # nuclei
 # ---------------------------------------------------------------------------------------------
@@ -250,12 +260,8 @@ def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None 
         "opacity": 0.9,
         "metadata": {"napari_histo_overlay": True},
         "multiscale": isinstance(labels, list),
-        **overlay_kwargs(slide_layer),
+        **aligned_kwargs(slide_layer, origin),
     }
-    if origin != (0, 0):
-        (sy, sx), (ty, tx) = layer_geometry(slide_layer) if slide_layer is not None else ((1.0, 1.0), (0.0, 0.0))
-        meta["translate"] = (ty + origin[1] * sy, tx + origin[0] * sx)
-        meta["scale"] = (sy, sx)
     if features is not None:
         meta["features"] = features
     return labels, meta, "labels"
@@ -341,24 +347,56 @@ class ViewportCulling:
     (10^5-10^6 centroids) makes panning slow even when a few hundred are on screen. This keeps
     the layer's ``shown`` mask to the points inside the view enlarged by ``margin`` (a fraction
     of the view on each side), recomputed on camera moves. Layers with fewer than
-    ``min_points`` points are left alone.
+    ``min_points`` points are never culled.
+
+    Culling only further restricts the user's choice: a ``shown`` mask set by anyone else (a
+    features filter, a script) becomes :attr:`user_shown`, and the layer shows
+    ``user_shown & near the view``, so a point the user hid stays hidden wherever the camera
+    goes. Reading ``layer.shown`` gives what is drawn; :attr:`user_shown` gives the choice.
     """
 
     def __init__(self, viewer: napari.Viewer, layer: Any, *, margin: float = 0.5, min_points: int = 20_000) -> None:
         self.viewer, self.layer = viewer, layer
         self.margin, self.min_points = float(margin), int(min_points)
         self._world = np.zeros((0, 2))
+        self._region: tuple | None = None
+        self.user_shown = np.array(layer.shown, bool)
+        self._applied = self.user_shown.copy()  # the mask this object last wrote
+        self._writing = False
         self._data_changed()
         camera = viewer.scene.camera
         camera.events.center.connect(self.update)
         camera.events.zoom.connect(self.update)
         layer.events.data.connect(self._data_changed)
+        layer.events.set_data.connect(self._shown_maybe_set)
         self.update()
 
-    def _data_changed(self, *_: Any) -> None:
-        self._world = vertices_to_world(self.layer, self.layer.data) if len(self.layer.data) else np.zeros((0, 2))
+    def _data_changed(self, event: Any = None) -> None:
+        action = getattr(event, "action", None)
+        action = str(getattr(action, "value", action) or "")
+        if action.endswith("ing"):  # "adding", "removing", "changing": wait for the change itself
+            return
+        n = len(self.layer.data)
+        self._world = vertices_to_world(self.layer, self.layer.data) if n else np.zeros((0, 2))
+        user = self.user_shown
+        removed = getattr(event, "data_indices", None) if action == "removed" else None
+        if removed is not None and len(user) == n + len(removed):
+            user = np.delete(user, np.asarray(removed, int))
+        # napari truncates ``shown`` or extends it with True when points go or come; so does the choice
+        self.user_shown = user[:n] if len(user) >= n else np.concatenate([user, np.ones(n - len(user), bool)])
+        self._applied = np.array(self.layer.shown, bool)
         self._region = None
         self.update()
+
+    def _shown_maybe_set(self, *_: Any) -> None:
+        """``shown`` written by someone else since our last update: adopt it as the user's choice."""
+        if self._writing or len(self.layer.shown) != len(self._applied):
+            return
+        if not np.array_equal(self.layer.shown, self._applied):
+            self.user_shown = np.array(self.layer.shown, bool)
+            self._applied = self.user_shown.copy()
+            self._region = None
+            self.update()
 
     def _view(self, grow: float) -> tuple[np.ndarray, np.ndarray]:
         camera = self.viewer.scene.camera
@@ -368,7 +406,7 @@ class ViewportCulling:
         return centre - half, centre + half
 
     def visible_mask(self) -> np.ndarray:
-        """Points inside the enlarged view (all True for small layers)."""
+        """Points inside the enlarged view (all True for small layers), ignoring the user's choice."""
         n = len(self._world)
         if n < self.min_points:
             return np.ones(n, bool)
@@ -380,7 +418,7 @@ class ViewportCulling:
     def _still_covered(self) -> bool:
         """The view is inside the region of the last mask at a similar zoom: nothing to do
         (a ``shown`` change re-slices the whole layer, so it is done only when needed)."""
-        region = getattr(self, "_region", None)
+        region = self._region
         if region is None or len(self._world) < self.min_points:
             return False
         lo, hi, zoom = region
@@ -391,14 +429,25 @@ class ViewportCulling:
     def update(self, *_: Any) -> None:
         if self.layer not in self.viewer.layers or len(self._world) != len(self.layer.data):
             return
+        if len(self.user_shown) != len(self._world):
+            return
+        if not self._writing and not np.array_equal(self.layer.shown, self._applied):
+            self._shown_maybe_set()  # a user write we were not told about: adopt it first
+            return
         if self._still_covered():
             return
-        mask = self.visible_mask()
+        mask = self.visible_mask() & self.user_shown
         if not np.array_equal(mask, self.layer.shown):
-            self.layer.shown = mask
+            self._writing = True
+            try:
+                self.layer.shown = mask
+            finally:
+                self._writing = False
+        self._applied = np.array(self.layer.shown, bool)
 
     def disconnect(self) -> None:
         camera = self.viewer.scene.camera
         camera.events.center.disconnect(self.update)
         camera.events.zoom.disconnect(self.update)
         self.layer.events.data.disconnect(self._data_changed)
+        self.layer.events.set_data.disconnect(self._shown_maybe_set)

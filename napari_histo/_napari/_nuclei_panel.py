@@ -3,11 +3,15 @@
 A thin adapter over :func:`napari_histo.engine.run.run_segmentation`, which tiles the region,
 yields one progress event per finished tile and assembles ``nuclei.parquet`` + ``labels.zarr``
 in an output folder. The panel runs it in a :class:`~napari_histo._napari._workers.Job`
-(thread worker, or synchronous with ``NAPARI_HISTO_NOTHREADS=1``), adds each finished tile's
-centroids to a Points layer as they arrive, and on completion shows the instances as (multiscale)
-Labels coloured by type, the centroids with their measurements as ``features``, a type legend with
-counts and, for a selected nucleus, its measurements. Cancel stops at the next tile and deletes the
-run's work folder, so a cancelled run leaves no files behind.
+(thread worker, or synchronous with ``NAPARI_HISTO_NOTHREADS=1``). While it runs, each finished
+tile's instance labels are painted (in the worker thread) into a preview Labels layer coloured by
+type (:mod:`~napari_histo._napari._preview`: in memory for view/shape runs, a zarr pyramid on disk
+for whole-slide runs) and its centroids join a Points layer; the Qt thread only redraws the painted
+region, at most every :data:`FLUSH_MIN_S` seconds (longer when a redraw gets slow). On completion
+the run's own layers replace the preview: (multiscale) Labels of the true nucleus ids coloured by
+type, the centroids with their measurements as ``features``, a type legend with counts and, for a
+selected nucleus, its measurements. Cancel stops at the next tile and deletes the run's work folder
+and the preview, so a cancelled run leaves no files behind.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
@@ -37,6 +43,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
+from napari_histo._napari._preview import LabelPreview, refresh_region
 from napari_histo._napari._settings import engine_settings
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 
@@ -51,6 +58,10 @@ MODELS = {
 }
 SCOPES = ("current view", "drawn shape", "whole slide")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Shortest interval (s) between two redraws of the results shown during a run.
+FLUSH_MIN_S = 0.25
+#: A redraw may take at most 1/FLUSH_COST_RATIO of the Qt thread's time during a run.
+FLUSH_COST_RATIO = 10.0
 
 
 def format_eta(seconds: float | None) -> str:
@@ -103,19 +114,39 @@ def crop_region(layer: Any, roi: Any, mpp: float | None) -> tuple[np.ndarray, tu
     return rgb, (x0, y0), local
 
 
+@dataclass
+class TileUpdate:
+    """What the worker hands the Qt thread for one progress event.
+
+    Attributes
+    ----------
+    event : napari_histo.engine.run.ProgressEvent
+    table : pandas.DataFrame or None
+        The finished tile's nuclei (``x``, ``y``, ``type``; level-0 px of the slide).
+    box : tuple or None
+        ``(x0, y0, x1, y1)`` painted into the preview (level-0 px of the run's source).
+    """
+
+    event: Any
+    table: pd.DataFrame | None = None
+    box: tuple[int, int, int, int] | None = None
+
+
 def segmentation_events(
-    source: Any, model: str, outdir: Path, roi: Any = None, origin: tuple[int, int] = (0, 0), **options: Any
-) -> Generator[tuple[Any, pd.DataFrame | None], None, tuple[Any, Any]]:
-    """Drive the engine; yield ``(event, finished tile's nuclei or None)``; return ``(RunResult, loaded result)``.
+    source: Any, model: str, outdir: Path, roi: Any = None, origin: tuple[int, int] = (0, 0),
+    preview: LabelPreview | None = None, **options: Any
+) -> Generator[TileUpdate, None, tuple[Any, Any]]:
+    """Drive the engine; yield a :class:`TileUpdate` per event; return ``(RunResult, loaded result)``.
 
     Runs in the worker thread. ``origin`` (x, y) is the level-0 position of ``source[0, 0]``
-    when the source is a crop; tables are shifted to level-0 coordinates. A run that does not
-    complete (cancelled, failed) has its work folder removed, and the output folder too when it
-    is left empty.
+    when the source is a crop; tables are shifted to level-0 coordinates. Each finished tile's
+    labels are painted into ``preview`` here, off the Qt thread. A run that does not complete
+    (cancelled, failed) has its work folder removed, and the output folder too when it is left
+    empty.
     """
     from napari_histo.engine.outputs import load_result
     from napari_histo.engine.run import run_segmentation
-    from napari_histo.nuclei.table import offset_table, read_table_parquet
+    from napari_histo.nuclei.table import offset_table
 
     outdir = Path(outdir)
     existed = outdir.exists() and any(outdir.iterdir())
@@ -128,14 +159,19 @@ def segmentation_events(
             except StopIteration as stop:
                 run = stop.value
                 break
-            tile_table = None
-            if getattr(event, "stage", "") == "tiles" and getattr(event, "tile", None) is not None:
-                path = outdir / ".partial" / "tiles" / f"{event.tile:06d}.parquet"
-                if path.exists():
-                    tile_table = read_table_parquet(path, columns=["x", "y", "type"])
-                    tile_table["x"] += origin[0]
-                    tile_table["y"] += origin[1]
-            yield event, tile_table
+            update = TileUpdate(event)
+            result = getattr(event, "tile_result", None)
+            if result is not None and result.n:
+                table = result.table
+                part = table[["x", "y", "type"]].copy()
+                part.attrs = dict(table.attrs)
+                part["x"] += origin[0]
+                part["y"] += origin[1]
+                update.table = part
+                if preview is not None:
+                    update.box = preview.paint(result.labels, result.origin, table["type"].to_numpy(),
+                                               table.attrs.get("type_info"))
+            yield update
         completed = bool(run.completed)
         loaded = load_result(run.folder) if completed else None
         if loaded is not None and origin != (0, 0):
@@ -163,7 +199,15 @@ class NucleiPanel(QWidget):
         self.origin: tuple[int, int] = (0, 0)
         self._culling: Any = None
         self._partial: list[pd.DataFrame] = []
+        self._partial_shown = 0
         self._type_info: dict | None = None
+        self.preview: LabelPreview | None = None
+        self._dirty: tuple[int, int, int, int] | None = None
+        self._last_flush = -np.inf
+        self._flush_interval = FLUSH_MIN_S
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.timeout.connect(self._flush)
         settings = engine_settings()
 
         self.model_combo = QComboBox()
@@ -318,17 +362,30 @@ class NucleiPanel(QWidget):
         self.outdir = Path(outdir) if outdir else default_outdir(path)
         self.slide_layer = slide_layer
         self._partial = []
+        self._partial_shown = 0
         self.table = None
         self.result = None
         for name in (_layers.NUCLEI_POINTS, _layers.NUCLEI_LABELS):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
+        self._close_preview()
+        try:
+            if roi is not None:  # view or shape: the crop is in memory already, so are its labels
+                self.preview = LabelPreview(np.shape(source)[:2], multiscale=False)
+            else:  # whole slide: a zarr pyramid on disk, never a level-0 array in memory
+                self.preview = LabelPreview(_layers.level0_shape(slide_layer), multiscale=True)
+        except Exception as exc:  # no preview is no reason not to run
+            notify_info(f"results will appear when the run finishes ({exc})")
+            self.preview = None
+        self._dirty = None
+        self._last_flush = -np.inf
+        self._flush_interval = FLUSH_MIN_S
         self.progress.setRange(0, 0)  # busy until the plan is known
         self.status.setText("planning…")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.job = Job(
-            segmentation_events, source, model, self.outdir, roi, origin,
+            segmentation_events, source, model, self.outdir, roi, origin, self.preview,
             on_yield=self._on_event, on_return=self._on_return, on_finish=self._on_finish,
             on_error=self._on_error, context="nuclei", **options,
         )
@@ -340,16 +397,65 @@ class NucleiPanel(QWidget):
             self.job.cancel()
             self.status.setText("cancelling…")
 
-    def _on_event(self, item: tuple[Any, Any]) -> None:
-        event, tile_table = item
+    def _on_event(self, update: TileUpdate) -> None:
+        event = update.event
         if event.total:
             self.progress.setRange(0, int(event.total))
             self.progress.setValue(int(event.done))
         stage = {"plan": "planned", "assemble": "assembling outputs", "done": "done", "cancelled": "cancelled"}.get(event.stage, "")
         self.status.setText(f"{event.done}/{event.total} tiles · {event.nuclei:,} nuclei {format_eta(event.eta_s)} {stage}".strip())
-        if tile_table is not None and len(tile_table):
-            self._partial.append(tile_table)
+        if update.table is not None and len(update.table):
+            self._partial.append(update.table)
+        if update.box is not None:
+            self._dirty = update.box if self._dirty is None else (
+                min(self._dirty[0], update.box[0]), min(self._dirty[1], update.box[1]),
+                max(self._dirty[2], update.box[2]), max(self._dirty[3], update.box[3]))
+        if event.stage in ("assemble", "done", "cancelled"):
+            self._flush()
+        elif self._dirty is not None or len(self._partial) > self._partial_shown:
+            wait = self._last_flush + self._flush_interval - time.perf_counter()
+            if wait <= 0:
+                self._flush()
+            elif not self._flush_timer.isActive():
+                self._flush_timer.start(max(1, int(wait * 1000)))
+
+    def _flush(self) -> None:
+        """Show what the worker painted and found since the last redraw (Qt thread, throttled)."""
+        self._flush_timer.stop()
+        if self.job is None or self.job.cancelled or self.table is not None:
+            return
+        t0 = time.perf_counter()
+        if self.preview is not None and self._dirty is not None:
+            self._show_preview_labels(self._dirty)
+            self._dirty = None
+        if len(self._partial) > self._partial_shown:
             self._show_partial()
+            self._partial_shown = len(self._partial)
+        cost = time.perf_counter() - t0
+        self._last_flush = time.perf_counter()
+        self._flush_interval = max(FLUSH_MIN_S, FLUSH_COST_RATIO * cost)
+
+    def preview_layer(self) -> Any | None:
+        """The Labels layer showing the running job's tiles (None when absent or replaced)."""
+        layer = self.viewer.layers[_layers.NUCLEI_LABELS] if _layers.NUCLEI_LABELS in self.viewer.layers else None
+        return layer if layer is not None and layer.metadata.get("napari_histo_preview") else None
+
+    def _show_preview_labels(self, box: tuple[int, int, int, int]) -> None:
+        layer = self.preview_layer()
+        if layer is None:
+            preview = self.preview
+            kwargs = _layers.aligned_kwargs(self.slide_layer, self.origin)
+            layer = self.viewer.add_labels(
+                preview.data, name=_layers.NUCLEI_LABELS, colormap=preview.colormap(), opacity=0.9,
+                multiscale=preview.multiscale, metadata={"napari_histo_overlay": True, "napari_histo_preview": True},
+                **kwargs,
+            )
+            layer.contour = 1
+            return
+        view = None
+        if layer.multiscale and self.slide_layer is not None:
+            view = _layers.field_of_view(self.viewer, self.slide_layer)
+        refresh_region(layer, box, view)
 
     def _show_partial(self) -> None:
         import pandas as pd
@@ -388,6 +494,17 @@ class NucleiPanel(QWidget):
     def _remove_partial_layer(self) -> None:
         if _layers.NUCLEI_POINTS in self.viewer.layers and self.table is None:
             self.viewer.layers.remove(_layers.NUCLEI_POINTS)
+        layer = self.preview_layer()
+        if layer is not None:
+            self.viewer.layers.remove(layer)
+
+    def _close_preview(self) -> None:
+        """Forget the preview's painted data and delete its on-disk pyramid (after its layer is gone)."""
+        self._flush_timer.stop()
+        self._dirty = None
+        if self.preview is not None:
+            self.preview.close()
+            self.preview = None
 
     def _on_error(self, exc: BaseException) -> None:
         notify_error(exc, "nuclei")
@@ -395,6 +512,9 @@ class NucleiPanel(QWidget):
         self._remove_partial_layer()
 
     def _on_finish(self) -> None:
+        if self.table is None:
+            self._remove_partial_layer()
+        self._close_preview()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         if self.progress.maximum() == 0:

@@ -48,6 +48,11 @@ class ProgressEvent:
         "plan", "tiles", "assemble", "done" or "cancelled".
     tile : int or None
         Index of the tile that just finished.
+    tile_result : TileResult or None
+        That tile's owned nuclei (table in level-0 px, int32 label crop with its level-0
+        origin, tile-local ids 1..n), so a viewer can show results while the run goes on
+        without reading the work folder. Only on "tiles" events; global ids are assigned at
+        assembly.
     """
 
     done: int
@@ -57,6 +62,7 @@ class ProgressEvent:
     elapsed_s: float
     stage: str = "tiles"
     tile: int | None = None
+    tile_result: TileResult | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -246,7 +252,7 @@ def run_segmentation(
                     elapsed = time.perf_counter() - t_start
                     rate = (time.perf_counter() - t_tiles) / n_new
                     yield ProgressEvent(done, total, nuclei, rate * (total - done), elapsed, "tiles",
-                                        result.index)
+                                        result.index, result)
                     if cancel is not None and cancel.is_set():
                         break
             finally:
