@@ -99,3 +99,44 @@ def test_three_training_steps_and_resume(tmp_path):
 def test_config_rejects_unknown_keys():
     with pytest.raises(ValueError, match="unknown"):
         HagnifinderConfig.from_dict({"no_such_key": 1})
+
+
+def test_log2_fine_tuning_from_a_trained_model(tmp_path):
+    from src_models.hagnifinder.data import MultiMagSampler, to_tensor
+    from src_models.hagnifinder.train import export_model, fit_head
+
+    torch.manual_seed(0)
+    base_cfg = HagnifinderConfig(width=4, patch_size=48, out_dir=str(tmp_path / "base"))
+    base = build_model(base_cfg)
+    base.fix_scale(0.05)
+    export_model(base, base_cfg, tmp_path / "base")
+    train_src, val_src = _tiny_sources()
+    # the last-layer refit is a least-squares fit with intercept: mean log2 residual is zero
+    sampler = MultiMagSampler(train_src, (5.0, 40.0), 48, blur_prob=0.5)
+    log2_model = HagnifinderNet("resnet_slim", width=4, target_space="log2")
+    log2_model.load_state_dict(base.state_dict())
+    log2_model.fix_scale(0.05)
+    fit_head(log2_model, sampler, rng_seed=3, n_batches=2, batch_size=8)
+    x, y = zip(*(sampler.batch(np.random.default_rng([3, 10**6 + b]), 8) for b in range(2)))
+    with torch.no_grad():
+        out = log2_model.eval().head_output(to_tensor(np.concatenate(x)))
+        torch.testing.assert_close(log2_model(to_tensor(np.concatenate(x))), torch.exp2(out))
+    assert float((out - torch.log2(torch.from_numpy(np.concatenate(y)))).mean()) == pytest.approx(0, abs=1e-3)
+
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, target_space="log2",
+                            init_from=str(tmp_path / "base"), head_fit_batches=2, asm_iters=0,
+                            calib_iters=0, fixed_iters=3, iters_per_epoch=3, val_every=3, val_crops=1,
+                            tuning_holdout=["b"], blur_prob=0.5, out_dir=str(tmp_path / "ft"))
+    model = train(cfg, data_sources=(train_src, val_src))
+    text = (tmp_path / "ft" / "train.log").read_text()
+    assert "last layer refitted for log2 output" in text
+    assert "start: 1 training and 1 validation source images" in text  # "b" left out for tuning
+    assert model.target_space == "log2" and not model.use_asm
+    assert float(model.scale_factor) == pytest.approx(0.05)  # step 3 continues with the fixed scale
+    saved = HagnifinderConfig.from_json(tmp_path / "ft" / "config.json")
+    assert saved.target_space == "log2" and saved.scale_factor == pytest.approx(0.05)
+    reloaded = build_model(saved)
+    reloaded.load_state_dict(torch.load(tmp_path / "ft" / "model.pt", weights_only=True))
+    inp = torch.randn(2, 3, 48, 48)
+    torch.testing.assert_close(reloaded.eval()(inp), model.eval()(inp))
+    assert bool((reloaded(inp) > 0).all())

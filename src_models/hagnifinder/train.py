@@ -320,11 +320,34 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
             "files": sorted(p.name for p in out_dir.iterdir() if p.is_file())}
 
 
+def export_checkpoint(config: HagnifinderConfig, out_dir: str | Path) -> dict:
+    """Export the run's current ``checkpoint.pt`` (step 3 reached) as ``model.pt`` + ``config.json``.
+
+    For evaluating a run in progress, or shipping one stopped early; returns the iteration.
+    """
+    ckpt = torch.load(Path(config.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    model = build_model(config)
+    model.load_state_dict(ckpt["model"])
+    if ckpt["use_asm"] or float(model.scale_factor) <= 0:
+        raise ValueError("the checkpoint is still in step 1/2 (no fixed scale): nothing to export")
+    model.use_asm = False
+    export_model(model, config, out_dir)
+    return {"iteration": ckpt["state"]["iteration"], "out_dir": str(out_dir)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the Hagnifinder magnification regressor.")
     parser.add_argument("config", help="config JSON (HagnifinderConfig fields)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    parser.add_argument("--export-checkpoint", metavar="DIR",
+                        help="do not train: export out_dir/checkpoint.pt as a model folder DIR")
     args = parser.parse_args(argv)
+    if args.export_checkpoint:
+        config = load_config_file(args.config)
+        if config.init_from:  # the fixed scale comes from the model the run started from
+            config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
+        print(export_checkpoint(config, args.export_checkpoint))
+        return 0
     train_from_config_file(args.config, resume=args.resume)
     return 0
 
