@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 
 import numpy as np
 import pytest
@@ -177,3 +178,131 @@ def test_prefetching_chunks_gives_the_same_features(table):
     assert len(threaded) == len(table)
     assert threaded == features(prefetch=False)
     assert threaded[8]["geometry"]["coordinates"][0][0] == [round(float(v), 2) for v in table["contour"].iloc[8][0]]
+
+
+# ------------------------------------------------------------------ fast writer == plain json.dumps
+def _reference_geometry(contour, bbox):
+    """The writer's contract, written plainly: rounded ring kept when still valid, else repaired."""
+    from napari_histo.formats.geojson import _geometry_dict
+
+    ring = np.asarray(contour, np.float64).reshape(-1, 2)
+    if len(ring) > 1 and (ring[0] == ring[-1]).all():
+        ring = ring[:-1]
+    if len(ring) >= 3:
+        rounded = np.round(ring, 2)
+        poly = shapely.Polygon(rounded)
+        if poly.is_valid and poly.area > 0:
+            return {"type": "Polygon", "coordinates": [rounded.tolist() + [rounded[0].tolist()]]}
+        geom = _geometry_dict(shapely.Polygon(ring))
+        if geom is not None:
+            return geom
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    x1, y1 = max(x1, x0 + 0.01), max(y1, y0 + 0.01)
+    x0, y0, x1, y1 = (round(v, 2) for v in (x0, y0, x1, y1))
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
+
+
+def _reference_features(table, object_type="detection", qupath03=False):
+    from napari_histo.formats._common import table_type_info
+    from napari_histo.formats.geojson import MEASUREMENT_COLUMNS
+
+    info = table_type_info(table)
+    mpp = table.attrs.get("mpp")
+    out = []
+    for _, row in table.iterrows():
+        bbox = (row["bbox_x0"], row["bbox_y0"], row["bbox_x1"], row["bbox_y1"])
+        nucleus = _reference_geometry(row["contour"], bbox)
+        values = {MEASUREMENT_COLUMNS[c]: row[c] for c in MEASUREMENT_COLUMNS if c in table.columns}
+        if mpp:
+            values["Perimeter \u00b5m"] = row["perimeter_px"] * mpp
+        meas = {k: float(np.round(v, 4)) for k, v in values.items() if np.isfinite(v)}
+        props = {"objectType": object_type}
+        if qupath03:
+            props["object_type"] = object_type
+        t = int(row["type"])
+        props["classification"] = {"name": info.name(t), "color": list(info.colour(t))}
+        props["measurements"] = [{"name": k, "value": v} for k, v in meas.items()] if qupath03 else meas
+        feature = {"type": "Feature", "geometry": nucleus}
+        if object_type == "cell":
+            feature["geometry"] = _reference_geometry(row["cell_contour"], bbox) if "cell_contour" in table.columns else nucleus
+            feature["nucleusGeometry"] = nucleus
+        feature["properties"] = props
+        out.append(json.loads(json.dumps(feature, allow_nan=False)))
+    return out
+
+
+def _awkward_table():
+    """Realistic nuclei plus every contour the fast path must not take for granted."""
+    rng = np.random.default_rng(5)
+    t = synthetic_table(9)
+    t.attrs = dict(t.attrs)
+    contours = list(t["contour"])
+    contours[0] = np.array([[0, 0], [10, 10], [10, 0], [0, 10]], np.float32) + 100  # bow-tie
+    contours[1] = np.array([[5, 5], [6, 6]], np.float32)  # 2 vertices
+    contours[2] = np.array([[0, 0], [5, 5], [10, 10]], np.float32) + 50  # collinear, zero area
+    contours[3] = np.array([[0, 0], [4, 0], [4, 4], [2, 2], [0, 4], [4, 8], [0, 8], [2, 2]], np.float32) + 300  # touches itself
+    contours[4] = np.array([[0, 0], [9, 0], [9, 9], [6, 9], [6, 3], [3, 3], [3, 9], [0, 9]], np.float32) + 400  # concave, valid
+    c = contours[5]
+    contours[5] = np.vstack([c, c[:1]])  # repeated closing vertex
+    c = contours[6].astype(np.float64)
+    contours[6] = np.vstack([c[:3], c[2:3] + 0.001, c[3:]])  # two vertices that merge when rounded
+    contours[7] = contours[7] - np.float32(2000)  # negative coordinates
+    contours[8] = contours[8].astype(np.float64) + 2_345_678.123  # beyond 10**6 px: wide rows
+    contours[9] = np.array([[0.001, 0.001], [0.004, 0.001], [0.004, 0.004]], np.float64)  # vanishes at 0.01 px
+    spiral = [(np.cos(a) * r, np.sin(a) * r) for a, r in zip(np.linspace(0, 5 * np.pi, 40), np.linspace(3, 12, 40), strict=True)]
+    contours[10] = np.array(spiral + spiral[::-1][1:-1], np.float32) + 600  # degenerate, folded back
+    contours[11] = (contours[11] - contours[11].mean(0)) * 0.004 + contours[11].mean(0)  # sub-pixel nucleus
+    t["contour"] = contours
+    t["dab_od"] = rng.uniform(0, 1, len(t))
+    t.loc[t.index[12], "dab_od"] = np.nan
+    t.loc[t.index[13], "circularity"] = np.inf
+    t.loc[t.index[14], "solidity"] = -np.inf
+    t.loc[t.index[15], "type_prob"] = 3e12  # beyond the fixed-point grid: written by json
+    t.loc[t.index[16], "eccentricity"] = -0.00004  # rounds to zero: "0", not "-0"
+    t.loc[t.index[17], ["area_px", "area_um2", "perimeter_px", "circularity", "eccentricity", "solidity", "type_prob", "dab_od"]] = np.nan
+    t["cell_contour"] = [np.asarray(c, np.float64) * 1.0 for c in contours[::-1]]
+    return t
+
+
+@pytest.mark.parametrize(("object_type", "qupath03", "chunk"), [("detection", False, 8192), ("detection", True, 16), ("cell", False, 7), ("cell", True, 33)])
+def test_fast_writer_matches_plain_json_reference(tmp_path, object_type, qupath03, chunk, monkeypatch):
+    from napari_histo.formats import geojson
+
+    table = _awkward_table()
+    monkeypatch.setattr(geojson, "_CHUNK", chunk)
+    path = write_geojson(table, tmp_path / "n.geojson", object_type=object_type, qupath03=qupath03)
+    text = path.read_text(encoding="ascii")
+    data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    got = data["features"]
+    ids = [f.pop("id") for f in got]
+    assert len(set(ids)) == len(ids) and all(str(uuid.UUID(i, version=4)) == i for i in ids)
+    expected = _reference_features(table, object_type, qupath03)
+    assert len(got) == len(expected) == len(table)
+    for i, (g, e) in enumerate(zip(got, expected, strict=True)):
+        assert g == e, f"feature {i} differs"
+    for f in got:
+        for key in ("geometry", "nucleusGeometry"):
+            if key in f:
+                geom = shapely.geometry.shape(f[key])
+                assert geom.is_valid and geom.area > 0
+    assert '"eccentricity"' not in text and "-0," not in text and "-0}" not in text
+
+
+def test_star_proof_never_accepts_an_invalid_ring():
+    from napari_histo.formats.geojson import _star_simple
+
+    rng = np.random.default_rng(11)
+    lengths = rng.integers(3, 9, 20000)
+    total = int(lengths.sum())
+    qx, qy = rng.integers(-4, 5, total), rng.integers(-4, 5, total)  # a tiny grid: many degenerate rings
+    starts = np.cumsum(lengths) - lengths
+    proven = _star_simple(qx, qy, starts, lengths)
+    rings = shapely.polygons(shapely.linearrings(np.stack([qx, qy], 1).astype(float), indices=np.repeat(np.arange(len(lengths)), lengths)))
+    valid = shapely.is_valid(rings) & (shapely.area(rings) > 0)
+    assert proven.sum() > 1000  # the proof does accept plenty of rings
+    assert not (proven & ~valid).any()
+    ellipses = synthetic_table(6)["contour"]  # and every realistic nucleus
+    q = [np.rint(np.asarray(c, np.float64) * 100).astype(np.int64) for c in ellipses]
+    lens = np.array([len(c) for c in q])
+    allq = np.concatenate(q)
+    assert _star_simple(allq[:, 0], allq[:, 1], np.cumsum(lens) - lens, lens).all()

@@ -171,6 +171,20 @@ def _tables() -> dict[str, np.ndarray]:
             "frac2": frac2.view(WORD).ravel(), "frac4": frac4.view(np.dtype("<u8")).ravel()}
 
 
+@functools.cache
+def _six_digits() -> np.ndarray:
+    """uint64 per integer 0..999999: bytes 2-7 its digits, leading zeros NUL ("0" for 0)."""
+    d = np.arange(10**6, dtype=np.int32)
+    table = np.zeros((10**6, 8), np.uint8)
+    rest = d.copy()
+    for b in range(7, 1, -1):
+        table[:, b] = 48 + rest % 10
+        rest //= 10
+    for b, power in zip(range(2, 7), (10**5, 10**4, 10**3, 100, 10), strict=True):
+        table[d < power, b] = 0
+    return table.view(np.dtype("<u8")).ravel()
+
+
 def text_words(text: bytes) -> np.ndarray:
     """``text`` as uint32 words, NUL-padded to a multiple of 4 bytes."""
     return np.frombuffer(text + b"\0" * (-len(text) % 4), WORD)
@@ -185,7 +199,7 @@ def integer_groups(top: int) -> int:
 
 
 def grid_words(q: np.ndarray, negative: np.ndarray, decimals: int, *, prefix: int = 0, suffix: bytes = b"",
-               groups: int | None = None) -> np.ndarray:
+               groups: int | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Words of the numbers ``±q / 10**decimals`` (``q`` >= 0 int64 on the decimal grid).
 
     Layout per number: [prefix char, "-", 2 leading digits] [4-digit groups ...] [fraction + suffix]
@@ -200,20 +214,30 @@ def grid_words(q: np.ndarray, negative: np.ndarray, decimals: int, *, prefix: in
     frac = q - ip * scale
     k_groups = groups if groups is not None else integer_groups(int(ip.max()) if len(ip) else 0)
     n_frac = 1 if decimals == 2 else 2
-    out = np.empty((len(q), 1 + k_groups + n_frac), WORD)
-    first = tab["lead"][ip // 10 ** (4 * k_groups)]
-    if prefix:
-        first |= np.uint32(prefix)
-    if negative is not None:
-        first |= (negative & (q > 0)).astype(WORD) * np.uint32(45 << 8)
-    out[:, 0] = first
-    rest = ip
-    for k in range(k_groups):  # least significant group first, written right to left
-        nxt = rest // 10000
-        group = rest - nxt * 10000
-        group += 10000 * (ip >= 10 ** (4 * k + 4))  # zero-padded when more digits lead
-        out[:, k_groups - k] = (tab["lowest"] if k == 0 else tab["higher"])[group]
-        rest = nxt
+    if out is None:
+        out = np.empty((len(q), 1 + k_groups + n_frac), WORD)
+    sign = (negative & (q > 0)).astype(np.uint32) * np.uint32(45 << 8) if negative is not None else None
+    if k_groups == 1 and (not len(ip) or ip.max() < 10**6):  # one lookup for all six digits
+        lead = _six_digits()[ip]
+        if prefix:
+            lead |= np.uint64(prefix)
+        if sign is not None:
+            lead |= sign
+        out[:, :2] = lead.view(WORD).reshape(-1, 2)
+    else:
+        first = tab["lead"][ip // 10 ** (4 * k_groups)]
+        if prefix:
+            first |= np.uint32(prefix)
+        if sign is not None:
+            first |= sign
+        out[:, 0] = first
+        rest = ip
+        for k in range(k_groups):  # least significant group first, written right to left
+            nxt = rest // 10000
+            group = rest - nxt * 10000
+            group += 10000 * (ip >= 10 ** (4 * k + 4))  # zero-padded when more digits lead
+            out[:, k_groups - k] = (tab["lowest"] if k == 0 else tab["higher"])[group]
+            rest = nxt
     if decimals == 2:
         if len(suffix) > 1:
             raise ValueError("2 decimals take one suffix char")
@@ -229,6 +253,47 @@ def grid_words(q: np.ndarray, negative: np.ndarray, decimals: int, *, prefix: in
             word8 |= np.uint64(ch << (8 * (5 + i)))
         out[:, -2:] = word8.view(WORD).reshape(-1, 2)
     return out
+
+
+def vertex_words(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+    """One row of words ``[x,y],`` per vertex of grid coordinates (int64, value x 100)."""
+    top = 0
+    neg_x = neg_y = None
+    if len(qx):
+        top = max(int(np.abs(qx).max()), int(np.abs(qy).max())) // 100
+        if qx.min() < 0:
+            neg_x, qx = qx < 0, np.abs(qx)
+        if qy.min() < 0:
+            neg_y, qy = qy < 0, np.abs(qy)
+    k = integer_groups(top)
+    if k == 1:  # every coordinate below 10**6: fixed byte layout, one lookup per number
+        tab = _tables()
+        six = _six_digits()
+        row = np.empty(len(qx), _VERTEX_ROW)
+        for q, neg, key, prefix, suffix in ((qx, neg_x, "x", ord("["), ord(",")), (qy, neg_y, "y", 0, ord("]"))):
+            ip = q // 100
+            lead = six[ip]
+            if prefix:
+                lead |= np.uint64(prefix)
+            if neg is not None:
+                lead |= (neg & (q > 0)).astype(np.uint64) * np.uint64(45 << 8)
+            row[key] = lead
+            frac = tab["frac2"][q - ip * 100]
+            frac |= np.uint32(suffix << 24)
+            row[key + "f"] = frac
+        row["sep"] = ord(",")
+        return row.view(WORD).reshape(len(qx), 7)
+    half = k + 2
+    out = np.empty((len(qx), 2 * half + 1), WORD)
+    grid_words(qx, neg_x, 2, prefix=ord("["), suffix=b",", groups=k, out=out[:, :half])
+    grid_words(qy, neg_y, 2, suffix=b"]", groups=k, out=out[:, half : 2 * half])
+    out[:, -1] = ord(",")
+    return out
+
+
+#: ``[x,y],`` of a vertex below 10**6 px: [ "[", sign, 6 digits ][ ".XY," ][ NUL, sign, 6 digits ][ ".XY]" ][ "," ]
+_VERTEX_ROW = np.dtype({"names": ["x", "xf", "y", "yf", "sep"], "formats": ["<u8", "<u4", "<u8", "<u4", "<u4"],
+                        "offsets": [0, 8, 12, 20, 24], "itemsize": 28})
 
 
 def to_rows(words: np.ndarray, width: int) -> np.ndarray:

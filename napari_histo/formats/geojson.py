@@ -45,6 +45,7 @@ MEASUREMENT_COLUMNS: dict[str, str] = {
 }
 
 _CHUNK = 8192
+_WORKERS = 2  # chunks built in parallel (numpy releases the GIL); the caller writes
 _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -113,14 +114,14 @@ class _Rings:
     """One contour column of a chunk, split into the fast path and the repaired/degenerate rest.
 
     ``fast`` rings (rounded to the 0.01 px grid, still simple with area > 0) carry their grid
-    vertices ``qx``, ``qy`` (int64, value x 100) with the first vertex repeated at the end; the
-    others carry the finished GeoJSON geometry text without its closing ``}``.
+    vertices ``qx``, ``qy`` (int64, value x 100; ``lengths`` per fast ring, not closed); the others
+    carry their GeoJSON geometry text up to, not including, the final ``]]}``.
     """
 
     fast: np.ndarray
     qx: np.ndarray
     qy: np.ndarray
-    lengths: np.ndarray  # vertices written per fast ring (closing vertex included)
+    lengths: np.ndarray
     slow_texts: list[bytes]
 
 
@@ -131,25 +132,30 @@ def _star_simple(qx: np.ndarray, qy: np.ndarray, starts: np.ndarray, lengths: np
     (all cross products (v_i - c) x (v_i+1 - c) > 0, or all < 0) and the ring winds around c
     exactly once. Then the edges occupy disjoint angular sectors around c, so no two edges meet
     except consecutive ones at their shared vertex: the ring is simple (star-shaped) and its area
-    is positive. Exact in int64; rings failing it (concave, repeated vertices, huge) are only
-    "doubtful" and go to shapely.
+    is positive. Exact integer arithmetic; rings failing it (concave, repeated vertices, huge)
+    are only "doubtful" and go to shapely.
     """
-    n_v = len(qx)
-    ring = np.repeat(np.arange(len(lengths)), lengths)
-    cx = np.add.reduceat(qx, starts) // lengths
-    cy = np.add.reduceat(qy, starts) // lengths
-    dx = qx - cx[ring]
-    dy = qy - cy[ring]
-    nxt = np.arange(1, n_v + 1)
-    nxt[starts + lengths - 1] = starts
-    dxn, dyn = dx[nxt], dy[nxt]
-    cross = dx * dyn - dy * dxn
+    ends = starts + lengths - 1
+    dx = qx - np.repeat(np.add.reduceat(qx, starts) // lengths, lengths)
+    dy = qy - np.repeat(np.add.reduceat(qy, starts) // lengths, lengths)
+    span = np.maximum(np.abs(dx), np.abs(dy))
+    small = np.maximum.reduceat(span, starts) < 2**30  # products stay inside int64
+    if len(span) and span.max() < 2**15:  # products and their difference fit int32
+        dx, dy = dx.astype(np.int32), dy.astype(np.int32)
+    dxn = np.empty_like(dx)
+    dyn = np.empty_like(dy)
+    dxn[:-1], dyn[:-1] = dx[1:], dy[1:]
+    dxn[ends], dyn[ends] = dx[starts], dy[starts]
+    cross = dx * dyn
+    cross -= dy * dxn
     turn_pos = np.minimum.reduceat(cross, starts) > 0
     turn_neg = np.maximum.reduceat(cross, starts) < 0
-    wind_pos = np.add.reduceat(((dy < 0) & (dyn >= 0)).view(np.int8), starts, dtype=np.int64) == 1
-    wind_neg = np.add.reduceat(((dy > 0) & (dyn <= 0)).view(np.int8), starts, dtype=np.int64) == 1
-    small = np.maximum.reduceat(np.maximum(np.abs(dx), np.abs(dy)), starts) < 2**30  # no int64 overflow
-    return ((turn_pos & wind_pos) | (turn_neg & wind_neg)) & small
+    # crossings of the ray from c along +x: upward ones (dy < 0 -> dy >= 0) count for a positive
+    # turn, downward ones (dy > 0 -> dy <= 0) for a negative turn; packed into one sum
+    code = ((dy < 0) & (dyn >= 0)).astype(np.int64)
+    code += ((dy > 0) & (dyn <= 0)).astype(np.int64) << 32
+    winds = np.add.reduceat(code, starts)
+    return ((turn_pos & (winds & 0xFFFFFFFF == 1)) | (turn_neg & (winds >> 32 == 1))) & small
 
 
 def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings:
@@ -157,18 +163,19 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
 
     Rings that pass :func:`_star_simple` (nearly every nucleus) need no geometry library; the
     doubtful ones are checked with shapely (valid with area > 0 after rounding keeps the fast
-    path); the rest are repaired through shapely (make_valid, polygonal part kept), and degenerate
-    ones (< 3 vertices, zero area) fall back to their bounding box so no nucleus is lost.
+    path, as before); the rest are repaired through shapely (make_valid, polygonal part kept),
+    and degenerate ones (< 3 vertices, zero area) fall back to their bounding box so no nucleus
+    is lost.
     """
     import shapely
 
     n = len(contours)
-    lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=n)
+    lengths = np.fromiter(map(len, contours), dtype=np.int64, count=n)
     try:
         coords = np.concatenate(contours, axis=0, dtype=np.float64) if lengths.sum() else np.zeros((0, 2))
     except (ValueError, TypeError):  # ragged or 1-D items: normalise one by one
         coords = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in contours])
-    if coords.ndim != 2 or coords.shape[1] != 2:
+    if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != lengths.sum():
         raise ValueError("contours must be (N, 2) arrays of x, y")
     starts = np.zeros(n, np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
@@ -182,28 +189,27 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         lengths = lengths - closing
         starts = np.zeros(n, np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-    if not np.isfinite(coords).all():
-        raise ValueError("contour with non-finite coordinates")
-    grid = np.rint(coords * 100.0)
-    if len(grid) and np.abs(grid).max() >= 2**53:
-        raise ValueError("contour coordinates too large")
-    grid = grid.astype(np.int64)
+    grid = coords * 100.0
+    np.rint(grid, out=grid)
+    if len(grid) and not np.abs(grid).max() < 2**53:  # also catches NaN and inf
+        raise ValueError("contour with non-finite or too large coordinates")
+    gx = grid[:, 0].astype(np.int64)
+    gy = grid[:, 1].astype(np.int64)
     fast = lengths >= 3
-    sel = np.flatnonzero(fast)
-    if len(sel):
-        rows = _ranges(starts[sel], lengths[sel]) if len(sel) < n else np.arange(len(grid))
-        gx, gy = grid[rows, 0], grid[rows, 1]
-        sub_starts = np.cumsum(lengths[sel]) - lengths[sel]
-        proven = _star_simple(gx, gy, sub_starts, lengths[sel])
-        doubtful = sel[~proven]
-        if len(doubtful):  # shapely decides on the rest, as the rounded rings will be read
-            drows = _ranges(starts[doubtful], lengths[doubtful])
-            polys = shapely.polygons(shapely.linearrings(grid[drows] / 100.0, indices=np.repeat(np.arange(len(doubtful)), lengths[doubtful])))
-            fast[doubtful] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
-    sel = np.flatnonzero(fast)
-    out_len = lengths[sel] + 1
-    rows = _ranges(starts[sel], out_len)
-    rows[np.cumsum(out_len) - 1] = starts[sel]  # the closing vertex repeats the first
+    if fast.all():
+        proven = _star_simple(gx, gy, starts, lengths)
+    else:
+        proven = np.zeros(n, bool)
+        sel = np.flatnonzero(fast)
+        if len(sel):
+            keep = np.repeat(fast, lengths)
+            proven[sel] = _star_simple(gx[keep], gy[keep], np.cumsum(lengths[sel]) - lengths[sel], lengths[sel])
+    doubtful = np.flatnonzero(fast & ~proven)
+    if len(doubtful):  # shapely decides on the rest, on the rings as they will be read
+        rows = _ranges(starts[doubtful], lengths[doubtful])
+        xy = np.stack([gx[rows], gy[rows]], axis=1) / 100.0
+        polys = shapely.polygons(shapely.linearrings(xy, indices=np.repeat(np.arange(len(doubtful)), lengths[doubtful])))
+        fast[doubtful] = shapely.is_valid(polys) & (shapely.area(polys) > 0)
     slow_texts: list[bytes] = []
     for i in np.flatnonzero(~fast).tolist():
         geom = None
@@ -212,8 +218,14 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         if geom is None:
             x0, y0, x1, y1 = bboxes[i]
             geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
-        slow_texts.append(_DUMPS(geom).encode()[:-1])
-    return _Rings(fast=fast, qx=grid[rows, 0], qy=grid[rows, 1], lengths=out_len, slow_texts=slow_texts)
+        text = _DUMPS(geom).encode()
+        if not text.endswith(b"]]}"):
+            raise ValueError(f"unexpected geometry {geom['type']}")
+        slow_texts.append(text[:-3])
+    if not fast.all():
+        keep = np.repeat(fast, lengths)
+        gx, gy = gx[keep], gy[keep]
+    return _Rings(fast=fast, qx=gx, qy=gy, lengths=lengths[fast], slow_texts=slow_texts)
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -226,30 +238,38 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 _POLYGON_HEAD = b'{"type":"Polygon","coordinates":[['
 
 
-def _ring_segments(rings: _Rings, groups: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Row segments (head, vertices, repaired text) of one geometry for :func:`assemble_rows`."""
-    from napari_histo.formats._fastjson import grid_words, text_words, texts_to_rows, to_rows
+def _ring_segments(rings: _Rings, lead: np.ndarray, vertex: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Row segments of one geometry (``lead`` words per feature before it) for ``assemble_rows``.
 
-    n = len(rings.fast)
-    head = to_rows(text_words(_POLYGON_HEAD)[None, :], width)
-    head_counts = rings.fast * len(head)
-    qx, qy = rings.qx, rings.qy
-    neg_x = (qx < 0) if len(qx) and qx.min() < 0 else None
-    neg_y = (qy < 0) if len(qy) and qy.min() < 0 else None
-    vx = grid_words(np.abs(qx) if neg_x is not None else qx, neg_x, 2, prefix=ord("["), suffix=b",", groups=groups)
-    vy = grid_words(np.abs(qy) if neg_y is not None else qy, neg_y, 2, suffix=b"]", groups=groups)
-    vertex = np.empty((len(qx), width), vx.dtype)
-    vertex[:, : vx.shape[1]] = vx
-    vertex[:, vx.shape[1] : vx.shape[1] + vy.shape[1]] = vy
-    vertex[:, -1] = text_words(b",")[0]
-    vertex[np.cumsum(rings.lengths) - 1, -1] = text_words(b"]]")[0]  # closing vertex ends the ring
-    vertex_counts = np.zeros(n, np.int64)
-    vertex_counts[rings.fast] = rings.lengths
+    Fast rings: lead + polygon head, their vertex rows, the first vertex again (no comma). Others:
+    lead, then their text. Every geometry is left open at ``]]}`` for the next segment to close.
+    """
+    from napari_histo.formats._fastjson import WORD, text_words, texts_to_rows, to_rows
+
+    n, width = len(rings.fast), vertex.shape[1]
+    fast = rings.fast
+    head = text_words(_POLYGON_HEAD)
+    lead_fast = np.empty((int(fast.sum()), lead.shape[1] + len(head)), WORD)
+    lead_fast[:, : lead.shape[1]] = lead[fast] if not fast.all() else lead
+    lead_fast[:, lead.shape[1] :] = head
+    lead_fast = to_rows(lead_fast, width)
+    lead_slow = to_rows(np.ascontiguousarray(lead[~fast]), width)
+    firsts = np.cumsum(rings.lengths) - rings.lengths
+    closing = vertex[firsts]
+    closing[:, -1] = 0
     slow_rows, slow_per = texts_to_rows(rings.slow_texts, width)
-    slow_counts = np.zeros(n, np.int64)
-    slow_counts[~rings.fast] = slow_per
-    return [(np.broadcast_to(head, (int(rings.fast.sum()) * len(head), width)) if len(head) == 1 else np.tile(head, (int(rings.fast.sum()), 1)), head_counts),
-            (vertex, vertex_counts), (slow_rows, slow_counts)]
+
+    def per_feature(mask: np.ndarray, count) -> np.ndarray:
+        out = np.zeros(n, np.int64)
+        out[mask] = count
+        return out
+
+    n_fast = int(fast.sum())
+    return [(lead_fast, per_feature(fast, len(lead_fast) // max(n_fast, 1))),
+            (lead_slow, per_feature(~fast, len(lead_slow) // max(n - n_fast, 1))),
+            (vertex, per_feature(fast, rings.lengths)),
+            (closing, fast.astype(np.int64)),
+            (slow_rows, per_feature(~fast, slow_per))]
 
 
 def _measurement_words(columns: dict[str, np.ndarray], qupath03: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -336,15 +356,15 @@ def _iter_chunk_texts(
     """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
 
     A chunk is built without a Python step per nucleus: numbers, UUIDs and constant pieces are
-    words of :mod:`._fastjson` assembled in one pass. With ``prefetch`` the next chunk is built in a
-    worker thread (numpy releases the GIL) while this one is written; at most two chunks are in
-    memory.
+    words of :mod:`._fastjson` assembled in one pass. With ``prefetch`` chunks are built ahead in
+    ``_WORKERS`` threads (numpy releases the GIL) while the caller writes; at most ``_WORKERS + 1``
+    chunks are in memory.
     """
     if object_type not in ("detection", "cell"):
         raise ValueError(f"object_type must be 'detection' or 'cell', not {object_type!r}")
     info = table_type_info(table)
     kind = object_type.encode()
-    props_head = b'},"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
+    props_head = b']]},"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
     type_ids = np.unique(table["type"].to_numpy()) if len(table) else np.zeros(0, np.int64)
     props = [props_head + _DUMPS(_classification(info.name(t), info.colour(t))).encode() for t in type_ids.tolist()]
     mpp = table.attrs.get("mpp")
@@ -361,15 +381,21 @@ def _iter_chunk_texts(
         for start in chunk_starts:
             yield build(start)
         return
-    pool = ThreadPoolExecutor(max_workers=1)
+    from collections import deque
+
+    workers = max(1, min(_WORKERS, os.cpu_count() or 1))
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque = deque()
     try:
-        pending = pool.submit(build, chunk_starts[0])
-        for k in range(len(chunk_starts)):
-            text = pending.result()
-            if k + 1 < len(chunk_starts):
-                pending = pool.submit(build, chunk_starts[k + 1])
-            yield text
+        for start in chunk_starts:
+            pending.append(pool.submit(build, start))
+            if len(pending) > workers:  # at most workers + 1 chunks in memory
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
     finally:
+        for future in pending:
+            future.cancel()
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -379,59 +405,64 @@ def _chunk_text(sub: pd.DataFrame, *, object_type: str, has_cell: bool, type_ids
     from napari_histo.formats._fastjson import (
         WORD,
         assemble_rows,
-        integer_groups,
         text_words,
         texts_to_rows,
         to_rows,
         uuid4_block,
+        vertex_words,
     )
 
     n = len(sub)
     bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
     nucleus = _prepare_rings(sub["contour"].tolist(), bboxes)
     outer = _prepare_rings(sub["cell_contour"].tolist(), bboxes) if has_cell else nucleus
-    top = max((int(np.abs(r.qx).max()) if len(r.qx) else 0, int(np.abs(r.qy).max()) if len(r.qy) else 0) for r in (nucleus, outer))
-    groups = integer_groups(max(top) // 100)
-    width = 2 * groups + 5  # one vertex per row: [sign+2 digits][groups][frac ,][sign+2][groups][frac ]][,]
+    if outer is nucleus:
+        vertex_outer = vertex_nucleus = vertex_words(nucleus.qx, nucleus.qy)
+    else:  # one row width for the whole chunk
+        both = vertex_words(np.concatenate([outer.qx, nucleus.qx]), np.concatenate([outer.qy, nucleus.qy]))
+        vertex_outer, vertex_nucleus = both[: len(outer.qx)], both[len(outer.qx) :]
+    width = vertex_outer.shape[1]
 
     pre = np.empty((n, 76), np.uint8)  # {"type":"Feature","id":"<uuid>","geometry":  (73 bytes + NUL)
     pre[:, :24] = np.frombuffer(b'{"type":"Feature","id":"', np.uint8)
     pre[:, 24:60] = np.frombuffer(uuid4_block(n), np.uint8).reshape(n, 36)
     pre[:, 60:] = np.frombuffer(b'","geometry":\0\0\0', np.uint8)
-    pre_rows = to_rows(pre.view(WORD), width)
-    segments = [(pre_rows, np.full(n, len(pre_rows) // n, np.int64))]
-    segments += _ring_segments(outer, groups, width)
+    segments = _ring_segments(outer, pre.view(WORD), vertex_outer)
     if object_type == "cell":
-        mid = to_rows(text_words(b'},"nucleusGeometry":')[None, :], width)
-        segments.append((np.tile(mid, (n, 1)), np.full(n, len(mid), np.int64)))
-        segments += _ring_segments(nucleus, groups, width)
+        mid = text_words(b']]},"nucleusGeometry":')
+        segments += _ring_segments(nucleus, np.broadcast_to(mid, (n, len(mid))), vertex_nucleus)
 
     prop_words = np.zeros((len(props), max((len(p) + 3) // 4 for p in props)), WORD)
     for i, p in enumerate(props):
         w = text_words(p)
         prop_words[i, : len(w)] = w
     tail = [prop_words[np.searchsorted(type_ids, sub["type"].to_numpy())]]
-    slow_meas: list[bytes] = []
-    meas_ok = np.ones(n, bool)
+    slow_tails: list[bytes] = []
+    tail_ok = np.ones(n, bool)
     if meas_cols:
         cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
         if mpp and "perimeter_px" in sub.columns:
             cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
-        words, meas_ok = _measurement_words(cols, qupath03)
-        tail.append(words * meas_ok[:, None])  # all-NUL words print nothing
-        for i in np.flatnonzero(~meas_ok).tolist():  # values beyond the grid (rare): plain json
-            values = {k: float(v[i]) for k, v in cols.items()}
-            slow_meas.append(b',"measurements":' + _DUMPS(_measurements(values, qupath03)).encode())
-    tail_rows = to_rows(np.hstack(tail), width)
+        words, tail_ok = _measurement_words(cols, qupath03)
+        tail.append(words)
+        types = sub["type"].to_numpy()
+        for i in np.flatnonzero(~tail_ok).tolist():  # values beyond the grid (rare): plain json
+            values = {k: float(np.round(v[i], 4)) for k, v in cols.items()}
+            prop = props[int(np.searchsorted(type_ids, types[i]))]
+            end = b"}}" if i == n - 1 else b"}},\n"
+            slow_tails.append(prop + b',"measurements":' + _DUMPS(_measurements(values, qupath03)).encode() + end)
+    closing = np.full((n, 1), text_words(b"}},\n")[0], WORD)
+    closing[-1] = text_words(b"}}")[0]  # no separator after the chunk's last feature
+    tail.append(closing)
+    tail_words = np.hstack(tail)
+    if not tail_ok.all():
+        tail_words[~tail_ok] = 0  # written as text instead
+    tail_rows = to_rows(tail_words, width)
     segments.append((tail_rows, np.full(n, len(tail_rows) // n, np.int64)))
-    slow_rows, slow_per = texts_to_rows(slow_meas, width)
+    slow_rows, slow_per = texts_to_rows(slow_tails, width)
     slow_counts = np.zeros(n, np.int64)
-    slow_counts[~meas_ok] = slow_per
+    slow_counts[~tail_ok] = slow_per
     segments.append((slow_rows, slow_counts))
-    closing = np.zeros((n, width), WORD)
-    closing[:, 0] = text_words(b"}},\n")[0]
-    closing[-1, 0] = text_words(b"}}")[0]  # no separator after the chunk's last feature
-    segments.append((closing, np.ones(n, np.int64)))
     return assemble_rows(segments, width)
 
 
