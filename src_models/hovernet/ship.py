@@ -1,6 +1,8 @@
 """Package a trained run as the shipped default model: weights, configs, validation, model card.
 
-Run: ``python -m src_models.hovernet.ship RUN_DIR DEST_DIR --validation VAL.json [--bench BENCH.json]``.
+Run: ``python -m src_models.hovernet.ship RUN_DIR DEST_DIR --validation VAL.json [--bench BENCH.json]
+[--previous OLD_VAL.json --bench-previous OLD_BENCH.json]``; without ``--validation`` only the
+weights and configs are written (a staging folder to evaluate).
 """
 
 from __future__ import annotations
@@ -28,8 +30,74 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, params: int, macs: int) -> str:
-    """Markdown model card text."""
+def _postproc_lines(m) -> list[str]:
+    if m.postproc_at_network_mpp and m.internal_downsample > 1:
+        from src_models.hovernet.compact import segmenter_post_params
+
+        return [
+            f"- Post-processing: `napari_histo.nuclei.postproc` (official HV watershed) on the network's "
+            f"{m.network_mpp} µm/px grid (`postproc_at_network_mpp`): the segmenter block-averages the "
+            f"{m.mpp} µm/px input ×{m.internal_downsample}, runs the network and the watershed there "
+            f"with `{json.dumps(segmenter_post_params(m))}` (official 40× constants rescaled to "
+            f"{m.network_mpp} µm/px, thresholds picked on 3 MoNuSeg TRAINING tiles, see validation.json "
+            f"`postproc_tuning`), and maps the instances back to {m.mpp} µm/px: labels upscaled "
+            "(nearest) and masked by the bilinear-upsampled nucleus probability, gaps up to 2 px "
+            "filled from the neighbouring nucleus. Typing votes on the coarse grid.",
+            f"- Inference patches: {m.input_size // m.internal_downsample}² network px nominal, enlarged "
+            f"up to {m.max_tile_px}² px (the network is fully convolutional) to cover a tile with fewer "
+            "patches; the outer "
+            f"{(m.input_size - m.output_size) // (2 * m.internal_downsample)} network px of each patch "
+            "are discarded.",
+        ]
+    return [
+        f"- Post-processing: `napari_histo.nuclei.postproc` (official HV watershed) at {m.mpp} µm/px with "
+        f"`{json.dumps(m.postproc)}` (stored in config.json as `postproc`; size constants are the "
+        "official 40× ones, np_threshold and marker_threshold were picked on 3 MoNuSeg TRAINING "
+        "tiles, see validation.json `postproc_tuning`).",
+    ]
+
+
+def _previous_lines(val: dict, prev: dict | None) -> list[str]:
+    """Per-image comparison with the previous release and the classical detector."""
+    if not prev:
+        return []
+    old = {r["image"]: r for r in prev.get("per_image", [])}
+    lines = [
+        "",
+        f"### Compared with the previous release ({prev.get('label', 'previous weights')}) and the classical detector",
+        "",
+        "Same tiles, same metrics; the classical column is re-run with the detector committed at "
+        "evaluation time.",
+        "",
+        "| image | PQ previous | PQ now | PQ classical | AJI previous | AJI now | AJI classical | now beats classical (PQ / AJI) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    wins_pq = wins_aji = 0
+    for r in val["per_image"]:
+        o = old.get(r["image"], {})
+        cpq, caji = r.get("classical_pq"), r.get("classical_aji")
+        bpq = cpq is not None and r["pq"] > cpq
+        baji = caji is not None and r["aji"] > caji
+        wins_pq += bpq
+        wins_aji += baji
+        lines.append(
+            f"| {r['image']} | {_fmt(o.get('pq', '–'))} | {_fmt(r['pq'])} | {_fmt(cpq if cpq is not None else '–')} | "
+            f"{_fmt(o.get('aji', '–'))} | {_fmt(r['aji'])} | {_fmt(caji if caji is not None else '–')} | "
+            f"{'yes' if bpq else 'no'} / {'yes' if baji else 'no'} |"
+        )
+    pm, m, cm = prev.get("mean", {}), val["mean"], val.get("classical_mean", {})
+    lines.append(
+        f"| **mean** | {_fmt(pm.get('pq', '–'))} | {_fmt(m['pq'])} | {_fmt(cm.get('pq', '–'))} | "
+        f"{_fmt(pm.get('aji', '–'))} | {_fmt(m['aji'])} | {_fmt(cm.get('aji', '–'))} | "
+        f"{wins_pq} / {wins_aji} of {len(val['per_image'])} |"
+    )
+    return lines
+
+
+def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, params: int, macs: int,
+               previous: dict | None = None, bench_previous: dict | None = None,
+               history: str | None = None) -> str:
+    """Markdown model card text (``previous`` / ``bench_previous``: the release it replaces)."""
     m = cfg.model
     lines = [
         "# Compact HoVer-Net (napari-histo default nucleus model)",
@@ -47,10 +115,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         f"upsamples the maps back (bilinear). Patches {m.input_size}² -> centre {m.output_size}² "
         "(border px dropped). The network was trained on tiles resampled to "
         f"{m.network_mpp} µm/px.",
-        f"- Post-processing: `napari_histo.nuclei.postproc` (official HV watershed) at {m.mpp} µm/px with "
-        f"`{json.dumps(m.postproc)}` (stored in config.json as `postproc`; size constants are the "
-        "official 40× ones, np_threshold and marker_threshold were picked on 3 MoNuSeg TRAINING "
-        "tiles, see validation.json `postproc_tuning`).",
+        *_postproc_lines(m),
         "- Files: `model.pt` (float32 state_dict), `config.json` (CompactConfig), `train_config.json` "
         "(TrainConfig), `type_info.json`, `validation.json`.",
         "",
@@ -81,6 +146,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         f"- Budget: {log_done.get('iter')} iterations in {log_done.get('elapsed_s', 0) / 60:.0f} min on a "
         f"shared 2-core CPU (1 torch thread), no GPU. This is a very short schedule: numbers below "
         f"are what that run reached, not the architecture's ceiling.",
+        *([f"- {history}"] if history else []),
         f"- Final running losses: {json.dumps({k: v for k, v in log_done.items() if k not in ('event', 'iter', 'elapsed_s')})}.",
         "",
         "## Data and licences",
@@ -107,7 +173,10 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         f"| **mean** | | {_fmt(mean['dice'])} | {_fmt(mean['aji'])} | {_fmt(mean['dq'])} | {_fmt(mean['sq'])} | "
         f"{_fmt(mean['pq'])} | {_fmt(cm.get('aji', '–'))} | {_fmt(cm.get('pq', '–'))} |"
     )
-    lines += ["", "Targets from the issue: mean PQ ≥ 0.60 and AJI ≥ 0.62."]
+    lines += ["", "Targets from the issue: mean PQ ≥ 0.60 and AJI ≥ 0.62: "
+              f"**{'met' if mean['pq'] >= 0.60 and mean['aji'] >= 0.62 else 'not met'}** "
+              f"(PQ {_fmt(mean['pq'])}, AJI {_fmt(mean['aji'])})."]
+    lines += _previous_lines(val, previous)
     if "crchisto_coarse" in val:
         c = val["crchisto_coarse"]
         lines += [
@@ -135,19 +204,35 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         lines += [
             f"2-core CPU (shared), 24 GiB, Python {bench.get('python')}, torch {bench.get('torch')}, no GPU; "
             f"{bench['threads']} torch threads; MoNuSeg tile {bench['image']} ({bench['input_mpx_40x']} Mpx at 40×), "
-            "median of repeats, command `python benchmarks/bench_compact.py`:",
+            f"median of {bench.get('repeat', 'several')} repeats, load average {bench.get('load_average_1min', '?')} "
+            "at the end, command `python benchmarks/bench_compact.py`:",
             "",
-            f"- total (resample + network + post-processing): {bench['seconds_total_median']} s = "
-            f"**{bench['mpx_per_s_40x_total']} Mpx/s at 40×** (target ≥ 0.5)",
-            f"- network only: {bench['seconds_network_median']} s ({bench['mpx_per_s_40x_network']} Mpx/s); "
-            f"post-processing {bench['seconds_postproc_median']} s.",
+            f"- total (resample the tile to {m.mpp} µm/px + network + post-processing + nucleus table): "
+            f"{bench['seconds_total_median']} s wall = **{bench['mpx_per_s_40x_total']} Mpx/s at 40×** "
+            f"(target ≥ 0.5); process CPU time {bench.get('cpu_seconds_total_median', '?')} s",
+            f"- network + post-processing only (a 40× slide needs no resampling): "
+            f"{bench.get('mpx_per_s_40x_network_and_postproc', '?')} Mpx/s",
+            f"- network {bench['seconds_network_median']} s wall ({bench.get('cpu_seconds_network_median', '?')} s CPU); "
+            f"post-processing and measurement {bench['seconds_postproc_median']} s wall "
+            f"({bench.get('cpu_seconds_postproc_median', '?')} s CPU); resampling "
+            f"{bench.get('seconds_resample_median', '?')} s.",
         ]
+        if bench_previous:
+            lines.append(
+                f"- Previous release (watershed on the 0.25 µm/px grid, 512² patches), same command and "
+                f"machine: {bench_previous['seconds_total_median']} s = {bench_previous['mpx_per_s_40x_total']} "
+                f"Mpx/s (network {bench_previous['seconds_network_median']} s, post-processing "
+                f"{bench_previous['seconds_postproc_median']} s"
+                + (f"; CPU {bench_previous['cpu_seconds_total_median']} s" if 'cpu_seconds_total_median' in bench_previous else "")
+                + ")."
+            )
     else:
         lines.append("Not measured.")
     lines += [
         "",
         "## Limitations",
-        "- Trained for under an hour on a shared CPU; see the numbers above before relying on it.",
+        f"- Trained for {log_done.get('elapsed_s', 0) / 60:.0f} min on a shared 2-core CPU; see the numbers above "
+        "before relying on it.",
         "- H&E only; 20×/40× brightfield. Typing is limited to 4 names learned from 3 images of one patient.",
         "- Research / non-commercial use only (data licences above).",
         "",
@@ -155,8 +240,19 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
     return "\n".join(lines)
 
 
-def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict | None = None):
-    """Network config exposed at ``mpp / downsample`` with the same weights (see ``internal_downsample``)."""
+#: Shipped defaults: thresholds picked on MoNuSeg training tiles (validation.json ``postproc_tuning``).
+SHIPPED_THRESHOLDS = {"np_threshold": 0.6, "marker_threshold": 0.4}
+
+
+def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict | None = None,
+                   postproc_at_network_mpp: bool = True, network_postproc: dict | None = None,
+                   max_tile_px: int = 640):
+    """Network config exposed at ``mpp / downsample`` with the same weights (see ``internal_downsample``).
+
+    ``postproc`` holds the constants for a watershed at the exposed mpp, ``network_postproc``
+    (default: derived from them) those for the watershed on the network's grid, used when
+    ``postproc_at_network_mpp``; ``max_tile_px`` bounds the enlarged inference patches.
+    """
     from src_models.hovernet.config import CompactConfig, scaled_postproc
 
     m = train_cfg.model
@@ -167,16 +263,21 @@ def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict |
         "internal_downsample": downsample,
         "input_size": m.input_size * downsample,
         "output_size": m.output_size * downsample,
-        "postproc": {**scaled_postproc(fine_mpp), **(postproc or {})},
+        "postproc": {**scaled_postproc(fine_mpp), **SHIPPED_THRESHOLDS, **(postproc or {})},
+        "postproc_at_network_mpp": bool(postproc_at_network_mpp and downsample > 1),
+        "network_postproc": network_postproc,
+        "max_tile_px": int(max_tile_px),
     })
 
 
-def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | None = None,
-         model_cfg=None) -> Path:
+def ship(run_dir: str | Path, dest: str | Path, validation: dict | None, bench: dict | None = None,
+         model_cfg=None, previous: dict | None = None, bench_previous: dict | None = None,
+         history: str | None = None) -> Path:
     """Copy the run's final weights and write configs, validation.json and MODEL_CARD.md into ``dest``.
 
     ``model_cfg`` (default :func:`shipped_config`) is written as ``config.json``; the training
-    config goes to ``train_config.json``.
+    config goes to ``train_config.json``. Without ``validation`` only weights and configs are
+    written (a folder to evaluate before shipping).
     """
     from napari_histo.utils import atomic_write
     from src_models.hovernet.compact import CompactHoVerNet, count_macs
@@ -189,6 +290,8 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | 
     model_cfg = model_cfg or shipped_config(cfg)
     model_cfg.save(dest / "config.json")
     cfg.save(dest / "train_config.json")
+    if validation is None:
+        return dest
     with atomic_write(dest / "validation.json") as fh:
         json.dump(validation, fh, indent=2)
     done = {}
@@ -199,7 +302,8 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict, bench: dict | 
     model = CompactHoVerNet(model_cfg)
     params = sum(p.numel() for p in model.parameters())
     card_cfg = TrainConfig.from_dict({**cfg.to_dict(), "model": model_cfg.to_dict()})
-    text = model_card(card_cfg, validation, done, bench, params, count_macs(model, model_cfg.input_size))
+    text = model_card(card_cfg, validation, done, bench, params, count_macs(model, model_cfg.input_size),
+                      previous, bench_previous, history)
     with atomic_write(dest / "MODEL_CARD.md") as fh:
         fh.write(text)
     return dest
@@ -211,12 +315,24 @@ if __name__ == "__main__":  # pragma: no cover
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
     ap.add_argument("dest")
-    ap.add_argument("--validation", required=True)
+    ap.add_argument("--validation", default=None, help="evaluate output; omit to write weights + configs only")
     ap.add_argument("--bench", default=None)
+    ap.add_argument("--previous", default=None, help="validation.json of the release being replaced")
+    ap.add_argument("--bench-previous", default=None, help="bench JSON of the release being replaced")
+    ap.add_argument("--history", default=None, help="one line on the training history for the card")
     ap.add_argument("--postproc", default=None, help="JSON overrides of the post-processing constants")
+    ap.add_argument("--network-postproc", default=None,
+                    help="JSON constants of the watershed on the network grid (default: derived)")
+    ap.add_argument("--fine-postproc", action="store_true",
+                    help="watershed on the exposed (fine) grid instead of the network's")
     a = ap.parse_args()
-    val = json.loads(Path(a.validation).read_text())
-    b = json.loads(Path(a.bench).read_text()) if a.bench else None
+
+    def load(path):
+        return json.loads(Path(path).read_text()) if path else None
+
     tcfg = TrainConfig.load(Path(a.run_dir) / "train_config.json")
-    mcfg = shipped_config(tcfg, postproc=json.loads(a.postproc) if a.postproc else None)
-    print(ship(a.run_dir, a.dest, val, b, mcfg))
+    mcfg = shipped_config(tcfg, postproc=json.loads(a.postproc) if a.postproc else None,
+                          postproc_at_network_mpp=not a.fine_postproc,
+                          network_postproc=json.loads(a.network_postproc) if a.network_postproc else None)
+    print(ship(a.run_dir, a.dest, load(a.validation), load(a.bench), mcfg, load(a.previous),
+               load(a.bench_previous), a.history))
