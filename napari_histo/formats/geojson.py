@@ -272,48 +272,63 @@ def _ring_segments(rings: _Rings, lead: np.ndarray, vertex: np.ndarray) -> list[
             (slow_rows, per_feature(~fast, slow_per))]
 
 
-def _measurement_words(columns: dict[str, np.ndarray], qupath03: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Words of ``,"measurements":{...}`` (or the 0.3 list) per row; finite values only, 4 decimals.
+def _tail_words(props: np.ndarray, columns: dict[str, np.ndarray], qupath03: bool, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Words after the geometry: ``props`` (n, p) per row, the measurements, ``}}`` and ``,\\n``.
 
-    Returns (words (n, m), ok): rows whose values are too large for the grid (|v| >= 1e11) are
-    not ``ok`` and must be written another way.
+    Measurements (``,"measurements":{...}`` or the 0.3 list) keep finite values only, 4 decimals.
+    Written straight into one (n, k * width) matrix, so its rows are ready for ``assemble_rows``.
+    Returns (words, ok): rows whose values are too large for the grid (|v| >= 1e11) are not ``ok``
+    and must be written another way.
     """
     from napari_histo.formats._fastjson import WORD, grid_words, integer_groups, text_words
 
-    n = len(next(iter(columns.values())))
+    n = len(props)
     opening = text_words(b',"measurements":[' if qupath03 else b',"measurements":{')
     closing = text_words(b"]" if qupath03 else b"}")
     ok = np.ones(n, bool)
-    parts: list[np.ndarray] = [np.broadcast_to(opening, (n, len(opening)))]
-    present_cols, comma_at = [], []  # per field: present mask; (word column, byte) of its comma
-    col = len(opening)
+    plan = []  # per field: key words, value grid, negative mask, finite mask, integer groups
     for name, values in columns.items():
         finite = np.isfinite(values)
-        big = finite & (np.abs(np.where(finite, values, 0.0)) >= 1e11)
-        ok &= ~big
-        finite &= ~big
+        v = np.where(finite, values, 0.0)
+        big = np.abs(v) >= 1e11
+        if big.any():
+            ok &= ~big
+            finite &= ~big
+            v[big] = 0.0
         key = json.dumps(name).encode()
         key_words = text_words(b'{"name":' + key + b',"value":' if qupath03 else key + b":")
-        v = np.where(finite, values, 0.0)
-        q = np.rint(np.abs(v) * 1e4).astype(np.int64)
-        num = grid_words(q, v < 0, 4, suffix=b"}," if qupath03 else b",", groups=integer_groups(int(q.max()) // 10000 if n else 0))
-        field = np.empty((n, len(key_words) + num.shape[1]), WORD)
-        field[:, : len(key_words)] = key_words
-        field[:, len(key_words) :] = num
-        field *= finite[:, None]
-        parts.append(field)
-        col += field.shape[1]
-        present_cols.append(finite)
-        comma_at.append((col - 1, 2 if qupath03 else 1))
-    parts.append(np.broadcast_to(closing, (n, len(closing))))
-    words = np.hstack(parts)
-    present = np.stack(present_cols, axis=1)
-    any_present = present.any(axis=1)
-    last = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)  # last finite field per row
-    rows = np.flatnonzero(any_present)
-    cols = np.array([c for c, _ in comma_at], np.int64)[last[rows]]
-    shifts = np.array([8 * b for _, b in comma_at], np.uint32)[last[rows]]
-    words[rows, cols] &= ~(np.uint32(0xFF) << shifts)  # no comma after the last entry
+        q = np.abs(v)
+        q *= 1e4
+        np.rint(q, out=q)
+        q = q.astype(np.int64)
+        plan.append((key_words, q, (v < 0) if (v < 0).any() else None, finite, integer_groups(int(q.max()) // 10000 if n else 0)))
+    n_frac = 2
+    used = props.shape[1] + 1 + (len(opening) + len(closing) + sum(len(k) + 1 + g + n_frac for k, _, _, _, g in plan) if plan else 0)
+    words = np.zeros((n, -(-used // width) * width), WORD)
+    words[:, : props.shape[1]] = props
+    col = props.shape[1]
+    if plan:
+        words[:, col : col + len(opening)] = opening
+        col += len(opening)
+        comma_at = []  # per field: (word column, byte) of its comma
+        for key_words, q, negative, finite, groups in plan:
+            field = words[:, col : col + len(key_words) + 1 + groups + n_frac]
+            field[:, : len(key_words)] = key_words
+            grid_words(q, negative, 4, suffix=b"}," if qupath03 else b",", groups=groups, out=field[:, len(key_words) :])
+            if not finite.all():
+                field[~finite] = 0
+            col += field.shape[1]
+            comma_at.append((col - 1, 2 if qupath03 else 1))
+        present = np.stack([p[3] for p in plan], axis=1)
+        last = present.shape[1] - 1 - np.argmax(present[:, ::-1], axis=1)  # last finite field per row
+        rows = np.flatnonzero(present.any(axis=1))
+        cols = np.array([c for c, _ in comma_at], np.int64)[last[rows]]
+        shifts = np.array([8 * b for _, b in comma_at], np.uint32)[last[rows]]
+        words[rows, cols] &= ~(np.uint32(0xFF) << shifts)  # no comma after the last entry
+        words[:, col : col + len(closing)] = closing
+        col += len(closing)
+    words[:, col] = text_words(b"}},\n")[0]
+    words[-1, col] = text_words(b"}}")[0]  # no separator after the chunk's last feature
     return words, ok
 
 
@@ -371,8 +386,13 @@ def _iter_chunk_texts(
     meas_cols = [c for c in MEASUREMENT_COLUMNS if c in table.columns] if include_measurements else []
     has_cell = object_type == "cell" and "cell_contour" in table.columns
 
+    names = ["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "contour", "type", *meas_cols]
+    names += ["cell_contour"] if has_cell else []
+    names += ["perimeter_px"] if mpp and "perimeter_px" in table.columns else []
+    columns = {c: table[c].to_numpy() for c in dict.fromkeys(names)}  # views: no copy, no attrs
+
     def build(start: int) -> bytes:
-        sub = table.iloc[start : start + chunk_size]
+        sub = {c: v[start : start + chunk_size] for c, v in columns.items()}
         return _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
                            meas_cols=meas_cols, mpp=mpp, qupath03=qupath03)
 
@@ -399,21 +419,20 @@ def _iter_chunk_texts(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _chunk_text(sub: pd.DataFrame, *, object_type: str, has_cell: bool, type_ids: np.ndarray, props: list[bytes],
+def _chunk_text(sub: dict[str, np.ndarray], *, object_type: str, has_cell: bool, type_ids: np.ndarray, props: list[bytes],
                 meas_cols: list[str], mpp: float | None, qupath03: bool) -> bytes:
-    """GeoJSON text of the Features of ``sub`` joined by ``,\\n`` (no trailing separator)."""
+    """GeoJSON text of the Features of ``sub`` (column -> array) joined by ``,\\n`` (no trailing separator)."""
     from napari_histo.formats._fastjson import (
         WORD,
         assemble_rows,
         text_words,
         texts_to_rows,
-        to_rows,
         uuid4_block,
         vertex_words,
     )
 
-    n = len(sub)
-    bboxes = sub[["bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]].to_numpy(dtype=np.float64)
+    n = len(sub["type"])
+    bboxes = np.stack([sub[c] for c in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")], axis=1).astype(np.float64)
     nucleus = _prepare_rings(sub["contour"].tolist(), bboxes)
     outer = _prepare_rings(sub["cell_contour"].tolist(), bboxes) if has_cell else nucleus
     if outer is nucleus:
@@ -436,28 +455,20 @@ def _chunk_text(sub: pd.DataFrame, *, object_type: str, has_cell: bool, type_ids
     for i, p in enumerate(props):
         w = text_words(p)
         prop_words[i, : len(w)] = w
-    tail = [prop_words[np.searchsorted(type_ids, sub["type"].to_numpy())]]
-    slow_tails: list[bytes] = []
-    tail_ok = np.ones(n, bool)
+    type_index = np.searchsorted(type_ids, sub["type"])
+    cols = {}
     if meas_cols:
-        cols = {MEASUREMENT_COLUMNS[c]: sub[c].to_numpy(dtype=np.float64) for c in meas_cols}
-        if mpp and "perimeter_px" in sub.columns:
-            cols["Perimeter \u00b5m"] = sub["perimeter_px"].to_numpy(dtype=np.float64) * float(mpp)
-        words, tail_ok = _measurement_words(cols, qupath03)
-        tail.append(words)
-        types = sub["type"].to_numpy()
-        for i in np.flatnonzero(~tail_ok).tolist():  # values beyond the grid (rare): plain json
-            values = {k: float(np.round(v[i], 4)) for k, v in cols.items()}
-            prop = props[int(np.searchsorted(type_ids, types[i]))]
-            end = b"}}" if i == n - 1 else b"}},\n"
-            slow_tails.append(prop + b',"measurements":' + _DUMPS(_measurements(values, qupath03)).encode() + end)
-    closing = np.full((n, 1), text_words(b"}},\n")[0], WORD)
-    closing[-1] = text_words(b"}}")[0]  # no separator after the chunk's last feature
-    tail.append(closing)
-    tail_words = np.hstack(tail)
-    if not tail_ok.all():
-        tail_words[~tail_ok] = 0  # written as text instead
-    tail_rows = to_rows(tail_words, width)
+        cols = {MEASUREMENT_COLUMNS[c]: np.asarray(sub[c], dtype=np.float64) for c in meas_cols}
+        if "perimeter_px" in sub and mpp:
+            cols["Perimeter \u00b5m"] = np.asarray(sub["perimeter_px"], dtype=np.float64) * float(mpp)
+    tail_words, tail_ok = _tail_words(prop_words[type_index], cols, qupath03, width)
+    slow_tails: list[bytes] = []
+    for i in np.flatnonzero(~tail_ok).tolist():  # values beyond the grid (rare): plain json
+        values = {k: float(np.round(v[i], 4)) for k, v in cols.items()}
+        end = b"}}" if i == n - 1 else b"}},\n"
+        slow_tails.append(props[type_index[i]] + b',"measurements":' + _DUMPS(_measurements(values, qupath03)).encode() + end)
+        tail_words[i] = 0  # written as text instead
+    tail_rows = tail_words.reshape(-1, width)
     segments.append((tail_rows, np.full(n, len(tail_rows) // n, np.int64)))
     slow_rows, slow_per = texts_to_rows(slow_tails, width)
     slow_counts = np.zeros(n, np.int64)
