@@ -52,6 +52,30 @@ def _choose_model(panel, model: str) -> None:
         panel.checkpoint_edit.setText(str(model))
 
 
+def _whole_slide_in_progress(viewer, panel, outdir: Path, n_tiles: int, shot) -> None:
+    """Start a whole-slide run, screenshot the labels shown after ``n_tiles`` tiles, cancel it."""
+    handle = panel._on_event
+    painted = []
+
+    def on_event(update) -> None:
+        handle(update)
+        if update.box is not None and len(painted) < n_tiles:
+            painted.append(update.box)
+            if len(painted) == n_tiles:
+                panel._flush()
+                shot("02_nuclei_progress.png")
+                panel.cancel()
+
+    panel._on_event = on_event
+    viewer.reset_view()
+    panel.scope_combo.setCurrentText("whole slide")
+    try:
+        panel.run(outdir=outdir)
+    finally:
+        panel._on_event = handle
+    print(f"whole-slide run: screenshot after {len(painted)} tile(s), then cancelled: {panel.status.text()}")
+
+
 def _shrink_png(path: Path) -> None:
     """Re-save with a 256-colour palette (screenshots are mostly flat UI; keeps the repo small)."""
     from PIL import Image
@@ -66,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
     parser.add_argument("--model", default="default",
                         help="default (shipped compact HoVer-Net), classical, or a checkpoint file/folder")
+    parser.add_argument("--progress-tiles", type=int, default=3,
+                        help="whole-slide run screenshot after this many tiles with nuclei, then cancel (0: skip)")
     args = parser.parse_args(argv)
     os.environ["NAPARI_HISTO_NOTHREADS"] = "1"  # deterministic, one step after another
 
@@ -101,10 +127,13 @@ def main(argv: list[str] | None = None) -> int:
 
     _, nuclei_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Nuclei")
     viewer.layers.selection.active = slide
-    _look_at(viewer, slide, VIEW_BOX)
     _choose_model(nuclei_panel, args.model)
-    nuclei_panel.scope_combo.setCurrentText("current view")
     run_dir = Path(tempfile.mkdtemp(prefix="napari-histo-screens-"))
+    if args.progress_tiles > 0:
+        _whole_slide_in_progress(viewer, nuclei_panel, run_dir / "whole", args.progress_tiles, shot)
+    viewer.layers.selection.active = slide
+    _look_at(viewer, slide, VIEW_BOX)
+    nuclei_panel.scope_combo.setCurrentText("current view")
     job = nuclei_panel.run(outdir=run_dir / "run")
     if job is None or job.error is not None or nuclei_panel.table is None:
         raise SystemExit(f"the nuclei run failed: {getattr(job, 'error', None)}")

@@ -196,3 +196,47 @@ def test_multiscale_preview_matches_a_strided_pyramid(tmp_path):
     assert preview.levels[-1].shape == (325, 275)
     preview.close()
     assert not (tmp_path / "preview.zarr").exists()
+
+
+def test_results_beyond_65k_nuclei_are_drawn_coloured_by_type(make_napari_viewer):
+    """napari's direct label colormap needs numba past 2**16 ids; big results still draw, by type,
+    and a click still finds the nucleus under it."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from napari_histo._napari import _layers
+    from napari_histo._napari._nuclei_panel import NucleiPanel
+
+    viewer = make_napari_viewer()
+    n = 66_000
+    ids = np.arange(1, n + 1)
+    row, col = np.divmod(ids - 1, 300)
+    labels = np.zeros((720, 900), np.int32)
+    for dy in range(2):
+        for dx in range(2):
+            labels[row * 3 + dy, col * 3 + dx] = ids  # 2x2-px nuclei on a 3-px grid
+    table = pd.DataFrame({"id": ids, "x": col * 3 + 0.5, "y": row * 3 + 0.5, "type": 1 + ids % 3,
+                          "type_prob": 0.9, "area_px": 4.0})
+    table.attrs["type_info"] = {"0": ["background", [0, 0, 0]], "1": ["tumour", [255, 0, 0]],
+                                "2": ["lymphocyte", [0, 255, 0]], "3": ["stroma", [0, 0, 255]]}
+    panel = NucleiPanel(viewer)
+    panel.show_result(table, [labels])
+    layer = viewer.layers[_layers.NUCLEI_LABELS]
+    shown = np.asarray(layer.data)
+    # every nucleus pixel carries its type's colour
+    sample = ids[::997]
+    values = shown[row[sample - 1] * 3, col[sample - 1] * 3]
+    expected = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], float)[(1 + sample % 3) - 1]
+    np.testing.assert_allclose(layer.colormap.map(values)[:, :3], expected)
+    # neighbours stay distinct, so outlines separate them
+    assert (shown[0, 0:900:3][:-1] != shown[0, 3:900:3]).all()
+    # the displayed slice maps to texture values (per-id colormaps raise here without numba)
+    texture = layer.colormap._data_to_texture(np.asarray(layer._slice.image.raw))
+    assert texture.max() > 0
+    # a click on a nucleus shows that nucleus's measurements
+    target = 54_321
+    world = layer.data_to_world(np.array([row[target - 1] * 3, col[target - 1] * 3], float))
+    panel._label_clicked(layer, SimpleNamespace(type="mouse_press", position=world))
+    details = {panel.details.item(r, 0).text(): panel.details.item(r, 1).text() for r in range(panel.details.rowCount())}
+    assert int(details["id"]) == target

@@ -245,13 +245,35 @@ def labels_colormap(table: pd.DataFrame) -> Any:
     return DirectLabelColormap(color_dict=color_dict)
 
 
+#: Largest nucleus id shown with a per-id colormap; napari 0.9 needs numba beyond 2**16 keys, so
+#: larger results are shown as type-coded display values (``_preview.type_coded``).
+MAX_DIRECT_IDS = 65_000
+
+
 def labels_layer_data(labels: Any, table: pd.DataFrame, slide_layer: Any | None = None, name: str = NUCLEI_LABELS, origin: tuple[int, int] = (0, 0)) -> tuple:
     """A Labels ``LayerDataTuple`` (single array or a multiscale list) coloured by nucleus type.
 
-    ``origin`` (x, y) is the level-0 position of ``labels[0, 0]`` (a crop of the slide).
+    ``origin`` (x, y) is the level-0 position of ``labels[0, 0]`` (a crop of the slide). Up to
+    :data:`MAX_DIRECT_IDS` nuclei the layer holds the true ids (picking a label gives its id);
+    beyond, it holds display values coloured by type and ``metadata['label_ids']`` keeps the
+    level-0 array of true ids, read where the user clicks.
     """
     import pandas as pd
 
+    if len(table) and int(table["id"].max()) > MAX_DIRECT_IDS:
+        from napari_histo._napari._preview import type_coded, type_colormap
+
+        levels = labels if isinstance(labels, list) else [labels]
+        coded = type_coded(levels, table["id"].to_numpy(), table["type"].to_numpy())
+        meta = {
+            "name": name,
+            "colormap": type_colormap(type_info_of(table)),
+            "opacity": 0.9,
+            "metadata": {"napari_histo_overlay": True, "label_ids": levels[0]},
+            "multiscale": isinstance(labels, list),
+            **aligned_kwargs(slide_layer, origin),
+        }
+        return (coded if isinstance(labels, list) else coded[0]), meta, "labels"
     features = nuclei_features(table)
     features = pd.concat([pd.DataFrame({"index": [0]}), features.assign(index=features["id"].to_numpy())], ignore_index=True) if len(features) else None
     meta: dict[str, Any] = {

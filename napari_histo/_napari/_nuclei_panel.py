@@ -533,7 +533,10 @@ class NucleiPanel(QWidget):
             ldata, lmeta, _ = _layers.labels_layer_data(data, table, slide_layer, origin=self.origin)
             labels_layer = _layers.add_or_update(self.viewer, (ldata, lmeta, "labels"))
             labels_layer.contour = 1  # outlines keep the nuclei visible underneath
-            labels_layer.events.selected_label.connect(self._label_selected)
+            if "label_ids" in labels_layer.metadata:  # display values: read the true id under the click
+                labels_layer.mouse_drag_callbacks.append(self._label_clicked)
+            else:
+                labels_layer.events.selected_label.connect(self._label_selected)
         pdata, pmeta, _ = _layers.points_layer_data(table, slide_layer)
         pmeta["metadata"]["nuclei_table"] = table
         if self.result is not None:
@@ -573,6 +576,19 @@ class NucleiPanel(QWidget):
         layer = self.viewer.layers[_layers.NUCLEI_LABELS]
         if layer.selected_label > 0:
             self.show_nucleus(int(layer.selected_label))
+
+    def _label_clicked(self, layer: Any, event: Any) -> None:
+        """Measurements of the nucleus under a click on a type-coded Labels layer (true ids in metadata)."""
+        if getattr(event, "type", "mouse_press") != "mouse_press":
+            return
+        ids = layer.metadata.get("label_ids")
+        if ids is None:
+            return
+        row, col = (int(v) for v in np.round(np.asarray(layer.world_to_data(event.position), float)[-2:]))
+        if 0 <= row < ids.shape[0] and 0 <= col < ids.shape[1]:
+            nucleus_id = int(np.asarray(ids[row, col]))
+            if nucleus_id > 0:
+                self.show_nucleus(nucleus_id)
 
     def show_nucleus(self, nucleus_id: int) -> dict[str, Any]:
         """Show the measurements of nucleus ``nucleus_id`` in the details table."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,55 @@ def type_of_display_value(values: np.ndarray) -> np.ndarray:
     """Inverse of :func:`display_values` for the type (0 stays background, -1)."""
     values = np.asarray(values, np.int64)
     return np.where(values > 0, (values - 1) // CYCLE, -1)
+
+
+def type_colormap(type_info: Any = None) -> Any:
+    """A fixed :class:`DirectLabelColormap` colouring every display value by its type.
+
+    ``len(types) * CYCLE`` entries whatever the number of nuclei (napari's numpy label mapping
+    stops at 65,536 keys).
+    """
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+
+    info = type_info
+    if info is None:
+        info = NUCLEUS_ONLY
+    elif not isinstance(info, TypeInfo):
+        info = TypeInfo.from_json_dict(info)
+    colour_dict: dict[int | None, Any] = {None: np.array([1.0, 1.0, 0.0, 1.0]), 0: np.zeros(4)}
+    cycle = np.arange(1, CYCLE + 1)
+    for type_id in info.ids:
+        slot = min(max(int(type_id), 0), MAX_TYPES - 1)
+        rgba = np.array([*info.colour(type_id), 255], float) / 255.0
+        colour_dict.update(dict.fromkeys((slot * CYCLE + cycle).tolist(), rgba))
+    return DirectLabelColormap(color_dict=colour_dict)
+
+
+def _encode_block(ids: np.ndarray, slots: np.ndarray) -> np.ndarray:
+    ids = np.asarray(ids, np.int64)
+    safe = np.clip(ids, 0, len(slots) - 1)
+    return np.where(ids > 0, slots[safe] * CYCLE + (ids - 1) % CYCLE + 1, 0).astype(np.int32)
+
+
+def type_coded(levels: list[Any], ids: np.ndarray, types: np.ndarray) -> list[Any]:
+    """Lazy display values of a label pyramid of true nucleus ids (see :func:`display_values`).
+
+    For results with more ids than a direct colormap can hold: each chunk maps id -> type slot
+    through a lookup table of one byte per nucleus when napari reads it.
+    """
+    import dask.array as da
+
+    ids = np.asarray(ids, np.int64)
+    slots = np.zeros(int(ids.max(initial=0)) + 1, np.int64)
+    slots[ids] = np.clip(np.asarray(types, np.int64), 0, MAX_TYPES - 1)
+    out = []
+    for level in levels:
+        array = level if isinstance(level, da.Array) else (
+            da.from_zarr(level) if not isinstance(level, np.ndarray) else da.from_array(level, chunks=1024))
+        out.append(array.map_blocks(_encode_block, slots, dtype=np.int32))
+    return out
 
 
 class LabelPreview:
@@ -153,22 +203,7 @@ class LabelPreview:
 
     def colormap(self) -> Any:
         """A fixed :class:`DirectLabelColormap` colouring every display value by its type."""
-        from napari.utils.colormaps import DirectLabelColormap
-
-        from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
-
-        info = self.type_info
-        if info is None:
-            info = NUCLEUS_ONLY
-        elif not isinstance(info, TypeInfo):
-            info = TypeInfo.from_json_dict(info)
-        colour_dict: dict[int | None, Any] = {None: np.array([1.0, 1.0, 0.0, 1.0]), 0: np.zeros(4)}
-        cycle = np.arange(1, CYCLE + 1)
-        for type_id in info.ids:
-            slot = min(max(int(type_id), 0), MAX_TYPES - 1)
-            rgba = np.array([*info.colour(type_id), 255], float) / 255.0
-            colour_dict.update(dict.fromkeys((slot * CYCLE + cycle).tolist(), rgba))
-        return DirectLabelColormap(color_dict=colour_dict)
+        return type_colormap(self.type_info)
 
     def close(self) -> None:
         """Drop the painted data (and the on-disk pyramid)."""
@@ -192,11 +227,16 @@ def refresh_region(layer: Any, box: tuple[int, int, int, int], view: tuple[int, 
         vx0, vy0, vx1, vy1 = view
         if x1 <= vx0 or vx1 <= x0 or y1 <= vy0 or vy1 <= y0:
             return False
-    partial = (not layer.multiscale and layer.contour > 0
-               and hasattr(layer, "_accumulate_updated_slice") and hasattr(layer, "_partial_labels_refresh"))
-    if partial:
-        layer._accumulate_updated_slice((slice(y0, y1), slice(x0, x1)))
-        layer._partial_labels_refresh()
-    else:
-        layer.refresh(extent=False, highlight=False)
+    if not layer.multiscale and layer.contour > 0:
+        # napari's region-only redraw is private API (napari 0.9 warns on plugin access); when it
+        # is gone, the whole (crop-sized) layer is redrawn instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            accumulate = getattr(layer, "_accumulate_updated_slice", None)
+            partial_refresh = getattr(layer, "_partial_labels_refresh", None)
+            if accumulate is not None and partial_refresh is not None:
+                accumulate((slice(y0, y1), slice(x0, x1)))
+                partial_refresh()
+                return True
+    layer.refresh(extent=False, highlight=False)
     return True
