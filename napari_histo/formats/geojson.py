@@ -26,7 +26,8 @@ from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
     load_json,
-    table_from_contours,
+    no_gc,
+    table_from_flat,
     table_type_info,
 )
 
@@ -708,6 +709,12 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
     mpp : float, optional
         µm/px at level 0 recorded in the table (GeoJSON carries none).
     """
+    with no_gc():  # the parsed tree is freed (by reference counting) before collection resumes
+        return _read_geojson(Path(path), type_info, mpp)
+
+
+def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObjects:
+    """:func:`read_geojson` with the garbage collector paused."""
     from napari_histo.nuclei.types import TypeInfo
 
     path = Path(path)
@@ -730,18 +737,24 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
     names: dict[int, str] = dict(type_info.names) if type_info else {0: "background"}
     colours: dict[int, tuple[int, int, int]] = dict(type_info.colours) if type_info else {0: (0, 0, 0)}
 
+    type_by_name: dict[str, int] = {}
+    for k, v in names.items():
+        type_by_name.setdefault(str(v).lower(), k)
+
     def type_of(name: str | None, colour) -> int:
         if name is None:
             return 0
-        for k, v in names.items():
-            if v.lower() == name.lower():
-                return k
+        found = type_by_name.get(name.lower())
+        if found is not None:
+            return found
         new = max(names) + 1 if names else 1
         names[new] = name
         colours[new] = tuple(colour) if colour else (255, 255, 0)
+        type_by_name[name.lower()] = new
         return new
 
-    contours: list[np.ndarray] = []
+    contours: list[np.ndarray | None] = []  # None: a plain ring converted below, all at once
+    plain: list[tuple] = []  # (nucleus, feature index, feature, properties, object type, geometry)
     types: list[int] = []
     probs: list[float] = []
     annotations: list[Annotation] = []
@@ -755,54 +768,146 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
             if not isinstance(props, dict):
                 raise ValueError("'properties' must be an object")
             kind = _object_type(feature)
-            cls_name, cls_colour = _parse_classification(props.get("classification"))
-            meas = _parse_measurements(props.get("measurements"))
             if kind in ("detection", "cell"):
+                cls = props.get("classification")
+                name = cls.get("name") if isinstance(cls, dict) else None
+                t = type_by_name.get(name.lower()) if isinstance(name, str) else None  # a class seen before
+                if t is None:
+                    t = type_of(*_parse_classification(cls))
                 gdict = feature["nucleusGeometry"] if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else feature.get("geometry")
-                ring = _fast_exterior(gdict)
-                if ring is not None:  # plain Polygon: no shapely round trip needed
-                    contours.append(ring)
-                    types.append(type_of(cls_name, cls_colour))
-                    p = meas.get("Class probability", meas.get("type_prob", 1.0))
-                    probs.append(p if math.isfinite(p) else 1.0)
+                coords = gdict.get("coordinates") if isinstance(gdict, dict) and gdict.get("type") == "Polygon" else None
+                if isinstance(coords, list) and coords and isinstance(coords[0], list) and len(coords[0]) >= 4:
+                    plain.append((len(contours), index, feature, props, kind, gdict))  # plain Polygon: no shapely
+                    contours.append(None)
+                    types.append(t)
+                    probs.append(_class_probability(props.get("measurements")))
                     continue
-                geom = _shape(gdict)
-                poly = _largest_polygon(geom) if not geom.is_empty else None
-                if poly is not None and len(poly.exterior.coords) >= 4:
-                    contours.append(np.asarray(poly.exterior.coords, dtype=np.float64)[:-1])
-                    types.append(type_of(cls_name, cls_colour))
-                    p = meas.get("Class probability", meas.get("type_prob", 1.0))
-                    probs.append(p if math.isfinite(p) else 1.0)
+                ring = _polygon_exterior(gdict)
+                if ring is not None:
+                    contours.append(ring)
+                    types.append(t)
+                    probs.append(_class_probability(props.get("measurements")))
                     continue
                 # point detections or empty geometries are kept as annotations
-            geom = _shape(feature.get("geometry"))
-            colour = props.get("color")
-            rgb = tuple(int(c) for c in colour[:3]) if isinstance(colour, list) and len(colour) >= 3 else (
-                _argb_to_rgb(colour) if isinstance(colour, int) and not isinstance(colour, bool) else cls_colour)
-            name = props.get("name")
-            annotations.append(
-                Annotation(
-                    geometry=geom,
-                    name=str(name) if name is not None else None,
-                    class_name=cls_name,
-                    colour=rgb,  # type: ignore[arg-type]
-                    object_type=kind,
-                    measurements=meas,
-                    is_ellipse=bool((feature.get("geometry") or {}).get("isEllipse", False)),
-                    shape=geom.geom_type.lower(),
-                )
-            )
+            annotations.append(_annotation(feature, props, kind))
         except AnnotationFormatError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as exc:
-            raise AnnotationFormatError(path, f"feature {index}: {exc}") from None
-        except Exception as exc:  # shapely's GEOSException and friends
-            if type(exc).__name__ in ("GEOSException", "ShapelyError"):
-                raise AnnotationFormatError(path, f"feature {index}: invalid geometry ({exc})") from None
-            raise
+        except Exception as exc:
+            raise _feature_error(path, index, exc) from None
+    coords, lengths = _plain_rings(path, plain, contours, types, probs, annotations)
     info = TypeInfo(names, colours)
-    table = table_from_contours(contours, types, probs, mpp=mpp, type_info=info.to_json_dict())
+    table = table_from_flat(coords, lengths, types, probs, mpp=mpp, type_info=info.to_json_dict())
     return QuPathObjects(table=table, annotations=annotations, type_info=info)
+
+
+def _feature_error(path: Path, index: int, exc: Exception) -> Exception:
+    """A clean error for a broken feature (or ``exc`` itself when it is not about the input)."""
+    if isinstance(exc, (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)):
+        return AnnotationFormatError(path, f"feature {index}: {exc}")
+    if type(exc).__name__ in ("GEOSException", "ShapelyError"):  # shapely's GEOSException and friends
+        return AnnotationFormatError(path, f"feature {index}: invalid geometry ({exc})")
+    return exc
+
+
+def _class_probability(meas: Any) -> float:
+    """The nucleus class probability from a measurements map or list (1.0 when absent or not finite)."""
+    if isinstance(meas, dict):
+        for key in ("Class probability", "type_prob"):
+            value = meas.get(key)
+            if value is None or isinstance(value, bool):
+                continue
+            try:
+                p = float(value)
+            except (TypeError, ValueError):
+                continue
+            return p if math.isfinite(p) else 1.0
+        return 1.0
+    parsed = _parse_measurements(meas)
+    p = parsed.get("Class probability", parsed.get("type_prob", 1.0))
+    return p if math.isfinite(p) else 1.0
+
+
+def _polygon_exterior(gdict: Any) -> np.ndarray | None:
+    """Open exterior ring of a (largest) polygon through shapely, or None when it has none."""
+    ring = _fast_exterior(gdict)
+    if ring is not None:
+        return ring
+    geom = _shape(gdict)
+    poly = _largest_polygon(geom) if not geom.is_empty else None
+    if poly is not None and len(poly.exterior.coords) >= 4:
+        return np.asarray(poly.exterior.coords, dtype=np.float64)[:-1]
+    return None
+
+
+def _annotation(feature: dict, props: dict, kind: str) -> Annotation:
+    cls_name, cls_colour = _parse_classification(props.get("classification"))
+    geom = _shape(feature.get("geometry"))
+    colour = props.get("color")
+    rgb = tuple(int(c) for c in colour[:3]) if isinstance(colour, list) and len(colour) >= 3 else (
+        _argb_to_rgb(colour) if isinstance(colour, int) and not isinstance(colour, bool) else cls_colour)
+    name = props.get("name")
+    return Annotation(
+        geometry=geom,
+        name=str(name) if name is not None else None,
+        class_name=cls_name,
+        colour=rgb,  # type: ignore[arg-type]
+        object_type=kind,
+        measurements=_parse_measurements(props.get("measurements")),
+        is_ellipse=bool((feature.get("geometry") or {}).get("isEllipse", False)),
+        shape=geom.geom_type.lower(),
+    )
+
+
+def _plain_rings(path: Path, plain: list, contours: list, types: list, probs: list,
+                 annotations: list) -> tuple[np.ndarray, np.ndarray]:
+    """Convert the plain Polygon rings in one numpy call -> (coords (N, 2), vertices per nucleus).
+
+    Rings numpy cannot take as a whole (ragged, 3-D, non-numeric or non-finite positions) go
+    through shapely one by one, as before; ones without a polygon then become annotations.
+    """
+    from itertools import chain
+
+    rings = [p[-1]["coordinates"][0] for p in plain]
+    lens = np.fromiter(map(len, rings), np.int64, count=len(rings))
+    flat = None
+    try:
+        points = list(chain.from_iterable(rings))
+        if (np.fromiter(map(len, points), np.int64, count=len(points)) == 2).all():
+            flat = np.fromiter(chain.from_iterable(points), np.float64, count=2 * len(points)).reshape(-1, 2)
+    except (ValueError, TypeError, OverflowError):
+        pass
+    if flat is not None and flat.ndim == 2 and flat.shape[1] == 2 and len(flat) == lens.sum():
+        bad = ~np.isfinite(flat).all(axis=1)
+        good = np.ones(len(rings), bool) if not bad.any() else np.add.reduceat(bad, np.cumsum(lens) - lens) == 0
+    else:
+        good = np.zeros(len(rings), bool)
+    if good.all() and len(plain) == len(contours):  # the usual case: nothing else to merge
+        return (flat if flat is not None else np.zeros((0, 2))), lens
+    starts = np.cumsum(lens) - lens
+    dropped = set()
+    for k, (slot, index, feature, props, kind, gdict) in enumerate(plain):
+        if good[k]:
+            contours[slot] = flat[starts[k] : starts[k] + lens[k]]
+            continue
+        try:
+            ring = _polygon_exterior(gdict)
+        except Exception as exc:
+            raise _feature_error(path, index, exc) from None
+        if ring is None:  # kept as an annotation, as QuPath would
+            try:
+                annotations.append(_annotation(feature, props, kind))
+            except Exception as exc:
+                raise _feature_error(path, index, exc) from None
+            dropped.add(slot)
+        contours[slot] = ring
+    if dropped:
+        keep = [i for i in range(len(contours)) if i not in dropped]
+        contours[:] = [contours[i] for i in keep]
+        types[:] = [types[i] for i in keep]
+        probs[:] = [probs[i] for i in keep]
+    lengths = np.fromiter((len(c) for c in contours), np.int64, count=len(contours))
+    coords = np.concatenate([np.asarray(c, np.float64).reshape(-1, 2) for c in contours]) if len(contours) else np.zeros((0, 2))
+    return coords, lengths
 
 
 def _flatten(features: Iterable[Any]) -> Iterator[Any]:
