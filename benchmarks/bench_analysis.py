@@ -1,12 +1,14 @@
 """Benchmarks for issue 5 (analysis + formats).
 
-    nice -n 10 .venv/bin/python benchmarks/bench_analysis.py [--n 1000000] [--vertices 24] [--out DIR]
+    .venv/bin/python benchmarks/bench_analysis.py [--n 1000000] [--vertices 24] [--cases export,export_gz,hotspots]
 
 Each case runs in its own subprocess so that peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
 belongs to that case alone:
 
 - ``export``:   QuPath GeoJSON export of N synthetic nuclei (detections with measurements), plain
                 and ``.geojson.gz``; RSS after building the table and peak RSS of the process.
+- ``read``:     QuPath GeoJSON import (``read_geojson``) of N nuclei written by the exporter (writing
+                is not timed); use e.g. ``--n 50000``.
 - ``hotspots``: count density map (r = 50 µm at 0.25 µm/px) + top-10 circle hotspots, and box
                 hotspots, on N centroids (the table as the engine writes it, without contours).
 """
@@ -111,6 +113,25 @@ def case_export(n: int, vertices: int, gz: bool, prefetch: bool = True) -> dict:
             "peak_rss_process_MiB": round(_rss_mib())}
 
 
+def case_read(n: int, vertices: int) -> dict:
+    from napari_histo.formats.geojson import read_geojson, write_geojson
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "n.geojson"
+        table = synthetic_table(n, vertices)
+        write_geojson(table, path)
+        read_geojson(write_geojson(table.iloc[:10], Path(tmp) / "warm.geojson"))  # imports outside the timing
+        del table
+        rss_before = _current_rss_mib()
+        with _RssSampler() as sampler:
+            t0, c0 = time.perf_counter(), time.process_time()
+            back = read_geojson(path)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        size = path.stat().st_size
+    return {"case": "read", "n": n, "vertices": vertices, "nuclei_read": len(back.table), "seconds": round(dt, 2), "cpu_seconds": round(cpu, 2),
+            "file_MiB": round(size / 2**20, 1), "rss_before_MiB": round(rss_before), "peak_rss_during_read_MiB": round(sampler.peak)}
+
+
 def case_hotspots(n: int) -> dict:
     from napari_histo.analysis.density import density_map
     from napari_histo.analysis.hotspots import find_hotspots
@@ -135,11 +156,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--vertices", type=int, default=24)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--cases", default="export,export_gz,hotspots", help="comma list of export, export_gz, export_noprefetch, hotspots")
+    parser.add_argument("--cases", default="export,export_gz,hotspots", help="comma list of export, export_gz, export_noprefetch, read, hotspots")
     args = parser.parse_args()
     if args.case:
         if args.case == "hotspots":
             out = case_hotspots(args.n)
+        elif args.case == "read":
+            out = case_read(args.n, args.vertices)
         else:
             out = case_export(args.n, args.vertices, gz=args.case == "export_gz", prefetch=args.case != "export_noprefetch")
         print(json.dumps(out))

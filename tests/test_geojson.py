@@ -306,3 +306,28 @@ def test_star_proof_never_accepts_an_invalid_ring():
     lens = np.array([len(c) for c in q])
     allq = np.concatenate(q)
     assert _star_simple(allq[:, 0], allq[:, 1], np.cumsum(lens) - lens, lens).all()
+
+
+def test_reader_mixed_rings_keep_order_and_python_nan(tmp_path):
+    square = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    cube = [[20, 0, 1], [30, 0, 1], [30, 10, 1], [20, 10, 1], [20, 0, 1]]  # 3-D positions
+    feats = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"objectType": "detection", "classification": {"name": "A", "color": [1, 2, 3]},
+                        "measurements": {"Class probability": 0.25}}},
+        {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]},
+         "properties": {"objectType": "detection", "classification": {"name": "B", "color": [4, 5, 6]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [cube]},
+         "properties": {"objectType": "detection", "classification": {"name": "a", "color": [9, 9, 9]},
+                        "measurements": {"Class probability": float("nan"), "type_prob": 0.5}}},
+    ]
+    path = tmp_path / "mixed.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))  # bare NaN, as Python writes
+    back = read_geojson(path)
+    assert len(back.table) == 2 and len(back.annotations) == 1
+    assert back.annotations[0].geometry.geom_type == "Point" and back.annotations[0].class_name == "B"
+    np.testing.assert_array_equal(back.table["contour"].iloc[0], np.asarray(square[:-1], np.float32))
+    np.testing.assert_array_equal(back.table["contour"].iloc[1], np.asarray([c[:2] for c in cube[:-1]], np.float32))
+    assert back.table["type"].tolist() == [1, 1]  # class names match case-insensitively
+    assert back.table["type_prob"].tolist() == [0.25, 1.0]  # NaN probability -> 1.0
+    assert back.table["area_px"].tolist() == [100.0, 100.0]
