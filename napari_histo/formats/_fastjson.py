@@ -122,13 +122,19 @@ def uuid4_block(n: int) -> bytes:
     raw = np.frombuffer(os.urandom(16 * n), np.uint8).reshape(n, 16).copy()
     raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
     raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    hexes = np.empty((n, 32), np.uint8)
-    hexes[:, 0::2] = _HEX[raw >> 4]
-    hexes[:, 1::2] = _HEX[raw & 0x0F]
+    hexes = _hex_pairs()[raw].view(np.uint8).reshape(n, 32)  # two hex digits per byte, one lookup
     out = np.full((n, 36), ord("-"), np.uint8)
     out[:, 0:8], out[:, 9:13], out[:, 14:18], out[:, 19:23], out[:, 24:36] = (
         hexes[:, 0:8], hexes[:, 8:12], hexes[:, 12:16], hexes[:, 16:20], hexes[:, 20:32])
     return out.tobytes()
+
+
+@functools.cache
+def _hex_pairs() -> np.ndarray:
+    """uint16 per byte value: its two lowercase hex digits in text order."""
+    b = np.arange(256)
+    pairs = np.stack([_HEX[b >> 4], _HEX[b & 0x0F]], axis=1).astype(np.uint8)
+    return pairs.view(np.dtype("<u2")).ravel()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,7 +328,7 @@ def ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.arange(total) - offsets
 
 
-def assemble_rows(segments: list[tuple[np.ndarray, np.ndarray]], width: int) -> bytes:
+def assemble_rows(segments: list[tuple[np.ndarray, np.ndarray]], width: int) -> bytearray:
     """Interleave per-record segments and drop the NUL padding -> text.
 
     ``segments`` in record order of appearance: ``(rows, counts)`` where record ``i`` owns the next
@@ -333,8 +339,11 @@ def assemble_rows(segments: list[tuple[np.ndarray, np.ndarray]], width: int) -> 
     starts = np.zeros(len(flat), np.int64)
     np.cumsum(flat[:-1], out=starts[1:])
     starts = starts.reshape(counts.shape)
-    out = np.empty((int(flat.sum()), width), WORD)
+    total = int(flat.sum())
+    buffer = bytearray(total * width * 4)  # translated in place of a copy: no ``tobytes``
+    out = np.frombuffer(buffer, WORD).reshape(total, width)
     for s, (rows, c) in enumerate(segments):
         if len(rows):
             out[ranges(starts[:, s], c)] = rows
-    return out.tobytes().translate(None, b"\0")
+    del out
+    return buffer.translate(None, b"\0")

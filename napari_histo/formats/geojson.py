@@ -172,8 +172,10 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
 
     n = len(contours)
     lengths = np.fromiter(map(len, contours), dtype=np.int64, count=n)
-    try:
-        coords = np.concatenate(contours, axis=0, dtype=np.float64) if lengths.sum() else np.zeros((0, 2))
+    try:  # float32 contours stay float32 here (half the copy); the grid below is float64
+        coords = np.concatenate(contours, axis=0) if lengths.sum() else np.zeros((0, 2))
+        if coords.dtype.kind != "f":
+            coords = coords.astype(np.float64)
     except (ValueError, TypeError):  # ragged or 1-D items: normalise one by one
         coords = np.concatenate([np.asarray(c, dtype=np.float64).reshape(-1, 2) for c in contours])
     if coords.ndim != 2 or coords.shape[1] != 2 or len(coords) != lengths.sum():
@@ -190,7 +192,7 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         lengths = lengths - closing
         starts = np.zeros(n, np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
-    grid = coords * 100.0
+    grid = np.multiply(coords, 100.0, dtype=np.float64)
     np.rint(grid, out=grid)
     if len(grid) and not np.abs(grid).max() < 2**53:  # also catches NaN and inf
         raise ValueError("contour with non-finite or too large coordinates")
@@ -357,7 +359,7 @@ def iter_nucleus_feature_bytes(
     for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03,
                                   include_measurements=include_measurements,
                                   chunk_size=chunk_size, prefetch=prefetch):
-        yield from text.split(b",\n")  # compact JSON has no raw newline inside a feature
+        yield from map(bytes, text.split(b",\n"))  # compact JSON has no raw newline inside a feature
 
 
 def _iter_chunk_texts(
@@ -368,7 +370,7 @@ def _iter_chunk_texts(
     include_measurements: bool = True,
     chunk_size: int = _CHUNK,
     prefetch: bool = True,
-) -> Iterator[bytes]:
+) -> Iterator[bytearray]:
     """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
 
     A chunk is built without a Python step per nucleus: numbers, UUIDs and constant pieces are
@@ -392,7 +394,7 @@ def _iter_chunk_texts(
     names += ["perimeter_px"] if mpp and "perimeter_px" in table.columns else []
     columns = {c: table[c].to_numpy() for c in dict.fromkeys(names)}  # views: no copy, no attrs
 
-    def build(start: int) -> bytes:
+    def build(start: int) -> bytearray:
         sub = {c: v[start : start + chunk_size] for c, v in columns.items()}
         return _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
                            meas_cols=meas_cols, mpp=mpp, qupath03=qupath03)
@@ -421,7 +423,7 @@ def _iter_chunk_texts(
 
 
 def _chunk_text(sub: dict[str, np.ndarray], *, object_type: str, has_cell: bool, type_ids: np.ndarray, props: list[bytes],
-                meas_cols: list[str], mpp: float | None, qupath03: bool) -> bytes:
+                meas_cols: list[str], mpp: float | None, qupath03: bool) -> bytearray:
     """GeoJSON text of the Features of ``sub`` (column -> array) joined by ``,\\n`` (no trailing separator)."""
     from napari_histo.formats._fastjson import (
         WORD,
@@ -551,7 +553,7 @@ def write_geojson(
             fh.write(b'{"type":"FeatureCollection","features":[\n')
             first = True
 
-            def emit(text: bytes) -> None:
+            def emit(text: bytes | bytearray) -> None:
                 nonlocal first
                 if not text:
                     return
