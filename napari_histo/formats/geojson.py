@@ -137,12 +137,18 @@ def _star_simple(qx: np.ndarray, qy: np.ndarray, starts: np.ndarray, lengths: np
     are only "doubtful" and go to shapely.
     """
     ends = starts + lengths - 1
-    dx = qx - np.repeat(np.add.reduceat(qx, starts) // lengths, lengths)
-    dy = qy - np.repeat(np.add.reduceat(qy, starts) // lengths, lengths)
-    span = np.maximum(np.abs(dx), np.abs(dy))
-    small = np.maximum.reduceat(span, starts) < 2**30  # products stay inside int64
-    if len(span) and span.max() < 2**15:  # products and their difference fit int32
-        dx, dy = dx.astype(np.int32), dy.astype(np.int32)
+    dx = qx - np.repeat((np.add.reduceat(qx, starts, dtype=np.int64) // lengths).astype(qx.dtype), lengths)
+    dy = qy - np.repeat((np.add.reduceat(qy, starts, dtype=np.int64) // lengths).astype(qy.dtype), lengths)
+    top = max(int(np.abs(dx).max()), int(np.abs(dy).max())) if len(dx) else 0
+    small = np.ones(len(starts), bool)
+    if top >= 2**30:  # rare: rings whose products would leave int64 stay doubtful
+        big = np.maximum(np.abs(dx.astype(np.int64)), np.abs(dy.astype(np.int64)))
+        small = np.maximum.reduceat(big, starts) < 2**30
+        dx, dy = dx.astype(np.int64), dy.astype(np.int64)
+    elif top < 2**15:  # products and their difference fit int32
+        dx, dy = dx.astype(np.int32, copy=False), dy.astype(np.int32, copy=False)
+    else:
+        dx, dy = dx.astype(np.int64, copy=False), dy.astype(np.int64, copy=False)
     dxn = np.empty_like(dx)
     dyn = np.empty_like(dy)
     dxn[:-1], dyn[:-1] = dx[1:], dy[1:]
@@ -194,10 +200,12 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         np.cumsum(lengths[:-1], out=starts[1:])
     grid = np.multiply(coords, 100.0, dtype=np.float64)
     np.rint(grid, out=grid)
-    if len(grid) and not np.abs(grid).max() < 2**53:  # also catches NaN and inf
+    extreme = float(np.abs(grid).max()) if len(grid) else 0.0
+    if not extreme < 2**53:  # also catches NaN and inf
         raise ValueError("contour with non-finite or too large coordinates")
-    gx = grid[:, 0].astype(np.int64)
-    gy = grid[:, 1].astype(np.int64)
+    small = extreme < 2**31 - 1  # an int32 grid: cheaper arithmetic
+    gx = grid[:, 0].astype(np.int32 if small else np.int64)
+    gy = grid[:, 1].astype(np.int32 if small else np.int64)
     fast = lengths >= 3
     if fast.all():
         proven = _star_simple(gx, gy, starts, lengths)
