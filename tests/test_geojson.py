@@ -202,7 +202,7 @@ def _reference_geometry(contour, bbox):
     return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
 
-def _reference_features(table, object_type="detection", qupath03=False):
+def _reference_features(table, object_type="detection", qupath03=False, measurements=True):
     from napari_histo.formats._common import table_type_info
     from napari_histo.formats.geojson import MEASUREMENT_COLUMNS
 
@@ -221,7 +221,8 @@ def _reference_features(table, object_type="detection", qupath03=False):
             props["object_type"] = object_type
         t = int(row["type"])
         props["classification"] = {"name": info.name(t), "color": list(info.colour(t))}
-        props["measurements"] = [{"name": k, "value": v} for k, v in meas.items()] if qupath03 else meas
+        if measurements:
+            props["measurements"] = [{"name": k, "value": v} for k, v in meas.items()] if qupath03 else meas
         feature = {"type": "Feature", "geometry": nucleus}
         if object_type == "cell":
             feature["geometry"] = _reference_geometry(row["cell_contour"], bbox) if "cell_contour" in table.columns else nucleus
@@ -264,19 +265,22 @@ def _awkward_table():
     return t
 
 
-@pytest.mark.parametrize(("object_type", "qupath03", "chunk"), [("detection", False, 8192), ("detection", True, 16), ("cell", False, 7), ("cell", True, 33)])
-def test_fast_writer_matches_plain_json_reference(tmp_path, object_type, qupath03, chunk, monkeypatch):
+@pytest.mark.parametrize(("object_type", "qupath03", "chunk", "measurements"),
+                         [("detection", False, 8192, True), ("detection", True, 16, True), ("cell", False, 7, True),
+                          ("cell", True, 33, True), ("detection", False, 50, False)])
+def test_fast_writer_matches_plain_json_reference(tmp_path, object_type, qupath03, chunk, measurements, monkeypatch):
     from napari_histo.formats import geojson
 
     table = _awkward_table()
     monkeypatch.setattr(geojson, "_CHUNK", chunk)
-    path = write_geojson(table, tmp_path / "n.geojson", object_type=object_type, qupath03=qupath03)
+    path = write_geojson(table, tmp_path / "n.geojson", object_type=object_type, qupath03=qupath03,
+                         include_measurements=measurements)
     text = path.read_text(encoding="ascii")
     data = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     got = data["features"]
     ids = [f.pop("id") for f in got]
     assert len(set(ids)) == len(ids) and all(str(uuid.UUID(i, version=4)) == i for i in ids)
-    expected = _reference_features(table, object_type, qupath03)
+    expected = _reference_features(table, object_type, qupath03, measurements)
     assert len(got) == len(expected) == len(table)
     for i, (g, e) in enumerate(zip(got, expected, strict=True)):
         assert g == e, f"feature {i} differs"

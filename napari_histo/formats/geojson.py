@@ -360,7 +360,7 @@ def iter_nucleus_feature_bytes(
     object_type: str = "detection",
     qupath03: bool = False,
     include_measurements: bool = True,
-    chunk_size: int = _CHUNK,
+    chunk_size: int | None = None,
     prefetch: bool = True,
 ) -> Iterator[bytes]:
     """Yield the UTF-8 JSON text of one GeoJSON Feature per nucleus (chunked, bounded memory)."""
@@ -376,7 +376,7 @@ def _iter_chunk_texts(
     object_type: str = "detection",
     qupath03: bool = False,
     include_measurements: bool = True,
-    chunk_size: int = _CHUNK,
+    chunk_size: int | None = None,
     prefetch: bool = True,
 ) -> Iterator[bytearray]:
     """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
@@ -388,6 +388,7 @@ def _iter_chunk_texts(
     """
     if object_type not in ("detection", "cell"):
         raise ValueError(f"object_type must be 'detection' or 'cell', not {object_type!r}")
+    chunk_size = chunk_size or _CHUNK
     info = table_type_info(table)
     kind = object_type.encode()
     props_head = b']]},"properties":{"objectType":"' + kind + b'",' + (b'"object_type":"' + kind + b'",' if qupath03 else b"") + b'"classification":'
