@@ -335,3 +335,27 @@ def test_reader_mixed_rings_keep_order_and_python_nan(tmp_path):
     assert back.table["type"].tolist() == [1, 1]  # class names match case-insensitively
     assert back.table["type_prob"].tolist() == [0.25, 1.0]  # NaN probability -> 1.0
     assert back.table["area_px"].tolist() == [100.0, 100.0]
+
+
+def test_gzip_output_is_one_standard_member_across_chunks(tmp_path, table, monkeypatch):
+    import zlib
+
+    from napari_histo.formats import geojson
+
+    monkeypatch.setattr(geojson, "_CHUNK", 5)  # several independently deflated chunks
+    anns = [Annotation(shapely.box(0, 0, 50, 50), name="ROI", class_name="Region", colour=(0, 0, 255))]
+    plain = write_geojson(table, tmp_path / "n.geojson", annotations=anns)
+    packed = write_geojson(table, tmp_path / "n.geojson.gz", annotations=anns)
+    raw = packed.read_bytes()
+    member = zlib.decompressobj(wbits=31)  # one gzip member; CRC-32 and length are checked
+    text = member.decompress(raw)
+    assert member.eof and member.unused_data == b""
+    assert gzip.decompress(raw) == text
+
+    def strip_ids(data):
+        for f in data["features"]:
+            assert len(f.pop("id")) == 36
+        return data
+
+    assert strip_ids(json.loads(text)) == strip_ids(json.loads(plain.read_bytes()))
+    assert len(read_geojson(packed).table) == len(table)

@@ -378,11 +378,13 @@ def _iter_chunk_texts(
     include_measurements: bool = True,
     chunk_size: int | None = None,
     prefetch: bool = True,
-) -> Iterator[bytearray]:
+    compresslevel: int | None = None,
+) -> Iterator[bytearray | tuple[bytearray, bytes]]:
     """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
 
     A chunk is built without a Python step per nucleus: numbers, UUIDs and constant pieces are
-    words of :mod:`._fastjson` assembled in one pass. With ``prefetch`` chunks are built ahead in
+    words of :mod:`._fastjson` assembled in one pass; with ``compresslevel`` each comes with its
+    deflated block for :class:`_GzipBlocks`. With ``prefetch`` chunks are built ahead in
     ``_WORKERS`` threads (numpy releases the GIL) while the caller writes; at most ``_WORKERS + 1``
     chunks are in memory.
     """
@@ -403,10 +405,11 @@ def _iter_chunk_texts(
     names += ["perimeter_px"] if mpp and "perimeter_px" in table.columns else []
     columns = {c: table[c].to_numpy() for c in dict.fromkeys(names)}  # views: no copy, no attrs
 
-    def build(start: int) -> bytearray:
+    def build(start: int) -> bytearray | tuple[bytearray, bytes]:
         sub = {c: v[start : start + chunk_size] for c, v in columns.items()}
-        return _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
+        text = _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
                            meas_cols=meas_cols, mpp=mpp, qupath03=qupath03)
+        return text if compresslevel is None else (text, _deflate_block(text, compresslevel))
 
     chunk_starts = list(range(0, len(table), chunk_size))
     if not prefetch or len(chunk_starts) < 2:
@@ -546,7 +549,6 @@ def write_geojson(
     -------
     Path of the written file. The file is streamed to a temporary sibling and renamed on success.
     """
-    import gzip as gz
 
     from napari_histo.utils import atomic_path
 
@@ -556,28 +558,79 @@ def write_geojson(
         from napari_histo.nuclei.table import validate_table
 
         validate_table(table)
-    with atomic_path(path) as tmp:
-        fh = gz.open(tmp, "wb", compresslevel=compresslevel) if use_gz else open(tmp, "wb")
-        with fh:
-            fh.write(b'{"type":"FeatureCollection","features":[\n')
-            first = True
+    level = compresslevel if use_gz else None
+    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
+        fh = _GzipBlocks(raw, compresslevel) if use_gz else raw
+        fh.write(b'{"type":"FeatureCollection","features":[\n')
+        first = True
 
-            def emit(text: bytes | bytearray) -> None:
-                nonlocal first
-                if not text:
-                    return
-                if not first:
-                    fh.write(b",\n")
+        def emit(text: bytes | bytearray, block: bytes | None = None) -> None:
+            nonlocal first
+            if not text:
+                return
+            if not first:
+                fh.write(b",\n")
+            if block is not None:
+                fh.write_block(text, block)  # type: ignore[union-attr]
+            else:
                 fh.write(text)
-                first = False
+            first = False
 
-            if table is not None and len(table):
-                for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements, prefetch=prefetch):
+        if table is not None and len(table):
+            for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements,
+                                          prefetch=prefetch, compresslevel=level):
+                if isinstance(text, tuple):
+                    emit(*text)
+                else:
                     emit(text)
-            features = (annotation_feature(ann, qupath03=qupath03) for ann in annotations or ())
-            emit(b",\n".join(_DUMPS(f).encode() for f in features if f is not None))
-            fh.write(b"\n]}\n")
+        features = (annotation_feature(ann, qupath03=qupath03) for ann in annotations or ())
+        emit(b",\n".join(_DUMPS(f).encode() for f in features if f is not None))
+        fh.write(b"\n]}\n")
+        if use_gz:
+            fh.close()
     return path
+
+
+def _deflate_block(text: bytes | bytearray, level: int) -> bytes:
+    """Raw deflate of ``text`` on its own, ending byte-aligned and not final (``Z_SYNC_FLUSH``)."""
+    import zlib
+
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return comp.compress(text) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+class _GzipBlocks:
+    """One standard gzip member built from independently deflated blocks (the layout of ``pigz``).
+
+    Each block is compressed without reference to earlier ones, so the chunk builders compress
+    in parallel (zlib releases the GIL); here the blocks are only concatenated, the CRC-32 and
+    length accumulated, and the final empty block and trailer written. Any gzip reader (Java's
+    ``GZIPInputStream`` in QuPath, Python's ``gzip``) sees an ordinary single-member file.
+    """
+
+    def __init__(self, fh, level: int):
+        import struct
+        import time
+
+        self.fh, self.level, self.crc, self.size = fh, level, 0, 0
+        fh.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", int(time.time()) & 0xFFFFFFFF) + b"\x00\xff")
+
+    def write(self, text: bytes | bytearray) -> None:
+        self.write_block(text, _deflate_block(text, self.level))
+
+    def write_block(self, text: bytes | bytearray, block: bytes) -> None:
+        import zlib
+
+        self.fh.write(block)
+        self.crc = zlib.crc32(text, self.crc)
+        self.size += len(text)
+
+    def close(self) -> None:
+        import struct
+        import zlib
+
+        self.fh.write(zlib.compressobj(self.level, zlib.DEFLATED, -15).flush())  # empty final block
+        self.fh.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
 
 
 # ----------------------------------------------------------------------------------------- reader
