@@ -7,6 +7,7 @@ belongs to that case alone:
 
 - ``export``:   QuPath GeoJSON export of N synthetic nuclei (detections with measurements), plain
                 and ``.geojson.gz``; RSS after building the table and peak RSS of the process.
+- ``export_profile``: where the export's CPU time goes (one thread, cProfile on a CPU clock).
 - ``read``:     QuPath GeoJSON import (``read_geojson``) of N nuclei written by the exporter (writing
                 is not timed); use e.g. ``--n 50000``.
 - ``hotspots``: count density map (r = 50 µm at 0.25 µm/px) + top-10 circle hotspots, and box
@@ -113,6 +114,41 @@ def case_export(n: int, vertices: int, gz: bool, prefetch: bool = True) -> dict:
             "peak_rss_process_MiB": round(_rss_mib())}
 
 
+def case_export_profile(n: int, vertices: int) -> dict:
+    """Where the export's CPU goes: one thread, ``cProfile`` with a CPU-time clock (load-proof)."""
+    import cProfile
+    import pstats
+
+    from napari_histo.formats.geojson import write_geojson
+
+    table = synthetic_table(n, vertices)
+    write_geojson(table.iloc[:10], Path(tempfile.gettempdir()) / "warmup.geojson")
+    prof = cProfile.Profile(time.process_time)
+    with tempfile.TemporaryDirectory() as tmp:
+        prof.runcall(write_geojson, table, Path(tmp) / "n.geojson", prefetch=False)
+    stats = pstats.Stats(prof).stats  # (file, line, name) -> (cc, nc, tottime, cumtime, callers)
+    total = sum(v[2] for v in stats.values())
+
+    def cum(name: str) -> float:
+        return sum(v[3] for k, v in stats.items() if k[2] == name)
+
+    def own(name: str) -> float:
+        return sum(v[2] for k, v in stats.items() if name in k[2])
+
+    steps = {
+        "round + validity (_prepare_rings: star proof, shapely for doubtful rings)": cum("_prepare_rings"),
+        "  of which star proof (_star_simple)": cum("_star_simple"),
+        "vertex text (vertex_words)": cum("vertex_words"),
+        "classification + measurements (_tail_words)": cum("_tail_words"),
+        "UUIDs (uuid4_block)": cum("uuid4_block"),
+        "row assembly (assemble_rows)": cum("assemble_rows"),
+        "  of which NUL removal (bytearray.translate)": own("translate"),
+        "file writes": own("'write' of"),
+    }
+    return {"case": "export_profile", "n": n, "cpu_seconds_profiled": round(total, 2),
+            "share_percent": {k: round(100 * v / total, 1) for k, v in steps.items()}}
+
+
 def case_read(n: int, vertices: int) -> dict:
     from napari_histo.formats.geojson import read_geojson, write_geojson
 
@@ -156,13 +192,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--vertices", type=int, default=24)
     parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--cases", default="export,export_gz,hotspots", help="comma list of export, export_gz, export_noprefetch, read, hotspots")
+    parser.add_argument("--cases", default="export,export_gz,hotspots", help="comma list of export, export_gz, export_noprefetch, export_profile, read, hotspots")
     args = parser.parse_args()
     if args.case:
         if args.case == "hotspots":
             out = case_hotspots(args.n)
         elif args.case == "read":
             out = case_read(args.n, args.vertices)
+        elif args.case == "export_profile":
+            out = case_export_profile(args.n, args.vertices)
         else:
             out = case_export(args.n, args.vertices, gz=args.case == "export_gz", prefetch=args.case != "export_noprefetch")
         print(json.dumps(out))
