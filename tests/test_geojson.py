@@ -359,3 +359,24 @@ def test_gzip_output_is_one_standard_member_across_chunks(tmp_path, table, monke
 
     assert strip_ids(json.loads(text)) == strip_ids(json.loads(plain.read_bytes()))
     assert len(read_geojson(packed).table) == len(table)
+
+
+def test_real_hand_drawn_outlines_export_valid(tmp_path):
+    """MoNuSeg outlines often touch themselves: every one must come out valid, none lost."""
+    from napari_histo.formats._common import table_from_contours
+    from napari_histo.formats.imagescope import read_imagescope
+
+    regions = read_imagescope(shared_path("monuseg", "MoNuSegTrainData", "TCGA-21-5784-01Z-00-DX1.xml")).regions
+    contours = [r.vertices for r in regions if len(r.vertices) >= 3]
+    table = table_from_contours(contours, [1] * len(contours), mpp=0.25)
+    invalid_in = sum(not shapely.Polygon(c).is_valid for c in contours)
+    assert invalid_in > len(contours) // 4  # the repair path is really exercised
+    path = write_geojson(table, tmp_path / "monuseg.geojson")
+    feats = json.loads(path.read_bytes())["features"]
+    assert len(feats) == len(contours)
+    for f, c in zip(feats, contours, strict=True):
+        geom = shapely.geometry.shape(f["geometry"])
+        assert geom.is_valid and geom.area > 0
+        filled = shapely.Polygon(c).buffer(0)  # the outline's area as GEOS fills it
+        if filled.area > 20:
+            assert abs(geom.area - filled.area) <= 0.6 * filled.area

@@ -51,6 +51,16 @@ _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=T
 
 
 # ----------------------------------------------------------------------------------------- writer
+def _dumps_bytes(obj: Any) -> bytes:
+    """Compact strict JSON (no NaN) as bytes: ``orjson`` when installed (faster on long
+    coordinate lists), else the standard library."""
+    try:
+        import orjson
+    except ImportError:
+        return _DUMPS(obj).encode()
+    return orjson.dumps(obj)
+
+
 def _r2(v: float) -> float:
     return round(float(v), 2)
 
@@ -66,11 +76,20 @@ def _geometry_dict(geom) -> dict | None:
         geom = _valid_polygonal(geom)
         if geom is None:
             return None
-        kind = geom.geom_type
-    else:
-        geom = shapely.set_precision(geom, 0.01)
+        return {"type": geom.geom_type, "coordinates": _polygon_lists(geom)}
+    geom = shapely.set_precision(geom, 0.01)
     mapping = shapely.geometry.mapping(geom)
     return {"type": mapping["type"], "coordinates": _round_nested(mapping["coordinates"])}
+
+
+def _polygon_lists(geom) -> list:
+    """GeoJSON coordinates of a Polygon or MultiPolygon, rounded to 2 decimals in numpy."""
+    import shapely
+
+    def rings(poly) -> list:
+        return [np.round(shapely.get_coordinates(r), 2).tolist() for r in (poly.exterior, *poly.interiors)]
+
+    return rings(geom) if geom.geom_type == "Polygon" else [rings(p) for p in geom.geoms]
 
 
 def _round_nested(obj):
@@ -81,25 +100,57 @@ def _round_nested(obj):
     return _r2(obj)
 
 
+def _make_valid(geom):
+    """``make_valid`` with the "structure" method (rings' enclosed areas, collapsed parts dropped).
+
+    It is about 15x faster than the default "linework" method on hand-drawn nucleus outlines that
+    touch themselves (MoNuSeg), and suits filled shapes; older GEOS/shapely fall back to the default.
+    """
+    import shapely
+
+    try:
+        return shapely.make_valid(geom, method="structure", keep_collapsed=False)
+    except (TypeError, ValueError, shapely.errors.GEOSException, shapely.errors.UnsupportedGEOSVersionError):
+        return shapely.make_valid(geom)
+
+
+def _polygon_parts(geom) -> list:
+    """The non-empty polygons of a (collection) geometry."""
+    import shapely
+
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type == "Polygon" and not p.is_empty]
+    if not parts:
+        for p in shapely.get_parts(geom):
+            if p.geom_type in ("MultiPolygon", "GeometryCollection"):
+                parts += [q for q in shapely.get_parts(p) if q.geom_type == "Polygon" and not q.is_empty]
+    return parts
+
+
 def _valid_polygonal(geom):
-    """Snap to the 0.01 px grid and keep the polygonal part of a valid geometry (None if empty)."""
+    """The polygonal part of a valid geometry, rounded to 0.01 px and still valid (None if empty).
+
+    The valid (or repaired) geometry is rounded and checked; only when rounding breaks it is it
+    snapped to the 0.01 px grid with ``set_precision`` (which costs more) and rounded again.
+    """
     import shapely
 
     if not geom.is_valid:
-        geom = shapely.make_valid(geom)
+        geom = _make_valid(geom)
+    parts = _polygon_parts(geom)
+    if parts:
+        out = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
+        rounded = shapely.transform(out, lambda xy: np.round(xy, 2))
+        if rounded.is_valid and not rounded.is_empty:
+            return rounded
     try:
         snapped = shapely.set_precision(geom, 0.01)
     except shapely.errors.GEOSException:
         snapped = shapely.set_precision(shapely.buffer(geom, 0), 0.01)
-    parts = [p for p in shapely.get_parts(snapped) if p.geom_type == "Polygon" and not p.is_empty]
-    if not parts:
-        for p in shapely.get_parts(snapped):
-            if p.geom_type in ("MultiPolygon", "GeometryCollection"):
-                parts += [q for q in shapely.get_parts(p) if q.geom_type == "Polygon" and not q.is_empty]
+    parts = _polygon_parts(snapped)
     if not parts:
         return None
     out = parts[0] if len(parts) == 1 else shapely.MultiPolygon(parts)
-    rounded = shapely.from_geojson(json.dumps({"type": out.geom_type, "coordinates": _round_nested(shapely.geometry.mapping(out)["coordinates"])}))
+    rounded = shapely.transform(out, lambda xy: np.round(xy, 2))
     if not rounded.is_valid:  # defensive: rounding of an on-grid geometry should not break it
         rounded = shapely.buffer(rounded, 0)
     return rounded if not rounded.is_empty else None
@@ -229,7 +280,7 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         if geom is None:
             x0, y0, x1, y1 = bboxes[i]
             geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
-        text = _DUMPS(geom).encode()
+        text = _dumps_bytes(geom)
         if not text.endswith(b"]]}"):
             raise ValueError(f"unexpected geometry {geom['type']}")
         slow_texts.append(text[:-3])
