@@ -1,10 +1,16 @@
 """Vectorised JSON text for millions of numbers: fixed-point formatting and UUIDs as bytes.
 
-Python's ``json`` spends ~1 µs per float; a million nuclei of 24 vertices are ~50 M floats. Here
-each number becomes a row of ASCII bytes in a numpy matrix (sign, digits, point, decimals) and a
-keep-mask drops the leading zeros and unused sign, so a whole chunk of numbers is formatted in a
-few numpy operations. Output is standard JSON number syntax, trailing fraction zeros stripped
-(``-12.50`` -> ``-12.5``, ``3.00`` -> ``3``).
+Python's ``json`` spends ~1 µs per float; a million nuclei of 24 vertices are ~50 M floats. Two
+layouts turn a whole chunk of numbers into text in a few numpy operations:
+
+- byte matrix + keep mask (:func:`vertex_rows`, :func:`number_field`): used by the HoVer-Net JSON
+  writer;
+- NUL-padded word rows from lookup tables (:func:`grid_words`, :func:`vertex_words`,
+  :func:`assemble_rows`): used by the GeoJSON writer; whole features are assembled as rows and
+  one ``translate`` pass removes the padding.
+
+Output is standard JSON number syntax, trailing fraction zeros stripped (``-12.50`` -> ``-12.5``,
+``3.00`` -> ``3``), never ``-0``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,10 @@ and a tolerant reader (FeatureCollection, Feature, bare array, ``.gz``).
 
 Writer profile (``docs``: FORMATS.md §1): UUID ids, ``classification`` always ``{name, color}``,
 numeric finite measurements only (map, or list with ``qupath03=True``), coordinates rounded to
-2 decimals and the geometry re-validated after rounding, compact UTF-8 output, written feature by
-feature through a temporary file renamed into place (bounded memory, no partial file on failure).
+2 decimals and the geometry still valid after rounding (proved for star-shaped rings, checked by
+shapely for the others, repaired when needed), compact UTF-8 output. Nuclei are written a chunk at
+a time (text built by :mod:`._fastjson` without a Python step per nucleus) through a temporary file
+renamed into place (bounded memory, no partial file on failure).
 """
 
 from __future__ import annotations
