@@ -6,6 +6,12 @@ Run with ``napari-histo train hagnifinder --config FILE`` or
 step change), ``train.log``, ``metrics.jsonl`` and, at the end, ``model.pt`` + ``config.json``.
 Batches are drawn from a generator seeded by (seed, iteration), so a resumed run continues
 the same stream.
+
+Fine-tuning (``init_from``, with ``asm_iters = calib_iters = 0``) keeps the three-step
+semantics: it starts from a model that went through steps 1-2 and continues step 3 with that
+model's fixed scale factor (ASM off); ``target_space = "log2"`` trains the last layer on log2
+magnification (refitted by least squares first when the source model was linear).
+``--export-checkpoint DIR`` writes the current checkpoint as a model folder (runs stopped early).
 """
 
 from __future__ import annotations
