@@ -12,7 +12,8 @@ draw (exactly one paint per frame is checked). Run under a display (``xvfb-run -
 
     xvfb-run -a .venv/bin/python benchmarks/bench_viewer.py [--steps 60] [--points 200000]
 
-Prints one line per scenario: median / p95 / max frame time in ms.
+Prints one line per scenario: median / p95 / max frame time in ms; then the cost of showing
+results while a run goes on (paint a tile into the preview, redraw it).
 """
 
 from __future__ import annotations
@@ -134,11 +135,102 @@ def redraw_frames(viewer, steps: int) -> np.ndarray:
     return np.asarray(times)
 
 
+def synthetic_tile_labels(side: int = 1024, spacing: int = 16, seed: int = 0):
+    """A tile's label crop (local ids 1..n, 5-px-radius discs on a jittered grid) and its types."""
+    rng = np.random.default_rng(seed)
+    labels = np.zeros((side, side), np.int32)
+    yy, xx = np.mgrid[-5:6, -5:6]
+    disc = yy**2 + xx**2 <= 25
+    n = 0
+    for cy in range(8, side - 8, spacing):
+        for cx in range(8, side - 8, spacing):
+            y, x = cy + rng.integers(-2, 3), cx + rng.integers(-2, 3)
+            n += 1
+            labels[y - 5:y + 6, x - 5:x + 6][disc] = n
+    return labels, rng.integers(1, 6, n)
+
+
+def preview_costs(viewer, slide, size: int, mpp: float, n_tiles: int = 8) -> None:
+    """Cost of showing results during a run (Nuclei panel preview, ``_napari/_preview.py``).
+
+    Whole slide: paint 1024-px tiles into the zarr preview pyramid of the 40k slide (worker
+    thread in the panel) and refresh the multiscale Labels layer (Qt thread). View/shape run:
+    paint into a 4096 x 4096 in-memory preview and redraw only the tile region, against a
+    whole-layer refresh.
+    """
+    import tempfile
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histo._napari import _layers
+    from napari_histo._napari._preview import LabelPreview, refresh_region
+
+    app = QApplication.instance()
+    labels, types = synthetic_tile_labels()
+    info = synthetic_nuclei(1, size).attrs["type_info"]
+    with tempfile.TemporaryDirectory() as tmp:
+        preview = LabelPreview((size, size), multiscale=True, root=f"{tmp}/preview.zarr")
+        preview.type_info = info
+        layer = viewer.add_labels(preview.data, multiscale=True, colormap=preview.colormap(), opacity=0.9,
+                                  **_layers.overlay_kwargs(slide))
+        layer.contour = 1
+        viewer.scene.camera.zoom = viewer.canvas.size[1] / (1600 * mpp)
+        origin0 = np.array([0.3, 0.3]) * size
+        viewer.scene.camera.center = tuple((origin0 + 512) * mpp)
+        for _ in range(3):
+            app.processEvents()
+        paint, refresh = [], []
+        for k in range(n_tiles):
+            # tiles around the view, each meeting it (tiles outside it cost no redraw at all)
+            origin = (int(origin0[1]) - 512 + 512 * (k % 3), int(origin0[0]) - 512 + 512 * (k // 3 % 3))
+            t0 = time.perf_counter()
+            box = preview.paint(labels, origin, types, info)
+            paint.append(time.perf_counter() - t0)
+            view = _layers.field_of_view(viewer, slide)
+            t0 = time.perf_counter()
+            refresh_region(layer, box, view)
+            app.processEvents()
+            refresh.append(time.perf_counter() - t0)
+        paint, refresh = np.asarray(paint) * 1000, np.asarray(refresh) * 1000
+        print(f"whole-slide preview ({size // 1000}k zarr pyramid), 1024-px tiles of {types.size} nuclei: "
+              f"paint (worker) median {np.median(paint):.0f} ms, max {paint.max():.0f} ms; "
+              f"refresh + draw (Qt) median {np.median(refresh):.0f} ms, max {refresh.max():.0f} ms")
+        viewer.layers.remove(layer)
+        preview.close()
+    preview = LabelPreview((4096, 4096), multiscale=False)
+    preview.paint(labels, (0, 0), types, info)
+    layer = viewer.add_labels(preview.data, colormap=preview.colormap(), opacity=0.9, **_layers.overlay_kwargs(slide))
+    layer.contour = 1
+    viewer.reset_view()
+    for _ in range(3):
+        app.processEvents()
+    region, full = [], []
+    for k in range(1, n_tiles + 1):
+        origin = (1024 * (k % 4), 1024 * (k // 4 % 4))
+        box = preview.paint(labels, origin, types, info)
+        t0 = time.perf_counter()
+        refresh_region(layer, box)
+        app.processEvents()
+        region.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        layer.refresh()
+        app.processEvents()
+        full.append(time.perf_counter() - t0)
+    region, full = np.asarray(region) * 1000, np.asarray(full) * 1000
+    print(f"view/shape preview (4096 x 4096 in memory, contour 1): tile-region redraw median {np.median(region):.0f} ms, "
+          f"max {region.max():.0f} ms; whole-layer refresh median {np.median(full):.0f} ms")
+    viewer.layers.remove(layer)
+    preview.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=40_000)
     parser.add_argument("--points", type=int, default=200_000)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--no-preview", dest="preview", action="store_false",
+                        help="skip the cost of showing tiles during a run")
+    parser.add_argument("--only-preview", action="store_true", help="only the cost of showing tiles during a run")
     args = parser.parse_args(argv)
 
     import napari
@@ -156,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"pyramid levels: {[p.shape[:2] for p in pyramid]}")
 
     scenarios = [("slide only, zoomed in (FOV ~1.6k px, level 0)", 1600.0), ("slide only, whole slide", None)]
+    if args.only_preview:
+        preview_costs(viewer, slide, args.size, mpp)
+        viewer.close()
+        return 0
     for name, fov in scenarios:
         t = pan_frames(viewer, args.steps, fov, args.size, mpp) * 1000
         print(f"{name}: median {np.median(t):.1f} ms, p95 {np.percentile(t, 95):.1f} ms, max {t.max():.1f} ms")
@@ -183,7 +279,18 @@ def main(argv: list[str] | None = None) -> int:
         t = pan_frames(viewer, args.steps, fov, args.size, mpp) * 1000
         print(f"{name}, viewport culling ({int(points.shown.sum()):,} shown): median {np.median(t):.1f} ms, "
               f"p95 {np.percentile(t, 95):.1f} ms, max {t.max():.1f} ms")
+    # a features filter (one type hidden) stays applied while culling follows the camera
+    keep = table["type"].to_numpy() != 2
+    points.shown = keep
+    for name, fov in scenarios[:1]:
+        t = pan_frames(viewer, args.steps, fov, args.size, mpp) * 1000
+        assert not points.shown[~keep].any(), "culling showed a point the filter hid"
+        print(f"{name}, viewport culling + type filter ({int(points.shown.sum()):,} shown): median {np.median(t):.1f} ms, "
+              f"p95 {np.percentile(t, 95):.1f} ms, max {t.max():.1f} ms")
     culling.disconnect()
+    viewer.layers.remove(points)
+    if args.preview:
+        preview_costs(viewer, slide, args.size, mpp)
     viewer.close()
     return 0
 

@@ -62,6 +62,10 @@ def _whole_slide_in_progress(viewer, panel, outdir: Path, n_tiles: int, shot) ->
         if update.box is not None and len(painted) < n_tiles:
             painted.append(update.box)
             if len(painted) == n_tiles:
+                # the last finished tile and its surroundings: labelled tiles beside unprocessed ones
+                x0, y0, x1, y1 = update.box
+                w, h = x1 - x0, y1 - y0
+                _look_at(viewer, panel.slide_layer, (x0 - w // 2, y0 - h // 2, x1 + w // 2, y1 + h // 2))
                 panel._flush()
                 shot("02_nuclei_progress.png")
                 panel.cancel()

@@ -94,6 +94,7 @@ def test_roi_run_shows_labels_tile_by_tile(nuclei_panel, tmp_path):
         # the tile region was redrawn: its nuclei outlines are on the displayed texture
         shown = np.asarray(layer._slice.image.view)
         assert shown[tile].any()
+        assert sum(panel.legend_counts().values()) == event.nuclei  # legend counts so far
         return event.done, event.total, int(np.count_nonzero(data))
 
     seen = _spy(panel, check)

@@ -350,6 +350,25 @@ def shapes_layer_data(polygons_yx: list[np.ndarray], slide_layer: Any | None, *,
     return [np.asarray(p, float) for p in polygons_yx], meta, "shapes"
 
 
+def remove_layers(viewer: napari.Viewer, layers: Sequence[Any]) -> None:
+    """Remove layers (or names), letting Qt process each removal before the next.
+
+    Removing two layers back to back and then drawing crashes napari 0.9 with vispy on Mesa's
+    software rasteriser (segfault in ``glDrawArrays``, reproduced under Xvfb with an image and
+    two layers removed in one event-loop turn); one ``processEvents`` between removals avoids it.
+    """
+    from qtpy.QtWidgets import QApplication
+
+    present = [layer for layer in layers if layer in viewer.layers]
+    for i, layer in enumerate(present):
+        if i:
+            app = QApplication.instance()
+            if app is not None:
+                app.processEvents()
+        if layer in viewer.layers:
+            viewer.layers.remove(layer)
+
+
 def add_or_update(viewer: napari.Viewer, layer_data: tuple) -> Any:
     """Add a ``LayerDataTuple``, replacing a layer of the same name and type."""
     data, meta, kind = layer_data

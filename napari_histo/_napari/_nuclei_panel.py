@@ -365,9 +365,7 @@ class NucleiPanel(QWidget):
         self._partial_shown = 0
         self.table = None
         self.result = None
-        for name in (_layers.NUCLEI_POINTS, _layers.NUCLEI_LABELS):
-            if name in self.viewer.layers:
-                self.viewer.layers.remove(name)
+        _layers.remove_layers(self.viewer, [_layers.NUCLEI_POINTS, _layers.NUCLEI_LABELS])
         self._close_preview()
         try:
             if roi is not None:  # view or shape: the crop is in memory already, so are its labels
@@ -429,8 +427,9 @@ class NucleiPanel(QWidget):
             self._show_preview_labels(self._dirty)
             self._dirty = None
         if len(self._partial) > self._partial_shown:
-            self._show_partial()
+            parts = self._show_partial()
             self._partial_shown = len(self._partial)
+            self.update_legend(parts)  # counts so far
         cost = time.perf_counter() - t0
         self._last_flush = time.perf_counter()
         self._flush_interval = max(FLUSH_MIN_S, FLUSH_COST_RATIO * cost)
@@ -457,7 +456,8 @@ class NucleiPanel(QWidget):
             view = _layers.field_of_view(self.viewer, self.slide_layer)
         refresh_region(layer, box, view)
 
-    def _show_partial(self) -> None:
+    def _show_partial(self) -> pd.DataFrame:
+        """Centroids of the finished tiles as one Points layer; returns their table."""
         import pandas as pd
 
         parts = pd.concat(self._partial, ignore_index=True)
@@ -473,6 +473,7 @@ class NucleiPanel(QWidget):
             kwargs = _layers.overlay_kwargs(self.slide_layer)
             self.viewer.add_points(coords, name=name, face_color=colours, border_width=0,
                                    size=8.0 * kwargs.get("scale", (1.0,))[0], metadata={"napari_histo_overlay": True}, **kwargs)
+        return parts
 
     def _on_return(self, value: Any) -> None:
         if value is CANCELLED or value is None:
@@ -492,11 +493,14 @@ class NucleiPanel(QWidget):
             notify_info(warning)
 
     def _remove_partial_layer(self) -> None:
+        remove = []
         if _layers.NUCLEI_POINTS in self.viewer.layers and self.table is None:
-            self.viewer.layers.remove(_layers.NUCLEI_POINTS)
+            remove.append(_layers.NUCLEI_POINTS)
+            self.legend.setRowCount(0)
         layer = self.preview_layer()
         if layer is not None:
-            self.viewer.layers.remove(layer)
+            remove.append(layer)
+        _layers.remove_layers(self.viewer, remove)
 
     def _close_preview(self) -> None:
         """Forget the preview's painted data and delete its on-disk pyramid (after its layer is gone)."""
