@@ -114,3 +114,40 @@ def test_local_threshold_splits_dark_nuclei_joined_by_pale_stain():
     _, merged = ClassicalSegmenter(pixel_size_um=0.25, stains="he", local_radius_um=0.0,
                                    split_od_um=0.0).segment(rgb)
     assert len(merged) == 1
+
+
+@pytest.mark.parametrize("gap_px", [22, 18])
+def test_splits_two_overlapping_discs(gap_px):
+    # two equally stained discs (r 14 px = 3.5 µm) whose centres are closer than the sum of their
+    # radii: one connected blob with a neck; shape (distance transform) must cut it in two
+    inst = disks((70, 100), [(35, 50 - gap_px // 2), (35, 50 + gap_px - gap_px // 2)], [14, 14])
+    conc = np.where(inst > 0, 0.55, 0.04)
+    labels, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(_haematoxylin_rgb(conc))
+    assert len(table) == 2
+    scores = instance_scores(inst, labels)
+    assert scores["dq"] == 1.0 and scores["sq"] > 0.8
+    # each half stays on its own side of the neck
+    assert len(np.unique(labels[35, : 50 - gap_px // 2 + 1])) == 2  # background + left nucleus
+
+
+@pytest.fixture(scope="module")
+def dense_monuseg_tile():
+    from napari_histo.datasets import read_monuseg
+
+    return read_monuseg(shared_path("monuseg", "MoNuSegTrainData", "TCGA-CH-5767-01Z-00-DX1.tif"))
+
+
+def test_dense_real_tile_floor(dense_monuseg_tile):
+    # crowded lung adenocarcinoma tile with pale vesicular nuclei: a single global threshold and
+    # ragged outlines fragment and merge them. The default (closing, pale-threshold, per-nucleus
+    # outline smoothing) must clear a floor that the previous defaults miss.
+    s = dense_monuseg_tile
+    seg = ClassicalSegmenter(pixel_size_um=s.mpp)
+    labels, table = seg.segment(s.image)
+    validate_table(table)
+    scores = instance_scores(s.inst, labels)
+    assert scores["aji"] >= 0.40 and scores["pq"] >= 0.30, scores
+    previous = ClassicalSegmenter(pixel_size_um=s.mpp, threshold_scale=1.0, close_um=0.0,
+                                  smooth_boundary_um=0.0)
+    old = instance_scores(s.inst, previous.segment(s.image)[0])
+    assert old["aji"] < 0.40 and old["pq"] < 0.30, old
