@@ -177,11 +177,14 @@ def test_cancel_mid_run_leaves_no_files_and_a_responsive_viewer(viewer, qtbot, s
     qtbot.waitUntil(lambda: panel.progress.value() >= 1 or not job.running, timeout=60_000)
     assert job.running, "the run finished before it could be cancelled"
     total = panel.progress.maximum()
+    preview_root = panel.preview.root  # the whole-slide labels shown during the run (zarr on disk)
+    assert preview_root is not None and preview_root.exists()
     panel.cancel()
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     assert job.cancelled and job.error is None
     assert panel.progress.value() < total
     assert not outdir.exists() or not any(outdir.rglob("*")), sorted(outdir.rglob("*"))
+    assert not preview_root.exists() and panel.preview is None
     assert _layers.NUCLEI_LABELS not in viewer.layers and _layers.NUCLEI_POINTS not in viewer.layers
     assert "cancelled" in panel.status.text()
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
