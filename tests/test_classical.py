@@ -39,7 +39,8 @@ def test_synthetic_hdab_positive_calls():
     inst = disks((250, 250), centres, radii)
     positive = {i for i in range(1, len(centres) + 1) if i % 3 == 0}
     rgb = synthetic_stained(inst, positive, seed=1)
-    seg = ClassicalSegmenter(pixel_size_um=0.25)
+    # the smallest synthetic disks (r 7 px, ~9.6 µm²) are below the default 12 µm² minimum
+    seg = ClassicalSegmenter(pixel_size_um=0.25, min_area_um2=8)
     labels, table = seg.segment(rgb)
     validate_table(table)
     assert table.attrs["stains"] == "hdab"
@@ -61,11 +62,11 @@ def test_synthetic_hdab_positive_calls():
 def test_size_filters_in_micrometres():
     inst = disks((120, 120), [(30, 30), (90, 90)], [4, 12])  # ~3 µm² and ~28 µm² at 0.25
     rgb = synthetic_stained(inst, set())
-    _, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(rgb)
+    _, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he", min_area_um2=8).segment(rgb)
     assert len(table) == 1
     assert 20 < table["area_um2"].iloc[0] < 40
     # the same image called 0.5 µm/px: areas ×4, the small one (~12 µm²) now passes min 8 µm²
-    _, t2 = ClassicalSegmenter(pixel_size_um=0.5, stains="he").segment(rgb)
+    _, t2 = ClassicalSegmenter(pixel_size_um=0.5, stains="he", min_area_um2=8).segment(rgb)
     assert len(t2) == 2
 
 

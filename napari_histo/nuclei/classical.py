@@ -128,7 +128,7 @@ class ClassicalParams:
     sigma_um: float = 0.5
     threshold: float | str = "auto"
     min_threshold: float = 0.1
-    min_area_um2: float = 8.0
+    min_area_um2: float = 12.0
     max_area_um2: float = 200.0
     local_radius_um: float = 4.0
     split_h_um: float = 0.25
@@ -140,7 +140,7 @@ class ClassicalParams:
     otsu_floor: float = 0.0
     boundary_expand_um: float = 0.0
     close_um: float = 0.5
-    smooth_boundary_um: float = 1.0
+    smooth_boundary_um: float = 1.25
 
 
 def _disk(radius_px: float) -> np.ndarray:
