@@ -302,7 +302,8 @@ def _smooth_labels(labels: np.ndarray, sigma_px: float) -> np.ndarray:
 
     Works on each nucleus' bounding box (plus 3σ), so the cost grows with the nuclei's area, not
     with their number times the image; where two smoothed nuclei overlap the higher value wins,
-    so touching nuclei stay apart.
+    so touching nuclei stay apart. σ is capped at 0.3 × the nucleus' equivalent radius, so small
+    round nuclei are not shrunk away.
     """
     from scipy import ndimage as ndi
 
