@@ -148,6 +148,10 @@ def test_dense_real_tile_floor(dense_monuseg_tile):
     validate_table(table)
     scores = instance_scores(s.inst, labels)
     assert scores["aji"] >= 0.40 and scores["pq"] >= 0.30, scores
+    # every nucleus is one 4-connected region (one outline in the table and in exports)
+    from skimage.measure import label as connected
+
+    assert connected(labels, background=0, connectivity=1).max() == len(table) == labels.max()
     previous = ClassicalSegmenter(pixel_size_um=s.mpp, threshold_scale=1.0, close_um=0.0,
                                   smooth_boundary_um=0.0)
     old = instance_scores(s.inst, previous.segment(s.image)[0])

@@ -280,7 +280,8 @@ class ClassicalSegmenter:
         _, labels = compact_ids(labels)
         if p.smooth_boundary_um > 0:
             labels = _smooth_labels(labels, p.smooth_boundary_um / px)
-            _, labels = compact_ids(labels)
+        labels = _largest_piece(labels)  # one connected region (one outline) per nucleus
+        _, labels = compact_ids(labels)
         n = int(labels.max())
         if n == 0:
             return labels.astype(np.int32), img
@@ -325,6 +326,28 @@ def _smooth_labels(labels: np.ndarray, sigma_px: float) -> np.ndarray:
         best_crop[win] = smooth[win]
         out[y0:y1, x0:x1][win] = i
     return out
+
+
+def _largest_piece(labels: np.ndarray) -> np.ndarray:
+    """Keep only the largest 4-connected piece of every instance (its table row has one contour)."""
+    from skimage.measure import label as connected
+
+    pieces = connected(labels, background=0, connectivity=1)
+    n = int(pieces.max())
+    if n == 0:
+        return labels
+    flat_p, flat_l = pieces.ravel(), labels.ravel()
+    owner = np.zeros(n + 1, np.int64)
+    owner[flat_p] = flat_l  # every pixel of a piece has the same instance id
+    size = np.bincount(flat_p, minlength=n + 1)
+    size[0] = 0
+    # per instance, the piece with the largest size: sort by (owner, size) and take the last
+    order = np.lexsort((size, owner))
+    last = np.r_[owner[order][1:] != owner[order][:-1], True]
+    keep = np.zeros(n + 1, bool)
+    keep[order[last]] = True
+    keep[0] = False
+    return np.where(keep[pieces], labels, 0).astype(labels.dtype)
 
 
 def _background(img: np.ndarray, radius_px: float) -> np.ndarray:
