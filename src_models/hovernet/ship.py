@@ -191,6 +191,15 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
             f"F1 epithelial {_fmt(c.get('f1_type1'))}, F1 inflammatory {_fmt(c.get('f1_type2'))}, "
             f"F1 fibroblast {_fmt(c.get('f1_type3'))}, F1 others {_fmt(c.get('f1_type4'))}.",
         ]
+    if "crchisto_coarse" in val and previous and "crchisto_coarse" in previous:
+        c, pc = val["crchisto_coarse"], previous["crchisto_coarse"]
+        lines.append(
+            f"  Previous release: F1_detection {_fmt(pc.get('f1_d'))}, type accuracy {_fmt(pc.get('acc'))}, "
+            f"F1 epithelial {_fmt(pc.get('f1_type1'))}, F1 inflammatory {_fmt(pc.get('f1_type2'))}"
+            + (" — **typing on these never-trained-on images got worse** while the MoNuSAC fit below "
+               "improved (most likely the type branch over-fitting the 3 MoNuSAC images of one patient)."
+               if c.get("acc", 0) < pc.get("acc", 0) - 0.02 else ".")
+        )
     if "monusac_train_fit" in val:
         s = val["monusac_train_fit"]
         lines += [
