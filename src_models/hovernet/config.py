@@ -86,10 +86,10 @@ class CompactConfig:
     decoder_widths: list[int] | None = None
     blocks: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
     type_names: list[str] = field(
-        default_factory=lambda: ["background", "epithelial", "lymphocyte", "neutrophil", "macrophage"]
+        default_factory=lambda: ["unclassified", "epithelial", "lymphocyte", "neutrophil", "macrophage"]
     )
     type_colours: list[list[int]] = field(
-        default_factory=lambda: [[0, 0, 0], [255, 0, 0], [0, 0, 255], [255, 165, 0], [0, 200, 0]]
+        default_factory=lambda: [[160, 160, 160], [255, 0, 0], [0, 0, 255], [255, 165, 0], [0, 200, 0]]
     )
     unified_ids: list[list[int]] = field(default_factory=lambda: [[0], [1, 2], [3], [5], [7]])
     postproc: dict[str, float] = field(default_factory=lambda: scaled_postproc(0.5))
