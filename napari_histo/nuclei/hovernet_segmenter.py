@@ -33,9 +33,9 @@ import pandas as pd
 
 from napari_histo.nuclei.postproc import (
     HoverPostParams,
+    assign_types,
     instances_from_maps,
     postprocess_maps,
-    type_instances,
 )
 from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
 
@@ -281,12 +281,7 @@ class HoverNetSegmenter:
         shape = tuple(np.asarray(rgb).shape[:2]) if rgb is not None else None
         labels, coarse = self.instances(raw, shape, self.post_params)
         table = measure_instances(labels, mpp=self.mpp, type_info=self.type_info)
-        if tp is not None and len(table):
-            types, type_prob, probs = type_instances(coarse, tp, table["id"].to_numpy())
-            table["type"] = types
-            table["type_prob"] = type_prob
-            if probs is not None:
-                table["probs"] = list(probs)
+        assign_types(table, coarse, tp)  # typing votes on the network grid
         table.attrs["model"] = self.name
         return labels, table
 

@@ -298,10 +298,19 @@ def postprocess_maps(
 
     labels = instances_from_maps(np_prob, hv, params)
     table = measure_instances(labels, mpp=mpp, type_info=type_info)
-    if tp is not None and len(table):
-        types, type_prob, probs = type_instances(labels, tp, table["id"].to_numpy())
-        table["type"] = types
-        table["type_prob"] = type_prob
-        if probs is not None:
-            table["probs"] = list(probs)
+    assign_types(table, labels, tp)
     return labels, table
+
+
+def assign_types(table: pd.DataFrame, labels: np.ndarray, tp: np.ndarray | None) -> None:
+    """Fill ``type``, ``type_prob`` (and ``probs`` for probability maps) of ``table`` in place.
+
+    ``labels`` is the instance map on ``tp``'s grid; nothing happens for untyped models.
+    """
+    if tp is None or not len(table):
+        return
+    types, type_prob, probs = type_instances(labels, tp, table["id"].to_numpy())
+    table["type"] = types
+    table["type_prob"] = type_prob
+    if probs is not None:
+        table["probs"] = list(probs)

@@ -269,16 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         ranking = tune_postproc(seg, args.data, TUNING_TILES, grid)
         res = {"tiles": "MoNuSeg training tiles " + ", ".join(t[:12] for t in TUNING_TILES),
                "grid": grid, "top": ranking[:5]}
-        text = json.dumps(res, indent=2)
-        if args.out:
-            from napari_histo.utils import atomic_write
-
-            with atomic_write(args.out) as fh:
-                fh.write(text)
-        print(text)
-        return 0
-    res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
-                   classical=not args.no_classical, typing=not args.no_typing)
+    else:
+        res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
+                       classical=not args.no_classical, typing=not args.no_typing)
     text = json.dumps(res, indent=2)
     if args.out:
         from napari_histo.utils import atomic_write
