@@ -33,3 +33,10 @@ def sample_slide_path() -> Path:
     from napari_histo.utils import sample_slide_path
 
     return sample_slide_path()
+
+
+@pytest.fixture
+def viewer(make_napari_viewer, monkeypatch):
+    """A napari viewer whose panels run their work in thread workers, as in the app."""
+    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
+    return make_napari_viewer()

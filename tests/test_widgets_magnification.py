@@ -13,12 +13,6 @@ pytestmark = [pytest.mark.gui, pytest.mark.shared_data]
 TILE = "TCGA-21-5784-01Z-00-DX1"
 
 
-@pytest.fixture
-def viewer(make_napari_viewer, monkeypatch):
-    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
-    return make_napari_viewer()
-
-
 @pytest.fixture(scope="module", autouse=True)
 def _shipped_model():
     from napari_histo.magnification import default_model_dir

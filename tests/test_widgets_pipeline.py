@@ -20,12 +20,6 @@ pytestmark = pytest.mark.gui
 VIEW_BOX = (1100, 1000, 1500, 1400)
 
 
-@pytest.fixture
-def viewer(make_napari_viewer, monkeypatch):
-    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
-    return make_napari_viewer()
-
-
 def _run_nuclei(panel, qtbot, outdir, timeout=90_000):
     job = panel.run(outdir=outdir)
     assert job is not None

@@ -14,12 +14,6 @@ pytestmark = [pytest.mark.gui, pytest.mark.shared_data]
 TILE = "TCGA-21-5784-01Z-00-DX1"
 
 
-@pytest.fixture
-def viewer(make_napari_viewer, monkeypatch):
-    monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
-    return make_napari_viewer()
-
-
 def test_monuseg_tile_drawn_polygon(viewer, qtbot, tmp_path):
     import shapely
 
