@@ -70,6 +70,48 @@ def test_a_short_training_run_lowers_the_loss_and_resumes(tmp_path, small_tiles)
     assert any(r.get("event") == "resume" and r["iter"] == 25 for r in log)
 
 
+def test_fine_tuning_starts_from_init_weights_with_a_fresh_schedule(tmp_path, small_tiles):
+    from napari_histo.utils import InputFileError
+
+    small = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=96, output_size=80)
+    base = TrainConfig(model=small, out_dir=str(tmp_path / "base"), patch_size=64, batch_size=4, lr=3e-3,
+                       max_iters=25, max_minutes=5, augment=False, threads=1)
+    train(base, resume=False, tiles=small_tiles)
+    trained, _ = load_compact(tmp_path / "base")
+    reference = {k: v.clone() for k, v in trained.state_dict().items()}
+    trained_loss = _fixed_batch_loss(trained, small_tiles, base)  # (updates BN running stats)
+    # a zero-step fine-tune (max_iters=0) exports exactly the init weights, from either file kind
+    for src in ("checkpoint.pt", "model.pt"):
+        ft = TrainConfig(model=small, out_dir=str(tmp_path / f"ft0_{src}"), patch_size=64, batch_size=4,
+                         max_iters=0, threads=1, augment=False, init_weights=str(tmp_path / "base" / src))
+        train(ft, resume=True, tiles=small_tiles)
+        copy, _ = load_compact(tmp_path / f"ft0_{src}")
+        for k, v in reference.items():
+            assert torch.equal(copy.state_dict()[k], v), (src, k)
+    # a short fine-tune at a lower LR starts at iteration 0 from the trained weights (its first
+    # logged loss is the trained model's level, far below a Kaiming start) and keeps them useful
+    ft = TrainConfig(model=small, out_dir=str(tmp_path / "ft"), patch_size=96, batch_size=2, lr=5e-4,
+                     max_iters=6, max_minutes=5, augment=False, threads=1,
+                     init_weights=str(tmp_path / "base" / "checkpoint.pt"))
+    rec = train(ft, resume=True, tiles=small_tiles)
+    log = [json.loads(line) for line in open(tmp_path / "ft" / "train_log.jsonl")]
+    assert log[0]["event"] == "init" and rec["iter"] == 6
+    assert log[1]["iter"] == 1 and log[1]["lr"] < 5e-4  # warm-up of a fresh schedule
+    base_log = [json.loads(line) for line in open(tmp_path / "base" / "train_log.jsonl")]
+    assert log[1]["loss"] < 0.5 * base_log[0]["loss"]
+    tuned, _ = load_compact(tmp_path / "ft")
+    assert _fixed_batch_loss(tuned, small_tiles, base) < 1.5 * trained_loss
+    # wrong architecture or missing file: a clear error naming the file
+    wide = TrainConfig(model=CompactConfig(widths=[8, 16, 32], blocks=[1, 1, 1], input_size=96, output_size=80),
+                       out_dir=str(tmp_path / "bad"), max_iters=1, threads=1,
+                       init_weights=str(tmp_path / "base" / "model.pt"))
+    with pytest.raises(InputFileError, match="do not match"):
+        train(wide, resume=False, tiles=small_tiles)
+    wide.init_weights = str(tmp_path / "missing.pt")
+    with pytest.raises(InputFileError, match="not found"):
+        train(wide, resume=False, tiles=small_tiles)
+
+
 def _shipped_validation() -> dict:
     path = WEIGHTS / "validation.json"
     if not path.exists():

@@ -149,6 +149,12 @@ class TrainConfig:
         Weights of np_ce, np_dice, hv_mse, hv_msge, tp_ce, tp_dice.
     monusac_weight : float
         Sampling weight multiplier of typed (MoNuSAC) tiles relative to their area.
+    augment : bool
+        Random flips, rotations, colour and blur augmentation of training patches.
+    init_weights : str or None
+        Fine-tuning: a ``model.pt`` state_dict or a training ``checkpoint.pt`` whose network
+        weights start the run (fresh optimiser and learning-rate schedule, iteration 0). Ignored
+        when the run resumes from its own ``out_dir/checkpoint.pt``. None: Kaiming initialisation.
     """
 
     model: CompactConfig = field(default_factory=CompactConfig)
@@ -187,6 +193,7 @@ class TrainConfig:
     )
     monusac_weight: float = 3.0
     augment: bool = True
+    init_weights: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

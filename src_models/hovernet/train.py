@@ -4,6 +4,7 @@ There is no pretrained encoder for the compact network, so HoVer-Net's two-phase
 (frozen encoder, then full fine-tuning; ``HOVERNET.md`` §6.2) does not apply: training is a
 single phase from Kaiming initialisation with AdamW, linear warm-up and a cosine decay over
 the run's budget (whichever of ``max_iters`` and ``max_minutes`` is reached first).
+Fine-tuning (``TrainConfig.init_weights``) starts the same schedule from trained weights.
 """
 
 from __future__ import annotations
@@ -37,6 +38,34 @@ def _lr_factor(progress: float, warmup: float = 0.03) -> float:
 def _log(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
+
+
+def load_init_weights(model, path: str | Path) -> None:
+    """Load network weights for fine-tuning from a ``model.pt`` state_dict or a ``checkpoint.pt``.
+
+    Loading is strict (the architecture must match); half-precision weights are cast to the
+    model's dtype. A missing or unreadable file raises :class:`~napari_histo.utils.InputFileError`.
+    """
+    import torch
+
+    from napari_histo.utils import InputFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(path, "init_weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputFileError(path, f"not a readable torch file ({exc.__class__.__name__}: {exc})") from exc
+    state = obj.get("model", obj) if isinstance(obj, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputFileError(path, "holds neither a state_dict nor a training checkpoint with a 'model' entry")
+    ref = model.state_dict()
+    state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise InputFileError(path, f"weights do not match the configured network: {exc}") from exc
 
 
 def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = False) -> Path:
@@ -108,6 +137,9 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
         torch.set_rng_state(ck["torch_rng"])
         it, elapsed = int(ck["iter"]), float(ck["elapsed"])
         _log(log_path, {"event": "resume", "iter": it, "elapsed_s": elapsed})
+    elif cfg.init_weights:
+        load_init_weights(model, cfg.init_weights)
+        _log(log_path, {"event": "init", "init_weights": str(cfg.init_weights)})
 
     def save_ckpt() -> None:
         with atomic_path(ckpt_path) as tmp:
