@@ -158,6 +158,29 @@ TUNING_GRID = {"np_threshold": [0.5, 0.6], "marker_threshold": [0.3, 0.4, 0.5],
                "opening_size": [1, 3], "min_marker_px": [2, 4]}
 
 
+#: More MoNuSeg TRAINING tiles (other organs / the test-set tiles used in training) for a wider tuning.
+TUNING_TILES_EXTRA = ["TCGA-69-7764-01A-01-TS1", "TCGA-EJ-A46H-01A-03-TSC", "TCGA-HC-7209-01A-01-TS1",
+                      "TCGA-50-5931-01Z-00-DX1", "TCGA-AR-A1AK-01Z-00-DX1"]
+
+
+def tuning_tiles(spec: str | None, held_out: list[str]) -> list[str]:
+    """Tiles for ``--tune``: None = :data:`TUNING_TILES`, "wide" = those plus
+    :data:`TUNING_TILES_EXTRA`, otherwise a comma-separated list of MoNuSeg stems.
+
+    Raises ``ValueError`` when a held-out tile is named: constants are picked on training tiles only.
+    """
+    if not spec:
+        stems = list(TUNING_TILES)
+    elif spec == "wide":
+        stems = TUNING_TILES + TUNING_TILES_EXTRA
+    else:
+        stems = [s.strip() for s in spec.split(",") if s.strip()]
+    leaked = sorted(set(stems) & set(held_out))
+    if leaked:
+        raise ValueError(f"tuning tiles include held-out images: {', '.join(leaked)}")
+    return stems
+
+
 def _crc_points(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """CRCHisto detection points (x, y, 0-based) and their class (-1 = unclassified)."""
     from scipy.io import loadmat
@@ -259,6 +282,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="pick post-processing constants on the MoNuSeg training tiles "
                          f"{', '.join(TUNING_TILES)} over a JSON grid (default {json.dumps(TUNING_GRID)}) "
                          "and print the ranking (mean PQ + AJI) instead of evaluating")
+    ap.add_argument("--tune-tiles", default=None,
+                    help="tiles for --tune: 'wide' (the default 3 plus "
+                         f"{', '.join(t[:12] for t in TUNING_TILES_EXTRA)}) or comma-separated MoNuSeg "
+                         "training stems; held-out tiles are refused")
     args = ap.parse_args(argv)
     if args.tune:
         import torch
@@ -266,9 +293,15 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(2)
         seg = build_segmenter(args.weights, json.loads(args.post) if args.post else None)
         grid = json.loads(args.tune)
-        ranking = tune_postproc(seg, args.data, TUNING_TILES, grid)
-        res = {"tiles": "MoNuSeg training tiles " + ", ".join(t[:12] for t in TUNING_TILES),
-               "grid": grid, "top": ranking[:5]}
+        cfg_path = Path(args.weights) / "train_config.json"
+        held_out = TrainConfig.load(cfg_path).val_monuseg if cfg_path.exists() else TrainConfig().val_monuseg
+        try:
+            stems = tuning_tiles(args.tune_tiles, list(held_out))
+        except ValueError as exc:
+            ap.error(str(exc))
+        ranking = tune_postproc(seg, args.data, stems, grid)
+        res = {"tiles": "MoNuSeg training tiles " + ", ".join(t[:12] for t in stems),
+               "grid": grid, "top": ranking[:10]}
     else:
         res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
                        classical=not args.no_classical, typing=not args.no_typing)
