@@ -185,3 +185,19 @@ def test_coarse_grid_postprocessing_matches_the_fine_grid_watershed():
     # typing votes on the coarse grid: same vocabulary, about as many nuclei left untyped (0)
     assert tab_c["type"].isin(range(cfg.num_types)).all()
     assert abs((tab_c["type"] > 0).mean() - (tab_f["type"] > 0).mean()) < 0.1
+
+
+def test_tuning_tiles_are_training_tiles_only():
+    from src_models.hovernet.evaluate import TUNING_TILES, tuning_tiles
+
+    held_out = TrainConfig().val_monuseg
+    assert tuning_tiles(None, held_out) == TUNING_TILES
+    wide = tuning_tiles("wide", held_out)
+    assert len(wide) == 8 and not set(wide) & set(held_out)
+    # every named tile exists in MoNuSeg and is one the training set includes
+    from src_models.hovernet.data import monuseg_stems
+
+    assert set(wide) <= set(monuseg_stems(shared_path())) - set(held_out)
+    assert tuning_tiles(" TCGA-21-5784-01Z-00-DX1 ,", held_out) == ["TCGA-21-5784-01Z-00-DX1"]
+    with pytest.raises(ValueError, match="held-out"):
+        tuning_tiles(f"TCGA-21-5784-01Z-00-DX1,{held_out[1]}", held_out)
