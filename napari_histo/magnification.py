@@ -3,10 +3,14 @@
 :func:`predict_magnification` regresses the objective magnification of an H&E image (level-0
 pixels) with the shipped Hagnifinder model: several tissue-rich 224² crops are scored, each
 raw output is passed through the model's monotone calibration (``calibration`` in its
-``config.json``, fitted on training images only), and the crops are combined by a trimmed mean
-in log2-magnification space (robust to one odd crop; relative error is what matters for a
-scale). The spread of the calibrated crops is reported as the uncertainty. Slide metadata, when present, is always
-authoritative: callers show the prediction next to it, never instead of it.
+``config.json``, fitted on training images only). With test-time scales (``test_time_scales``
+in the config, chosen by source-grouped cross-validation on training images,
+:mod:`src_models.hagnifinder.multiscale`) each crop is also scored downsampled by known factors
+``k``: the image then shows ``m / k``, so ``k * prediction`` is another estimate of ``m``, and a
+crop's estimates are averaged in log2 space. The crops are combined by a trimmed mean in
+log2-magnification space (robust to one odd crop; relative error is what matters for a
+scale). The spread of the crop estimates is reported as the uncertainty. Slide metadata, when
+present, is always authoritative: callers show the prediction next to it, never instead of it.
 
 The model (``resources/weights/hagnifinder``) is loaded once per process; torch is imported
 only when a prediction is made.
@@ -26,6 +30,8 @@ from napari_histo.utils import HistoError, resource_path
 MPP_AT_1X = 10.0
 #: Fraction of crops dropped at each end before averaging (at least one each end from 5 crops).
 AGGREGATE_TRIM = 0.125
+#: Lowest magnification a crop is downsampled to for the multi-scale estimate (model range 5-40x).
+MIN_SCALED_MAG = 5.0
 
 
 @dataclass(frozen=True)
@@ -41,7 +47,7 @@ class MagnificationPrediction:
     uncertainty
         Standard deviation of the per-crop predictions (0 for a single crop).
     per_crop
-        One calibrated prediction per crop.
+        One calibrated prediction per crop (with test-time scales: the crop's combined estimate).
     """
 
     magnification: float
@@ -103,30 +109,95 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise HistoError(f"unsupported image dtype {arr.dtype} (expected uint8 RGB)")
 
 
+def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0
+                      ) -> list[tuple[int, int]]:
+    """Top-left (y, x) of ``n_crops`` tissue-rich ``size``² crops (see :func:`select_crops`)."""
+    from src_models.hagnifinder.data import tissue_fraction
+
+    h, w = rgb.shape[:2]
+    rng = np.random.default_rng(seed)
+    n_candidates = max(4 * n_crops, 16)
+    ys = rng.integers(0, h - size + 1, n_candidates)
+    xs = rng.integers(0, w - size + 1, n_candidates)
+    tissue = np.array([tissue_fraction(rgb[y:y + size, x:x + size]) for y, x in zip(ys, xs)])
+    order = np.argsort(-tissue, kind="stable")[:n_crops]
+    return [(int(ys[i]), int(xs[i])) for i in order]
+
+
 def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0) -> list[np.ndarray]:
     """``n_crops`` tissue-rich ``size``² crops at native resolution (never resampled).
 
     Candidates are drawn at random (seeded) and the ones with most tissue kept. An image smaller
     than ``size`` yields one reflection-padded crop.
     """
-    from src_models.hagnifinder.data import reflect_pad, tissue_fraction
+    from src_models.hagnifinder.data import reflect_pad
 
     h, w = rgb.shape[:2]
     if h < size or w < size:
         return [reflect_pad(rgb, size)]
-    rng = np.random.default_rng(seed)
-    n_candidates = max(4 * n_crops, 16)
-    ys = rng.integers(0, h - size + 1, n_candidates)
-    xs = rng.integers(0, w - size + 1, n_candidates)
-    crops = [rgb[y:y + size, x:x + size] for y, x in zip(ys, xs)]
-    tissue = np.array([tissue_fraction(c) for c in crops])
-    order = np.argsort(-tissue, kind="stable")[:n_crops]
-    return [np.ascontiguousarray(crops[i]) for i in order]
+    return [np.ascontiguousarray(rgb[y:y + size, x:x + size])
+            for y, x in select_crop_boxes(rgb, n_crops, size, seed)]
+
+
+def scaled_crop(rgb: np.ndarray, center: tuple[float, float], size: int, factor: float) -> np.ndarray:
+    """The ``size``² crop of ``rgb`` downsampled by ``factor`` (>= 1) around ``center`` (y, x).
+
+    The field of ``round(size * factor)`` source px is kept inside the image (shifted, never
+    padded: callers only ask for fields that fit) and area-averaged (box filter) to ``size``,
+    the way the training fields were made. The crop shows the image at magnification
+    ``m / factor`` when ``rgb`` is at ``m``.
+    """
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    field_px = int(round(size * factor))
+    if field_px > min(h, w):
+        raise ValueError(f"a {field_px} px field does not fit in a {w}x{h} image")
+    y0 = int(np.clip(round(center[0] - field_px / 2), 0, h - field_px))
+    x0 = int(np.clip(round(center[1] - field_px / 2), 0, w - field_px))
+    field_rgb = np.ascontiguousarray(rgb[y0:y0 + field_px, x0:x0 + field_px])
+    if field_px == size:
+        return field_rgb
+    return np.asarray(Image.fromarray(field_rgb).resize((size, size), Image.Resampling.BOX))
+
+
+def usable_scales(first_estimate: float, shape: tuple[int, ...], scales, size: int = 224,
+                  min_mag: float = MIN_SCALED_MAG) -> list[float]:
+    """Downsampling factors usable for an image of ``shape`` first estimated at ``first_estimate``.
+
+    Factor 1 always; a factor ``k > 1`` when the downsampled image stays at or above
+    ``min_mag`` (``first_estimate / k >= min_mag``, the bottom of the model's range) and its
+    ``round(size * k)`` px field fits in the image (no padding).
+    """
+    out = [1.0]
+    for k in sorted({float(k) for k in scales if k > 1.0}):
+        if first_estimate / k >= min_mag - 1e-9 and int(round(size * k)) <= min(shape[:2]):
+            out.append(k)
+    return out
+
+
+def combine_scales(per_scale: dict[float, np.ndarray]) -> np.ndarray:
+    """Per-crop estimates of the image's magnification from predictions at known downsamplings.
+
+    ``per_scale[k]`` holds the calibrated predictions (x) of the crops downsampled by ``k``:
+    each estimates ``m / k``, so ``k * prediction`` estimates ``m``. The estimates of one crop
+    are averaged in log2 space (a geometric mean): ``exp2(mean_k(log2 p_k + log2 k))``.
+    """
+    logs = [np.log2(np.clip(np.asarray(p, float), 1e-6, None)) + np.log2(k)
+            for k, p in per_scale.items()]
+    if not logs:
+        raise ValueError("no predictions to combine")
+    return np.exp2(np.mean(np.stack(logs), axis=0))
 
 
 def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
                           model_dir: str | Path | None = None) -> MagnificationPrediction:
     """Predict the objective magnification of ``rgb`` (level-0 pixels of an H&E image).
+
+    Each crop is scored, calibrated, and, when the model's config lists test-time scales,
+    scored again downsampled by those known factors ``k`` (each then estimates ``m / k``); a
+    crop's estimate is the log2 mean of ``k * prediction`` (:func:`combine_scales`), and the
+    image's the trimmed log2 mean of its crops.
 
     Parameters
     ----------
@@ -139,19 +210,51 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     model_dir
         Alternative model folder (default: the shipped model).
     """
-    import torch
-
-    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from src_models.hagnifinder.data import to_tensor
-
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")
     rgb = as_rgb_uint8(rgb)
     model, config = load_model(model_dir)
-    crops = select_crops(rgb, n_crops, config.patch_size, seed)
-    with torch.no_grad():
-        raw = model(to_tensor(np.stack(crops))).numpy().astype(float)
-    preds = apply_calibration(config.calibration, raw)
+    return predict_with_model(model, config, rgb, n_crops, seed)
+
+
+def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
+                       scales=None) -> MagnificationPrediction:
+    """:func:`predict_magnification` with a loaded ``(model, config)``.
+
+    ``scales`` overrides the config's ``test_time_scales`` (e.g. ``(1.0,)``: single scale, to
+    compare with the multi-scale estimate on the same crops).
+    """
+    import torch
+
+    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
+    from src_models.hagnifinder.data import reflect_pad, to_tensor
+
+    if n_crops < 1:
+        raise HistoError(f"n_crops must be >= 1, got {n_crops}")
+    rgb = as_rgb_uint8(rgb)
+    size = config.patch_size
+    if scales is None:
+        scales = tuple(getattr(config, "test_time_scales", (1.0,)) or (1.0,))
+
+    def calibrated(crops: list[np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            raw = model(to_tensor(np.stack(crops))).numpy().astype(float)
+        return apply_calibration(config.calibration, raw)
+
+    h, w = rgb.shape[:2]
+    if h < size or w < size:
+        preds = calibrated([reflect_pad(rgb, size)])
+    else:
+        boxes = select_crop_boxes(rgb, n_crops, size, seed)
+        preds = calibrated([np.ascontiguousarray(rgb[y:y + size, x:x + size]) for y, x in boxes])
+        extra = usable_scales(aggregate_log(preds, AGGREGATE_TRIM), rgb.shape, scales, size,
+                              getattr(config, "min_scaled_mag", MIN_SCALED_MAG))[1:]
+        if extra:
+            centres = [(y + size / 2, x + size / 2) for y, x in boxes]
+            scaled = calibrated([scaled_crop(rgb, c, size, k) for k in extra for c in centres])
+            per_scale = {1.0: preds, **{k: scaled[i * len(boxes):(i + 1) * len(boxes)]
+                                        for i, k in enumerate(extra)}}
+            preds = combine_scales(per_scale)
     mag = float(np.clip(aggregate_log(preds, AGGREGATE_TRIM), 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_histo.magnification import AGGREGATE_TRIM, load_model, predict_magnification
+from napari_histo.magnification import AGGREGATE_TRIM, load_model
 from src_models.hagnifinder.calibration import (
     aggregate_log,
     apply_calibration,
@@ -88,12 +88,13 @@ def test_shipped_calibration_sources_are_the_training_split(shared_data):
 def test_predict_applies_calibration_to_each_crop(sample_slide_path):
     import torch
 
-    from napari_histo.magnification import select_crops
+    from napari_histo.magnification import predict_with_model, select_crops
     from src_models.hagnifinder.data import to_tensor
 
     rgb = read_rgb(sample_slide_path)  # whole level 0; crops are chosen where the tissue is
     model, config = load_model()
-    pred = predict_magnification(rgb, n_crops=8, seed=0)
+    # single scale here; the multi-scale combination is tested in test_magnification_multiscale
+    pred = predict_with_model(model, config, rgb, n_crops=8, seed=0, scales=(1.0,))
     with torch.no_grad():
         raw = model(to_tensor(np.stack(select_crops(rgb, 8, config.patch_size, 0)))).numpy()
     np.testing.assert_allclose(pred.per_crop, apply_calibration(config.calibration, raw), rtol=1e-5)

@@ -69,6 +69,12 @@ class HagnifinderConfig:
     #: Monotone output calibration fitted on training sources only
     #: (:mod:`src_models.hagnifinder.calibration`); None: raw output.
     calibration: dict | None = None
+    #: Test-time downsampling factors (:mod:`src_models.hagnifinder.multiscale`): each crop is
+    #: also predicted downsampled by every factor ``k`` (it then estimates ``m / k``) and the
+    #: estimates ``k * prediction`` are averaged in log2 space; ``(1.0,)``: single scale.
+    test_time_scales: tuple[float, ...] = (1.0,)
+    #: A factor ``k > 1`` is used only while (first estimate) / k stays at or above this (x).
+    min_scaled_mag: float = 5.0
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write
@@ -83,7 +89,7 @@ class HagnifinderConfig:
         if unknown:
             raise ValueError(f"unknown Hagnifinder config keys: {sorted(unknown)}")
         data = dict(data)
-        for key in ("hidden", "blur_sigma"):
+        for key in ("hidden", "blur_sigma", "test_time_scales"):
             if key in data:
                 data[key] = tuple(data[key])
         return cls(**data)
