@@ -201,3 +201,26 @@ def test_tuning_tiles_are_training_tiles_only():
     assert tuning_tiles(" TCGA-21-5784-01Z-00-DX1 ,", held_out) == ["TCGA-21-5784-01Z-00-DX1"]
     with pytest.raises(ValueError, match="held-out"):
         tuning_tiles(f"TCGA-21-5784-01Z-00-DX1,{held_out[1]}", held_out)
+
+
+def test_model_card_describes_a_fine_tuned_release():
+    from src_models.hovernet.ship import model_card, shipped_config
+
+    row = {"image": "TCGA-X", "n_true": 10, "dice": 0.8, "aji": 0.6, "dq": 0.7, "sq": 0.75, "pq": 0.55,
+           "classical_aji": 0.5, "classical_pq": 0.5}
+    val = {"per_image": [row], "mean": {k: row[k] for k in ("dice", "aji", "dq", "sq", "pq")},
+           "classical_mean": {"aji": 0.5, "pq": 0.5}}
+    done = {"iter": 1500, "elapsed_s": 4800.0, "loss": 4.0}
+    tuned_post = {"np_threshold": 0.55, "min_blob_px": 2, "sobel_ksize": 9, "marker_threshold": 0.4,
+                  "min_marker_px": 2, "opening_size": 3}
+    for init in (None, "runs/a/checkpoint.pt"):
+        cfg = TrainConfig(init_weights=init, patch_size=256, lr=5e-4)
+        mcfg = shipped_config(cfg, network_postproc=tuned_post if init else None)
+        card = model_card(TrainConfig.from_dict({**cfg.to_dict(), "model": mcfg.to_dict()}), val, done, None,
+                          1000, 10**9, history="first run 3219 iterations")
+        assert ("Fine-tuned from earlier weights" in card) == bool(init)
+        assert ("Single phase from random" in card) != bool(init)
+        assert "batch 8 × 256² px" in card and "1500 iterations in 80 min" in card
+        assert "| TCGA-X | 10 | 0.800 | 0.600 |" in card and "- first run 3219 iterations" in card
+        # the card quotes the watershed constants the segmenter will use
+        assert (json.dumps(tuned_post) in card) == bool(init)

@@ -39,7 +39,9 @@ def _postproc_lines(m) -> list[str]:
             f"{m.network_mpp} µm/px grid (`postproc_at_network_mpp`): the segmenter block-averages the "
             f"{m.mpp} µm/px input ×{m.internal_downsample}, runs the network and the watershed there "
             f"with `{json.dumps(segmenter_post_params(m))}` (official 40× constants rescaled to "
-            f"{m.network_mpp} µm/px, thresholds picked on 3 MoNuSeg TRAINING tiles, see validation.json "
+            f"{m.network_mpp} µm/px"
+            + (", constants" if m.network_postproc else ", thresholds")
+            + " picked on MoNuSeg TRAINING tiles, see validation.json "
             f"`postproc_tuning`), and maps the instances back to {m.mpp} µm/px: labels upscaled "
             "(nearest) and masked by the bilinear-upsampled nucleus probability, gaps up to 2 px "
             "filled from the neighbouring nucleus. Typing votes on the coarse grid.",
@@ -135,15 +137,20 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "**treat the type column as indicative only.**",
         "",
         "## Training",
-        "- Single phase from random (Kaiming) initialisation: no pretrained encoder exists for this "
-        "network, so HoVer-Net's two-phase freeze/unfreeze schedule does not apply.",
-        f"- AdamW lr {cfg.lr} (3 % warm-up, cosine to 2 %), weight decay {cfg.weight_decay}, batch "
+        *(["- Fine-tuned from earlier weights of this network (`init_weights` in train_config.json; "
+           "history below) with a fresh optimiser and schedule. Those were trained from random (Kaiming) "
+           "initialisation: no pretrained encoder exists for this network, so HoVer-Net's two-phase "
+           "freeze/unfreeze schedule does not apply."] if cfg.init_weights else
+          ["- Single phase from random (Kaiming) initialisation: no pretrained encoder exists for this "
+           "network, so HoVer-Net's two-phase freeze/unfreeze schedule does not apply."]),
+        f"- {'Fine-tuning: ' if cfg.init_weights else ''}AdamW lr {cfg.lr} (3 % warm-up, cosine to 2 %), weight decay {cfg.weight_decay}, batch "
         f"{cfg.batch_size} × {cfg.patch_size}² px patches at {m.network_mpp} µm/px (loss on the centre "
         f"after a {(m.input_size - m.output_size) // (2 * m.internal_downsample)} px margin), seed {cfg.seed}.",
         f"- Losses (weights): {json.dumps(cfg.loss_weights)}.",
         "- Augmentation: rotation ±180°, scale 0.85-1.15, shear ±5° (p 0.5), flips/rot90, HED "
         "stain jitter, brightness/contrast/saturation, blur or noise.",
-        f"- Budget: {log_done.get('iter')} iterations in {log_done.get('elapsed_s', 0) / 60:.0f} min on a "
+        f"- Budget{' of the fine-tuning run' if cfg.init_weights else ''}: {log_done.get('iter')} iterations "
+        f"in {log_done.get('elapsed_s', 0) / 60:.0f} min on a "
         f"shared 2-core CPU (1 torch thread), no GPU. This is a very short schedule: numbers below "
         f"are what that run reached, not the architecture's ceiling.",
         *([f"- {history}"] if history else []),
@@ -241,8 +248,8 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
     lines += [
         "",
         "## Limitations",
-        f"- Trained for {log_done.get('elapsed_s', 0) / 60:.0f} min on a shared 2-core CPU; see the numbers above "
-        "before relying on it.",
+        f"- Trained{' (last run)' if cfg.init_weights else ''} for {log_done.get('elapsed_s', 0) / 60:.0f} min "
+        "on a shared 2-core CPU; see the numbers above before relying on it.",
         "- H&E only; 20×/40× brightfield. Typing is limited to 4 names learned from 3 images of one patient.",
         "- Research / non-commercial use only (data licences above).",
         "",
