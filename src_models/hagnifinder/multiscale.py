@@ -113,13 +113,16 @@ def grouped_folds(groups: Sequence[str], n_folds: int = 5, seed: int = 0) -> dic
     return dict(zip(names, (rng.permutation(names.size) % n_folds).tolist()))
 
 
-def cross_validate(records: list[dict], candidates: dict[str, dict], n_folds: int = 5,
-                   seed: int = 0) -> dict[str, dict]:
+def cross_validate(records: list[dict], candidates: dict[str, dict], fields: list[dict] | None = None,
+                   n_folds: int = 5, seed: int = 0) -> dict[str, dict]:
     """Source-grouped CV of each candidate ``{"scales": [...], "min_mag": x}``.
 
-    In each fold the isotonic calibration is fitted on the factor-1 crops of the other
-    folds' sources. Returns per candidate: image-level and per-crop summaries (all, and by
-    nominal magnification) and the per-record predictions.
+    In each fold the isotonic calibration is refitted on the other folds' sources: on
+    ``fields`` (records with source, mag, raw, from
+    :func:`src_models.hagnifinder.calibration.training_predictions`, the data the shipped
+    calibration is fitted on) when given, else on the factor-1 crops of ``records``. Returns per
+    candidate: image-level and per-crop summaries (all, and by nominal magnification) and the
+    per-record predictions.
     """
     from src_models.hagnifinder.calibration import fit_calibration
     from src_models.hagnifinder.metrics import summarise
@@ -127,9 +130,13 @@ def cross_validate(records: list[dict], candidates: dict[str, dict], n_folds: in
     fold_of = grouped_folds([r["source"] for r in records], n_folds, seed)
     calibrations = {}
     for f in range(n_folds):
-        fit = [r for r in records if fold_of[r["source"]] != f]
-        raw = np.concatenate([r["raw"]["1"] for r in fit])
-        true = np.concatenate([[r["mag"]] * len(r["raw"]["1"]) for r in fit])
+        if fields is not None:
+            fit = [r for r in fields if fold_of.get(r["source"], -1) != f]
+            raw, true = [r["raw"] for r in fit], [r["mag"] for r in fit]
+        else:
+            fit = [r for r in records if fold_of[r["source"]] != f]
+            raw = np.concatenate([r["raw"]["1"] for r in fit])
+            true = np.concatenate([[r["mag"]] * len(r["raw"]["1"]) for r in fit])
         calibrations[f] = fit_calibration(raw, true, "isotonic")
     results = {}
     for name, cand in candidates.items():
@@ -178,26 +185,31 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from src_models.hagnifinder.calibration import training_predictions
+    from src_models.hagnifinder.data import discover_sources, split_sources
+    from src_models.hagnifinder.evaluate import load_model_dir
+
+    model, config = load_model_dir(args.model_dir)
     if args.records and Path(args.records).exists():
         records = json.loads(Path(args.records).read_text())["records"]
     else:
-        from src_models.hagnifinder.data import discover_sources, split_sources
-        from src_models.hagnifinder.evaluate import load_model_dir
-
-        model, config = load_model_dir(args.model_dir)
         train, _held = split_sources(discover_sources(args.data_root or config.data_root), config.holdout)
         if {s.name for s in train} & set(config.holdout):
             raise RuntimeError("a held-out source reached the training list")
         records = collect(model, train, n_crops=args.crops, seed=args.seed, size=config.patch_size)
         if args.records:
-            Path(args.records).parent.mkdir(parents=True, exist_ok=True)
             from napari_histo.utils import atomic_write
 
+            Path(args.records).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(args.records) as fh:
                 json.dump({"records": records}, fh)
-    results = cross_validate(records, default_candidates())
+    # the calibration of each fold is fitted like the shipped one (calibration.py defaults)
+    fields = training_predictions(args.model_dir, args.data_root)
+    if {r["source"] for r in records + fields} & set(config.holdout):
+        raise RuntimeError("a held-out source reached the cross-validation data")
+    results = cross_validate(records, default_candidates(), fields)
     print(f"{len(records)} images (source x magnification) from {len({r['source'] for r in records})} "
-          "training sources; source-grouped 5-fold CV")
+          f"training sources; source-grouped 5-fold CV, calibration refitted per fold on {len(fields)} fields")
     print("| candidate | image MAE | image ±5x | crop MAE | crop ±5x |")
     for name, res in sorted(results.items(), key=lambda kv: kv[1]["images"]["mae"]):
         i, c = res["images"], res["crops"]
