@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from napari_histo import magnification
 from napari_histo.magnification import (
     AGGREGATE_TRIM,
     combine_scales,
@@ -67,12 +68,13 @@ def cmu_region(sample_slide_path):
     return read_rgb(sample_slide_path)  # whole level 0 (2220 x 2967): crops go where the tissue is
 
 
-def test_shipped_model_combines_the_configured_scales_per_crop(cmu_region):
+def test_scales_are_combined_per_crop_and_the_shipped_model_is_single_scale(cmu_region):
     import torch
 
     model, config = load_model()
-    assert list(config.test_time_scales) == [1.0, 1.2] and config.min_scaled_mag == 5.0
-    pred = predict_magnification(cmu_region, n_crops=8, seed=0)
+    # factor 1.2 won the training-source CV but lost on the held-out images: not shipped
+    assert list(config.test_time_scales) == [1.0] and config.min_scaled_mag == 5.0
+    multi = predict_with_model(model, config, cmu_region, 8, 0, scales=(1.0, 1.2))
     boxes = select_crop_boxes(cmu_region, 8, config.patch_size, 0)
     crops = [cmu_region[y:y + 224, x:x + 224] for y, x in boxes]
     scaled = [scaled_crop(cmu_region, (y + 112, x + 112), 224, 1.2) for y, x in boxes]
@@ -80,17 +82,23 @@ def test_shipped_model_combines_the_configured_scales_per_crop(cmu_region):
         full = apply_calibration(config.calibration, model(to_tensor(np.stack(crops))).numpy())
         down = apply_calibration(config.calibration, model(to_tensor(np.stack(scaled))).numpy())
     expected = np.exp2((np.log2(full) + np.log2(1.2 * down)) / 2)
-    np.testing.assert_allclose(pred.per_crop, expected, rtol=1e-5)
-    assert pred.magnification == pytest.approx(aggregate_log(pred.per_crop, AGGREGATE_TRIM))
-    assert pred.uncertainty == pytest.approx(float(np.std(pred.per_crop, ddof=1)), rel=1e-6)
-    single = predict_with_model(model, config, cmu_region, 8, 0, scales=(1.0,))
-    np.testing.assert_allclose(single.per_crop, full, rtol=1e-5)
-    assert abs(pred.magnification - 20) <= 5  # a 20x Aperio scan
+    np.testing.assert_allclose(multi.per_crop, expected, rtol=1e-5)
+    assert multi.magnification == pytest.approx(aggregate_log(multi.per_crop, AGGREGATE_TRIM))
+    assert multi.uncertainty == pytest.approx(float(np.std(multi.per_crop, ddof=1)), rel=1e-6)
+    shipped = predict_magnification(cmu_region, n_crops=8, seed=0)
+    np.testing.assert_allclose(shipped.per_crop, full, rtol=1e-5)
+    assert abs(shipped.magnification - 20) <= 5 and abs(multi.magnification - 20) <= 5  # a 20x scan
+    # a first estimate below 5 x 1.2 leaves only factor 1 (the model's range starts at 5x)
+    low = image_at(cmu_region, 20.0, 5.0)
+    assert predict_with_model(model, config, low, 8, 0, scales=(1.0, 1.2)) == \
+        predict_with_model(model, config, low, 8, 0, scales=(1.0,))
 
 
-def test_a_downsampled_image_is_predicted_at_the_lower_magnification(cmu_region):
-    full = predict_magnification(cmu_region, n_crops=8, seed=0).magnification
-    half = predict_magnification(image_at(cmu_region, 20.0, 10.0), n_crops=8, seed=0).magnification
+@pytest.mark.parametrize("scales", [(1.0,), (1.0, 1.2)])
+def test_a_downsampled_image_is_predicted_at_the_lower_magnification(cmu_region, scales):
+    model, config = load_model()
+    full = predict_with_model(model, config, cmu_region, 8, 0, scales=scales).magnification
+    half = predict_with_model(model, config, image_at(cmu_region, 20.0, 10.0), 8, 0, scales=scales).magnification
     assert 1.4 < full / half < 2.8  # about 2: the 20x scan seen at 10x
 
 
@@ -105,6 +113,12 @@ def test_a_config_without_test_time_scales_predicts_single_scale(tmp_path, cmu_r
     model, config = load_model()
     old = predict_magnification(cmu_region, n_crops=6, seed=2, model_dir=tmp_path)
     assert old == predict_with_model(model, config, cmu_region, 6, 2, scales=(1.0,))
+    cfg["test_time_scales"] = [1.0, 1.2]  # a folder that lists scales gets them
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    magnification._CACHE.pop(str(tmp_path.resolve()), None)  # models are cached per folder
+    multi = predict_magnification(cmu_region, n_crops=6, seed=2, model_dir=tmp_path)
+    assert multi == predict_with_model(model, config, cmu_region, 6, 2, scales=(1.0, 1.2))
+    assert multi != old
 
 
 def test_cross_validation_prefers_the_scales_that_undo_a_scale_dependent_error():

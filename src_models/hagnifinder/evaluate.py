@@ -10,7 +10,7 @@ Two views:
 
 Plus **whole images**: each held-out image box-downsampled as a whole to each magnification
 and predicted by ``predict_magnification`` (8 crops; with the model's test-time scales and,
-for comparison on the same crops, single scale), and **native**: each held-out image at its
+for comparison on the same crops, with ``alt_scales``), and **native**: each held-out image at its
 own scan magnification through ``predict_magnification`` (e.g. the 20x CMU slide, the 20x/40x
 CPM-15 tiles).
 
@@ -75,7 +75,7 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
 
 
 def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
-             seed: int = 1, mags=EVAL_MAGS) -> dict:
+             seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,)) -> dict:
     """Patch-, image- and native-level metrics on the config's held-out images.
 
     ``pred`` is the shipped prediction (calibrated output, crops aggregated as in
@@ -113,42 +113,42 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
             img = image_at(src.rgb, src.magnification, mag)
             crop_seed = seed + 1000 * i + int(nominal)
             multi = predict_with_model(model, config, img, crops_per_mag, crop_seed)
-            single = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=(1.0,))
+            alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales)
             whole.append({"source": src.name, "nominal": float(nominal), "mag": mag,
-                          "pred": multi.magnification, "single": single.magnification,
+                          "pred": multi.magnification, "alt": alt.magnification,
                           "shape": list(img.shape[:2])})
-    whole_by_mag, whole_single_by_mag = {}, {}
+    whole_by_mag, whole_alt_by_mag = {}, {}
     for m in sorted({r["nominal"] for r in whole}):
         rs = [r for r in whole if r["nominal"] == m]
         whole_by_mag[f"{m:g}"] = summarise([r["pred"] for r in rs], [r["mag"] for r in rs])
-        whole_single_by_mag[f"{m:g}"] = summarise([r["single"] for r in rs], [r["mag"] for r in rs])
+        whole_alt_by_mag[f"{m:g}"] = summarise([r["alt"] for r in rs], [r["mag"] for r in rs])
     whole_by_mag["all"] = summarise([r["pred"] for r in whole], [r["mag"] for r in whole])
-    whole_single_by_mag["all"] = summarise([r["single"] for r in whole], [r["mag"] for r in whole])
+    whole_alt_by_mag["all"] = summarise([r["alt"] for r in whole], [r["mag"] for r in whole])
     native = []
     for src in val_src:
         pred = predict_magnification(src.rgb, n_crops=8, seed=0, model_dir=model_dir)
-        single = predict_with_model(model, config, src.rgb, 8, 0, scales=(1.0,))
+        alt = predict_with_model(model, config, src.rgb, 8, 0, scales=alt_scales)
         with torch.no_grad():
             crops = np.stack(select_crops(src.rgb, 8, config.patch_size, 0))
             raw_mean = float(model(to_tensor(crops)).numpy().mean())
         native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
-                       "raw_mean": raw_mean, "single_scale": single.magnification,
+                       "raw_mean": raw_mean, "alt_scales": alt.magnification,
                        "uncertainty": pred.uncertainty, "shape": list(src.rgb.shape[:2]),
                        "in_range": config.mag_min <= src.magnification <= config.mag_max * 1.03})
     in_range = [r for r in native if r["in_range"]]
     return {
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
         "calibration": (config.calibration or {}).get("method", "identity"),
-        "test_time_scales": list(config.test_time_scales),
+        "test_time_scales": list(config.test_time_scales), "alt_scales": list(alt_scales),
         "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
-        "whole_images": whole_by_mag, "whole_images_single_scale": whole_single_by_mag,
+        "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
         "patches_unpadded": summarise([r["pred"] for r in unpadded], [r["mag"] for r in unpadded]),
         "native": native,
         "native_summary": summarise([r["pred"] for r in in_range], [r["true"] for r in in_range]),
         "native_summary_raw": summarise([r["raw_mean"] for r in in_range], [r["true"] for r in in_range]),
-        "native_summary_single_scale": summarise([r["single_scale"] for r in in_range],
-                                                 [r["true"] for r in in_range]),
+        "native_summary_alt_scales": summarise([r["alt_scales"] for r in in_range],
+                                               [r["true"] for r in in_range]),
         "patch_records": records, "image_records": image_rows, "whole_image_records": whole,
     }
 
@@ -169,33 +169,34 @@ def markdown_tables(results: dict) -> str:
             lines.append(f"| {label} | {s['n']} | {s['mae']:.2f} | {100 * s['acc@0.5']:.1f} % | "
                          f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % | {before} |")
         lines.append("")
+    alt = ", ".join(f"{k:g}" for k in results.get("alt_scales", [1.0]))
     if "whole_images" in results:
         scales = ", ".join(f"{k:g}" for k in results.get("test_time_scales", [1.0]))
         lines += [f"**whole image downsampled to each magnification** (`predict_magnification`, "
                   f"{results['crops_per_mag']} crops, test-time scales {scales})", "",
                   "| magnification | n | MAE (x) | within ±0.5x | within ±1x | within ±5x "
-                  "| single scale: MAE, ±5x |", "|---|---|---|---|---|---|---|"]
+                  f"| scales {alt}: MAE, ±5x |", "|---|---|---|---|---|---|---|"]
         for mag, s in results["whole_images"].items():
             label = "all (5-40x)" if mag == "all" else f"{mag}x"
-            r = results["whole_images_single_scale"][mag]
+            r = results["whole_images_alt_scales"][mag]
             lines.append(f"| {label} | {s['n']} | {s['mae']:.2f} | {100 * s['acc@0.5']:.1f} % | "
                          f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % | "
                          f"{r['mae']:.2f}, {100 * r['acc@5']:.1f} % |")
         lines.append("")
     lines += ["**native scan magnification** (`predict_magnification`, 8 crops)", "",
-              "| held-out image | true (x) | predicted (x) | ± (crop s.d.) | |error| | single scale "
-              "| before (raw mean) |", "|---|---|---|---|---|---|---|"]
+              "| held-out image | true (x) | predicted (x) | ± (crop s.d.) | |error| | "
+              f"scales {alt} | before (raw mean) |", "|---|---|---|---|---|---|---|"]
     for r in results["native"]:
         note = "" if r["in_range"] else " (outside 5-40x)"
         lines.append(f"| {r['source']}{note} | {r['true']:.1f} | {r['pred']:.1f} | {r['uncertainty']:.1f} | "
-                     f"{abs(r['pred'] - r['true']):.1f} | {r.get('single_scale', float('nan')):.1f} | "
+                     f"{abs(r['pred'] - r['true']):.1f} | {r.get('alt_scales', float('nan')):.1f} | "
                      f"{r.get('raw_mean', float('nan')):.1f} |")
     s = results["native_summary"]
     lines += ["", f"Native, images within 5-40x: n = {s['n']}, MAE {s['mae']:.2f}x, within ±5x "
                   f"{100 * s['acc@5']:.0f} %, within ±1x {100 * s['acc@1']:.0f} %."]
-    if "native_summary_single_scale" in results:
-        b = results["native_summary_single_scale"]
-        lines[-1] += (f" Single scale: MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
+    if "native_summary_alt_scales" in results:
+        b = results["native_summary_alt_scales"]
+        lines[-1] += (f" Scales {alt}: MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
                       f"within ±1x {100 * b['acc@1']:.0f} %.")
     if "native_summary_raw" in results:
         b = results["native_summary_raw"]
