@@ -1,7 +1,8 @@
 """Magnification prediction from pixels (Hagnifinder).
 
 :func:`predict_magnification` regresses the objective magnification of an H&E image (level-0
-pixels) with the shipped Hagnifinder model: several tissue-rich 224² crops are scored, each
+pixels) with the shipped Hagnifinder model: several 224² crops in tissue, at random positions
+(spread over the image), are scored, each
 raw output is passed through the model's monotone calibration (``calibration`` in its
 ``config.json``, fitted on training images only). With test-time scales (``test_time_scales``
 in the config, chosen by source-grouped cross-validation on training images,
@@ -30,6 +31,11 @@ from napari_histo.utils import HistoError, resource_path
 MPP_AT_1X = 10.0
 #: Fraction of crops dropped at each end before averaging (at least one each end from 5 crops).
 AGGREGATE_TRIM = 0.125
+#: Crop selection rules (:func:`select_crop_boxes`); the first is the default.
+CROP_RULES = ("spread", "most_tissue")
+#: Tissue fraction (:func:`src_models.hagnifinder.data.tissue_fraction`) a crop needs to be
+#: taken in the order drawn by the ``"spread"`` rule.
+MIN_CROP_TISSUE = 0.5
 #: Lowest magnification a crop is downsampled to for the multi-scale estimate (model range 5-40x).
 MIN_SCALED_MAG = 5.0
 
@@ -109,26 +115,43 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     raise HistoError(f"unsupported image dtype {arr.dtype} (expected uint8 RGB)")
 
 
-def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0
-                      ) -> list[tuple[int, int]]:
-    """Top-left (y, x) of ``n_crops`` tissue-rich ``size``² crops (see :func:`select_crops`)."""
+def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0,
+                      rule: str = "spread") -> list[tuple[int, int]]:
+    """Top-left (y, x) of ``n_crops`` ``size``² crops in tissue (see :func:`select_crops`).
+
+    ``max(4 * n_crops, 16)`` candidate positions are drawn at random (seeded). ``rule``:
+
+    - ``"spread"`` (default): the candidates with at least :data:`MIN_CROP_TISSUE` tissue in
+      the order drawn (random positions, so spread over the image), completed by the most
+      tissue-rich of the others;
+    - ``"most_tissue"``: the candidates with most tissue (the rule before; less accurate in
+      source-grouped cross-validation on training images, ``src_models.hagnifinder.multiscale``).
+    """
     from src_models.hagnifinder.data import tissue_fraction
 
+    if rule not in CROP_RULES:
+        raise ValueError(f"unknown crop rule {rule!r} (one of {CROP_RULES})")
     h, w = rgb.shape[:2]
     rng = np.random.default_rng(seed)
     n_candidates = max(4 * n_crops, 16)
     ys = rng.integers(0, h - size + 1, n_candidates)
     xs = rng.integers(0, w - size + 1, n_candidates)
     tissue = np.array([tissue_fraction(rgb[y:y + size, x:x + size]) for y, x in zip(ys, xs)])
-    order = np.argsort(-tissue, kind="stable")[:n_crops]
-    return [(int(ys[i]), int(xs[i])) for i in order]
+    by_tissue = np.argsort(-tissue, kind="stable")
+    if rule == "most_tissue":
+        order = by_tissue
+    else:
+        enough = tissue >= MIN_CROP_TISSUE
+        order = np.concatenate([np.flatnonzero(enough), by_tissue[~enough[by_tissue]]])
+    return [(int(ys[i]), int(xs[i])) for i in order[:n_crops]]
 
 
-def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0) -> list[np.ndarray]:
-    """``n_crops`` tissue-rich ``size``² crops at native resolution (never resampled).
+def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0,
+                 rule: str = "spread") -> list[np.ndarray]:
+    """``n_crops`` ``size``² crops in tissue at native resolution (never resampled).
 
-    Candidates are drawn at random (seeded) and the ones with most tissue kept. An image smaller
-    than ``size`` yields one reflection-padded crop.
+    Candidates are drawn at random (seeded) and chosen by ``rule`` (:func:`select_crop_boxes`).
+    An image smaller than ``size`` yields one reflection-padded crop.
     """
     from src_models.hagnifinder.data import reflect_pad
 
@@ -136,7 +159,7 @@ def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0) 
     if h < size or w < size:
         return [reflect_pad(rgb, size)]
     return [np.ascontiguousarray(rgb[y:y + size, x:x + size])
-            for y, x in select_crop_boxes(rgb, n_crops, size, seed)]
+            for y, x in select_crop_boxes(rgb, n_crops, size, seed, rule)]
 
 
 def scaled_crop(rgb: np.ndarray, center: tuple[float, float], size: int, factor: float) -> np.ndarray:
@@ -218,11 +241,11 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
 
 
 def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
-                       scales=None) -> MagnificationPrediction:
+                       scales=None, crop_rule: str = "spread") -> MagnificationPrediction:
     """:func:`predict_magnification` with a loaded ``(model, config)``.
 
-    ``scales`` overrides the config's ``test_time_scales`` (e.g. ``(1.0,)``: single scale, to
-    compare with the multi-scale estimate on the same crops).
+    ``scales`` overrides the config's ``test_time_scales`` (e.g. ``(1.0, 1.2)``, to compare
+    with the shipped estimate); ``crop_rule`` is the crop selection (:func:`select_crop_boxes`).
     """
     import torch
 
@@ -245,7 +268,7 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     if h < size or w < size:
         preds = calibrated([reflect_pad(rgb, size)])
     else:
-        boxes = select_crop_boxes(rgb, n_crops, size, seed)
+        boxes = select_crop_boxes(rgb, n_crops, size, seed, crop_rule)
         preds = calibrated([np.ascontiguousarray(rgb[y:y + size, x:x + size]) for y, x in boxes])
         extra = usable_scales(aggregate_log(preds, AGGREGATE_TRIM), rgb.shape, scales, size,
                               getattr(config, "min_scaled_mag", MIN_SCALED_MAG))[1:]

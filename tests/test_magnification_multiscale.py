@@ -138,3 +138,37 @@ def test_cross_validation_prefers_the_scales_that_undo_a_scale_dependent_error()
     results = cross_validate(records, candidates)
     assert choose(results) == "1-1.25"
     assert results["1-1.25"]["images"]["mae"] < 0.5 * results["1"]["images"]["mae"]
+
+
+def _half_tissue_image() -> np.ndarray:
+    """Left 600 px: textured pink tissue; right 400 px: white glass."""
+    rng = np.random.default_rng(5)
+    rgb = np.full((700, 1000, 3), 245, np.uint8)
+    tissue = np.stack([rng.integers(150, 230, (700, 600)), rng.integers(60, 140, (700, 600)),
+                       rng.integers(120, 200, (700, 600))], axis=2)
+    rgb[:, :600] = tissue.astype(np.uint8)
+    return rgb
+
+
+def test_spread_rule_takes_crops_with_enough_tissue_in_the_order_drawn():
+    from napari_histo.magnification import MIN_CROP_TISSUE
+    from src_models.hagnifinder.data import tissue_fraction
+
+    rgb = _half_tissue_image()
+    boxes = select_crop_boxes(rgb, 6, 224, seed=4)
+    fractions = [tissue_fraction(rgb[y:y + 224, x:x + 224]) for y, x in boxes]
+    assert len(boxes) == 6 and min(fractions) >= MIN_CROP_TISSUE
+    # the same candidates as the most-tissue rule, in the order drawn: the draw order is kept
+    rng = np.random.default_rng(4)
+    ys, xs = rng.integers(0, 700 - 223, 24), rng.integers(0, 1000 - 223, 24)
+    drawn = [(int(y), int(x)) for y, x in zip(ys, xs)
+             if tissue_fraction(rgb[y:y + 224, x:x + 224]) >= MIN_CROP_TISSUE]
+    assert boxes == drawn[:6]
+    most = select_crop_boxes(rgb, 6, 224, seed=4, rule="most_tissue")
+    assert min(tissue_fraction(rgb[y:y + 224, x:x + 224]) for y, x in most) >= min(fractions)
+    # too few candidates with enough tissue: completed by the most tissue-rich of the rest
+    white = np.full((500, 500, 3), 245, np.uint8)
+    white[:230, :230] = rgb[:230, :230]
+    assert len(select_crop_boxes(white, 8, 224, seed=1)) == 8
+    with pytest.raises(ValueError):
+        select_crop_boxes(rgb, 4, 224, rule="densest")

@@ -10,7 +10,7 @@ Two views:
 
 Plus **whole images**: each held-out image box-downsampled as a whole to each magnification
 and predicted by ``predict_magnification`` (8 crops; with the model's test-time scales and,
-for comparison on the same crops, with ``alt_scales``), and **native**: each held-out image at its
+for comparison, with ``alt_scales`` and ``alt_crop_rule``), and **native**: each held-out image at its
 own scan magnification through ``predict_magnification`` (e.g. the 20x CMU slide, the 20x/40x
 CPM-15 tiles).
 
@@ -75,7 +75,7 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
 
 
 def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
-             seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,)) -> dict:
+             seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,), alt_crop_rule: str = "most_tissue") -> dict:
     """Patch-, image- and native-level metrics on the config's held-out images.
 
     ``pred`` is the shipped prediction (calibrated output, crops aggregated as in
@@ -113,7 +113,8 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
             img = image_at(src.rgb, src.magnification, mag)
             crop_seed = seed + 1000 * i + int(nominal)
             multi = predict_with_model(model, config, img, crops_per_mag, crop_seed)
-            alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales)
+            alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales,
+                                     crop_rule=alt_crop_rule)
             whole.append({"source": src.name, "nominal": float(nominal), "mag": mag,
                           "pred": multi.magnification, "alt": alt.magnification,
                           "shape": list(img.shape[:2])})
@@ -127,9 +128,10 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     native = []
     for src in val_src:
         pred = predict_magnification(src.rgb, n_crops=8, seed=0, model_dir=model_dir)
-        alt = predict_with_model(model, config, src.rgb, 8, 0, scales=alt_scales)
+        alt = predict_with_model(model, config, src.rgb, 8, 0, scales=alt_scales, crop_rule=alt_crop_rule)
         with torch.no_grad():
-            crops = np.stack(select_crops(src.rgb, 8, config.patch_size, 0))
+            # the raw figures before calibration, on the crops chosen then
+            crops = np.stack(select_crops(src.rgb, 8, config.patch_size, 0, "most_tissue"))
             raw_mean = float(model(to_tensor(crops)).numpy().mean())
         native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
                        "raw_mean": raw_mean, "alt_scales": alt.magnification,
@@ -140,6 +142,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
         "calibration": (config.calibration or {}).get("method", "identity"),
         "test_time_scales": list(config.test_time_scales), "alt_scales": list(alt_scales),
+        "alt_crop_rule": alt_crop_rule,
         "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
         "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
@@ -169,11 +172,12 @@ def markdown_tables(results: dict) -> str:
             lines.append(f"| {label} | {s['n']} | {s['mae']:.2f} | {100 * s['acc@0.5']:.1f} % | "
                          f"{100 * s['acc@1']:.1f} % | {100 * s['acc@5']:.1f} % | {before} |")
         lines.append("")
-    alt = ", ".join(f"{k:g}" for k in results.get("alt_scales", [1.0]))
+    alt = (", ".join(f"{k:g}" for k in results.get("alt_scales", [1.0]))
+           + f"; {results.get('alt_crop_rule', 'most_tissue')} crops")
     if "whole_images" in results:
         scales = ", ".join(f"{k:g}" for k in results.get("test_time_scales", [1.0]))
         lines += [f"**whole image downsampled to each magnification** (`predict_magnification`, "
-                  f"{results['crops_per_mag']} crops, test-time scales {scales})", "",
+                  f"{results['crops_per_mag']} crops, test-time scales {scales}; spread crops)", "",
                   "| magnification | n | MAE (x) | within ±0.5x | within ±1x | within ±5x "
                   f"| scales {alt}: MAE, ±5x |", "|---|---|---|---|---|---|---|"]
         for mag, s in results["whole_images"].items():

@@ -1,4 +1,4 @@
-"""Test-time multi-scale consistency for Hagnifinder, chosen on training sources only.
+"""Test-time choices for Hagnifinder (scales, crop selection), made on training sources only.
 
 An image at magnification ``m`` downsampled by a known factor ``k`` is at ``m / k``; so each
 crop gives several estimates of ``m``: ``k * f(crop downsampled by k)``. Combining them (mean
@@ -11,7 +11,11 @@ Protocol (the way :func:`napari_histo.magnification.predict_magnification` is us
 training source is downsampled as a whole to each nominal magnification 5, 10, ..., 40x at or
 below its own (box filter, never upsampled); the image is predicted from 8 tissue-rich crops.
 
+The crop selection rule (:func:`napari_histo.magnification.select_crop_boxes`) is compared
+the same way (:func:`crop_rule_records`, :func:`cross_validate_rules`, ``--crop-rules``).
+
 ``python -m src_models.hagnifinder.multiscale --model-dir DIR [--out F]``
+``python -m src_models.hagnifinder.multiscale --model-dir DIR --crop-rules --seed S``
 """
 
 from __future__ import annotations
@@ -170,6 +174,73 @@ def choose(results: dict[str, dict]) -> str:
     return min(results, key=lambda n: (round(results[n]["images"]["mae"], 6), len(results[n]["candidate"]["scales"])))
 
 
+def crop_rule_records(model, sources, rules: Sequence[str], mags: Sequence[float] = NOMINAL_MAGS,
+                      n_crops: int = 8, seed: int = 123, size: int = 224) -> list[dict]:
+    """Raw outputs of the crops each selection rule picks, per source and nominal magnification.
+
+    Same images as :func:`collect` (each source downsampled as a whole); images smaller than
+    ``size`` (one padded crop, no choice to make) are skipped. Each record: source, nominal,
+    mag, raw (``{rule: list}``).
+    """
+    import torch
+
+    from napari_histo.magnification import select_crop_boxes
+    from src_models.hagnifinder.data import to_tensor
+
+    records = []
+    for i, src in enumerate(sources):
+        for nominal in mags:
+            if nominal > src.magnification * 1.03:
+                continue
+            mag = min(float(nominal), src.magnification)
+            img = image_at(src.rgb, src.magnification, mag)
+            if min(img.shape[:2]) < size:
+                continue
+            boxes = {r: select_crop_boxes(img, n_crops, size, seed + 1000 * i + int(nominal), r) for r in rules}
+            union = sorted({b for bs in boxes.values() for b in bs})
+            with torch.no_grad():
+                out = model(to_tensor(np.stack([img[y:y + size, x:x + size] for y, x in union]))).numpy()
+            raw_of = dict(zip(union, out.astype(float).tolist()))
+            records.append({"source": src.name, "nominal": float(nominal), "mag": mag,
+                            "raw": {r: [raw_of[b] for b in bs] for r, bs in boxes.items()}})
+    return records
+
+
+def cross_validate_rules(records: list[dict], fields: list[dict], n_folds: int = 5, seed: int = 0
+                         ) -> dict[str, dict]:
+    """Source-grouped CV of each crop rule: image-level summary and per-record absolute errors.
+
+    The calibration of each fold is fitted on ``fields`` of the other folds' sources (as the
+    shipped one); the image estimate is the trimmed log mean of the calibrated crops.
+    """
+    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration, fit_calibration
+    from src_models.hagnifinder.metrics import summarise
+
+    fold_of = grouped_folds([r["source"] for r in fields], n_folds, seed)
+    cals = {f: fit_calibration([r["raw"] for r in fields if fold_of[r["source"]] != f],
+                               [r["mag"] for r in fields if fold_of[r["source"]] != f], "isotonic")
+            for f in range(n_folds)}
+    out = {}
+    for rule in records[0]["raw"]:
+        pred = [aggregate_log(apply_calibration(cals[fold_of[r["source"]]], r["raw"][rule])) for r in records]
+        true = [r["mag"] for r in records]
+        out[rule] = {"images": summarise(pred, true),
+                     "abs_errors": np.abs(np.asarray(pred) - np.asarray(true)).tolist()}
+    return out
+
+
+def source_bootstrap(diff: Sequence[float], groups: Sequence[str], n: int = 2000, seed: int = 0
+                     ) -> tuple[float, float]:
+    """95 % interval of the mean of ``diff`` when whole sources are resampled with replacement."""
+    diff, groups = np.asarray(diff, float), np.asarray(groups)
+    names = np.unique(groups)
+    per = {g: diff[groups == g] for g in names}
+    rng = np.random.default_rng(seed)
+    means = [np.concatenate([per[g] for g in rng.choice(names, names.size)]).mean() for _ in range(n)]
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m src_models.hagnifinder.multiscale --model-dir DIR [--records F] [--out F]``."""
     parser = argparse.ArgumentParser(description="Choose test-time scales by source-grouped CV on training sources.")
@@ -181,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the CV results (JSON) here")
     parser.add_argument("--write", action="store_true",
                         help="store the chosen factors as test_time_scales in DIR/config.json")
+    parser.add_argument("--crop-rules", action="store_true",
+                        help="compare the crop selection rules instead of the scales")
     args = parser.parse_args(argv)
     import torch
 
@@ -190,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     from src_models.hagnifinder.evaluate import load_model_dir
 
     model, config = load_model_dir(args.model_dir)
+    if args.crop_rules:
+        return _main_crop_rules(args, model, config)
     if args.records and Path(args.records).exists():
         records = json.loads(Path(args.records).read_text())["records"]
     else:
@@ -231,6 +306,37 @@ def main(argv: list[str] | None = None) -> int:
         config.min_scaled_mag = float(results[best]["candidate"]["min_mag"])
         config.to_json(cfg_path)
         print(f"test_time_scales {list(config.test_time_scales)} written to {cfg_path}")
+    return 0
+
+
+def _main_crop_rules(args, model, config) -> int:
+    from napari_histo.magnification import CROP_RULES
+    from src_models.hagnifinder.calibration import training_predictions
+    from src_models.hagnifinder.data import discover_sources, split_sources
+
+    train, _held = split_sources(discover_sources(args.data_root or config.data_root), config.holdout)
+    if {s.name for s in train} & set(config.holdout):
+        raise RuntimeError("a held-out source reached the training list")
+    records = crop_rule_records(model, train, CROP_RULES, n_crops=args.crops, seed=args.seed,
+                                size=config.patch_size)
+    fields = training_predictions(args.model_dir, args.data_root)
+    results = cross_validate_rules(records, fields)
+    groups = [r["source"] for r in records]
+    print(f"{len(records)} images from {len(set(groups))} training sources, crop seed {args.seed}; "
+          "source-grouped 5-fold CV")
+    base = np.asarray(results["most_tissue"]["abs_errors"])
+    for rule, res in results.items():
+        s = res["images"]
+        diff = np.asarray(res["abs_errors"]) - base
+        lo, hi = source_bootstrap(diff, groups)
+        print(f"| {rule} | MAE {s['mae']:.3f} | ±5x {100 * s['acc@5']:.1f} % | ±1x {100 * s['acc@1']:.1f} % "
+              f"| vs most_tissue {diff.mean():+.3f} (95 % source bootstrap {lo:+.3f} to {hi:+.3f}) |")
+    if args.out:
+        from napari_histo.utils import atomic_write
+
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(args.out) as fh:
+            json.dump({"seed": args.seed, "results": results, "records": records}, fh)
     return 0
 
 
