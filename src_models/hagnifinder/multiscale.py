@@ -46,7 +46,8 @@ def image_at(rgb: np.ndarray, source_mag: float, mag: float) -> np.ndarray:
 
 
 def raw_multiscale(model, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
-                   scales: Sequence[float] = ALL_SCALES, size: int = 224) -> dict[float, np.ndarray]:
+                   scales: Sequence[float] = ALL_SCALES, size: int = 224,
+                   crop_rule: str = "spread") -> dict[float, np.ndarray]:
     """Raw network outputs of the same tissue-rich crops downsampled by each factor that fits.
 
     Returns ``{k: (n,) raw outputs}``; factor 1 is always present (one padded crop when the
@@ -59,9 +60,10 @@ def raw_multiscale(model, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
 
     h, w = rgb.shape[:2]
     if min(h, w) < size:
-        crops = {1.0: select_crops(rgb, n_crops, size, seed)}
+        crops = {1.0: select_crops(rgb, n_crops, size, seed, crop_rule)}
     else:
-        centres = [(y + size / 2, x + size / 2) for y, x in select_crop_boxes(rgb, n_crops, size, seed)]
+        centres = [(y + size / 2, x + size / 2)
+                   for y, x in select_crop_boxes(rgb, n_crops, size, seed, crop_rule)]
         crops = {float(k): [scaled_crop(rgb, c, size, k) for c in centres]
                  for k in scales if int(round(size * k)) <= min(h, w)}
     keys = list(crops)
@@ -76,7 +78,7 @@ def raw_multiscale(model, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
 
 
 def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int = 8, seed: int = 123,
-            scales: Sequence[float] = ALL_SCALES, size: int = 224) -> list[dict]:
+            scales: Sequence[float] = ALL_SCALES, size: int = 224, crop_rule: str = "spread") -> list[dict]:
     """Raw multi-scale outputs for every source at every nominal magnification at or below its own.
 
     Each record: source, dataset, nominal, mag (true), shape (of the downsampled image), raw
@@ -89,7 +91,7 @@ def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int =
                 continue
             mag = min(float(nominal), src.magnification)
             img = image_at(src.rgb, src.magnification, mag)
-            raw = raw_multiscale(model, img, n_crops, seed + 1000 * i + int(nominal), scales, size)
+            raw = raw_multiscale(model, img, n_crops, seed + 1000 * i + int(nominal), scales, size, crop_rule)
             records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
                             "mag": mag, "shape": list(img.shape[:2]),
                             "raw": {f"{k:g}": v.tolist() for k, v in raw.items()}})
@@ -252,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the CV results (JSON) here")
     parser.add_argument("--write", action="store_true",
                         help="store the chosen factors as test_time_scales in DIR/config.json")
+    parser.add_argument("--crop-rule", default="spread",
+                        help="crop selection for the scale comparison (the recorded run used most_tissue)")
     parser.add_argument("--crop-rules", action="store_true",
                         help="compare the crop selection rules instead of the scales")
     args = parser.parse_args(argv)
@@ -271,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         train, _held = split_sources(discover_sources(args.data_root or config.data_root), config.holdout)
         if {s.name for s in train} & set(config.holdout):
             raise RuntimeError("a held-out source reached the training list")
-        records = collect(model, train, n_crops=args.crops, seed=args.seed, size=config.patch_size)
+        records = collect(model, train, n_crops=args.crops, seed=args.seed, size=config.patch_size,
+                          crop_rule=args.crop_rule)
         if args.records:
             from napari_histo.utils import atomic_write
 
