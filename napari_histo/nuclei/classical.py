@@ -125,7 +125,7 @@ class ClassicalParams:
     stains: str = "auto"
     background_radius_um: float = 8.0
     median_radius_um: float = 0.0
-    sigma_um: float = 0.5
+    sigma_um: float = 0.4
     threshold: float | str = "auto"
     min_threshold: float = 0.1
     min_area_um2: float = 12.0
