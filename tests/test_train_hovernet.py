@@ -112,6 +112,34 @@ def test_fine_tuning_starts_from_init_weights_with_a_fresh_schedule(tmp_path, sm
         train(wide, resume=False, tiles=small_tiles)
 
 
+class _RunsOnUnpickle:
+    """Pickles to a call of ``Path.touch``: loading it with full unpickling would create a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_init_weights_never_unpickles_arbitrary_objects(tmp_path):
+    """A weights file carrying a pickled object is refused with a clear error, and its code never runs."""
+    from napari_histo.utils import InputFileError
+    from src_models.hovernet.train import load_init_weights
+
+    small = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=96, output_size=80)
+    model = CompactHoVerNet(small)
+    marker = tmp_path / "code_ran"
+    bad = tmp_path / "checkpoint.pt"
+    torch.save({"model": model.state_dict(), "extra": _RunsOnUnpickle(marker)}, bad)
+    with pytest.raises(InputFileError, match="not a readable torch file"):
+        load_init_weights(model, bad)
+    assert not marker.exists()
+    good = tmp_path / "model.pt"  # a plain state_dict still loads
+    torch.save(model.state_dict(), good)
+    load_init_weights(CompactHoVerNet(small), good)
+
+
 def _shipped_validation() -> dict:
     path = WEIGHTS / "validation.json"
     if not path.exists():

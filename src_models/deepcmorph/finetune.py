@@ -142,11 +142,11 @@ def train_one(cfg: FinetuneConfig, train_set, folder: Path, resume: bool = False
     ckpt_path = folder / "checkpoint.pt"
     start = 0
     if resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        rng = ck["rng"]
+        rng.bit_generator.state = ck["rng"]
         start = ck["epoch"] + 1
         log(f"resumed {folder} at epoch {start}")
     counts = np.bincount(train_set.labels, minlength=len(train_set.class_names)).astype(float)
@@ -170,7 +170,7 @@ def train_one(cfg: FinetuneConfig, train_set, folder: Path, resume: bool = False
             total += float(loss.detach()) * len(idx)
         sched.step()
         torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "rng": rng, "epoch": epoch}, ckpt_path)
+                    "scheduler": sched.state_dict(), "rng": rng.bit_generator.state, "epoch": epoch}, ckpt_path)
         log(f"{folder.name} epoch {epoch + 1}/{cfg.epochs} loss {total / n:.4f} ({time.time() - t0:.0f}s)")
         if cfg.max_minutes and (time.time() - t0) / 60 > cfg.max_minutes:
             log(f"{folder.name}: stopping after {epoch + 1} epochs (max_minutes)")

@@ -206,7 +206,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     state = {"iteration": 0, "calib_sum": 0.0, "calib_n": 0, "epoch_losses": []}
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         model.use_asm = ckpt["use_asm"]
         optimizer.load_state_dict(_two_groups(ckpt["optimizer"], len(head_params)))
@@ -331,7 +331,7 @@ def export_checkpoint(config: HagnifinderConfig, out_dir: str | Path) -> dict:
 
     For evaluating a run in progress, or shipping one stopped early; returns the iteration.
     """
-    ckpt = torch.load(Path(config.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(Path(config.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
     model = build_model(config)
     model.load_state_dict(ckpt["model"])
     if ckpt["use_asm"] or float(model.scale_factor) <= 0:

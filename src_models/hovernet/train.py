@@ -54,7 +54,7 @@ def load_init_weights(model, path: str | Path) -> None:
     if not path.is_file():
         raise InputFileError(path, "init_weights file not found")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise InputFileError(path, f"not a readable torch file ({exc.__class__.__name__}: {exc})") from exc
     state = obj.get("model", obj) if isinstance(obj, dict) else None
@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     it, elapsed = 0, 0.0
     if resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         sampler.rng.bit_generator.state = ck["rng"]

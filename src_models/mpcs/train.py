@@ -66,7 +66,7 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
 
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
@@ -124,7 +124,7 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
         config = MPCSConfig.from_json(path)
     pretrain(config, resume=resume)
     out_dir = Path(config.out_dir)
-    ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     losses = ckpt["state"]["losses"]
     return {"out_dir": str(out_dir), "iterations": ckpt["state"]["iteration"],
             "finished": (out_dir / "encoder.pt").exists(),
