@@ -150,14 +150,8 @@ def synthetic_tile_labels(side: int = 1024, spacing: int = 16, seed: int = 0):
     return labels, rng.integers(1, 6, n)
 
 
-def preview_costs(viewer, slide, size: int, mpp: float, n_tiles: int = 8) -> None:
-    """Cost of showing results during a run (Nuclei panel preview, ``_napari/_preview.py``).
-
-    Whole slide: paint 1024-px tiles into the zarr preview pyramid of the 40k slide (worker
-    thread in the panel) and refresh the multiscale Labels layer (Qt thread). View/shape run:
-    paint into a 4096 x 4096 in-memory preview and redraw only the tile region, against a
-    whole-layer refresh.
-    """
+def _whole_slide_preview_cost(viewer, slide, size, mpp, labels, types, info, n_tiles, contour) -> None:
+    """Paint and refresh cost of the multiscale preview with the given contour width (0: filled)."""
     import tempfile
 
     from qtpy.QtWidgets import QApplication
@@ -166,14 +160,12 @@ def preview_costs(viewer, slide, size: int, mpp: float, n_tiles: int = 8) -> Non
     from napari_histo._napari._preview import LabelPreview, refresh_region
 
     app = QApplication.instance()
-    labels, types = synthetic_tile_labels()
-    info = synthetic_nuclei(1, size).attrs["type_info"]
     with tempfile.TemporaryDirectory() as tmp:
         preview = LabelPreview((size, size), multiscale=True, root=f"{tmp}/preview.zarr")
         preview.type_info = info
         layer = viewer.add_labels(preview.data, multiscale=True, colormap=preview.colormap(), opacity=0.9,
                                   **_layers.overlay_kwargs(slide))
-        layer.contour = 1
+        layer.contour = contour
         viewer.scene.camera.zoom = viewer.canvas.size[1] / (1600 * mpp)
         origin0 = np.array([0.3, 0.3]) * size
         viewer.scene.camera.center = tuple((origin0 + 512) * mpp)
@@ -192,11 +184,32 @@ def preview_costs(viewer, slide, size: int, mpp: float, n_tiles: int = 8) -> Non
             app.processEvents()
             refresh.append(time.perf_counter() - t0)
         paint, refresh = np.asarray(paint) * 1000, np.asarray(refresh) * 1000
-        print(f"whole-slide preview ({size // 1000}k zarr pyramid), 1024-px tiles of {types.size} nuclei: "
+        print(f"whole-slide preview ({size // 1000}k zarr pyramid, contour {contour}), 1024-px tiles of {types.size} nuclei: "
               f"paint (worker) median {np.median(paint):.0f} ms, max {paint.max():.0f} ms; "
               f"refresh + draw (Qt) median {np.median(refresh):.0f} ms, max {refresh.max():.0f} ms")
         viewer.layers.remove(layer)
         preview.close()
+
+
+def preview_costs(viewer, slide, size: int, mpp: float, n_tiles: int = 8) -> None:
+    """Cost of showing results during a run (Nuclei panel preview, ``_napari/_preview.py``).
+
+    Whole slide: paint 1024-px tiles into the zarr preview pyramid of the 40k slide (worker
+    thread in the panel) and refresh the multiscale Labels layer (Qt thread). View/shape run:
+    paint into a 4096 x 4096 in-memory preview and redraw only the tile region, against a
+    whole-layer refresh.
+    """
+
+    from qtpy.QtWidgets import QApplication
+
+    from napari_histo._napari import _layers
+    from napari_histo._napari._preview import LabelPreview, refresh_region
+
+    app = QApplication.instance()
+    labels, types = synthetic_tile_labels()
+    info = synthetic_nuclei(1, size).attrs["type_info"]
+    for contour in (1, 0):  # outlines vs filled labels (the whole-slide preview is filled)
+        _whole_slide_preview_cost(viewer, slide, size, mpp, labels, types, info, n_tiles, contour)
     preview = LabelPreview((4096, 4096), multiscale=False)
     preview.paint(labels, (0, 0), types, info)
     layer = viewer.add_labels(preview.data, colormap=preview.colormap(), opacity=0.9, **_layers.overlay_kwargs(slide))

@@ -130,6 +130,8 @@ def test_whole_slide_run_paints_a_multiscale_preview_and_cancel_cleans_up(nuclei
             return None
         layer = viewer.layers[_layers.NUCLEI_LABELS]
         assert layer.metadata.get("napari_histo_preview") and layer.multiscale
+        # drawn filled and half transparent: no outline computation on each refresh
+        assert layer.contour == 0 and layer.opacity == pytest.approx(_nuclei_panel.PREVIEW_FILLED_OPACITY)
         levels = layer.data
         assert tuple(levels[0].shape) == _layers.level0_shape(slide)
         assert type(levels[0]).__module__.startswith("zarr")  # on disk, not a level-0 numpy array

@@ -62,6 +62,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 FLUSH_MIN_S = 0.25
 #: A redraw may take at most 1/FLUSH_COST_RATIO of the Qt thread's time during a run.
 FLUSH_COST_RATIO = 10.0
+#: Opacity of the filled whole-slide preview (the tissue stays visible underneath).
+PREVIEW_FILLED_OPACITY = 0.5
 
 
 def format_eta(seconds: float | None) -> str:
@@ -444,12 +446,17 @@ class NucleiPanel(QWidget):
         if layer is None:
             preview = self.preview
             kwargs = _layers.aligned_kwargs(self.slide_layer, self.origin)
+            # whole-slide previews are drawn filled and half transparent: napari's outline
+            # computation is most of a multiscale refresh (docs/benchmarks/widgets.md), and the
+            # final layer that replaces the preview is drawn with outlines
+            filled = preview.multiscale
             layer = self.viewer.add_labels(
-                preview.data, name=_layers.NUCLEI_LABELS, colormap=preview.colormap(), opacity=0.9,
+                preview.data, name=_layers.NUCLEI_LABELS, colormap=preview.colormap(),
+                opacity=PREVIEW_FILLED_OPACITY if filled else 0.9,
                 multiscale=preview.multiscale, metadata={"napari_histo_overlay": True, "napari_histo_preview": True},
                 **kwargs,
             )
-            layer.contour = 1
+            layer.contour = 0 if filled else 1
             return
         view = None
         if layer.multiscale and self.slide_layer is not None:
