@@ -380,3 +380,71 @@ def test_real_hand_drawn_outlines_export_valid(tmp_path):
         filled = shapely.Polygon(c).buffer(0)  # the outline's area as GEOS fills it
         if filled.area > 20:
             assert abs(geom.area - filled.area) <= 0.6 * filled.area
+
+
+def _read_both_ways(path, monkeypatch):
+    """(whole-file parse, incremental parse in chunks of 2 features) of one file."""
+    import napari_histo.formats.geojson as gj
+
+    whole = read_geojson(path)
+    with monkeypatch.context() as m:
+        m.setattr(gj, "STREAM_MIN_BYTES", 0)
+        m.setattr(gj, "_READ_CHUNK", 2)
+        streamed = read_geojson(path)
+    return whole, streamed
+
+
+def _same_objects(a, b):
+    assert a.table.drop(columns="contour").equals(b.table.drop(columns="contour"))
+    for x, y in zip(a.table["contour"], b.table["contour"], strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert dict(a.type_info.names) == dict(b.type_info.names)
+    assert [(n.class_name, n.geometry.wkt) for n in a.annotations] == [(n.class_name, n.geometry.wkt) for n in b.annotations]
+
+
+def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, monkeypatch):
+    """Files above STREAM_MIN_BYTES are parsed a chunk of features at a time (bounded memory)."""
+    import napari_histo.formats.geojson as gj
+
+    anns = [Annotation(shapely.Polygon([(0, 0), (50, 0), (50, 50)]), name="roi", class_name="Tumor", colour=(200, 0, 0))]
+    written = write_geojson(table, tmp_path / "n.geojson", annotations=anns)
+    written_gz = write_geojson(_awkward_table(), tmp_path / "awkward.geojson.gz", gzip=True)
+    square = [[0, 0], [10, 0], [10, 10], [0, 10], [0, 0]]
+    det = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+           "properties": {"objectType": "detection", "classification": {"name": "A", "color": [1, 2, 3]}}}
+    point = {"type": "Feature", "geometry": {"type": "Point", "coordinates": [5, 5]},
+             "properties": {"objectType": "detection", "classification": {"name": "B", "color": [4, 5, 6]}}}
+    parent = dict(det, properties={"objectType": "annotation", "classification": "Stroma"}, childObjects=[det, point, det])
+    layouts = {
+        "array.json": "\ufeff" + json.dumps([det, point, {"no": "type"}, det, parent]).replace(", ", ",\r\n"),
+        "trailing_members.geojson": json.dumps({"type": "FeatureCollection", "features": [det, point, det],
+                                                "bbox": [0, 0, 10, 10], "note": {"a": [1, 2]}}, indent=2),
+        "features_first.geojson": json.dumps({"features": [det, det, point], "type": "FeatureCollection"}),
+        "empty.geojson": '{"type": "FeatureCollection", "features": [ ]}',
+        "nan.geojson": json.dumps({"type": "FeatureCollection", "features": [
+            dict(det, properties=dict(det["properties"], measurements={"Class probability": float("nan")}))] * 5}),
+    }
+    paths = [written, written_gz]
+    for name, text in layouts.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        paths.append(tmp_path / name)
+    for path in paths:
+        whole, streamed = _read_both_ways(path, monkeypatch)
+        _same_objects(whole, streamed)
+    whole, _ = _read_both_ways(written, monkeypatch)
+    assert len(whole.table) == len(table) and len(whole.annotations) == 1
+    nested, _ = _read_both_ways(tmp_path / "array.json", monkeypatch)
+    assert len(nested.table) == 4 and len(nested.annotations) == 3  # 2 + 2 child detections; 2 points + the parent
+
+    # broken big files: a clean error naming the file, with the line of the fault
+    monkeypatch.setattr(gj, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(gj, "_READ_CHUNK", 2)
+    for text, line in [('{"type": "FeatureCollection", "features": [\n' + json.dumps(det) + ',\n{"type": }]}', 3),
+                       ("[" + json.dumps(det) + "]\n]", 2),
+                       ('{"type": "FeatureCollection", "features": [] "x": 1}', 1),
+                       ("[" + json.dumps(det) + ",\n" + json.dumps(det), 2)]:
+        bad = tmp_path / "bad.geojson"
+        bad.write_text(text)
+        with pytest.raises(AnnotationFormatError) as err:
+            read_geojson(bad)
+        assert "bad.geojson" in str(err.value) and err.value.line == line, (text, err.value)

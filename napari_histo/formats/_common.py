@@ -163,9 +163,13 @@ def load_json(path: str | os.PathLike) -> Any:
     ``NaN``/``Infinity`` as Python writes them, huge integers, very deep nesting) goes through the
     standard library, which also gives the line and column of a real syntax error.
     """
+    return parse_json_bytes(path, open_maybe_gzip(path))
+
+
+def parse_json_bytes(path: str | os.PathLike, raw: bytes) -> Any:
+    """:func:`load_json` on bytes already read from ``path`` (named in errors)."""
     import json
 
-    raw = open_maybe_gzip(path)
     try:
         import orjson
     except ImportError:  # optional speed-up only

@@ -27,8 +27,11 @@ import pandas as pd
 from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
-    load_json,
+    decode_text,
+    json_error,
     no_gc,
+    open_maybe_gzip,
+    parse_json_bytes,
     table_from_flat,
     table_type_info,
 )
@@ -830,25 +833,123 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
         return _read_geojson(Path(path), type_info, mpp)
 
 
+def _top_level_features(path: Path, data: Any) -> list:
+    """The feature list of a parsed GeoJSON document (see :func:`read_geojson` for the shapes)."""
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+        if not isinstance(features, list):
+            raise AnnotationFormatError(path, "FeatureCollection has no 'features' list")
+        return features
+    if isinstance(data, dict) and data.get("type") == "Feature":
+        return [data]
+    if isinstance(data, list):
+        return data
+    if isinstance(data, dict) and data.get("type") in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
+        return [{"type": "Feature", "geometry": data, "properties": {}}]
+    raise AnnotationFormatError(path, "not GeoJSON: expected a FeatureCollection, a Feature or an array of Features")
+
+
+#: Files at least this big (uncompressed) are parsed a chunk of features at a time, so the
+#: parsed tree of a whole-slide export (about 8 KB of Python objects per feature) is never held.
+STREAM_MIN_BYTES = 64 * 2**20
+#: Top-level features converted to table rows at a time.
+_READ_CHUNK = 8192
+
+
+def _feature_chunks(path: Path) -> Iterator[list]:
+    """Top-level features in lists of at most ``_READ_CHUNK``; big files are parsed incrementally."""
+    chunk = _READ_CHUNK
+    raw = open_maybe_gzip(path)
+    if len(raw) < STREAM_MIN_BYTES:
+        features = _top_level_features(path, parse_json_bytes(path, raw))
+        del raw
+        for k in range(0, len(features), chunk):
+            yield features[k : k + chunk]
+        return
+    text = decode_text(path, raw)
+    del raw
+    streamed = _stream_features(path, text, chunk)
+    if streamed is None:  # an unusual layout: parse it whole
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise json_error(path, exc) from None
+        del text
+        features = _top_level_features(path, data)
+        for k in range(0, len(features), chunk):
+            yield features[k : k + chunk]
+        return
+    yield from streamed
+
+
+def _stream_features(path: Path, text: str, chunk: int) -> Iterator[list] | None:
+    """Parse the elements of a top-level array, or of the ``features`` array of a FeatureCollection
+    that states its type first (as QuPath and most writers do), one at a time with the standard
+    library's decoder. None for any other layout.
+    """
+    import re
+
+    decoder = json.JSONDecoder()
+    space = re.compile(r"[ \t\n\r]*")
+    i = space.match(text, 1 if text.startswith("\ufeff") else 0).end()
+    in_collection = text.startswith("{", i)
+    if text.startswith("[", i):
+        start = i
+    elif in_collection:
+        head = re.compile(r'\{[ \t\n\r]*"type"[ \t\n\r]*:[ \t\n\r]*"FeatureCollection"[ \t\n\r]*,[ \t\n\r]*'
+                          r'"features"[ \t\n\r]*:[ \t\n\r]*\[').match(text, i)
+        if head is None:
+            return None
+        start = head.end() - 1
+    else:
+        return None
+
+    def elements() -> Iterator[list]:
+        try:
+            pos = space.match(text, start + 1).end()
+            batch: list = []
+            if text.startswith("]", pos):
+                pos += 1
+            else:
+                while True:
+                    value, pos = decoder.raw_decode(text, pos)
+                    batch.append(value)
+                    if len(batch) == chunk:
+                        yield batch
+                        batch = []
+                    pos = space.match(text, pos).end()
+                    if text.startswith(",", pos):
+                        pos = space.match(text, pos + 1).end()
+                    elif text.startswith("]", pos):
+                        pos += 1
+                        break
+                    else:
+                        raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+            if batch:
+                yield batch
+            if in_collection:  # the rest of the FeatureCollection: more members, then "}"
+                pos = space.match(text, pos).end()
+                if text.startswith(",", pos):  # parse "{" + the members after the comma
+                    _, end = decoder.raw_decode("{" + text[pos + 1 :], 0)
+                    pos += end
+                elif text.startswith("}", pos):
+                    pos += 1
+                else:
+                    raise json.JSONDecodeError("Expecting ',' delimiter", text, pos)
+            pos = space.match(text, pos).end()
+            if pos < len(text):
+                raise json.JSONDecodeError("Extra data", text, pos)
+        except (ValueError, RecursionError) as exc:
+            raise json_error(path, exc) from None
+
+    return elements()
+
+
 def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObjects:
     """:func:`read_geojson` with the garbage collector paused."""
     from napari_histo.nuclei.types import TypeInfo
 
     path = Path(path)
-    data = load_json(path)
-    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
-        features = data.get("features")
-        if not isinstance(features, list):
-            raise AnnotationFormatError(path, "FeatureCollection has no 'features' list")
-    elif isinstance(data, dict) and data.get("type") == "Feature":
-        features = [data]
-    elif isinstance(data, list):
-        features = data
-    elif isinstance(data, dict) and data.get("type") in ("Polygon", "MultiPolygon", "Point", "MultiPoint", "LineString", "MultiLineString"):
-        features = [{"type": "Feature", "geometry": data, "properties": {}}]
-    else:
-        raise AnnotationFormatError(path, "not GeoJSON: expected a FeatureCollection, a Feature or an array of Features")
-
     if isinstance(type_info, dict):
         type_info = TypeInfo.from_json_dict(type_info)
     names: dict[int, str] = dict(type_info.names) if type_info else {0: "background"}
@@ -870,48 +971,61 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
         type_by_name[name.lower()] = new
         return new
 
-    contours: list[np.ndarray | None] = []  # None: a plain ring converted below, all at once
-    plain: list[tuple] = []  # (nucleus, feature index, feature, properties, object type, geometry)
+    coord_parts: list[np.ndarray] = []
+    length_parts: list[np.ndarray] = []
     types: list[int] = []
     probs: list[float] = []
     annotations: list[Annotation] = []
-    for index, feature in enumerate(_flatten(features)):
-        try:
-            if not isinstance(feature, dict) or "type" not in feature:
-                continue  # QuPath skips anything without a "type"
-            if feature.get("type") != "Feature":
-                continue
-            props = feature.get("properties") or {}
-            if not isinstance(props, dict):
-                raise ValueError("'properties' must be an object")
-            kind = _object_type(feature)
-            if kind in ("detection", "cell"):
-                cls = props.get("classification")
-                name = cls.get("name") if isinstance(cls, dict) else None
-                t = type_by_name.get(name.lower()) if isinstance(name, str) else None  # a class seen before
-                if t is None:
-                    t = type_of(*_parse_classification(cls))
-                gdict = feature["nucleusGeometry"] if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else feature.get("geometry")
-                coords = gdict.get("coordinates") if isinstance(gdict, dict) and gdict.get("type") == "Polygon" else None
-                if isinstance(coords, list) and coords and isinstance(coords[0], list) and len(coords[0]) >= 4:
-                    plain.append((len(contours), index, feature, props, kind, gdict))  # plain Polygon: no shapely
-                    contours.append(None)
-                    types.append(t)
-                    probs.append(_class_probability(props.get("measurements")))
+    index = -1
+    for features in _feature_chunks(path):
+        contours: list[np.ndarray | None] = []  # None: a plain ring converted below, all at once
+        plain: list[tuple] = []  # (nucleus, feature index, feature, properties, object type, geometry)
+        chunk_types: list[int] = []
+        chunk_probs: list[float] = []
+        for feature in _flatten(features):
+            index += 1
+            try:
+                if not isinstance(feature, dict) or "type" not in feature:
+                    continue  # QuPath skips anything without a "type"
+                if feature.get("type") != "Feature":
                     continue
-                ring = _polygon_exterior(gdict)
-                if ring is not None:
-                    contours.append(ring)
-                    types.append(t)
-                    probs.append(_class_probability(props.get("measurements")))
-                    continue
-                # point detections or empty geometries are kept as annotations
-            annotations.append(_annotation(feature, props, kind))
-        except AnnotationFormatError:
-            raise
-        except Exception as exc:
-            raise _feature_error(path, index, exc) from None
-    coords, lengths = _plain_rings(path, plain, contours, types, probs, annotations)
+                props = feature.get("properties") or {}
+                if not isinstance(props, dict):
+                    raise ValueError("'properties' must be an object")
+                kind = _object_type(feature)
+                if kind in ("detection", "cell"):
+                    cls = props.get("classification")
+                    name = cls.get("name") if isinstance(cls, dict) else None
+                    t = type_by_name.get(name.lower()) if isinstance(name, str) else None  # a class seen before
+                    if t is None:
+                        t = type_of(*_parse_classification(cls))
+                    gdict = feature["nucleusGeometry"] if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else feature.get("geometry")
+                    coords = gdict.get("coordinates") if isinstance(gdict, dict) and gdict.get("type") == "Polygon" else None
+                    if isinstance(coords, list) and coords and isinstance(coords[0], list) and len(coords[0]) >= 4:
+                        plain.append((len(contours), index, feature, props, kind, gdict))  # plain Polygon: no shapely
+                        contours.append(None)
+                        chunk_types.append(t)
+                        chunk_probs.append(_class_probability(props.get("measurements")))
+                        continue
+                    ring = _polygon_exterior(gdict)
+                    if ring is not None:
+                        contours.append(ring)
+                        chunk_types.append(t)
+                        chunk_probs.append(_class_probability(props.get("measurements")))
+                        continue
+                    # point detections or empty geometries are kept as annotations
+                annotations.append(_annotation(feature, props, kind))
+            except AnnotationFormatError:
+                raise
+            except Exception as exc:
+                raise _feature_error(path, index, exc) from None
+        coords, lengths = _plain_rings(path, plain, contours, chunk_types, chunk_probs, annotations)
+        coord_parts.append(coords)
+        length_parts.append(lengths)
+        types += chunk_types
+        probs += chunk_probs
+    coords = np.concatenate(coord_parts) if coord_parts else np.zeros((0, 2))
+    lengths = np.concatenate(length_parts) if length_parts else np.zeros(0, np.int64)
     info = TypeInfo(names, colours)
     table = table_from_flat(coords, lengths, types, probs, mpp=mpp, type_info=info.to_json_dict())
     return QuPathObjects(table=table, annotations=annotations, type_info=info)
