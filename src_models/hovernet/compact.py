@@ -229,7 +229,8 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
 
     Applies the shipped post-processing constants, the type vocabulary (``type_info.json`` or
     the config's names/colours), the coarse-grid post-processing shortcut
-    (``postproc_at_network_mpp``) and the patch size limit (``max_tile_px``). Keyword arguments
+    (``postproc_at_network_mpp``), the patch size limit (``max_tile_px``) and the mirrored
+    second pass (``test_time_flip``). Keyword arguments
     override the segmenter's (e.g. ``post_params``, ``batch_size``).
     """
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
@@ -257,5 +258,6 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
         kwargs.setdefault("work_downsample", d)
     if cfg.max_tile_px:
         kwargs.setdefault("max_input_size", cfg.max_tile_px * (1 if coarse else d))
+    kwargs.setdefault("test_time_flip", bool(cfg.test_time_flip))
     return HoverNetSegmenter(model, net.input_size, net.output_size, cfg.mpp, type_info=type_info,
                              name=name or folder.name, device=device, **kwargs)

@@ -76,6 +76,9 @@ class CompactConfig:
         Largest inference patch side (network px) when the segmenter may enlarge patches to
         cover an image with fewer, larger ones (the network is fully convolutional); 0 keeps
         ``input_size`` patches.
+    test_time_flip : bool
+        Inference: average the maps of the image and of its left-right mirror (about twice the
+        network time; see ``HoverNetSegmenter``).
     """
 
     input_size: int = 256
@@ -97,6 +100,7 @@ class CompactConfig:
     postproc_at_network_mpp: bool = False
     network_postproc: dict[str, float] | None = None
     max_tile_px: int = 0
+    test_time_flip: bool = False
 
     @property
     def network_mpp(self) -> float:
