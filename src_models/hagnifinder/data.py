@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -344,24 +344,30 @@ def to_tensor(patches: np.ndarray):
     return ((x - mean) / std).contiguous()  # NCHW-contiguous (channels-last input crashed backward)
 
 
+def fields_by_magnification(sources: Sequence[SourceImage], mags: Sequence[float]
+                            ) -> Iterator[tuple[int, SourceImage, float, float]]:
+    """(source index, source, nominal, magnification) for every nominal magnification a source
+    reaches by downsampling. A "40x" scan at 39.7x still counts for the 40x row, labelled with
+    its true 39.7x; nominal magnifications above the scan's are skipped (never upsampled)."""
+    for i, src in enumerate(sources):
+        for nominal in mags:
+            if nominal <= src.magnification * 1.03:
+                yield i, src, nominal, min(float(nominal), src.magnification)
+
+
 def validation_patches(sources: Sequence[SourceImage], mags: Sequence[float] = (5, 10, 15, 20, 25, 30, 35, 40),
                        crops_per_mag: int = 8, patch_size: int = 224, seed: int = 0,
                        min_tissue: float = 0.3) -> list[dict]:
     """A deterministic validation set: per source and magnification <= its own, ``crops_per_mag``
     tissue-rich fields (no augmentation). Each record: source, dataset, mag, patch, real_fraction."""
     records = []
-    for i, src in enumerate(sources):
-        for nominal in mags:
-            # a "40x" scan at 39.7x still counts for the 40x row, labelled with its true 39.7x
-            if nominal > src.magnification * 1.03:
-                continue
-            mag = min(float(nominal), src.magnification)
-            rng = np.random.default_rng([seed, i, int(nominal * 10)])
-            for _ in range(crops_per_mag):
-                for _attempt in range(6):
-                    patch, real = extract_patch(src.rgb, src.magnification, mag, patch_size, rng=rng)
-                    if tissue_fraction(patch) >= min_tissue:
-                        break
-                records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
-                                "mag": mag, "patch": patch, "real_fraction": real})
+    for i, src, nominal, mag in fields_by_magnification(sources, mags):
+        rng = np.random.default_rng([seed, i, int(nominal * 10)])
+        for _ in range(crops_per_mag):
+            for _attempt in range(6):
+                patch, real = extract_patch(src.rgb, src.magnification, mag, patch_size, rng=rng)
+                if tissue_fraction(patch) >= min_tissue:
+                    break
+            records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
+                            "mag": mag, "patch": patch, "real_fraction": real})
     return records

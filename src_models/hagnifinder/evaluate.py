@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from src_models.hagnifinder.config import HagnifinderConfig
-from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
+from src_models.hagnifinder.data import (
+    discover_sources,
+    fields_by_magnification,
+    split_sources,
+    validation_patches,
+)
 from src_models.hagnifinder.metrics import summarise
 from src_models.hagnifinder.train import build_model, predict_patches
 
@@ -105,19 +110,15 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     patches_raw, images_raw, _ = _summaries(records, "raw", 0.0)
     unpadded = [r for r in records if r["real_fraction"] >= 0.999]
     whole = []
-    for i, src in enumerate(val_src):
-        for nominal in mags:
-            if nominal > src.magnification * 1.03:
-                continue
-            mag = min(float(nominal), src.magnification)
-            img = image_at(src.rgb, src.magnification, mag)
-            crop_seed = seed + 1000 * i + int(nominal)
-            multi = predict_with_model(model, config, img, crops_per_mag, crop_seed)
-            alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales,
-                                     crop_rule=alt_crop_rule)
-            whole.append({"source": src.name, "nominal": float(nominal), "mag": mag,
-                          "pred": multi.magnification, "alt": alt.magnification,
-                          "shape": list(img.shape[:2])})
+    for i, src, nominal, mag in fields_by_magnification(val_src, mags):
+        img = image_at(src.rgb, src.magnification, mag)
+        crop_seed = seed + 1000 * i + int(nominal)
+        multi = predict_with_model(model, config, img, crops_per_mag, crop_seed)
+        alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales,
+                                 crop_rule=alt_crop_rule)
+        whole.append({"source": src.name, "nominal": float(nominal), "mag": mag,
+                      "pred": multi.magnification, "alt": alt.magnification,
+                      "shape": list(img.shape[:2])})
     whole_by_mag, whole_alt_by_mag = {}, {}
     for m in sorted({r["nominal"] for r in whole}):
         rs = [r for r in whole if r["nominal"] == m]

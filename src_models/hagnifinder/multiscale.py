@@ -84,17 +84,15 @@ def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int =
     Each record: source, dataset, nominal, mag (true), shape (of the downsampled image), raw
     (``{str(k): list}``).
     """
+    from src_models.hagnifinder.data import fields_by_magnification
+
     records = []
-    for i, src in enumerate(sources):
-        for nominal in mags:
-            if nominal > src.magnification * 1.03:  # a 39.7x scan counts for 40x (true label kept)
-                continue
-            mag = min(float(nominal), src.magnification)
-            img = image_at(src.rgb, src.magnification, mag)
-            raw = raw_multiscale(model, img, n_crops, seed + 1000 * i + int(nominal), scales, size, crop_rule)
-            records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
-                            "mag": mag, "shape": list(img.shape[:2]),
-                            "raw": {f"{k:g}": v.tolist() for k, v in raw.items()}})
+    for i, src, nominal, mag in fields_by_magnification(sources, mags):
+        img = image_at(src.rgb, src.magnification, mag)
+        raw = raw_multiscale(model, img, n_crops, seed + 1000 * i + int(nominal), scales, size, crop_rule)
+        records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
+                        "mag": mag, "shape": list(img.shape[:2]),
+                        "raw": {f"{k:g}": v.tolist() for k, v in raw.items()}})
     return records
 
 
@@ -187,24 +185,20 @@ def crop_rule_records(model, sources, rules: Sequence[str], mags: Sequence[float
     import torch
 
     from napari_histo.magnification import select_crop_boxes
-    from src_models.hagnifinder.data import to_tensor
+    from src_models.hagnifinder.data import fields_by_magnification, to_tensor
 
     records = []
-    for i, src in enumerate(sources):
-        for nominal in mags:
-            if nominal > src.magnification * 1.03:
-                continue
-            mag = min(float(nominal), src.magnification)
-            img = image_at(src.rgb, src.magnification, mag)
-            if min(img.shape[:2]) < size:
-                continue
-            boxes = {r: select_crop_boxes(img, n_crops, size, seed + 1000 * i + int(nominal), r) for r in rules}
-            union = sorted({b for bs in boxes.values() for b in bs})
-            with torch.no_grad():
-                out = model(to_tensor(np.stack([img[y:y + size, x:x + size] for y, x in union]))).numpy()
-            raw_of = dict(zip(union, out.astype(float).tolist()))
-            records.append({"source": src.name, "nominal": float(nominal), "mag": mag,
-                            "raw": {r: [raw_of[b] for b in bs] for r, bs in boxes.items()}})
+    for i, src, nominal, mag in fields_by_magnification(sources, mags):
+        img = image_at(src.rgb, src.magnification, mag)
+        if min(img.shape[:2]) < size:
+            continue
+        boxes = {r: select_crop_boxes(img, n_crops, size, seed + 1000 * i + int(nominal), r) for r in rules}
+        union = sorted({b for bs in boxes.values() for b in bs})
+        with torch.no_grad():
+            out = model(to_tensor(np.stack([img[y:y + size, x:x + size] for y, x in union]))).numpy()
+        raw_of = dict(zip(union, out.astype(float).tolist()))
+        records.append({"source": src.name, "nominal": float(nominal), "mag": mag,
+                        "raw": {r: [raw_of[b] for b in bs] for r, bs in boxes.items()}})
     return records
 
 
