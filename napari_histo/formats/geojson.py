@@ -860,26 +860,25 @@ def _feature_chunks(path: Path) -> Iterator[list]:
     """Top-level features in lists of at most ``_READ_CHUNK``; big files are parsed incrementally."""
     chunk = _READ_CHUNK
     raw = open_maybe_gzip(path)
-    if len(raw) < STREAM_MIN_BYTES:
-        features = _top_level_features(path, parse_json_bytes(path, raw))
+    if len(raw) >= STREAM_MIN_BYTES:
+        text = decode_text(path, raw)
         del raw
-        for k in range(0, len(features), chunk):
-            yield features[k : k + chunk]
-        return
-    text = decode_text(path, raw)
-    del raw
-    streamed = _stream_features(path, text, chunk)
-    if streamed is None:  # an unusual layout: parse it whole
-        try:
+        streamed = _stream_features(path, text, chunk)
+        if streamed is not None:
+            yield from streamed
+            return
+        try:  # an unusual layout: parse it whole
             data = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise json_error(path, exc) from None
         del text
-        features = _top_level_features(path, data)
-        for k in range(0, len(features), chunk):
-            yield features[k : k + chunk]
-        return
-    yield from streamed
+    else:
+        data = parse_json_bytes(path, raw)
+        del raw
+    features = _top_level_features(path, data)
+    del data
+    for k in range(0, len(features), chunk):
+        yield features[k : k + chunk]
 
 
 def _stream_features(path: Path, text: str, chunk: int) -> Iterator[list] | None:
