@@ -158,8 +158,12 @@ def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0,
     h, w = rgb.shape[:2]
     if h < size or w < size:
         return [reflect_pad(rgb, size)]
-    return [np.ascontiguousarray(rgb[y:y + size, x:x + size])
-            for y, x in select_crop_boxes(rgb, n_crops, size, seed, rule)]
+    return _crops_at(rgb, select_crop_boxes(rgb, n_crops, size, seed, rule), size)
+
+
+def _crops_at(rgb: np.ndarray, boxes: list[tuple[int, int]], size: int) -> list[np.ndarray]:
+    """The ``size``² crops of ``rgb`` whose top-left corners (y, x) are ``boxes``."""
+    return [np.ascontiguousarray(rgb[y:y + size, x:x + size]) for y, x in boxes]
 
 
 def scaled_crop(rgb: np.ndarray, center: tuple[float, float], size: int, factor: float) -> np.ndarray:
@@ -233,9 +237,6 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     model_dir
         Alternative model folder (default: the shipped model).
     """
-    if n_crops < 1:
-        raise HistoError(f"n_crops must be >= 1, got {n_crops}")
-    rgb = as_rgb_uint8(rgb)
     model, config = load_model(model_dir)
     return predict_with_model(model, config, rgb, n_crops, seed)
 
@@ -250,14 +251,14 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     import torch
 
     from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from src_models.hagnifinder.data import reflect_pad, to_tensor
+    from src_models.hagnifinder.data import to_tensor
 
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")
     rgb = as_rgb_uint8(rgb)
     size = config.patch_size
     if scales is None:
-        scales = tuple(getattr(config, "test_time_scales", (1.0,)) or (1.0,))
+        scales = tuple(config.test_time_scales) or (1.0,)
 
     def calibrated(crops: list[np.ndarray]) -> np.ndarray:
         with torch.no_grad():
@@ -265,13 +266,13 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
         return apply_calibration(config.calibration, raw)
 
     h, w = rgb.shape[:2]
-    if h < size or w < size:
-        preds = calibrated([reflect_pad(rgb, size)])
+    if h < size or w < size:  # one reflection-padded crop
+        preds = calibrated(select_crops(rgb, n_crops, size, seed, crop_rule))
     else:
         boxes = select_crop_boxes(rgb, n_crops, size, seed, crop_rule)
-        preds = calibrated([np.ascontiguousarray(rgb[y:y + size, x:x + size]) for y, x in boxes])
+        preds = calibrated(_crops_at(rgb, boxes, size))
         extra = usable_scales(aggregate_log(preds, AGGREGATE_TRIM), rgb.shape, scales, size,
-                              getattr(config, "min_scaled_mag", MIN_SCALED_MAG))[1:]
+                              config.min_scaled_mag)[1:]
         if extra:
             centres = [(y + size / 2, x + size / 2) for y, x in boxes]
             scaled = calibrated([scaled_crop(rgb, c, size, k) for k in extra for c in centres])

@@ -1018,9 +1018,9 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
                 raise
             except Exception as exc:
                 raise _feature_error(path, index, exc) from None
-        coords, lengths = _plain_rings(path, plain, contours, chunk_types, chunk_probs, annotations)
-        coord_parts.append(coords)
-        length_parts.append(lengths)
+        chunk_coords, chunk_lengths = _plain_rings(path, plain, contours, chunk_types, chunk_probs, annotations)
+        coord_parts.append(chunk_coords)
+        length_parts.append(chunk_lengths)
         types += chunk_types
         probs += chunk_probs
     coords = np.concatenate(coord_parts) if coord_parts else np.zeros((0, 2))

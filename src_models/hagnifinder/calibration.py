@@ -117,6 +117,13 @@ def aggregate_log(values: Sequence[float], trim: float = 0.125) -> float:
     return float(np.exp2(v[k:v.size - k].mean()))
 
 
+def grouped_folds(groups: Sequence[str], n_folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Cross-validation fold of each source name (whole sources stay in one fold)."""
+    names = np.unique(np.asarray(groups))
+    rng = np.random.default_rng(seed)
+    return dict(zip(names.tolist(), (rng.permutation(names.size) % n_folds).tolist()))
+
+
 def choose_calibration(raw: Sequence[float], true: Sequence[float], groups: Sequence[str],
                        n_folds: int = 5, methods: Sequence[str] = METHODS, seed: int = 0
                        ) -> tuple[str, dict[str, float]]:
@@ -125,9 +132,7 @@ def choose_calibration(raw: Sequence[float], true: Sequence[float], groups: Sequ
     Returns the chosen method and the CV MAE of every method.
     """
     raw, true, groups = np.asarray(raw, float), np.asarray(true, float), np.asarray(groups)
-    names = np.unique(groups)
-    rng = np.random.default_rng(seed)
-    fold_of = dict(zip(names, rng.permutation(names.size) % n_folds))
+    fold_of = grouped_folds(groups, n_folds, seed)
     folds = np.array([fold_of[g] for g in groups])
     scores = {}
     for method in methods:

@@ -110,13 +110,6 @@ def predict_record(record: dict, calibration: dict, scales: Sequence[float], min
     return aggregate_log(per_crop, trim), per_crop
 
 
-def grouped_folds(groups: Sequence[str], n_folds: int = 5, seed: int = 0) -> dict[str, int]:
-    """Fold of each source name (the assignment used by ``choose_calibration``)."""
-    names = np.unique(np.asarray(groups))
-    rng = np.random.default_rng(seed)
-    return dict(zip(names, (rng.permutation(names.size) % n_folds).tolist()))
-
-
 def cross_validate(records: list[dict], candidates: dict[str, dict], fields: list[dict] | None = None,
                    n_folds: int = 5, seed: int = 0) -> dict[str, dict]:
     """Source-grouped CV of each candidate ``{"scales": [...], "min_mag": x}``.
@@ -128,7 +121,7 @@ def cross_validate(records: list[dict], candidates: dict[str, dict], fields: lis
     candidate: image-level and per-crop summaries (all, and by nominal magnification) and the
     per-record predictions.
     """
-    from src_models.hagnifinder.calibration import fit_calibration
+    from src_models.hagnifinder.calibration import fit_calibration, grouped_folds
     from src_models.hagnifinder.metrics import summarise
 
     fold_of = grouped_folds([r["source"] for r in records], n_folds, seed)
@@ -209,7 +202,12 @@ def cross_validate_rules(records: list[dict], fields: list[dict], n_folds: int =
     The calibration of each fold is fitted on ``fields`` of the other folds' sources (as the
     shipped one); the image estimate is the trimmed log mean of the calibrated crops.
     """
-    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration, fit_calibration
+    from src_models.hagnifinder.calibration import (
+        aggregate_log,
+        apply_calibration,
+        fit_calibration,
+        grouped_folds,
+    )
     from src_models.hagnifinder.metrics import summarise
 
     fold_of = grouped_folds([r["source"] for r in fields], n_folds, seed)
