@@ -113,3 +113,137 @@ def test_import_imagescope_monuseg(tmp_path):
     z = np.load(out)
     n = len(np.unique(z["inst"])) - 1
     assert 100 < n < 2000 and set(np.unique(z["type"])) == {0, 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# annotation files as analysis input (QuPath / HoVer-Net / Sedeen / ASAP), format from content
+# ---------------------------------------------------------------------------------------------
+def _density(src, tmp_path, name, *extra):
+    out = tmp_path / f"{name}.npy"
+    assert main(["density", str(src), "--kind", "count", "--radius-px", "40", "-o", str(out), *extra]) == 0
+    return np.load(out)
+
+
+def test_density_and_hotspots_from_exported_annotation_files(result_dir, tmp_path):
+    """Every export read back as analysis input gives the result folder's density and hotspots."""
+    exported = {"gj": tmp_path / "n.geojson", "hov": tmp_path / "n.json", "sed": tmp_path / "slide1.session.xml"}
+    assert main(["export", str(result_dir), "--geojson", str(exported["gj"]), "--hovernet-json", str(exported["hov"]),
+                 "--sedeen", str(exported["sed"])]) == 0
+    # the result folder knows its slide size (300 x 300); the files are given the same via a slide-less run
+    reference = _density(result_dir, tmp_path, "ref")
+    table = pd.read_parquet(result_dir / "nuclei.parquet", columns=["x", "y"])
+    for name, path in exported.items():
+        arr = _density(path, tmp_path, name)
+        # files carry no slide size: their map covers the nuclei's extent, a crop of the reference grid
+        assert arr.shape[0] <= reference.shape[0] and arr.shape[1] <= reference.shape[1], name
+        assert arr.max() == reference.max() and arr.sum() == reference[: arr.shape[0], : arr.shape[1]].sum(), name
+    assert len(table) == 100
+    csv_ref, csv_file = tmp_path / "ref.csv", tmp_path / "file.csv"
+    for src, csv in ((result_dir, csv_ref), (exported["gj"], csv_file)):
+        assert main(["hotspots", str(src), "-k", "3", "--radius-px", "30", "--min-count", "0", "--csv", str(csv)]) == 0
+    cols = ["x", "y", "count"]
+    pd.testing.assert_frame_equal(pd.read_csv(csv_ref)[cols], pd.read_csv(csv_file)[cols])
+    # default outputs land beside the annotation file, named after it, never on a shared name
+    assert main(["density", str(exported["gj"]), "--radius-px", "40"]) == 0
+    assert (tmp_path / "n_density_count.png").is_file()
+
+
+def test_point_annotations_count_as_nuclei(tmp_path, capsys):
+    """A QuPath file with only point annotations (manual counting) and a region: points are nuclei."""
+    feats = [
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[10, 10], [20, 10], [30, 10], [40, 12], [52, 14]]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor", "color": [200, 0, 0]}}},
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[200, 200], [210, 205], [220, 200]]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Stroma", "color": [0, 150, 0]}}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [300, 0], [300, 300], [0, 300], [0, 0]]]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Region*"}}},
+    ]
+    src = tmp_path / "counts.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    from napari_histo.formats.auto import read_nuclei
+
+    table = read_nuclei(src)
+    info = table.attrs["type_info"]
+    names = {int(k): v[0] for k, v in info.items()}
+    assert sorted(names[t] for t in table["type"]) == ["Stroma"] * 3 + ["Tumor"] * 5
+    assert info[str(table.loc[table["x"] == 200, "type"].iloc[0])][1] == [0, 150, 0]
+    arr = _density(src, tmp_path, "tumor", "--type", "Tumor")
+    assert arr.max() == 5  # the 5 tumour points lie within 40 px of each other; stroma is not counted
+    # a file with regions only holds no nuclei: clear error naming it
+    only_region = tmp_path / "regions.geojson"
+    only_region.write_text(json.dumps({"type": "FeatureCollection", "features": feats[2:]}))
+    assert main(["density", str(only_region), "--radius-px", "40"]) == 1
+    err = capsys.readouterr().err
+    assert "regions.geojson" in err and "no nuclei" in err and "Traceback" not in err
+    # µm radius without any pixel size: the message says how to give one
+    assert main(["density", str(src), "--radius-um", "50"]) == 1
+    assert "--mpp" in capsys.readouterr().err
+    assert main(["density", str(src), "--radius-um", "50", "--mpp", "0.5", "-o", str(tmp_path / "um.npy")]) == 0
+    assert json.loads((tmp_path / "um.json").read_text())["radius_px"] == 100  # 50 µm at 0.5 µm/px
+
+
+ASAP_XML = """<?xml version="1.0"?>
+<ASAP_Annotations>
+  <Annotations>
+    <Annotation Name="d" Type="Dot" PartOfGroup="lymphocyte" Color="#F4FA58">
+      <Coordinates><Coordinate Order="0" X="15.5" Y="20" /></Coordinates>
+    </Annotation>
+    <Annotation Name="ps" Type="PointSet" PartOfGroup="lymphocyte" Color="#F4FA58">
+      <Coordinates><Coordinate Order="1" X="40" Y="42" /><Coordinate Order="0" X="30" Y="32" /></Coordinates>
+    </Annotation>
+    <Annotation Name="tumour" Type="Polygon" PartOfGroup="tumor" Color="#F4FA58">
+      <Coordinates><Coordinate Order="0" X="100" Y="100" /><Coordinate Order="1" X="180" Y="100" />
+        <Coordinate Order="2" X="180" Y="160" /><Coordinate Order="3" X="100" Y="160" /></Coordinates>
+    </Annotation>
+    <Annotation Name="s" Type="Spline" PartOfGroup="None" Color="#00FF00">
+      <Coordinates><Coordinate Order="0" X="0" Y="0" /><Coordinate Order="1" X="60" Y="0" />
+        <Coordinate Order="2" X="60" Y="60" /><Coordinate Order="3" X="0" Y="60" /></Coordinates>
+    </Annotation>
+    <Annotation Name="m" Type="Measurement" PartOfGroup="None" Color="#00FF00">
+      <Coordinates><Coordinate Order="0" X="0" Y="0" /><Coordinate Order="1" X="10" Y="0" /></Coordinates>
+    </Annotation>
+  </Annotations>
+  <AnnotationGroups>
+    <Group Name="tumor" PartOfGroup="None" Color="#ff0000"><Attributes /></Group>
+    <Group Name="lymphocyte" PartOfGroup="None" Color="#0000ff"><Attributes /></Group>
+  </AnnotationGroups>
+</ASAP_Annotations>
+"""
+
+
+def test_asap_reader_and_import(tmp_path):
+    from napari_histo.formats.asap import read_asap
+    from napari_histo.formats.auto import detect_format, read_nuclei
+
+    src = tmp_path / "camelyon_style.xml"
+    src.write_text(ASAP_XML)
+    assert detect_format(src) == "asap"  # not ImageScope, although it holds an <Annotations> element
+    anns = {a.name: a for a in read_asap(src)}
+    assert anns["d"].geometry.geom_type == "Point" and anns["d"].class_name == "lymphocyte" and anns["d"].colour == (0, 0, 255)
+    assert anns["ps"].geometry.geom_type == "MultiPoint"
+    assert [tuple(p.coords[0]) for p in anns["ps"].geometry.geoms] == [(30.0, 32.0), (40.0, 42.0)]  # by Order
+    assert anns["tumour"].geometry.area == 80 * 60 and anns["tumour"].colour == (255, 0, 0)
+    spline = anns["s"].geometry
+    assert anns["s"].class_name is None and spline.geom_type == "Polygon"
+    ring = np.asarray(spline.exterior.coords)
+    for corner in ([0, 0], [60, 0], [60, 60], [0, 60]):  # the curve passes through its control points
+        assert np.abs(ring - corner).sum(axis=1).min() < 1e-9
+    assert 3600 < spline.area < 3600 * np.pi / 2  # a rounded square around them
+    assert anns["m"].geometry.geom_type == "LineString"
+    table = read_nuclei(src)  # dots and point sets are nuclei; the polygon and spline are regions
+    assert len(table) == 3 and table.attrs["type_info"][str(table["type"].iloc[0])][0] == "lymphocyte"
+    out = tmp_path / "m.npz"
+    assert main(["import", str(src), "-o", str(out), "--table", str(tmp_path / "t.parquet")]) == 0
+    z = np.load(out)
+    info = json.loads(str(z["type_info"]))
+    tumour_id = next(int(k) for k, v in info.items() if v[0] == "tumor")
+    assert (z["type"] == tumour_id).sum() == pytest.approx(80 * 60, rel=0.05)
+    assert len(pd.read_parquet(tmp_path / "t.parquet", columns=["id"])) == 3
+
+
+def test_real_asap_file():
+    from napari_histo.formats.asap import read_asap
+
+    anns = read_asap(shared_path("annotation_formats", "sedeen", "asap1.xml"))
+    assert [a.shape for a in anns] == ["point", "rectangle", "polygon", "spline", "line"]
+    assert anns[1].geometry.bounds == pytest.approx((5954.99219, 24058.1719, 8336.99023, 26360.7676))

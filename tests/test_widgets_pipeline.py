@@ -153,6 +153,10 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     assert imported_regions and len(imported_regions[0].data) == len(hotspots.data)
     added_xml = export.import_path(written["sedeen"])
     assert any(isinstance(layer, Points) and len(layer.data) == n for layer in added_xml)
+    # HoVer-Net JSON is recognised by its content, not its .json suffix
+    added_hov = export.import_path(written["hovernet"])
+    hov_points = [layer for layer in added_hov if isinstance(layer, Points)]
+    assert len(hov_points) == 1 and len(hov_points[0].data) == n
 
 
 def test_cancel_mid_run_leaves_no_files_and_a_responsive_viewer(viewer, qtbot, sample_slide_path, tmp_path, monkeypatch):

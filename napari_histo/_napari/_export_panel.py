@@ -39,7 +39,7 @@ EXPORTS: dict[str, tuple[str, str]] = {
     "heatmap": ("Heatmap PNG", "{stem}.density.png"),
 }
 
-IMPORT_FILTER = "Annotations (*.xml *.geojson *.json *.geojson.gz);;All files (*)"
+IMPORT_FILTER = "Annotations (*.xml *.geojson *.json *.geojson.gz *.json.gz);;All files (*)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,24 +213,17 @@ def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
 
 
 def import_file(viewer: napari.Viewer, path: str | Path) -> list:
-    """Import Sedeen XML or QuPath GeoJSON: nuclei -> Points, regions -> a Shapes layer."""
+    """Import any supported annotation file (format from its content): nuclei -> Points, regions
+    -> a Shapes layer. A file without nucleus outlines has its point annotations imported as nuclei."""
+    from napari_histo.formats.auto import points_as_nuclei, read_annotation_file
+
     path = Path(path)
     slide_layer = _layers.find_slide_layer(viewer)
-    low = path.name.lower()
-    if low.endswith(".xml"):
-        from napari_histo.formats.sedeen import read_sedeen
-
-        session = read_sedeen(path)
-        table = session.to_table()
-        annotations = session.to_annotations()
-    elif low.endswith((".geojson", ".json", ".geojson.gz", ".json.gz")):
-        from napari_histo.formats.geojson import read_geojson
-
-        mpp = _layers.layer_mpp(slide_layer) if slide_layer is not None else None
-        result = read_geojson(path, mpp=mpp)
-        table, annotations = result.table, list(result.annotations)
-    else:
-        raise ValueError(f"{path}: unsupported annotation file (expected .xml or .geojson)")
+    mpp = _layers.layer_mpp(slide_layer) if slide_layer is not None else None
+    content = read_annotation_file(path, mpp=mpp)
+    table, annotations = content.table, content.annotations
+    if not len(table):
+        table = points_as_nuclei(content, mpp)
     added = []
     stem = path.name.split(".")[0]
     if table is not None and len(table):

@@ -1,4 +1,5 @@
-"""Load a segmentation output folder for analysis (nuclei table, provenance, slide size)."""
+"""Load nuclei for analysis: a segmentation output folder (nuclei table, provenance, slide size)
+or any supported annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen, ImageScope, ASAP)."""
 
 from __future__ import annotations
 
@@ -17,24 +18,41 @@ __all__ = ["ResultFolder", "load_result_folder"]
 
 @dataclass
 class ResultFolder:
-    """A segmentation result: ``table`` (nucleus table), ``run`` (run.json dict or {}), ``folder``."""
+    """A segmentation result: ``table`` (nucleus table), ``run`` (run.json dict or {}), ``folder``.
+
+    ``source`` is the annotation file the nuclei were read from (None for a result folder);
+    ``slide_dimensions`` the level-0 (w, h) of a slide named by the caller.
+    """
 
     folder: Path
     table: pd.DataFrame
     run: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+    slide_dimensions: tuple[int, int] | None = None
 
     @property
     def stem(self) -> str:
+        if self.source is not None:
+            return self.source.name.split(".")[0]
         name = self.run.get("slide")
         return Path(str(name)).stem if name else self.folder.name
 
     @property
+    def input_path(self) -> Path:
+        """What the user named: the annotation file, else the result folder (for messages)."""
+        return self.source if self.source is not None else self.folder
+
+    def output_path(self, name: str) -> Path:
+        """Default output ``name`` in the result folder, or ``<stem>_name`` beside an annotation file."""
+        return self.folder / (name if self.source is None else f"{self.stem}_{name}")
+
+    @property
     def dimensions(self) -> tuple[int, int] | None:
-        """Level-0 (w, h) from run.json's tile plan, else None."""
+        """Level-0 (w, h) from run.json's tile plan, else from the slide given, else None."""
         plan = self.run.get("plan") or {}
         if isinstance(plan, dict) and plan.get("width") and plan.get("height"):
             return int(plan["width"]), int(plan["height"])
-        return None
+        return self.slide_dimensions
 
     @property
     def mpp(self) -> float | None:
@@ -59,36 +77,66 @@ class ResultFolder:
         return None
 
 
-def load_result_folder(path: str | os.PathLike) -> ResultFolder:
-    """Open ``RESULT_DIR`` (with ``nuclei.parquet``) or a ``nuclei.parquet`` file directly."""
+def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
+                       slide: str | os.PathLike | None = None) -> ResultFolder:
+    """Open ``RESULT_DIR`` (with ``nuclei.parquet``), a ``nuclei.parquet`` file, or an annotation file.
+
+    Parameters
+    ----------
+    path : path
+        Result folder, nucleus table, or a QuPath GeoJSON / HoVer-Net JSON / Sedeen session /
+        ImageScope or ASAP XML file (:func:`napari_histo.formats.auto.read_nuclei`: nucleus
+        outlines, else point annotations).
+    mpp : float, optional
+        Level-0 µm/px, overriding what the table carries (annotation files rarely carry it).
+    slide : path, optional
+        The slide the nuclei belong to: supplies the mpp when it is still unknown and the level-0
+        size when run.json does not give it.
+    """
     from napari_histo.nuclei.table import read_table_parquet, validate_table
 
     path = Path(path)
-    parquet = path if path.is_file() else path / "nuclei.parquet"
-    folder = parquet.parent
     if not path.exists():
         raise InputFileError(path, "no such file or folder")
-    if not parquet.is_file():
-        raise InputFileError(path, "not a segmentation result: nuclei.parquet is missing")
-    try:
-        table = read_table_parquet(parquet)
-        validate_table(table)
-    except HistoError:
-        raise
-    except Exception as exc:  # pyarrow raises many kinds
-        raise InputFileError(parquet, f"cannot read the nucleus table ({exc})") from None
+    source = None
+    if path.is_file() and not path.name.lower().endswith(".parquet"):
+        from napari_histo.formats.auto import read_nuclei
+
+        source, folder, table = path, path.parent, read_nuclei(path, mpp=mpp)
+    else:
+        parquet = path if path.is_file() else path / "nuclei.parquet"
+        folder = parquet.parent
+        if not parquet.is_file():
+            raise InputFileError(path, "not a segmentation result: nuclei.parquet is missing")
+        try:
+            table = read_table_parquet(parquet)
+            validate_table(table)
+        except HistoError:
+            raise
+        except Exception as exc:  # pyarrow raises many kinds
+            raise InputFileError(parquet, f"cannot read the nucleus table ({exc})") from None
     run: dict[str, Any] = {}
     run_path = folder / "run.json"
-    if run_path.is_file():
+    if source is None and run_path.is_file():
         try:
             run = json.loads(run_path.read_text(encoding="utf-8-sig"))
         except (ValueError, OSError):
             run = {}
     if not isinstance(run, dict):
         run = {}
+    if mpp:
+        table.attrs["mpp"] = float(mpp)
     if not table.attrs.get("mpp") and isinstance(run.get("plan"), dict) and run["plan"].get("slide_mpp"):
         table.attrs["mpp"] = float(run["plan"]["slide_mpp"])
-    return ResultFolder(folder, table, run)
+    dimensions = None
+    if slide is not None:
+        from napari_histo.slide import open_slide
+
+        with open_slide(slide) as s:
+            dimensions = tuple(int(v) for v in s.dimensions)
+            if not table.attrs.get("mpp") and s.mpp:
+                table.attrs["mpp"] = float(s.mpp[0])
+    return ResultFolder(folder, table, run, source=source, slide_dimensions=dimensions)
 
 
 def slide_thumbnail(result: ResultFolder, slide: str | os.PathLike | None = None, max_size: int = 1024):

@@ -9,21 +9,24 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "density",
         help="nucleus density map of a segmentation result",
-        description="Density map of the nuclei in RESULT_DIR (nuclei.parquet): 'count' = nuclei within "
+        description="Density map of the nuclei in RESULT_DIR (nuclei.parquet) or an annotation file: 'count' = nuclei within "
         "a radius (QuPath raw counts), 'gaussian' = Gaussian-weighted count, 'percent' = %% positive "
         "(or --secondary type) among the counted nuclei, 'tile' = count / N^2 per N x N px tile. "
         "Writes a PNG figure (thumbnail, heatmap, colour bar) or the raw array as .npy; both with a "
         "JSON sidecar holding pixel size, offset and parameters.",
     )
-    parser.add_argument("result", help="segmentation output folder (with nuclei.parquet) or a nuclei.parquet file")
+    parser.add_argument("result", help="segmentation output folder (with nuclei.parquet), a nuclei.parquet file, or an "
+                        "annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope/ASAP XML)")
+    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the input does not carry it (or to override it)")
     parser.add_argument("--kind", choices=["count", "gaussian", "percent", "tile"], default="count")
     parser.add_argument("--radius-um", type=float, default=None, help="radius in µm (default 50; needs mpp)")
     parser.add_argument("--radius-px", type=float, default=None, help="radius in level-0 px (instead of µm)")
     parser.add_argument("--tile", type=int, default=50, help="tile side in level-0 px for --kind tile (default 50)")
     parser.add_argument("--type", default=None, help="nuclei to count: type name or id, 'positive' (default: all)")
     parser.add_argument("--secondary", default="positive", help="--kind percent: class whose share is mapped (default: positive)")
-    parser.add_argument("--slide", default=None, help="slide for the thumbnail (default: the one in run.json, if found)")
-    parser.add_argument("-o", "--output", default=None, help="output .png or .npy (default RESULT_DIR/density_<kind>.png)")
+    parser.add_argument("--slide", default=None, help="slide for the thumbnail, its size and mpp (default: the one in run.json, if found)")
+    parser.add_argument("-o", "--output", default=None, help="output .png or .npy (default RESULT_DIR/density_<kind>.png; "
+                        "<stem>_density_<kind>.png beside an annotation file)")
     parser.set_defaults(func=handler)
     return parser
 
@@ -33,12 +36,13 @@ def compute(args: argparse.Namespace):
     from napari_histo.analysis.results import load_result_folder
     from napari_histo.utils import HistoError
 
-    result = load_result_folder(args.result)
+    result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
     try:
         dmap = density_map(result.table, args.kind, radius_um=args.radius_um, radius_px=args.radius_px, mpp=result.mpp,
                            type=args.type, secondary=args.secondary, shape=result.dimensions, tile=args.tile)
     except ValueError as exc:
-        raise HistoError(f"{result.folder}: {exc}") from None
+        hint = " (or --mpp / --slide)" if "needs the pixel size" in str(exc) else ""
+        raise HistoError(f"{result.input_path}: {str(exc).replace('radius_px', '--radius-px')}{hint}") from None
     return result, dmap
 
 
@@ -52,7 +56,7 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.utils import HistoError, atomic_path
 
     result, dmap = compute(args)
-    out = Path(args.output) if args.output else result.folder / f"density_{args.kind}.png"
+    out = Path(args.output) if args.output else result.output_path(f"density_{args.kind}.png")
     suffix = out.suffix.lower()
     if suffix not in (".png", ".npy"):
         raise HistoError(f"{out}: output must end in .png or .npy")

@@ -14,7 +14,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         "non-overlapping). Each hotspot is recounted exactly from the nucleus table. Prints a table "
         "and optionally writes CSV, PNG, a Sedeen session and QuPath GeoJSON.",
     )
-    parser.add_argument("result", help="segmentation output folder (with nuclei.parquet)")
+    parser.add_argument("result", help="segmentation output folder (with nuclei.parquet), a nuclei.parquet file, or an "
+                        "annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope/ASAP XML)")
+    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the input does not carry it (or to override it)")
     parser.add_argument("-k", type=int, default=10, help="number of hotspots (default 10)")
     parser.add_argument("--mode", choices=["circle", "box"], default="circle")
     parser.add_argument("--radius-um", type=float, default=None, help="circle radius in µm (default 50)")
@@ -26,11 +28,12 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fork-rule", action="store_true", help="box mode: the seed pipeline's stricter row/column exclusion")
     parser.add_argument("--csv", default=None, help="write the hotspot table as CSV")
     parser.add_argument("--png", default=None, help="write a figure (density heatmap + numbered hotspots)")
-    parser.add_argument("--slide", default=None, help="slide for the PNG thumbnail and the Sedeen session location")
+    parser.add_argument("--slide", default=None, help="slide for the PNG thumbnail, the Sedeen session location, its size and mpp")
     parser.add_argument("--sedeen", nargs="?", const="", default=None, metavar="SESSION",
                         help="add the hotspots to a Sedeen session (default: <slide>.session.xml beside the slide; merged)")
     parser.add_argument("--geojson", nargs="?", const="", default=None, metavar="FILE",
-                        help="write the hotspots as QuPath annotations (default RESULT_DIR/hotspots.geojson)")
+                        help="write the hotspots as QuPath annotations (default RESULT_DIR/hotspots.geojson; "
+                        "<stem>_hotspots.geojson beside an annotation file)")
     parser.set_defaults(func=handler)
     return parser
 
@@ -44,7 +47,7 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.analysis.results import load_result_folder, slide_thumbnail, write_sidecar
     from napari_histo.utils import HistoError, atomic_write
 
-    result = load_result_folder(args.result)
+    result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
     table = result.table
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -53,7 +56,8 @@ def handler(args: argparse.Namespace) -> int:
                                mpp=result.mpp, type=args.type, min_count=args.min_count, shape=result.dimensions,
                                tile=args.tile, window=args.window, box_rule="fork" if args.fork_rule else "overlap")
     except ValueError as exc:
-        raise HistoError(f"{result.folder}: {exc}") from None
+        hint = " (or --mpp / --slide)" if "needs the pixel size" in str(exc) else ""
+        raise HistoError(f"{result.input_path}: {str(exc).replace('radius_px', '--radius-px')}{hint}") from None
     for w in caught:
         print(f"warning: {w.message}")
     cols = [c for c in ("rank", "name", "x", "y", "x0", "y0", "x1", "y1", "count", "count_all", "positive_pct") if c in hs.columns]
@@ -91,7 +95,7 @@ def handler(args: argparse.Namespace) -> int:
     if args.geojson is not None:
         from napari_histo.formats.geojson import write_geojson
 
-        path = write_geojson(None, Path(args.geojson) if args.geojson else result.folder / "hotspots.geojson",
+        path = write_geojson(None, Path(args.geojson) if args.geojson else result.output_path("hotspots.geojson"),
                              annotations=hotspot_annotations(hs))
         print(f"GeoJSON -> {path}")
     return 0

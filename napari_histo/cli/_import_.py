@@ -12,7 +12,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "import",
         help="rasterise an annotation file into instance + type masks",
-        description="Read a Sedeen session (.session.xml), Aperio ImageScope XML, QuPath GeoJSON "
+        description="Read a Sedeen session (.session.xml), Aperio ImageScope or ASAP XML, QuPath GeoJSON "
         "(.geojson/.json, .gz) or HoVer-Net JSON and write the instance map and type map of a "
         "level-0 region as .npz (arrays 'inst', 'type', 'type_info' JSON) or .tif (2 pages).",
     )
@@ -25,21 +25,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--table", default=None, help="also write the imported nuclei as a nucleus table (.parquet)")
     parser.set_defaults(func=handler)
     return parser
-
-
-def detect_format(path) -> str:
-    """'sedeen', 'imagescope', 'asap', 'geojson' or 'hovernet' from the file's content."""
-    from napari_histo.formats._common import AnnotationFormatError, decode_text, open_maybe_gzip
-
-    head = decode_text(path, open_maybe_gzip(path)[:4096]).lstrip()
-    if head.startswith("<"):
-        for tag, kind in (("<session", "sedeen"), ("<Annotations", "imagescope"), ("<ASAP_Annotations", "asap")):
-            if tag in head:
-                return kind
-        raise AnnotationFormatError(path, "unknown XML annotation format (expected a Sedeen <session> or ImageScope <Annotations>)")
-    if head.startswith(("{", "[")):
-        return "hovernet" if '"nuc"' in head and '"FeatureCollection"' not in head else "geojson"
-    raise AnnotationFormatError(path, "unknown annotation format (neither XML nor JSON)")
 
 
 def load_shapes(path, kind: str, colours=None, type_info=None):
@@ -86,7 +71,9 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
         info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
         return shapes, info, negative, None
     if kind == "asap":
-        raise AnnotationFormatError(path, "ASAP XML import is not supported yet (convert it to GeoJSON)")
+        from napari_histo.formats.asap import read_asap
+
+        return _annotation_shapes(read_asap(path), {0: "background"})
     if kind == "hovernet":
         from napari_histo.formats.hovernet_json import read_hovernet_json
 
@@ -98,26 +85,34 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
         objs = read_geojson(path, type_info=type_info)
         table, info = objs.table, objs.type_info.to_json_dict()
         if not len(table):  # annotation-only file: rasterise the polygons / points
-            shapes = []
             from napari_histo.nuclei.types import TypeInfo
 
-            ti = TypeInfo.from_json_dict(info)
-            names = dict(ti.names)
-            for a in objs.annotations:
-                tid = next((k for k, v in names.items() if a.class_name and v.lower() == a.class_name.lower()), None)
-                if tid is None:
-                    tid = max(names) + 1 if a.class_name else 0
-                    if a.class_name:
-                        names[tid] = a.class_name
-                for part in getattr(a.geometry, "geoms", [a.geometry]):
-                    if part.geom_type == "Polygon":
-                        shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1], tid, len(shapes) + 1))
-                    elif part.geom_type == "Point":
-                        shapes.append(Shape("point", np.asarray(part.coords), tid, len(shapes) + 1))
-            info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
-            return shapes, info, [], None
+            return _annotation_shapes(objs.annotations, dict(TypeInfo.from_json_dict(info).names))
     shapes = [Shape("polygon", np.asarray(c), int(t), int(i)) for c, t, i in zip(table["contour"], table["type"], table["id"], strict=True)]
     return shapes, info, [], table
+
+
+def _annotation_shapes(annotations, names: dict[int, str]):
+    """Polygons and points of region annotations as shapes; class names become type ids."""
+    import numpy as np
+
+    from napari_histo.formats.rasterize import Shape
+
+    names = dict(names)
+    shapes = []
+    for a in annotations:
+        tid = next((k for k, v in names.items() if a.class_name and v.lower() == a.class_name.lower()), None)
+        if tid is None:
+            tid = max(names) + 1 if a.class_name else 0
+            if a.class_name:
+                names[tid] = a.class_name
+        for part in getattr(a.geometry, "geoms", [a.geometry]):
+            if part.geom_type == "Polygon":
+                shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1], tid, len(shapes) + 1))
+            elif part.geom_type == "Point":
+                shapes.append(Shape("point", np.asarray(part.coords), tid, len(shapes) + 1))
+    info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
+    return shapes, info, [], None
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -126,6 +121,7 @@ def handler(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from napari_histo.formats.auto import detect_format
     from napari_histo.formats.colours import SedeenColourTable
     from napari_histo.formats.rasterize import parse_region, rasterize_shapes
     from napari_histo.utils import HistoError, atomic_path
@@ -171,8 +167,12 @@ def handler(args: argparse.Namespace) -> int:
 
             tifffile.imwrite(tmp, np.stack([inst, typ]), compression="zlib",
                              description=json.dumps({"pages": ["inst", "type"], "region": list(region), "type_info": info}))
-    if args.table and table is not None:
+    if args.table:
+        from napari_histo.formats.auto import read_nuclei
         from napari_histo.nuclei.table import write_table_parquet
+
+        if table is None or not len(table):  # ImageScope outlines, point annotations
+            table = read_nuclei(src, colours=colours, type_info=type_info)
 
         write_table_parquet(table, args.table)
         print(f"nucleus table ({len(table)} nuclei) -> {args.table}")

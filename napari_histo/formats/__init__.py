@@ -5,7 +5,8 @@
   the class <-> pen colour table.
 - :mod:`.hovernet_json`: HoVer-Net JSON.
 - :mod:`.csv`: per-nucleus measurements.
-- :mod:`.imagescope`: Aperio ImageScope XML reader.
+- :mod:`.imagescope`: Aperio ImageScope XML reader; :mod:`.asap`: ASAP XML reader.
+- :mod:`.auto`: any of these, the format found from the file's content; nuclei or point counts.
 - :mod:`.rasterize`: polygons/ellipses/points to instance and type maps.
 
 Readers raise :class:`._common.AnnotationFormatError` (an ``InputFileError``) naming the file and,
