@@ -448,3 +448,26 @@ def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, 
         with pytest.raises(AnnotationFormatError) as err:
             read_geojson(bad)
         assert "bad.geojson" in str(err.value) and err.value.line == line, (text, err.value)
+
+
+def test_three_dimensional_positions_keep_x_and_y(tmp_path):
+    """GeoJSON positions may carry an altitude ([x, y, z]); every path keeps x, y only."""
+    from napari_histo.formats.auto import read_nuclei
+
+    square = [[[10, 10, 0], [30, 10, 0], [30, 30, 1], [10, 30, 0], [10, 10, 0]]]
+    feats = [
+        {"type": "Feature", "geometry": {"type": "MultiPolygon", "coordinates": [square]},
+         "properties": {"objectType": "detection"}},
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[50, 50, 2], [60, 50, 2], [60, 60, 2], [50, 60, 2], [50, 50, 2]]]},
+         "properties": {"objectType": "detection"}},
+    ]
+    src = tmp_path / "z.geojson"
+    src.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    table = read_geojson(src).table
+    assert [c.shape[1] for c in table["contour"]] == [2, 2]
+    assert table["area_px"].tolist() == [400.0, 100.0]
+    points = tmp_path / "zp.geojson"
+    points.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[5, 6, 7], [8, 9, 10]]},
+         "properties": {"objectType": "annotation"}}]}))
+    assert read_nuclei(points)[["x", "y"]].to_numpy().tolist() == [[5.0, 6.0], [8.0, 9.0]]

@@ -243,7 +243,7 @@ def import_file(viewer: napari.Viewer, path: str | Path) -> list:
         for part in parts:
             if part.geom_type != "Polygon":
                 continue
-            xy = np.asarray(part.exterior.coords)[:-1]
+            xy = np.asarray(part.exterior.coords)[:-1, :2]
             polygons.append(xy[:, ::-1])
             names.append(ann.name or ann.class_name or "region")
             colours.append(np.array([*(ann.colour or (0, 255, 255)), 255]) / 255.0)

@@ -108,9 +108,9 @@ def _annotation_shapes(annotations, names: dict[int, str]):
                 names[tid] = a.class_name
         for part in getattr(a.geometry, "geoms", [a.geometry]):
             if part.geom_type == "Polygon":
-                shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1], tid, len(shapes) + 1))
+                shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1, :2], tid, len(shapes) + 1))
             elif part.geom_type == "Point":
-                shapes.append(Shape("point", np.asarray(part.coords), tid, len(shapes) + 1))
+                shapes.append(Shape("point", np.asarray(part.coords)[:, :2], tid, len(shapes) + 1))
     info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
     return shapes, info, [], None
 

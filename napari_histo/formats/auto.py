@@ -215,7 +215,7 @@ def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.Da
         geom = ann.geometry
         for part in getattr(geom, "geoms", [geom]):
             if part.geom_type == "Point":
-                points.append(np.asarray(part.coords, np.float64).reshape(1, 2))
+                points.append(np.asarray(part.coords, np.float64)[:, :2])
                 names.append(ann.class_name)
                 rgbs.append(ann.colour)
     if not points:

@@ -1065,7 +1065,7 @@ def _polygon_exterior(gdict: Any) -> np.ndarray | None:
     geom = _shape(gdict)
     poly = _largest_polygon(geom) if not geom.is_empty else None
     if poly is not None and len(poly.exterior.coords) >= 4:
-        return np.asarray(poly.exterior.coords, dtype=np.float64)[:-1]
+        return np.asarray(poly.exterior.coords, dtype=np.float64)[:-1, :2]  # x, y of 3-D positions
     return None
 
 

@@ -225,7 +225,7 @@ def _roi_graphics(rois: Iterable, colours: SedeenColourTable) -> Iterable[str]:
         colour = rgb_to_hex(ann.colour) if ann.colour else colours.roi
         for part in shapely.get_parts(geom):
             if part.geom_type == "Polygon":
-                yield _graphic_xml("polygon", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour, list(part.exterior.coords)[:-1])
+                yield _graphic_xml("polygon", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour, [c[:2] for c in part.exterior.coords][:-1])
             elif part.geom_type == "Point":
                 yield _graphic_xml("point", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour, [(part.x, part.y)])
 
