@@ -104,3 +104,49 @@ def test_sample_data_opens_the_shipped_slide(make_napari_viewer):
     assert [d.shape[:2] for d in layer.data] == [(2967, 2220), (1483, 1110), (741, 555)]
     np.testing.assert_allclose(layer.scale, (0.499, 0.499))
     assert layer.metadata["path"].endswith("cmu-1-small-region.svs")
+
+
+def test_get_reader_takes_annotation_files_by_content(tmp_path):
+    from napari_histo._napari._reader import read_annotations
+
+    config = tmp_path / "config.json"
+    config.write_text('{"tile_size": 512}')
+    other_xml = tmp_path / "pom.xml"
+    other_xml.write_text("<project><name>x</name></project>")
+    hov = tmp_path / "nuclei.json"  # HoVer-Net JSON: recognised by its "nuc" key, not the suffix
+    hov.write_text('{"mag": 40, "nuc": {"1": {"bbox": [[0, 0], [4, 4]], "centroid": [2, 2], '
+                   '"contour": [[0, 0], [4, 0], [4, 4], [0, 4]], "type_prob": 1.0, "type": 1}}}')
+    for path in (config, other_xml, tmp_path / "missing.geojson"):
+        assert get_reader(str(path)) is None, path
+    assert get_reader(str(hov)) is read_annotations
+    assert get_reader([str(hov), str(config)]) is None
+
+
+@pytest.mark.gui
+def test_annotation_files_open_aligned_with_the_slide(make_napari_viewer, synth_slides, tmp_path):
+    from _analysis_data import synthetic_table
+    from napari.layers import Points, Shapes
+
+    from napari_histo.formats.geojson import write_geojson
+    from napari_histo.formats.hovernet_json import write_hovernet_json
+
+    table = synthetic_table(6, spacing=40)
+    gj = write_geojson(table, tmp_path / "cells.geojson")
+    hov = write_hovernet_json(table, tmp_path / "cells.json")
+    asap = tmp_path / "regions.xml"
+    asap.write_text('<ASAP_Annotations><Annotations><Annotation Name="t" Type="Polygon" PartOfGroup="None" Color="#ff0000">'
+                    '<Coordinates><Coordinate Order="0" X="100" Y="100"/><Coordinate Order="1" X="300" Y="100"/>'
+                    '<Coordinate Order="2" X="300" Y="200"/></Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    viewer = make_napari_viewer()
+    viewer.open(str(synth_slides["svs"]), plugin="napari-histo")  # 0.25 µm/px
+    for path in (gj, hov):
+        layers = viewer.open(str(path), plugin="napari-histo")
+        assert len(layers) == 1 and isinstance(layers[0], Points)
+        points = layers[0]
+        np.testing.assert_allclose(points.scale, (0.25, 0.25))  # level-0 px drawn on the slide in µm
+        assert len(points.data) == len(table)
+        np.testing.assert_allclose(np.sort(points.data[:, 1]), np.sort(table["x"].to_numpy()), atol=0.02)
+        assert len(points.metadata["nuclei_table"]) == len(table)
+    (regions,) = viewer.open(str(asap), plugin="napari-histo")
+    assert isinstance(regions, Shapes) and len(regions.data) == 1
+    np.testing.assert_allclose(regions.scale, (0.25, 0.25))

@@ -1,5 +1,5 @@
 """Export/import panel: nuclei, ROIs and hotspots to QuPath GeoJSON, Sedeen XML, HoVer-Net JSON,
-CSV and the density heatmap to PNG; import Sedeen XML or GeoJSON back into layers.
+CSV and the density heatmap to PNG; import any supported annotation file back into layers.
 
 Default file names sit beside the slide (``<slide stem>.geojson``, ``<slide stem>.session.xml``
 as Sedeen expects, ...). Nothing existing is clobbered: a taken name gets a `` (2)`` suffix,
@@ -213,49 +213,11 @@ def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
 
 
 def import_file(viewer: napari.Viewer, path: str | Path) -> list:
-    """Import any supported annotation file (format from its content): nuclei -> Points, regions
-    -> a Shapes layer. A file without nucleus outlines has its point annotations imported as nuclei."""
-    from napari_histo.formats.auto import points_as_nuclei, read_annotation_file
-
-    path = Path(path)
-    slide_layer = _layers.find_slide_layer(viewer)
-    mpp = _layers.layer_mpp(slide_layer) if slide_layer is not None else None
-    content = read_annotation_file(path, mpp=mpp)
-    table, annotations = content.table, content.annotations
-    if not len(table):
-        table = points_as_nuclei(content, mpp)
+    """Import any supported annotation file (format from its content) into layers aligned with the
+    slide: nuclei -> Points, regions -> Shapes (:func:`_layers.annotation_layers`)."""
     added = []
-    stem = path.name.split(".")[0]
-    if table is not None and len(table):
-        data, meta, kind = _layers.points_layer_data(table, slide_layer, name=f"{stem} nuclei")
-        meta["metadata"]["nuclei_table"] = table
-        added.append(viewer.add_points(data, **meta))
-    nucleus_classes = set()
-    if table is not None and len(table):
-        info = _layers.type_info_of(table)
-        nucleus_classes = {info.name(t) for t in info.ids if t != 0}
-    polygons, names, colours = [], [], []
-    for ann in annotations:
-        if ann.class_name in nucleus_classes and ann.shape in (None, "polygon"):
-            continue  # already imported as a nucleus
-        geom = ann.geometry
-        parts = list(getattr(geom, "geoms", [geom]))
-        for part in parts:
-            if part.geom_type != "Polygon":
-                continue
-            xy = np.asarray(part.exterior.coords)[:-1, :2]
-            polygons.append(xy[:, ::-1])
-            names.append(ann.name or ann.class_name or "region")
-            colours.append(np.array([*(ann.colour or (0, 255, 255)), 255]) / 255.0)
-    if polygons:
-        import pandas as pd
-
-        data, meta, kind = _layers.shapes_layer_data(polygons, slide_layer, name=f"{stem} regions", features=pd.DataFrame({"name": names}))
-        meta["edge_color"] = np.asarray(colours)
-        meta["metadata"] = {}  # imported regions behave like user ROIs
-        added.append(viewer.add_shapes(data, **meta))
-    if not added:
-        raise ValueError(f"{path}: no nuclei or polygon regions found")
+    for data, meta, kind in _layers.annotation_layers(path, _layers.find_slide_layer(viewer)):
+        added.append(getattr(viewer, f"add_{kind}")(data, **meta))
     return added
 
 

@@ -9,6 +9,7 @@ viewer or layer, and are unit-testable without a Qt viewer.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -332,6 +333,59 @@ def circle_polygon(cx: float, cy: float, r: float, n: int = 48) -> np.ndarray:
     """(n, 2) level-0 (y, x) vertices of a circle."""
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.column_stack([cy + r * np.sin(t), cx + r * np.cos(t)])
+
+
+def annotation_layers(path: str | os.PathLike, slide_layer: Any | None) -> list[tuple]:
+    """``LayerDataTuple``s of an annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session,
+    ImageScope or ASAP XML; format from the content), aligned with ``slide_layer``.
+
+    Nuclei become a Points layer carrying the nucleus table (so density, hotspots and export
+    work on them); a file without nucleus outlines has its point annotations (manual counts)
+    taken as nuclei. Polygon regions become a Shapes layer that behaves like user ROIs.
+
+    Raises
+    ------
+    HistoError
+        Unreadable file (named in the message), or one with neither nuclei nor polygon regions.
+    """
+    from pathlib import Path
+
+    import pandas as pd
+
+    from napari_histo.formats._common import AnnotationFormatError
+    from napari_histo.formats.auto import points_as_nuclei, read_annotation_file
+
+    path = Path(path)
+    mpp = layer_mpp(slide_layer) if slide_layer is not None else None
+    content = read_annotation_file(path, mpp=mpp)
+    table = content.table if len(content.table) else points_as_nuclei(content, mpp)
+    stem = path.name.split(".")[0]
+    layers: list[tuple] = []
+    nucleus_classes: set[str] = set()
+    if table is not None and len(table):
+        data, meta, kind = points_layer_data(table, slide_layer, name=f"{stem} nuclei")
+        meta["metadata"]["nuclei_table"] = table
+        layers.append((data, meta, kind))
+        info = type_info_of(table)
+        nucleus_classes = {info.name(t) for t in info.ids if t != 0}
+    polygons, names, colours = [], [], []
+    for ann in content.annotations:
+        if ann.class_name in nucleus_classes and ann.shape in (None, "polygon"):
+            continue  # already imported as a nucleus
+        for part in getattr(ann.geometry, "geoms", [ann.geometry]):
+            if part.geom_type != "Polygon":
+                continue
+            polygons.append(np.asarray(part.exterior.coords)[:-1, :2][:, ::-1])
+            names.append(ann.name or ann.class_name or "region")
+            colours.append(np.array([*(ann.colour or (0, 255, 255)), 255]) / 255.0)
+    if polygons:
+        data, meta, kind = shapes_layer_data(polygons, slide_layer, name=f"{stem} regions", features=pd.DataFrame({"name": names}))
+        meta["edge_color"] = np.asarray(colours)
+        meta["metadata"] = {}  # imported regions behave like user ROIs
+        layers.append((data, meta, kind))
+    if not layers:
+        raise AnnotationFormatError(path, f"{content.format_name} file holds no nuclei, points or polygon regions")
+    return layers
 
 
 def shapes_layer_data(polygons_yx: list[np.ndarray], slide_layer: Any | None, *, name: str, features: pd.DataFrame | None = None, edge_color: str = "cyan") -> tuple:

@@ -1,4 +1,6 @@
-"""napari reader: whole-slide images as lazy multiscale RGB layers with physical scale in µm."""
+"""napari reader: whole-slide images as lazy multiscale RGB layers with physical scale in µm, and
+annotation files (QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope/ASAP XML) as nuclei
+and region layers aligned with the slide already open."""
 
 from __future__ import annotations
 
@@ -46,15 +48,56 @@ def _looks_readable(path: PathLike) -> bool:
     return openslide_vendor(path) is not None  # .mrxs, .vms, .vmu (index files)
 
 
+_ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".geojson.gz", ".json.gz", ".xml.gz")
+
+
+def _looks_like_annotations(path: PathLike) -> bool:
+    """Annotation suffix and a recognised format in the first 4 KiB (never reads the whole file)."""
+    if not str(path).lower().endswith(_ANNOTATION_SUFFIXES) or not Path(path).is_file():
+        return False
+    from napari_histo.formats.auto import looks_like_annotations
+
+    return looks_like_annotations(path)
+
+
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
-    """Return :func:`read_slides` when every path looks like a slide we can open, else None."""
+    """:func:`read_slides` when every path looks like a slide we can open, :func:`read_annotations`
+    when every path is an annotation file we recognise, else None."""
     try:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-        if not paths or not all(_looks_readable(p) for p in paths):
+        if not paths:
             return None
+        if all(_looks_readable(p) for p in paths):
+            return read_slides
+        if all(_looks_like_annotations(p) for p in paths):
+            return read_annotations
     except Exception:  # get_reader must never raise
         return None
-    return read_slides
+    return None
+
+
+def read_annotations(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """Nuclei (Points) and regions (Shapes) of annotation files, aligned with the viewer's slide.
+
+    A reader cannot see the viewer it reads into; the current viewer's slide layer supplies the
+    scale so the annotations (level-0 px) land on the slide. Errors become one notification.
+    """
+    import napari
+    from napari.utils.notifications import show_error
+
+    from napari_histo._napari import _layers
+    from napari_histo.utils import HistoError
+
+    viewer = napari.current_viewer()
+    slide_layer = _layers.find_slide_layer(viewer) if viewer is not None else None
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for one in paths:
+        try:
+            layers.extend(_layers.annotation_layers(one, slide_layer))
+        except HistoError as exc:
+            show_error(f"napari-histo could not import the annotations: {exc}")
+    return layers or [(None,)]
 
 
 def slide_layer_data(slide) -> LayerData:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,22 +67,31 @@ class Annotation:
     shape: str | None = None
 
 
-def open_maybe_gzip(path: str | os.PathLike) -> bytes:
-    """Read a whole file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic)."""
+def open_maybe_gzip(path: str | os.PathLike, limit: int | None = None) -> bytes:
+    """Read a file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic).
+
+    ``limit`` reads only the first ``limit`` (uncompressed) bytes: enough to recognise a format
+    without reading a large file.
+    """
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(limit if limit is not None else -1)
+            if raw[:2] == b"\x1f\x8b":
+                fh.seek(0)
+                try:
+                    with gzip.GzipFile(fileobj=fh) as gz:
+                        raw = gz.read(limit if limit is not None else -1)
+                except (EOFError, ValueError, gzip.BadGzipFile, zlib.error) as exc:
+                    raise AnnotationFormatError(path, f"corrupt gzip data ({exc})") from None
     except FileNotFoundError:
         raise AnnotationFormatError(path, "file not found") from None
     except IsADirectoryError:
         raise AnnotationFormatError(path, "is a directory, not a file") from None
+    except AnnotationFormatError:
+        raise
     except OSError as exc:
         raise AnnotationFormatError(path, f"cannot read file ({exc.strerror or exc})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as exc:
-            raise AnnotationFormatError(path, f"corrupt gzip data ({exc})") from None
     if not raw.strip():
         raise AnnotationFormatError(path, "file is empty")
     return raw

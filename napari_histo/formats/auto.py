@@ -7,6 +7,7 @@ ImageScope ``*.xml`` is never handed to the wrong parser because of its suffix.
 Public API
 ----------
 - :func:`detect_format` -- "sedeen", "imagescope", "asap", "geojson" or "hovernet".
+- :func:`looks_like_annotations` -- cheap check for readers of many file kinds (napari).
 - :class:`AnnotationFile` -- nucleus table + region annotations of one file.
 - :func:`read_annotation_file` -- read any supported file.
 - :func:`read_nuclei` -- the nucleus table of a file, point annotations counted as nuclei when the
@@ -25,7 +26,7 @@ import pandas as pd
 
 from napari_histo.formats._common import Annotation, AnnotationFormatError
 
-__all__ = ["AnnotationFile", "detect_format", "read_annotation_file", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
+__all__ = ["AnnotationFile", "detect_format", "looks_like_annotations", "read_annotation_file", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
 
 #: Human-readable names of the formats :func:`detect_format` returns.
 FORMAT_NAMES = {
@@ -45,9 +46,10 @@ def detect_format(path: str | os.PathLike) -> str:
     AnnotationFormatError
         Neither XML nor JSON, or an XML root that is none of the supported ones.
     """
-    from napari_histo.formats._common import decode_text, open_maybe_gzip
+    from napari_histo.formats._common import open_maybe_gzip
 
-    head = decode_text(path, open_maybe_gzip(path)[:4096]).lstrip()
+    # the head only (a cut multi-byte character at its end is ignored); the reader checks the rest
+    head = open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore").lstrip()
     if head.startswith("<"):
         # ASAP first: its root <ASAP_Annotations> holds an <Annotations> element too
         for tag, kind in (("<ASAP_Annotations", "asap"), ("<session", "sedeen"), ("<Annotations", "imagescope")):
@@ -57,6 +59,22 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(("{", "[")):
         return "hovernet" if '"nuc"' in head and '"FeatureCollection"' not in head else "geojson"
     raise AnnotationFormatError(path, "unknown annotation format (neither XML nor JSON)")
+
+
+def looks_like_annotations(path: str | os.PathLike) -> bool:
+    """Cheap, never-raising check (first 4 KiB) that ``path`` is an annotation file this package
+    reads: stricter than :func:`detect_format`, so other JSON/XML files (configs, manifests) are
+    left to other programs."""
+    from napari_histo.formats._common import open_maybe_gzip
+
+    try:
+        kind = detect_format(path)
+        if kind != "geojson":
+            return True
+        head = open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore")
+    except Exception:
+        return False
+    return any(token in head for token in ('"FeatureCollection"', '"Feature"', '"geometry"'))
 
 
 @dataclass
