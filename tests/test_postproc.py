@@ -119,6 +119,28 @@ def test_typing_vote_type_prob_and_mean_softmax():
     assert probs2.sum(axis=1) == pytest.approx([1.0, 1.0])
 
 
+def test_nucleus_typing_rule_never_lets_background_win():
+    labels = np.zeros((10, 10), np.int32)
+    labels[:5, :5] = 3
+    labels[6:, 6:] = 8
+    soft = np.zeros((10, 10, 5), np.float32)
+    soft[..., 0] = 1.0
+    soft[:5, :5] = [0.7, 0.05, 0.2, 0.05, 0.0]  # background-dominated nucleus, lymphocyte-leaning
+    soft[6:, 6:] = [0.1, 0.6, 0.0, 0.0, 0.3]
+    official, _, _ = type_instances(labels, soft)
+    assert official.tolist() == [0, 1]
+    types, tprob, probs = type_instances(labels, soft, rule="nucleus")
+    assert types.tolist() == [2, 1]
+    assert tprob == pytest.approx([0.2 / 0.3, 0.6 / 0.9])  # renormalised over the classes > 0
+    assert probs[0] == pytest.approx([0.7, 0.05, 0.2, 0.05, 0.0], abs=1e-6)
+    argmax = np.zeros((10, 10), np.int64)
+    argmax[6, 6:] = 4  # instance 8: 4 votes for class 4, the rest background; instance 3: none
+    types_a, tprob_a, _ = type_instances(labels, argmax, rule="nucleus")
+    assert types_a.tolist() == [0, 4] and tprob_a.tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="typing rule"):
+        type_instances(labels, soft, rule="majority")
+
+
 def test_postprocess_maps_gives_a_valid_typed_table():
     inst = disks((96, 96), [(25, 25), (60, 65)], [10, 12])
     np_map, hv = ideal_maps(inst)

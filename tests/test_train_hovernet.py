@@ -182,6 +182,24 @@ def test_shipped_weights_load_through_the_model_registry():
     assert Path(WEIGHTS / "MODEL_CARD.md").read_text().count("CC BY-NC-SA 4.0") >= 1
 
 
+def test_shipped_model_types_every_nucleus_of_the_sample_slide(sample_slide_path):
+    """The shipped config's typing rule: no nucleus of the (never trained on) sample slide is left
+    'unclassified', and type_prob is a probability over the four classes."""
+    from napari_histo.nuclei.segment import segment_image
+    from napari_histo.slide import open_slide
+    from src_models.hovernet.compact import compact_segmenter
+
+    seg = compact_segmenter(WEIGHTS)
+    assert seg.type_rule == CompactConfig.load(WEIGHTS / "config.json").type_rule == "nucleus"
+    with open_slide(sample_slide_path) as slide:
+        rgb = slide.read_region((800, 1200), (400, 400))
+        mpp = slide.mpp[0]
+    _, table = segment_image(rgb, mpp, model=seg)
+    assert len(table) > 50
+    assert set(table["type"]) <= {1, 2, 3, 4} and 0 not in set(table["type"])
+    assert ((table["type_prob"] >= 0.25) & (table["type_prob"] <= 1.0)).all()
+
+
 def test_coarse_grid_postprocessing_matches_the_fine_grid_watershed():
     """The shipped shortcut (watershed at the network's 0.5 µm/px, instances mapped back) finds
     the nuclei the watershed on the upsampled 0.25 µm/px maps finds, on a held-out image."""
@@ -199,7 +217,7 @@ def test_coarse_grid_postprocessing_matches_the_fine_grid_watershed():
     assert coarse.work_downsample == 2 and coarse.work_mpp == cfg.network_mpp
     model, _ = load_compact(WEIGHTS)
     fine = HoverNetSegmenter(model, cfg.input_size, cfg.output_size, cfg.mpp, type_info=coarse.type_info,
-                             device="cpu", post_params=HoverPostParams(**cfg.postproc))
+                             device="cpu", post_params=HoverPostParams(**cfg.postproc), type_rule=coarse.type_rule)
     raw = coarse.predict(rgb)
     assert raw["np"].shape == (180, 200)  # maps stay on the network grid
     lab_c, tab_c = coarse.postprocess(raw, rgb)
@@ -210,7 +228,7 @@ def test_coarse_grid_postprocessing_matches_the_fine_grid_watershed():
     assert abs(len(tab_c) - len(tab_f)) <= 0.15 * len(tab_f)
     # table in 0.25 µm/px tile px, typed, ids matching the labels
     assert tab_c.attrs["mpp"] == cfg.mpp and set(tab_c["id"]) == set(np.unique(lab_c)) - {0}
-    # typing votes on the coarse grid: same vocabulary, about as many nuclei left untyped (0)
+    # typing on the coarse grid, same rule: same vocabulary, about as many nuclei left untyped (0)
     assert tab_c["type"].isin(range(cfg.num_types)).all()
     assert abs((tab_c["type"] > 0).mean() - (tab_f["type"] > 0).mean()) < 0.1
 

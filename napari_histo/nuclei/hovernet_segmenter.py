@@ -226,6 +226,8 @@ class HoverNetSegmenter:
     test_time_flip : bool -- also run the model on the left-right mirrored image and average the
         two sets of maps (the horizontal-distance map mirrored back with its sign flipped): about
         twice the network time for smoother, more consistent maps
+    type_rule : str -- "official" (HoVer-Net's vote) or "nucleus" (background never wins inside a
+        nucleus; :func:`~napari_histo.nuclei.postproc.type_instances`)
     """
 
     def __init__(
@@ -244,6 +246,7 @@ class HoverNetSegmenter:
         max_input_size: int | None = None,
         fill_px: int = 2,
         test_time_flip: bool = False,
+        type_rule: str = "official",
     ):
         from napari_histo.utils import choose_device
 
@@ -261,6 +264,11 @@ class HoverNetSegmenter:
         self.max_input_size = int(max_input_size) if max_input_size else None
         self.fill_px = int(fill_px)
         self.test_time_flip = bool(test_time_flip)
+        from napari_histo.nuclei.postproc import TYPE_RULES
+
+        if type_rule not in TYPE_RULES:
+            raise ValueError(f"unknown typing rule {type_rule!r}; expected one of {TYPE_RULES}")
+        self.type_rule = type_rule
         self.post_params = post_params or HoverPostParams.for_mpp(self.work_mpp)
         self.amp = amp
         margin = (self.input_size - self.output_size) // 2 * self.work_downsample
@@ -298,8 +306,8 @@ class HoverNetSegmenter:
         tp = raw.get("tp") if self.typed else None
         d = self.work_downsample
         if d == 1:
-            labels, table = postprocess_maps(raw["np"], raw["hv"], tp, mpp=self.mpp,
-                                             type_info=self.type_info, params=self.post_params)
+            labels, table = postprocess_maps(raw["np"], raw["hv"], tp, mpp=self.mpp, type_info=self.type_info,
+                                             params=self.post_params, type_rule=self.type_rule)
             table.attrs["model"] = self.name
             return labels, table
         from napari_histo.nuclei.measure import measure_instances
@@ -307,7 +315,7 @@ class HoverNetSegmenter:
         shape = tuple(np.asarray(rgb).shape[:2]) if rgb is not None else None
         labels, coarse = self.instances(raw, shape, self.post_params)
         table = measure_instances(labels, mpp=self.mpp, type_info=self.type_info)
-        assign_types(table, coarse, tp)  # typing votes on the network grid
+        assign_types(table, coarse, tp, self.type_rule)  # typing votes on the network grid
         table.attrs["model"] = self.name
         return labels, table
 

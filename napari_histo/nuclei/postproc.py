@@ -205,12 +205,18 @@ def instances_from_maps(
     return labels.astype(np.int32, copy=False)
 
 
+#: Typing rules of :func:`type_instances`.
+TYPE_RULES = ("official", "nucleus")
+
+
 def type_instances(
     labels: np.ndarray,
     tp: np.ndarray,
     ids: np.ndarray | None = None,
+    rule: str = "official",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Type every instance by the official pixel vote, plus the mean class probabilities.
+    """Type every instance by the official pixel vote (or ``rule="nucleus"``), plus the mean class
+    probabilities.
 
     Parameters
     ----------
@@ -221,13 +227,21 @@ def type_instances(
         probabilities the vote uses their argmax and the mean probability vector is returned too.
     ids : (N,) int, optional
         Instance ids to report, default every id > 0 in ascending order.
+    rule : {"official", "nucleus"}
+        "official": HoVer-Net's vote. "nucleus": the instance *is* a nucleus (the np branch said
+        so), so class 0 (background) never wins: the most probable other class of the mean
+        softmax (of the votes, for argmax input). For type heads trained on few typed images,
+        whose background channel also covers nuclei of unseen tissue.
 
     Returns
     -------
     types : (N,) int64
-        Majority class; when it is 0 (background) and another class occurs, the runner-up.
+        "official": majority class; when it is 0 (background) and another class occurs, the
+        runner-up. "nucleus": the best class > 0 (0 only when no class > 0 has any vote).
     type_prob : (N,) float64
-        Official ``type_prob``: votes for ``types`` / (pixels + 1e-6) -- a vote fraction.
+        "official": votes for ``types`` / (pixels + 1e-6) -- a vote fraction. "nucleus": the mean
+        probability of ``types`` renormalised over the classes > 0 (vote fraction among them
+        for argmax input).
     probs : (N, C) float32 or None
         Mean softmax over the instance pixels (real class probabilities), None for argmax input.
     """
@@ -264,18 +278,27 @@ def type_instances(
     cls = argmax.ravel()[fg][keep].astype(np.int64)
     votes = np.bincount(pos * n_cls + cls, minlength=len(ids) * n_cls).reshape(len(ids), n_cls)
     npix = votes.sum(axis=1)
-    order = np.argsort(-votes, axis=1, kind="stable")
-    first, second = order[:, 0], order[:, 1] if n_cls > 1 else order[:, 0]
-    second_count = votes[np.arange(len(ids)), second]
-    use_second = (first == 0) & (second_count > 0) & (n_cls > 1)
-    types = np.where(use_second, second, first).astype(np.int64)
-    type_prob = votes[np.arange(len(ids)), types] / (npix + 1.0e-6)
-
     probs = None
     if probs_map is not None:
         pm = probs_map.reshape(-1, n_cls)[fg][keep]
         sums = np.stack([np.bincount(pos, weights=pm[:, c], minlength=len(ids)) for c in range(n_cls)], axis=1)
         probs = (sums / np.maximum(npix, 1)[:, None]).astype(np.float32)
+    rows = np.arange(len(ids))
+    if rule == "nucleus" and n_cls > 1:
+        score = probs if probs is not None else votes.astype(np.float64)
+        types = (score[:, 1:].argmax(axis=1) + 1).astype(np.int64)
+        total = score[:, 1:].sum(axis=1)
+        type_prob = np.where(total > 0, score[rows, types] / np.maximum(total, 1e-12), 0.0)
+        types[total <= 0] = 0
+        return types, type_prob.astype(np.float64), probs
+    if rule not in TYPE_RULES:
+        raise ValueError(f"unknown typing rule {rule!r}; expected one of {TYPE_RULES}")
+    order = np.argsort(-votes, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1] if n_cls > 1 else order[:, 0]
+    second_count = votes[rows, second]
+    use_second = (first == 0) & (second_count > 0) & (n_cls > 1)
+    types = np.where(use_second, second, first).astype(np.int64)
+    type_prob = votes[rows, types] / (npix + 1.0e-6)
     return types, type_prob.astype(np.float64), probs
 
 
@@ -287,6 +310,7 @@ def postprocess_maps(
     mpp: float | None = None,
     type_info: TypeInfo | None = None,
     params: HoverPostParams | None = None,
+    type_rule: str = "official",
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Maps of one tile -> ``(labels int32, nucleus table in tile px)``.
 
@@ -298,18 +322,19 @@ def postprocess_maps(
 
     labels = instances_from_maps(np_prob, hv, params)
     table = measure_instances(labels, mpp=mpp, type_info=type_info)
-    assign_types(table, labels, tp)
+    assign_types(table, labels, tp, type_rule)
     return labels, table
 
 
-def assign_types(table: pd.DataFrame, labels: np.ndarray, tp: np.ndarray | None) -> None:
+def assign_types(table: pd.DataFrame, labels: np.ndarray, tp: np.ndarray | None, rule: str = "official") -> None:
     """Fill ``type``, ``type_prob`` (and ``probs`` for probability maps) of ``table`` in place.
 
     ``labels`` is the instance map on ``tp``'s grid; nothing happens for untyped models.
+    ``rule``: see :func:`type_instances`.
     """
     if tp is None or not len(table):
         return
-    types, type_prob, probs = type_instances(labels, tp, table["id"].to_numpy())
+    types, type_prob, probs = type_instances(labels, tp, table["id"].to_numpy(), rule)
     table["type"] = types
     table["type_prob"] = type_prob
     if probs is not None:

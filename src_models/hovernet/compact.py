@@ -229,8 +229,8 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
 
     Applies the shipped post-processing constants, the type vocabulary (``type_info.json`` or
     the config's names/colours), the coarse-grid post-processing shortcut
-    (``postproc_at_network_mpp``), the patch size limit (``max_tile_px``) and the mirrored
-    second pass (``test_time_flip``). Keyword arguments
+    (``postproc_at_network_mpp``), the patch size limit (``max_tile_px``), the mirrored
+    second pass (``test_time_flip``) and the typing rule (``type_rule``). Keyword arguments
     override the segmenter's (e.g. ``post_params``, ``batch_size``).
     """
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
@@ -259,5 +259,6 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
     if cfg.max_tile_px:
         kwargs.setdefault("max_input_size", cfg.max_tile_px * (1 if coarse else d))
     kwargs.setdefault("test_time_flip", bool(cfg.test_time_flip))
+    kwargs.setdefault("type_rule", str(cfg.type_rule))
     return HoverNetSegmenter(model, net.input_size, net.output_size, cfg.mpp, type_info=type_info,
                              name=name or folder.name, device=device, **kwargs)

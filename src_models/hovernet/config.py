@@ -79,6 +79,9 @@ class CompactConfig:
     test_time_flip : bool
         Inference: average the maps of the image and of its left-right mirror (about twice the
         network time; see ``HoverNetSegmenter``).
+    type_rule : str
+        Inference typing rule: "official" (HoVer-Net's pixel vote) or "nucleus" (background never
+        wins inside a detected nucleus; ``napari_histo.nuclei.postproc.type_instances``).
     """
 
     input_size: int = 256
@@ -101,6 +104,7 @@ class CompactConfig:
     network_postproc: dict[str, float] | None = None
     max_tile_px: int = 0
     test_time_flip: bool = False
+    type_rule: str = "official"
 
     @property
     def network_mpp(self) -> float:

@@ -247,19 +247,23 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
 
 
 def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | None = None,
-             post: dict | None = None, classical: bool = True, typing: bool = True) -> dict:
-    """All validation numbers for a weights folder as a JSON-able dict."""
+             post: dict | None = None, classical: bool = True, typing: bool = True,
+             type_rule: str | None = None, segmentation: bool = True) -> dict:
+    """All validation numbers for a weights folder as a JSON-able dict (``type_rule`` overrides
+    the config's typing rule; ``segmentation=False`` gives the typing scores only)."""
     import torch
 
     torch.set_num_threads(2)
-    seg = build_segmenter(weights_dir, post)
+    seg = build_segmenter(weights_dir, post, **({"type_rule": type_rule} if type_rule else {}))
     if stems is None:
         cfg_path = Path(weights_dir) / "train_config.json"
         stems = TrainConfig.load(cfg_path).val_monuseg if cfg_path.exists() else TrainConfig().val_monuseg
-    rows = evaluate_monuseg(seg, data_root, list(stems), classical=classical)
+    rows = evaluate_monuseg(seg, data_root, list(stems), classical=classical) if segmentation else []
     keys = ["dice", "aji", "aji_plus", "dq", "sq", "pq"]
-    result: dict = {"weights": str(weights_dir), "post": dict(seg.post_params.__dict__), "per_image": rows,
-                    "mean": {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}}
+    result: dict = {"weights": str(weights_dir), "post": dict(seg.post_params.__dict__), "type_rule": seg.type_rule,
+                    "per_image": rows}
+    if rows:
+        result["mean"] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     if classical and rows and "classical_pq" in rows[0]:
         result["classical_mean"] = {k: round(float(np.mean([r[f"classical_{k}"] for r in rows])), 4) for k in keys}
     if typing:
@@ -278,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-classical", action="store_true")
     ap.add_argument("--no-typing", action="store_true")
     ap.add_argument("--post", default=None, help="JSON dict overriding post-processing constants")
+    ap.add_argument("--type-rule", choices=["official", "nucleus"], default=None,
+                    help="typing rule instead of the config's (see napari_histo.nuclei.postproc.type_instances)")
+    ap.add_argument("--typing-only", action="store_true", help="typing scores only (CRCHisto, MoNuSAC)")
     ap.add_argument("--tune", nargs="?", const=json.dumps(TUNING_GRID), default=None,
                     help="pick post-processing constants on the MoNuSeg training tiles "
                          f"{', '.join(TUNING_TILES)} over a JSON grid (default {json.dumps(TUNING_GRID)}) "
@@ -304,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
                "grid": grid, "top": ranking[:10]}
     else:
         res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
-                       classical=not args.no_classical, typing=not args.no_typing)
+                       classical=not args.no_classical, typing=not args.no_typing, type_rule=args.type_rule,
+                       segmentation=not args.typing_only)
     text = json.dumps(res, indent=2)
     if args.out:
         from napari_histo.utils import atomic_write
