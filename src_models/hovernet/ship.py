@@ -263,12 +263,13 @@ SHIPPED_THRESHOLDS = {"np_threshold": 0.6, "marker_threshold": 0.4}
 
 def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict | None = None,
                    postproc_at_network_mpp: bool = True, network_postproc: dict | None = None,
-                   max_tile_px: int = 640):
+                   max_tile_px: int = 640, type_rule: str = "nucleus"):
     """Network config exposed at ``mpp / downsample`` with the same weights (see ``internal_downsample``).
 
     ``postproc`` holds the constants for a watershed at the exposed mpp, ``network_postproc``
     (default: derived from them) those for the watershed on the network's grid, used when
-    ``postproc_at_network_mpp``; ``max_tile_px`` bounds the enlarged inference patches.
+    ``postproc_at_network_mpp``; ``max_tile_px`` bounds the enlarged inference patches;
+    ``type_rule`` is the typing rule (the shipped models use "nucleus").
     """
     from src_models.hovernet.config import CompactConfig, scaled_postproc
 
@@ -284,6 +285,7 @@ def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict |
         "postproc_at_network_mpp": bool(postproc_at_network_mpp and downsample > 1),
         "network_postproc": network_postproc,
         "max_tile_px": int(max_tile_px),
+        "type_rule": type_rule,
     })
 
 
