@@ -247,3 +247,32 @@ def test_real_asap_file():
     anns = read_asap(shared_path("annotation_formats", "sedeen", "asap1.xml"))
     assert [a.shape for a in anns] == ["point", "rectangle", "polygon", "spline", "line"]
     assert anns[1].geometry.bounds == pytest.approx((5954.99219, 24058.1719, 8336.99023, 26360.7676))
+
+
+def test_hotspots_inside_a_region_from_an_annotation_file(result_dir, tmp_path, capsys):
+    """The pathologist's ROI (e.g. a tumour outline drawn in QuPath) limits the hotspot search."""
+    def region(cls, x0, x1):
+        ring = [[x0, 0], [x1, 0], [x1, 300], [x0, 300], [x0, 0]]
+        return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {"objectType": "annotation", "classification": {"name": cls}}}
+
+    rois = tmp_path / "regions.geojson"
+    rois.write_text(json.dumps({"type": "FeatureCollection", "features": [region("Tumor", 160, 300), region("Stroma", 0, 120)]}))
+    csv = tmp_path / "h.csv"
+
+    def centres(*roi_args):
+        assert main(["hotspots", str(result_dir), "-k", "4", "--radius-px", "20", "--min-count", "0",
+                     "--csv", str(csv), *roi_args]) == 0
+        return pd.read_csv(csv)
+
+    tumour = centres("--roi", str(rois), "--roi-class", "tumor")
+    assert len(tumour) and (tumour["x"] - 20 >= 160 - 0.5).all()  # circles lie inside the ROI
+    both = centres("--roi", str(rois))  # every region of the file
+    assert not ((both["x"] > 120 - 20) & (both["x"] < 160 + 20)).any()  # no circle reaches the gap
+    box = centres("--roi", "0,0,150,300")
+    assert (box["x"] + 20 <= 150).all()
+    assert main(["hotspots", str(result_dir), "--radius-px", "20", "--roi", str(rois), "--roi-class", "Necrosis"]) == 1
+    err = capsys.readouterr().err
+    assert "regions.geojson" in err and "Necrosis" in err and "Stroma, Tumor" in err
+    assert main(["hotspots", str(result_dir), "--radius-px", "20", "--roi", "10,10"]) == 1
+    assert "--roi" in capsys.readouterr().err

@@ -115,6 +115,25 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     spot = analysis.hotspots.iloc[0]
     np.testing.assert_allclose(viewer.scene.camera.center[-2:], slide.data_to_world(np.array([spot["y"], spot["x"]])), atol=1e-6)
 
+    # hotspots limited to a drawn region (a new Shapes layer in world units): a box beside the
+    # best hotspot, which lies outside it
+    r = float(spot["radius_px"])
+    x0, y0, x1, y1 = spot["x"] + r, spot["y"] - 4 * r, spot["x"] + 9 * r, spot["y"] + 4 * r
+    corners = np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], float)
+    viewer.add_shapes([_layers.level0_to_world(slide, corners)], shape_type="polygon", name="tumour outline")
+    assert analysis.region_combo.findText("tumour outline") >= 0
+    assert analysis.region_combo.findText(_layers.HOTSPOTS) < 0  # our own overlays are not regions
+    analysis.region_combo.setCurrentText("tumour outline")
+    rjob = analysis.run()
+    qtbot.waitUntil(lambda: not rjob.running, timeout=30_000)
+    assert rjob.error is None and len(analysis.hotspots)
+    inside = analysis.hotspots
+    assert ((inside["x"] - r >= x0 - 1) & (inside["x"] + r <= x1 + 1)
+            & (inside["y"] - r >= y0 - 1) & (inside["y"] + r <= y1 + 1)).all()
+    viewer.layers.remove("tumour outline")
+    assert analysis.region_combo.currentText() == "whole slide"
+    analysis.region_combo.setCurrentText("whole slide")
+
     # ---- export beside a copy of the slide (default names), then import
     export = ExportPanel(viewer)
     for kind in export.checks:

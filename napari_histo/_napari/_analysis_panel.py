@@ -4,7 +4,8 @@ Thin over :func:`napari_histo.analysis.density.density_map` and
 :func:`napari_histo.analysis.hotspots.find_hotspots`. The heatmap is a semi-transparent Image
 layer aligned with the slide (NAPARI.md §5: ``scale = P*s0``, ``translate = t0 + offset*s0``);
 hotspots are a Shapes layer (circles for the radius kinds, boxes for the tile kind) and a table
-with one "Go" button per hotspot that moves the camera onto it.
+with one "Go" button per hotspot that moves the camera onto it. Hotspots can be limited to the
+shapes of a region layer (a drawn or imported tumour outline).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd
 
+WHOLE_SLIDE = "whole slide"
+
 KIND_LABELS = {
     "count": "count within radius (QuPath raw counts)",
     "gaussian": "Gaussian (σ = radius)",
@@ -56,12 +59,14 @@ def analysis_events(table: pd.DataFrame, params: dict[str, Any]) -> Generator[st
         extra = {"secondary": params["secondary"]} if kind == "percent" else {}
         dmap = density_map(table, kind, **radius, **extra, **common)
     yield "density"
+    roi = params.get("roi")
     if kind == "tile":
-        spots = find_hotspots(table, int(params["k"]), mode="box", tile=int(params["tile"]), window=int(params["window"]), **common)
+        spots = find_hotspots(table, int(params["k"]), mode="box", tile=int(params["tile"]), window=int(params["window"]),
+                              roi=roi, **common)
     else:
         reuse = {"dmap": dmap} if kind in ("count", "gaussian") else {}
         density = kind if kind in ("count", "gaussian") else "count"
-        spots = find_hotspots(table, int(params["k"]), mode="circle", density=density, **radius, **reuse, **common)
+        spots = find_hotspots(table, int(params["k"]), mode="circle", density=density, roi=roi, **radius, **reuse, **common)
     yield "hotspots"
     return dmap, spots
 
@@ -97,6 +102,8 @@ class AnalysisPanel(QWidget):
         self.k = QSpinBox()
         self.k.setRange(1, 50)
         self.k.setValue(5)
+        self.region_combo = QComboBox()
+        self.region_combo.setToolTip("Search hotspots only inside the shapes of this layer (e.g. a tumour outline)")
         self.run_button = QPushButton("Compute")
         self.run_button.clicked.connect(self.run)
         self.status = QLabel("")
@@ -113,6 +120,7 @@ class AnalysisPanel(QWidget):
         form.addRow("Tile size", self.tile)
         form.addRow("Hotspot window", self.window)
         form.addRow("Hotspots (k)", self.k)
+        form.addRow("Hotspots within", self.region_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.run_button)
@@ -120,7 +128,9 @@ class AnalysisPanel(QWidget):
         layout.addWidget(self.table_widget)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.refresh_types)
+            event.connect(self.refresh_regions)
         self.refresh_types()
+        self.refresh_regions()
         self._kind_changed()
 
     # -- inputs -----------------------------------------------------------------------------
@@ -156,6 +166,30 @@ class AnalysisPanel(QWidget):
         if current_sec in secondary:
             self.secondary_combo.setCurrentText(current_sec)
 
+    def refresh_regions(self, *_: Any) -> None:
+        """Offer the whole slide plus every user Shapes layer (drawn or imported regions)."""
+        from napari.layers import Shapes
+
+        current = self.region_combo.currentText()
+        self.region_combo.clear()
+        names = [layer.name for layer in self.viewer.layers
+                 if isinstance(layer, Shapes) and not layer.metadata.get("napari_histo_overlay")]
+        self.region_combo.addItems([WHOLE_SLIDE, *names])
+        if current in names:
+            self.region_combo.setCurrentText(current)
+
+    def region(self, slide_layer: Any | None) -> list | None:
+        """The chosen region layer's shapes as level-0 annotations, or None for the whole slide."""
+        from napari_histo._napari._export_panel import shapes_to_annotations
+
+        name = self.region_combo.currentText()
+        if name in ("", WHOLE_SLIDE) or name not in self.viewer.layers:
+            return None
+        rois = shapes_to_annotations(self.viewer.layers[name], slide_layer)
+        if not rois:
+            raise ValueError(f"the region layer {name!r} holds no polygon")
+        return rois
+
     def parameters(self, table: pd.DataFrame, slide_layer: Any | None) -> dict[str, Any]:
         mpp = table.attrs.get("mpp") or (_layers.layer_mpp(slide_layer) if slide_layer is not None else None)
         shape = None
@@ -174,6 +208,7 @@ class AnalysisPanel(QWidget):
             "tile": int(self.tile.value()),
             "window": int(self.window.value()),
             "k": int(self.k.value()),
+            "roi": self.region(slide_layer),
         }
         return params
 
@@ -186,7 +221,11 @@ class AnalysisPanel(QWidget):
             return None
         slide_layer = _layers.find_slide_layer(self.viewer)
         self.slide_layer = slide_layer
-        params = self.parameters(table, slide_layer)
+        try:
+            params = self.parameters(table, slide_layer)
+        except ValueError as exc:
+            notify_error(exc, "density")
+            return None
         self.run_button.setEnabled(False)
         self.status.setText("computing…")
         self.job = Job(analysis_events, table, params, on_return=self._on_return,

@@ -22,6 +22,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--radius-um", type=float, default=None, help="circle radius in µm (default 50)")
     parser.add_argument("--radius-px", type=float, default=None, help="circle radius in level-0 px")
     parser.add_argument("--type", default=None, help="nuclei counted: type name or id, 'positive' (default: all)")
+    parser.add_argument("--roi", default=None, help="search only inside this region: x,y,w,h in level-0 px, or an "
+                        "annotation file whose polygon regions are the ROI (e.g. a tumour outline from QuPath/Sedeen)")
+    parser.add_argument("--roi-class", default=None, help="with an annotation file: only its regions of this class")
     parser.add_argument("--min-count", type=float, default=1, help="keep hotspots with count strictly greater (default 1)")
     parser.add_argument("--tile", type=int, default=50, help="box mode: tile side in px (default 50)")
     parser.add_argument("--window", type=int, default=20, help="box mode: window side in tiles (default 20)")
@@ -38,6 +41,28 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _roi(args: argparse.Namespace):
+    """None, an (x, y, w, h) box or the polygon regions of an annotation file."""
+    from pathlib import Path
+
+    from napari_histo.utils import HistoError
+
+    if args.roi is None:
+        if args.roi_class:
+            raise HistoError("--roi-class needs --roi ANNOTATION_FILE")
+        return None
+    if Path(args.roi).exists():
+        from napari_histo.formats.auto import read_regions
+
+        return read_regions(args.roi, args.roi_class)
+    from napari_histo.formats.rasterize import parse_region
+
+    try:
+        return parse_region(args.roi)
+    except ValueError as exc:
+        raise HistoError(f"--roi: {exc} (or give an existing annotation file)") from None
+
+
 def handler(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
@@ -49,11 +74,12 @@ def handler(args: argparse.Namespace) -> int:
 
     result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
     table = result.table
+    roi = _roi(args)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             hs = find_hotspots(table, args.k, mode=args.mode, radius_um=args.radius_um, radius_px=args.radius_px,
-                               mpp=result.mpp, type=args.type, min_count=args.min_count, shape=result.dimensions,
+                               mpp=result.mpp, type=args.type, min_count=args.min_count, shape=result.dimensions, roi=roi,
                                tile=args.tile, window=args.window, box_rule="fork" if args.fork_rule else "overlap")
     except ValueError as exc:
         hint = " (or --mpp / --slide)" if "needs the pixel size" in str(exc) else ""

@@ -8,6 +8,7 @@ Public API
 ----------
 - :func:`detect_format` -- "sedeen", "imagescope", "asap", "geojson" or "hovernet".
 - :func:`looks_like_annotations` -- cheap check for readers of many file kinds (napari).
+- :func:`read_regions` -- the polygon regions (ROIs) of a file, optionally of one class.
 - :class:`AnnotationFile` -- nucleus table + region annotations of one file.
 - :func:`read_annotation_file` -- read any supported file.
 - :func:`read_nuclei` -- the nucleus table of a file, point annotations counted as nuclei when the
@@ -26,7 +27,7 @@ import pandas as pd
 
 from napari_histo.formats._common import Annotation, AnnotationFormatError
 
-__all__ = ["AnnotationFile", "detect_format", "looks_like_annotations", "read_annotation_file", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
+__all__ = ["AnnotationFile", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
 
 #: Human-readable names of the formats :func:`detect_format` returns.
 FORMAT_NAMES = {
@@ -182,6 +183,30 @@ def read_nuclei(path: str | os.PathLike, *, mpp: float | None = None, colours: A
         raise AnnotationFormatError(path, f"{content.format_name} file holds no nuclei (no detections, "
                                           "nucleus outlines or point annotations)")
     return table
+
+
+def read_regions(path: str | os.PathLike, class_name: str | None = None, *, colours: Any = None) -> list[Annotation]:
+    """The polygon regions (ROIs: tumour outlines, annotated areas) of an annotation file, never
+    its nuclei; with ``class_name`` only those of that class (case-insensitive).
+
+    Raises
+    ------
+    AnnotationFormatError
+        The file has no polygon region (of that class); the message lists the classes it has.
+    """
+    content = read_annotation_file(path, colours=colours)
+    polygonal = [a for a in content.annotations
+                 if a.geometry is not None and a.geometry.geom_type in ("Polygon", "MultiPolygon") and not a.geometry.is_empty]
+    if class_name is None:
+        chosen = polygonal
+    else:
+        chosen = [a for a in polygonal if (a.class_name or "").lower() == class_name.lower()]
+    if not chosen:
+        classes = sorted({a.class_name or "(none)" for a in polygonal})
+        what = f" of class {class_name!r}" if class_name is not None else ""
+        have = f"; its region classes: {', '.join(classes)}" if classes else ""
+        raise AnnotationFormatError(path, f"{content.format_name} file has no polygon region{what}{have}")
+    return chosen
 
 
 # ------------------------------------------------------------------------------------- internals
