@@ -93,3 +93,30 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert rc == 1 and "--roi must be X,Y,W,H" in capsys.readouterr().err
     rc = main(["segment", "-o", str(tmp_path)])
     assert rc == 1 and "no input" in capsys.readouterr().err
+
+
+def test_region_from_a_sedeen_session(tmp_path, capsys):
+    """--roi FILE: nuclei only inside the regions of an annotation file (here a Sedeen session, where
+    the pen colour is the class: a triangular outline in the 'tumour bed' colour and an orange
+    rectangle of no known class)."""
+    import shapely
+
+    from napari_histo.formats._common import Annotation
+    from napari_histo.formats.sedeen import write_sedeen
+
+    triangle = shapely.Polygon([(1250, 1110), (1650, 1110), (1250, 1450)])
+    session = write_sedeen(None, tmp_path / "cmu-1-small-region.session.xml", slide_name="cmu-1-small-region.svs",
+                           rois=[Annotation(triangle, name="tumour"),
+                                 Annotation(shapely.box(0, 0, 200, 200), name="other", colour=(255, 128, 0))])
+    out = tmp_path / "out"
+    rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--tile-size", "1024",
+               "--roi", str(session), "--roi-class", "Tumour bed", "--no-geojson", "--no-hovernet-json"])
+    assert rc == 0, capsys.readouterr().err
+    table = load_result(out / "cmu-1-small-region").table
+    assert len(table) > 20
+    inside = shapely.contains_xy(triangle.buffer(0.5), table["x"].to_numpy(), table["y"].to_numpy())
+    assert inside.all()
+    run = json.loads((out / "cmu-1-small-region" / "run.json").read_text())
+    assert run["parameters"]["roi"] == str(session) and run["parameters"]["roi_class"] == "Tumour bed"
+    rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--roi", str(session), "--roi-class", "Necrosis"])
+    assert rc == 1 and "(none), tumour bed" in capsys.readouterr().err

@@ -29,7 +29,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="'classical', 'default' (shipped model; classical until weights ship) or a weights path")
     parser.add_argument("--mpp", type=float, default=None,
                         help="level-0 µm/px, supplies or overrides the file's (plain images usually need it)")
-    parser.add_argument("--roi", default=None, metavar="X,Y,W,H", help="region in level-0 px (nuclei with centroid inside)")
+    parser.add_argument("--roi", default=None, metavar="X,Y,W,H|FILE",
+                        help="region in level-0 px (nuclei with centroid inside): a box, or an annotation file "
+                        "whose polygon regions are the region (QuPath GeoJSON, Sedeen, ASAP, ...)")
+    parser.add_argument("--roi-class", default=None, help="with --roi FILE: only the file's regions of this class")
     parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
     parser.add_argument("--workers", type=int, default=2, help="post-processing threads")
@@ -59,11 +62,20 @@ def _scheduler(value: str | None) -> str | None:
     return None
 
 
-def _roi(value: str | None):
+def _roi(value: str | None, class_name: str | None = None):
+    """None, an (x, y, w, h) box, or the union of an annotation file's polygon regions."""
     from napari_histo.utils import HistoError
 
     if value is None:
+        if class_name:
+            raise HistoError("--roi-class needs --roi ANNOTATION_FILE")
         return None
+    if Path(value).exists():
+        import shapely
+
+        from napari_histo.formats.auto import read_regions
+
+        return shapely.union_all([r.geometry for r in read_regions(value, class_name)])
     try:
         parts = [float(v) for v in value.split(",")]
     except ValueError:
@@ -104,12 +116,13 @@ def handler(args) -> int:
     from napari_histo.engine.run import resolve_segmenter, run_segmentation
 
     paths = _inputs(args)
-    roi = _roi(args.roi)
+    roi = _roi(args.roi, args.roi_class)
     scheduler = _scheduler(args.scheduler)
     segmenter = resolve_segmenter(args.model, args.device)  # fail early, before any slide work
     model = args.model if scheduler is not None else segmenter
     params = {
-        "model": args.model, "mpp": args.mpp, "roi": roi, "device": args.device,
+        "model": args.model, "mpp": args.mpp, "device": args.device,
+        "roi": args.roi if args.roi and Path(args.roi).exists() else roi, "roi_class": args.roi_class,
         "tile_size": args.tile_size, "halo": args.halo, "readers": args.readers,
         "tissue_mask": args.tissue, "resume": args.resume, "backend": args.backend,
     }
