@@ -276,3 +276,46 @@ def test_hotspots_inside_a_region_from_an_annotation_file(result_dir, tmp_path, 
     assert "regions.geojson" in err and "Necrosis" in err and "Stroma, Tumor" in err
     assert main(["hotspots", str(result_dir), "--radius-px", "20", "--roi", "10,10"]) == 1
     assert "--roi" in capsys.readouterr().err
+
+
+def test_region_summary_counts_densities_and_positivity(result_dir, tmp_path, capsys):
+    import shapely
+
+    from napari_histo.analysis.summary import region_summary
+
+    table = pd.read_parquet(result_dir / "nuclei.parquet")
+    table.attrs["mpp"] = 0.25
+    box = (0, 0, 150, 300)  # the left half of the 300 x 300 px result
+    left = region_summary(table, box).iloc[0]
+    in_box = (table["x"] < 149.5) & (table["y"] < 299.5)
+    assert left["nuclei"] == in_box.sum() > 0
+    assert left["area_px"] == 150 * 300
+    assert left["area_mm2"] == pytest.approx(150 * 300 * 0.25**2 * 1e-6)
+    assert left["nuclei_per_mm2"] == pytest.approx(in_box.sum() / left["area_mm2"])
+    assert left["positive"] == (in_box & table["positive"]).sum()
+    assert left["positive_pct"] == pytest.approx(100 * left["positive"] / left["nuclei"])
+    assert left["Neoplastic"] == (in_box & (table["type"] == 1)).sum()
+    assert left["mean_area_um2"] == pytest.approx(table.loc[in_box, "area_px"].mean() * 0.0625)
+    # two polygons in one call, a triangle among them: centroid-inside counting
+    tri = shapely.Polygon([(0, 0), (300, 0), (0, 300)])
+    rows = region_summary(table, [tri, shapely.box(200, 200, 300, 300)])
+    assert rows["nuclei"].tolist() == [int(shapely.contains_xy(tri, table["x"], table["y"]).sum()),
+                                       int(((table["x"] > 200) & (table["y"] > 200)).sum())]
+    # the CLI over the result folder (mpp from run.json) and a regions file
+    rois = tmp_path / "rois.geojson"
+    rois.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [150, 0], [150, 300], [0, 300], [0, 0]]]},
+         "properties": {"objectType": "annotation", "name": "left", "classification": {"name": "Tumor"}}}]}))
+    csv = tmp_path / "s.csv"
+    assert main(["summary", str(result_dir), "--roi", str(rois), "--csv", str(csv)]) == 0
+    out = pd.read_csv(csv)
+    assert out["region"].tolist() == ["left"] and out["nuclei"].iloc[0] == left["nuclei"]
+    assert out["nuclei_per_mm2"].iloc[0] == pytest.approx(left["nuclei_per_mm2"])
+    assert json.loads(csv.with_suffix(".json").read_text())["command"] == "summary"
+    assert "left" in capsys.readouterr().out
+    # without any pixel size: densities per megapixel and a note saying so
+    gj = tmp_path / "n.geojson"
+    main(["export", str(result_dir), "--geojson", str(gj)])
+    capsys.readouterr()
+    assert main(["summary", str(gj)]) == 0
+    assert "no pixel size" in capsys.readouterr().out

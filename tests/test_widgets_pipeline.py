@@ -130,6 +130,8 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     inside = analysis.hotspots
     assert ((inside["x"] - r >= x0 - 1) & (inside["x"] + r <= x1 + 1)
             & (inside["y"] - r >= y0 - 1) & (inside["y"] + r <= y1 + 1)).all()
+    assert len(analysis.summary) == 1 and analysis.summary["nuclei"].iloc[0] > 0
+    assert "tumour outline 1:" in analysis.status.text() and "/mm²" in analysis.status.text()
     viewer.layers.remove("tumour outline")
     assert analysis.region_combo.currentText() == "whole slide"
     analysis.region_combo.setCurrentText("whole slide")

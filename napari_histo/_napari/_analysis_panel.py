@@ -45,8 +45,8 @@ KIND_LABELS = {
 }
 
 
-def analysis_events(table: pd.DataFrame, params: dict[str, Any]) -> Generator[str, None, tuple[Any, Any]]:
-    """Compute the density map, then the hotspots (runs in the worker thread)."""
+def analysis_events(table: pd.DataFrame, params: dict[str, Any]) -> Generator[str, None, tuple[Any, Any, Any]]:
+    """Compute the density map, the hotspots and, for a region, its read-out (worker thread)."""
     from napari_histo.analysis.density import density_map
     from napari_histo.analysis.hotspots import find_hotspots
 
@@ -68,7 +68,30 @@ def analysis_events(table: pd.DataFrame, params: dict[str, Any]) -> Generator[st
         density = kind if kind in ("count", "gaussian") else "count"
         spots = find_hotspots(table, int(params["k"]), mode="circle", density=density, roi=roi, **radius, **reuse, **common)
     yield "hotspots"
-    return dmap, spots
+    summary = None
+    if roi is not None:
+        from napari_histo.analysis.summary import region_summary
+
+        summary = region_summary(table, roi, mpp=params.get("mpp"))
+    return dmap, spots, summary
+
+
+def summary_lines(summary: pd.DataFrame | None, top_types: int = 4) -> list[str]:
+    """One line per region: nuclei, density, the most frequent types and % positive."""
+    if summary is None:
+        return []
+    lines = []
+    fixed = {"region", "class", "area_px", "area_mm2", "nuclei", "nuclei_per_mm2", "nuclei_per_mpx",
+             "positive", "positive_pct", "mean_area_um2"}
+    for _, row in summary.iterrows():
+        density = (f"{row['nuclei_per_mm2']:,.0f}/mm² in {row['area_mm2']:.3g} mm²" if "nuclei_per_mm2" in row
+                   else f"{row['nuclei_per_mpx']:,.0f}/Mpx")
+        types = sorted((c for c in summary.columns if c not in fixed and not c.endswith("_pct")),
+                       key=lambda c: -row[c])[:top_types]
+        shares = ", ".join(f"{c} {row[c + '_pct']:.0f} %" for c in types if row["nuclei"] and row[c])
+        positive = f", {row['positive_pct']:.1f} % positive" if "positive_pct" in row and row["nuclei"] else ""
+        lines.append(f"{row['region']}: {int(row['nuclei']):,} nuclei, {density}" + (f"; {shares}" if shares else "") + positive)
+    return lines
 
 
 class AnalysisPanel(QWidget):
@@ -80,6 +103,7 @@ class AnalysisPanel(QWidget):
         self.job: Job | None = None
         self.density: Any = None
         self.hotspots: pd.DataFrame | None = None
+        self.summary: pd.DataFrame | None = None
 
         self.type_combo = QComboBox()
         self.secondary_combo = QComboBox()
@@ -235,8 +259,8 @@ class AnalysisPanel(QWidget):
     def _on_return(self, value: Any) -> None:
         if value is CANCELLED or value is None:
             return
-        dmap, spots = value
-        self.density, self.hotspots = dmap, spots
+        dmap, spots, summary = value
+        self.density, self.hotspots, self.summary = dmap, spots, summary
         finite = dmap.array[np.isfinite(dmap.array)]
         hi = float(finite.max()) if finite.size else 1.0
         data, meta, _ = _layers.heatmap_layer_data(
@@ -250,7 +274,7 @@ class AnalysisPanel(QWidget):
         self.viewer.layers.selection.active = heat
         self.status.setText(
             f"{dmap.kind} map {dmap.shape[1]}×{dmap.shape[0]} ({dmap.pixel_size:g} px cells, {dmap.units}); "
-            f"{len(spots)} hotspot(s)"
+            f"{len(spots)} hotspot(s)" + "".join(f"\n{line}" for line in summary_lines(summary))
         )
 
     def show_hotspots(self, spots: pd.DataFrame) -> None:

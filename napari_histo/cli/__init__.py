@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "magnification",
     "density",
     "hotspots",
+    "summary",
     "export",
     "import_",
     "classify",

@@ -59,3 +59,29 @@ def drain_with_progress(events: Iterable[Any], total: int | None = None, desc: s
                 bar.n = done
                 bar.refresh()
             yield event
+
+
+ROI_HELP = ("x,y,w,h in level-0 px, or an annotation file whose polygon regions are the region "
+            "(e.g. a tumour outline drawn in QuPath / Sedeen / ASAP)")
+
+
+def parse_roi(value: str | None, class_name: str | None = None):
+    """``--roi`` / ``--roi-class`` -> None, an (x, y, w, h) box, or the file's polygon regions
+    (:class:`~napari_histo.formats._common.Annotation` list, only ``class_name``'s when given)."""
+    from napari_histo.utils import HistoError
+
+    if value is None:
+        if class_name:
+            raise HistoError("--roi-class needs --roi ANNOTATION_FILE")
+        return None
+    if Path(value).exists():
+        from napari_histo.formats.auto import read_regions
+
+        return read_regions(value, class_name)
+    try:
+        parts = [float(v) for v in value.split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise HistoError(f"--roi must be X,Y,W,H in level-0 pixels (W, H > 0) or an existing annotation file, got {value!r}")
+    return tuple(parts)

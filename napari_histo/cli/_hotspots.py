@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_histo.cli._common import ROI_HELP
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -22,8 +24,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--radius-um", type=float, default=None, help="circle radius in µm (default 50)")
     parser.add_argument("--radius-px", type=float, default=None, help="circle radius in level-0 px")
     parser.add_argument("--type", default=None, help="nuclei counted: type name or id, 'positive' (default: all)")
-    parser.add_argument("--roi", default=None, help="search only inside this region: x,y,w,h in level-0 px, or an "
-                        "annotation file whose polygon regions are the ROI (e.g. a tumour outline from QuPath/Sedeen)")
+    parser.add_argument("--roi", default=None, help="search only inside this region: " + ROI_HELP)
     parser.add_argument("--roi-class", default=None, help="with an annotation file: only its regions of this class")
     parser.add_argument("--min-count", type=float, default=1, help="keep hotspots with count strictly greater (default 1)")
     parser.add_argument("--tile", type=int, default=50, help="box mode: tile side in px (default 50)")
@@ -41,28 +42,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def _roi(args: argparse.Namespace):
-    """None, an (x, y, w, h) box or the polygon regions of an annotation file."""
-    from pathlib import Path
-
-    from napari_histo.utils import HistoError
-
-    if args.roi is None:
-        if args.roi_class:
-            raise HistoError("--roi-class needs --roi ANNOTATION_FILE")
-        return None
-    if Path(args.roi).exists():
-        from napari_histo.formats.auto import read_regions
-
-        return read_regions(args.roi, args.roi_class)
-    from napari_histo.formats.rasterize import parse_region
-
-    try:
-        return parse_region(args.roi)
-    except ValueError as exc:
-        raise HistoError(f"--roi: {exc} (or give an existing annotation file)") from None
-
-
 def handler(args: argparse.Namespace) -> int:
     import warnings
     from pathlib import Path
@@ -70,11 +49,12 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.analysis.density import density_map
     from napari_histo.analysis.hotspots import find_hotspots, hotspot_annotations
     from napari_histo.analysis.results import load_result_folder, slide_thumbnail, write_sidecar
+    from napari_histo.cli._common import parse_roi
     from napari_histo.utils import HistoError, atomic_write
 
     result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
     table = result.table
-    roi = _roi(args)
+    roi = parse_roi(args.roi, args.roi_class)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from napari_histo.cli._common import ROI_HELP
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -30,8 +32,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--mpp", type=float, default=None,
                         help="level-0 µm/px, supplies or overrides the file's (plain images usually need it)")
     parser.add_argument("--roi", default=None, metavar="X,Y,W,H|FILE",
-                        help="region in level-0 px (nuclei with centroid inside): a box, or an annotation file "
-                        "whose polygon regions are the region (QuPath GeoJSON, Sedeen, ASAP, ...)")
+                        help="nuclei with centroid inside this region: " + ROI_HELP)
     parser.add_argument("--roi-class", default=None, help="with --roi FILE: only the file's regions of this class")
     parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
@@ -64,25 +65,14 @@ def _scheduler(value: str | None) -> str | None:
 
 def _roi(value: str | None, class_name: str | None = None):
     """None, an (x, y, w, h) box, or the union of an annotation file's polygon regions."""
-    from napari_histo.utils import HistoError
+    from napari_histo.cli._common import parse_roi
 
-    if value is None:
-        if class_name:
-            raise HistoError("--roi-class needs --roi ANNOTATION_FILE")
-        return None
-    if Path(value).exists():
+    roi = parse_roi(value, class_name)
+    if isinstance(roi, list):
         import shapely
 
-        from napari_histo.formats.auto import read_regions
-
-        return shapely.union_all([r.geometry for r in read_regions(value, class_name)])
-    try:
-        parts = [float(v) for v in value.split(",")]
-    except ValueError:
-        parts = []
-    if len(parts) != 4:
-        raise HistoError(f"--roi must be X,Y,W,H in level-0 pixels, got {value!r}")
-    return tuple(parts)
+        return shapely.union_all([r.geometry for r in roi])
+    return roi
 
 
 def _inputs(args) -> list[Path]:

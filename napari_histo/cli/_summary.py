@@ -1,0 +1,56 @@
+"""``napari-histo summary RESULT [--roi FILE]``: nuclei per type, density per mm², % positive per region."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_histo.cli._common import ROI_HELP
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "summary",
+        help="nuclei per type, density per mm² and % positive in each region",
+        description="Read-out of a segmentation result or annotation file, per region: area, number of "
+        "nuclei, nuclei per mm², count and share of each type, positive count and %% positive (IHC), "
+        "mean nucleus area. A nucleus counts for a region when its centroid is inside. Without --roi, one "
+        "row over every nucleus (area: their bounding extent). Prints a table; --csv writes it.",
+    )
+    parser.add_argument("result", help="segmentation output folder, nuclei.parquet, or an annotation file with nuclei")
+    parser.add_argument("--roi", default=None, help="regions: " + ROI_HELP)
+    parser.add_argument("--roi-class", default=None, help="with an annotation file: only its regions of this class")
+    parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the input does not carry it")
+    parser.add_argument("--slide", default=None, help="slide the nuclei belong to (supplies the mpp)")
+    parser.add_argument("--csv", default=None, help="write the table as CSV (with a .json provenance sidecar)")
+    parser.set_defaults(func=handler)
+    return parser
+
+
+def handler(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from napari_histo.analysis.results import load_result_folder, write_sidecar
+    from napari_histo.analysis.summary import region_summary
+    from napari_histo.cli._common import parse_roi
+    from napari_histo.utils import HistoError, atomic_write
+
+    result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
+    roi = parse_roi(args.roi, args.roi_class)
+    try:
+        summary = region_summary(result.table, roi, mpp=result.mpp)
+    except ValueError as exc:
+        raise HistoError(f"{args.roi or result.input_path}: {exc}") from None
+    with_units = summary.copy()  # rounded for the terminal; the CSV keeps full precision
+    for col in with_units.columns:
+        if with_units[col].dtype.kind == "f":
+            with_units[col] = with_units[col].round(4 if col == "area_mm2" else 1)
+    print(with_units.to_string(index=False))
+    if not result.mpp:
+        print("note: no pixel size (mpp) known: areas in px², density per megapixel; give --mpp or --slide")
+    if args.csv:
+        with atomic_write(Path(args.csv), encoding="utf-8", newline="") as fh:
+            summary.to_csv(fh, index=False)
+        params = {k: v for k, v in vars(args).items() if k != "func"}
+        write_sidecar(Path(args.csv).with_suffix(".json"), "summary", params, mpp=result.mpp, regions=len(summary))
+        print(f"summary -> {args.csv}")
+    return 0
