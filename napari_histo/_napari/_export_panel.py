@@ -246,7 +246,7 @@ class ExportPanel(QWidget):
             self.checks[kind], self.paths[kind] = check, edit
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(self.export)
-        self.import_button = QPushButton("Import Sedeen XML / GeoJSON…")
+        self.import_button = QPushButton("Import annotations (QuPath, Sedeen, HoVer-Net, ImageScope, ASAP)…")
         self.import_button.clicked.connect(self._choose_import)
         self.status = QLabel("")
         self.status.setWordWrap(True)
