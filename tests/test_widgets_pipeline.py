@@ -164,18 +164,24 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     # a second export never clobbers the first
     assert export.paths["geojson"].text() != str(written["geojson"])
 
+    def import_and_wait(path):
+        job = export.import_path(path)
+        qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+        assert job.error is None
+        return export.imported
+
     before = len(viewer.layers)
-    added = export.import_path(written["geojson"])
+    added = import_and_wait(written["geojson"])
     assert len(viewer.layers) == before + len(added)
     imported_points = next(layer for layer in added if isinstance(layer, Points))
     assert len(imported_points.data) == n
     np.testing.assert_allclose(np.sort(imported_points.data[:, 1]), np.sort(points.data[:, 1]), atol=0.02)
     imported_regions = [layer for layer in added if isinstance(layer, Shapes)]
     assert imported_regions and len(imported_regions[0].data) == len(hotspots.data)
-    added_xml = export.import_path(written["sedeen"])
+    added_xml = import_and_wait(written["sedeen"])
     assert any(isinstance(layer, Points) and len(layer.data) == n for layer in added_xml)
     # HoVer-Net JSON is recognised by its content, not its .json suffix
-    added_hov = export.import_path(written["hovernet"])
+    added_hov = import_and_wait(written["hovernet"])
     hov_points = [layer for layer in added_hov if isinstance(layer, Points)]
     assert len(hov_points) == 1 and len(hov_points[0].data) == n
 

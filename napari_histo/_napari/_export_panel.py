@@ -24,7 +24,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
-from napari_histo._napari._workers import notify_error, notify_info
+from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -214,11 +214,8 @@ def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
 
 def import_file(viewer: napari.Viewer, path: str | Path) -> list:
     """Import any supported annotation file (format from its content) into layers aligned with the
-    slide: nuclei -> Points, regions -> Shapes (:func:`_layers.annotation_layers`)."""
-    added = []
-    for data, meta, kind in _layers.annotation_layers(path, _layers.find_slide_layer(viewer)):
-        added.append(getattr(viewer, f"add_{kind}")(data, **meta))
-    return added
+    slide, synchronously: nuclei -> Points, regions -> Shapes (:func:`_layers.annotation_layers`)."""
+    return _layers.add_layer_tuples(viewer, _layers.annotation_layers(path, _layers.find_slide_layer(viewer)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,6 +245,8 @@ class ExportPanel(QWidget):
         self.export_button.clicked.connect(self.export)
         self.import_button = QPushButton("Import annotations (QuPath, Sedeen, HoVer-Net, ImageScope, ASAP)…")
         self.import_button.clicked.connect(self._choose_import)
+        self.imported: list = []
+        self.import_job: Job | None = None
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -302,12 +301,26 @@ class ExportPanel(QWidget):
         if path:
             self.import_path(path)
 
-    def import_path(self, path: str | Path) -> list:
-        """Import an annotation file into layers (errors are notified)."""
-        try:
-            added = import_file(self.viewer, path)
-        except Exception as exc:
+    def import_path(self, path: str | Path) -> Job:
+        """Import an annotation file into layers in a worker (a whole-slide GeoJSON takes seconds
+        to read; the viewer stays responsive). Errors are notified; ``self.imported`` holds the
+        layers added."""
+        path = Path(path)
+        self.imported = []
+        self.import_button.setEnabled(False)
+        self.status.setText(f"Importing {path.name}…")
+
+        def added(layer_tuples: list) -> None:
+            if layer_tuples is CANCELLED:
+                return
+            self.imported = _layers.add_layer_tuples(self.viewer, layer_tuples)
+            self.status.setText(f"Imported {path.name}: " + ", ".join(layer.name for layer in self.imported))
+
+        def failed(exc: BaseException) -> None:
+            self.status.setText(f"Import of {path.name} failed")
             notify_error(exc, "import")
-            return []
-        self.status.setText(f"Imported {Path(path).name}: " + ", ".join(layer.name for layer in added))
-        return added
+
+        self.import_job = Job(_layers.annotation_import_events, path, _layers.find_slide_layer(self.viewer),
+                              on_return=added, on_error=failed,
+                              on_finish=lambda: self.import_button.setEnabled(True), context="import")
+        return self.import_job.start()

@@ -388,6 +388,18 @@ def annotation_layers(path: str | os.PathLike, slide_layer: Any | None) -> list[
     return layers
 
 
+def annotation_import_events(path: str | os.PathLike, slide_layer: Any | None):
+    """Worker generator for :func:`annotation_layers`: yields "reading", returns the layer tuples
+    (file reading and layer data off the GUI thread; only adding the layers is left to it)."""
+    yield "reading"
+    return annotation_layers(path, slide_layer)
+
+
+def add_layer_tuples(viewer: napari.Viewer, layer_tuples: list[tuple]) -> list:
+    """Add ``(data, kwargs, kind)`` tuples to ``viewer`` (GUI thread) and return the layers."""
+    return [getattr(viewer, f"add_{kind}")(data, **meta) for data, meta, kind in layer_tuples]
+
+
 def shapes_layer_data(polygons_yx: list[np.ndarray], slide_layer: Any | None, *, name: str, features: pd.DataFrame | None = None, edge_color: str = "cyan") -> tuple:
     """A Shapes ``LayerDataTuple`` of polygons in level-0 (y, x) px (ROIs, hotspots)."""
     meta: dict[str, Any] = {
