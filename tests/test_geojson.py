@@ -382,14 +382,17 @@ def test_real_hand_drawn_outlines_export_valid(tmp_path):
             assert abs(geom.area - filled.area) <= 0.6 * filled.area
 
 
-def _read_both_ways(path, monkeypatch):
-    """(whole-file parse, incremental parse in chunks of 2 features) of one file."""
+def _read_both_ways(path, monkeypatch, block=None):
+    """(whole-file parse, incremental parse in chunks of 2 features, ``block`` characters read at a
+    time) of one file."""
     import napari_histo.formats.geojson as gj
 
     whole = read_geojson(path)
     with monkeypatch.context() as m:
         m.setattr(gj, "STREAM_MIN_BYTES", 0)
         m.setattr(gj, "_READ_CHUNK", 2)
+        if block:
+            m.setattr(gj, "_STREAM_BLOCK", block)
         streamed = read_geojson(path)
     return whole, streamed
 
@@ -402,8 +405,10 @@ def _same_objects(a, b):
     assert [(n.class_name, n.geometry.wkt) for n in a.annotations] == [(n.class_name, n.geometry.wkt) for n in b.annotations]
 
 
-def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, monkeypatch):
-    """Files above STREAM_MIN_BYTES are parsed a chunk of features at a time (bounded memory)."""
+@pytest.mark.parametrize("block", [None, 5, 37])
+def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, monkeypatch, block):
+    """Files above STREAM_MIN_BYTES are parsed a chunk of features at a time from the file, read
+    ``block`` characters at a time (tiny blocks cut every token somewhere)."""
     import napari_histo.formats.geojson as gj
 
     anns = [Annotation(shapely.Polygon([(0, 0), (50, 0), (50, 50)]), name="roi", class_name="Tumor", colour=(200, 0, 0))]
@@ -429,7 +434,7 @@ def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, 
         (tmp_path / name).write_text(text, encoding="utf-8")
         paths.append(tmp_path / name)
     for path in paths:
-        whole, streamed = _read_both_ways(path, monkeypatch)
+        whole, streamed = _read_both_ways(path, monkeypatch, block)
         _same_objects(whole, streamed)
     whole, _ = _read_both_ways(written, monkeypatch)
     assert len(whole.table) == len(table) and len(whole.annotations) == 1
@@ -439,15 +444,22 @@ def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, 
     # broken big files: a clean error naming the file, with the line of the fault
     monkeypatch.setattr(gj, "STREAM_MIN_BYTES", 0)
     monkeypatch.setattr(gj, "_READ_CHUNK", 2)
-    for text, line in [('{"type": "FeatureCollection", "features": [\n' + json.dumps(det) + ',\n{"type": }]}', 3),
-                       ("[" + json.dumps(det) + "]\n]", 2),
-                       ('{"type": "FeatureCollection", "features": [] "x": 1}', 1),
-                       ("[" + json.dumps(det) + ",\n" + json.dumps(det), 2)]:
+    if block:
+        monkeypatch.setattr(gj, "_STREAM_BLOCK", block)
+    for text in ['{"type": "FeatureCollection", "features": [\n' + json.dumps(det) + ',\n{"type": }]}',
+                 "[" + json.dumps(det) + "]\n]",
+                 '{"type": "FeatureCollection", "features": [] "x": 1}',
+                 "[" + json.dumps(det) + ",\n" + json.dumps(det),
+                 '{"type": "FeatureCollection", "features": [],\n "bbox": [0, 0,, 1]}',
+                 "[" + json.dumps(det) + ',\n  {"type": "Feature", "properties": {"name": "x\n"}}]']:
+        with pytest.raises(json.JSONDecodeError) as whole_err:  # where the whole-text parser stops
+            json.loads(text)
+        line, col = whole_err.value.lineno, whole_err.value.colno
         bad = tmp_path / "bad.geojson"
         bad.write_text(text)
         with pytest.raises(AnnotationFormatError) as err:
             read_geojson(bad)
-        assert "bad.geojson" in str(err.value) and err.value.line == line, (text, err.value)
+        assert "bad.geojson" in str(err.value) and (err.value.line, err.value.column) == (line, col), (text, err.value)
 
 
 def test_three_dimensional_positions_keep_x_and_y(tmp_path):

@@ -78,3 +78,27 @@ def test_atomic_writes_give_ordinary_file_permissions(tmp_path):
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == expected
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == expected
     assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.bin", "plain.txt"]
+
+
+def test_table_from_contours_measures_in_blocks_with_the_same_result(monkeypatch):
+    """GEOS measures a block of rings at a time (bounded memory); blocks change nothing, also with
+    degenerate rings (points, segments) and closed rings among them."""
+    import napari_histo.formats._common as common
+    from napari_histo.formats._common import table_from_contours
+
+    rng = np.random.default_rng(3)
+    contours = []
+    for i in range(40):
+        if i % 7 == 3:
+            contours.append(rng.uniform(0, 100, (int(rng.integers(1, 3)), 2)))  # point or segment
+            continue
+        t = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+        ring = np.stack([50 + 6 * np.cos(t) + i * 20, 50 + 4 * np.sin(t)], axis=1)
+        contours.append(np.vstack([ring, ring[:1]]) if i % 2 else ring)  # half of them closed
+    whole = table_from_contours(contours, mpp=0.5)
+    monkeypatch.setattr(common, "_GEOS_BLOCK", 3)
+    blocked = table_from_contours(contours, mpp=0.5)
+    pd.testing.assert_frame_equal(whole.drop(columns="contour"), blocked.drop(columns="contour"))
+    assert (blocked["area_px"] > 0).sum() == 40 - len([i for i in range(40) if i % 7 == 3])
+    ring_area = 0.5 * 12 * 6 * 4 * np.sin(2 * np.pi / 12)  # area of the 12-gon inscribed in the ellipse
+    np.testing.assert_allclose(blocked.loc[blocked["area_px"] > 0, "area_px"], ring_area)

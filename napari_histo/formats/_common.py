@@ -226,6 +226,11 @@ def table_from_contours(
     return table_from_flat(coords, lengths, types, type_probs, mpp=mpp, type_info=type_info, ids=ids, extra=extra)
 
 
+#: Rings measured through GEOS at a time by :func:`table_from_flat` (bounds its memory: about
+#: 1 KB of GEOS objects per ring).
+_GEOS_BLOCK = 32768
+
+
 def table_from_flat(
     coords: np.ndarray,
     lengths: np.ndarray,
@@ -281,19 +286,18 @@ def table_from_flat(
         y0[nonempty] = np.floor(np.minimum.reduceat(coords[:, 1], s))
         x1[nonempty] = np.floor(np.maximum.reduceat(coords[:, 0], s)) + 1
         y1[nonempty] = np.floor(np.maximum.reduceat(coords[:, 1], s)) + 1
-    if ok.any():
-        sel = np.flatnonzero(ok)
-        if len(sel) == n:
-            xy, idx = coords, np.repeat(np.arange(n), lengths)
-        else:
-            total = int(lengths[sel].sum())
-            rows = np.arange(total) - np.repeat(np.cumsum(lengths[sel]) - lengths[sel] - starts[sel], lengths[sel])
-            xy, idx = coords[rows], np.repeat(np.arange(len(sel)), lengths[sel])
-        polys = shapely.polygons(shapely.linearrings(xy, indices=idx))
+    valid = np.flatnonzero(ok)
+    for b in range(0, len(valid), _GEOS_BLOCK):  # GEOS polygons for a block of rings at a time
+        sel = valid[b : b + _GEOS_BLOCK]
+        total = int(lengths[sel].sum())
+        rows = np.arange(total) - np.repeat(np.cumsum(lengths[sel]) - lengths[sel] - starts[sel], lengths[sel])
+        polys = shapely.polygons(shapely.linearrings(coords[rows], indices=np.repeat(np.arange(len(sel)), lengths[sel])))
+        del rows
         a = shapely.area(polys)
-        area[ok] = a
-        perim[ok] = shapely.length(polys)
+        area[sel] = a
+        perim[sel] = shapely.length(polys)
         cen = shapely.centroid(polys)
+        del polys
         gx, gy = shapely.get_x(cen), shapely.get_y(cen)
         use = np.isfinite(gx) & (a > 0)
         cx[sel[use]], cy[sel[use]] = gx[use], gy[use]
