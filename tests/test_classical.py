@@ -156,3 +156,23 @@ def test_dense_real_tile_floor(dense_monuseg_tile):
                                   smooth_boundary_um=0.0)
     old = instance_scores(s.inst, previous.segment(s.image)[0])
     assert old["aji"] < 0.40 and old["pq"] < 0.30, old
+
+
+def test_strongly_stained_he_is_not_mistaken_for_hdab(sample_slide_path):
+    """The H&E sample slide (strong eosin) is H&E in every region; the same haematoxylin with DAB
+    on a third of its nuclei and no eosin (an IHC-like image) is H-DAB."""
+    from napari_histo.nuclei.classical import STAIN_VECTORS, _detect_stains
+    from napari_histo.slide import open_slide
+
+    with open_slide(sample_slide_path) as slide:
+        regions = [slide.read_region((x, y), (1024, 1024)) for x in (0, 1024) for y in (0, 1024)]
+    assert [_detect_stains(rgb) for rgb in regions] == ["he"] * 4
+    _, table = ClassicalSegmenter(pixel_size_um=0.5).segment(regions[0][:512, :512])
+    assert table.attrs["stains"] == "he" and "positive" not in table.columns
+    # IHC-like: the sample's own haematoxylin, DAB (0.6 OD) in every third nucleus, no eosin
+    haem = np.clip(stain_od(regions[0], "he")[..., 0], 0, None)
+    labels, _ = ClassicalSegmenter(pixel_size_um=0.5, stains="he").segment(regions[0])
+    dab = np.where((labels > 0) & (labels % 3 == 0), 0.6, 0.0)
+    h_vec, d_vec = (v / np.linalg.norm(v) for v in (STAIN_VECTORS["he"][0], STAIN_VECTORS["hdab"][1]))
+    ihc = np.clip(255 * 10 ** -(haem[..., None] * h_vec + dab[..., None] * d_vec), 0, 255).astype(np.uint8)
+    assert _detect_stains(ihc) == "hdab"

@@ -23,6 +23,8 @@ def _regions(regions: Any, table: pd.DataFrame) -> list[tuple[str, str | None, A
     """(name, class, shapely polygon) per region; None -> the nuclei's extent as one region."""
     import shapely
 
+    if hasattr(regions, "mask") and hasattr(regions, "downsample"):  # a TissueMask: one region
+        return [("tissue", None, regions)]
     if regions is None:
         if len(table):
             x0, y0 = float(table["bbox_x0"].min()), float(table["bbox_y0"].min())
@@ -43,6 +45,18 @@ def _regions(regions: Any, table: pd.DataFrame) -> list[tuple[str, str | None, A
     return out
 
 
+def _on_mask(tissue: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """(nuclei on tissue, tissue area in level-0 px²) for a :class:`~napari_histo.slide.TissueMask`."""
+    mask = np.asarray(tissue.mask, bool)
+    ds = float(tissue.downsample)
+    rows = np.floor(y / ds).astype(np.int64)
+    cols = np.floor(x / ds).astype(np.int64)
+    ok = (rows >= 0) & (rows < mask.shape[0]) & (cols >= 0) & (cols < mask.shape[1])
+    inside = np.zeros(len(x), bool)
+    inside[ok] = mask[rows[ok], cols[ok]]
+    return inside, float(mask.sum()) * ds * ds
+
+
 def region_summary(table: pd.DataFrame, regions: Any = None, *, mpp: float | None = None) -> pd.DataFrame:
     """Counts, densities and positivity of the nuclei in each region.
 
@@ -50,9 +64,10 @@ def region_summary(table: pd.DataFrame, regions: Any = None, *, mpp: float | Non
     ----------
     table : DataFrame
         Nucleus table (level-0 px).
-    regions : None, (x, y, w, h), shapely geometry, Annotation, or a list of geometries/Annotations
+    regions : None, (x, y, w, h), shapely geometry, Annotation, a list of geometries/Annotations, or a
+        :class:`~napari_histo.slide.TissueMask` (one row "tissue": nuclei on tissue per mm² of tissue).
         None: one row for every nucleus, its area the nuclei's bounding extent (a rough figure: a
-        drawn region gives a real one).
+        drawn region or the tissue mask gives a real one).
     mpp : float, optional
         Level-0 µm/px (default ``table.attrs['mpp']``); without it densities are per megapixel.
 
@@ -75,11 +90,14 @@ def region_summary(table: pd.DataFrame, regions: Any = None, *, mpp: float | Non
     present = sorted(set(types.tolist()))
     rows = []
     for name, cls, geom in _regions(regions, table):
-        if geom is None or geom.is_empty:
+        if geom is None or (not hasattr(geom, "mask") and geom.is_empty):
             raise ValueError(f"region {name!r} is empty")
-        inside = shapely.contains_xy(geom, x, y) if len(x) else np.zeros(0, bool)
+        if hasattr(geom, "mask"):  # tissue mask: level-0 px (x, y) -> mask cell
+            inside, area_px = _on_mask(geom, x, y)
+        else:
+            inside = shapely.contains_xy(geom, x, y) if len(x) else np.zeros(0, bool)
+            area_px = float(geom.area)
         n = int(inside.sum())
-        area_px = float(geom.area)
         row: dict[str, Any] = {"region": name, "class": cls, "area_px": area_px, "nuclei": n}
         if mpp:
             area_mm2 = area_px * (float(mpp) * 1e-3) ** 2

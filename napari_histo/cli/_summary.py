@@ -13,8 +13,9 @@ def register(subparsers) -> argparse.ArgumentParser:
         help="nuclei per type, density per mm² and % positive in each region",
         description="Read-out of a segmentation result or annotation file, per region: area, number of "
         "nuclei, nuclei per mm², count and share of each type, positive count and %% positive (IHC), "
-        "mean nucleus area. A nucleus counts for a region when its centroid is inside. Without --roi, one "
-        "row over every nucleus (area: their bounding extent). Prints a table; --csv writes it.",
+        "mean nucleus area. A nucleus counts for a region when its centroid is inside. Without --roi: the "
+        "region the segmentation ran on (run.json), else the slide's tissue (when the slide is known), else "
+        "every nucleus over their bounding extent. Prints a table; --csv writes it.",
     )
     parser.add_argument("result", help="segmentation output folder, nuclei.parquet, or an annotation file with nuclei")
     parser.add_argument("--roi", default=None, help="regions: " + ROI_HELP)
@@ -24,6 +25,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--csv", default=None, help="write the table as CSV (with a .json provenance sidecar)")
     parser.set_defaults(func=handler)
     return parser
+
+
+def _default_region(result, slide_arg: str | None):
+    """The segmentation run's region, else the slide's tissue mask, else None (nuclei extent)."""
+    from pathlib import Path
+
+    from napari_histo.cli._common import parse_roi
+
+    run_roi = (result.run.get("parameters") or {}).get("roi")
+    if isinstance(run_roi, (list, tuple)) and len(run_roi) == 4:
+        return tuple(float(v) for v in run_roi)
+    if isinstance(run_roi, str) and Path(run_roi).exists():
+        return parse_roi(run_roi, (result.run.get("parameters") or {}).get("roi_class"))
+    slide = Path(slide_arg) if slide_arg else result.slide_path()
+    if slide is None or not slide.is_file():
+        return None
+    from napari_histo.slide import open_slide, tissue_mask
+
+    with open_slide(slide) as s:
+        return tissue_mask(s)
 
 
 def handler(args: argparse.Namespace) -> int:
@@ -36,6 +57,8 @@ def handler(args: argparse.Namespace) -> int:
 
     result = load_result_folder(args.result, mpp=args.mpp, slide=args.slide)
     roi = parse_roi(args.roi, args.roi_class)
+    if roi is None:
+        roi = _default_region(result, args.slide)
     try:
         summary = region_summary(result.table, roi, mpp=result.mpp)
     except ValueError as exc:
