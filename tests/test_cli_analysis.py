@@ -319,3 +319,24 @@ def test_region_summary_counts_densities_and_positivity(result_dir, tmp_path, ca
     capsys.readouterr()
     assert main(["summary", str(gj)]) == 0
     assert "no pixel size" in capsys.readouterr().out
+
+
+def test_summary_over_the_slide_tissue(tmp_path, sample_slide_path, capsys):
+    """Without a ROI, a result whose slide is known is read out per mm² of tissue."""
+    from napari_histo.slide import open_slide, tissue_mask
+
+    folder = tmp_path / "whole"
+    folder.mkdir()
+    table = synthetic_table(20, spacing=100, mpp=0.499)  # 400 nuclei over 2,000 x 2,000 px
+    write_table_parquet(table, folder / "nuclei.parquet")
+    (folder / "run.json").write_text(json.dumps({"command": "segment", "slide": sample_slide_path.name,
+                                                  "parameters": {"input": str(sample_slide_path)}}))
+    csv = tmp_path / "s.csv"
+    assert main(["summary", str(folder), "--csv", str(csv)]) == 0
+    row = pd.read_csv(csv).iloc[0]
+    with open_slide(sample_slide_path) as slide:
+        mask = tissue_mask(slide)
+    assert row["region"] == "tissue"
+    assert row["area_px"] == pytest.approx(mask.mask.sum() * mask.downsample**2)
+    on_tissue = sum(mask.contains(x, y) for x, y in zip(table["x"], table["y"], strict=True))
+    assert row["nuclei"] == on_tissue and 0 < on_tissue < len(table)

@@ -120,3 +120,17 @@ def test_region_from_a_sedeen_session(tmp_path, capsys):
     assert run["parameters"]["roi"] == str(session) and run["parameters"]["roi_class"] == "Tumour bed"
     rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--roi", str(session), "--roi-class", "Necrosis"])
     assert rc == 1 and "(none), tumour bed" in capsys.readouterr().err
+
+
+def test_summary_defaults_to_the_region_the_run_covered(sample_run, capsys):
+    """A ROI run's read-out is over its ROI box: area = the box, every nucleus counted."""
+    rc, folder = sample_run
+    assert rc == 0
+    capsys.readouterr()
+    assert main(["summary", str(folder), "--csv", str(folder / "summary.csv")]) == 0
+    import pandas as pd
+
+    row = pd.read_csv(folder / "summary.csv").iloc[0]
+    assert row["region"].startswith("box ") and row["area_px"] == ROI[2] * ROI[3]
+    assert row["nuclei"] == len(load_result(folder).table)
+    assert row["nuclei_per_mm2"] == pytest.approx(row["nuclei"] / (ROI[2] * ROI[3] * 0.499**2 * 1e-6), rel=1e-3)

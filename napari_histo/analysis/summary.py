@@ -34,7 +34,9 @@ def _regions(regions: Any, table: pd.DataFrame) -> list[tuple[str, str | None, A
         return [("all nuclei (extent)", None, shapely.box(x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5))]
     if isinstance(regions, (tuple, list)) and len(regions) == 4 and all(np.isscalar(v) for v in regions):
         x, y, w, h = (float(v) for v in regions)
-        return [(f"box {int(x)},{int(y)},{int(w)},{int(h)}", None, shapely.box(x - 0.5, y - 0.5, x + w - 0.5, y + h - 0.5))]
+        # the segmentation engine's reading of an (x, y, w, h) ROI, so a run's --roi box and the
+        # read-out of the same box count the same nuclei
+        return [(f"box {int(x)},{int(y)},{int(w)},{int(h)}", None, shapely.box(x, y, x + w, y + h))]
     if not isinstance(regions, (list, tuple)):
         regions = [regions]
     out = []
