@@ -134,3 +134,16 @@ def test_summary_defaults_to_the_region_the_run_covered(sample_run, capsys):
     assert row["region"].startswith("box ") and row["area_px"] == ROI[2] * ROI[3]
     assert row["nuclei"] == len(load_result(folder).table)
     assert row["nuclei_per_mm2"] == pytest.approx(row["nuclei"] / (ROI[2] * ROI[3] * 0.499**2 * 1e-6), rel=1e-3)
+
+
+def test_stains_option(tmp_path, capsys):
+    out = tmp_path / "ihc"
+    rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--stains", "hdab",
+               "--roi", ",".join(str(v) for v in ROI), "--no-geojson", "--no-hovernet-json"])
+    assert rc == 0
+    table = load_result(out / "cmu-1-small-region").table
+    assert {"dab_od", "positive"} <= set(table.columns)
+    run = json.loads((out / "cmu-1-small-region" / "run.json").read_text())
+    assert run["parameters"]["stains"] == "hdab" and run["model"]["config"]["stains"] == "hdab"
+    assert main(["segment", "sample", "-o", str(out), "--stains", "he"]) == 1
+    assert "--model classical" in capsys.readouterr().err

@@ -138,3 +138,29 @@ def test_split_batch_shapes():
     assert [a.shape for a in split_batch(arr, 2)] == [(3, 4), (3, 4)]
     parts = split_batch({"np": arr, "hv": arr * 2}, 2)
     assert parts[1]["hv"][0, 0] == 24
+
+
+def test_classical_stains_are_decided_once_per_slide(tmp_path, sample_slide_path):
+    """An IHC-like slide with DAB only on its left half: every tile is deconvolved as H-DAB, so
+    every nucleus has a DAB OD and a positive call (per-tile detection left the right half as
+    H&E, without them); positives lie on the left only. run.json records the decision."""
+    import json
+
+    from napari_histo.nuclei.classical import STAIN_VECTORS, ClassicalSegmenter, stain_od
+    from napari_histo.slide import open_slide
+
+    with open_slide(sample_slide_path) as slide:
+        rgb = slide.read_region((800, 1600), (1024, 1024))  # tissue on both halves
+    haem = np.clip(stain_od(rgb, "he")[..., 0], 0, None)
+    labels, _ = ClassicalSegmenter(pixel_size_um=0.5, stains="he").segment(rgb)
+    dab = np.where((labels > 0) & (labels % 3 == 0), 0.7, 0.0)
+    dab[:, 512:] = 0.0
+    h_vec, d_vec = (v / np.linalg.norm(v) for v in (STAIN_VECTORS["he"][0], STAIN_VECTORS["hdab"][1]))
+    ihc = np.clip(255 * 10 ** -(haem[..., None] * h_vec + dab[..., None] * d_vec), 0, 255).astype(np.uint8)
+    _, result = drain(run_segmentation(ArraySlide(ihc, mpp=0.5), "classical", tmp_path, tile_size=384))
+    table = load_result(tmp_path).table
+    assert len(table) > 500 and table["dab_od"].notna().all() and table["positive"].notna().all()
+    positive = table["positive"].astype(bool)
+    assert positive.sum() > 100 and (table.loc[positive, "x"] < 520).all()
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["model"]["config"]["stains"] == "hdab"

@@ -243,3 +243,24 @@ def test_results_beyond_65k_nuclei_are_drawn_coloured_by_type(make_napari_viewer
     panel._label_clicked(layer, SimpleNamespace(type="mouse_press", position=world))
     details = {panel.details.item(r, 0).text(): panel.details.item(r, 1).text() for r in range(panel.details.rowCount())}
     assert int(details["id"]) == target
+
+
+def test_stains_choice_reaches_the_classical_detector(nuclei_panel, tmp_path):
+    """The Stains box applies to the classical detector only; H-DAB gives DAB OD and positive calls."""
+    from napari_histo._napari import _layers
+
+    viewer, slide, panel = nuclei_panel
+    assert panel.stains_combo.isEnabled()
+    panel.model_combo.setCurrentText("shipped default (HoVer-Net compact)")
+    assert not panel.stains_combo.isEnabled()
+    panel.model_combo.setCurrentText("classical (no training)")
+    assert panel.model_spec() == "classical"  # auto: decided per slide by the engine
+    panel.stains_combo.setCurrentText("H-DAB (IHC)")
+    spec = panel.model_spec()
+    assert spec.params.stains == "hdab"
+    look_at(viewer, slide, ROI_BOX)
+    panel.scope_combo.setCurrentText("current view")
+    job = panel.run(outdir=tmp_path / "run")
+    assert job is not None and job.error is None
+    assert {"dab_od", "positive"} <= set(panel.table.columns)
+    assert "positive" in viewer.layers[_layers.NUCLEI_POINTS].features.columns

@@ -57,6 +57,8 @@ MODELS = {
     "classical (no training)": "classical",
 }
 SCOPES = ("current view", "drawn shape", "whole slide")
+#: Classical detector stains: label -> ClassicalParams.stains.
+STAINS = {"auto (H&E or H-DAB)": "auto", "H&E": "he", "H-DAB (IHC)": "hdab"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Shortest interval (s) between two redraws of the results shown during a run.
 FLUSH_MIN_S = 0.25
@@ -223,6 +225,10 @@ class NucleiPanel(QWidget):
         checkpoint_row = QHBoxLayout()
         checkpoint_row.addWidget(self.checkpoint_edit)
         checkpoint_row.addWidget(self.checkpoint_button)
+        self.stains_combo = QComboBox()
+        self.stains_combo.addItems(list(STAINS))
+        self.stains_combo.setToolTip("Classical detector: colour deconvolution; H-DAB adds DAB OD and a positive call. "
+                                     "'auto' looks for DAB without eosin (choose H-DAB for IHC with few positive cells)")
         self.scope_combo = QComboBox()
         self.scope_combo.addItems(list(SCOPES))
         self.shapes_combo = QComboBox()
@@ -256,6 +262,7 @@ class NucleiPanel(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model_combo)
         form.addRow("Checkpoint", checkpoint_row)
+        form.addRow("Stains", self.stains_combo)
         form.addRow("Scope", self.scope_combo)
         form.addRow("Region layer", self.shapes_combo)
         form.addRow("Device", self.device_combo)
@@ -279,6 +286,7 @@ class NucleiPanel(QWidget):
         is_checkpoint = MODELS.get(text) == "checkpoint"
         self.checkpoint_edit.setEnabled(is_checkpoint)
         self.checkpoint_button.setEnabled(is_checkpoint)
+        self.stains_combo.setEnabled(MODELS.get(text) == "classical")
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "HoVer-Net checkpoint", "", "Checkpoints (*.pt *.pth *.tar);;All files (*)")
@@ -295,9 +303,15 @@ class NucleiPanel(QWidget):
         if current in names:
             self.shapes_combo.setCurrentText(current)
 
-    def model_spec(self) -> str:
-        """The registry spec for the chosen model ("default", "classical" or a checkpoint path)."""
+    def model_spec(self) -> Any:
+        """The registry spec for the chosen model ("default", "classical" or a checkpoint path), or
+        the classical detector itself when its stains are chosen."""
         spec = MODELS[self.model_combo.currentText()]
+        stains = STAINS[self.stains_combo.currentText()]
+        if spec == "classical" and stains != "auto":
+            from napari_histo.models import get_segmenter
+
+            return get_segmenter("classical", stains=stains)
         if spec == "checkpoint":
             path = self.checkpoint_edit.text().strip()
             if not path:

@@ -38,6 +38,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
     parser.add_argument("--workers", type=int, default=2, help="post-processing threads")
     parser.add_argument("--readers", type=int, default=1, help="tile reader threads")
+    parser.add_argument("--stains", choices=["auto", "he", "hdab"], default="auto",
+                        help="classical detector: H&E or H-DAB (IHC) deconvolution; 'auto' decides once per slide "
+                        "(H-DAB when DAB shows and eosin does not). Give 'hdab' for IHC with few positive cells")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile core side in model px")
     parser.add_argument("--halo", type=int, default=None, help="tile halo in model px (default: the model's)")
     parser.add_argument("--no-tissue-mask", dest="tissue", action="store_false",
@@ -104,14 +107,23 @@ def _stem(path: Path) -> str:
 def handler(args) -> int:
     from napari_histo.cli._common import drain_with_progress
     from napari_histo.engine.run import resolve_segmenter, run_segmentation
+    from napari_histo.utils import HistoError
 
     paths = _inputs(args)
     roi = _roi(args.roi, args.roi_class)
     scheduler = _scheduler(args.scheduler)
-    segmenter = resolve_segmenter(args.model, args.device)  # fail early, before any slide work
-    model = args.model if scheduler is not None else segmenter
+    if args.stains != "auto":
+        if args.model != "classical":
+            raise HistoError("--stains applies to the classical detector (--model classical)")
+        from napari_histo.models import get_segmenter
+
+        segmenter = get_segmenter("classical", stains=args.stains)
+        model = segmenter  # carried as an object to dask workers too
+    else:
+        segmenter = resolve_segmenter(args.model, args.device)  # fail early, before any slide work
+        model = args.model if scheduler is not None else segmenter
     params = {
-        "model": args.model, "mpp": args.mpp, "device": args.device,
+        "model": args.model, "stains": args.stains, "mpp": args.mpp, "device": args.device,
         "roi": args.roi if args.roi and Path(args.roi).exists() else roi, "roi_class": args.roi_class,
         "tile_size": args.tile_size, "halo": args.halo, "readers": args.readers,
         "tissue_mask": args.tissue, "resume": args.resume, "backend": args.backend,

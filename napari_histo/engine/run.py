@@ -91,6 +91,15 @@ def resolve_segmenter(model: Any, device: str | None = None):
     return model
 
 
+def _for_slide(segmenter: Any, slide: Any, plan: TilePlan, n_samples: int = 8) -> Any:
+    """``segmenter.for_slide`` on up to ``n_samples`` planned tiles spread over the slide's tissue."""
+    if not hasattr(segmenter, "for_slide") or not plan.tiles:
+        return segmenter
+    step = max(1, len(plan.tiles) // n_samples)
+    samples = [read_window(slide, tile, plan) for tile in plan.tiles[step // 2 :: step][:n_samples]]
+    return segmenter.for_slide(samples)
+
+
 def _tissue_mask(slide: Any, warnings: list[str]):
     try:
         from napari_histo.slide import tissue_mask
@@ -120,13 +129,16 @@ def _fingerprint_record(slide: Any, segmenter: Any, plan: TilePlan, name: str) -
 
 def _segmenter_info(segmenter: Any) -> dict[str, Any]:
     info = getattr(segmenter, "type_info", None)
-    return {
+    record = {
         "name": getattr(segmenter, "name", type(segmenter).__name__),
         "class": f"{type(segmenter).__module__}.{type(segmenter).__qualname__}",
         "mpp": getattr(segmenter, "mpp", None),
         "halo_px": getattr(segmenter, "halo_px", None),
         "type_info": info.to_json_dict() if hasattr(info, "to_json_dict") else None,
     }
+    if callable(getattr(segmenter, "config", None)):  # e.g. the classical detector's parameters
+        record["config"] = segmenter.config()
+    return record
 
 
 def run_segmentation(
@@ -204,6 +216,7 @@ def run_segmentation(
     outdir = Path(outdir)
     segmenter_spec = segmenter
     segmenter = resolve_segmenter(segmenter, device)
+    resolved = segmenter
     slide, owned = open_source(slide_or_path, backend)
     try:
         name = slide_name(slide_or_path, slide)
@@ -219,6 +232,7 @@ def run_segmentation(
         mask = _tissue_mask(slide, warnings) if tissue else None
         plan = make_plan(slide, segmenter.mpp, halo, tile_size=tile_size, slide_mpp=level0_mpp,
                          roi=roi, tissue=mask)
+        segmenter = _for_slide(segmenter, slide, plan)
         fp_record = _fingerprint_record(slide, segmenter, plan, name)
         journal = Journal(outdir / ".partial", fingerprint(fp_record), resume=resume)
         try:
@@ -232,7 +246,8 @@ def run_segmentation(
             if scheduler is not None:
                 from napari_histo.engine.distributed import distributed_results
 
-                model_spec = _model_spec(segmenter_spec, segmenter, device)
+                # a segmenter settled for this slide travels as an object, not as its registry name
+                model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, device)
                 results = distributed_results(scheduler, slide, plan, pending, model_spec,
                                               max_inflight=max(2 * workers, 4), stats=stats)
             else:

@@ -36,6 +36,10 @@ class Segmenter(Protocol):
         tile pixel coordinates (``mpp`` = working mpp).
     segment(rgb) -> (labels, table)
         ``postprocess(predict(rgb), rgb)`` for an image of any size.
+    for_slide(samples) -> Segmenter, optional
+        The segmenter to use on every tile of one slide, given a few (H, W, 3) sample regions of
+        its tissue: per-image decisions (the classical detector's H&E vs H-DAB choice) are then
+        made once per slide, so every tile is treated alike. Tilers call it when present.
     """
 
     name: str

@@ -155,27 +155,35 @@ def _hed_matrix() -> np.ndarray:
     return np.linalg.inv(vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _detect_stains(rgb: np.ndarray) -> str:
-    """"hdab" when a clear brown (DAB) signal is present and eosin is not, else "he".
+def _stain_evidence(rgb: np.ndarray) -> tuple[bool, bool]:
+    """(H-DAB-like, clearly eosin-stained) for an RGB image, from a joint haematoxylin / eosin /
+    DAB unmixing of its tissue.
 
-    The tissue is unmixed into haematoxylin, eosin and DAB at once. DAB must reach a substantial
-    high-OD fraction (99th percentile > 0.5 OD, > 2 % of tissue above 0.3), and eosin must be
-    nearly absent (99th percentile < 0.3 OD and < half the DAB's): in strongly stained H&E the
-    eosin/haematoxylin mix and dark pigment also project onto the DAB axis, which alone called
-    19 of 82 real H&E images H-DAB.
+    H-DAB-like: DAB present (99th percentile > 0.5 OD, > 2 % of tissue above 0.3 OD) and eosin
+    nearly absent (99th percentile < 0.3 OD and < half the DAB's). Clearly eosin-stained: eosin
+    99th percentile >= 0.3 OD. (False, False) without enough tissue.
     """
     small = rgb[::4, ::4, :3]
     od = _OD_LUT[small] if small.dtype == np.uint8 else -np.log10(np.clip(small.astype(np.float32), 1.0, 255.0) / 255.0)
     od = od.reshape(-1, 3)
     tissue = od.sum(axis=-1) > 0.15
     if tissue.sum() < 50:
-        return "he"
+        return False, False
     amounts = od[tissue] @ _hed_matrix()
     eosin, dab = amounts[:, 1], amounts[:, 2]
     dab_p99, eosin_p99 = float(np.percentile(dab, 99)), float(np.percentile(eosin, 99))
     dab_present = float((dab > 0.3).mean()) > 0.02 and dab_p99 > 0.5
-    eosin_absent = eosin_p99 < 0.3 and eosin_p99 < 0.5 * dab_p99
-    return "hdab" if dab_present and eosin_absent else "he"
+    return dab_present and eosin_p99 < min(0.3, 0.5 * dab_p99), eosin_p99 >= 0.3
+
+
+def _detect_stains(rgb: np.ndarray) -> str:
+    """"hdab" when a clear brown (DAB) signal is present and eosin is not, else "he".
+
+    The tissue is unmixed into haematoxylin, eosin and DAB at once (:func:`_stain_evidence`). In
+    strongly stained H&E the eosin/haematoxylin mix and dark pigment also project onto the DAB axis
+    of an H-DAB unmixing, which alone called 19 of 82 real H&E images H-DAB.
+    """
+    return "hdab" if _stain_evidence(rgb)[0] else "he"
 
 
 class ClassicalSegmenter:
@@ -195,6 +203,17 @@ class ClassicalSegmenter:
 
     def __repr__(self) -> str:
         return f"ClassicalSegmenter({self.params})"
+
+    def for_slide(self, samples: list[np.ndarray]) -> ClassicalSegmenter:
+        """This detector with ``stains`` decided once from sample regions of a slide (when "auto"),
+        so all its tiles use the same deconvolution and carry the same columns: H-DAB when some
+        region looks H-DAB and none is clearly eosin-stained."""
+        if self.params.stains != "auto" or not samples:
+            return self
+        evidence = [_stain_evidence(np.asarray(sample)) for sample in samples]
+        # H-DAB when some region looks H-DAB (positive cells can be sparse) and none shows eosin
+        hdab = any(like for like, _ in evidence) and not any(eosin for _, eosin in evidence)
+        return ClassicalSegmenter(replace(self.params, stains="hdab" if hdab else "he"))
 
     def config(self) -> dict:
         """Parameters as a JSON-able dict (for run.json)."""
