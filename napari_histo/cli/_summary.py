@@ -10,7 +10,7 @@ from napari_histo.cli._common import ROI_HELP
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "summary",
-        help="nuclei per type, density per mm² and % positive in each region",
+        help="nuclei per type, density per mm² and %% positive in each region",
         description="Read-out of a segmentation result or annotation file, per region: area, number of "
         "nuclei, nuclei per mm², count and share of each type, positive count and %% positive (IHC), "
         "mean nucleus area. A nucleus counts for a region when its centroid is inside. Without --roi: the "
