@@ -209,6 +209,27 @@ def read_regions(path: str | os.PathLike, class_name: str | None = None, *, colo
     return chosen
 
 
+def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.DataFrame | None:
+    """Nucleus table with one row per point of the file's Point/MultiPoint annotations (area 0,
+    class -> type), or None when it has none."""
+    from napari_histo.formats._common import table_from_contours
+
+    points, names, rgbs = [], [], []
+    for ann in content.annotations:
+        geom = ann.geometry
+        for part in getattr(geom, "geoms", [geom]):
+            if part.geom_type == "Point":
+                points.append(np.asarray(part.coords, np.float64)[:, :2])
+                names.append(ann.class_name)
+                rgbs.append(ann.colour)
+    if not points:
+        return None
+    known = content.table.attrs.get("type_info")
+    known = {k: v for k, v in known.items() if str(k) == "0"} if known else None
+    types, info = _class_ids(names, known, rgbs)
+    return table_from_contours(points, types, mpp=content.table.attrs.get("mpp") or mpp, type_info=info)
+
+
 # ------------------------------------------------------------------------------------- internals
 def _type_names(table: pd.DataFrame) -> set[str]:
     info = table.attrs.get("type_info") or {}
@@ -246,24 +267,3 @@ def _imagescope_table(path: Path, type_info: dict | None, mpp: float | None) -> 
     regions = [r for r in ann.regions if not r.negative]
     types, info = _class_ids([r.class_name for r in regions], type_info)
     return table_from_contours([r.vertices for r in regions], types, mpp=ann.mpp or mpp, type_info=info)
-
-
-def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.DataFrame | None:
-    """Nucleus table with one row per point of the file's Point/MultiPoint annotations (area 0,
-    class -> type), or None when it has none."""
-    from napari_histo.formats._common import table_from_contours
-
-    points, names, rgbs = [], [], []
-    for ann in content.annotations:
-        geom = ann.geometry
-        for part in getattr(geom, "geoms", [geom]):
-            if part.geom_type == "Point":
-                points.append(np.asarray(part.coords, np.float64)[:, :2])
-                names.append(ann.class_name)
-                rgbs.append(ann.colour)
-    if not points:
-        return None
-    known = content.table.attrs.get("type_info")
-    known = {k: v for k, v in known.items() if str(k) == "0"} if known else None
-    types, info = _class_ids(names, known, rgbs)
-    return table_from_contours(points, types, mpp=content.table.attrs.get("mpp") or mpp, type_info=info)
