@@ -190,6 +190,12 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
             "",
             "## Typing",
             "",
+            *([f"Typing rule `{val.get('type_rule')}`: inside a nucleus found by the np branch the background "
+               "class never wins; the nucleus takes the most probable of the four classes of its mean softmax "
+               "and `type_prob` is that probability renormalised over them (HoVer-Net's own vote, "
+               "`type_rule: \"official\"`, leaves nuclei whose pixels all vote background \"unclassified\"). "
+               "Figures: `python -m src_models.hovernet.evaluate DIR --typing-only [--type-rule official]`.", ""]
+              if val.get("type_rule") == "nucleus" else []),
             "- **CRCHistoPhenotypes** (7 images, 20× ≈0.55 µm/px, point labels, never trained on; matching",
             "  radius 6 px; predictions mapped to coarse epithelial / inflammatory = lymphocyte +",
             "  neutrophil + macrophage; fibroblast and 'others' are not in the vocabulary, so their F1 is 0",
