@@ -340,3 +340,23 @@ def test_summary_over_the_slide_tissue(tmp_path, sample_slide_path, capsys):
     assert row["area_px"] == pytest.approx(mask.mask.sum() * mask.downsample**2)
     on_tissue = sum(mask.contains(x, y) for x, y in zip(table["x"], table["y"], strict=True))
     assert row["nuclei"] == on_tissue and 0 < on_tissue < len(table)
+
+
+def test_info_describes_annotation_files(result_dir, tmp_path, capsys):
+    gj = tmp_path / "n.geojson"
+    main(["export", str(result_dir), "--geojson", str(gj)])
+    asap = tmp_path / "a.xml"
+    asap.write_text(ASAP_XML)
+    capsys.readouterr()
+    assert main(["info", str(gj), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    table = pd.read_parquet(result_dir / "nuclei.parquet", columns=["type"])
+    assert info["format"] == "QuPath GeoJSON" and info["nuclei"] == len(table)
+    assert info["nuclei_by_type"]["Neoplastic"] == int((table["type"] == 1).sum())
+    assert main(["info", str(asap), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["format"] == "ASAP XML" and info["nuclei"] == 0 and info["points"] == 3
+    assert info["regions_by_class"] == {"lymphocyte": {"points": 3}, "tumor": {"polygons": 1},
+                                        "(no class)": {"polygons": 1, "lines": 1}}
+    assert info["extent_xyxy"] == [-7.5, -7.5, 180.0, 160.0]  # the closed spline bulges past its corners
+    assert main(["info", str(asap)]) == 0 and "tumor: 1 polygons" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""``napari-histo info SLIDE [--json]``: slide metadata (levels, mpp, power, vendor, backend)."""
+"""``napari-histo info SLIDE|ANNOTATIONS [--json]``: slide metadata (levels, mpp, power, vendor,
+backend), or what an annotation file holds (format, nuclei per type, regions per class)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import json
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "info",
-        help="print a slide's metadata",
+        help="print a slide's metadata or an annotation file's contents",
         description="Print levels, downsamples, tile sizes, mpp, objective power, vendor, "
-        "backend and associated images of a whole-slide image.",
+        "backend and associated images of a whole-slide image; for an annotation file (QuPath GeoJSON, "
+        "HoVer-Net JSON, Sedeen, ImageScope or ASAP XML): its format, nuclei per type, regions per "
+        "class and shape, points and extent.",
     )
-    parser.add_argument("slide", help="slide file (.svs, .ndpi, .mrxs, .tif, .ome.tif, .png, ...)")
+    parser.add_argument("slide", help="slide file (.svs, .ndpi, .mrxs, .tif, .ome.tif, .png, ...) or annotation file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.add_argument(
         "--backend",
@@ -28,8 +31,34 @@ def register(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def _annotation_info(args: argparse.Namespace) -> int:
+    from napari_histo.formats.auto import describe_annotations
+
+    info = describe_annotations(args.slide)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    extent = info["extent_xyxy"]
+    lines = [
+        f"path:              {info['path']}",
+        f"format:            {info['format']}",
+        f"nuclei:            {info['nuclei']}" + "".join(f"\n  {name}: {n}" for name, n in info["nuclei_by_type"].items()),
+        f"regions by class:  {'none' if not info['regions_by_class'] else ''}"
+        + "".join(f"\n  {cls}: " + ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+                  for cls, kinds in info["regions_by_class"].items()),
+        f"extent (level 0):  {f'x {extent[0]:.0f}-{extent[2]:.0f}, y {extent[1]:.0f}-{extent[3]:.0f} px' if extent else 'empty'}",
+        f"mpp:               {info['mpp'] if info['mpp'] else 'not stated'}",
+    ]
+    print("\n".join(lines))
+    return 0
+
+
 def handler(args: argparse.Namespace) -> int:
+    from napari_histo.formats.auto import looks_like_annotations
     from napari_histo.slide import open_slide
+
+    if looks_like_annotations(args.slide):
+        return _annotation_info(args)
 
     with open_slide(args.slide, backend=args.backend) as slide:
         info = slide.metadata()

@@ -9,6 +9,7 @@ Public API
 - :func:`detect_format` -- "sedeen", "imagescope", "asap", "geojson" or "hovernet".
 - :func:`looks_like_annotations` -- cheap check for readers of many file kinds (napari).
 - :func:`read_regions` -- the polygon regions (ROIs) of a file, optionally of one class.
+- :func:`describe_annotations` -- what a file holds (``napari-histo info FILE``).
 - :class:`AnnotationFile` -- nucleus table + region annotations of one file.
 - :func:`read_annotation_file` -- read any supported file.
 - :func:`read_nuclei` -- the nucleus table of a file, point annotations counted as nuclei when the
@@ -27,7 +28,7 @@ import pandas as pd
 
 from napari_histo.formats._common import Annotation, AnnotationFormatError
 
-__all__ = ["AnnotationFile", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
+__all__ = ["AnnotationFile", "describe_annotations", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
 
 #: Human-readable names of the formats :func:`detect_format` returns.
 FORMAT_NAMES = {
@@ -228,6 +229,35 @@ def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.Da
     known = {k: v for k, v in known.items() if str(k) == "0"} if known else None
     types, info = _class_ids(names, known, rgbs)
     return table_from_contours(points, types, mpp=content.table.attrs.get("mpp") or mpp, type_info=info)
+
+
+def describe_annotations(path: str | os.PathLike) -> dict[str, Any]:
+    """What an annotation file holds: format, nuclei per type, regions per class and shape,
+    points, the level-0 extent and the mpp when the file states one (JSON-able)."""
+    content = read_annotation_file(path)
+    table = content.table
+    names = {int(k): str(v[0]) for k, v in (table.attrs.get("type_info") or {}).items()}
+    nuclei = {names.get(int(t), str(t)): int(n) for t, n in table["type"].value_counts().sort_index().items()}
+    regions: dict[str, dict[str, int]] = {}
+    bounds = [table[["bbox_x0", "bbox_y0"]].min().tolist() + table[["bbox_x1", "bbox_y1"]].max().tolist()] if len(table) else []
+    points = 0
+    for ann in content.annotations:
+        geom = ann.geometry
+        if geom is None or geom.is_empty:
+            continue
+        bounds.append(list(geom.bounds))
+        kind = {"Point": "points", "MultiPoint": "points", "LineString": "lines", "MultiLineString": "lines"}.get(geom.geom_type, "polygons")
+        count = len(getattr(geom, "geoms", [geom])) if kind == "points" else 1
+        points += count if kind == "points" else 0
+        per_class = regions.setdefault(ann.class_name or "(no class)", {})
+        per_class[kind] = per_class.get(kind, 0) + count
+    extent = None
+    if bounds:
+        b = np.asarray(bounds, float)
+        extent = [float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max())]
+    return {"path": str(content.path), "format": content.format_name, "nuclei": int(len(table)),
+            "nuclei_by_type": nuclei, "regions_by_class": regions, "points": points,
+            "extent_xyxy": extent, "mpp": table.attrs.get("mpp")}
 
 
 # ------------------------------------------------------------------------------------- internals
