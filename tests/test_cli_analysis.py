@@ -360,3 +360,11 @@ def test_info_describes_annotation_files(result_dir, tmp_path, capsys):
                                         "(no class)": {"polygons": 1, "lines": 1}}
     assert info["extent_xyxy"] == [-7.5, -7.5, 180.0, 160.0]  # the closed spline bulges past its corners
     assert main(["info", str(asap)]) == 0 and "tumor: 1 polygons" in capsys.readouterr().out
+
+
+def test_unwritable_output_is_a_clear_error(result_dir, tmp_path, capsys):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    assert main(["density", str(result_dir), "--radius-px", "40", "-o", str(blocker / "d.png")]) == 1
+    err = capsys.readouterr().err
+    assert "not_a_folder" in err and "Traceback" not in err

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     except HistoError as exc:
         print(f"napari-histo {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a folder that cannot be written, a full disk, a read-only file system
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"napari-histo {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"napari-histo {args.command}: interrupted", file=sys.stderr)
         return 130
