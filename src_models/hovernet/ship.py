@@ -151,7 +151,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "stain jitter, brightness/contrast/saturation, blur or noise.",
         f"- Budget{' of the fine-tuning run' if cfg.init_weights else ''}: {log_done.get('iter')} iterations "
         f"in {log_done.get('elapsed_s', 0) / 60:.0f} min on a "
-        f"shared 2-core CPU (1 torch thread), no GPU. This is a very short schedule: numbers below "
+        f"shared 2-core CPU ({cfg.threads} torch thread{'s' if cfg.threads != 1 else ''}), no GPU. This is a very short schedule: numbers below "
         f"are what that run reached, not the architecture's ceiling.",
         *([f"- {history}"] if history else []),
         f"- Final running losses: {json.dumps({k: v for k, v in log_done.items() if k not in ('event', 'iter', 'elapsed_s')})}.",
@@ -242,8 +242,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         ]
         if bench_previous:
             lines.append(
-                f"- Previous release (watershed on the 0.25 µm/px grid, 512² patches), same command and "
-                f"machine: {bench_previous['seconds_total_median']} s = {bench_previous['mpx_per_s_40x_total']} "
+                f"- Previous release, same command and machine: {bench_previous['seconds_total_median']} s = {bench_previous['mpx_per_s_40x_total']} "
                 f"Mpx/s (network {bench_previous['seconds_network_median']} s, post-processing "
                 f"{bench_previous['seconds_postproc_median']} s"
                 + (f"; CPU {bench_previous['cpu_seconds_total_median']} s" if 'cpu_seconds_total_median' in bench_previous else "")
@@ -292,6 +291,9 @@ def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict |
         "network_postproc": network_postproc,
         "max_tile_px": int(max_tile_px),
         "type_rule": type_rule,
+        # type 0 of a detected nucleus is "no class", not background (QuPath's unclassified, grey)
+        "type_names": ["unclassified", *m.type_names[1:]],
+        "type_colours": [[160, 160, 160], *m.type_colours[1:]],
     })
 
 
@@ -310,10 +312,12 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict | None, bench: 
     run, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig.load(run / "train_config.json")
-    for name in ("model.pt", "type_info.json"):
-        shutil.copyfile(run / name, dest / name)
+    shutil.copyfile(run / "model.pt", dest / "model.pt")
     model_cfg = model_cfg or shipped_config(cfg)
     model_cfg.save(dest / "config.json")
+    with atomic_write(dest / "type_info.json") as fh:  # the shipped vocabulary, as config.json names it
+        json.dump({str(i): [name, list(colour)] for i, (name, colour) in
+                   enumerate(zip(model_cfg.type_names, model_cfg.type_colours, strict=True))}, fh, indent=2)
     cfg.save(dest / "train_config.json")
     if validation is None:
         return dest
