@@ -40,18 +40,15 @@ FORMAT_NAMES = {
 }
 
 
-def detect_format(path: str | os.PathLike) -> str:
-    """'sedeen', 'imagescope', 'asap', 'geojson' or 'hovernet' from the first 4 KiB of the file.
-
-    Raises
-    ------
-    AnnotationFormatError
-        Neither XML nor JSON, or an XML root that is none of the supported ones.
-    """
+def _head(path: str | os.PathLike) -> str:
+    """The first 4 KiB of the (un-gzipped) file as text; a multi-byte character cut at the end
+    is ignored (the readers check the whole file)."""
     from napari_histo.formats._common import open_maybe_gzip
 
-    # the head only (a cut multi-byte character at its end is ignored); the reader checks the rest
-    head = open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore").lstrip()
+    return open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore").lstrip()
+
+
+def _format_of(path: str | os.PathLike, head: str) -> str:
     if head.startswith("<"):
         # ASAP first: its root <ASAP_Annotations> holds an <Annotations> element too
         for tag, kind in (("<ASAP_Annotations", "asap"), ("<session", "sedeen"), ("<Annotations", "imagescope")):
@@ -63,20 +60,27 @@ def detect_format(path: str | os.PathLike) -> str:
     raise AnnotationFormatError(path, "unknown annotation format (neither XML nor JSON)")
 
 
+def detect_format(path: str | os.PathLike) -> str:
+    """'sedeen', 'imagescope', 'asap', 'geojson' or 'hovernet' from the first 4 KiB of the file.
+
+    Raises
+    ------
+    AnnotationFormatError
+        Neither XML nor JSON, or an XML root that is none of the supported ones.
+    """
+    return _format_of(path, _head(path))
+
+
 def looks_like_annotations(path: str | os.PathLike) -> bool:
     """Cheap, never-raising check (first 4 KiB) that ``path`` is an annotation file this package
     reads: stricter than :func:`detect_format`, so other JSON/XML files (configs, manifests) are
     left to other programs."""
-    from napari_histo.formats._common import open_maybe_gzip
-
     try:
-        kind = detect_format(path)
-        if kind != "geojson":
-            return True
-        head = open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore")
+        head = _head(path)
+        kind = _format_of(path, head)
     except Exception:
         return False
-    return any(token in head for token in ('"FeatureCollection"', '"Feature"', '"geometry"'))
+    return kind != "geojson" or any(token in head for token in ('"FeatureCollection"', '"Feature"', '"geometry"'))
 
 
 @dataclass
