@@ -73,7 +73,7 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
     if kind == "asap":
         from napari_histo.formats.asap import read_asap
 
-        return _annotation_shapes(read_asap(path), {0: "background"})
+        return _annotation_shapes(read_asap(path), None)
     if kind == "hovernet":
         from napari_histo.formats.hovernet_json import read_hovernet_json
 
@@ -85,33 +85,28 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
         objs = read_geojson(path, type_info=type_info)
         table, info = objs.table, objs.type_info.to_json_dict()
         if not len(table):  # annotation-only file: rasterise the polygons / points
-            from napari_histo.nuclei.types import TypeInfo
-
-            return _annotation_shapes(objs.annotations, dict(TypeInfo.from_json_dict(info).names))
+            return _annotation_shapes(objs.annotations, info)
     shapes = [Shape("polygon", np.asarray(c), int(t), int(i)) for c, t, i in zip(table["contour"], table["type"], table["id"], strict=True)]
     return shapes, info, [], table
 
 
-def _annotation_shapes(annotations, names: dict[int, str]):
-    """Polygons and points of region annotations as shapes; class names become type ids."""
+def _annotation_shapes(annotations, type_info: dict | None):
+    """Polygons and points of region annotations as shapes; class names become type ids
+    (:func:`~napari_histo.formats.auto.class_ids`; no class -> 0)."""
     import numpy as np
 
+    from napari_histo.formats.auto import class_ids
     from napari_histo.formats.rasterize import Shape
 
-    names = dict(names)
+    parts = [(a, part) for a in annotations for part in getattr(a.geometry, "geoms", [a.geometry])
+             if part.geom_type in ("Polygon", "Point")]
+    ids, info = class_ids([a.class_name for a, _ in parts], type_info, [a.colour for a, _ in parts], unnamed=None)
     shapes = []
-    for a in annotations:
-        tid = next((k for k, v in names.items() if a.class_name and v.lower() == a.class_name.lower()), None)
-        if tid is None:
-            tid = max(names) + 1 if a.class_name else 0
-            if a.class_name:
-                names[tid] = a.class_name
-        for part in getattr(a.geometry, "geoms", [a.geometry]):
-            if part.geom_type == "Polygon":
-                shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1, :2], tid, len(shapes) + 1))
-            elif part.geom_type == "Point":
-                shapes.append(Shape("point", np.asarray(part.coords)[:, :2], tid, len(shapes) + 1))
-    info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
+    for (_, part), tid in zip(parts, ids, strict=True):
+        if part.geom_type == "Polygon":
+            shapes.append(Shape("polygon", np.asarray(part.exterior.coords)[:-1, :2], tid, len(shapes) + 1))
+        else:
+            shapes.append(Shape("point", np.asarray(part.coords)[:, :2], tid, len(shapes) + 1))
     return shapes, info, [], None
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from napari_histo.formats._common import Annotation, AnnotationFormatError
 
-__all__ = ["AnnotationFile", "describe_annotations", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
+__all__ = ["AnnotationFile", "class_ids", "describe_annotations", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
 
 #: Human-readable names of the formats :func:`detect_format` returns.
 FORMAT_NAMES = {
@@ -231,7 +231,7 @@ def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.Da
         return None
     known = content.table.attrs.get("type_info")
     known = {k: v for k, v in known.items() if str(k) == "0"} if known else None
-    types, info = _class_ids(names, known, rgbs)
+    types, info = class_ids(names, known, rgbs)
     return table_from_contours(points, types, mpp=content.table.attrs.get("mpp") or mpp, type_info=info)
 
 
@@ -270,10 +270,15 @@ def _type_names(table: pd.DataFrame) -> set[str]:
     return {str(v[0]) for k, v in info.items() if str(k) != "0"}
 
 
-def _class_ids(names: list[str | None], type_info: dict | None,
-               rgbs: list[tuple[int, int, int] | None] | None = None) -> tuple[list[int], dict]:
-    """Type id per class name: known names keep their id, new ones get the next free id (a missing
-    name counts as "nucleus"); a new class takes the first colour given for it."""
+def class_ids(names: list[str | None], type_info: dict | None,
+              rgbs: list[tuple[int, int, int] | None] | None = None,
+              unnamed: str | None = "nucleus") -> tuple[list[int], dict]:
+    """Type id per class name, and the resulting ``type_info`` dict ({id: [name, rgb]}).
+
+    Known names (``type_info``, case-insensitive) keep their id, new ones get the next free id and
+    the first colour given for them (``rgbs``). A missing name counts as ``unnamed``; with
+    ``unnamed=None`` it gets id 0 (no class, as in rasterised masks).
+    """
     known = {0: "background"}
     if type_info:
         known |= {int(k): str(v[0]) for k, v in type_info.items()}
@@ -281,10 +286,14 @@ def _class_ids(names: list[str | None], type_info: dict | None,
     by_name = {v.lower(): k for k, v in known.items()}
     ids = []
     for i, name in enumerate(names):
-        key = (name or "nucleus").lower()
+        if name is None and unnamed is None:
+            ids.append(0)
+            continue
+        name = name or unnamed
+        key = name.lower()
         if key not in by_name:
             new = max(known) + 1
-            known[new] = name or "nucleus"
+            known[new] = name
             by_name[key] = new
             if rgbs is not None and rgbs[i] is not None:
                 colours[new] = [int(c) for c in rgbs[i]]
@@ -299,5 +308,5 @@ def _imagescope_table(path: Path, type_info: dict | None, mpp: float | None) -> 
 
     ann = read_imagescope(path)
     regions = [r for r in ann.regions if not r.negative]
-    types, info = _class_ids([r.class_name for r in regions], type_info)
+    types, info = class_ids([r.class_name for r in regions], type_info)
     return table_from_contours([r.vertices for r in regions], types, mpp=ann.mpp or mpp, type_info=info)
