@@ -50,25 +50,13 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
             from napari_histo.formats.imagescope import read_imagescope
         except ImportError:
             raise AnnotationFormatError(path, "the ImageScope reader is not available in this installation") from None
+        from napari_histo.formats.auto import class_ids
+
         ann = read_imagescope(path)
-        names = {0: "background"}
-        if type_info:
-            names |= {int(k): v[0] for k, v in type_info.items()}
-        ids = {}
-        for name in ann.class_names:
-            match = next((k for k, v in names.items() if v.lower() == str(name).lower()), None)
-            ids[name] = match if match is not None else max(names) + 1
-            names[ids[name]] = name
-        shapes, negative = [], []
-        for r in ann.regions:
-            t = ids.get(r.class_name, 1 if r.class_name is None else 0)
-            if r.class_name is None:
-                names.setdefault(1, "nucleus")
-            s = Shape("polygon", np.asarray(r.vertices), t, 0)
-            (negative if r.negative else shapes).append(s)
-        for k, s in enumerate(shapes, start=1):
-            s.instance_id = k
-        info = {str(k): [v, [255, 255, 0] if k else [0, 0, 0]] for k, v in sorted(names.items())}
+        regions = [r for r in ann.regions if not r.negative]
+        ids, info = class_ids([r.class_name for r in regions], type_info)  # no class -> "nucleus"
+        shapes = [Shape("polygon", np.asarray(r.vertices), t, k) for k, (r, t) in enumerate(zip(regions, ids, strict=True), start=1)]
+        negative = [Shape("polygon", np.asarray(r.vertices), 0, 0) for r in ann.regions if r.negative]
         return shapes, info, negative, None
     if kind == "asap":
         from napari_histo.formats.asap import read_asap
