@@ -30,6 +30,7 @@ Public API
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -149,6 +150,7 @@ def _disk(radius_px: float) -> np.ndarray:
     return (xx * xx + yy * yy) <= r * r
 
 
+@functools.lru_cache(maxsize=1)
 def _hed_matrix() -> np.ndarray:
     """Inverse of the haematoxylin / eosin / DAB unit OD vectors (rows): OD -> three stain amounts."""
     vectors = np.stack([STAIN_VECTORS["he"][0], STAIN_VECTORS["he"][1], STAIN_VECTORS["hdab"][1]]).astype(np.float64)
