@@ -75,6 +75,15 @@ class HagnifinderConfig:
     test_time_scales: tuple[float, ...] = (1.0,)
     #: A factor ``k > 1`` is used only while (first estimate) / k stays at or above this (x).
     min_scaled_mag: float = 5.0
+    #: Training images from a data pack (:mod:`src_models.hagnifinder.pack`) instead of
+    #: ``data_root``: for training on a machine without the datasets (validation then needs
+    #: ``val_every = 0``; held-out images are never packed).
+    data_pack: str | None = None
+    #: Torch device for training ("cpu", "cuda", or "auto": CUDA when present).
+    device: str = "cpu"
+    #: Worker processes drawing batches (0: in the training process). Batch ``i`` is drawn from
+    #: a generator seeded by (seed, i) wherever it is drawn, so the stream is the same.
+    num_workers: int = 0
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write

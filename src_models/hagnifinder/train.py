@@ -79,12 +79,42 @@ class _Log:
 
 @torch.no_grad()
 def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Predictions (N,) for uint8 patches (N, H, W, 3) in eval mode."""
+    """Predictions (N,) for uint8 patches (N, H, W, 3) in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
-    out = [model(to_tensor(patches[i:i + batch_size])).numpy() for i in range(0, len(patches), batch_size)]
+    device = next(model.parameters()).device
+    out = [model(to_tensor(patches[i:i + batch_size]).to(device)).cpu().numpy()
+           for i in range(0, len(patches), batch_size)]
     model.train(was_training)
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+class _BatchStream(torch.utils.data.Dataset):
+    """Training batch ``i`` = ``sampler.batch(default_rng([seed, i]))``, as a dataset so that
+    DataLoader workers can draw batches ahead; the stream is the one the serial loop draws."""
+
+    def __init__(self, sampler: MultiMagSampler, seed: int, batch_size: int, length: int) -> None:
+        self.sampler, self.seed, self.batch_size, self.length = sampler, seed, batch_size, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.sampler.batch(np.random.default_rng([self.seed, iteration]), self.batch_size)
+        return to_tensor(x), torch.from_numpy(y)
+
+
+def _batches(sampler: MultiMagSampler, config: HagnifinderConfig, start: int, stop: int):
+    """(iteration, x, y) for ``start <= iteration < stop``; x normalised, on the CPU."""
+    stream = _BatchStream(sampler, config.seed, config.batch_size, stop)
+    if config.num_workers <= 0:
+        for it in range(start, stop):
+            yield (it, *stream[it])
+        return
+    loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),
+                                         num_workers=config.num_workers, prefetch_factor=4,
+                                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    yield from ((it, x, y) for it, (x, y) in zip(range(start, stop), loader))
 
 
 def _two_groups(optim_state: dict, n_head: int) -> dict:
@@ -179,7 +209,11 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir)
-    if data_sources is None:
+    if data_sources is None and config.data_pack:
+        from src_models.hagnifinder.pack import read_pack
+
+        train_src, val_src = split_sources(read_pack(config.data_pack), config.holdout)
+    elif data_sources is None:
         train_src, val_src = split_sources(discover_sources(config.data_root), config.holdout)
     else:
         train_src, val_src = data_sources
@@ -189,12 +223,20 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     sampler = MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
                               pad_prob=config.pad_prob, blur_prob=config.blur_prob,
                               blur_sigma=tuple(config.blur_sigma))
+    from napari_histo.utils import choose_device
+
+    device = torch.device(choose_device(config.device))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
     model = build_model(config)
     model.use_asm = True
     if config.init_from and not (resume and (out_dir / "checkpoint.pt").exists()):
         _init_from(model, config, sampler, log)
     elif config.init_from:
         config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
+    model.to(device)
     head_params = list(model.fc3.parameters())
     body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
     optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
@@ -206,7 +248,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     state = {"iteration": 0, "calib_sum": 0.0, "calib_n": 0, "epoch_losses": []}
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         model.load_state_dict(ckpt["model"])
         model.use_asm = ckpt["use_asm"]
         optimizer.load_state_dict(_two_groups(ckpt["optimizer"], len(head_params)))
@@ -216,7 +258,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
         log(f"resumed at iteration {state['iteration']} ({phase_of(config, state['iteration'])})")
     else:
         config.to_json(out_dir / "run_config.json")
-        log(f"start: {len(train_src)} training and {len(val_src)} validation source images; "
+        log(f"start: {len(train_src)} training and {len(val_src)} validation source images on {device}; "
             f"config {json.dumps(asdict(config))}")
     val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
                              seed=config.seed) if val_src and config.val_every > 0 else []
@@ -230,19 +272,21 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
 
     old_handlers = {s: signal.signal(s, _request_stop) for s in (signal.SIGTERM, signal.SIGINT)}
     t0 = time.time()
+    total = config.asm_iters + config.calib_iters + config.fixed_iters
     try:
-        while not stop["flag"]:
-            it = state["iteration"]
-            phase = phase_of(config, it)
-            if phase == "done":
+        for it, x, y in _batches(sampler, config, state["iteration"], total):
+            if stop["flag"]:
                 break
-            x, y = sampler.batch(np.random.default_rng([config.seed, it]), config.batch_size)
+            phase = phase_of(config, it)
+            x = x.to(device, non_blocking=True)
+            y_dev = y.to(device, non_blocking=True)
+            y = y.numpy()
             if phase == "calibrate":
                 # step 2: one pass with ASM on, averaging the multiplier; no weight update
                 model.eval()
                 with torch.no_grad():
                     model.asm.ev = config.ev
-                    model(to_tensor(x))
+                    model(x)
                 state["calib_sum"] += float(model.last_multiplier)
                 state["calib_n"] += 1
                 model.train()
@@ -261,8 +305,8 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                     optimizer.param_groups[1]["lr"] = config.head_lr
                     state["head_lr_set"] = True
                 model.train()
-                out = model.head_output(to_tensor(x))
-                loss = loss_fn(out, model.to_target_space(torch.from_numpy(y)))
+                out = model.head_output(x)
+                loss = loss_fn(out, model.to_target_space(y_dev))
                 pred = torch.exp2(out) if model.target_space == "log2" else out
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -273,7 +317,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                     scheduler.step(epoch_loss)
                     state["epoch_losses"] = []
                     lr = optimizer.param_groups[0]["lr"]
-                    mae = float(np.mean(np.abs(pred.detach().numpy() - y)))
+                    mae = float(np.mean(np.abs(pred.detach().cpu().numpy() - y)))
                     log(f"it {it + 1} [{phase}] train huber {epoch_loss:.3f} batch-MAE {mae:.2f} lr {lr:.2g} "
                         f"({(time.time() - t0) / 60:.1f} min)", event="epoch", iteration=it + 1,
                         phase=phase, loss=epoch_loss, lr=lr)
@@ -289,7 +333,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
                 _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
         _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
         if phase_of(config, state["iteration"]) == "done":
-            export_model(model, config, out_dir)
+            export_model(model.cpu(), config, out_dir)
             log(f"finished: model.pt and config.json in {out_dir}")
         else:
             log(f"stopped at iteration {state['iteration']}; resume with resume=True")
