@@ -7,7 +7,9 @@
 2. GPU throughput of the compact model (megapixels of 40x input per second; network alone and
    with the CPU post-processing) on a mosaic of the tiles.
 3. The official HoVer-Net architecture ('fast', 6 types, random weights): 256² patches per
-   second in float32 and AMP, and the largest AMP-vs-float32 difference of its np/tp softmax.
+   second in float32 and AMP. (No output comparison: with random weights and untrained batch
+   norm statistics the logits are huge, and their float16 rounding says nothing about trained
+   checkpoints; the compact model above is the AMP agreement check.)
 
 Tiles come from ``--tiles DIR`` (``*.npz`` with ``image``, ``inst``, ``mpp``) or from
 ``--data ROOT`` (``../shared/data``; the compact model's held-out MoNuSeg tiles).
@@ -142,7 +144,6 @@ def main(argv: list[str] | None = None) -> int:
     patches = np.stack([tiles[0][1][y:y + 256, x:x + 256] for y, x in zip(ys, xs)])
     x = torch.from_numpy(patches).permute(0, 3, 1, 2).float().cuda()  # official input: 0-255 RGB
     official: dict = {"batch": bs, "input": 256, "output": 164}
-    outs = {}
     with torch.no_grad():
         for label, amp in (("fp32", False), ("amp", True)):
             with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
@@ -155,10 +156,8 @@ def main(argv: list[str] | None = None) -> int:
                     out = net_official(x)
                 torch.cuda.synchronize()
                 dt = (time.perf_counter() - t0) / reps
-            outs[label] = {k: torch.softmax(v.float(), 1) for k, v in out.items() if k in ("np", "tp")}
+            assert {"np", "hv", "tp"} <= set(out), sorted(out)
             official[f"patches_per_s_{label}"] = round(bs / dt, 1)
-    official["max_abs_softmax_diff_amp_vs_fp32"] = {
-        k: round(float((outs["amp"][k] - outs["fp32"][k]).abs().max()), 5) for k in outs["fp32"]}
     res["official_fast"] = official
     text = json.dumps(res, indent=2)
     if args.out:
