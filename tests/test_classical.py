@@ -176,3 +176,47 @@ def test_strongly_stained_he_is_not_mistaken_for_hdab(sample_slide_path):
     h_vec, d_vec = (v / np.linalg.norm(v) for v in (STAIN_VECTORS["he"][0], STAIN_VECTORS["hdab"][1]))
     ihc = np.clip(255 * 10 ** -(haem[..., None] * h_vec + dab[..., None] * d_vec), 0, 255).astype(np.uint8)
     assert _detect_stains(ihc) == "hdab"
+
+
+def test_a_chain_of_three_overlapping_nuclei_is_split_as_an_outsized_object():
+    # five single nuclei set the image's typical size; three overlapping ones in a row form one
+    # blob about 2.5x that size whose necks are too shallow for the first watershed
+    cen = [(30, 30), (30, 90), (30, 150), (90, 30), (90, 90), (140, 67), (140, 80), (140, 93)]
+    inst = disks((180, 200), cen, [12] * 8)
+    rgb = _haematoxylin_rgb(np.where(inst > 0, 0.55, 0.04))
+    labels, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(rgb)
+    assert len(table) == 8
+    assert len(np.unique(labels[140, 55:106])) == 4  # background + three nuclei along the chain
+    _, merged = ClassicalSegmenter(pixel_size_um=0.25, stains="he", large_split_factor=0.0).segment(rgb)
+    assert len(merged) == 6
+
+
+def test_a_cluster_above_the_size_limit_is_split_not_dropped():
+    # 16 dark nuclei in a block of moderately stained tissue: the first pass joins some of them
+    # into objects above max_area; re-thresholding each at its own level recovers every nucleus
+    cen = [(40 + i * 24, 40 + j * 24) for i in range(4) for j in range(4)]
+    inst = disks((152, 152), cen, [11] * 16)
+    conc = np.full(inst.shape, 0.04)
+    conc[28:125, 28:125] = 0.4
+    conc[inst > 0] = 0.7
+    rgb = _haematoxylin_rgb(conc)
+    labels, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(rgb)
+    assert len(table) == 16
+    assert instance_scores(inst, labels)["dq"] > 0.95
+    _, dropped = ClassicalSegmenter(pixel_size_um=0.25, stains="he", resplit_oversize=False).segment(rgb)
+    assert len(dropped) < 8
+
+
+def test_small_nuclei_are_kept_only_when_they_stand_out():
+    # a ~10 µm² nucleus (below min_area 12 µm²) is kept when it is much darker than its ring
+    inst = disks((120, 200), [(40, 40), (40, 110), (90, 170)], [14, 14, 7])
+    conc = np.where(inst > 0, 0.6, 0.04)
+    conc[inst == 3] = 0.9
+    _, table = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(_haematoxylin_rgb(conc))
+    assert len(table) == 3 and table["area_um2"].min() < 12
+    _, off = ClassicalSegmenter(pixel_size_um=0.25, stains="he", rescue_min_area_um2=12.0).segment(
+        _haematoxylin_rgb(conc))
+    assert len(off) == 2
+    conc[inst == 3] = 0.25  # the same small object, pale: dropped
+    _, pale = ClassicalSegmenter(pixel_size_um=0.25, stains="he").segment(_haematoxylin_rgb(conc))
+    assert len(pale) == 2

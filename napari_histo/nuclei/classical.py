@@ -12,11 +12,17 @@ Pipeline (``ANALYSIS.md`` §3), every size in µm so it works at any resolution:
    and one global level need not fit pale and dark nuclei alike), a small closing
    (``close_um``, bridges the pale gaps of vesicular chromatin) and hole filling;
 5. split touching nuclei by a watershed from h-maxima of the smoothed distance transform plus the
-   scaled stain intensity ("split by shape" and intensity);
+   scaled stain intensity ("split by shape" and intensity); objects much larger than the tile's
+   median nucleus (``large_split_factor``) are split again by shape alone with a lower h
+   (``large_split_h_um``), as merged pairs of nuclei are what makes them large;
 6. boundary refinement: each nucleus' outline is smoothed on its own (Gaussian of its indicator,
    ``smooth_boundary_um``; ragged threshold edges become the smooth outlines nuclei have, and
    neighbours never merge);
-7. size filters (``min_area_um2``/``max_area_um2``) and a minimum mean OD per nucleus.
+7. size filters (``min_area_um2``/``max_area_um2``) and a minimum mean OD per nucleus; objects
+   above ``max_area_um2`` (merged clusters) are re-thresholded at their own Otsu level and split
+   again instead of being dropped (``resplit_oversize``), and small objects down to
+   ``rescue_min_area_um2`` are kept when they stand out from their surroundings
+   (``rescue_contrast``).
 
 For H-DAB images the table also gets ``dab_od`` (mean DAB OD per nucleus) and ``positive``
 (``dab_od >= positive_threshold``).
@@ -120,6 +126,22 @@ class ClassicalParams:
     detection_image : str
         Channel nuclei are detected in: "haematoxylin" (deconvolved), "od_sum" (mean OD of
         the three channels, QuPath's alternative) or "od_red" (red-channel OD).
+    large_split_factor : float
+        Objects larger than this many times the median object area of the image are split again
+        by shape alone (h-maxima of the smoothed distance transform, ``large_split_h_um``; 0: off).
+    large_split_h_um : float
+        h-maxima height (µm of distance) of that second split.
+    resplit_oversize : bool
+        Re-threshold objects above ``max_area_um2`` at the Otsu level of their own OD and split
+        them again (pieces within the size range are kept) instead of dropping them.
+    rescue_min_area_um2 : float
+        Objects between this area and ``min_area_um2`` are kept when their mean OD exceeds that of
+        the surrounding ring (``rescue_ring_um`` wide) by ``rescue_contrast`` × the threshold
+        (≥ ``min_area_um2``: off).
+    rescue_contrast : float
+        Contrast (in units of the threshold) a small object needs to be kept.
+    rescue_ring_um : float
+        Width of the ring around an object its contrast is measured against.
     """
 
     pixel_size_um: float = 0.25
@@ -142,6 +164,12 @@ class ClassicalParams:
     boundary_expand_um: float = 0.0
     close_um: float = 0.5
     smooth_boundary_um: float = 1.25
+    large_split_factor: float = 1.75
+    large_split_h_um: float = 0.15
+    resplit_oversize: bool = True
+    rescue_min_area_um2: float = 8.0
+    rescue_contrast: float = 1.0
+    rescue_ring_um: float = 1.5
 
 
 def _disk(radius_px: float) -> np.ndarray:
@@ -301,8 +329,8 @@ class ClassicalSegmenter:
         mask[small[comp]] = False
 
         # split by shape and stain: h-maxima of the smoothed distance transform plus scaled OD
-        dist = ndi.distance_transform_edt(mask)
-        dist = ndi.gaussian_filter(dist, 0.25 / px)
+        shape = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 0.25 / px)
+        dist = shape
         if p.split_od_um > 0 and mask.any():  # dark cores, paler borders between touching nuclei
             od_scale = max(float(np.percentile(img[mask], 99)), 1e-6)
             dist = dist + (p.split_od_um / px / od_scale) * img
@@ -313,6 +341,12 @@ class ClassicalSegmenter:
         if orphan.any():
             extra, _ = ndi.label(orphan)
             labels = np.where(orphan, extra + labels.max(), labels)
+        if p.large_split_factor > 0 and labels.max() > 0:  # merged nuclei: split again by shape
+            area = np.bincount(labels.ravel())
+            sized = area[1:][area[1:] >= min_px]
+            median = float(np.median(sized)) if sized.size else min_px
+            large = np.nonzero(area > p.large_split_factor * median)[0]
+            labels = _split_objects(labels, large[large > 0], shape, p.large_split_h_um / px)
 
         from napari_histo.nuclei.measure import compact_ids
 
@@ -326,9 +360,19 @@ class ClassicalSegmenter:
             return labels.astype(np.int32), img
         area = np.bincount(labels.ravel(), minlength=n + 1)
         mean_od = np.bincount(labels.ravel(), weights=img.ravel(), minlength=n + 1) / np.maximum(area, 1)
-        drop = (area < min_px) | (area > max_px) | (mean_od < p.min_mean_od)
+        pale = mean_od < p.min_mean_od
+        drop = (area < min_px) | (area > max_px) | pale
+        if p.rescue_min_area_um2 < p.min_area_um2:  # small but clearly standing out: keep
+            small = (area >= p.rescue_min_area_um2 / (px * px)) & (area < min_px) & ~pale
+            if small.any():
+                contrast = _ring_contrast(labels, img, mean_od, p.rescue_ring_um / px)
+                drop &= ~(small & (contrast >= p.rescue_contrast * max(thr, 1e-6)))
         drop[0] = False
+        oversize = np.nonzero((area > max_px) & ~pale)[0]
+        before = labels.copy() if p.resplit_oversize and oversize.size else labels
         labels[drop[labels]] = 0
+        if p.resplit_oversize and oversize.size:
+            labels = _resplit(labels, before, oversize[oversize > 0], img, p, px)
         if p.boundary_expand_um > 0:
             from skimage.segmentation import expand_labels
 
@@ -365,6 +409,90 @@ def _smooth_labels(labels: np.ndarray, sigma_px: float) -> np.ndarray:
         best_crop[win] = smooth[win]
         out[y0:y1, x0:x1][win] = i
     return out
+
+
+def _split_objects(labels: np.ndarray, ids: np.ndarray, land: np.ndarray, h: float) -> np.ndarray:
+    """Split each object in ``ids`` by a watershed of ``-land`` from its own h-maxima (height ``h``).
+
+    The first piece keeps the object's id; the others get new ids. Objects with fewer than two
+    maxima are left as they are.
+    """
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    if len(ids) == 0:
+        return labels
+    labels = labels.copy()
+    nxt = int(labels.max()) + 1
+    objs = ndi.find_objects(labels)
+    for i in ids:
+        sl = objs[int(i) - 1]
+        if sl is None:
+            continue
+        own = labels[sl] == i
+        d = np.where(own, land[sl], 0.0)
+        seeds, n = ndi.label(h_maxima(d, max(h, 1e-3)) & own)
+        if n < 2:
+            continue
+        pieces = watershed(-d, seeds, mask=own)
+        crop = labels[sl]
+        for j in range(2, n + 1):
+            crop[pieces == j] = nxt
+            nxt += 1
+    return labels
+
+
+def _resplit(
+    labels: np.ndarray, before: np.ndarray, ids: np.ndarray, img: np.ndarray, p: ClassicalParams, px: float
+) -> np.ndarray:
+    """Re-segment the oversized objects ``ids`` of ``before`` (removed from ``labels``): threshold
+    each at the Otsu level of its own OD, open, fill holes and split as the main watershed; pieces
+    within the size range are added to ``labels``."""
+    from scipy import ndimage as ndi
+    from skimage.filters import threshold_otsu
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    min_px = p.min_area_um2 / (px * px)
+    max_px = p.max_area_um2 / (px * px)
+    nxt = int(labels.max()) + 1
+    objs = ndi.find_objects(before)
+    for i in ids:
+        sl = objs[int(i) - 1]
+        if sl is None:
+            continue
+        own = before[sl] == i
+        crop = img[sl]
+        core = ndi.binary_fill_holes(own & (crop > threshold_otsu(crop[own])))
+        core = ndi.binary_opening(core, _disk(0.5 / px))
+        if not core.any():
+            continue
+        land = ndi.gaussian_filter(ndi.distance_transform_edt(core), 0.25 / px)
+        if p.split_od_um > 0:
+            land = land + (p.split_od_um / px / max(float(np.percentile(crop[core], 99)), 1e-6)) * crop
+        seeds, _ = ndi.label(h_maxima(land, max(p.split_h_um / px, 1e-3)) & core)
+        pieces = watershed(-land, seeds, mask=core)
+        size = np.bincount(pieces.ravel())
+        out = labels[sl]
+        for j in range(1, len(size)):
+            if min_px <= size[j] <= max_px:
+                out[(pieces == j) & (out == 0)] = nxt
+                nxt += 1
+    return labels
+
+
+def _ring_contrast(labels: np.ndarray, img: np.ndarray, mean_od: np.ndarray, ring_px: float) -> np.ndarray:
+    """Per id: mean OD minus the mean OD of the background ring ``ring_px`` wide around it (the
+    ring's pixels go to their nearest object); ``inf`` where an object has no background ring."""
+    from skimage.segmentation import expand_labels
+
+    n = len(mean_od) - 1
+    ring = expand_labels(labels, ring_px)
+    ring[labels > 0] = 0
+    count = np.bincount(ring.ravel(), minlength=n + 1)
+    ring_mean = np.bincount(ring.ravel(), weights=img.ravel(), minlength=n + 1) / np.maximum(count, 1)
+    return np.where(count > 0, mean_od - ring_mean, np.inf)
 
 
 def _largest_piece(labels: np.ndarray) -> np.ndarray:
