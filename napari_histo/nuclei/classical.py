@@ -291,8 +291,6 @@ class ClassicalSegmenter:
     def _instances(self, haem: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from scipy import ndimage as ndi
         from skimage.filters import threshold_otsu
-        from skimage.morphology import h_maxima
-        from skimage.segmentation import watershed
 
         p = self.params
         px = self.mpp
@@ -328,14 +326,7 @@ class ClassicalSegmenter:
         small[0] = False
         mask[small[comp]] = False
 
-        # split by shape and stain: h-maxima of the smoothed distance transform plus scaled OD
-        shape = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 0.25 / px)
-        dist = shape
-        if p.split_od_um > 0 and mask.any():  # dark cores, paler borders between touching nuclei
-            od_scale = max(float(np.percentile(img[mask], 99)), 1e-6)
-            dist = dist + (p.split_od_um / px / od_scale) * img
-        markers, _ = ndi.label(h_maxima(dist, max(p.split_h_um / px, 1e-3)) & mask)
-        labels = watershed(-dist, markers, mask=mask)
+        labels, shape = _split_mask(mask, img, p, px)
         # components that got no seed keep their own id
         orphan = mask & (labels == 0)
         if orphan.any():
@@ -411,6 +402,25 @@ def _smooth_labels(labels: np.ndarray, sigma_px: float) -> np.ndarray:
     return out
 
 
+def _split_mask(mask: np.ndarray, img: np.ndarray, p: ClassicalParams, px: float
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Split a nucleus mask by shape and stain: watershed from h-maxima (``split_h_um``) of the
+    smoothed distance transform plus the OD scaled by its 99th percentile (``split_od_um``; dark
+    cores, paler borders between touching nuclei). Returns the labels and the smoothed distance
+    transform alone."""
+    from scipy import ndimage as ndi
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    shape = ndi.gaussian_filter(ndi.distance_transform_edt(mask), 0.25 / px)
+    land = shape
+    if p.split_od_um > 0 and mask.any():
+        od_scale = max(float(np.percentile(img[mask], 99)), 1e-6)
+        land = land + (p.split_od_um / px / od_scale) * img
+    markers, _ = ndi.label(h_maxima(land, max(p.split_h_um / px, 1e-3)) & mask)
+    return watershed(-land, markers, mask=mask), shape
+
+
 def _split_objects(labels: np.ndarray, ids: np.ndarray, land: np.ndarray, h: float) -> np.ndarray:
     """Split each object in ``ids`` by a watershed of ``-land`` from its own h-maxima (height ``h``).
 
@@ -451,8 +461,6 @@ def _resplit(
     within the size range are added to ``labels``."""
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
 
     min_px = p.min_area_um2 / (px * px)
     max_px = p.max_area_um2 / (px * px)
@@ -468,11 +476,7 @@ def _resplit(
         core = ndi.binary_opening(core, _disk(0.5 / px))
         if not core.any():
             continue
-        land = ndi.gaussian_filter(ndi.distance_transform_edt(core), 0.25 / px)
-        if p.split_od_um > 0:
-            land = land + (p.split_od_um / px / max(float(np.percentile(crop[core], 99)), 1e-6)) * crop
-        seeds, _ = ndi.label(h_maxima(land, max(p.split_h_um / px, 1e-3)) & core)
-        pieces = watershed(-land, seeds, mask=core)
+        pieces, _ = _split_mask(core, crop, p, px)
         size = np.bincount(pieces.ravel())
         out = labels[sl]
         for j in range(1, len(size)):
