@@ -37,6 +37,7 @@ Public API
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -421,6 +422,17 @@ def _split_mask(mask: np.ndarray, img: np.ndarray, p: ClassicalParams, px: float
     return watershed(-land, markers, mask=mask), shape
 
 
+def _object_masks(labels: np.ndarray, ids: np.ndarray) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """(bounding-box slice, object mask in it) for every id in ``ids`` present in ``labels``."""
+    from scipy import ndimage as ndi
+
+    objs = ndi.find_objects(labels)
+    for i in ids:
+        sl = objs[int(i) - 1] if int(i) <= len(objs) else None
+        if sl is not None:
+            yield sl, labels[sl] == i
+
+
 def _split_objects(labels: np.ndarray, ids: np.ndarray, land: np.ndarray, h: float) -> np.ndarray:
     """Split each object in ``ids`` by a watershed of ``-land`` from its own h-maxima (height ``h``).
 
@@ -435,12 +447,7 @@ def _split_objects(labels: np.ndarray, ids: np.ndarray, land: np.ndarray, h: flo
         return labels
     labels = labels.copy()
     nxt = int(labels.max()) + 1
-    objs = ndi.find_objects(labels)
-    for i in ids:
-        sl = objs[int(i) - 1]
-        if sl is None:
-            continue
-        own = labels[sl] == i
+    for sl, own in _object_masks(labels, ids):
         d = np.where(own, land[sl], 0.0)
         seeds, n = ndi.label(h_maxima(d, max(h, 1e-3)) & own)
         if n < 2:
@@ -465,12 +472,7 @@ def _resplit(
     min_px = p.min_area_um2 / (px * px)
     max_px = p.max_area_um2 / (px * px)
     nxt = int(labels.max()) + 1
-    objs = ndi.find_objects(before)
-    for i in ids:
-        sl = objs[int(i) - 1]
-        if sl is None:
-            continue
-        own = before[sl] == i
+    for sl, own in _object_masks(before, ids):
         crop = img[sl]
         core = ndi.binary_fill_holes(own & (crop > threshold_otsu(crop[own])))
         core = ndi.binary_opening(core, _disk(0.5 / px))
