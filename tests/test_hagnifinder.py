@@ -166,11 +166,12 @@ def test_a_data_pack_keeps_pixels_and_pixel_sizes_and_trains_with_workers(tmp_pa
 
     sampler = MultiMagSampler(packed, (5.0, 40.0), 48, pad_prob=0.3)
     drawn = list(_batches(sampler, parallel, 1, 4))
-    assert [it for it, _, _ in drawn] == [1, 2, 3]
-    for it, x, y in drawn:
-        x0, y0 = _BatchStream(sampler, parallel.seed, parallel.batch_size, 4)[it]
+    assert [it for it, *_ in drawn] == [1, 2, 3]
+    for it, x, y, src in drawn:
+        x0, y0, src0 = _BatchStream(sampler, parallel.seed, parallel.batch_size, 4)[it]
         torch.testing.assert_close(x, x0)
         torch.testing.assert_close(y, y0)
+        torch.testing.assert_close(src, src0)
     torch.manual_seed(0)
     a = train(serial)
     torch.manual_seed(0)
@@ -178,3 +179,79 @@ def test_a_data_pack_keeps_pixels_and_pixel_sizes_and_trains_with_workers(tmp_pa
     for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(p, q, msg=name)
     assert "on cpu" in (tmp_path / "parallel" / "train.log").read_text()
+
+
+def _four_sources(swap_channels_of: str | None = None):
+    rng = np.random.default_rng(5)
+    out = []
+    for i, (name, mag) in enumerate([("p", 40), ("q", 40), ("r", 20), ("s", 20)]):
+        tex = rng.integers(30, 220, (60, 60, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+        if name == swap_channels_of:  # same tissue fraction, so the same random stream
+            tex = tex[..., ::-1].copy()
+        out.append(SourceImage(name, f"d{i % 2}", None, mag_to_mpp(mag), _rgb=tex))
+    return out
+
+
+def test_cross_fitted_members_never_learn_from_their_left_out_sources(tmp_path):
+    """Each member trains only on its own sources: changing the pixels of a source leaves the
+    member that left it out bit-identical and changes the others. The ensemble is saved in
+    float16 and reloads; the out-of-fold predictions come from the member that left the
+    source out."""
+    from src_models.hagnifinder.calibration import raw_predictions
+    from src_models.hagnifinder.model import HagnifinderEnsemble
+
+    def run(name, swap):
+        cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=8, mag_max=20.0, asm_iters=2,
+                                calib_iters=1, fixed_iters=2, iters_per_epoch=2, val_every=0,
+                                checkpoint_every=10, cross_fit_folds=3, stain_jitter=0.1,
+                                out_dir=str(tmp_path / name))
+        torch.manual_seed(0)
+        return train(cfg, data_sources=(_four_sources(swap), [])), cfg
+
+    base, cfg = run("base", None)
+    assert isinstance(base, HagnifinderEnsemble) and len(base.members) == 3 and not base.use_asm
+    held = cfg.member_holdouts
+    assert sorted(n for names in held for n in names) == ["p", "q", "r", "s"]
+    assert all(float(m.scale_factor) > 0 for m in base.members)
+    changed, _ = run("changed", "r")
+    for names, a, b in zip(held, base.members, changed.members):
+        same = all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+        assert same == ("r" in names), names
+
+    saved = HagnifinderConfig.from_json(tmp_path / "base" / "config.json")
+    assert saved.member_holdouts == held
+    state = torch.load(tmp_path / "base" / "model.pt", weights_only=True)
+    assert state["members.0.fc3.weight"].dtype == torch.float16
+    assert state["members.0.scale_factor"].dtype == torch.float32
+    reloaded = build_model(saved).eval()
+    reloaded.load_state_dict(state)
+    x = torch.randn(3, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), base.eval()(x), rtol=2e-2, atol=0.0)
+        per_member = base.member_outputs(x)
+        torch.testing.assert_close(base(x), torch.exp2(torch.log2(per_member).mean(0)))
+    patches = (np.random.default_rng(1).random((4, 48, 48, 3)) * 255).astype(np.uint8)
+    sources = ["p", "q", "r", "s"]
+    oof = raw_predictions(base, saved, patches, sources)
+    from src_models.hagnifinder.data import to_tensor
+
+    with torch.no_grad():
+        outs = base.member_outputs(to_tensor(patches)).numpy()
+    for i, src in enumerate(sources):
+        k = next(k for k, names in enumerate(held) if src in names)
+        assert oof[i] == pytest.approx(outs[k, i])
+
+
+def test_stain_jitter_changes_colour_not_geometry():
+    from src_models.hagnifinder.data import jitter_stains
+
+    rng = np.random.default_rng(0)
+    patch = np.full((32, 32, 3), 235, np.uint8)
+    patch[8:20, 8:20] = (90, 60, 150)  # a haematoxylin-dark square on a pale background
+    out = jitter_stains(patch, rng, 0.2)
+    assert out.shape == patch.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, patch)
+    dark = out.astype(int).sum(axis=2) < 500
+    np.testing.assert_array_equal(dark, patch.astype(int).sum(axis=2) < 500)
+    same = jitter_stains(patch, np.random.default_rng(0), 0.0)
+    assert np.abs(same.astype(int) - patch).max() <= 1  # strength 0: the round trip only

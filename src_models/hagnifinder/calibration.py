@@ -152,11 +152,11 @@ def training_predictions(model_dir, data_root=None, crops_per_mag: int = 8, seed
     """Raw predictions on fields of the **training** source images (the held-out list excluded).
 
     Same field protocol as the held-out evaluation (``validation_patches``), other crop seed.
-    Each record: source, nominal, mag (true), raw.
+    Each record: source, nominal, mag (true), raw. For a cross-fitted ensemble, ``raw`` is the
+    **out-of-fold** prediction: that of the member which never saw the field's source.
     """
     from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
     from src_models.hagnifinder.evaluate import load_model_dir
-    from src_models.hagnifinder.train import predict_patches
 
     model, config = load_model_dir(model_dir)
     train_src, _ = split_sources(discover_sources(data_root or config.data_root), config.holdout)
@@ -164,9 +164,31 @@ def training_predictions(model_dir, data_root=None, crops_per_mag: int = 8, seed
     if any(s.name in held for s in train_src):  # split_sources guarantees it; checked anyway
         raise RuntimeError("a held-out source reached the calibration data")
     records = validation_patches(train_src, mags, crops_per_mag, config.patch_size, seed=seed)
-    preds = predict_patches(model, np.stack([r["patch"] for r in records]))
+    preds = raw_predictions(model, config, np.stack([r["patch"] for r in records]),
+                            [r["source"] for r in records])
     return [{"source": r["source"], "nominal": r["nominal"], "mag": r["mag"], "raw": float(p)}
             for r, p in zip(records, preds)]
+
+
+def raw_predictions(model, config, patches: np.ndarray, sources: Sequence[str]) -> np.ndarray:
+    """Raw outputs for training patches: out of fold for a cross-fitted ensemble (each patch
+    scored by the member that never saw its source), the model's own output otherwise."""
+    import torch
+
+    from src_models.hagnifinder.data import to_tensor
+    from src_models.hagnifinder.train import predict_patches
+
+    if not config.member_holdouts:
+        return predict_patches(model, patches)
+    member_of = {name: k for k, names in enumerate(config.member_holdouts) for name in names}
+    missing = sorted(set(sources) - set(member_of))
+    if missing:
+        raise RuntimeError(f"no member left out training sources {missing}: no out-of-fold prediction")
+    model.eval()
+    with torch.no_grad():
+        per_member = np.concatenate([model.member_outputs(to_tensor(patches[i:i + 32])).numpy()
+                                     for i in range(0, len(patches), 32)], axis=1)
+    return per_member[[member_of[s] for s in sources], np.arange(len(patches))]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,17 @@ class HagnifinderConfig:
     #: Worker processes drawing batches (0: in the training process). Batch ``i`` is drawn from
     #: a generator seeded by (seed, i) wherever it is drawn, so the stream is the same.
     num_workers: int = 0
+    #: Cross-fitting: train this many members at once, member ``k`` without fold ``k`` of the
+    #: training sources (folds grouped by source, ``calibration.grouped_folds`` with ``seed``).
+    #: They share one batch stream; each member sees only the samples of its own sources. The
+    #: model is their geometric mean, calibrated on out-of-fold predictions. 0 or 1: one model.
+    cross_fit_folds: int = 0
+    #: Written by training: the source names each member never saw (one list per member).
+    member_holdouts: list[list[str]] = field(default_factory=list)
+    #: Stain augmentation: haematoxylin / eosin / residual optical densities of a training
+    #: patch scaled by U(1 - s, 1 + s) and shifted by U(-s / 5, s / 5) each (0: off), so that a
+    #: source's stain is not read as its magnification.
+    stain_jitter: float = 0.0
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write

@@ -271,6 +271,7 @@ class MultiMagSampler:
     augment: bool = True
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.3, 1.2)
+    stain_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         top = max(s.magnification for s in self.sources) if self.sources else 0.0
@@ -299,14 +300,21 @@ class MultiMagSampler:
             patch = reflect_pad(patch[y0:y0 + keep, x0:x0 + keep], self.patch_size)
         if self.augment and self.blur_prob > 0 and rng.random() < self.blur_prob:
             patch = blur_patch(patch, float(rng.uniform(*self.blur_sigma)))
+        if self.augment and self.stain_jitter > 0:
+            patch = jitter_stains(patch, rng, self.stain_jitter)
         if self.augment:
             patch = augment_patch(patch, rng)
         return patch, target, src.name
 
     def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
         """``size`` patches (B, H, W, 3) uint8 and magnifications (B,) float32."""
-        patches, mags = zip(*[self.sample(rng)[:2] for _ in range(size)])
-        return np.stack(patches), np.asarray(mags, np.float32)
+        return self.batch_with_sources(rng, size)[:2]
+
+    def batch_with_sources(self, rng: np.random.Generator, size: int
+                           ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`batch` and the source name of each patch (same random stream)."""
+        patches, mags, names = zip(*[self.sample(rng) for _ in range(size)])
+        return np.stack(patches), np.asarray(mags, np.float32), list(names)
 
 
 def blur_patch(patch: np.ndarray, sigma: float) -> np.ndarray:
@@ -315,6 +323,22 @@ def blur_patch(patch: np.ndarray, sigma: float) -> np.ndarray:
 
     out = gaussian_filter(patch.astype(np.float32), sigma=(sigma, sigma, 0), mode="reflect")
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+#: Haematoxylin, eosin and DAB optical-density vectors (RGB; Ruifrok & Johnston), one per row.
+_HED_FROM_RGB_OD = np.linalg.inv(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
+
+
+def jitter_stains(patch: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Stain augmentation: each stain's optical density scaled by U(1 ± strength) and shifted
+    by U(± strength / 5), by colour deconvolution and back (Tellez et al. 2018)."""
+    rgb_od = np.linalg.inv(_HED_FROM_RGB_OD)
+    od = -np.log(np.maximum(patch.astype(np.float32), 1.0) / 255.0)
+    stains = od.reshape(-1, 3) @ _HED_FROM_RGB_OD.astype(np.float32)
+    stains = stains * rng.uniform(1 - strength, 1 + strength, 3).astype(np.float32) \
+        + rng.uniform(-strength / 5, strength / 5, 3).astype(np.float32)
+    out = 255.0 * np.exp(-(stains @ rgb_od.astype(np.float32)))
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(patch.shape)
 
 
 def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:

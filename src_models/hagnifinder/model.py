@@ -109,3 +109,40 @@ class HagnifinderNet(nn.Module):
         """Step 3: switch ASM off and scale by the fixed calibrated factor from now on."""
         self.scale_factor.fill_(float(scale_factor))
         self.use_asm = False
+
+
+class HagnifinderEnsemble(nn.Module):
+    """Cross-fitted members combined by a geometric mean of their magnifications.
+
+    Each member was trained without one fold of the training sources
+    (``HagnifinderConfig.cross_fit_folds``), so every training source has a member that never
+    saw it: the output calibration is fitted on those out-of-fold predictions, which behave
+    like predictions for new images, and the mean of the members is steadier on new sources
+    than any one of them.
+    """
+
+    def __init__(self, members: list[HagnifinderNet]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two members")
+        self.members = nn.ModuleList(members)
+
+    @property
+    def target_space(self) -> str:
+        return self.members[0].target_space
+
+    @property
+    def use_asm(self) -> bool:
+        return any(m.use_asm for m in self.members)
+
+    @property
+    def scale_factor(self) -> torch.Tensor:
+        """Mean of the members' fixed scale factors (each member keeps its own)."""
+        return torch.stack([m.scale_factor for m in self.members]).mean()
+
+    def member_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(members, B) magnifications, one row per member."""
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp2(torch.log2(self.member_outputs(x).clamp(min=0.5)).mean(dim=0))

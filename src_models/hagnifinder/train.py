@@ -36,17 +36,44 @@ from src_models.hagnifinder.data import (
     validation_patches,
 )
 from src_models.hagnifinder.metrics import summarise
-from src_models.hagnifinder.model import HagnifinderNet
+from src_models.hagnifinder.model import HagnifinderEnsemble, HagnifinderNet
 
 
-def build_model(config: HagnifinderConfig) -> HagnifinderNet:
-    """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``)."""
+def build_model(config: HagnifinderConfig) -> HagnifinderNet | HagnifinderEnsemble:
+    """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``);
+    an ensemble of ``cross_fit_folds`` members when that is above 1."""
+    if config.cross_fit_folds > 1:
+        return HagnifinderEnsemble([_build_net(config) for _ in range(config.cross_fit_folds)])
+    return _build_net(config)
+
+
+def _build_net(config: HagnifinderConfig) -> HagnifinderNet:
     model = HagnifinderNet(config.backbone, config.width, tuple(config.hidden), config.ev,
                            init_bias=(config.mag_min + config.mag_max) / 2,
                            target_space=config.target_space)
     if config.scale_factor > 0:
         model.fix_scale(config.scale_factor)
     return model
+
+
+def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
+    """Training source names each member leaves out (``[[]]``: one model trained on all).
+
+    Folds are grouped by source (``calibration.grouped_folds``, seeded by ``config.seed``);
+    every member must still have a source reaching ``mag_max``.
+    """
+    if config.cross_fit_folds <= 1:
+        return [[]]
+    from src_models.hagnifinder.calibration import grouped_folds
+
+    fold_of = grouped_folds([s.name for s in sources], config.cross_fit_folds, config.seed)
+    held = [sorted(n for n, f in fold_of.items() if f == k) for k in range(config.cross_fit_folds)]
+    for names in held:
+        top = max((s.magnification for s in sources if s.name not in names), default=0.0)
+        if top < config.mag_max - 1e-6:
+            raise ValueError(f"cross-fitting: without {names} no training source reaches "
+                             f"{config.mag_max}x; use fewer folds or more sources")
+    return held
 
 
 def phase_of(config: HagnifinderConfig, iteration: int) -> str:
@@ -91,21 +118,24 @@ def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int 
 
 class _BatchStream(torch.utils.data.Dataset):
     """Training batch ``i`` = ``sampler.batch(default_rng([seed, i]))``, as a dataset so that
-    DataLoader workers can draw batches ahead; the stream is the one the serial loop draws."""
+    DataLoader workers can draw batches ahead; the stream is the one the serial loop draws.
+    Items are (x, y, source index into ``sampler.sources``)."""
 
     def __init__(self, sampler: MultiMagSampler, seed: int, batch_size: int, length: int) -> None:
         self.sampler, self.seed, self.batch_size, self.length = sampler, seed, batch_size, length
+        self.index = {s.name: i for i, s in enumerate(sampler.sources)}
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.sampler.batch(np.random.default_rng([self.seed, iteration]), self.batch_size)
-        return to_tensor(x), torch.from_numpy(y)
+    def __getitem__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, y, names = self.sampler.batch_with_sources(np.random.default_rng([self.seed, iteration]),
+                                                      self.batch_size)
+        return to_tensor(x), torch.from_numpy(y), torch.tensor([self.index[n] for n in names])
 
 
 def _batches(sampler: MultiMagSampler, config: HagnifinderConfig, start: int, stop: int):
-    """(iteration, x, y) for ``start <= iteration < stop``; x normalised, on the CPU."""
+    """(iteration, x, y, source index) for ``start <= iteration < stop``; x normalised, on the CPU."""
     stream = _BatchStream(sampler, config.seed, config.batch_size, stop)
     if config.num_workers <= 0:
         for it in range(start, stop):
@@ -114,7 +144,7 @@ def _batches(sampler: MultiMagSampler, config: HagnifinderConfig, start: int, st
     loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),
                                          num_workers=config.num_workers, prefetch_factor=4,
                                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    yield from ((it, x, y) for it, (x, y) in zip(range(start, stop), loader))
+    yield from ((it, *batch) for it, batch in zip(range(start, stop), loader))
 
 
 def _two_groups(optim_state: dict, n_head: int) -> dict:
@@ -132,24 +162,40 @@ def _two_groups(optim_state: dict, n_head: int) -> dict:
     return {**optim_state, "param_groups": [body, head]}
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, state: dict) -> None:
+def _save_checkpoint(path: Path, members: list[_Member], state: dict) -> None:
     from napari_histo.utils import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save({"model": model.state_dict(), "use_asm": model.use_asm,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        torch.save({"models": [m.model.state_dict() for m in members],
+                    "use_asm": members[0].model.use_asm,
+                    "optimizers": [m.optimizer.state_dict() for m in members],
+                    "schedulers": [m.scheduler.state_dict() for m in members],
                     "state": state}, tmp)
 
 
-def export_model(model: HagnifinderNet, config: HagnifinderConfig, out_dir: str | Path) -> Path:
-    """Write ``model.pt`` (state_dict) and ``config.json`` (with the scale factor) to ``out_dir``."""
+def _checkpoint_models(ckpt: dict) -> list[dict]:
+    """Member state dicts of a checkpoint (older checkpoints hold one ``model``)."""
+    return ckpt["models"] if "models" in ckpt else [ckpt["model"]]
+
+
+def export_model(model: HagnifinderNet | HagnifinderEnsemble, config: HagnifinderConfig,
+                 out_dir: str | Path) -> Path:
+    """Write ``model.pt`` (state_dict) and ``config.json`` (with the scale factor) to ``out_dir``.
+
+    An ensemble's weights are stored in float16 (they are loaded back into float32; the
+    members' scale factors stay float32), which halves the file.
+    """
     from napari_histo.utils import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.scale_factor = float(model.scale_factor)
+    state = model.state_dict()
+    if isinstance(model, HagnifinderEnsemble):
+        state = {k: v.half() if v.is_floating_point() and not k.endswith("scale_factor") else v
+                 for k, v in state.items()}
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
+        torch.save(state, tmp)
     config.to_json(out_dir / "config.json")
     return out_dir
 
@@ -199,11 +245,28 @@ def _init_from(model: HagnifinderNet, config: HagnifinderConfig, sampler: MultiM
     log(msg, event="init_from", source=str(folder))
 
 
-def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) -> HagnifinderNet:
+class _Member:
+    """One network under training, its optimiser, and the training sources it may see."""
+
+    def __init__(self, model: HagnifinderNet, config: HagnifinderConfig, keep: torch.Tensor) -> None:
+        self.model, self.keep = model, keep
+        head_params = list(model.fc3.parameters())
+        body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
+        self.n_head = len(head_params)
+        self.optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
+                                           lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, "min", factor=0.5, patience=config.plateau_patience, min_lr=config.min_lr)
+
+
+def train(config: HagnifinderConfig, resume: bool = False,
+          data_sources=None) -> HagnifinderNet | HagnifinderEnsemble:
     """Train (or resume) per ``config``; returns the final model (ASM off, fixed scale).
 
     ``data_sources`` overrides discovery: a ``(train, val)`` pair of :class:`SourceImage` lists.
     With ``config.init_from`` the run fine-tunes a trained model (step 3 only, its fixed scale).
+    With ``config.cross_fit_folds > 1`` it trains that many members on one batch stream, each
+    on the samples of its own training sources, and returns their ensemble.
     """
     torch.set_num_threads(max(1, config.num_threads))
     out_dir = Path(config.out_dir)
@@ -222,7 +285,10 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
         train_src, val_src = split_sources(train_src, config.tuning_holdout)
     sampler = MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
                               pad_prob=config.pad_prob, blur_prob=config.blur_prob,
-                              blur_sigma=tuple(config.blur_sigma))
+                              blur_sigma=tuple(config.blur_sigma), stain_jitter=config.stain_jitter)
+    if config.cross_fit_folds > 1 and config.init_from:
+        raise ValueError("cross_fit_folds and init_from cannot be combined")
+    config.member_holdouts = member_holdouts(train_src, config) if config.cross_fit_folds > 1 else []
     from napari_histo.utils import choose_device
 
     device = torch.device(choose_device(config.device))
@@ -230,31 +296,38 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    model = build_model(config)
-    model.use_asm = True
+    members = []
+    for held in config.member_holdouts or [[]]:
+        model = _build_net(config)
+        model.use_asm = True
+        keep = torch.tensor([s.name not in held for s in train_src], device=device)
+        members.append((model, keep))
     if config.init_from and not (resume and (out_dir / "checkpoint.pt").exists()):
-        _init_from(model, config, sampler, log)
+        _init_from(members[0][0], config, sampler, log)
     elif config.init_from:
         config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
-    model.to(device)
-    head_params = list(model.fc3.parameters())
-    body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
-    optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
-                                  lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, "min", factor=0.5,
-                                                           patience=config.plateau_patience,
-                                                           min_lr=config.min_lr)
+    members = [_Member(model.to(device), config, keep) for model, keep in members]
     loss_fn = torch.nn.HuberLoss(delta=config.huber_delta)
-    state = {"iteration": 0, "calib_sum": 0.0, "calib_n": 0, "epoch_losses": []}
+    n = len(members)
+    state = {"iteration": 0, "calib_sum": [0.0] * n, "calib_n": [0] * n, "epoch_losses": [[] for _ in range(n)]}
     ckpt_path = out_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        model.use_asm = ckpt["use_asm"]
-        optimizer.load_state_dict(_two_groups(ckpt["optimizer"], len(head_params)))
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scheduler.min_lrs = [config.min_lr] * len(optimizer.param_groups)  # one per group
+        models = _checkpoint_models(ckpt)
+        if len(models) != n:
+            raise ValueError(f"{ckpt_path}: {len(models)} member(s) in the checkpoint, {n} in the config")
+        optims = ckpt.get("optimizers", [ckpt.get("optimizer")])
+        scheds = ckpt.get("schedulers", [ckpt.get("scheduler")])
+        for m, weights, opt, sched in zip(members, models, optims, scheds):
+            m.model.load_state_dict(weights)
+            m.model.use_asm = ckpt["use_asm"]
+            m.optimizer.load_state_dict(_two_groups(opt, m.n_head))
+            m.scheduler.load_state_dict(sched)
+            m.scheduler.min_lrs = [config.min_lr] * len(m.optimizer.param_groups)  # one per group
         state = ckpt["state"]
+        if not isinstance(state["calib_sum"], list):  # single-model checkpoint format
+            state.update(calib_sum=[state["calib_sum"]], calib_n=[state["calib_n"]],
+                         epoch_losses=[state["epoch_losses"]])
         log(f"resumed at iteration {state['iteration']} ({phase_of(config, state['iteration'])})")
     else:
         config.to_json(out_dir / "run_config.json")
@@ -265,6 +338,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     val_x = np.stack([r["patch"] for r in val]) if val else None
     val_y = np.array([r["mag"] for r in val]) if val else None
 
+    def current_model():
+        return members[0].model if n == 1 else HagnifinderEnsemble([m.model for m in members])
+
     stop = {"flag": False}
 
     def _request_stop(signum, frame):  # noqa: ARG001 - signal handler signature
@@ -274,64 +350,85 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None) ->
     t0 = time.time()
     total = config.asm_iters + config.calib_iters + config.fixed_iters
     try:
-        for it, x, y in _batches(sampler, config, state["iteration"], total):
+        for it, x, y, src in _batches(sampler, config, state["iteration"], total):
             if stop["flag"]:
                 break
             phase = phase_of(config, it)
             x = x.to(device, non_blocking=True)
             y_dev = y.to(device, non_blocking=True)
+            src = src.to(device, non_blocking=True)
             y = y.numpy()
             if phase == "calibrate":
                 # step 2: one pass with ASM on, averaging the multiplier; no weight update
-                model.eval()
-                with torch.no_grad():
-                    model.asm.ev = config.ev
-                    model(x)
-                state["calib_sum"] += float(model.last_multiplier)
-                state["calib_n"] += 1
-                model.train()
+                for k, m in enumerate(members):
+                    sel = m.keep[src]
+                    if int(sel.sum()) < 2:
+                        continue
+                    m.model.eval()
+                    with torch.no_grad():
+                        m.model.asm.ev = config.ev
+                        m.model(x[sel])
+                    state["calib_sum"][k] += float(m.model.last_multiplier)
+                    state["calib_n"][k] += 1
+                    m.model.train()
                 if phase_of(config, it + 1) != "calibrate":
-                    sf = state["calib_sum"] / state["calib_n"]
-                    model.fix_scale(sf)
-                    log(f"step 2 done: scale factor {sf:.6g} from {state['calib_n']} batches",
-                        event="calibrated", iteration=it, scale_factor=sf)
-                    _save_checkpoint(ckpt_path, model, optimizer, scheduler, {**state, "iteration": it + 1})
+                    factors = [total_ / max(count, 1) for total_, count in zip(state["calib_sum"], state["calib_n"])]
+                    for m, sf in zip(members, factors):
+                        m.model.fix_scale(sf)
+                    log(f"step 2 done: scale factor {', '.join(f'{sf:.6g}' for sf in factors)} "
+                        f"from {', '.join(map(str, state['calib_n']))} batches",
+                        event="calibrated", iteration=it, scale_factor=float(np.mean(factors)),
+                        scale_factors=factors)
+                    _save_checkpoint(ckpt_path, members, {**state, "iteration": it + 1})
             else:
-                if phase == "fixed" and config.fixed_lr and not state.get("fixed_lr_set"):
-                    for group in optimizer.param_groups:
-                        group["lr"] = config.fixed_lr
-                    state["fixed_lr_set"] = True
-                if config.head_lr and not state.get("head_lr_set"):
-                    optimizer.param_groups[1]["lr"] = config.head_lr
-                    state["head_lr_set"] = True
-                model.train()
-                out = model.head_output(x)
-                loss = loss_fn(out, model.to_target_space(y_dev))
-                pred = torch.exp2(out) if model.target_space == "log2" else out
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                state["epoch_losses"].append(loss.item())
+                first_fixed = phase == "fixed" and config.fixed_lr and not state.get("fixed_lr_set")
+                first_head = config.head_lr and not state.get("head_lr_set")
+                losses, maes = [], []
+                for k, m in enumerate(members):
+                    if first_fixed:
+                        for group in m.optimizer.param_groups:
+                            group["lr"] = config.fixed_lr
+                    if first_head:
+                        m.optimizer.param_groups[1]["lr"] = config.head_lr
+                    sel = m.keep[src]
+                    if int(sel.sum()) < 2:  # ASM and batch norm need two samples
+                        continue
+                    m.model.train()
+                    out = m.model.head_output(x[sel])
+                    loss = loss_fn(out, m.model.to_target_space(y_dev[sel]))
+                    m.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    m.optimizer.step()
+                    state["epoch_losses"][k].append(loss.item())
+                    if (it + 1) % config.iters_per_epoch == 0:
+                        pred = torch.exp2(out) if m.model.target_space == "log2" else out
+                        maes.append(float(torch.mean(torch.abs(pred.detach() - y_dev[sel]))))
+                state["fixed_lr_set"] = state.get("fixed_lr_set") or bool(first_fixed)
+                state["head_lr_set"] = state.get("head_lr_set") or bool(first_head)
                 if (it + 1) % config.iters_per_epoch == 0:
-                    epoch_loss = float(np.mean(state["epoch_losses"]))
-                    scheduler.step(epoch_loss)
-                    state["epoch_losses"] = []
-                    lr = optimizer.param_groups[0]["lr"]
-                    mae = float(np.mean(np.abs(pred.detach().cpu().numpy() - y)))
+                    for k, m in enumerate(members):
+                        if state["epoch_losses"][k]:
+                            losses.append(float(np.mean(state["epoch_losses"][k])))
+                            m.scheduler.step(losses[-1])
+                        state["epoch_losses"][k] = []
+                    lr = members[0].optimizer.param_groups[0]["lr"]
+                    epoch_loss = float(np.mean(losses)) if losses else float("nan")
+                    mae = float(np.mean(maes)) if maes else float("nan")
                     log(f"it {it + 1} [{phase}] train huber {epoch_loss:.3f} batch-MAE {mae:.2f} lr {lr:.2g} "
                         f"({(time.time() - t0) / 60:.1f} min)", event="epoch", iteration=it + 1,
-                        phase=phase, loss=epoch_loss, lr=lr)
+                        phase=phase, loss=epoch_loss, lr=lr, member_losses=losses)
             state["iteration"] = it + 1
             done_phase = phase_of(config, it + 1) != phase
             if val_x is not None and ((it + 1) % config.val_every == 0 or (done_phase and phase != "calibrate")):
-                preds = predict_patches(model, val_x, config.batch_size)
+                preds = predict_patches(current_model(), val_x, config.batch_size)
                 summary = summarise(preds, val_y)
                 log(f"it {it + 1} validation MAE {summary['mae']:.2f} acc@1 {summary['acc@1']:.2f} "
                     f"acc@5 {summary['acc@5']:.2f} (n={summary['n']})", event="val", iteration=it + 1,
                     phase=phase, **summary)
             if (it + 1) % config.checkpoint_every == 0 or done_phase:
-                _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
-        _save_checkpoint(ckpt_path, model, optimizer, scheduler, state)
+                _save_checkpoint(ckpt_path, members, state)
+        _save_checkpoint(ckpt_path, members, state)
+        model = current_model()
         if phase_of(config, state["iteration"]) == "done":
             export_model(model.cpu(), config, out_dir)
             log(f"finished: model.pt and config.json in {out_dir}")
@@ -376,11 +473,16 @@ def export_checkpoint(config: HagnifinderConfig, out_dir: str | Path) -> dict:
     For evaluating a run in progress, or shipping one stopped early; returns the iteration.
     """
     ckpt = torch.load(Path(config.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model = build_model(config)
-    model.load_state_dict(ckpt["model"])
-    if ckpt["use_asm"] or float(model.scale_factor) <= 0:
-        raise ValueError("the checkpoint is still in step 1/2 (no fixed scale): nothing to export")
-    model.use_asm = False
+    run_config = Path(config.out_dir) / "run_config.json"
+    if config.cross_fit_folds > 1 and run_config.exists():  # the folds the run drew
+        config.member_holdouts = HagnifinderConfig.from_json(run_config).member_holdouts
+    models = [_build_net(config) for _ in _checkpoint_models(ckpt)]
+    for model, weights in zip(models, _checkpoint_models(ckpt)):
+        model.load_state_dict(weights)
+        if ckpt["use_asm"] or float(model.scale_factor) <= 0:
+            raise ValueError("the checkpoint is still in step 1/2 (no fixed scale): nothing to export")
+        model.use_asm = False
+    model = models[0] if len(models) == 1 else HagnifinderEnsemble(models)
     export_model(model, config, out_dir)
     return {"iteration": ckpt["state"]["iteration"], "out_dir": str(out_dir)}
 
