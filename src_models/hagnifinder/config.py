@@ -95,6 +95,8 @@ class HagnifinderConfig:
     #: patch scaled by U(1 - s, 1 + s) and shifted by U(-s / 5, s / 5) each (0: off), so that a
     #: source's stain is not read as its magnification.
     stain_jitter: float = 0.0
+    #: Train the backbone under bfloat16 autocast on CUDA (the head stays float32).
+    amp: bool = False
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write

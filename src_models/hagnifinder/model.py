@@ -75,18 +75,22 @@ class HagnifinderNet(nn.Module):
         #: True: scale by ASM (steps 1-2); False: by the fixed ``scale_factor`` (step 3, final).
         self.use_asm = True
         self.register_buffer("scale_factor", torch.tensor(0.0))
-        self.last_multiplier: float | None = None
+        #: ASM multiplier of the last batch (a 0-d tensor: reading it waits for the device).
+        self.last_multiplier: torch.Tensor | None = None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 20-d pre-scaling features (``fc2`` output)."""
-        return self.fc2(self.fc1(self.backbone(x)))
+        """The 20-d pre-scaling features (``fc2`` output). Under autocast only the backbone
+        runs in reduced precision; the head (and ASM's batch variance) stays in float32."""
+        f = self.backbone(x)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            return self.fc2(self.fc1(f.float()))
 
     def scaled_features(self, x: torch.Tensor) -> torch.Tensor:
         """tanh of the scaled 20-d features: the input of the last layer."""
         f = self.features(x)
         if self.use_asm:
             f, m = self.asm(f)
-            self.last_multiplier = float(m)
+            self.last_multiplier = m.detach()
         else:
             if float(self.scale_factor) <= 0:
                 raise RuntimeError("ASM is off but no scale factor is set (run the calibration pass)")
@@ -95,7 +99,9 @@ class HagnifinderNet(nn.Module):
 
     def head_output(self, x: torch.Tensor) -> torch.Tensor:
         """(B,) output of the last layer, in ``target_space`` units (the training target)."""
-        return self.fc3(self.scaled_features(x)).squeeze(1)
+        f = self.scaled_features(x)
+        with torch.autocast(device_type=f.device.type, enabled=False):
+            return self.fc3(f.float()).squeeze(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.head_output(x)

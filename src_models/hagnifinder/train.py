@@ -259,13 +259,14 @@ class _Member:
             self.optimizer, "min", factor=0.5, patience=config.plateau_patience, min_lr=config.min_lr)
 
 
-def train(config: HagnifinderConfig, resume: bool = False,
-          data_sources=None) -> HagnifinderNet | HagnifinderEnsemble:
+def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
+          stop_after_min: float | None = None) -> HagnifinderNet | HagnifinderEnsemble:
     """Train (or resume) per ``config``; returns the final model (ASM off, fixed scale).
 
     ``data_sources`` overrides discovery: a ``(train, val)`` pair of :class:`SourceImage` lists.
     With ``config.init_from`` the run fine-tunes a trained model (step 3 only, its fixed scale).
-    With ``config.cross_fit_folds > 1`` it trains that many members on one batch stream, each
+    ``stop_after_min``: checkpoint and stop after this many minutes (a time-limited job), as
+    on SIGTERM. With ``config.cross_fit_folds > 1`` it trains that many members on one batch stream, each
     on the samples of its own training sources, and returns their ensemble.
     """
     torch.set_num_threads(max(1, config.num_threads))
@@ -300,7 +301,7 @@ def train(config: HagnifinderConfig, resume: bool = False,
     for held in config.member_holdouts or [[]]:
         model = _build_net(config)
         model.use_asm = True
-        keep = torch.tensor([s.name not in held for s in train_src], device=device)
+        keep = torch.tensor([s.name not in held for s in train_src])  # on the CPU: no sync
         members.append((model, keep))
     if config.init_from and not (resume and (out_dir / "checkpoint.pt").exists()):
         _init_from(members[0][0], config, sampler, log)
@@ -350,13 +351,15 @@ def train(config: HagnifinderConfig, resume: bool = False,
     t0 = time.time()
     total = config.asm_iters + config.calib_iters + config.fixed_iters
     try:
+        def amp():
+            return torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.amp and device.type == "cuda")
+
         for it, x, y, src in _batches(sampler, config, state["iteration"], total):
-            if stop["flag"]:
+            if stop["flag"] or (stop_after_min and time.time() - t0 > 60 * stop_after_min):
                 break
             phase = phase_of(config, it)
             x = x.to(device, non_blocking=True)
             y_dev = y.to(device, non_blocking=True)
-            src = src.to(device, non_blocking=True)
             y = y.numpy()
             if phase == "calibrate":
                 # step 2: one pass with ASM on, averaging the multiplier; no weight update
@@ -365,9 +368,9 @@ def train(config: HagnifinderConfig, resume: bool = False,
                     if int(sel.sum()) < 2:
                         continue
                     m.model.eval()
-                    with torch.no_grad():
+                    with torch.no_grad(), amp():
                         m.model.asm.ev = config.ev
-                        m.model(x[sel])
+                        m.model(x[sel.to(device, non_blocking=True)])
                     state["calib_sum"][k] += float(m.model.last_multiplier)
                     state["calib_n"][k] += 1
                     m.model.train()
@@ -383,7 +386,7 @@ def train(config: HagnifinderConfig, resume: bool = False,
             else:
                 first_fixed = phase == "fixed" and config.fixed_lr and not state.get("fixed_lr_set")
                 first_head = config.head_lr and not state.get("head_lr_set")
-                losses, maes = [], []
+                losses, maes, step_losses, active = [], [], [], []
                 for k, m in enumerate(members):
                     if first_fixed:
                         for group in m.optimizer.param_groups:
@@ -393,16 +396,25 @@ def train(config: HagnifinderConfig, resume: bool = False,
                     sel = m.keep[src]
                     if int(sel.sum()) < 2:  # ASM and batch norm need two samples
                         continue
+                    if n > 1:
+                        sel = sel.to(device, non_blocking=True)
+                        xs, ys = x[sel], y_dev[sel]
+                    else:
+                        xs, ys = x, y_dev
                     m.model.train()
-                    out = m.model.head_output(x[sel])
-                    loss = loss_fn(out, m.model.to_target_space(y_dev[sel]))
+                    with amp():
+                        out = m.model.head_output(xs)
+                    loss = loss_fn(out, m.model.to_target_space(ys))
                     m.optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     m.optimizer.step()
-                    state["epoch_losses"][k].append(loss.item())
+                    step_losses.append(loss.detach())
+                    active.append(k)
                     if (it + 1) % config.iters_per_epoch == 0:
                         pred = torch.exp2(out) if m.model.target_space == "log2" else out
-                        maes.append(float(torch.mean(torch.abs(pred.detach() - y_dev[sel]))))
+                        maes.append(float(torch.mean(torch.abs(pred.detach() - ys))))
+                for k, value in zip(active, torch.stack(step_losses).tolist() if step_losses else []):
+                    state["epoch_losses"][k].append(value)  # one device sync per iteration
                 state["fixed_lr_set"] = state.get("fixed_lr_set") or bool(first_fixed)
                 state["head_lr_set"] = state.get("head_lr_set") or bool(first_head)
                 if (it + 1) % config.iters_per_epoch == 0:
@@ -452,14 +464,15 @@ def load_config_file(path: str | Path) -> HagnifinderConfig:
     return HagnifinderConfig.from_json(path)
 
 
-def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
+def train_from_config_file(path: str | Path, resume: bool = False,
+                           stop_after_min: float | None = None) -> dict:
     """Entry point for ``napari-histo train hagnifinder --config FILE [--resume]``.
 
     Returns a summary: run folder, whether all three steps finished, the scale factor, and the
     exported files.
     """
     config = load_config_file(path)
-    model = train(config, resume=resume)
+    model = train(config, resume=resume, stop_after_min=stop_after_min)
     out_dir = Path(config.out_dir)
     finished = (out_dir / "model.pt").exists() and not model.use_asm
     return {"out_dir": str(out_dir), "finished": finished,
@@ -491,6 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Train the Hagnifinder magnification regressor.")
     parser.add_argument("config", help="config JSON (HagnifinderConfig fields)")
     parser.add_argument("--resume", action="store_true", help="continue from out_dir/checkpoint.pt")
+    parser.add_argument("--stop-after", type=float, metavar="MIN",
+                        help="checkpoint and stop after MIN minutes (resume later with --resume)")
     parser.add_argument("--export-checkpoint", metavar="DIR",
                         help="do not train: export out_dir/checkpoint.pt as a model folder DIR")
     args = parser.parse_args(argv)
@@ -500,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
         print(export_checkpoint(config, args.export_checkpoint))
         return 0
-    train_from_config_file(args.config, resume=args.resume)
+    train_from_config_file(args.config, resume=args.resume, stop_after_min=args.stop_after)
     return 0
 
 
