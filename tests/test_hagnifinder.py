@@ -255,3 +255,15 @@ def test_stain_jitter_changes_colour_not_geometry():
     np.testing.assert_array_equal(dark, patch.astype(int).sum(axis=2) < 500)
     same = jitter_stains(patch, np.random.default_rng(0), 0.0)
     assert np.abs(same.astype(int) - patch).max() <= 1  # strength 0: the round trip only
+
+
+def test_a_time_limited_run_stops_at_a_checkpoint_and_resumes(tmp_path):
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=2, calib_iters=1,
+                            fixed_iters=2, iters_per_epoch=2, val_every=0, checkpoint_every=10,
+                            out_dir=str(tmp_path / "run"))
+    train(cfg, data_sources=_tiny_sources(), stop_after_min=1e-9)
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert "stopped at iteration 0" in text and not (tmp_path / "run" / "model.pt").exists()
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    model = train(cfg, resume=True, data_sources=_tiny_sources())
+    assert (tmp_path / "run" / "model.pt").exists() and not model.use_asm
