@@ -267,3 +267,38 @@ def test_a_time_limited_run_stops_at_a_checkpoint_and_resumes(tmp_path):
     assert (tmp_path / "run" / "checkpoint.pt").exists()
     model = train(cfg, resume=True, data_sources=_tiny_sources())
     assert (tmp_path / "run" / "model.pt").exists() and not model.use_asm
+
+
+def test_a_signal_to_the_whole_process_group_stops_training_at_a_checkpoint(tmp_path):
+    """A batch system's time limit (or Ctrl-C) signals the trainer and its loader workers
+    together; the run must stop at a checkpoint that resumes, not crash."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from src_models.hagnifinder.pack import write_pack
+
+    train_src, _ = _tiny_sources()
+    write_pack(train_src, tmp_path / "pack")
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=100000, calib_iters=1,
+                            fixed_iters=1, iters_per_epoch=5, val_every=0, checkpoint_every=10**6,
+                            num_workers=2, data_pack=str(tmp_path / "pack"), out_dir=str(tmp_path / "run"))
+    cfg.to_json(tmp_path / "config.json")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "src_models.hagnifinder.train", str(tmp_path / "config.json")],
+                            cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "run" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.exists() and " [asm] " in log.read_text()):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    text = log.read_text()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert "stopped at iteration" in text
+    stopped_at = int(text.rsplit("stopped at iteration ", 1)[1].split(";")[0])
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
+    assert state["iteration"] == stopped_at >= 5

@@ -134,6 +134,14 @@ class _BatchStream(torch.utils.data.Dataset):
         return to_tensor(x), torch.from_numpy(y), torch.tensor([self.index[n] for n in names])
 
 
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:  # noqa: ARG001
+    """Loader workers ignore SIGTERM / SIGINT: a batch job's time limit or Ctrl-C signals the
+    whole process group, and a worker killed by it would crash the trainer instead of letting
+    it stop at a checkpoint."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _batches(sampler: MultiMagSampler, config: HagnifinderConfig, start: int, stop: int):
     """(iteration, x, y, source index) for ``start <= iteration < stop``; x normalised, on the CPU."""
     stream = _BatchStream(sampler, config.seed, config.batch_size, stop)
@@ -143,7 +151,8 @@ def _batches(sampler: MultiMagSampler, config: HagnifinderConfig, start: int, st
         return
     loader = torch.utils.data.DataLoader(stream, batch_size=None, sampler=range(start, stop),
                                          num_workers=config.num_workers, prefetch_factor=4,
-                                         pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                                         pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                                         worker_init_fn=_leave_stop_signals_to_the_trainer)
     yield from ((it, *batch) for it, batch in zip(range(start, stop), loader))
 
 
