@@ -77,16 +77,19 @@ def load_model(model_dir: str | Path | None = None):
     key = str(folder.resolve())
     with _LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _load_uncached(folder)
+            _CACHE[key] = read_model_folder(folder)
         return _CACHE[key]
 
 
-def _load_uncached(folder: Path):
+def read_model_folder(folder: str | Path):
+    """(network in eval mode, config) read from ``model.pt`` + ``config.json``, not cached
+    (:func:`load_model` caches); a clear error names a missing or unusable file."""
     import torch
 
     from src_models.hagnifinder.config import HagnifinderConfig
     from src_models.hagnifinder.train import build_model
 
+    folder = Path(folder)
     weights, cfg_path = folder / "model.pt", folder / "config.json"
     for path in (weights, cfg_path):
         if not path.is_file():

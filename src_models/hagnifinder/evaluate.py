@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src_models.hagnifinder.config import HagnifinderConfig
 from src_models.hagnifinder.data import (
     discover_sources,
     fields_by_magnification,
@@ -36,18 +35,16 @@ from src_models.hagnifinder.data import (
     validation_patches,
 )
 from src_models.hagnifinder.metrics import summarise
-from src_models.hagnifinder.train import build_model, predict_patches
+from src_models.hagnifinder.train import predict_patches
 
 EVAL_MAGS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
 
 
 def load_model_dir(model_dir: str | Path):
-    """(model in eval mode, config) from ``model.pt`` + ``config.json``."""
-    model_dir = Path(model_dir)
-    config = HagnifinderConfig.from_json(model_dir / "config.json")
-    model = build_model(config)
-    model.load_state_dict(torch.load(model_dir / "model.pt", map_location="cpu", weights_only=True))
-    return model.eval(), config
+    """(model in eval mode, config) from ``model.pt`` + ``config.json``, read afresh."""
+    from napari_histo.magnification import read_model_folder
+
+    return read_model_folder(model_dir)
 
 
 def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, list[dict]]:
