@@ -57,13 +57,13 @@ def _build_net(config: HagnifinderConfig) -> HagnifinderNet:
 
 
 def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
-    """Training source names each member leaves out (``[[]]``: one model trained on all).
+    """Training source names each member leaves out (``[]``: no cross-fitting, one model).
 
     Folds are grouped by source (``calibration.grouped_folds``, seeded by ``config.seed``);
     every member must still have a source reaching ``mag_max``.
     """
     if config.cross_fit_folds <= 1:
-        return [[]]
+        return []
     from src_models.hagnifinder.calibration import grouped_folds
 
     fold_of = grouped_folds([s.name for s in sources], config.cross_fit_folds, config.seed)
@@ -298,7 +298,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
                               blur_sigma=tuple(config.blur_sigma), stain_jitter=config.stain_jitter)
     if config.cross_fit_folds > 1 and config.init_from:
         raise ValueError("cross_fit_folds and init_from cannot be combined")
-    config.member_holdouts = member_holdouts(train_src, config) if config.cross_fit_folds > 1 else []
+    config.member_holdouts = member_holdouts(train_src, config)
     from napari_histo.utils import choose_device
 
     device = torch.device(choose_device(config.device))
