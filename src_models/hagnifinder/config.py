@@ -91,7 +91,7 @@ class HagnifinderConfig:
     cross_fit_folds: int = 0
     #: Written by training: the source names each member never saw (one list per member).
     member_holdouts: list[list[str]] = field(default_factory=list)
-    #: Stain augmentation: haematoxylin / eosin / residual optical densities of a training
+    #: Stain augmentation: haematoxylin / eosin / DAB optical densities of a training
     #: patch scaled by U(1 - s, 1 + s) and shifted by U(-s / 5, s / 5) each (0: off), so that a
     #: source's stain is not read as its magnification.
     stain_jitter: float = 0.0

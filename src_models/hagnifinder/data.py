@@ -325,19 +325,21 @@ def blur_patch(patch: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
-#: Haematoxylin, eosin and DAB optical-density vectors (RGB; Ruifrok & Johnston), one per row.
-_HED_FROM_RGB_OD = np.linalg.inv(np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]))
+#: Haematoxylin, eosin and DAB optical-density vectors (RGB; Ruifrok & Johnston), one per row,
+#: and their inverse (RGB optical density -> stain amounts); float32, computed once.
+_RGB_OD_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
+_HED_FROM_RGB_OD = np.linalg.inv(_RGB_OD_FROM_HED).astype(np.float32)
+_RGB_OD_FROM_HED = _RGB_OD_FROM_HED.astype(np.float32)
 
 
 def jitter_stains(patch: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
     """Stain augmentation: each stain's optical density scaled by U(1 ± strength) and shifted
     by U(± strength / 5), by colour deconvolution and back (Tellez et al. 2018)."""
-    rgb_od = np.linalg.inv(_HED_FROM_RGB_OD)
     od = -np.log(np.maximum(patch.astype(np.float32), 1.0) / 255.0)
-    stains = od.reshape(-1, 3) @ _HED_FROM_RGB_OD.astype(np.float32)
+    stains = od.reshape(-1, 3) @ _HED_FROM_RGB_OD
     stains = stains * rng.uniform(1 - strength, 1 + strength, 3).astype(np.float32) \
         + rng.uniform(-strength / 5, strength / 5, 3).astype(np.float32)
-    out = 255.0 * np.exp(-(stains @ rgb_od.astype(np.float32)))
+    out = 255.0 * np.exp(-(stains @ _RGB_OD_FROM_HED))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(patch.shape)
 
 
