@@ -77,12 +77,16 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
 
 
 def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
-             seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,), alt_crop_rule: str = "most_tissue") -> dict:
+             seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,), alt_crop_rule: str = "most_tissue",
+             blur_sigma: float = 0.0) -> dict:
     """Patch-, image- and native-level metrics on the config's held-out images.
 
     ``pred`` is the shipped prediction (calibrated output, crops aggregated as in
     ``predict_magnification``); ``raw`` the uncalibrated network output with the plain mean of
-    crops (the figures before calibration).
+    crops (the figures before calibration). ``blur_sigma`` > 0 blurs every image as it is given
+    to the model (the field at its magnification, the whole downsampled image, the native
+    scan) with a Gaussian of that many pixels: a soft scan, an out-of-focus field or a
+    screenshot shown enlarged still has the magnification of its structures.
     """
     from napari_histo.magnification import (
         AGGREGATE_TRIM,
@@ -91,14 +95,17 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         select_crops,
     )
     from src_models.hagnifinder.calibration import apply_calibration
-    from src_models.hagnifinder.data import to_tensor
+    from src_models.hagnifinder.data import blur_patch, to_tensor
     from src_models.hagnifinder.multiscale import image_at
+
+    def degrade(rgb: np.ndarray) -> np.ndarray:
+        return blur_patch(rgb, blur_sigma) if blur_sigma > 0 else rgb
 
     model, config = load_model_dir(model_dir)
     root = data_root or config.data_root
     _, val_src = split_sources(discover_sources(root), config.holdout)
     records = validation_patches(val_src, mags, crops_per_mag, config.patch_size, seed=seed)
-    raw = predict_patches(model, np.stack([r["patch"] for r in records]))
+    raw = predict_patches(model, np.stack([degrade(r["patch"]) for r in records]))
     calibrated = apply_calibration(config.calibration, raw)
     for rec, r, p in zip(records, raw, calibrated):
         rec["raw"], rec["pred"] = float(r), float(p)
@@ -108,7 +115,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     unpadded = [r for r in records if r["real_fraction"] >= 0.999]
     whole = []
     for i, src, nominal, mag in fields_by_magnification(val_src, mags):
-        img = image_at(src.rgb, src.magnification, mag)
+        img = degrade(image_at(src.rgb, src.magnification, mag))
         crop_seed = seed + 1000 * i + int(nominal)
         multi = predict_with_model(model, config, img, crops_per_mag, crop_seed)
         alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales,
@@ -125,11 +132,12 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     whole_alt_by_mag["all"] = summarise([r["alt"] for r in whole], [r["mag"] for r in whole])
     native = []
     for src in val_src:
-        pred = predict_magnification(src.rgb, n_crops=8, seed=0, model_dir=model_dir)
-        alt = predict_with_model(model, config, src.rgb, 8, 0, scales=alt_scales, crop_rule=alt_crop_rule)
+        rgb = degrade(src.rgb)
+        pred = predict_magnification(rgb, n_crops=8, seed=0, model_dir=model_dir)
+        alt = predict_with_model(model, config, rgb, 8, 0, scales=alt_scales, crop_rule=alt_crop_rule)
         with torch.no_grad():
             # the raw figures before calibration, on the crops chosen then
-            crops = np.stack(select_crops(src.rgb, 8, config.patch_size, 0, "most_tissue"))
+            crops = np.stack(select_crops(rgb, 8, config.patch_size, 0, "most_tissue"))
             raw_mean = float(model(to_tensor(crops)).numpy().mean())
         native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
                        "raw_mean": raw_mean, "alt_scales": alt.magnification,
@@ -140,7 +148,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
         "calibration": (config.calibration or {}).get("method", "identity"),
         "test_time_scales": list(config.test_time_scales), "alt_scales": list(alt_scales),
-        "alt_crop_rule": alt_crop_rule,
+        "alt_crop_rule": alt_crop_rule, "blur_sigma": blur_sigma,
         "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
         "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
