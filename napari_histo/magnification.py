@@ -13,6 +13,12 @@ log2-magnification space (robust to one odd crop; relative error is what matters
 scale). The spread of the crop estimates is reported as the uncertainty. Slide metadata, when
 present, is always authoritative: callers show the prediction next to it, never instead of it.
 
+A model that has learned sharpness as a cue sees a soft image (an out-of-focus field, a JPEG,
+a screenshot shown enlarged) as a high magnification. When the model's config names a
+``softness_check``, a second, blur-invariant model scores the same crops, and where the first
+estimate exceeds ``max_ratio`` times the second, the second is reported with a note
+(:func:`softness_check`).
+
 The model (``resources/weights/hagnifinder``) is loaded once per process; torch is imported
 only when a prediction is made.
 """
@@ -54,12 +60,43 @@ class MagnificationPrediction:
         Standard deviation of the per-crop predictions (0 for a single crop).
     per_crop
         One calibrated prediction per crop (with test-time scales: the crop's combined estimate).
+    note
+        Empty, or why the estimate is less certain than ``uncertainty`` says (e.g. the image is
+        softer than the scans the model was trained on).
     """
 
     magnification: float
     mpp: float
     uncertainty: float
     per_crop: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+#: The note of a prediction replaced by the blur-invariant model's (:func:`softness_check`).
+SOFT_IMAGE_NOTE = ("image softer than the training scans (blur, compression or enlargement): "
+                   "estimate from structure size by the blur-invariant model, less precise")
+
+
+@dataclass(frozen=True)
+class SoftnessCheck:
+    """The blur-invariant companion of a model (``softness_check`` in its config)."""
+
+    model: object
+    config: object
+    max_ratio: float
+
+
+def softness_check(estimate, blur_invariant, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """Replace estimates that exceed ``max_ratio`` times the blur-invariant model's.
+
+    Blur never enlarges structures, so a blur-invariant estimate far below the main model's
+    means the image is softer than the main model's training scans, which it reads as a higher
+    magnification. Returns (estimates, replaced mask); works on scalars or arrays.
+    """
+    est = np.asarray(estimate, float)
+    inv = np.asarray(blur_invariant, float)
+    replaced = est > max_ratio * inv
+    return np.where(replaced, inv, est), replaced
 
 
 def default_model_dir() -> Path:
@@ -100,6 +137,16 @@ def read_model_folder(folder: str | Path):
     model = build_model(config)
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     model.eval()
+    check = config.softness_check
+    if check:
+        try:
+            companion, companion_config = read_model_folder(folder / str(check["model"]))
+            ratio = float(check["max_ratio"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HistoError(f"{cfg_path}: softness_check must be {{'model': SUBFOLDER, 'max_ratio': R}} "
+                             f"({exc})") from exc
+        # plain attribute, not a submodule: the main state dict stays as trained
+        object.__setattr__(model, "softness", SoftnessCheck(companion, companion_config, ratio))
     return model, config
 
 
@@ -263,17 +310,19 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     if scales is None:
         scales = tuple(config.test_time_scales) or (1.0,)
 
-    def calibrated(crops: list[np.ndarray]) -> np.ndarray:
+    def calibrated(crops: list[np.ndarray], net=model, cfg=config) -> np.ndarray:
         with torch.no_grad():
-            raw = model(to_tensor(np.stack(crops))).numpy().astype(float)
-        return apply_calibration(config.calibration, raw)
+            raw = net(to_tensor(np.stack(crops))).numpy().astype(float)
+        return apply_calibration(cfg.calibration, raw)
 
     h, w = rgb.shape[:2]
     if h < size or w < size:  # one reflection-padded crop
-        preds = calibrated(select_crops(rgb, n_crops, size, seed, crop_rule))
+        crops = select_crops(rgb, n_crops, size, seed, crop_rule)
+        preds = calibrated(crops)
     else:
         boxes = select_crop_boxes(rgb, n_crops, size, seed, crop_rule)
-        preds = calibrated(_crops_at(rgb, boxes, size))
+        crops = _crops_at(rgb, boxes, size)
+        preds = calibrated(crops)
         extra = usable_scales(aggregate_log(preds, AGGREGATE_TRIM), rgb.shape, scales, size,
                               config.min_scaled_mag)[1:]
         if extra:
@@ -282,7 +331,15 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
             per_scale = {1.0: preds, **{k: scaled[i * len(boxes):(i + 1) * len(boxes)]
                                         for i, k in enumerate(extra)}}
             preds = combine_scales(per_scale)
+    note = ""
+    check = getattr(model, "softness", None)
+    if check is not None:
+        invariant = calibrated(crops, check.model, check.config)
+        _, replaced = softness_check(aggregate_log(preds, AGGREGATE_TRIM),
+                                     aggregate_log(invariant, AGGREGATE_TRIM), check.max_ratio)
+        if replaced:
+            preds, note = invariant, SOFT_IMAGE_NOTE
     mag = float(np.clip(aggregate_log(preds, AGGREGATE_TRIM), 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
-                                   per_crop=[float(p) for p in preds])
+                                   per_crop=[float(p) for p in preds], note=note)
