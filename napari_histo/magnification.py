@@ -16,7 +16,8 @@ present, is always authoritative: callers show the prediction next to it, never 
 A model that has learned sharpness as a cue sees a soft image (an out-of-focus field, a JPEG,
 a screenshot shown enlarged) as a high magnification. When the model's config names a
 ``softness_check``, a second, blur-invariant model scores the same crops, and where the first
-estimate exceeds ``max_ratio`` times the second, the second is reported with a note
+estimate exceeds ``max_ratio`` times the second, the prediction carries a note and the second
+estimate (``action`` "warn", the shipped setting) or is replaced by it (``action`` "replace")
 (:func:`softness_check`).
 
 The model (``resources/weights/hagnifinder``) is loaded once per process; torch is imported
@@ -63,6 +64,8 @@ class MagnificationPrediction:
     note
         Empty, or why the estimate is less certain than ``uncertainty`` says (e.g. the image is
         softer than the scans the model was trained on).
+    blur_invariant
+        The blur-invariant companion's estimate when the model has a softness check, else None.
     """
 
     magnification: float
@@ -70,11 +73,16 @@ class MagnificationPrediction:
     uncertainty: float
     per_crop: list[float] = field(default_factory=list)
     note: str = ""
+    blur_invariant: float | None = None
 
 
-#: The note of a prediction replaced by the blur-invariant model's (:func:`softness_check`).
+#: Notes of a prediction the blur-invariant companion contradicts (:func:`softness_check`).
+SOFT_IMAGE_WARNING = ("image softer than the training scans (blur, compression or enlargement): "
+                      "this estimate may be too high; the blur-invariant estimate is {:.1f}x")
 SOFT_IMAGE_NOTE = ("image softer than the training scans (blur, compression or enlargement): "
                    "estimate from structure size by the blur-invariant model, less precise")
+#: What a softness check does when it fires: keep the estimate with a note, or replace it.
+SOFTNESS_ACTIONS = ("warn", "replace")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,7 @@ class SoftnessCheck:
     model: object
     config: object
     max_ratio: float
+    action: str = "warn"
 
 
 def softness_check(estimate, blur_invariant, max_ratio: float) -> tuple[np.ndarray, np.ndarray]:
@@ -142,11 +151,14 @@ def read_model_folder(folder: str | Path):
         try:
             companion, companion_config = read_model_folder(folder / str(check["model"]))
             ratio = float(check["max_ratio"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise HistoError(f"{cfg_path}: softness_check must be {{'model': SUBFOLDER, 'max_ratio': R}} "
-                             f"({exc})") from exc
+            action = str(check.get("action", "warn"))
+            if action not in SOFTNESS_ACTIONS:
+                raise ValueError(f"action {action!r} is not one of {SOFTNESS_ACTIONS}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise HistoError(f"{cfg_path}: softness_check must be {{'model': SUBFOLDER, 'max_ratio': R, "
+                             f"'action': 'warn' | 'replace'}} ({exc})") from exc
         # plain attribute, not a submodule: the main state dict stays as trained
-        object.__setattr__(model, "softness", SoftnessCheck(companion, companion_config, ratio))
+        object.__setattr__(model, "softness", SoftnessCheck(companion, companion_config, ratio, action))
     return model, config
 
 
@@ -331,15 +343,18 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
             per_scale = {1.0: preds, **{k: scaled[i * len(boxes):(i + 1) * len(boxes)]
                                         for i, k in enumerate(extra)}}
             preds = combine_scales(per_scale)
-    note = ""
+    note, invariant_mag = "", None
     check = getattr(model, "softness", None)
     if check is not None:
         invariant = calibrated(crops, check.model, check.config)
-        _, replaced = softness_check(aggregate_log(preds, AGGREGATE_TRIM),
-                                     aggregate_log(invariant, AGGREGATE_TRIM), check.max_ratio)
-        if replaced:
+        invariant_mag = float(aggregate_log(invariant, AGGREGATE_TRIM))
+        _, fired = softness_check(aggregate_log(preds, AGGREGATE_TRIM), invariant_mag, check.max_ratio)
+        if fired and check.action == "replace":
             preds, note = invariant, SOFT_IMAGE_NOTE
+        elif fired:
+            note = SOFT_IMAGE_WARNING.format(invariant_mag)
     mag = float(np.clip(aggregate_log(preds, AGGREGATE_TRIM), 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
-                                   per_crop=[float(p) for p in preds], note=note)
+                                   per_crop=[float(p) for p in preds], note=note,
+                                   blur_invariant=invariant_mag)

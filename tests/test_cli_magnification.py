@@ -59,3 +59,18 @@ def test_api_is_deterministic_and_validates_input():
     assert len(small.per_crop) == 1 and small.uncertainty == 0.0
     with pytest.raises(HistoError):
         predict_magnification(np.zeros((10, 10)), n_crops=2)
+
+
+def test_a_soft_snapshot_gets_a_note_with_the_blur_invariant_estimate(tmp_path, capsys, sample_slide_path):
+    from PIL import Image
+
+    from src_models.hagnifinder.data import blur_patch, read_rgb
+
+    snapshot = tmp_path / "soft_snapshot.png"  # the 20x sample as a soft PNG without metadata
+    Image.fromarray(blur_patch(read_rgb(sample_slide_path), 1.0)).save(snapshot)
+    assert main(["magnification", str(snapshot), "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["note"].startswith("image softer than the training scans")
+    assert abs(rec["blur_invariant_magnification"] - 20) <= 5
+    assert main(["magnification", str(snapshot)]) == 0
+    assert "note: image softer" in capsys.readouterr().out

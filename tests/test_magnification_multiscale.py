@@ -107,6 +107,7 @@ def test_a_config_without_test_time_scales_predicts_single_scale(tmp_path, cmu_r
 
     for name in ("model.pt", "config.json"):
         shutil.copy(default_model_dir() / name, tmp_path / name)
+    shutil.copytree(default_model_dir() / "blur_invariant", tmp_path / "blur_invariant")
     cfg = json.loads((tmp_path / "config.json").read_text())
     del cfg["test_time_scales"], cfg["min_scaled_mag"]  # a model folder written before the option
     (tmp_path / "config.json").write_text(json.dumps(cfg))

@@ -71,3 +71,21 @@ def test_predict_and_apply_magnification(viewer, qtbot):
     job = panel.predict()
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     assert job.error is None and panel.prediction is not whole and np.isfinite(panel.prediction.magnification)
+
+
+def test_the_panels_show_the_softness_note(viewer, qtbot, sample_slide_path):
+    from napari_histo._napari._magnification_panel import MagnificationPanel
+    from napari_histo._napari._slide_panel import SlidePanel
+    from napari_histo.magnification import predict_magnification
+    from src_models.hagnifinder.data import blur_patch, read_rgb
+
+    soft = blur_patch(read_rgb(sample_slide_path), 1.0)  # the whole CC0 sample (20x), one pixel softer
+    prediction = predict_magnification(soft)
+    assert prediction.note  # the check fires (as in test_magnification_softness)
+    layer = viewer.add_image(soft, rgb=True, name="soft snapshot")
+    panel = MagnificationPanel(viewer)
+    panel._show(prediction, layer)
+    assert "⚠ image softer than the training scans" in panel.result_label.text()
+    slide_panel = SlidePanel(viewer)
+    slide_panel._show_prediction(prediction)
+    assert f"blur-invariant estimate is {prediction.blur_invariant:.1f}×" in slide_panel.labels["mpp"].text()

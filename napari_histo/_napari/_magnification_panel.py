@@ -152,6 +152,7 @@ class MagnificationPanel(QWidget):
         self.result_label.setText(
             f"{prediction.magnification:.1f}× ≈ {prediction.mpp:.3f} µm/px\n"
             f"uncertainty ±{prediction.uncertainty:.2f} (per-crop spread {spread:.2f}, {len(prediction.per_crop)} crops)"
+            + (f"\n⚠ {prediction.note}" if getattr(prediction, "note", "") else "")
         )
         self.apply_button.setEnabled(True)
 

@@ -188,6 +188,8 @@ class SlidePanel(QWidget):
         self.prediction = prediction
         self.labels["mpp"].setText(
             f"unknown — predicted {prediction.mpp:.3f} µm/px ({prediction.magnification:.1f}×, ±{prediction.uncertainty:.1f})"
+            + (" ⚠ soft image: the blur-invariant estimate is "
+               f"{prediction.blur_invariant:.1f}×" if getattr(prediction, "note", "") else "")
         )
         self.apply_button.setVisible(True)
 

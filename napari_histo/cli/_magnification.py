@@ -156,6 +156,9 @@ def handler(args: argparse.Namespace) -> int:
             "mpp": round(pred.mpp, 5),
             "uncertainty": round(pred.uncertainty, 3),
             "per_crop": [round(v, 3) for v in pred.per_crop],
+            "note": pred.note,
+            "blur_invariant_magnification": (None if pred.blur_invariant is None
+                                             else round(pred.blur_invariant, 3)),
             "metadata_magnification": meta_mag,
             "metadata_mpp": meta_mpp,
             "region": list(region) if region else None,
@@ -167,6 +170,8 @@ def handler(args: argparse.Namespace) -> int:
             if meta_mag is not None:
                 meta = f"{meta_mag:g}x" + (f", {meta_mpp:.4g} µm/px" if meta_mpp else "")
                 line += f"  [metadata: {meta}; metadata is used]"
+            if pred.note:
+                line += f"\n    note: {pred.note}"
             print(line)
     if args.json:
         json.dump(results, sys.stdout, indent=2)

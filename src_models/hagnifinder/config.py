@@ -97,10 +97,11 @@ class HagnifinderConfig:
     stain_jitter: float = 0.0
     #: Train the backbone under bfloat16 autocast on CUDA (the head stays float32).
     amp: bool = False
-    #: A second, blur-invariant model that vetoes soft images (``{"model": SUBFOLDER,
-    #: "max_ratio": R}``; None: off). A model that reads sharpness as magnification sees a soft
-    #: image as a high magnification; when its estimate exceeds R times the blur-invariant
-    #: model's, the latter is reported (:func:`napari_histo.magnification.softness_check`).
+    #: A second, blur-invariant model that checks for soft images (``{"model": SUBFOLDER,
+    #: "max_ratio": R, "action": "warn" | "replace"}``; None: off). A model that reads sharpness
+    #: as magnification sees a soft image as a high magnification; when its estimate exceeds R
+    #: times the blur-invariant model's, the prediction carries a note ("warn") or the latter is
+    #: reported ("replace") (:func:`napari_histo.magnification.softness_check`).
     softness_check: dict | None = None
 
     def to_json(self, path: str | Path) -> None:

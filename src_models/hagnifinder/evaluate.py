@@ -112,8 +112,10 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     check = getattr(model, "softness", None)
     if check is not None:  # each field is an image of one crop: the same check as predict_magnification
         invariant = apply_calibration(check.config.calibration, predict_patches(check.model, patches_in))
-        calibrated, replaced = softness_check(calibrated, invariant, check.max_ratio)
-        for rec, flag in zip(records, replaced):
+        checked, fired = softness_check(calibrated, invariant, check.max_ratio)
+        if check.action == "replace":
+            calibrated = checked
+        for rec, flag in zip(records, fired):
             rec["soft"] = bool(flag)
     for rec, r, p in zip(records, raw, calibrated):
         rec["raw"], rec["pred"] = float(r), float(p)
@@ -162,7 +164,8 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
         "patches_unpadded": summarise([r["pred"] for r in unpadded], [r["mag"] for r in unpadded]),
-        "soft_replaced": {"patches": sum(r.get("soft", False) for r in records),
+        "soft_replaced": {"action": getattr(getattr(model, "softness", None), "action", None),
+                          "patches": sum(r.get("soft", False) for r in records),
                           "whole_images": sum(r["soft"] for r in whole),
                           "native": sum(r["soft"] for r in native)},
         "native": native,
@@ -226,7 +229,7 @@ def markdown_tables(results: dict) -> str:
                       f"within ±1x {100 * b['acc@1']:.0f} %.")
     if "soft_replaced" in results:
         c = results["soft_replaced"]
-        lines += ["", f"Softness check (blur-invariant estimate reported): {c['patches']} patches, "
+        lines += ["", f"Softness check fired ({c['action']}): {c['patches']} patches, "
                       f"{c['whole_images']} whole images, {c['native']} native scans."]
     return "\n".join(lines) + "\n"
 
