@@ -153,3 +153,32 @@ def test_evaluate_cli_bad_folder(tmp_path, capsys):
 
     assert main(["evaluate", str(tmp_path), "--model", "classical"]) == 1
     assert "cannot tell the dataset" in capsys.readouterr().err
+
+
+def _square(x0: int, y0: int, side: int) -> str:
+    corners = [(x0, y0), (x0 + side, y0), (x0 + side, y0 + side), (x0, y0 + side)]
+    return "<Region><Vertices>" + "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in corners) + "</Vertices></Region>"
+
+
+def test_official_monuseg_masks_are_one_pixel_up_left_and_the_earlier_nucleus_owns_the_overlap(tmp_path):
+    import tifffile
+
+    from napari_histo.datasets import iter_dataset, read_monuseg
+
+    tif = tmp_path / "tile.tif"
+    tifffile.imwrite(tif, np.full((40, 40, 3), 200, np.uint8))
+    tif.with_suffix(".xml").write_text(
+        '<Annotations MicronsPerPixel="0.25"><Annotation Id="1"><Regions>'
+        + _square(10, 10, 10) + _square(15, 15, 10) + "</Regions></Annotation></Annotations>")
+    project = read_monuseg(tif).inst
+    official = read_monuseg(tif, masks="official").inst
+    assert project[20, 20] == 2 and official[19, 19] == 1  # the overlap: later vs earlier region
+    # outside the overlap, the official map is the project's moved one pixel up and left
+    first_project = np.argwhere(project == 1)
+    first_official = np.argwhere(official == 1)
+    assert first_official.min(axis=0).tolist() == (first_project.min(axis=0) - 1).tolist()
+    assert np.array_equal(np.argwhere(official == 2).max(axis=0), np.argwhere(project == 2).max(axis=0) - 1)
+    via_cli_reader = next(iter_dataset(tmp_path, "monuseg", monuseg_masks="official"))
+    assert np.array_equal(via_cli_reader.inst, official)
+    with pytest.raises(ValueError, match="masks must be one of"):
+        read_monuseg(tif, masks="matlab")

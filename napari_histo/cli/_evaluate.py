@@ -24,6 +24,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="classical | default | weights folder | HoVer-Net checkpoint")
     p.add_argument("--dataset", choices=["monuseg", "cpm15", "monusac"], default=None,
                    help="dataset layout (default: detected from the files)")
+    p.add_argument("--monuseg-masks", choices=["project", "official"], default="project",
+                   help="MoNuSeg ground truth: this package's rasterisation (default) or the challenge "
+                        "script's (MATLAB poly2mask: one pixel up and left, the earlier of two "
+                        "overlapping nuclei owns the overlap)")
     p.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")
     p.add_argument("--json", dest="json_out", default=None, help="write per-image and mean scores to this JSON file")
@@ -45,7 +49,7 @@ def handler(args) -> int:
     header = f"{'image':<28} {'mpp':>6} {'n_gt':>5} {'n_pred':>6} " + " ".join(f"{m:>8}" for m in METRICS) + f" {'f1_d':>6} {'sec':>6}"
     print(f"model: {getattr(seg, 'name', args.model)} ({seg.mpp:g} µm/px)")
     print(header)
-    samples = iter_dataset(args.dataset_dir, args.dataset)
+    samples = iter_dataset(args.dataset_dir, args.dataset, monuseg_masks=args.monuseg_masks)
     for k, sample in enumerate(samples):
         if args.limit is not None and k >= args.limit:
             break
@@ -73,7 +77,7 @@ def handler(args) -> int:
     if args.json_out:
         record = {"dataset_dir": str(args.dataset_dir), "model": str(args.model),
                   "model_name": getattr(seg, "name", str(args.model)), "working_mpp": seg.mpp,
-                  "argv": sys.argv, "images": rows, "mean": mean}
+                  "monuseg_masks": args.monuseg_masks, "argv": sys.argv, "images": rows, "mean": mean}
         with atomic_write(args.json_out) as fh:
             json.dump(record, fh, indent=2)
     return 0

@@ -94,31 +94,67 @@ def _read_rgb(path: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- MoNuSeg
 
 
-def read_monuseg(image_path: str | Path, xml_path: str | Path | None = None) -> NucleusSample:
+#: How MoNuSeg polygons become masks: "project" (a vertex's coordinates are a 0-based pixel
+#: centre, the later region wins an overlap, as every ImageScope import of this package) or
+#: "official" (as the challenge's ``he_to_binary_mask_final.m``: MATLAB ``poly2mask`` with
+#: 1-based pixel centres, so a vertex at X falls in 0-based column X - 1, and the earlier
+#: region wins an overlap).
+MONUSEG_MASKS = ("project", "official")
+
+
+def rasterize_monuseg_official(regions, shape: tuple[int, int]) -> np.ndarray:
+    """Instance map of ImageScope regions as the official MoNuSeg script draws it (see
+    :data:`MONUSEG_MASKS`); pixel centres inside a polygon are filled (``skimage.draw.polygon``)."""
+    from skimage.draw import polygon
+
+    inst = np.zeros(shape, np.int32)
+    next_id = 1
+    for reg in regions:
+        if reg.negative:
+            continue
+        v = np.asarray(reg.vertices, float) - 1.0  # 1-based (MATLAB) -> 0-based pixel centres
+        rr, cc = polygon(v[:, 1], v[:, 0], shape=shape)
+        free = inst[rr, cc] == 0
+        if not free.any():
+            continue
+        inst[rr[free], cc[free]] = next_id
+        next_id += 1
+    return inst
+
+
+def read_monuseg(image_path: str | Path, xml_path: str | Path | None = None,
+                 masks: str = "project") -> NucleusSample:
     """A MoNuSeg tile: ``<stem>.tif`` + ``<stem>.xml`` (ImageScope) -> instance map and mpp.
 
-    Missing ``MicronsPerPixel`` (TCGA-NH-A8F7-01A-01-TS1) falls back to 0.25 µm/px (40×).
+    ``masks`` is "project" or "official" (:data:`MONUSEG_MASKS`); the two differ by one pixel
+    up and left and in which of two overlapping nuclei owns the overlap. Missing
+    ``MicronsPerPixel`` (TCGA-NH-A8F7-01A-01-TS1) falls back to 0.25 µm/px (40×).
     """
     from napari_histo.formats.imagescope import rasterize_regions, read_imagescope
 
+    if masks not in MONUSEG_MASKS:
+        raise ValueError(f"masks must be one of {MONUSEG_MASKS}, got {masks!r}")
     image_path = Path(image_path)
     xml_path = Path(xml_path) if xml_path else image_path.with_suffix(".xml")
     image = _read_rgb(image_path)
     ann = read_imagescope(xml_path)
-    inst, _ = rasterize_regions(ann, image.shape[:2])
+    if masks == "official":
+        inst = rasterize_monuseg_official(ann.regions, image.shape[:2])
+    else:
+        inst, _ = rasterize_regions(ann, image.shape[:2])
     mpp, source = (ann.mpp, "file") if ann.mpp else (MONUSEG_DEFAULT_MPP, "assumed")
     return NucleusSample(image_path.stem, image, mpp, inst=inst, magnification=40.0,
                          mpp_source=source, path=str(image_path))
 
 
-def iter_monuseg(root: str | Path) -> Iterator[NucleusSample]:
+def iter_monuseg(root: str | Path, masks: str = "project") -> Iterator[NucleusSample]:
     """Every ``*.tif`` with a sibling ``.xml`` under ``root`` (recursively, sorted by path)."""
     root = Path(root)
     tifs = sorted(p for p in root.rglob("*.tif") if p.with_suffix(".xml").exists())
     if not tifs:
         raise InputFileError(root, "no MoNuSeg tile (.tif with a matching .xml) found")
     for tif in tifs:
-        yield read_monuseg(tif)
+        yield read_monuseg(tif, masks=masks)
 
 
 # ----------------------------------------------------------------------------- MoNuSAC
@@ -349,9 +385,13 @@ def detect_dataset(root: str | Path) -> str:
     raise InputFileError(root, "cannot tell the dataset (expected MoNuSeg, MoNuSAC, CPM-15 or CRCHistoPhenotypes files)")
 
 
-def iter_dataset(root: str | Path, name: str | None = None) -> Iterator[NucleusSample]:
-    """Samples of ``root`` read by the named reader (default: :func:`detect_dataset`)."""
+def iter_dataset(root: str | Path, name: str | None = None,
+                 monuseg_masks: str = "project") -> Iterator[NucleusSample]:
+    """Samples of ``root`` read by the named reader (default: :func:`detect_dataset`);
+    ``monuseg_masks`` picks the MoNuSeg mask convention (:data:`MONUSEG_MASKS`)."""
     name = (name or detect_dataset(root)).lower().replace("-", "")
     if name not in _ITERATORS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(_ITERATORS)}")
+    if name == "monuseg":
+        return iter_monuseg(root, masks=monuseg_masks)
     return _ITERATORS[name](root)
