@@ -6,7 +6,9 @@ original releases as described in ``shared/data/README.md``.
 
 Public functions
 ----------------
-- :func:`read_monuseg`, :func:`iter_monuseg` -- tif + ImageScope xml -> instances, mpp.
+- :func:`read_monuseg`, :func:`iter_monuseg` -- tif + ImageScope xml -> instances, mpp; masks
+  drawn this package's way or the challenge script's (:data:`MONUSEG_MASKS`,
+  :func:`rasterize_monuseg_official`).
 - :func:`read_monusac`, :func:`iter_monusac` -- svs + xml -> instances + types (by class name).
 - :func:`read_cpm15`, :func:`iter_cpm15` -- png + ASCII mask; mpp from the manifest's
   magnification; the image/mask size mismatch (image04) is detected and reported.
@@ -17,6 +19,7 @@ Public functions
 from napari_histo.datasets.readers import (
     CRCHISTO_TYPES,
     MONUSAC_TYPES,
+    MONUSEG_MASKS,
     NucleusSample,
     detect_dataset,
     iter_cpm15,
@@ -24,6 +27,7 @@ from napari_histo.datasets.readers import (
     iter_dataset,
     iter_monusac,
     iter_monuseg,
+    rasterize_monuseg_official,
     read_cpm15,
     read_crchisto,
     read_monusac,
@@ -33,6 +37,7 @@ from napari_histo.datasets.readers import (
 __all__ = [
     "CRCHISTO_TYPES",
     "MONUSAC_TYPES",
+    "MONUSEG_MASKS",
     "NucleusSample",
     "detect_dataset",
     "iter_cpm15",
@@ -44,4 +49,5 @@ __all__ = [
     "read_crchisto",
     "read_monusac",
     "read_monuseg",
+    "rasterize_monuseg_official",
 ]
