@@ -3,7 +3,7 @@
 Usage (from the repository root)::
 
     python benchmarks/bench_magnification.py [--model-dir resources/weights/hagnifinder] \
-        [--crops 8] [--blur SIGMA] [--out results/bench_magnification.json]
+        [--crops 8] [--blur SIGMA] [--jpeg QUALITY] [--out results/bench_magnification.json]
 
 Prints the markdown tables recorded in ``docs/benchmarks/magnification.md``: the shipped
 prediction (calibrated output, trimmed log-mean over crops) beside the figures before
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--blur", type=float, default=0.0, metavar="SIGMA",
                         help="blur every held-out image given to the model (Gaussian, SIGMA px): "
                              "how much the prediction relies on sharpness rather than structure size")
+    parser.add_argument("--jpeg", type=int, default=0, metavar="QUALITY",
+                        help="save every held-out image given to the model as a JPEG of this quality "
+                             "(after --blur) and read it back: a snapshot")
     args = parser.parse_args(argv)
     import resource
 
@@ -52,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     wall0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     alt_scales = tuple(float(k) for k in args.alt_scales.split(","))
     results = evaluate(args.model_dir, args.data_root, args.crops, alt_scales=alt_scales,
-                       alt_crop_rule=args.alt_crop_rule, blur_sigma=args.blur)
+                       alt_crop_rule=args.alt_crop_rule, blur_sigma=args.blur,
+                       jpeg_quality=args.jpeg)
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     results["evaluation_time"] = {"wall_s": time.perf_counter() - wall0, "cpu_s": cpu_s}

@@ -78,7 +78,7 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
 
 def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_per_mag: int = 8,
              seed: int = 1, mags=EVAL_MAGS, alt_scales=(1.0,), alt_crop_rule: str = "most_tissue",
-             blur_sigma: float = 0.0) -> dict:
+             blur_sigma: float = 0.0, jpeg_quality: int = 0) -> dict:
     """Patch-, image- and native-level metrics on the config's held-out images.
 
     ``pred`` is the shipped prediction (calibrated output, crops aggregated as in
@@ -86,7 +86,8 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     crops (the figures before calibration). ``blur_sigma`` > 0 blurs every image as it is given
     to the model (the field at its magnification, the whole downsampled image, the native
     scan) with a Gaussian of that many pixels: a soft scan, an out-of-focus field or a
-    screenshot shown enlarged still has the magnification of its structures.
+    screenshot shown enlarged still has the magnification of its structures. ``jpeg_quality``
+    > 0 then saves each such image as a JPEG of that quality and reads it back (a snapshot).
     """
     from napari_histo.magnification import (
         AGGREGATE_TRIM,
@@ -100,7 +101,8 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     from src_models.hagnifinder.multiscale import image_at
 
     def degrade(rgb: np.ndarray) -> np.ndarray:
-        return blur_patch(rgb, blur_sigma) if blur_sigma > 0 else rgb
+        out = blur_patch(rgb, blur_sigma) if blur_sigma > 0 else rgb
+        return jpeg_roundtrip(out, jpeg_quality) if jpeg_quality > 0 else out
 
     model, config = load_model_dir(model_dir)
     root = data_root or config.data_root
@@ -159,7 +161,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
         "calibration": (config.calibration or {}).get("method", "identity"),
         "test_time_scales": list(config.test_time_scales), "alt_scales": list(alt_scales),
-        "alt_crop_rule": alt_crop_rule, "blur_sigma": blur_sigma,
+        "alt_crop_rule": alt_crop_rule, "blur_sigma": blur_sigma, "jpeg_quality": jpeg_quality,
         "crops_per_mag": crops_per_mag, "patches": patches, "images": images,
         "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
@@ -175,6 +177,19 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
                                                [r["true"] for r in in_range]),
         "patch_records": records, "image_records": image_rows, "whole_image_records": whole,
     }
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    """``rgb`` saved as a JPEG of ``quality`` (1-95, 4:2:0 chroma) and read back."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, format="JPEG", quality=int(quality))
+    buffer.seek(0)
+    with Image.open(buffer) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 def markdown_tables(results: dict) -> str:
