@@ -106,12 +106,19 @@ def load_monuseg(root: Path, stem: str, mpp: float) -> Tile:
     return Tile(stem, "monuseg", resize_rgb(img, shape), inst, types, native)
 
 
-def load_monuseg_native(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """MoNuSeg tile at native resolution: (rgb, instance map, mpp) for evaluation."""
+def load_monuseg_native(root: Path, stem: str, masks: str = "project") -> tuple[np.ndarray, np.ndarray, float]:
+    """MoNuSeg tile at native resolution: (rgb, instance map, mpp) for evaluation; ``masks``
+    "official" draws the instances as the challenge's script does
+    (:func:`napari_histo.datasets.rasterize_monuseg_official`)."""
     import tifffile
 
     tif = _monuseg_tif(root, stem)
     img = tifffile.imread(tif)[..., :3]
+    if masks == "official":
+        from napari_histo.datasets import read_monuseg
+
+        sample = read_monuseg(tif, masks="official")
+        return img, sample.inst, sample.mpp
     regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
     inst, _ = rasterise(regions, img.shape[:2], 1.0, None)
     return img, inst, native or MONUSEG_DEFAULT_MPP

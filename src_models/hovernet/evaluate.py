@@ -91,14 +91,16 @@ def segment_native(seg, rgb: np.ndarray, native_mpp: float, mode: str = "labels"
 
 
 def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bool = True,
-                     mode: str = "labels") -> list[dict]:
-    """Per-image instance scores of ``seg`` (and the classical detector) on MoNuSeg tiles."""
+                     mode: str = "labels", masks: str = "project") -> list[dict]:
+    """Per-image instance scores of ``seg`` (and the classical detector) on MoNuSeg tiles;
+    ``masks`` "official" scores against masks drawn as the challenge's script draws them
+    (:data:`napari_histo.datasets.MONUSEG_MASKS`)."""
     from napari_histo.nuclei.metrics import instance_scores
     from src_models.hovernet.data import load_monuseg_native
 
     rows = []
     for stem in stems:
-        rgb, gt, mpp = load_monuseg_native(Path(data_root), stem)
+        rgb, gt, mpp = load_monuseg_native(Path(data_root), stem, masks=masks)
         t0 = time.perf_counter()
         pred, _ = segment_native(seg, rgb, mpp, mode)
         dt = time.perf_counter() - t0
@@ -248,7 +250,7 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
 
 def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | None = None,
              post: dict | None = None, classical: bool = True, typing: bool = True,
-             type_rule: str | None = None, segmentation: bool = True) -> dict:
+             type_rule: str | None = None, segmentation: bool = True, masks: str = "project") -> dict:
     """All validation numbers for a weights folder as a JSON-able dict (``type_rule`` overrides
     the config's typing rule; ``segmentation=False`` gives the typing scores only)."""
     import torch
@@ -258,10 +260,10 @@ def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | 
     if stems is None:
         cfg_path = Path(weights_dir) / "train_config.json"
         stems = TrainConfig.load(cfg_path).val_monuseg if cfg_path.exists() else TrainConfig().val_monuseg
-    rows = evaluate_monuseg(seg, data_root, list(stems), classical=classical) if segmentation else []
+    rows = evaluate_monuseg(seg, data_root, list(stems), classical=classical, masks=masks) if segmentation else []
     keys = ["dice", "aji", "aji_plus", "dq", "sq", "pq"]
     result: dict = {"weights": str(weights_dir), "post": dict(seg.post_params.__dict__), "type_rule": seg.type_rule,
-                    "per_image": rows}
+                    "monuseg_masks": masks, "per_image": rows}
     if rows:
         result["mean"] = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     if classical and rows and "classical_pq" in rows[0]:
@@ -285,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--type-rule", choices=["official", "nucleus"], default=None,
                     help="typing rule instead of the config's (see napari_histo.nuclei.postproc.type_instances)")
     ap.add_argument("--typing-only", action="store_true", help="typing scores only (CRCHisto, MoNuSAC)")
+    ap.add_argument("--monuseg-masks", choices=["project", "official"], default="project",
+                    help="MoNuSeg ground truth: this package's masks or the challenge script's")
     ap.add_argument("--tune", nargs="?", const=json.dumps(TUNING_GRID), default=None,
                     help="pick post-processing constants on the MoNuSeg training tiles "
                          f"{', '.join(TUNING_TILES)} over a JSON grid (default {json.dumps(TUNING_GRID)}) "
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
                        classical=not args.no_classical, typing=not args.no_typing, type_rule=args.type_rule,
-                       segmentation=not args.typing_only)
+                       segmentation=not args.typing_only, masks=args.monuseg_masks)
     text = json.dumps(res, indent=2)
     if args.out:
         from napari_histo.utils import atomic_write
