@@ -242,7 +242,7 @@ def markdown_tables(results: dict) -> str:
         b = results["native_summary_raw"]
         lines[-1] += (f" Before (raw mean of crops): MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
                       f"within ±1x {100 * b['acc@1']:.0f} %.")
-    if "soft_replaced" in results:
+    if (results.get("soft_replaced") or {}).get("action"):
         c = results["soft_replaced"]
         lines += ["", f"Softness check fired ({c['action']}): {c['patches']} patches, "
                       f"{c['whole_images']} whole images, {c['native']} native scans."]
