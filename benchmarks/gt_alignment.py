@@ -39,12 +39,12 @@ def best_shift(mask: np.ndarray, haematoxylin: np.ndarray, reach: int = 3) -> tu
 
 
 def main(argv: list[str] | None = None) -> int:
-    from napari_histo.datasets import iter_dataset
+    from napari_histo.datasets import MONUSEG_MASKS, iter_dataset
     from napari_histo.nuclei.classical import stain_od
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datasets", nargs="+", help="dataset folders (MoNuSeg, CPM-15, MoNuSAC)")
-    parser.add_argument("--monuseg-masks", default="project", choices=["project", "official"])
+    parser.add_argument("--monuseg-masks", default="project", choices=MONUSEG_MASKS)
     args = parser.parse_args(argv)
     for root in args.datasets:
         shifts = []

@@ -343,17 +343,19 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
             per_scale = {1.0: preds, **{k: scaled[i * len(boxes):(i + 1) * len(boxes)]
                                         for i, k in enumerate(extra)}}
             preds = combine_scales(per_scale)
+    estimate = aggregate_log(preds, AGGREGATE_TRIM)
     note, invariant_mag = "", None
     check = getattr(model, "softness", None)
     if check is not None:
         invariant = calibrated(crops, check.model, check.config)
         invariant_mag = float(aggregate_log(invariant, AGGREGATE_TRIM))
-        _, fired = softness_check(aggregate_log(preds, AGGREGATE_TRIM), invariant_mag, check.max_ratio)
+        _, fired = softness_check(estimate, invariant_mag, check.max_ratio)
         if fired and check.action == "replace":
             preds, note = invariant, SOFT_IMAGE_NOTE
+            estimate = invariant_mag
         elif fired:
             note = SOFT_IMAGE_WARNING.format(invariant_mag)
-    mag = float(np.clip(aggregate_log(preds, AGGREGATE_TRIM), 0.5, None))
+    mag = float(np.clip(estimate, 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
                                    per_crop=[float(p) for p in preds], note=note,

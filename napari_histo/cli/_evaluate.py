@@ -11,6 +11,8 @@ METRICS = ("dice", "aji", "aji_plus", "dq", "sq", "pq")
 
 
 def register(subparsers) -> argparse.ArgumentParser:
+    from napari_histo.datasets.readers import MONUSEG_MASKS
+
     p = subparsers.add_parser(
         "evaluate",
         help="score a nucleus model on MoNuSeg / CPM-15 / MoNuSAC ground truth",
@@ -24,7 +26,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default="default", help="classical | default | weights folder | HoVer-Net checkpoint")
     p.add_argument("--dataset", choices=["monuseg", "cpm15", "monusac"], default=None,
                    help="dataset layout (default: detected from the files)")
-    p.add_argument("--monuseg-masks", choices=["project", "official"], default="project",
+    p.add_argument("--monuseg-masks", choices=MONUSEG_MASKS, default="project",
                    help="MoNuSeg ground truth: this package's rasterisation (default) or the challenge "
                         "script's (MATLAB poly2mask: one pixel up and left, the earlier of two "
                         "overlapping nuclei owns the overlap)")

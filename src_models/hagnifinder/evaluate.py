@@ -166,7 +166,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         "whole_images": whole_by_mag, "whole_images_alt_scales": whole_alt_by_mag,
         "patches_raw": patches_raw, "images_raw": images_raw,
         "patches_unpadded": summarise([r["pred"] for r in unpadded], [r["mag"] for r in unpadded]),
-        "soft_replaced": {"action": getattr(getattr(model, "softness", None), "action", None),
+        "softness_fired": {"action": getattr(getattr(model, "softness", None), "action", None),
                           "patches": sum(r.get("soft", False) for r in records),
                           "whole_images": sum(r["soft"] for r in whole),
                           "native": sum(r["soft"] for r in native)},
@@ -242,8 +242,8 @@ def markdown_tables(results: dict) -> str:
         b = results["native_summary_raw"]
         lines[-1] += (f" Before (raw mean of crops): MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
                       f"within ±1x {100 * b['acc@1']:.0f} %.")
-    if (results.get("soft_replaced") or {}).get("action"):
-        c = results["soft_replaced"]
+    if (results.get("softness_fired") or {}).get("action"):
+        c = results["softness_fired"]
         lines += ["", f"Softness check fired ({c['action']}): {c['patches']} patches, "
                       f"{c['whole_images']} whole images, {c['native']} native scans."]
     return "\n".join(lines) + "\n"

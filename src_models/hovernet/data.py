@@ -113,12 +113,12 @@ def load_monuseg_native(root: Path, stem: str, masks: str = "project") -> tuple[
     import tifffile
 
     tif = _monuseg_tif(root, stem)
-    img = tifffile.imread(tif)[..., :3]
     if masks == "official":
         from napari_histo.datasets import read_monuseg
 
-        sample = read_monuseg(tif, masks="official")
-        return img, sample.inst, sample.mpp
+        sample = read_monuseg(tif, masks="official")  # reads the tile once
+        return sample.image, sample.inst, sample.mpp
+    img = tifffile.imread(tif)[..., :3]
     regions, native = read_imagescope_polygons(tif.with_suffix(".xml"))
     inst, _ = rasterise(regions, img.shape[:2], 1.0, None)
     return img, inst, native or MONUSEG_DEFAULT_MPP

@@ -277,6 +277,8 @@ def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | 
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from napari_histo.datasets import MONUSEG_MASKS
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights")
     ap.add_argument("--data", default="../shared/data")
@@ -287,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--type-rule", choices=["official", "nucleus"], default=None,
                     help="typing rule instead of the config's (see napari_histo.nuclei.postproc.type_instances)")
     ap.add_argument("--typing-only", action="store_true", help="typing scores only (CRCHisto, MoNuSAC)")
-    ap.add_argument("--monuseg-masks", choices=["project", "official"], default="project",
+    ap.add_argument("--monuseg-masks", choices=MONUSEG_MASKS, default="project",
                     help="MoNuSeg ground truth: this package's masks or the challenge script's")
     ap.add_argument("--tune", nargs="?", const=json.dumps(TUNING_GRID), default=None,
                     help="pick post-processing constants on the MoNuSeg training tiles "
