@@ -44,7 +44,11 @@ def test_imagescope_parsing_and_rasterising(tmp_path):
     assert inst.max() == 2
     assert inst[3, 3] == 1 and inst[5, 5] == 0  # hole cleared
     assert types[3, 3] == 1 and types[12, 15] == 0 and inst[12, 15] == 2
-    assert inst[8, 8] == 1 and inst[1, 1] == 0
+    # ImageScope's coordinates start at the top-left pixel's corner: the square from 2 to 8 is
+    # pixels 2..7 (vertices at pixel-centre coordinates 1.5..7.5), minus the 2 x 2 hole
+    assert first.vertices[0].tolist() == [1.5, 1.5]
+    assert inst[7, 7] == 1 and inst[8, 8] == 0 and inst[1, 1] == 0
+    assert (inst == 1).sum() == 6 * 6 - 2 * 2
 
 
 def test_imagescope_errors(tmp_path):
@@ -160,7 +164,7 @@ def _square(x0: int, y0: int, side: int) -> str:
     return "<Region><Vertices>" + "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in corners) + "</Vertices></Region>"
 
 
-def test_official_monuseg_masks_are_one_pixel_up_left_and_the_earlier_nucleus_owns_the_overlap(tmp_path):
+def test_official_monuseg_masks_start_a_pixel_up_left_and_the_earlier_nucleus_owns_the_overlap(tmp_path):
     import tifffile
 
     from napari_histo.datasets import iter_dataset, read_monuseg
@@ -172,12 +176,15 @@ def test_official_monuseg_masks_are_one_pixel_up_left_and_the_earlier_nucleus_ow
         + _square(10, 10, 10) + _square(15, 15, 10) + "</Regions></Annotation></Annotations>")
     project = read_monuseg(tif).inst
     official = read_monuseg(tif, masks="official").inst
-    assert project[20, 20] == 2 and official[19, 19] == 1  # the overlap: later vs earlier region
-    # outside the overlap, the official map is the project's moved one pixel up and left
-    first_project = np.argwhere(project == 1)
-    first_official = np.argwhere(official == 1)
-    assert first_official.min(axis=0).tolist() == (first_project.min(axis=0) - 1).tolist()
-    assert np.array_equal(np.argwhere(official == 2).max(axis=0), np.argwhere(project == 2).max(axis=0) - 1)
+    assert project[18, 18] == 2 and official[18, 18] == 1  # the overlap: later vs earlier region
+    # the project's squares are exactly the pixels inside ImageScope's edges (10 <= x < 20) ...
+    assert np.argwhere(project == 1).min(axis=0).tolist() == [10, 10]
+    assert np.argwhere(project == 2).tolist() == np.argwhere(np.pad(np.ones((10, 10)), ((15, 15), (15, 15)))).tolist()
+    # ... MATLAB's 1-based pixel centres put the official edges on pixel centres 9 and 19 (24 for
+    # the second square): half a pixel up and left, both edge rows filled
+    assert np.argwhere(official == 1).min(axis=0).tolist() == [9, 9]
+    assert np.argwhere(official == 2).max(axis=0).tolist() == [24, 24]
+    assert (official > 0).sum() == 2 * 11 * 11 - 6 * 6
     via_cli_reader = next(iter_dataset(tmp_path, "monuseg", monuseg_masks="official"))
     assert np.array_equal(via_cli_reader.inst, official)
     with pytest.raises(ValueError, match="masks must be one of"):

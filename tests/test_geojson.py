@@ -177,15 +177,17 @@ def test_prefetching_chunks_gives_the_same_features(table):
     threaded = features(prefetch=True)
     assert len(threaded) == len(table)
     assert threaded == features(prefetch=False)
-    assert threaded[8]["geometry"]["coordinates"][0][0] == [round(float(v), 2) for v in table["contour"].iloc[8][0]]
+    # QuPath's coordinates put the origin at a pixel's corner: the table's pixel centres + 0.5
+    assert threaded[8]["geometry"]["coordinates"][0][0] == [round(float(v) + 0.5, 2) for v in table["contour"].iloc[8][0]]
 
 
 # ------------------------------------------------------------------ fast writer == plain json.dumps
 def _reference_geometry(contour, bbox):
-    """The writer's contract, written plainly: rounded ring kept when still valid, else repaired."""
+    """The writer's contract, written plainly: moved by half a pixel to QuPath's pixel-corner
+    coordinates, rounded ring kept when still valid, else repaired."""
     from napari_histo.formats.geojson import _geometry_dict
 
-    ring = np.asarray(contour, np.float64).reshape(-1, 2)
+    ring = np.asarray(contour, np.float64).reshape(-1, 2) + 0.5
     if len(ring) > 1 and (ring[0] == ring[-1]).all():
         ring = ring[:-1]
     if len(ring) >= 3:
@@ -196,7 +198,7 @@ def _reference_geometry(contour, bbox):
         geom = _geometry_dict(shapely.Polygon(ring))
         if geom is not None:
             return geom
-    x0, y0, x1, y1 = (float(v) for v in bbox)
+    x0, y0, x1, y1 = (float(v) + 0.5 for v in bbox)
     x1, y1 = max(x1, x0 + 0.01), max(y1, y0 + 0.01)
     x0, y0, x1, y1 = (round(v, 2) for v in (x0, y0, x1, y1))
     return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
@@ -330,8 +332,9 @@ def test_reader_mixed_rings_keep_order_and_python_nan(tmp_path):
     back = read_geojson(path)
     assert len(back.table) == 2 and len(back.annotations) == 1
     assert back.annotations[0].geometry.geom_type == "Point" and back.annotations[0].class_name == "B"
-    np.testing.assert_array_equal(back.table["contour"].iloc[0], np.asarray(square[:-1], np.float32))
-    np.testing.assert_array_equal(back.table["contour"].iloc[1], np.asarray([c[:2] for c in cube[:-1]], np.float32))
+    # QuPath's pixel-corner coordinates -> the table's pixel centres: half a pixel up and left
+    np.testing.assert_array_equal(back.table["contour"].iloc[0], np.asarray(square[:-1], np.float32) - 0.5)
+    np.testing.assert_array_equal(back.table["contour"].iloc[1], np.asarray([c[:2] for c in cube[:-1]], np.float32) - 0.5)
     assert back.table["type"].tolist() == [1, 1]  # class names match case-insensitively
     assert back.table["type_prob"].tolist() == [0.25, 1.0]  # NaN probability -> 1.0
     assert back.table["area_px"].tolist() == [100.0, 100.0]
@@ -482,4 +485,51 @@ def test_three_dimensional_positions_keep_x_and_y(tmp_path):
     points.write_text(json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "MultiPoint", "coordinates": [[5, 6, 7], [8, 9, 10]]},
          "properties": {"objectType": "annotation"}}]}))
-    assert read_nuclei(points)[["x", "y"]].to_numpy().tolist() == [[5.0, 6.0], [8.0, 9.0]]
+    assert read_nuclei(points)[["x", "y"]].to_numpy().tolist() == [[4.5, 5.5], [7.5, 8.5]]
+
+
+# ------------------------------------------------------------------ pixel convention (QuPath's)
+def _qupath_pixels(ring: list, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels QuPath fills for a polygon: Java2D's rule, pixel (i, j) is inside when its centre
+    (j + 0.5, i + 0.5) in QuPath's coordinates (origin at the top-left pixel's corner) is."""
+    ii, jj = np.mgrid[: shape[0], : shape[1]]
+    centres = shapely.points(jj.ravel() + 0.5, ii.ravel() + 0.5)
+    return shapely.contains(shapely.Polygon(ring), centres).reshape(shape)
+
+
+def test_exported_nuclei_cover_the_same_pixels_in_qupath(tmp_path):
+    from napari_histo.nuclei.measure import measure_instances
+
+    labels = np.zeros((40, 48), np.int32)
+    labels[5:9, 3:5] = 1  # a 4 x 2 block: its edges are where a half-pixel shift shows most
+    yy, xx = np.mgrid[:40, :48]
+    labels[(yy - 22) ** 2 + (xx - 30) ** 2 <= 36] = 2  # a disc
+    labels[30:37, 6:9] = 3
+    labels[33:35, 9:15] = 3  # an L shape (concave corner)
+    table = measure_instances(labels, mpp=0.25)
+    data = json.loads(write_geojson(table, tmp_path / "px.geojson").read_text())
+    for feature, nid in zip(data["features"], table["id"], strict=True):
+        filled = _qupath_pixels(feature["geometry"]["coordinates"][0], labels.shape)
+        assert np.array_equal(filled, labels == nid), f"nucleus {nid} moved or changed in QuPath"
+    # and back: the table's contours are where they were (pixel-centre coordinates)
+    back = read_geojson(tmp_path / "px.geojson").table
+    for a, b in zip(table["contour"], back["contour"], strict=True):
+        np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64), atol=0.005)
+
+
+def test_a_qupath_square_imports_as_its_pixels(tmp_path):
+    """A QuPath ROI from (10, 20) to (14, 23) is the 4 x 3 pixels columns 10-13, rows 20-22."""
+    from napari_histo.formats.rasterize import rasterize_table
+
+    square = [[10, 20], [14, 20], [14, 23], [10, 23], [10, 20]]
+    path = tmp_path / "sq.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"objectType": "detection"}}]}))
+    table = read_geojson(path).table
+    assert table["area_px"].tolist() == [12.0]
+    assert (table["x"].iloc[0], table["y"].iloc[0]) == (11.5, 21.0)  # centre of columns 10-13, rows 20-22
+    inst, _ = rasterize_table(table, (0, 0, 30, 30))
+    expected = np.zeros((30, 30), bool)
+    expected[20:23, 10:14] = True
+    assert np.array_equal(inst > 0, expected)

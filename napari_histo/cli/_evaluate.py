@@ -28,7 +28,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="dataset layout (default: detected from the files)")
     p.add_argument("--monuseg-masks", choices=MONUSEG_MASKS, default="project",
                    help="MoNuSeg ground truth: this package's rasterisation (default) or the challenge "
-                        "script's (MATLAB poly2mask: one pixel up and left, the earlier of two "
+                        "script's (MATLAB poly2mask: half a pixel up and left, the earlier of two "
                         "overlapping nuclei owns the overlap)")
     p.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N images")

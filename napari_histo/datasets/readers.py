@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.formats._common import VIEWER_PIXEL_OFFSET
 from napari_histo.nuclei.types import TypeInfo
 from napari_histo.utils import InputFileError
 
@@ -94,11 +95,12 @@ def _read_rgb(path: Path) -> np.ndarray:
 # ----------------------------------------------------------------------------- MoNuSeg
 
 
-#: How MoNuSeg polygons become masks: "project" (a vertex's coordinates are a 0-based pixel
-#: centre, the later region wins an overlap, as every ImageScope import of this package) or
-#: "official" (as the challenge's ``he_to_binary_mask_final.m``: MATLAB ``poly2mask`` with
-#: 1-based pixel centres, so a vertex at X falls in 0-based column X - 1, and the earlier
-#: region wins an overlap).
+#: How MoNuSeg polygons become masks: "project" (as every ImageScope import of this package:
+#: the file's coordinates are ImageScope's, with the origin at the top-left pixel's corner, so a
+#: vertex at X lies at 0-based pixel-centre coordinate X - 0.5; pixel centres inside are filled
+#: and the later region wins an overlap) or "official" (as the challenge's
+#: ``he_to_binary_mask_final.m``: MATLAB ``poly2mask`` with 1-based pixel centres, so a vertex
+#: at X falls at X - 1, and the earlier region wins an overlap).
 MONUSEG_MASKS = ("project", "official")
 
 
@@ -112,7 +114,9 @@ def rasterize_monuseg_official(regions, shape: tuple[int, int]) -> np.ndarray:
     for reg in regions:
         if reg.negative:
             continue
-        v = np.asarray(reg.vertices, float) - 1.0  # 1-based (MATLAB) -> 0-based pixel centres
+        # the file's value minus 1: MATLAB's pixel centres are 1-based (reg.vertices is already
+        # the file's value minus VIEWER_PIXEL_OFFSET)
+        v = np.asarray(reg.vertices, float) - (1.0 - VIEWER_PIXEL_OFFSET)
         rr, cc = polygon(v[:, 1], v[:, 0], shape=shape)
         free = inst[rr, cc] == 0
         if not free.any():
@@ -126,8 +130,8 @@ def read_monuseg(image_path: str | Path, xml_path: str | Path | None = None,
                  masks: str = "project") -> NucleusSample:
     """A MoNuSeg tile: ``<stem>.tif`` + ``<stem>.xml`` (ImageScope) -> instance map and mpp.
 
-    ``masks`` is "project" or "official" (:data:`MONUSEG_MASKS`); the two differ by one pixel
-    up and left and in which of two overlapping nuclei owns the overlap. Missing
+    ``masks`` is "project" or "official" (:data:`MONUSEG_MASKS`); the two differ by half a
+    pixel up and left and in which of two overlapping nuclei owns the overlap. Missing
     ``MicronsPerPixel`` (TCGA-NH-A8F7-01A-01-TS1) falls back to 0.25 µm/px (40×).
     """
     from napari_histo.formats.imagescope import rasterize_regions, read_imagescope

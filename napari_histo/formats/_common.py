@@ -197,6 +197,44 @@ def parse_json_bytes(path: str | os.PathLike, raw: bytes) -> Any:
         raise json_error(path, exc) from None
 
 
+#: Where a file's coordinates put a pixel. The viewers whose files this package exchanges
+#: (QuPath GeoJSON, Aperio ImageScope XML, ASAP XML, Sedeen session XML) use continuous image
+#: coordinates with the origin at the top-left corner of the top-left pixel, so pixel (row i,
+#: column j) spans [j, j + 1) x [i, i + 1) and its centre is (j + 0.5, i + 0.5). This package's
+#: arrays, tables and napari layers put pixel centres at integer coordinates (NumPy indices,
+#: scikit-image, HoVer-Net JSON). Readers of viewer formats subtract this offset from every
+#: coordinate, writers add it, so a nucleus keeps its pixels through a round trip through QuPath.
+VIEWER_PIXEL_OFFSET = 0.5
+
+
+def from_viewer(coords: np.ndarray) -> np.ndarray:
+    """Viewer (pixel-corner) coordinates -> this package's pixel-centre coordinates."""
+    return np.asarray(coords, dtype=np.float64) - VIEWER_PIXEL_OFFSET
+
+
+def to_viewer(coords: np.ndarray) -> np.ndarray:
+    """This package's pixel-centre coordinates -> viewer (pixel-corner) coordinates."""
+    return np.asarray(coords, dtype=np.float64) + VIEWER_PIXEL_OFFSET
+
+
+def geometry_from_viewer(geom: Any) -> Any:
+    """A shapely geometry read from a viewer file, moved to pixel-centre coordinates."""
+    return _translate(geom, -VIEWER_PIXEL_OFFSET)
+
+
+def geometry_to_viewer(geom: Any) -> Any:
+    """A shapely geometry in pixel-centre coordinates, moved to viewer coordinates for writing."""
+    return _translate(geom, VIEWER_PIXEL_OFFSET)
+
+
+def _translate(geom: Any, offset: float) -> Any:
+    if geom is None:
+        return None
+    import shapely
+
+    return shapely.transform(geom, lambda xy: xy + offset)
+
+
 def closed_ring(points: np.ndarray) -> np.ndarray:
     """Drop a repeated closing vertex: napari-histo contours are open rings."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)

@@ -7,6 +7,11 @@ numeric finite measurements only (map, or list with ``qupath03=True``), coordina
 shapely for the others, repaired when needed), compact UTF-8 output. Nuclei are written a chunk at
 a time (text built by :mod:`._fastjson` without a Python step per nucleus) through a temporary file
 renamed into place (bounded memory, no partial file on failure).
+
+Coordinates in the file are QuPath's: level-0 px with the origin at the top-left pixel's corner.
+The writer adds and the reader subtracts half a pixel
+(:data:`~napari_histo.formats._common.VIEWER_PIXEL_OFFSET`), so tables keep pixel-centre
+coordinates and an exported nucleus covers the same pixels in QuPath.
 """
 
 from __future__ import annotations
@@ -25,13 +30,18 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.formats._common import (
+    VIEWER_PIXEL_OFFSET,
     Annotation,
     AnnotationFormatError,
+    from_viewer,
+    geometry_from_viewer,
+    geometry_to_viewer,
     no_gc,
     open_maybe_gzip,
     parse_json_bytes,
     table_from_flat,
     table_type_info,
+    to_viewer,
 )
 
 __all__ = ["Annotation", "QuPathObjects", "write_geojson", "read_geojson", "iter_nucleus_feature_bytes"]
@@ -253,6 +263,7 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
         starts = np.zeros(n, np.int64)
         np.cumsum(lengths[:-1], out=starts[1:])
     grid = np.multiply(coords, 100.0, dtype=np.float64)
+    grid += 100.0 * VIEWER_PIXEL_OFFSET  # pixel centres -> QuPath's pixel-corner coordinates
     np.rint(grid, out=grid)
     extreme = float(np.abs(grid).max()) if len(grid) else 0.0
     if not extreme < 2**53:  # also catches NaN and inf
@@ -279,9 +290,9 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
     for i in np.flatnonzero(~fast).tolist():
         geom = None
         if lengths[i] >= 3:
-            geom = _geometry_dict(shapely.Polygon(coords[starts[i] : starts[i] + lengths[i]]))
+            geom = _geometry_dict(shapely.Polygon(to_viewer(coords[starts[i] : starts[i] + lengths[i]])))
         if geom is None:
-            x0, y0, x1, y1 = bboxes[i]
+            x0, y0, x1, y1 = to_viewer(bboxes[i])
             geom = {"type": "Polygon", "coordinates": [_bbox_ring(x0, y0, max(x1, x0 + 0.01), max(y1, y0 + 0.01))]}
         text = _dumps_bytes(geom)
         if not text.endswith(b"]]}"):
@@ -548,7 +559,7 @@ def _chunk_text(sub: dict[str, np.ndarray], *, object_type: str, has_cell: bool,
 
 def annotation_feature(ann: Annotation, *, qupath03: bool = False) -> dict | None:
     """GeoJSON Feature dict for an :class:`Annotation` (None when its geometry is empty)."""
-    geom = _geometry_dict(ann.geometry)
+    geom = _geometry_dict(geometry_to_viewer(ann.geometry))
     if geom is None:
         return None
     if ann.is_ellipse and geom["type"] == "Polygon":
@@ -1103,7 +1114,7 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
         length_parts.append(chunk_lengths)
         types += chunk_types
         probs += chunk_probs
-    coords = np.concatenate(coord_parts) if coord_parts else np.zeros((0, 2))
+    coords = from_viewer(np.concatenate(coord_parts)) if coord_parts else np.zeros((0, 2))
     lengths = np.concatenate(length_parts) if length_parts else np.zeros(0, np.int64)
     info = TypeInfo(names, colours)
     table = table_from_flat(coords, lengths, types, probs, mpp=mpp, type_info=info.to_json_dict())
@@ -1151,7 +1162,7 @@ def _polygon_exterior(gdict: Any) -> np.ndarray | None:
 
 def _annotation(feature: dict, props: dict, kind: str) -> Annotation:
     cls_name, cls_colour = _parse_classification(props.get("classification"))
-    geom = _shape(feature.get("geometry"))
+    geom = geometry_from_viewer(_shape(feature.get("geometry")))
     colour = props.get("color")
     rgb = tuple(int(c) for c in colour[:3]) if isinstance(colour, list) and len(colour) >= 3 else (
         _argb_to_rgb(colour) if isinstance(colour, int) and not isinstance(colour, bool) else cls_colour)

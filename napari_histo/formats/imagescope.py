@@ -4,7 +4,9 @@ There is no public schema (``FORMATS.md`` §5); the reader follows what ImageSco
 what the public datasets contain: root ``<Annotations MicronsPerPixel=...>`` (optional), one
 ``<Annotation>`` per layer whose class is the ``Name`` of its first ``Attributes/Attribute``
 ("Description" or nothing = no class), one ``<Region>`` per object with ``Vertices/Vertex``
-X (column), Y (row) floats in level-0 px, ``NegativeROA="1"`` for holes.
+X (column), Y (row) floats in level-0 px, ``NegativeROA="1"`` for holes. Vertices are read as
+viewer coordinates (origin at the top-left pixel's corner) and returned in this package's
+pixel-centre coordinates (:data:`~napari_histo.formats._common.VIEWER_PIXEL_OFFSET`).
 
 Public functions
 ----------------
@@ -19,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.formats._common import from_viewer
+
 __all__ = ["ImageScopeRegion", "ImageScopeAnnotations", "read_imagescope", "rasterize_regions"]
 
 #: Attribute names that label a layer generically rather than with a class.
@@ -31,7 +35,8 @@ class ImageScopeRegion:
 
     Attributes
     ----------
-    vertices : (N, 2) float64 array of x, y (open ring: a repeated first vertex is removed)
+    vertices : (N, 2) float64 array of x, y in pixel-centre coordinates (the file's value - 0.5;
+        open ring: a repeated first vertex is removed)
     class_name : str or None -- class of the enclosing Annotation
     annotation_id, region_id : str
     negative : bool -- ``NegativeROA="1"`` (a hole / exclusion)
@@ -155,7 +160,7 @@ def read_imagescope(path: str | Path, min_vertices: int = 3) -> ImageScopeAnnota
                     continue
                 regions.append(
                     ImageScopeRegion(
-                        vertices=arr,
+                        vertices=from_viewer(arr),
                         class_name=class_name,
                         annotation_id=ann.get("Id", ""),
                         region_id=reg.get("Id", ""),

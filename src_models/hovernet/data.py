@@ -47,13 +47,17 @@ def read_imagescope_polygons(path: Path) -> tuple[list[tuple[str, np.ndarray]], 
 
 def rasterise(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int], scale: float,
               class_map: dict[str, int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Instance and type maps from polygons scaled by ``scale`` (later regions overwrite)."""
+    """Instance and type maps from polygons scaled by ``scale`` (later regions overwrite).
+
+    Vertices are pixel-centre coordinates; they are scaled about the image's corner, as the
+    image itself is resized (output pixel centre i samples input (i + 0.5) / scale - 0.5).
+    """
     from skimage.draw import polygon
 
     inst = np.zeros(shape, np.int32)
     types = np.zeros(shape, np.int16)
     for i, (cls, verts) in enumerate(regions, start=1):
-        xy = verts * scale
+        xy = (verts + 0.5) * scale - 0.5
         rr, cc = polygon(xy[:, 1], xy[:, 0], shape)
         inst[rr, cc] = i
         types[rr, cc] = class_map.get(cls.strip().lower(), -1) if class_map else -1
