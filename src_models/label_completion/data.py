@@ -46,7 +46,8 @@ class AnnotatedImage:
 
 # ---------------------------------------------------------------------------- MoNuSAC
 def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
-    """(class name, (N, 2) x, y vertices) per region, and the root MicronsPerPixel.
+    """(class name, (N, 2) x, y vertices in pixel-centre coordinates) per region, and the root
+    MicronsPerPixel.
 
     Uses :mod:`napari_histo.formats.imagescope` when available, else a minimal defusedxml parse
     (class = the Annotation's first Attribute Name; rings with < 3 vertices skipped).
@@ -72,7 +73,7 @@ def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]
         name = attr.get("Name", "") if attr is not None else ""
         for region in ann.iter("Region"):
             verts = np.array([[float(v.get("X")), float(v.get("Y"))] for v in region.iter("Vertex")],
-                             dtype=np.float64).reshape(-1, 2)
+                             dtype=np.float64).reshape(-1, 2) - 0.5  # pixel-corner -> pixel-centre
             if len(verts) >= 3:
                 regions.append((name, verts))
     return regions, (float(mpp) if mpp else None)
