@@ -123,3 +123,33 @@ def test_pretraining_steps_lower_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_multimag_probe_reads_scale_from_features_and_scores_unseen_sources():
+    """The magnification probe: fitted on one set of sources, scored on others; a field's scale
+    (here the period of its stripes) is what it must read, and the error is reported in x."""
+    from src_models.backbones import build_resnet
+    from src_models.mpcs.evaluate import multimag_linear_evaluation
+
+    rng = np.random.default_rng(3)
+
+    def field(level: float, source: str) -> dict:
+        period = 24 / (level / 5)  # 5x: wide stripes, 20x: narrow ones
+        phase, angle = rng.uniform(0, 2 * np.pi), rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[:64, :64]
+        wave = np.sin(2 * np.pi * (xx * np.cos(angle) + yy * np.sin(angle)) / period + phase)
+        grey = 128 + 90 * wave + rng.normal(0, 8, wave.shape)
+        rgb = np.clip(np.stack([grey, grey * 0.7, grey * 0.9], -1), 0, 255).astype(np.uint8)
+        return {"patch": rgb, "nominal": level, "source": source}
+
+    levels = (5.0, 20.0)
+    fields = {"train": [field(m, f"s{k}") for k in range(4) for m in levels for _ in range(12)],
+              "held_out": [field(m, f"h{k}") for k in range(2) for m in levels for _ in range(10)]}
+    torch.manual_seed(0)
+    result = multimag_linear_evaluation(build_resnet("resnet_slim", width=8), fields, levels)
+    assert (result["n_train"], result["n_held_out"]) == (96, 40)
+    assert result["accuracy"] >= 0.9 and set(result["by_magnification"]) == {"5x", "20x"}
+    assert result["mae_x"] == pytest.approx((1 - result["accuracy"]) * 15)
+    # a probe on features that cannot see the stripes is at chance
+    fields_blank = {k: [{**r, "patch": np.full_like(r["patch"], 128)} for r in v] for k, v in fields.items()}
+    assert multimag_linear_evaluation(build_resnet("resnet_slim", width=8), fields_blank, levels)["accuracy"] == 0.5

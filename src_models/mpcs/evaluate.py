@@ -7,6 +7,10 @@
 Targets: ``"class"`` (benign vs malignant, image- and patient-level accuracy) or
 ``"magnification"`` (40/100/200/400X, image-level accuracy).
 
+- :func:`multimag_linear_evaluation`: the magnification class (5-40x in 5x steps) of fields of
+  the Hagnifinder source images, probe fitted on the training sources and scored on the
+  held-out ones (``--dataset multimag``).
+
 ``python -m src_models.mpcs.evaluate --encoder runs/mpcs/encoder.pt`` compares the given encoder
 with a randomly initialised one of the same architecture.
 """
@@ -167,10 +171,63 @@ def finetune_evaluation(make_encoder, rows: Sequence[BreakHisImage], target: str
             "pla_mean": float(np.mean(plas)), "pla_std": float(np.std(plas))}
 
 
+#: Magnifications of the multi-magnification probe: the Hagnifinder range in 5x steps.
+MULTIMAG_LEVELS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
+
+
+def multimag_fields(data_root: str | Path, patch_size: int, levels: Sequence[float] = MULTIMAG_LEVELS,
+                    crops_per_mag: int = 8, seed: int = 0) -> dict[str, list[dict]]:
+    """Fields of the Hagnifinder training sources (``"train"``) and held-out sources
+    (``"held_out"``): ``crops_per_mag`` tissue-rich ``patch_size``² fields per source and
+    magnification it reaches by downsampling (:func:`~src_models.hagnifinder.data.validation_patches`)."""
+    from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
+
+    train_src, held_src = split_sources(discover_sources(data_root))
+    if not train_src or not held_src:
+        raise FileNotFoundError(f"{data_root}: no Hagnifinder source images (training and held-out) found")
+    return {split: validation_patches(srcs, mags=levels, crops_per_mag=crops_per_mag, patch_size=patch_size,
+                                      seed=seed)
+            for split, srcs in (("train", train_src), ("held_out", held_src))}
+
+
+def multimag_linear_evaluation(encoder: torch.nn.Module, fields: dict[str, list[dict]],
+                               levels: Sequence[float] = MULTIMAG_LEVELS) -> dict:
+    """Linear probe for the magnification class: fitted on training-source fields, scored on
+    fields of source images the encoder and the probe never saw.
+
+    Returns accuracy, accuracy within one class (±5x), the mean absolute error of the predicted
+    class in x, per-magnification accuracy and the per-source mean accuracy."""
+    levels = list(levels)
+    feats, ys = {}, {}
+    for split, recs in fields.items():
+        feats[split] = extract_features(encoder, np.stack([r["patch"] for r in recs]))
+        ys[split] = np.array([levels.index(r["nominal"]) for r in recs])
+    mean, std = feats["train"].mean(0), feats["train"].std(0) + 1e-6
+    clf = _fit_logistic((feats["train"] - mean) / std, ys["train"], len(levels))
+    with torch.no_grad():
+        pred = clf(torch.from_numpy((feats["held_out"] - mean) / std).float()).argmax(1).numpy()
+    y = ys["held_out"]
+    mags = np.asarray(levels)
+    sources = np.array([r["source"] for r in fields["held_out"]])
+    return {"n_train": int(len(ys["train"])), "n_held_out": int(len(y)),
+            "accuracy": float(np.mean(pred == y)),
+            "within_one_class": float(np.mean(np.abs(pred - y) <= 1)),
+            "mae_x": float(np.mean(np.abs(mags[pred] - mags[y]))),
+            "by_magnification": {f"{m:g}x": float(np.mean(pred[y == i] == i)) for i, m in enumerate(levels)
+                                 if (y == i).any()},
+            "source_mean_accuracy": float(np.mean([np.mean(pred[sources == s] == y[sources == s])
+                                                   for s in sorted(set(sources))]))}
+
+
 def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
             targets_: Sequence[str] = ("class", "magnification"), finetune_epochs: int = 0,
-            size: int = 160) -> dict:
-    """Linear (and optionally fine-tuning) evaluation: pretrained encoder vs random init."""
+            size: int = 160, dataset: str = "breakhis") -> dict:
+    """Linear (and optionally fine-tuning) evaluation: pretrained encoder vs random init.
+
+    ``dataset="breakhis"``: patient-wise folds on BreakHis (``targets_``, optional fine-tuning).
+    ``dataset="multimag"``: magnification-class probe on fields of the Hagnifinder sources,
+    fitted on the training sources and scored on the held-out ones (the pretraining's split).
+    """
     from src_models.backbones import build_resnet
     from src_models.mpcs.config import MPCSConfig
 
@@ -184,6 +241,14 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
             enc.load_state_dict(torch.load(encoder_path, map_location="cpu", weights_only=True))
         return enc
 
+    if dataset == "multimag":
+        fields = multimag_fields(data_root, config.patch_size)
+        return {"encoder": str(encoder_path), "dataset": "multimag", "patch_size": config.patch_size,
+                "levels": list(MULTIMAG_LEVELS),
+                "linear": {f"magnification/{name}": multimag_linear_evaluation(make(pretrained), fields)
+                           for name, pretrained in (("mpcs", True), ("random", False))}}
+    if dataset != "breakhis":
+        raise ValueError(f"unknown dataset {dataset!r}; expected breakhis or multimag")
     rows = read_breakhis(data_root)
     images = load_images(rows, size)
     results: dict = {"encoder": str(encoder_path), "n_images": len(rows),
@@ -200,14 +265,17 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="BreakHis evaluation of an MPCS encoder vs random init.")
+    parser = argparse.ArgumentParser(description="Evaluation of an MPCS encoder vs random init.")
     parser.add_argument("--encoder", required=True, help="encoder.pt (config.json beside it)")
     parser.add_argument("--data-root", default="../shared/data")
+    parser.add_argument("--dataset", choices=["breakhis", "multimag"], default="breakhis",
+                        help="breakhis: patient-wise folds; multimag: magnification probe on held-out "
+                             "Hagnifinder source images")
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = compare(args.encoder, args.data_root, finetune_epochs=args.finetune_epochs)
+    results = compare(args.encoder, args.data_root, finetune_epochs=args.finetune_epochs, dataset=args.dataset)
     text = json.dumps(results, indent=2)
     if args.out:
         from napari_histo.utils import atomic_write
