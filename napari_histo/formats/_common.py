@@ -197,13 +197,15 @@ def parse_json_bytes(path: str | os.PathLike, raw: bytes) -> Any:
         raise json_error(path, exc) from None
 
 
-#: Where a file's coordinates put a pixel. The viewers whose files this package exchanges
-#: (QuPath GeoJSON, Aperio ImageScope XML, ASAP XML, Sedeen session XML) use continuous image
-#: coordinates with the origin at the top-left corner of the top-left pixel, so pixel (row i,
-#: column j) spans [j, j + 1) x [i, i + 1) and its centre is (j + 0.5, i + 0.5). This package's
-#: arrays, tables and napari layers put pixel centres at integer coordinates (NumPy indices,
-#: scikit-image, HoVer-Net JSON). Readers of viewer formats subtract this offset from every
-#: coordinate, writers add it, so a nucleus keeps its pixels through a round trip through QuPath.
+#: Where a file's coordinates put a pixel. QuPath (GeoJSON) and Aperio ImageScope (XML) use
+#: continuous image coordinates with the origin at the top-left corner of the top-left pixel,
+#: so pixel (row i, column j) spans [j, j + 1) x [i, i + 1) and its centre is (j + 0.5, i + 0.5).
+#: This package's arrays, tables and napari layers put pixel centres at integer coordinates
+#: (NumPy indices, scikit-image, HoVer-Net JSON). The QuPath and ImageScope readers subtract this
+#: offset from every coordinate and the GeoJSON writer adds it, so a nucleus keeps its pixels
+#: through a round trip through QuPath. ASAP XML stays in pixel-centre coordinates (ASAP's own
+#: ``AnnotationToMask`` tests integer points, so CAMELYON masks treat them as pixel centres), and
+#: so does Sedeen session XML (integer pixel positions; no evidence of another convention).
 VIEWER_PIXEL_OFFSET = 0.5
 
 

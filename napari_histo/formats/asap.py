@@ -4,9 +4,7 @@ Every ``<Annotation>`` becomes an :class:`~napari_histo.formats._common.Annotati
 ``Dot`` -> Point, ``PointSet`` -> MultiPoint, ``Polygon``/``Rectangle`` -> Polygon, ``Spline`` ->
 Polygon through its control points sampled as a closed Catmull-Rom curve (how ASAP draws it),
 ``Measurement`` -> LineString. The class is ``PartOfGroup`` (``"None"`` -> no class); the colour is
-the group's when it has one, else the annotation's own. Coordinates are read as viewer
-coordinates (origin at the top-left pixel's corner) and moved to pixel centres
-(:data:`~napari_histo.formats._common.VIEWER_PIXEL_OFFSET`).
+the group's when it has one, else the annotation's own.
 
 Public API
 ----------
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.formats._common import Annotation, AnnotationFormatError, from_viewer, parse_xml
+from napari_histo.formats._common import Annotation, AnnotationFormatError, parse_xml
 
 __all__ = ["read_asap"]
 
@@ -71,7 +69,7 @@ def read_asap(path: str | os.PathLike) -> list[Annotation]:
                 raise AnnotationFormatError(path, f"annotation {ann.get('Name')!r}: coordinate without numeric Order/X/Y") from None
         if not rows:
             continue
-        pts = from_viewer(np.asarray(sorted(rows), np.float64)[:, 1:])
+        pts = np.asarray(sorted(rows), np.float64)[:, 1:]
         group = ann.get("PartOfGroup")
         class_name = None if group in (None, "", "None") else group
         colour = groups.get(group) or _colour(ann.get("Color"))

@@ -5,9 +5,7 @@ Writer profile (FORMATS.md §2.1): nuclei as ``polygon`` graphics coloured by ty
 ``ellipse`` (circle mode) graphics coloured by rank, ROIs as ``polygon`` graphics (exterior ring:
 Sedeen has no holes, so holes are dropped). Every napari-histo graphic's description ends in
 ``[napari-histo]``; merging into an existing session keeps every other graphic untouched and
-(by default) replaces earlier napari-histo graphics. Writes are atomic. Point coordinates are
-read and written in the viewer convention (origin at the top-left pixel's corner; see
-:data:`~napari_histo.formats._common.VIEWER_PIXEL_OFFSET`).
+(by default) replaces earlier napari-histo graphics. Writes are atomic.
 """
 
 from __future__ import annotations
@@ -24,10 +22,8 @@ import pandas as pd
 from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
-    from_viewer,
     parse_xml,
     table_from_contours,
-    to_viewer,
 )
 from napari_histo.formats.colours import SedeenColourTable, hex_to_rgb, normalise_colour, rgb_to_hex
 from napari_histo.formats.rasterize import Shape, rasterize_shapes
@@ -170,7 +166,7 @@ def read_sedeen(path: str | os.PathLike) -> SedeenSession:
             pen = g.find("pen")
             colour = normalise_colour(pen.get("color", "#000000ff")) if pen is not None else "#000000ff"
             pts = [_pair(p.text, "point") for p in g.iterfind("point-list/point")]
-            arr = from_viewer(np.asarray(pts, np.float64).reshape(-1, 2))
+            arr = np.asarray(pts, np.float64).reshape(-1, 2)
             if not np.isfinite(arr).all():
                 raise ValueError("non-finite point coordinate")
         except ValueError as exc:
@@ -193,7 +189,7 @@ def session_path_for(slide_path: str | os.PathLike) -> Path:
 
 
 def _graphic_xml(kind: str, name: str, description: str, colour: str, points: Iterable[Sequence[float]]) -> str:
-    pts = "".join(f"\n          <point>{x:.6f},{y:.6f}</point>" for x, y in to_viewer(np.asarray(list(points), np.float64).reshape(-1, 2)))
+    pts = "".join(f"\n          <point>{x:.6f},{y:.6f}</point>" for x, y in points)
     return (
         f"\n      <graphic type={quoteattr(kind)} name={quoteattr(name)} description={quoteattr(description)}>"
         f'\n        <pen color="{colour}" width="3" style="Solid"/>'
