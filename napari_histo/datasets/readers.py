@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.formats._common import VIEWER_PIXEL_OFFSET
 from napari_histo.nuclei.types import TypeInfo
 from napari_histo.utils import InputFileError
 
@@ -108,6 +107,8 @@ def rasterize_monuseg_official(regions, shape: tuple[int, int]) -> np.ndarray:
     """Instance map of ImageScope regions as the official MoNuSeg script draws it (see
     :data:`MONUSEG_MASKS`); pixel centres inside a polygon are filled (``skimage.draw.polygon``)."""
     from skimage.draw import polygon
+
+    from napari_histo.formats._common import VIEWER_PIXEL_OFFSET
 
     inst = np.zeros(shape, np.int32)
     next_id = 1
