@@ -46,37 +46,14 @@ class AnnotatedImage:
 
 # ---------------------------------------------------------------------------- MoNuSAC
 def read_imagescope_typed(path: str | Path) -> tuple[list[tuple[str, np.ndarray]], float | None]:
-    """(class name, (N, 2) x, y vertices in pixel-centre coordinates) per region, and the root
-    MicronsPerPixel.
+    """(class name, (N, 2) x, y vertices in pixel-centre coordinates) per positive region, and
+    the root MicronsPerPixel, as read by :func:`napari_histo.formats.imagescope.read_imagescope`
+    (rings with < 3 vertices skipped)."""
+    from napari_histo.formats.imagescope import read_imagescope
 
-    Uses :mod:`napari_histo.formats.imagescope` when available, else a minimal defusedxml parse
-    (class = the Annotation's first Attribute Name; rings with < 3 vertices skipped).
-    """
-    try:
-        from napari_histo.formats.imagescope import read_imagescope
-    except ImportError:  # formats package without the ImageScope reader: minimal parse below
-        read_imagescope = None
-    if read_imagescope is not None:
-        parsed = read_imagescope(path, min_vertices=3)
-        return [(r.class_name or "", np.asarray(r.vertices, np.float64)) for r in parsed.regions
-                if not r.negative], parsed.mpp
-    from defusedxml import ElementTree
-
-    try:
-        root = ElementTree.parse(str(path)).getroot()
-    except Exception as exc:  # noqa: BLE001 - malformed XML is a user error
-        raise InputFileError(path, f"cannot parse ImageScope XML ({exc})") from exc
-    mpp = root.get("MicronsPerPixel")
-    regions = []
-    for ann in root.iter("Annotation"):
-        attr = ann.find("Attributes/Attribute")
-        name = attr.get("Name", "") if attr is not None else ""
-        for region in ann.iter("Region"):
-            verts = np.array([[float(v.get("X")), float(v.get("Y"))] for v in region.iter("Vertex")],
-                             dtype=np.float64).reshape(-1, 2) - 0.5  # pixel-corner -> pixel-centre
-            if len(verts) >= 3:
-                regions.append((name, verts))
-    return regions, (float(mpp) if mpp else None)
+    parsed = read_imagescope(path, min_vertices=3)
+    return [(r.class_name or "", np.asarray(r.vertices, np.float64)) for r in parsed.regions
+            if not r.negative], parsed.mpp
 
 
 def read_slide_rgb(path: str | Path) -> np.ndarray:
