@@ -10,7 +10,10 @@ in the config, chosen by source-grouped cross-validation on training images,
 ``k``: the image then shows ``m / k``, so ``k * prediction`` is another estimate of ``m``, and a
 crop's estimates are averaged in log2 space. The crops are combined by a trimmed mean in
 log2-magnification space (robust to one odd crop; relative error is what matters for a
-scale). The spread of the crop estimates is reported as the uncertainty. Slide metadata, when
+scale). The spread of the crop estimates is reported as ``uncertainty``; the error that matters,
+a new source's bias, is given by a prediction interval (``interval`` in the config, fitted on
+out-of-fold errors for training sources, :mod:`src_models.hagnifinder.interval`), and the one
+standard objective inside it, if any, as ``scan_objective``. Slide metadata, when
 present, is always authoritative: callers show the prediction next to it, never instead of it.
 
 A model that has learned sharpness as a cue sees a soft image (an out-of-focus field, a JPEG,
@@ -45,6 +48,9 @@ CROP_RULES = ("spread", "most_tissue")
 MIN_CROP_TISSUE = 0.5
 #: Lowest magnification a crop is downsampled to for the multi-scale estimate (model range 5-40x).
 MIN_SCALED_MAG = 5.0
+#: Objective powers of scanners and microscopes in the model's range (x): an image that kept its
+#: scan resolution was taken at one of these.
+STANDARD_OBJECTIVES = (5.0, 10.0, 20.0, 40.0)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,13 @@ class MagnificationPrediction:
         softer than the scans the model was trained on).
     blur_invariant
         The blur-invariant companion's estimate when the model has a softness check, else None.
+    interval
+        (low, high) in x: where the true magnification lies with probability ``interval_level``,
+        from the model's errors on source images it never saw (scanner, stain and tissue bias,
+        which the crop spread does not show); None when the model has no fitted interval. When
+        the softness check fires, it spans the intervals of both models' estimates.
+    interval_level
+        Nominal coverage of ``interval`` (e.g. 0.9).
     """
 
     magnification: float
@@ -74,6 +87,24 @@ class MagnificationPrediction:
     per_crop: list[float] = field(default_factory=list)
     note: str = ""
     blur_invariant: float | None = None
+    interval: tuple[float, float] | None = None
+    interval_level: float | None = None
+
+    @property
+    def consistent_objectives(self) -> tuple[float, ...]:
+        """Standard objective powers inside the interval: for an image at its scan resolution,
+        the objective it was most likely scanned with when exactly one is left."""
+        if self.interval is None:
+            return ()
+        low, high = self.interval
+        return tuple(m for m in STANDARD_OBJECTIVES if low <= m <= high)
+
+    @property
+    def scan_objective(self) -> float | None:
+        """The one standard objective inside the interval, else None: what an image kept at its
+        scan resolution (a converted or exported scan) was most likely scanned with."""
+        objectives = self.consistent_objectives
+        return objectives[0] if len(objectives) == 1 else None
 
 
 #: Notes of a prediction the blur-invariant companion contradicts (:func:`softness_check`).
@@ -106,6 +137,32 @@ def softness_check(estimate, blur_invariant, max_ratio: float) -> tuple[np.ndarr
     inv = np.asarray(blur_invariant, float)
     replaced = est > max_ratio * inv
     return np.where(replaced, inv, est), replaced
+
+
+def prediction_interval(estimate: float, interval: dict) -> tuple[float, float]:
+    """(low, high) magnification (x) around ``estimate`` from a fitted interval spec.
+
+    The spec (``interval`` in the model's config, :mod:`src_models.hagnifinder.interval`) holds
+    quantile lines of the log2 residual ``log2(true / estimate)`` in ``x = log2(estimate)``,
+    ``x`` clipped to the range they were fitted on (no extrapolation of the slope).
+    """
+    log_est = float(np.log2(max(float(estimate), 1e-6)))
+    x = float(np.clip(log_est, *interval["log2_estimate_range"]))
+    low = log_est + interval["low"]["intercept"] + interval["low"]["slope"] * x
+    high = log_est + interval["high"]["intercept"] + interval["high"]["slope"] * x
+    return float(2.0 ** min(low, log_est)), float(2.0 ** max(high, log_est))
+
+
+def interval_text(prediction: MagnificationPrediction) -> str:
+    """One line for users: the interval and, when only one fits, the standard objective
+    (e.g. "90 % interval 14.2–26.2x; of the standard objectives only 20x fits"); "" without one."""
+    if prediction.interval is None:
+        return ""
+    low, high = prediction.interval
+    text = f"{100 * (prediction.interval_level or 0):.0f} % interval {low:.1f}–{high:.1f}x"
+    if prediction.scan_objective is not None:
+        text += f"; of the standard objectives only {prediction.scan_objective:g}x fits"
+    return text
 
 
 def default_model_dir() -> Path:
@@ -344,12 +401,15 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
                                         for i, k in enumerate(extra)}}
             preds = combine_scales(per_scale)
     estimate = aggregate_log(preds, AGGREGATE_TRIM)
+    estimates = [estimate]  # with a firing softness check: both models' estimates
     note, invariant_mag = "", None
     check = getattr(model, "softness", None)
     if check is not None:
         invariant = calibrated(crops, check.model, check.config)
         invariant_mag = float(aggregate_log(invariant, AGGREGATE_TRIM))
         _, fired = softness_check(estimate, invariant_mag, check.max_ratio)
+        if fired:
+            estimates.append(invariant_mag)
         if fired and check.action == "replace":
             preds, note = invariant, SOFT_IMAGE_NOTE
             estimate = invariant_mag
@@ -357,6 +417,11 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
             note = SOFT_IMAGE_WARNING.format(invariant_mag)
     mag = float(np.clip(estimate, 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
+    interval = None
+    if config.interval:  # the two models disagree: the interval spans both estimates' intervals
+        bounds = np.array([prediction_interval(max(e, 0.5), config.interval) for e in estimates])
+        interval = (float(bounds[:, 0].min()), float(bounds[:, 1].max()))
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
                                    per_crop=[float(p) for p in preds], note=note,
-                                   blur_invariant=invariant_mag)
+                                   blur_invariant=invariant_mag, interval=interval,
+                                   interval_level=config.interval["level"] if interval else None)

@@ -49,6 +49,8 @@ def test_predict_and_apply_magnification(viewer, qtbot):
     prediction = slide_panel.prediction
     assert job.error is None and prediction is not None and 0.5 < prediction.magnification < 200
     assert "predicted" in slide_panel.labels["mpp"].text()
+    assert "% interval" in slide_panel.labels["mpp"].text()
+    assert slide_panel.objective_button.isVisibleTo(slide_panel) == (prediction.scan_objective is not None)
     slide_panel.apply_prediction()
     assert tuple(tile.scale) == pytest.approx((prediction.mpp, prediction.mpp))
     assert _layers.layer_mpp(tile) == pytest.approx(prediction.mpp)
@@ -64,8 +66,15 @@ def test_predict_and_apply_magnification(viewer, qtbot):
     whole = panel.prediction
     assert job.error is None and whole is not None and panel.apply_button.isEnabled()
     assert f"{whole.magnification:.1f}×" in panel.result_label.text()
+    assert "90 % interval" in panel.result_label.text()
     panel.apply()
     assert tuple(tile.scale) == pytest.approx((whole.mpp, whole.mpp))
+    # a 40x tile: the one standard objective in the interval is offered and applied exactly
+    assert whole.scan_objective == 40.0 and panel.objective_button.isVisibleTo(panel)
+    assert panel.objective_button.text() == "Apply 40× scan (0.250 µm/px)"
+    panel.apply_objective()
+    assert tuple(tile.scale) == pytest.approx((0.25, 0.25))
+    assert tile.metadata["mpp_source"] == "predicted (standard objective)"
     viewer.reset_view()
     panel.scope.setCurrentText("current view")
     job = panel.predict()
@@ -82,10 +91,15 @@ def test_the_panels_show_the_softness_note(viewer, qtbot, sample_slide_path):
     soft = blur_patch(read_rgb(sample_slide_path), 1.0)  # the whole CC0 sample (20x), one pixel softer
     prediction = predict_magnification(soft)
     assert prediction.note  # the check fires (as in test_magnification_softness)
+    # the interval spans both models' estimates, so no single objective is claimed
+    lo, hi = prediction.interval
+    assert lo < prediction.blur_invariant < prediction.magnification < hi
+    assert prediction.scan_objective is None
     layer = viewer.add_image(soft, rgb=True, name="soft snapshot")
     panel = MagnificationPanel(viewer)
     panel._show(prediction, layer)
     assert "⚠ image softer than the training scans" in panel.result_label.text()
+    assert not panel.objective_button.isVisibleTo(panel)
     slide_panel = SlidePanel(viewer)
     slide_panel._show_prediction(prediction)
     assert f"blur-invariant estimate is {prediction.blur_invariant:.1f}×" in slide_panel.labels["mpp"].text()

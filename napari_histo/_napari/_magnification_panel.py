@@ -62,6 +62,28 @@ def predict_for_layer(layer: Any, box: tuple[int, int, int, int] | None = None) 
     return predict_magnification(rgb)
 
 
+def show_objective_button(button: Any, prediction: Any) -> None:
+    """Offer "Apply 20× scan (0.500 µm/px)" when exactly one standard objective fits."""
+    from napari_histo.magnification import MPP_AT_1X
+
+    objective = getattr(prediction, "scan_objective", None)
+    button.setVisible(objective is not None)
+    if objective is not None:
+        button.setText(f"Apply {objective:g}× scan ({MPP_AT_1X / objective:.3f} µm/px)")
+
+
+def apply_objective(viewer: napari.Viewer, layer: Any, prediction: Any) -> None:
+    """Set ``layer``'s scale to the standard objective of ``prediction`` (10 / objective µm/px)."""
+    from napari_histo.magnification import MPP_AT_1X
+
+    objective = prediction.scan_objective
+    if objective is None:
+        return
+    apply_mpp(viewer, layer, MPP_AT_1X / objective)
+    layer.metadata["mpp_source"] = "predicted (standard objective)"
+    notify_info(f"{layer.name}: scale set to {MPP_AT_1X / objective:.3f} µm/px ({objective:g}× scan, predicted)")
+
+
 def apply_mpp(viewer: napari.Viewer, layer: Any, mpp: float) -> None:
     """Set ``layer``'s scale to ``mpp`` µm/px and rescale the overlays aligned with it."""
     old_scale, old_translate = _layers.layer_geometry(layer)
@@ -102,6 +124,11 @@ class MagnificationPanel(QWidget):
         self.apply_button = QPushButton("Apply as layer scale")
         self.apply_button.setEnabled(False)
         self.apply_button.clicked.connect(self.apply)
+        self.objective_button = QPushButton()
+        self.objective_button.setToolTip("For an image at its scan resolution: use the one standard "
+                                         "objective inside the prediction interval")
+        self.objective_button.clicked.connect(self.apply_objective)
+        self.objective_button.setVisible(False)
 
         form = QFormLayout()
         form.addRow("Image layer", self.layer_box)
@@ -111,6 +138,7 @@ class MagnificationPanel(QWidget):
         layout.addWidget(self.predict_button)
         layout.addWidget(self.result_label)
         layout.addWidget(self.apply_button)
+        layout.addWidget(self.objective_button)
         layout.addStretch(1)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_layers)
@@ -147,14 +175,18 @@ class MagnificationPanel(QWidget):
     def _show(self, prediction: Any, layer: Any) -> None:
         if prediction is None or prediction is CANCELLED:
             return
+        from napari_histo.magnification import interval_text
+
         self.prediction, self.target_layer = prediction, layer
         spread = float(np.std(prediction.per_crop)) if len(prediction.per_crop) else float("nan")
         self.result_label.setText(
             f"{prediction.magnification:.1f}× ≈ {prediction.mpp:.3f} µm/px\n"
-            f"uncertainty ±{prediction.uncertainty:.2f} (per-crop spread {spread:.2f}, {len(prediction.per_crop)} crops)"
+            + (f"{interval_text(prediction)}\n" if getattr(prediction, "interval", None) else "")
+            + f"crop spread ±{spread:.2f} ({len(prediction.per_crop)} crops)"
             + (f"\n⚠ {prediction.note}" if getattr(prediction, "note", "") else "")
         )
         self.apply_button.setEnabled(True)
+        show_objective_button(self.objective_button, prediction)
 
     def apply(self) -> None:
         """Apply the last prediction as the layer's µm scale."""
@@ -162,3 +194,9 @@ class MagnificationPanel(QWidget):
             return
         apply_mpp(self.viewer, self.target_layer, float(self.prediction.mpp))
         notify_info(f"{self.target_layer.name}: scale set to {self.prediction.mpp:.3f} µm/px")
+
+    def apply_objective(self) -> None:
+        """Apply the standard objective that fits the last prediction as the layer's µm scale."""
+        if self.prediction is None or self.target_layer is None:
+            return
+        apply_objective(self.viewer, self.target_layer, self.prediction)

@@ -89,6 +89,9 @@ class SlidePanel(QWidget):
         self.apply_button = QPushButton("Apply predicted scale")
         self.apply_button.clicked.connect(self.apply_prediction)
         self.apply_button.setVisible(False)
+        self.objective_button = QPushButton()
+        self.objective_button.clicked.connect(self.apply_objective)
+        self.objective_button.setVisible(False)
         self.tissue_box = QCheckBox("Show tissue mask")
         self.tissue_box.toggled.connect(self.set_tissue_visible)
 
@@ -103,6 +106,7 @@ class SlidePanel(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.predict_button)
         layout.addWidget(self.apply_button)
+        layout.addWidget(self.objective_button)
         layout.addWidget(self.tissue_box)
         layout.addStretch(1)
 
@@ -139,6 +143,7 @@ class SlidePanel(QWidget):
         self.info = None
         self.prediction = None
         self.apply_button.setVisible(False)
+        self.objective_button.setVisible(False)
         if layer is None:
             for label in self.labels.values():
                 label.setText("–")
@@ -185,13 +190,19 @@ class SlidePanel(QWidget):
     def _show_prediction(self, prediction: Any) -> None:
         if prediction is None or prediction is CANCELLED:
             return
+        from napari_histo._napari._magnification_panel import show_objective_button
+        from napari_histo.magnification import interval_text
+
         self.prediction = prediction
         self.labels["mpp"].setText(
-            f"unknown — predicted {prediction.mpp:.3f} µm/px ({prediction.magnification:.1f}×, ±{prediction.uncertainty:.1f})"
+            f"unknown — predicted {prediction.mpp:.3f} µm/px ({prediction.magnification:.1f}×"
+            + (f", {interval_text(prediction)})" if getattr(prediction, "interval", None)
+               else f", ±{prediction.uncertainty:.1f})")
             + (" ⚠ soft image: the blur-invariant estimate is "
                f"{prediction.blur_invariant:.1f}×" if getattr(prediction, "note", "") else "")
         )
         self.apply_button.setVisible(True)
+        show_objective_button(self.objective_button, prediction)
 
     @staticmethod
     def _predict(layer: Any) -> Any:
@@ -214,6 +225,13 @@ class SlidePanel(QWidget):
             return
         apply_mpp(self.viewer, layer, float(self.prediction.mpp))
         notify_info(f"{layer.name}: scale set to {self.prediction.mpp:.3f} µm/px (predicted)")
+
+    def apply_objective(self) -> None:
+        """Use the standard objective that fits the prediction (e.g. 20× -> 0.5 µm/px) as the scale."""
+        from napari_histo._napari._magnification_panel import apply_objective
+
+        if self.slide_layer is not None and self.prediction is not None:
+            apply_objective(self.viewer, self.slide_layer, self.prediction)
 
     # -- tissue mask ------------------------------------------------------------------------
     def set_tissue_visible(self, visible: bool) -> Any | None:

@@ -143,7 +143,7 @@ def _read_slide(path: Path):
 
 
 def handler(args: argparse.Namespace) -> int:
-    from napari_histo.magnification import predict_magnification
+    from napari_histo.magnification import interval_text, predict_magnification
 
     results = []
     for name in args.images:
@@ -155,6 +155,9 @@ def handler(args: argparse.Namespace) -> int:
             "magnification": round(pred.magnification, 3),
             "mpp": round(pred.mpp, 5),
             "uncertainty": round(pred.uncertainty, 3),
+            "interval": [round(v, 3) for v in pred.interval] if pred.interval else None,
+            "interval_level": pred.interval_level,
+            "consistent_objectives": list(pred.consistent_objectives),
             "per_crop": [round(v, 3) for v in pred.per_crop],
             "note": pred.note,
             "blur_invariant_magnification": (None if pred.blur_invariant is None
@@ -165,8 +168,8 @@ def handler(args: argparse.Namespace) -> int:
         }
         results.append(record)
         if not args.json:
-            line = (f"{path}: predicted {pred.magnification:.1f}x ({pred.mpp:.3f} µm/px) "
-                    f"± {pred.uncertainty:.1f}")
+            line = f"{path}: predicted {pred.magnification:.1f}x ({pred.mpp:.3f} µm/px)"
+            line += f", {interval_text(pred)}" if pred.interval else f" ± {pred.uncertainty:.1f}"
             if meta_mag is not None:
                 meta = f"{meta_mag:g}x" + (f", {meta_mpp:.4g} µm/px" if meta_mpp else "")
                 line += f"  [metadata: {meta}; metadata is used]"

@@ -103,6 +103,9 @@ class HagnifinderConfig:
     #: times the blur-invariant model's, the prediction carries a note ("warn") or the latter is
     #: reported ("replace") (:func:`napari_histo.magnification.softness_check`).
     softness_check: dict | None = None
+    #: Prediction interval fitted on out-of-fold errors for training sources
+    #: (:mod:`src_models.hagnifinder.interval`); None: no interval reported.
+    interval: dict | None = None
 
     def to_json(self, path: str | Path) -> None:
         from napari_histo.utils import atomic_write

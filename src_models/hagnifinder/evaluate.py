@@ -117,8 +117,8 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         checked, fired = softness_check(calibrated, invariant, check.max_ratio)
         if check.action == "replace":
             calibrated = checked
-        for rec, flag in zip(records, fired):
-            rec["soft"] = bool(flag)
+        for rec, flag, inv in zip(records, fired, invariant):
+            rec["soft"], rec["invariant"] = bool(flag), float(inv)
     for rec, r, p in zip(records, raw, calibrated):
         rec["raw"], rec["pred"] = float(r), float(p)
         del rec["patch"]
@@ -133,6 +133,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         alt = predict_with_model(model, config, img, crops_per_mag, crop_seed, scales=alt_scales,
                                  crop_rule=alt_crop_rule)
         whole.append({"source": src.name, "nominal": float(nominal), "mag": mag,
+                      "interval": list(multi.interval) if multi.interval else None,
                       "pred": multi.magnification, "alt": alt.magnification, "soft": bool(multi.note),
                       "shape": list(img.shape[:2])})
     whole_by_mag, whole_alt_by_mag = {}, {}
@@ -142,7 +143,7 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
         whole_alt_by_mag[f"{m:g}"] = summarise([r["alt"] for r in rs], [r["mag"] for r in rs])
     whole_by_mag["all"] = summarise([r["pred"] for r in whole], [r["mag"] for r in whole])
     whole_alt_by_mag["all"] = summarise([r["alt"] for r in whole], [r["mag"] for r in whole])
-    native = []
+    native, native_preds = [], []
     for src in val_src:
         rgb = degrade(src.rgb)
         pred = predict_magnification(rgb, n_crops=8, seed=0, model_dir=model_dir)
@@ -151,12 +152,16 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
             # the raw figures before calibration, on the crops chosen then
             crops = np.stack(select_crops(rgb, 8, config.patch_size, 0, "most_tissue"))
             raw_mean = float(model(to_tensor(crops)).numpy().mean())
+        native_preds.append(pred)
         native.append({"source": src.name, "true": src.magnification, "pred": pred.magnification,
                        "raw_mean": raw_mean, "alt_scales": alt.magnification,
                        "uncertainty": pred.uncertainty, "shape": list(src.rgb.shape[:2]),
                        "soft": bool(pred.note),
                        "in_range": config.mag_min <= src.magnification <= config.mag_max * 1.03})
     in_range = [r for r in native if r["in_range"]]
+    for r, pred in zip(native, native_preds):
+        r["interval"] = list(pred.interval) if pred.interval else None
+        r["objectives"] = list(pred.consistent_objectives)
     return {
         "model_dir": str(model_dir), "held_out": [s.name for s in val_src],
         "calibration": (config.calibration or {}).get("method", "identity"),
@@ -171,12 +176,47 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
                           "whole_images": sum(r["soft"] for r in whole),
                           "native": sum(r["soft"] for r in native)},
         "native": native,
+        "interval_coverage": interval_coverage(config.interval, records, whole, in_range),
         "native_summary": summarise([r["pred"] for r in in_range], [r["true"] for r in in_range]),
         "native_summary_raw": summarise([r["raw_mean"] for r in in_range], [r["true"] for r in in_range]),
         "native_summary_alt_scales": summarise([r["alt_scales"] for r in in_range],
                                                [r["true"] for r in in_range]),
         "patch_records": records, "image_records": image_rows, "whole_image_records": whole,
     }
+
+
+def interval_coverage(spec: dict | None, patch_records: list[dict], whole: list[dict],
+                      native: list[dict]) -> dict | None:
+    """How often the true magnification lies in the prediction interval (None: no interval).
+
+    Patches: the interval of each field's calibrated prediction (spanning the blur-invariant
+    estimate's too where the softness check fired, as ``predict_magnification``); whole images and native scans:
+    the interval ``predict_magnification`` reported. Native scans also count how often the
+    true objective is the only standard objective inside the interval.
+    """
+    if not spec:
+        return None
+    from napari_histo.magnification import STANDARD_OBJECTIVES, prediction_interval
+
+    def field_interval(rec):  # as predict_magnification: a firing check spans both estimates
+        estimates = [rec["pred"]] + ([rec["invariant"]] if rec.get("soft") else [])
+        bounds = np.array([prediction_interval(e, spec) for e in estimates])
+        return float(bounds[:, 0].min()), float(bounds[:, 1].max())
+
+    def inside(rows, interval, truth):
+        flags = [lo <= r[truth] <= hi for r, (lo, hi) in zip(rows, map(interval, rows))]
+        return {"coverage": float(np.mean(flags)) if flags else float("nan"), "n": len(flags)}
+
+    out = {"level": spec["level"],
+           "patches": inside(patch_records, field_interval, "mag"),
+           "whole_images": inside(whole, lambda r: r["interval"], "mag"),
+           "native": inside(native, lambda r: r["interval"], "true")}
+    standard = [r for r in native if any(abs(r["true"] - m) / m < 0.05 for m in STANDARD_OBJECTIVES)]
+    out["native_single_objective"] = {
+        "n": len(standard),
+        "true_objective_only": sum(len(r["objectives"]) == 1 and abs(r["objectives"][0] - r["true"]) / r["true"] < 0.05
+                                   for r in standard)}
+    return out
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
@@ -242,6 +282,15 @@ def markdown_tables(results: dict) -> str:
         b = results["native_summary_raw"]
         lines[-1] += (f" Before (raw mean of crops): MAE {b['mae']:.2f}x, within ±5x {100 * b['acc@5']:.0f} %, "
                       f"within ±1x {100 * b['acc@1']:.0f} %.")
+    cover = results.get("interval_coverage")
+    if cover:
+        single = cover["native_single_objective"]
+        lines += ["", f"Prediction interval ({100 * cover['level']:.0f} % nominal): true magnification inside for "
+                      f"{100 * cover['patches']['coverage']:.1f} % of patches (n = {cover['patches']['n']}), "
+                      f"{100 * cover['whole_images']['coverage']:.1f} % of whole images (n = {cover['whole_images']['n']}), "
+                      f"{100 * cover['native']['coverage']:.1f} % of native scans (n = {cover['native']['n']}); "
+                      f"the true objective is the only standard objective inside for {single['true_objective_only']} "
+                      f"of {single['n']} native scans at a standard objective."]
     if (results.get("softness_fired") or {}).get("action"):
         c = results["softness_fired"]
         lines += ["", f"Softness check fired ({c['action']}): {c['patches']} patches, "
