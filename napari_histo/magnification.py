@@ -165,6 +165,43 @@ def interval_text(prediction: MagnificationPrediction) -> str:
     return text
 
 
+#: How a level-0 pixel size is found for a file that may not state one (:func:`pixel_size_for`).
+MPP_CHOICES = ("predict", "objective")
+
+
+def pixel_size_for(slide, how: str, model_dir: str | Path | None = None) -> tuple[float | None, dict]:
+    """Level-0 µm/px for ``slide`` when its file states none; ``(None, record)`` when it does.
+
+    ``how``: ``"predict"`` uses the predicted magnification; ``"objective"`` the one standard
+    objective inside the prediction interval (for a converted scan at its scan resolution) and
+    raises :class:`HistoError` when none or several fit. The file's own pixel size always wins:
+    then the mpp is None (the caller keeps the metadata) and nothing is predicted. ``record`` says
+    where the value came from, for a run's provenance.
+    """
+    if how not in MPP_CHOICES:
+        raise HistoError(f"unknown pixel-size source {how!r} (one of {MPP_CHOICES})")
+    if getattr(slide, "mpp", None) is not None:
+        return None, {"mpp_source": "metadata"}
+    prediction = slide.predict_magnification() if model_dir is None else _predict_slide(slide, model_dir)
+    record = {"mpp_source": "predicted" if how == "predict" else "predicted (standard objective)",
+              "predicted_magnification": round(prediction.magnification, 3),
+              "interval": [round(v, 3) for v in prediction.interval] if prediction.interval else None,
+              "scan_objective": prediction.scan_objective, "note": prediction.note}
+    if how == "predict":
+        return prediction.mpp, record
+    if prediction.scan_objective is None:
+        where = getattr(slide, "path", "image")
+        raise HistoError(f"{where}: no single standard objective fits the predicted "
+                         f"{prediction.magnification:.1f}x ({interval_text(prediction) or 'no interval'}); "
+                         "give --mpp VALUE, or --mpp predict to use the estimate")
+    return MPP_AT_1X / prediction.scan_objective, record
+
+
+def _predict_slide(slide, model_dir: str | Path) -> MagnificationPrediction:
+    x, y = slide.tissue_region_origin(1024)
+    return predict_magnification(slide.read_region((x, y), (1024, 1024), 0, "level"), model_dir=model_dir)
+
+
 def default_model_dir() -> Path:
     """Folder of the shipped model (``model.pt`` + ``config.json``)."""
     return resource_path("weights", "hagnifinder")

@@ -147,3 +147,59 @@ def test_stains_option(tmp_path, capsys):
     assert run["parameters"]["stains"] == "hdab" and run["model"]["config"]["stains"] == "hdab"
     assert main(["segment", "sample", "-o", str(out), "--stains", "he"]) == 1
     assert "--model classical" in capsys.readouterr().err
+
+
+def test_png_without_pixel_size_gets_the_predicted_scan_objective(tmp_path, capsys):
+    """--mpp objective on a 20x field exported without its pixel size: the run uses 0.5 µm/px
+    and says where it came from; --mpp predict uses the continuous estimate; a file that states
+    its pixel size keeps it."""
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    with open_slide(sample_slide_path()) as slide:
+        crop = slide.read_region((900, 1000), (1100, 1000))
+    png = tmp_path / "export.png"
+    Image.fromarray(crop).save(png)
+    common = ["--model", "classical", "--tile-size", "1024", "--no-geojson", "--no-hovernet-json"]
+    assert main(["segment", str(png), "-o", str(tmp_path / "a"), "--mpp", "objective", *common]) == 0
+    assert "no pixel size in the file; predicted" in capsys.readouterr().out
+    run = json.loads((tmp_path / "a" / "export" / "run.json").read_text())
+    params = run["parameters"]
+    assert params["mpp_source"] == "predicted (standard objective)" and params["scan_objective"] == 20.0
+    assert params["level0_mpp"] == 0.5 and run["plan"]["slide_mpp"] == 0.5
+    lo, hi = params["interval"]
+    assert lo <= params["predicted_magnification"] <= hi
+
+    assert main(["segment", str(png), "-o", str(tmp_path / "b"), "--mpp", "predict", *common]) == 0
+    params = json.loads((tmp_path / "b" / "export" / "run.json").read_text())["parameters"]
+    assert params["mpp_source"] == "predicted"
+    assert params["level0_mpp"] == pytest.approx(10 / params["predicted_magnification"], rel=1e-3)
+
+    assert main(["segment", "sample", "-o", str(tmp_path / "c"), "--mpp", "predict", "--roi", "1250,1110,300,300",
+                 *common]) == 0
+    assert "the file states its pixel size; it is used" in capsys.readouterr().out
+    run = json.loads((tmp_path / "c" / "cmu-1-small-region" / "run.json").read_text())
+    assert run["parameters"]["mpp_source"] == "metadata" and run["plan"]["slide_mpp"] == pytest.approx(0.499)
+    with pytest.raises(SystemExit):  # argparse: usage error
+        main(["segment", str(png), "-o", str(tmp_path / "d"), "--mpp", "sometimes"])
+    assert "expected µm/px or one of ('predict', 'objective'), got 'sometimes'" in capsys.readouterr().err
+
+
+def test_objective_is_refused_when_the_interval_leaves_several():
+    from napari_histo.magnification import MagnificationPrediction, pixel_size_for
+    from napari_histo.utils import HistoError
+
+    class Unscaled:  # an image without pixel size whose prediction leaves 20x and 40x open
+        mpp, path = None, "screenshot.png"
+
+        def predict_magnification(self):
+            return MagnificationPrediction(29.0, 10 / 29, 1.0, interval=(19.0, 41.0), interval_level=0.9)
+
+    with pytest.raises(HistoError, match="screenshot.png: no single standard objective fits"):
+        pixel_size_for(Unscaled(), "objective")
+    mpp, record = pixel_size_for(Unscaled(), "predict")
+    assert mpp == pytest.approx(10 / 29) and record["scan_objective"] is None
+    with pytest.raises(HistoError, match="unknown pixel-size source"):
+        pixel_size_for(Unscaled(), "guess")

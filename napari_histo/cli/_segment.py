@@ -29,8 +29,11 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--sample", action="store_true", help="also run on the shipped CMU-1-Small-Region slide")
     parser.add_argument("--model", default="default",
                         help="'classical', 'default' (shipped model; classical until weights ship) or a weights path")
-    parser.add_argument("--mpp", type=float, default=None,
-                        help="level-0 µm/px, supplies or overrides the file's (plain images usually need it)")
+    parser.add_argument("--mpp", type=_mpp_value, default=None, metavar="MPP|predict|objective",
+                        help="level-0 µm/px, supplies or overrides the file's (plain images usually need it); "
+                             "'predict': for a file without one, the predicted magnification's; 'objective': "
+                             "the one standard objective (5/10/20/40x) inside its 90 %% interval, for a "
+                             "converted scan. A file's own pixel size is never replaced by a prediction")
     parser.add_argument("--roi", default=None, metavar="X,Y,W,H|FILE",
                         help="nuclei with centroid inside this region: " + ROI_HELP)
     parser.add_argument("--roi-class", default=None, help="with --roi FILE: only the file's regions of this class")
@@ -56,6 +59,38 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="write <stem>.json (HoVer-Net JSON)")
     parser.set_defaults(func=handler)
     return parser
+
+
+def _mpp_value(value: str) -> float | str:
+    from napari_histo.magnification import MPP_CHOICES
+
+    if value in MPP_CHOICES:
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected µm/px or one of {MPP_CHOICES}, got {value!r}") from None
+
+
+def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: str) -> tuple[float | None, dict]:
+    """(mpp passed to the run, provenance) for ``--mpp``: a number, or predicted for files without one."""
+    if how is None or isinstance(how, float):
+        return how, ({"mpp_source": "given"} if how is not None else {})
+    from napari_histo.magnification import pixel_size_for
+    from napari_histo.slide import open_slide
+
+    with open_slide(path, backend) as slide:
+        mpp, record = pixel_size_for(slide, how)
+    if mpp is None:
+        print(f"{stem}: the file states its pixel size; it is used (--mpp {how} predicts only without one)")
+    else:
+        interval = record["interval"]
+        span = f", 90 % interval {interval[0]:.1f}–{interval[1]:.1f}x" if interval else ""
+        print(f"{stem}: no pixel size in the file; predicted {record['predicted_magnification']:.1f}x{span}; "
+              f"using {mpp:.4g} µm/px ({record['mpp_source']})")
+        if record["note"]:
+            print(f"{stem}: warning: {record['note']}", file=sys.stderr)
+    return mpp, record
 
 
 def _scheduler(value: str | None) -> str | None:
@@ -131,12 +166,14 @@ def handler(args) -> int:
     for path in paths:
         stem = _stem(path)
         folder = args.outdir / stem
+        mpp, mpp_record = _level0_mpp(path, args.mpp, args.backend, stem)
         events = run_segmentation(
-            path, model, folder, roi, mpp=args.mpp, tile_size=args.tile_size, halo_px=args.halo,
+            path, model, folder, roi, mpp=mpp, tile_size=args.tile_size, halo_px=args.halo,
             batch_size=args.batch_size, workers=args.workers, readers=args.readers,
             tissue=args.tissue, resume=args.resume, geojson=args.geojson,
             hovernet_json=args.hovernet_json, scheduler=scheduler, device=args.device,
-            backend=args.backend, stem=stem, params={**params, "input": str(path)},
+            backend=args.backend, stem=stem, params={**params, "input": str(path), **mpp_record,
+                                                     "level0_mpp": mpp},
         )
         returned: list = []
         for _ in drain_with_progress(_with_result(events, returned.append), None, stem):
