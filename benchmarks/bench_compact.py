@@ -13,11 +13,12 @@ Run: ``python benchmarks/bench_compact.py [--weights DIR] [--threads 2] [--repea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 from pathlib import Path
+
+from _report import emit_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -92,10 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "torch": torch.__version__,
     }
-    text = json.dumps(res, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit_json(res, args.out)
     return 0
 
 

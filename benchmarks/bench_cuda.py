@@ -25,6 +25,8 @@ import platform
 import time
 from pathlib import Path
 
+from _report import emit_json
+
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "resources" / "weights" / "hovernet_compact"
 
@@ -159,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             assert {"np", "hv", "tp"} <= set(out), sorted(out)
             official[f"patches_per_s_{label}"] = round(bs / dt, 1)
     res["official_fast"] = official
-    text = json.dumps(res, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    emit_json(res, args.out)
     return 0
 
 
