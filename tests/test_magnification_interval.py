@@ -143,3 +143,27 @@ def test_held_out_coverage_counts_fields_images_and_scan_objectives():
     assert out["native"]["coverage"] == 1.0
     assert out["native_single_objective"] == {"n": 2, "true_objective_only": 1}
     assert interval_coverage(None, patches, whole, native) is None
+
+
+def test_interval_cli_writes_the_spec_and_refuses_held_out_sources(tmp_path, capsys):
+    import shutil
+
+    from napari_histo.magnification import default_model_dir
+    from src_models.hagnifinder.config import HagnifinderConfig
+    from src_models.hagnifinder.interval import main
+
+    shutil.copy(default_model_dir() / "config.json", tmp_path / "config.json")
+    held_out = HagnifinderConfig.from_json(tmp_path / "config.json").holdout[0]
+    rng = np.random.default_rng(4)
+    records = [{"source": f"train{s}", "nominal": m, "mag": m, "raw": m * 2 ** rng.normal(0, 0.1)}
+               for s in range(10) for m in (5.0, 10.0, 20.0, 40.0) for _ in range(4)]
+    good = tmp_path / "records.json"
+    good.write_text(json.dumps({"records": records}))
+    assert main([str(good), "--model-dir", str(tmp_path), "--write", "--basis", "synthetic"]) == 0
+    assert "interval written" in capsys.readouterr().out
+    spec = HagnifinderConfig.from_json(tmp_path / "config.json").interval
+    assert spec["fitted_on"]["records"] == "synthetic" and spec["fitted_on"]["sources"] == 10
+    bad = tmp_path / "leaky.json"
+    bad.write_text(json.dumps({"records": records + [dict(records[0], source=held_out)]}))
+    with pytest.raises(RuntimeError, match="held-out sources"):
+        main([str(bad), "--model-dir", str(tmp_path), "--write"])

@@ -195,7 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m src_models.hagnifinder.calibration --model-dir DIR [--write] [--out F]``."""
     import argparse
     import json
-    from pathlib import Path
 
     import torch
 
@@ -210,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the training predictions and CV scores (JSON) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from src_models.hagnifinder.config import HagnifinderConfig
+    from src_models.hagnifinder.config import write_fitted
     from src_models.hagnifinder.metrics import summarise
 
     records = training_predictions(args.model_dir, args.data_root, args.crops, args.seed)
@@ -233,12 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(args.out) as fh:
             json.dump({"calibration": calibration, "records": records}, fh, indent=1)
     if args.write:
-        cfg_path = Path(args.model_dir) / "config.json"
-        config = HagnifinderConfig.from_json(cfg_path)
-        if set(calibration["fitted_on"]) & set(config.holdout):
-            raise RuntimeError("calibration data includes held-out sources")
-        config.calibration = calibration
-        config.to_json(cfg_path)
+        cfg_path = write_fitted(args.model_dir, "calibration", calibration, calibration["fitted_on"])
         print(f"calibration written to {cfg_path}")
     return 0
 

@@ -129,3 +129,18 @@ class HagnifinderConfig:
     def from_json(cls, path: str | Path) -> HagnifinderConfig:
         with open(path) as fh:
             return cls.from_dict(json.load(fh))
+
+
+def write_fitted(model_dir: str | Path, name: str, value: dict, sources) -> Path:
+    """Store ``value`` (a calibration, an interval) as ``name`` in ``model_dir/config.json``.
+
+    Refuses when any of ``sources``, the images it was fitted on, is on the model's held-out
+    list: what is fitted after training must not see the validation images either.
+    """
+    cfg_path = Path(model_dir) / "config.json"
+    config = HagnifinderConfig.from_json(cfg_path)
+    if set(sources) & set(config.holdout):
+        raise RuntimeError(f"{name} data includes held-out sources")
+    setattr(config, name, value)
+    config.to_json(cfg_path)
+    return cfg_path

@@ -194,14 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         if not args.model_dir:
             parser.error("--write needs --model-dir")
-        from src_models.hagnifinder.config import HagnifinderConfig
+        from src_models.hagnifinder.config import write_fitted
 
-        cfg_path = Path(args.model_dir) / "config.json"
-        config = HagnifinderConfig.from_json(cfg_path)
-        if {r["source"] for r in rows} & set(config.holdout):
-            raise RuntimeError("interval data includes held-out sources")
-        config.interval = spec
-        config.to_json(cfg_path)
+        cfg_path = write_fitted(args.model_dir, "interval", spec, {r["source"] for r in rows})
         print(f"interval written to {cfg_path}")
     return 0
 
