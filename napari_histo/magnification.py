@@ -46,6 +46,9 @@ CROP_RULES = ("spread", "most_tissue")
 #: Tissue fraction (:func:`src_models.hagnifinder.data.tissue_fraction`) a crop needs to be
 #: taken in the order drawn by the ``"spread"`` rule.
 MIN_CROP_TISSUE = 0.5
+#: Tissue fraction the most tissue-rich crop needs for a prediction: below it the image is
+#: background (a blank field, a label, a uniform fill) and no magnification can be read from it.
+MIN_IMAGE_TISSUE = 0.1
 #: Lowest magnification a crop is downsampled to for the multi-scale estimate (model range 5-40x).
 MIN_SCALED_MAG = 5.0
 #: Objective powers of scanners and microscopes in the model's range (x): an image that kept its
@@ -190,8 +193,7 @@ def pixel_size_for(slide, how: str, model_dir: str | Path | None = None) -> tupl
     if how == "predict":
         return prediction.mpp, record
     if prediction.scan_objective is None:
-        where = getattr(slide, "path", "image")
-        raise HistoError(f"{where}: no single standard objective fits the predicted "
+        raise HistoError(f"no single standard objective fits the predicted "
                          f"{prediction.magnification:.1f}x ({interval_text(prediction) or 'no interval'}); "
                          "give --mpp VALUE, or --mpp predict to use the estimate")
     return MPP_AT_1X / prediction.scan_objective, record
@@ -407,7 +409,7 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     import torch
 
     from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from src_models.hagnifinder.data import to_tensor
+    from src_models.hagnifinder.data import tissue_fraction, to_tensor
 
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")
@@ -422,13 +424,15 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
         return apply_calibration(cfg.calibration, raw)
 
     h, w = rgb.shape[:2]
-    if h < size or w < size:  # one reflection-padded crop
-        crops = select_crops(rgb, n_crops, size, seed, crop_rule)
-        preds = calibrated(crops)
-    else:
-        boxes = select_crop_boxes(rgb, n_crops, size, seed, crop_rule)
-        crops = _crops_at(rgb, boxes, size)
-        preds = calibrated(crops)
+    small = h < size or w < size  # one reflection-padded crop
+    boxes = [] if small else select_crop_boxes(rgb, n_crops, size, seed, crop_rule)
+    crops = select_crops(rgb, n_crops, size, seed, crop_rule) if small else _crops_at(rgb, boxes, size)
+    tissue = max(tissue_fraction(c) for c in crops)
+    if tissue < MIN_IMAGE_TISSUE:
+        raise HistoError(f"too little tissue to predict the magnification (the best {size}² crop is "
+                         f"{100 * tissue:.0f} % tissue; at least {100 * MIN_IMAGE_TISSUE:.0f} % is needed)")
+    preds = calibrated(crops)
+    if not small:
         extra = usable_scales(aggregate_log(preds, AGGREGATE_TRIM), rgb.shape, scales, size,
                               config.min_scaled_mag)[1:]
         if extra:

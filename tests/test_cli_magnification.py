@@ -74,3 +74,25 @@ def test_a_soft_snapshot_gets_a_note_with_the_blur_invariant_estimate(tmp_path, 
     assert abs(rec["blur_invariant_magnification"] - 20) <= 5
     assert main(["magnification", str(snapshot)]) == 0
     assert "note: image softer" in capsys.readouterr().out
+
+
+def test_an_image_without_tissue_is_an_error_for_that_file_only(tmp_path, capsys, sample_slide_path):
+    """A blank field cannot show its magnification: that file gets a clear error (and an
+    ``error`` entry in the JSON), the other inputs are still predicted, and the exit code is 1."""
+    from PIL import Image
+
+    from src_models.hagnifinder.data import read_rgb
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((600, 600, 3), 245, np.uint8)).save(blank)
+    tissue = tmp_path / "tissue.png"
+    Image.fromarray(read_rgb(sample_slide_path, (900, 1000, 1000, 1000))).save(tissue)
+    assert main(["magnification", str(blank), str(tissue), "--json"]) == 1
+    captured = capsys.readouterr()
+    blank_rec, tissue_rec = json.loads(captured.out)
+    assert blank_rec["magnification"] is None and "too little tissue" in blank_rec["error"]
+    assert f"{blank}: too little tissue to predict the magnification" in captured.err
+    assert abs(tissue_rec["magnification"] - 20) <= 5 and "error" not in tissue_rec
+    with pytest.raises(HistoError, match="too little tissue"):
+        predict_magnification(np.full((150, 150, 3), 200, np.uint8))  # one padded crop, uniform
+

@@ -182,6 +182,11 @@ def test_png_without_pixel_size_gets_the_predicted_scan_objective(tmp_path, caps
     assert "the file states its pixel size; it is used" in capsys.readouterr().out
     run = json.loads((tmp_path / "c" / "cmu-1-small-region" / "run.json").read_text())
     assert run["parameters"]["mpp_source"] == "metadata" and run["plan"]["slide_mpp"] == pytest.approx(0.499)
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((400, 500, 3), 245, np.uint8)).save(blank)
+    assert main(["segment", str(blank), "-o", str(tmp_path / "e"), "--mpp", "predict", *common]) == 1
+    assert f"{blank}: too little tissue to predict the magnification" in capsys.readouterr().err
+    assert not (tmp_path / "e" / "blank" / "run.json").exists()
     with pytest.raises(SystemExit):  # argparse: usage error
         main(["segment", str(png), "-o", str(tmp_path / "d"), "--mpp", "sometimes"])
     assert "expected µm/px or one of ('predict', 'objective'), got 'sometimes'" in capsys.readouterr().err
@@ -197,7 +202,7 @@ def test_objective_is_refused_when_the_interval_leaves_several():
         def predict_magnification(self):
             return MagnificationPrediction(29.0, 10 / 29, 1.0, interval=(19.0, 41.0), interval_level=0.9)
 
-    with pytest.raises(HistoError, match="screenshot.png: no single standard objective fits"):
+    with pytest.raises(HistoError, match="no single standard objective fits the predicted 29.0x"):
         pixel_size_for(Unscaled(), "objective")
     mpp, record = pixel_size_for(Unscaled(), "predict")
     assert mpp == pytest.approx(10 / 29) and record["scan_objective"] is None

@@ -144,12 +144,20 @@ def _read_slide(path: Path):
 
 def handler(args: argparse.Namespace) -> int:
     from napari_histo.magnification import interval_text, predict_magnification
+    from napari_histo.utils import HistoError, InputFileError
 
-    results = []
+    results, failed = [], 0
     for name in args.images:
         path = Path(name)
-        rgb, meta_mag, meta_mpp, region = read_input(path)
-        pred = predict_magnification(rgb, n_crops=args.n_crops, seed=args.seed, model_dir=args.model)
+        try:  # one unreadable or empty image does not stop the others
+            rgb, meta_mag, meta_mpp, region = read_input(path)
+            pred = predict_magnification(rgb, n_crops=args.n_crops, seed=args.seed, model_dir=args.model)
+        except HistoError as exc:
+            failed += 1
+            message = str(exc) if isinstance(exc, InputFileError) else f"{path}: {exc}"
+            print(f"error: {message}", file=sys.stderr)
+            results.append({"path": str(path), "magnification": None, "error": message})
+            continue
         record = {
             "path": str(path),
             "magnification": round(pred.magnification, 3),
@@ -179,4 +187,4 @@ def handler(args: argparse.Namespace) -> int:
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         sys.stdout.write("\n")
-    return 0
+    return 1 if failed else 0

@@ -78,9 +78,15 @@ def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: 
         return how, ({"mpp_source": "given"} if how is not None else {})
     from napari_histo.magnification import pixel_size_for
     from napari_histo.slide import open_slide
+    from napari_histo.utils import HistoError, InputFileError
 
     with open_slide(path, backend) as slide:
-        mpp, record = pixel_size_for(slide, how)
+        try:
+            mpp, record = pixel_size_for(slide, how)
+        except InputFileError:
+            raise
+        except HistoError as exc:
+            raise InputFileError(path, str(exc)) from exc
     if mpp is None:
         print(f"{stem}: the file states its pixel size; it is used (--mpp {how} predicts only without one)")
     else:
