@@ -41,7 +41,8 @@ def test_info_reports_unknown_mpp(capsys):
     path = shared_path("wsi", "tcga-cr-7395-01a-01-ts1.svs")
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "unknown (not in metadata)" in out
+    assert "unknown (not in metadata" in out
+    assert "`napari-histo magnification FILE` predicts it" in out  # where a pixel size can come from
 
 
 def test_info_bad_file_is_one_clear_error(capsys, tmp_path):

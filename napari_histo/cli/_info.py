@@ -6,6 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 
+#: What ``info`` says of a file without a pixel size: where one can come from.
+UNKNOWN_MPP = ("unknown (not in metadata; `napari-histo magnification FILE` predicts it, "
+               "`segment --mpp predict|objective` uses the prediction)")
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -73,7 +77,7 @@ def handler(args: argparse.Namespace) -> int:
         f"path:              {info['path']}",
         f"vendor / backend:  {info['vendor']} / {info['backend']}",
         f"dimensions:        {info['dimensions'][0]} x {info['dimensions'][1]} px (w x h)",
-        f"mpp (x, y):        {f'{mpp[0]:.4f}, {mpp[1]:.4f} µm/px' if mpp else 'unknown (not in metadata)'}",
+        f"mpp (x, y):        {f'{mpp[0]:.4f}, {mpp[1]:.4f} µm/px' if mpp else UNKNOWN_MPP}",
         f"objective power:   {f'{power:g}x' if power else 'unknown (not in metadata)'}",
         f"levels:            {info['level_count']}",
     ]
