@@ -55,7 +55,8 @@ def test_seam_nuclei_would_be_cut_without_halo(tmp_path, image):
                                        tissue=False))
     labels = np.asarray(load_result(tmp_path).labels[0][:])
     assert not same_partition(labels, ref_labels)
-    assert any("larger than the halo" in w for w in result.warnings)
+    warning = next(w for w in result.warnings if "larger than the halo" in w)
+    assert "(0 px = 0 µm)" in warning and "giant" not in warning  # a zero halo says nothing of size
 
 
 def test_resampled_run_maps_back_to_level0(tmp_path, image):

@@ -79,6 +79,11 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
 
 
+#: Diameter (µm) above which an object is not a nucleus, except a multinucleated giant cell's
+#: (large tumour nuclei reach about 20-25 µm): the wording of the oversize warning.
+LARGEST_NUCLEUS_UM = 30.0
+
+
 def resolve_segmenter(model: Any, device: str | None = None):
     """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path)."""
     if isinstance(model, str | Path):
@@ -276,9 +281,14 @@ def run_segmentation(
                     close()
             timings["tiles_s"] = time.perf_counter() - t_tiles
             if oversize:
+                model_mpp = getattr(segmenter, "mpp", None)
+                halo_um = halo * model_mpp if model_mpp else None
+                size = f"{halo} px" + (f" = {halo_um:.0f} µm" if halo_um is not None else "")
+                if halo_um is not None and halo_um >= LARGEST_NUCLEUS_UM:
+                    size += ", wider than nuclei other than giant cells"
                 warnings.append(
-                    f"{oversize} objects larger than the halo ({halo} px) touched a tile edge and "
-                    "were dropped; use a larger halo"
+                    f"{oversize} objects larger than the halo ({size}) touched a tile edge and "
+                    "were dropped; if they are nuclei, use a larger halo"
                 )
             if done < total:
                 yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "cancelled")
