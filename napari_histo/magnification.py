@@ -172,7 +172,7 @@ def interval_text(prediction: MagnificationPrediction) -> str:
 MPP_CHOICES = ("predict", "objective")
 
 
-def pixel_size_for(slide, how: str, model_dir: str | Path | None = None) -> tuple[float | None, dict]:
+def pixel_size_for(slide, how: str) -> tuple[float | None, dict]:
     """Level-0 µm/px for ``slide`` when its file states none; ``(None, record)`` when it does.
 
     ``how``: ``"predict"`` uses the predicted magnification; ``"objective"`` the one standard
@@ -185,10 +185,11 @@ def pixel_size_for(slide, how: str, model_dir: str | Path | None = None) -> tupl
         raise HistoError(f"unknown pixel-size source {how!r} (one of {MPP_CHOICES})")
     if getattr(slide, "mpp", None) is not None:
         return None, {"mpp_source": "metadata"}
-    prediction = slide.predict_magnification() if model_dir is None else _predict_slide(slide, model_dir)
+    prediction = slide.predict_magnification()
     record = {"mpp_source": "predicted" if how == "predict" else "predicted (standard objective)",
               "predicted_magnification": round(prediction.magnification, 3),
               "interval": [round(v, 3) for v in prediction.interval] if prediction.interval else None,
+              "interval_level": prediction.interval_level,
               "scan_objective": prediction.scan_objective, "note": prediction.note}
     if how == "predict":
         return prediction.mpp, record
@@ -197,11 +198,6 @@ def pixel_size_for(slide, how: str, model_dir: str | Path | None = None) -> tupl
                          f"{prediction.magnification:.1f}x ({interval_text(prediction) or 'no interval'}); "
                          "give --mpp VALUE, or --mpp predict to use the estimate")
     return MPP_AT_1X / prediction.scan_objective, record
-
-
-def _predict_slide(slide, model_dir: str | Path) -> MagnificationPrediction:
-    x, y = slide.tissue_region_origin(1024)
-    return predict_magnification(slide.read_region((x, y), (1024, 1024), 0, "level"), model_dir=model_dir)
 
 
 def default_model_dir() -> Path:

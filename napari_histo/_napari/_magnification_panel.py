@@ -178,11 +178,10 @@ class MagnificationPanel(QWidget):
         from napari_histo.magnification import interval_text
 
         self.prediction, self.target_layer = prediction, layer
-        spread = float(np.std(prediction.per_crop)) if len(prediction.per_crop) else float("nan")
         self.result_label.setText(
             f"{prediction.magnification:.1f}× ≈ {prediction.mpp:.3f} µm/px\n"
             + (f"{interval_text(prediction)}\n" if getattr(prediction, "interval", None) else "")
-            + f"crop spread ±{spread:.2f} ({len(prediction.per_crop)} crops)"
+            + f"crop spread ±{prediction.uncertainty:.2f} ({len(prediction.per_crop)} crops)"
             + (f"\n⚠ {prediction.note}" if getattr(prediction, "note", "") else "")
         )
         self.apply_button.setEnabled(True)

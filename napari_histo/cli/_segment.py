@@ -91,7 +91,8 @@ def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: 
         print(f"{stem}: the file states its pixel size; it is used (--mpp {how} predicts only without one)")
     else:
         interval = record["interval"]
-        span = f", 90 % interval {interval[0]:.1f}–{interval[1]:.1f}x" if interval else ""
+        span = (f", {100 * record['interval_level']:.0f} % interval {interval[0]:.1f}–{interval[1]:.1f}x"
+                if interval else "")
         print(f"{stem}: no pixel size in the file; predicted {record['predicted_magnification']:.1f}x{span}; "
               f"using {mpp:.4g} µm/px ({record['mpp_source']})")
         if record["note"]:
