@@ -110,18 +110,10 @@ def image_residuals(records: list[dict], n_folds: int = 5, seed: int = 0) -> lis
     return rows
 
 
-def coverage(spec: dict, estimates: Sequence[float], true: Sequence[float]) -> float:
-    """Fraction of true magnifications inside the interval of their estimates."""
-    from napari_histo.magnification import prediction_interval
-
-    inside = [lo <= t <= hi for (lo, hi), t in
-              ((prediction_interval(e, spec), t) for e, t in zip(estimates, true))]
-    return float(np.mean(inside))
-
-
 def cross_validated_coverage(rows: list[dict], level: float = 0.9, n_folds: int = 5, seed: int = 1
                              ) -> dict:
     """Coverage of intervals fitted on the other folds' sources (folds grouped by source)."""
+    from napari_histo.magnification import prediction_interval
     from src_models.hagnifinder.calibration import grouped_folds
 
     fold_of = grouped_folds([r["source"] for r in rows], n_folds, seed)
@@ -132,8 +124,6 @@ def cross_validated_coverage(rows: list[dict], level: float = 0.9, n_folds: int 
         if not test:
             continue
         spec = fit_interval([r["estimate"] for r in train], [r["mag"] for r in train], level)
-        from napari_histo.magnification import prediction_interval
-
         for r in test:
             lo, hi = prediction_interval(r["estimate"], spec)
             inside.append(lo <= r["mag"] <= hi)
