@@ -64,13 +64,16 @@ def _source_biased_rows(n_sources=30, bias_sd=0.25, seed=2):
 
 
 def test_widening_reaches_the_nominal_coverage_in_source_grouped_cv():
-    rows = _source_biased_rows(n_sources=12)
+    # 20 sources, errors mostly a per-source bias: lines fitted on 16 of them under-cover the rest
+    rows = _source_biased_rows(n_sources=20)
     plain = cross_validated_coverage(rows, 0.9)
+    assert plain["coverage"] < 0.88
     fitted, cv = widened_level(rows, 0.9)
-    assert fitted >= 0.9 and cv["coverage"] >= plain["coverage"]
-    if plain["coverage"] < 0.9:
-        assert fitted > 0.9
-    assert cv["coverage"] >= 0.9 or fitted == pytest.approx(0.99)
+    assert 0.9 < fitted < 0.99 and cv["coverage"] >= 0.9
+    assert cv["median_width_log2"] > plain["median_width_log2"]
+    # with too few sources no quantile level helps: the search stops at its ceiling
+    fitted, cv = widened_level(_source_biased_rows(n_sources=12), 0.9)
+    assert fitted == pytest.approx(0.99) and cv["coverage"] < 0.9
 
 
 def test_image_residuals_aggregate_fields_per_source_and_magnification():

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  estimate {m}x -> {lo:.1f}-{hi:.1f}x")
     print(f"source-grouped CV coverage {100 * cv['coverage']:.1f} % (n = {cv['n']}, "
           f"median width x{2 ** cv['median_width_log2']:.2f})")
+    if cv["coverage"] < args.level:
+        print(f"warning: even the {100 * fitted_level:.0f} % lines cover under {100 * args.level:.0f} % "
+              "of unseen sources: too few sources for this level", file=sys.stderr)
     if args.write:
         if not args.model_dir:
             parser.error("--write needs --model-dir")
