@@ -156,6 +156,13 @@ def prediction_interval(estimate: float, interval: dict) -> tuple[float, float]:
     return float(2.0 ** min(low, log_est)), float(2.0 ** max(high, log_est))
 
 
+def spanning_interval(estimates, interval: dict) -> tuple[float, float]:
+    """The smallest (low, high) holding every estimate's :func:`prediction_interval`: where two
+    models disagree (a firing softness check), the true value may lie near either estimate."""
+    bounds = np.array([prediction_interval(max(float(e), 0.5), interval) for e in estimates])
+    return float(bounds[:, 0].min()), float(bounds[:, 1].max())
+
+
 def interval_text(prediction: MagnificationPrediction) -> str:
     """One line for users: the interval and, when only one fits, the standard objective
     (e.g. "90 % interval 14.2–26.2x; of the standard objectives only 20x fits"); "" without one."""
@@ -454,10 +461,7 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
             note = SOFT_IMAGE_WARNING.format(invariant_mag)
     mag = float(np.clip(estimate, 0.5, None))
     spread = float(preds.std(ddof=1)) if preds.size > 1 else 0.0
-    interval = None
-    if config.interval:  # the two models disagree: the interval spans both estimates' intervals
-        bounds = np.array([prediction_interval(max(e, 0.5), config.interval) for e in estimates])
-        interval = (float(bounds[:, 0].min()), float(bounds[:, 1].max()))
+    interval = spanning_interval(estimates, config.interval) if config.interval else None
     return MagnificationPrediction(magnification=mag, mpp=MPP_AT_1X / mag, uncertainty=spread,
                                    per_crop=[float(p) for p in preds], note=note,
                                    blur_invariant=invariant_mag, interval=interval,

@@ -196,12 +196,10 @@ def interval_coverage(spec: dict | None, patch_records: list[dict], whole: list[
     """
     if not spec:
         return None
-    from napari_histo.magnification import STANDARD_OBJECTIVES, prediction_interval
+    from napari_histo.magnification import STANDARD_OBJECTIVES, spanning_interval
 
     def field_interval(rec):  # as predict_magnification: a firing check spans both estimates
-        estimates = [rec["pred"]] + ([rec["invariant"]] if rec.get("soft") else [])
-        bounds = np.array([prediction_interval(e, spec) for e in estimates])
-        return float(bounds[:, 0].min()), float(bounds[:, 1].max())
+        return spanning_interval([rec["pred"]] + ([rec["invariant"]] if rec.get("soft") else []), spec)
 
     def inside(rows, interval, truth):
         flags = [lo <= r[truth] <= hi for r, (lo, hi) in zip(rows, map(interval, rows))]
