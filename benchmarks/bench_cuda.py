@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         raise SystemExit("bench_cuda: no CUDA device")
 
+    from napari_histo.models.hovernet.compact import compact_segmenter
     from napari_histo.nuclei.metrics import instance_scores
-    from src_models.hovernet.compact import compact_segmenter
     from src_models.hovernet.evaluate import segment_native
 
     tiles = _tiles(args)
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     res["compact_throughput"] = tput
 
     # 3. the official architecture, fast mode, PanNuke-sized type branch, random weights
-    from src_models.hovernet.net import HoVerNet
+    from napari_histo.models.hovernet.net import HoVerNet
 
     net_official = HoVerNet("fast", nr_types=6).cuda().eval()
     bs = 16

@@ -41,7 +41,7 @@ class ThresholdSegmenter:
     halo_px = 32
 
     def __init__(self, mpp: float = 0.25):
-        from napari_histo.nuclei.types import NUCLEUS_ONLY
+        from napari_histo.schema.types import NUCLEUS_ONLY
 
         self.mpp = mpp
         self.type_info = NUCLEUS_ONLY
@@ -214,8 +214,8 @@ def run_one(name: str, root: Path, parts: bool, workers: int, batch: int) -> dic
 
 def _parts(slide, model, mpp, roi, mask) -> dict:
     """Read, predict and post-process the same tiles sequentially, timing each part alone."""
+    from napari_histo.engine.compute import process_tile
     from napari_histo.engine.plan import make_plan, read_window
-    from napari_histo.engine.run import process_tile
 
     plan = make_plan(slide, model.mpp, model.halo_px, tile_size=1024, slide_mpp=mpp, roi=roi, tissue=mask)
     read_s = predict_s = post_s = 0.0

@@ -29,8 +29,12 @@ sys.path.insert(0, str(REPO))
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from napari_histo.magnification import default_model_dir, load_model, predict_magnification
-    from src_models.hagnifinder.data import read_rgb
+    from napari_histo.models.hagnifinder.images import read_rgb
+    from napari_histo.models.magnification import (
+        default_model_dir,
+        load_model,
+        predict_magnification,
+    )
     from src_models.hagnifinder.evaluate import evaluate, markdown_tables
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"evaluation: {results['evaluation_time']['wall_s']:.1f} s wall, {cpu_s:.1f} s CPU")
     cmu = Path(args.data_root) / "wsi" / "cmu-1-small-region.svs"
     if cmu.exists():
-        from napari_histo.magnification import predict_with_model
+        from napari_histo.models.magnification import predict_with_model
 
         rgb = read_rgb(cmu, (0, 0, 2048, 2048))
         model, config = load_model(args.model_dir)

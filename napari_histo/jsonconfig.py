@@ -3,7 +3,7 @@ weights, training recipes, fine-tuning settings).
 
 A config is a :func:`dataclasses.dataclass` that inherits :class:`JsonConfig`. Reading follows
 the field annotations: a ``tuple[...]`` field is read back as a tuple (JSON only has lists),
-a field typed as another ``JsonConfig`` (or a list of them) is built from its nested object.
+a field typed as a dataclass (or a list of them) is built from its nested object.
 Unknown keys are an error by default, so a misspelt option in a recipe is never ignored;
 configs saved next to weights set ``UNKNOWN_KEYS = "ignore"`` so that weights written by a
 newer version still load.
@@ -40,7 +40,11 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 
 
 def _is_config(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, JsonConfig)
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _build(tp: type, value: dict[str, Any]) -> Any:
+    return tp.from_dict(value) if issubclass(tp, JsonConfig) else tp(**value)
 
 
 def _coerce(hint: Any, value: Any) -> Any:
@@ -54,16 +58,16 @@ def _coerce(hint: Any, value: Any) -> Any:
             if arg is type(None):
                 continue
             if _is_config(arg) and isinstance(value, dict):
-                return arg.from_dict(value)
+                return _build(arg, value)
             if typing.get_origin(arg) in (tuple, list) and isinstance(value, list | tuple):
                 return _coerce(arg, value)
         return value
     if _is_config(hint) and isinstance(value, dict):
-        return hint.from_dict(value)
+        return _build(hint, value)
     if origin is tuple and isinstance(value, list | tuple):
         return tuple(value)
     if origin is list and isinstance(value, list | tuple) and args and _is_config(args[0]):
-        return [args[0].from_dict(v) if isinstance(v, dict) else v for v in value]
+        return [_build(args[0], v) if isinstance(v, dict) else v for v in value]
     return value
 
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.table import REQUIRED_COLUMNS
-from napari_histo.nuclei.types import NUCLEUS_ONLY
+from napari_histo.schema.table import REQUIRED_COLUMNS
+from napari_histo.schema.types import NUCLEUS_ONLY
 
 
 class DarkBlobSegmenter:

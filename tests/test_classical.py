@@ -10,7 +10,7 @@ from conftest import shared_path
 from napari_histo.nuclei.base import Segmenter
 from napari_histo.nuclei.classical import ClassicalSegmenter, stain_od
 from napari_histo.nuclei.metrics import instance_scores, pair_centroids
-from napari_histo.nuclei.table import validate_table
+from napari_histo.schema.table import validate_table
 
 
 def test_is_a_segmenter():

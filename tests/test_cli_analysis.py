@@ -13,7 +13,7 @@ from conftest import shared_path
 from napari_histo.cli import main
 from napari_histo.formats.geojson import read_geojson
 from napari_histo.formats.sedeen import read_sedeen
-from napari_histo.nuclei.table import write_table_parquet
+from napari_histo.schema.table import write_table_parquet
 
 
 @pytest.fixture(scope="module")

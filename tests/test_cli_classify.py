@@ -22,7 +22,7 @@ def _one_thread():
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, _one_thread):
-    from src_models.deepcmorph.model import DeepCMorph, save_pretrained
+    from napari_histo.models.deepcmorph.model import DeepCMorph, save_pretrained
 
     torch.manual_seed(0)
     model = DeepCMorph(backbone="slim", num_classes=3, class_names=["tumour", "stroma", "other"], tile_size=32)
@@ -73,8 +73,8 @@ def test_classify_image_writes_outputs(tmp_path, model_dir, sample_png):
 
 
 def test_classify_slide_at_mpp_maps_tiles_to_level0(tmp_path, model_dir, sample_slide_path):
-    from napari_histo.classification import iter_classify_tiles
-    from src_models.deepcmorph.model import load_pretrained
+    from napari_histo.models.classification import iter_classify_tiles
+    from napari_histo.models.deepcmorph.model import load_pretrained
 
     model = load_pretrained(model_dir)
     events = list(iter_classify_tiles(sample_slide_path, model, 32, roi=(800, 1200, 256, 192), mpp=2.0))
@@ -90,8 +90,8 @@ def test_classify_slide_at_mpp_maps_tiles_to_level0(tmp_path, model_dir, sample_
 
 
 def test_classify_rgb_array_matches_model(model_dir, sample_png):
-    from napari_histo.classification import classify_tiles
-    from src_models.deepcmorph.model import load_pretrained
+    from napari_histo.models.classification import classify_tiles
+    from napari_histo.models.deepcmorph.model import load_pretrained
 
     model = load_pretrained(model_dir)
     _, rgb = sample_png

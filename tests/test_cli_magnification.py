@@ -9,7 +9,7 @@ import pytest
 from conftest import shared_path
 
 from napari_histo.cli import main
-from napari_histo.magnification import MagnificationPrediction, predict_magnification
+from napari_histo.models.magnification import MagnificationPrediction, predict_magnification
 from napari_histo.utils import HistoError
 
 
@@ -64,7 +64,8 @@ def test_api_is_deterministic_and_validates_input():
 def test_a_soft_snapshot_gets_a_note_with_the_blur_invariant_estimate(tmp_path, capsys, sample_slide_path):
     from PIL import Image
 
-    from src_models.hagnifinder.data import blur_patch, read_rgb
+    from napari_histo.models.hagnifinder.images import read_rgb
+    from src_models.hagnifinder.data import blur_patch
 
     snapshot = tmp_path / "soft_snapshot.png"  # the 20x sample as a soft PNG without metadata
     Image.fromarray(blur_patch(read_rgb(sample_slide_path), 1.0)).save(snapshot)
@@ -81,7 +82,7 @@ def test_an_image_without_tissue_is_an_error_for_that_file_only(tmp_path, capsys
     ``error`` entry in the JSON), the other inputs are still predicted, and the exit code is 1."""
     from PIL import Image
 
-    from src_models.hagnifinder.data import read_rgb
+    from napari_histo.models.hagnifinder.images import read_rgb
 
     blank = tmp_path / "blank.png"
     Image.fromarray(np.full((600, 600, 3), 245, np.uint8)).save(blank)

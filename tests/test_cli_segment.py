@@ -193,7 +193,7 @@ def test_png_without_pixel_size_gets_the_predicted_scan_objective(tmp_path, caps
 
 
 def test_objective_is_refused_when_the_interval_leaves_several():
-    from napari_histo.magnification import MagnificationPrediction, pixel_size_for
+    from napari_histo.models.magnification import MagnificationPrediction, pixel_size_for
     from napari_histo.utils import HistoError
 
     class Unscaled:  # an image without pixel size whose prediction leaves 20x and 40x open

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from src_models.hovernet.compact import CompactHoVerNet, count_macs, load_compact
-from src_models.hovernet.config import CompactConfig, TrainConfig, scaled_postproc
+from napari_histo.models.hovernet.compact import CompactHoVerNet, count_macs, load_compact
+from napari_histo.models.hovernet.config import CompactConfig, scaled_postproc
+from src_models.hovernet.config import TrainConfig
 from src_models.hovernet.losses import dice_loss, hovernet_loss, msge_loss
 from src_models.hovernet.targets import fix_duplicate_ids, hv_map, make_targets
 
@@ -165,8 +166,8 @@ def test_block_mean_is_the_networks_average_pooling():
 
 
 def test_network_config_runs_the_same_weights_without_internal_pooling():
+    from napari_histo.models.hovernet.compact import network_config
     from napari_histo.nuclei.hovernet_segmenter import block_mean
-    from src_models.hovernet.compact import network_config
 
     coarse = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=128, output_size=104, mpp=0.5)
     fine = CompactConfig.from_dict({**coarse.to_dict(), "mpp": 0.25, "internal_downsample": 2,

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_histo.utils import HistoError
-from src_models.backbones.efficientnet import EfficientNet, skip_channels
-from src_models.deepcmorph.model import (
+from napari_histo.models.backbones.efficientnet import EfficientNet, skip_channels
+from napari_histo.models.deepcmorph.model import (
     DeepCMorph,
     WeightsMismatchError,
     load_deepcmorph,
@@ -21,6 +20,7 @@ from src_models.deepcmorph.model import (
     save_pretrained,
     upstream_key_to_ours,
 )
+from napari_histo.utils import HistoError
 
 #: Names and shapes of an upstream (aiff22/DeepCMorph) B7 state dict, see its "source" field.
 UPSTREAM_MANIFEST = Path(__file__).parent / "data" / "deepcmorph_upstream_b7_keys.json.gz"

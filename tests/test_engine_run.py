@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from _engine_helpers import DarkBlobSegmenter, drain, planted_image
 
+from napari_histo.engine.compute import split_batch
 from napari_histo.engine.outputs import load_result
-from napari_histo.engine.run import run_segmentation, split_batch
+from napari_histo.engine.run import run_segmentation
 from napari_histo.engine.source import ArraySlide
 
 

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from src_models.hagnifinder.config import HagnifinderConfig
-from src_models.hagnifinder.data import SourceImage, mag_to_mpp
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.images import mag_to_mpp
+from napari_histo.models.hagnifinder.model import AdaptiveScaling, HagnifinderNet, build_model
+from src_models.hagnifinder.data import SourceImage
 from src_models.hagnifinder.metrics import accuracy_within, mean_absolute_error, summarise
-from src_models.hagnifinder.model import AdaptiveScaling, HagnifinderNet
-from src_models.hagnifinder.train import build_model, phase_of, train
+from src_models.hagnifinder.train import phase_of, train
 
 
 @pytest.mark.parametrize("scale", [1e-4, 1.0, 300.0])
@@ -81,7 +82,7 @@ def test_three_training_steps_and_resume(tmp_path):
     calib = [r for r in log if r.get("event") == "calibrated"]
     assert len(calib) == 1 and calib[0]["scale_factor"] == pytest.approx(float(model.scale_factor))
     assert any(r.get("event") == "val" for r in log)
-    saved = HagnifinderConfig.from_json(tmp_path / "run" / "config.json")
+    saved = HagnifinderConfig.load(tmp_path / "run" / "config.json")
     assert saved.scale_factor == pytest.approx(float(model.scale_factor))
     reloaded = build_model(saved)
     reloaded.load_state_dict(torch.load(tmp_path / "run" / "model.pt", weights_only=True))
@@ -102,7 +103,8 @@ def test_config_rejects_unknown_keys():
 
 
 def test_log2_fine_tuning_from_a_trained_model(tmp_path):
-    from src_models.hagnifinder.data import MultiMagSampler, to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from src_models.hagnifinder.data import MultiMagSampler
     from src_models.hagnifinder.train import export_model, fit_head
 
     torch.manual_seed(0)
@@ -133,7 +135,7 @@ def test_log2_fine_tuning_from_a_trained_model(tmp_path):
     assert "start: 1 training and 1 validation source images" in text  # "b" left out for tuning
     assert model.target_space == "log2" and not model.use_asm
     assert float(model.scale_factor) == pytest.approx(0.05)  # step 3 continues with the fixed scale
-    saved = HagnifinderConfig.from_json(tmp_path / "ft" / "config.json")
+    saved = HagnifinderConfig.load(tmp_path / "ft" / "config.json")
     assert saved.target_space == "log2" and saved.scale_factor == pytest.approx(0.05)
     reloaded = build_model(saved)
     reloaded.load_state_dict(torch.load(tmp_path / "ft" / "model.pt", weights_only=True))
@@ -145,7 +147,8 @@ def test_log2_fine_tuning_from_a_trained_model(tmp_path):
 def test_a_data_pack_keeps_pixels_and_pixel_sizes_and_trains_with_workers(tmp_path):
     """A pack reproduces the sources exactly; batches drawn by worker processes are the
     batches the serial loop draws, so both give the same weights."""
-    from src_models.hagnifinder.pack import read_pack, write_pack
+    from src_models.hagnifinder.data import read_pack
+    from src_models.hagnifinder.pack import write_pack
     from src_models.hagnifinder.train import _batches, _BatchStream
 
     train_src, _ = _tiny_sources()
@@ -197,8 +200,8 @@ def test_cross_fitted_members_never_learn_from_their_left_out_sources(tmp_path):
     member that left it out bit-identical and changes the others. The ensemble is saved in
     float16 and reloads; the out-of-fold predictions come from the member that left the
     source out."""
+    from napari_histo.models.hagnifinder.model import HagnifinderEnsemble
     from src_models.hagnifinder.calibration import raw_predictions
-    from src_models.hagnifinder.model import HagnifinderEnsemble
 
     def run(name, swap):
         cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=8, mag_max=20.0, asm_iters=2,
@@ -218,7 +221,7 @@ def test_cross_fitted_members_never_learn_from_their_left_out_sources(tmp_path):
         same = all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
         assert same == ("r" in names), names
 
-    saved = HagnifinderConfig.from_json(tmp_path / "base" / "config.json")
+    saved = HagnifinderConfig.load(tmp_path / "base" / "config.json")
     assert saved.member_holdouts == held
     state = torch.load(tmp_path / "base" / "model.pt", weights_only=True)
     assert state["members.0.fc3.weight"].dtype == torch.float16
@@ -233,7 +236,7 @@ def test_cross_fitted_members_never_learn_from_their_left_out_sources(tmp_path):
     patches = (np.random.default_rng(1).random((4, 48, 48, 3)) * 255).astype(np.uint8)
     sources = ["p", "q", "r", "s"]
     oof = raw_predictions(base, saved, patches, sources)
-    from src_models.hagnifinder.data import to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
 
     with torch.no_grad():
         outs = base.member_outputs(to_tensor(patches)).numpy()
@@ -286,7 +289,7 @@ def test_a_signal_to_the_whole_process_group_stops_training_at_a_checkpoint(tmp_
     cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=100000, calib_iters=1,
                             fixed_iters=1, iters_per_epoch=5, val_every=0, checkpoint_every=10**6,
                             num_workers=2, data_pack=str(tmp_path / "pack"), out_dir=str(tmp_path / "run"))
-    cfg.to_json(tmp_path / "config.json")
+    cfg.save(tmp_path / "config.json")
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "src_models.hagnifinder.train", str(tmp_path / "config.json")],
                             cwd=repo, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

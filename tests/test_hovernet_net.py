@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import REPO
 
-from src_models.hovernet.checkpoint import infer_config, load_hovernet, read_state_dict
-from src_models.hovernet.net import HoVerNet
+from napari_histo.models.hovernet.checkpoint import infer_config, load_hovernet, read_state_dict
+from napari_histo.models.hovernet.net import HoVerNet
 
 KEYS_DIR = REPO.parent / "shared" / "specs" / "hovernet_keys"
 CONFIGS = [("fast_pannuke6.json", "fast", 6, 37_639_626), ("original_notype.json", "original", None, 45_028_676)]

@@ -7,14 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
-from src_models.label_completion.data import AnnotatedImage, nucleus_crops
-from src_models.label_completion.model import (
-    LabelCompletionConfig,
-    LabelSet,
-    load_model,
-    mutual_pseudo_labels,
-    sparse_label_loss,
-)
+from napari_histo.models.label_completion.inference import nucleus_crops
+from napari_histo.models.label_completion.model import LabelCompletionConfig, LabelSet, load_model
+from src_models.label_completion.data import AnnotatedImage
+from src_models.label_completion.losses import mutual_pseudo_labels, sparse_label_loss
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -84,7 +80,8 @@ def _tiny_config(tmp_path, **kw) -> LabelCompletionConfig:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from src_models.label_completion.train import build_samples, train_stages
+    from src_models.label_completion.samples import build_samples
+    from src_models.label_completion.train import train_stages
 
     tmp = tmp_path_factory.mktemp("lc")
     torch.manual_seed(0)
@@ -116,7 +113,8 @@ def test_three_stages_run_and_resume(trained):
 
 
 def test_completion_without_correlation_is_refused(tmp_path):
-    from src_models.label_completion.train import build_samples, train_stages
+    from src_models.label_completion.samples import build_samples
+    from src_models.label_completion.train import train_stages
 
     cfg = _tiny_config(tmp_path, stages=["base", "completion"], base_epochs=1)
     samples = build_samples(cfg, _synthetic_images(np.random.default_rng(1)))
@@ -125,7 +123,7 @@ def test_completion_without_correlation_is_refused(tmp_path):
 
 
 def test_classify_instances_n_by_2(trained):
-    from src_models.label_completion.inference import classify_instances
+    from napari_histo.models.label_completion.inference import classify_instances
 
     cfg, _, _, _ = trained
     model = load_model(cfg.out_dir)
@@ -147,8 +145,8 @@ def test_classify_instances_n_by_2(trained):
 
 
 def test_type_table_adds_columns(trained):
-    from napari_histo.nuclei.table import empty_table
-    from src_models.label_completion.inference import type_table
+    from napari_histo.models.label_completion.inference import type_table
+    from napari_histo.schema.table import empty_table
 
     cfg, _, _, _ = trained
     model = load_model(cfg.out_dir)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import shared_path
 
+from napari_histo.models.hagnifinder.images import mag_to_mpp, mpp_to_mag
 from src_models.hagnifinder.data import (
     MultiMagSampler,
     SourceImage,
@@ -13,8 +14,6 @@ from src_models.hagnifinder.data import (
     downsample_factor,
     extract_patch,
     field_size,
-    mag_to_mpp,
-    mpp_to_mag,
     split_sources,
 )
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_histo.magnification import AGGREGATE_TRIM, load_model
-from src_models.hagnifinder.calibration import (
-    aggregate_log,
-    apply_calibration,
-    choose_calibration,
-    fit_calibration,
-    isotonic_fit,
-)
-from src_models.hagnifinder.data import DEFAULT_HOLDOUT, discover_sources, read_rgb, split_sources
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.images import read_rgb
+from napari_histo.models.magnification import AGGREGATE_TRIM, load_model
+from src_models.hagnifinder.calibration import choose_calibration, fit_calibration, isotonic_fit
+from src_models.hagnifinder.data import DEFAULT_HOLDOUT, discover_sources, split_sources
 
 
 def _shrunk_predictions(seed: int = 0, n: int = 600):
@@ -88,8 +84,8 @@ def test_shipped_calibration_sources_are_the_training_split(shared_data):
 def test_predict_applies_calibration_to_each_crop(sample_slide_path):
     import torch
 
-    from napari_histo.magnification import predict_with_model, select_crops
-    from src_models.hagnifinder.data import to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.models.magnification import predict_with_model, select_crops
 
     rgb = read_rgb(sample_slide_path)  # whole level 0; crops are chosen where the tissue is
     model, config = load_model()

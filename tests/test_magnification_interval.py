@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_histo.magnification import (
+from napari_histo.models.magnification import (
     STANDARD_OBJECTIVES,
     MagnificationPrediction,
     interval_text,
@@ -102,7 +102,7 @@ def test_shipped_interval_is_fitted_on_training_sources_only():
 
 def test_prediction_reports_the_interval_and_the_objective_on_the_sample_slide(sample_slide_path, capsys):
     from napari_histo.cli import main
-    from src_models.hagnifinder.data import read_rgb
+    from napari_histo.models.hagnifinder.images import read_rgb
 
     pred = predict_magnification(read_rgb(sample_slide_path), n_crops=8, seed=0)
     lo, hi = pred.interval
@@ -151,12 +151,12 @@ def test_held_out_coverage_counts_fields_images_and_scan_objectives():
 def test_interval_cli_writes_the_spec_and_refuses_held_out_sources(tmp_path, capsys):
     import shutil
 
-    from napari_histo.magnification import default_model_dir
-    from src_models.hagnifinder.config import HagnifinderConfig
+    from napari_histo.models.hagnifinder.config import HagnifinderConfig
+    from napari_histo.models.magnification import default_model_dir
     from src_models.hagnifinder.interval import main
 
     shutil.copy(default_model_dir() / "config.json", tmp_path / "config.json")
-    held_out = HagnifinderConfig.from_json(tmp_path / "config.json").holdout[0]
+    held_out = HagnifinderConfig.load(tmp_path / "config.json").holdout[0]
     rng = np.random.default_rng(4)
     records = [{"source": f"train{s}", "nominal": m, "mag": m, "raw": m * 2 ** rng.normal(0, 0.1)}
                for s in range(10) for m in (5.0, 10.0, 20.0, 40.0) for _ in range(4)]
@@ -164,7 +164,7 @@ def test_interval_cli_writes_the_spec_and_refuses_held_out_sources(tmp_path, cap
     good.write_text(json.dumps({"records": records}))
     assert main([str(good), "--model-dir", str(tmp_path), "--write", "--basis", "synthetic"]) == 0
     assert "interval written" in capsys.readouterr().out
-    spec = HagnifinderConfig.from_json(tmp_path / "config.json").interval
+    spec = HagnifinderConfig.load(tmp_path / "config.json").interval
     assert spec["fitted_on"]["records"] == "synthetic" and spec["fitted_on"]["sources"] == 10
     bad = tmp_path / "leaky.json"
     bad.write_text(json.dumps({"records": records + [dict(records[0], source=held_out)]}))

@@ -8,8 +8,10 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_histo import magnification
-from napari_histo.magnification import (
+from napari_histo.models import magnification
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.images import read_rgb, to_tensor
+from napari_histo.models.magnification import (
     AGGREGATE_TRIM,
     combine_scales,
     load_model,
@@ -20,8 +22,6 @@ from napari_histo.magnification import (
     select_crops,
     usable_scales,
 )
-from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
-from src_models.hagnifinder.data import read_rgb, to_tensor
 from src_models.hagnifinder.multiscale import choose, cross_validate, image_at
 
 
@@ -103,7 +103,7 @@ def test_a_downsampled_image_is_predicted_at_the_lower_magnification(cmu_region,
 
 
 def test_a_config_without_test_time_scales_predicts_single_scale(tmp_path, cmu_region):
-    from napari_histo.magnification import default_model_dir
+    from napari_histo.models.magnification import default_model_dir
 
     for name in ("model.pt", "config.json"):
         shutil.copy(default_model_dir() / name, tmp_path / name)
@@ -152,8 +152,8 @@ def _half_tissue_image() -> np.ndarray:
 
 
 def test_spread_rule_takes_crops_with_enough_tissue_in_the_order_drawn():
-    from napari_histo.magnification import MIN_CROP_TISSUE
-    from src_models.hagnifinder.data import tissue_fraction
+    from napari_histo.models.hagnifinder.images import tissue_fraction
+    from napari_histo.models.magnification import MIN_CROP_TISSUE
 
     rgb = _half_tissue_image()
     boxes = select_crop_boxes(rgb, 6, 224, seed=4)

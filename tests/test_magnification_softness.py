@@ -8,7 +8,8 @@ import shutil
 import numpy as np
 import pytest
 
-from napari_histo.magnification import (
+from napari_histo.models.hagnifinder.images import read_rgb
+from napari_histo.models.magnification import (
     SOFT_IMAGE_NOTE,
     default_model_dir,
     predict_magnification,
@@ -16,7 +17,6 @@ from napari_histo.magnification import (
     softness_check,
 )
 from napari_histo.utils import HistoError
-from src_models.hagnifinder.data import read_rgb
 
 
 @pytest.fixture(scope="module")

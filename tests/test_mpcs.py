@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from src_models.hagnifinder.data import SourceImage, mag_to_mpp, to_tensor
+from napari_histo.models.hagnifinder.images import mag_to_mpp, to_tensor
+from src_models.hagnifinder.data import SourceImage
 from src_models.mpcs.data import PairViewSampler
 from src_models.mpcs.evaluate import patient_folds
 from src_models.mpcs.loss import nt_xent
@@ -128,7 +129,7 @@ def test_pretraining_steps_lower_the_loss():
 def test_multimag_probe_reads_scale_from_features_and_scores_unseen_sources():
     """The magnification probe: fitted on one set of sources, scored on others; a field's scale
     (here the period of its stripes) is what it must read, and the error is reported in x."""
-    from src_models.backbones import build_resnet
+    from napari_histo.models.backbones import build_resnet
     from src_models.mpcs.evaluate import multimag_linear_evaluation
 
     rng = np.random.default_rng(3)

@@ -16,7 +16,7 @@ from napari_histo.nuclei.postproc import (
     sobel_kernels,
     type_instances,
 )
-from napari_histo.nuclei.table import validate_table
+from napari_histo.schema.table import validate_table
 
 MONUSEG_TILE = ("monuseg", "MoNuSegTrainData", "TCGA-21-5784-01Z-00-DX1.tif")
 

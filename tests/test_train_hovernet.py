@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import REPO, shared_path
 
-from src_models.hovernet.compact import CompactHoVerNet, load_compact
-from src_models.hovernet.config import CompactConfig, TrainConfig
+from napari_histo.models.hovernet.compact import CompactHoVerNet, load_compact
+from napari_histo.models.hovernet.config import CompactConfig
+from src_models.hovernet.config import TrainConfig
 from src_models.hovernet.data import PatchSampler, Tile, load_monusac, load_monuseg
 from src_models.hovernet.losses import hovernet_loss
 from src_models.hovernet.train import train
@@ -185,9 +186,9 @@ def test_shipped_weights_load_through_the_model_registry():
 def test_shipped_model_types_every_nucleus_of_the_sample_slide(sample_slide_path):
     """The shipped config's typing rule: no nucleus of the (never trained on) sample slide is left
     'unclassified', and type_prob is a probability over the four classes."""
-    from napari_histo.nuclei.segment import segment_image
+    from napari_histo.models.hovernet.compact import compact_segmenter
+    from napari_histo.models.segment import segment_image
     from napari_histo.slide import open_slide
-    from src_models.hovernet.compact import compact_segmenter
 
     seg = compact_segmenter(WEIGHTS)
     assert seg.type_rule == CompactConfig.load(WEIGHTS / "config.json").type_rule == "nucleus"
@@ -203,10 +204,10 @@ def test_shipped_model_types_every_nucleus_of_the_sample_slide(sample_slide_path
 def test_coarse_grid_postprocessing_matches_the_fine_grid_watershed():
     """The shipped shortcut (watershed at the network's 0.5 µm/px, instances mapped back) finds
     the nuclei the watershed on the upsampled 0.25 µm/px maps finds, on a held-out image."""
+    from napari_histo.models.hovernet.compact import compact_segmenter
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
     from napari_histo.nuclei.metrics import instance_scores
     from napari_histo.nuclei.postproc import HoverPostParams
-    from src_models.hovernet.compact import compact_segmenter
 
     _shipped_validation()
     cfg = CompactConfig.load(WEIGHTS / "config.json")

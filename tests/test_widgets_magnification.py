@@ -15,7 +15,7 @@ TILE = "TCGA-21-5784-01Z-00-DX1"
 
 @pytest.fixture(scope="module", autouse=True)
 def _shipped_model():
-    from napari_histo.magnification import default_model_dir
+    from napari_histo.models.magnification import default_model_dir
 
     if not (default_model_dir() / "model.pt").exists():
         pytest.skip("the shipped magnification model is not in this checkout")
@@ -85,8 +85,9 @@ def test_predict_and_apply_magnification(viewer, qtbot):
 def test_the_panels_show_the_softness_note(viewer, qtbot, sample_slide_path):
     from napari_histo._napari._magnification_panel import MagnificationPanel
     from napari_histo._napari._slide_panel import SlidePanel
-    from napari_histo.magnification import predict_magnification
-    from src_models.hagnifinder.data import blur_patch, read_rgb
+    from napari_histo.models.hagnifinder.images import read_rgb
+    from napari_histo.models.magnification import predict_magnification
+    from src_models.hagnifinder.data import blur_patch
 
     soft = blur_patch(read_rgb(sample_slide_path), 1.0)  # the whole CC0 sample (20x), one pixel softer
     prediction = predict_magnification(soft)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd
 
-    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.schema.types import TypeInfo
 
 NUCLEI_POINTS = "nuclei (centroids)"
 NUCLEI_LABELS = "nuclei (labels)"
@@ -182,7 +182,7 @@ def aligned_kwargs(slide_layer: Any | None, origin: tuple[int, int] = (0, 0)) ->
 # ---------------------------------------------------------------------------------------------
 def type_info_of(table: pd.DataFrame) -> TypeInfo:
     """The table's :class:`TypeInfo` (``attrs['type_info']``), else nucleus-only."""
-    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+    from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 
     info = table.attrs.get("type_info")
     if isinstance(info, TypeInfo):

@@ -1,7 +1,7 @@
 """Magnification panel: predict a slide's magnification from pixels, apply it as the layer scale.
 
 Predicts on the current field of view or on a whole chosen image layer (centre crop for large
-images) with :func:`napari_histo.magnification.predict_magnification`; shows the magnification,
+images) with :func:`napari_histo.models.magnification.predict_magnification`; shows the magnification,
 µm/px and the spread of the per-crop predictions; one click sets the layer's scale (µm) and keeps
 every napari-histo overlay aligned with it.
 """
@@ -51,7 +51,7 @@ def _centre_box(box: tuple[int, int, int, int], max_px: int = MAX_READ_PX) -> tu
 
 def predict_for_layer(layer: Any, box: tuple[int, int, int, int] | None = None) -> Any:
     """Predict the magnification of ``layer`` (whole layer, or a level-0 box) -> MagnificationPrediction."""
-    from napari_histo.magnification import predict_magnification
+    from napari_histo.models.magnification import predict_magnification
 
     if box is None:
         h, w = _layers.level0_shape(layer)
@@ -64,7 +64,7 @@ def predict_for_layer(layer: Any, box: tuple[int, int, int, int] | None = None) 
 
 def show_objective_button(button: Any, prediction: Any) -> None:
     """Offer "Apply 20× scan (0.500 µm/px)" when exactly one standard objective fits."""
-    from napari_histo.magnification import MPP_AT_1X
+    from napari_histo.models.magnification import MPP_AT_1X
 
     objective = getattr(prediction, "scan_objective", None)
     button.setVisible(objective is not None)
@@ -74,7 +74,7 @@ def show_objective_button(button: Any, prediction: Any) -> None:
 
 def apply_objective(viewer: napari.Viewer, layer: Any, prediction: Any) -> None:
     """Set ``layer``'s scale to the standard objective of ``prediction`` (10 / objective µm/px)."""
-    from napari_histo.magnification import MPP_AT_1X
+    from napari_histo.models.magnification import MPP_AT_1X
 
     objective = prediction.scan_objective
     if objective is None:
@@ -175,7 +175,7 @@ class MagnificationPanel(QWidget):
     def _show(self, prediction: Any, layer: Any) -> None:
         if prediction is None or prediction is CANCELLED:
             return
-        from napari_histo.magnification import interval_text
+        from napari_histo.models.magnification import interval_text
 
         self.prediction, self.target_layer = prediction, layer
         self.result_label.setText(

@@ -150,7 +150,7 @@ def segmentation_events(
     """
     from napari_histo.engine.outputs import load_result
     from napari_histo.engine.run import run_segmentation
-    from napari_histo.nuclei.table import offset_table
+    from napari_histo.schema.table import offset_table
 
     outdir = Path(outdir)
     existed = outdir.exists() and any(outdir.iterdir())

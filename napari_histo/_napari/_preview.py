@@ -70,7 +70,7 @@ def type_colormap(type_info: Any = None) -> Any:
     """
     from napari.utils.colormaps import DirectLabelColormap
 
-    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+    from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 
     info = type_info
     if info is None:

@@ -191,7 +191,7 @@ class SlidePanel(QWidget):
         if prediction is None or prediction is CANCELLED:
             return
         from napari_histo._napari._magnification_panel import show_objective_button
-        from napari_histo.magnification import interval_text
+        from napari_histo.models.magnification import interval_text
 
         self.prediction = prediction
         self.labels["mpp"].setText(
@@ -210,10 +210,11 @@ class SlidePanel(QWidget):
 
         path = _layers.layer_path(layer)
         if path:  # the slide picks a tissue-rich region itself
+            from napari_histo.models.magnification import predict_slide_magnification
             from napari_histo.slide import open_slide
 
             with open_slide(path) as slide:
-                return slide.predict_magnification()
+                return predict_slide_magnification(slide)
         return predict_for_layer(layer)
 
     def apply_prediction(self) -> None:

@@ -93,7 +93,7 @@ def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
         The slide the nuclei belong to: supplies the mpp when it is still unknown and the level-0
         size when run.json does not give it.
     """
-    from napari_histo.nuclei.table import read_table_parquet, validate_table
+    from napari_histo.schema.table import read_table_parquet, validate_table
 
     path = Path(path)
     if not path.exists():
@@ -157,7 +157,7 @@ def write_sidecar(path: str | os.PathLike, command: str, params: dict[str, Any],
     import sys
     import time
 
-    from napari_histo.cli._common import package_versions
+    from napari_histo.provenance import package_versions
     from napari_histo.utils import atomic_write
 
     path = Path(path)

@@ -3,6 +3,10 @@
 Each subcommand lives in ``napari_histo/cli/_<name>.py`` and exposes
 ``register(subparsers) -> argparse.ArgumentParser`` whose parser sets ``func=handler`` where
 ``handler(args) -> int``. Modules are imported lazily so ``napari-histo --help`` stays fast.
+
+Other installed packages add commands with the same ``register`` function through the
+``napari_histo.commands`` entry-point group: that is how the training package (``src_models``)
+adds ``napari-histo train`` without the plugin importing it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,10 @@ COMMAND_MODULES = [
     "export",
     "import_",
     "classify",
-    "train",
 ]
+
+#: Entry-point group of commands contributed by other installed packages.
+COMMAND_ENTRY_POINTS = "napari_histo.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    from importlib.metadata import entry_points
+
+    for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        entry.load()(sub)
     return parser
 
 

@@ -52,8 +52,13 @@ def handler(args: argparse.Namespace) -> int:
     import numpy as np
     from PIL import Image
 
-    from napari_histo.classification import class_map_rgb, iter_classify_tiles, load_tile_classifier
-    from napari_histo.cli._common import drain_with_progress, write_run_json
+    from napari_histo.cli._common import drain_with_progress
+    from napari_histo.models.classification import (
+        class_map_rgb,
+        iter_classify_tiles,
+        load_tile_classifier,
+    )
+    from napari_histo.provenance import write_run_json
     from napari_histo.utils import HistoError, InputFileError, atomic_path
 
     roi = _parse_roi(args.roi)
@@ -86,7 +91,7 @@ def handler(args: argparse.Namespace) -> int:
                 df.to_csv(tmp, index=False)
             else:
                 df.to_parquet(tmp, index=False)
-        from napari_histo.classification import class_palette
+        from napari_histo.models.classification import class_palette
 
         palette = class_palette(n).tolist()
         counts = {name: int((result.class_map == i).sum()) for i, name in enumerate(result.class_names)}

@@ -42,8 +42,8 @@ def handler(args) -> int:
 
     from napari_histo.datasets import iter_dataset
     from napari_histo.models import get_segmenter
+    from napari_histo.models.segment import segment_image
     from napari_histo.nuclei.metrics import instance_scores, pair_centroids
-    from napari_histo.nuclei.segment import segment_image
     from napari_histo.utils import HistoError, atomic_write
 
     seg = get_segmenter(args.model, device=args.device)

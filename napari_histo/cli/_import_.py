@@ -152,7 +152,7 @@ def handler(args: argparse.Namespace) -> int:
                              description=json.dumps({"pages": ["inst", "type"], "region": list(region), "type_info": info}))
     if args.table:
         from napari_histo.formats.auto import read_nuclei
-        from napari_histo.nuclei.table import write_table_parquet
+        from napari_histo.schema.table import write_table_parquet
 
         if table is None or not len(table):  # ImageScope outlines, point annotations
             table = read_nuclei(src, colours=colours, type_info=type_info)

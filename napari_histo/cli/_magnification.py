@@ -82,7 +82,7 @@ def read_input(path: Path):
         except (UnidentifiedImageError, OSError) as exc:
             raise InputFileError(path, f"cannot read image ({exc})") from exc
     if suffix in (".tif", ".tiff") and _is_plain_tiff(path):
-        from src_models.hagnifinder.data import read_rgb
+        from napari_histo.models.hagnifinder.images import read_rgb
 
         try:
             return read_rgb(path), None, None, None
@@ -143,7 +143,7 @@ def _read_slide(path: Path):
 
 
 def handler(args: argparse.Namespace) -> int:
-    from napari_histo.magnification import interval_text, predict_magnification
+    from napari_histo.models.magnification import interval_text, predict_magnification
     from napari_histo.utils import HistoError, InputFileError
 
     results, failed = [], 0

@@ -62,7 +62,7 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _mpp_value(value: str) -> float | str:
-    from napari_histo.magnification import MPP_CHOICES
+    from napari_histo.models.magnification import MPP_CHOICES
 
     if value in MPP_CHOICES:
         return value
@@ -76,7 +76,7 @@ def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: 
     """(mpp passed to the run, provenance) for ``--mpp``: a number, or predicted for files without one."""
     if how is None or isinstance(how, float):
         return how, ({"mpp_source": "given"} if how is not None else {})
-    from napari_histo.magnification import pixel_size_for
+    from napari_histo.models.magnification import pixel_size_for
     from napari_histo.slide import open_slide
     from napari_histo.utils import HistoError, InputFileError
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.nuclei.types import TypeInfo
+from napari_histo.schema.types import TypeInfo
 from napari_histo.utils import InputFileError
 
 #: MoNuSAC classes (HoVer-Net notebook / TIAToolbox order).

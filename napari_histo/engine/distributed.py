@@ -60,8 +60,8 @@ def _cached_model(spec: tuple) -> Any:
 
 def segment_tile_task(slide_spec: Any, tile: Tile, plan: TilePlan, model_spec: tuple) -> TileResult:
     """Worker-side task: read, segment and apply the ownership rule to one tile."""
+    from napari_histo.engine.compute import process_tile
     from napari_histo.engine.plan import read_window
-    from napari_histo.engine.run import process_tile
 
     slide = _cached_slide(slide_spec)
     segmenter = _cached_model(model_spec)

@@ -83,7 +83,7 @@ class Journal:
 
     def record(self, result: TileResult, **extra: Any) -> None:
         """Persist one tile's result, then journal it (fsync)."""
-        from napari_histo.nuclei.table import write_table_parquet
+        from napari_histo.schema.table import write_table_parquet
 
         if result.n > 0:
             write_table_parquet(result.table, self.tiles_dir / f"{result.index:06d}.parquet")
@@ -99,7 +99,7 @@ class Journal:
         return self.tiles_dir / f"{index:06d}.parquet"
 
     def load_table(self, index: int) -> pd.DataFrame:
-        from napari_histo.nuclei.table import read_table_parquet
+        from napari_histo.schema.table import read_table_parquet
 
         return read_table_parquet(self.table_path(index))
 

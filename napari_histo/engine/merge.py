@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.engine.plan import Tile, TilePlan
-from napari_histo.nuclei.table import offset_table
+from napari_histo.schema.table import offset_table
 
 
 @dataclass

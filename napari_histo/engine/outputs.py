@@ -51,7 +51,7 @@ def write_table(plan: TilePlan, journal: Journal, offsets: dict[int, int], path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from napari_histo.nuclei.table import _META_KEY, _json_default, empty_table, write_table_parquet
+    from napari_histo.schema.table import _META_KEY, _json_default, empty_table, write_table_parquet
     from napari_histo.utils import atomic_path
 
     with_nuclei = [t.index for t in plan.tiles if journal.done.get(t.index, {}).get("n", 0) > 0]
@@ -202,7 +202,7 @@ def write_exchange_formats(table_path: Path, folder: Path, stem: str, geojson: b
     """QuPath GeoJSON and/or HoVer-Net JSON next to the table; returns written file names."""
     if not (geojson or hovernet_json):
         return []
-    from napari_histo.nuclei.table import read_table_parquet
+    from napari_histo.schema.table import read_table_parquet
 
     table = read_table_parquet(table_path)
     written = []
@@ -246,7 +246,7 @@ def load_result(folder: str | os.PathLike, columns: list[str] | None = None) -> 
 
     import zarr
 
-    from napari_histo.nuclei.table import read_table_parquet
+    from napari_histo.schema.table import read_table_parquet
 
     folder = Path(folder)
     table_path, labels_path, run_path = folder / TABLE_NAME, folder / LABELS_NAME, folder / RUN_NAME

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from napari_histo.engine.merge import TileResult, select_owned
+from napari_histo.engine.compute import predict_batch, process_tile
+from napari_histo.engine.merge import TileResult
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
 from napari_histo.utils import HistoError
 
@@ -356,7 +357,7 @@ def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
 
 def _write_provenance(outdir, name, segmenter, plan, params, timings, stats, warnings, n_nuclei,
                       files, scheduler, batch_size, workers) -> None:
-    from napari_histo.cli._common import write_run_json
+    from napari_histo.provenance import write_run_json
 
     parameters = {"batch_size": batch_size, "workers": workers,
                   "scheduler": None if scheduler is None else str(scheduler), **(params or {})}
@@ -377,39 +378,6 @@ def _write_provenance(outdir, name, segmenter, plan, params, timings, stats, war
 # ---------------------------------------------------------------- local pipeline
 
 _DONE = object()
-
-
-def split_batch(raw: Any, n: int) -> list[Any]:
-    """Per-tile pieces of a batched ``predict`` output (array, dict or sequence of length n)."""
-    if isinstance(raw, dict):
-        parts = {k: split_batch(v, n) for k, v in raw.items()}
-        return [{k: parts[k][i] for k in raw} for i in range(n)]
-    if isinstance(raw, list | tuple) and len(raw) == n:
-        return list(raw)
-    if hasattr(raw, "shape") and raw.shape[0] == n:
-        return [raw[i] for i in range(n)]
-    raise HistoError(f"cannot split a batched prediction of type {type(raw).__name__} into {n} tiles")
-
-
-def _predict(segmenter: Any, rgbs: list[np.ndarray]) -> list[Any]:
-    device = str(getattr(segmenter, "device", "cpu"))
-    ctx = contextlib.nullcontext()
-    if device.startswith("cuda") and not hasattr(segmenter, "amp"):
-        # segmenters with an ``amp`` attribute manage autocast themselves
-        import torch
-
-        ctx = torch.autocast("cuda", dtype=torch.float16)
-    with ctx:
-        if len(rgbs) == 1:
-            return [segmenter.predict(rgbs[0])]
-        return split_batch(segmenter.predict(np.stack(rgbs)), len(rgbs))
-
-
-def process_tile(segmenter: Any, raw: Any, rgb: np.ndarray, tile: Tile, plan: TilePlan,
-                 roi: Any) -> TileResult:
-    """Post-process one tile and keep the nuclei it owns."""
-    labels, table = segmenter.postprocess(raw, rgb)
-    return select_owned(np.asarray(labels), table, tile, plan, roi)
 
 
 def local_results(
@@ -501,7 +469,7 @@ def local_results(
             if not batch:
                 continue
             t0 = time.perf_counter()
-            raws = _predict(segmenter, [rgb for _, rgb in batch])
+            raws = predict_batch(segmenter, [rgb for _, rgb in batch])
             timings["predict_s"] += time.perf_counter() - t0
             for (tile, rgb), raw in zip(batch, raws):
                 inflight.append(pool.submit(post, raw, rgb, tile))
@@ -536,5 +504,5 @@ def plan_only(slide: Any, segmenter: Any, **kwargs: Any) -> TilePlan:
     return make_plan(slide, segmenter.mpp, segmenter.halo_px, **kwargs)
 
 
-__all__ = ["ProgressEvent", "RunResult", "run_segmentation", "local_results", "process_tile",
-           "split_batch", "resolve_segmenter", "plan_only"]
+__all__ = ["ProgressEvent", "RunResult", "run_segmentation", "local_results", "resolve_segmenter",
+           "plan_only"]

@@ -255,7 +255,7 @@ def table_from_contours(
     ids: Sequence[int] | None = None,
     extra: dict[str, Sequence] | None = None,
 ) -> pd.DataFrame:
-    """Build a nucleus table (``napari_histo.nuclei.table``) from polygon contours in level-0 px.
+    """Build a nucleus table (``napari_histo.schema.table``) from polygon contours in level-0 px.
 
     Area, perimeter, centroid and bbox are computed from the polygons (shapely). Contours with
     fewer than 3 distinct vertices get area 0 and the mean vertex as centroid.
@@ -289,7 +289,7 @@ def table_from_flat(
     """
     import shapely
 
-    from napari_histo.nuclei.table import empty_table
+    from napari_histo.schema.table import empty_table
 
     n = len(lengths)
     if n == 0:
@@ -372,7 +372,7 @@ def _split_rows(coords: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
 
 def table_type_info(table: pd.DataFrame):
     """The table's :class:`TypeInfo` (from ``attrs["type_info"]``), or a generic one for its type ids."""
-    from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+    from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 
     data = table.attrs.get("type_info") if hasattr(table, "attrs") else None
     if data:

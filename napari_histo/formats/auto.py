@@ -93,7 +93,7 @@ class AnnotationFile:
     kind : str
         Format (:data:`FORMAT_NAMES` key).
     table : DataFrame
-        Nuclei (``napari_histo.nuclei.table``), possibly empty; ``attrs['type_info']`` names the types.
+        Nuclei (``napari_histo.schema.table``), possibly empty; ``attrs['type_info']`` names the types.
     annotations : list of Annotation
         Everything that is not a nucleus outline: regions, point annotations, lines.
     """
@@ -161,7 +161,7 @@ def read_annotation_file(
     if kind == "imagescope":
         return AnnotationFile(path, kind, _imagescope_table(path, type_info, mpp))
     from napari_histo.formats.asap import read_asap
-    from napari_histo.nuclei.table import empty_table
+    from napari_histo.schema.table import empty_table
 
     return AnnotationFile(path, kind, empty_table(mpp), read_asap(path))
 

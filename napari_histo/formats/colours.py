@@ -76,7 +76,7 @@ class SedeenColourTable:
     @classmethod
     def from_type_info(cls, type_info) -> SedeenColourTable:
         """One pen colour per type id > 0 from a :class:`TypeInfo` (or its JSON dict)."""
-        from napari_histo.nuclei.types import TypeInfo
+        from napari_histo.schema.types import TypeInfo
 
         info = TypeInfo.from_json_dict(type_info) if isinstance(type_info, dict) else type_info
         base = cls({})

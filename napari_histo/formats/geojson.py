@@ -620,7 +620,7 @@ def write_geojson(
     path = Path(path)
     use_gz = path.name.lower().endswith(".gz") if gzip is None else bool(gzip)
     if table is not None:
-        from napari_histo.nuclei.table import validate_table
+        from napari_histo.schema.table import validate_table
 
         validate_table(table)
     level = compresslevel if use_gz else None
@@ -1037,7 +1037,7 @@ def _stream_elements(win: _TextWindow, space, chunk: int, in_collection: bool) -
 
 def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObjects:
     """:func:`read_geojson` with the garbage collector paused."""
-    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.schema.types import TypeInfo
 
     path = Path(path)
     if isinstance(type_info, dict):

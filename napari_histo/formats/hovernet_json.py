@@ -44,7 +44,7 @@ _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float | None = None) -> Path:
     """Write a nucleus table as HoVer-Net JSON (level-0 px; ``mag`` recorded as given, None in tile mode)."""
-    from napari_histo.nuclei.table import validate_table
+    from napari_histo.schema.table import validate_table
     from napari_histo.utils import atomic_write
 
     validate_table(table)

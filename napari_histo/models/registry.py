@@ -6,7 +6,7 @@ import threading
 import warnings
 from pathlib import Path
 
-from napari_histo.nuclei.types import TypeInfo
+from napari_histo.schema.types import TypeInfo
 from napari_histo.utils import HistoError, InputFileError, resource_path
 
 #: Folder of the shipped default model (compact HoVer-Net).
@@ -102,7 +102,7 @@ def _build(name: str, device: str | None, **kwargs):
 
 def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
     try:
-        from src_models.hovernet.compact import compact_segmenter
+        from napari_histo.models.hovernet.compact import compact_segmenter
     except ImportError as exc:  # pragma: no cover - packaging error
         raise HistoError(f"cannot load compact model code: {exc}") from exc
     # constants, vocabulary and inference shortcuts tuned with the weights travel in config.json
@@ -110,8 +110,8 @@ def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
 
 
 def _official_segmenter(path: Path, device: str | None, **kwargs):
+    from napari_histo.models.hovernet.checkpoint import load_hovernet
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
-    from src_models.hovernet.checkpoint import load_hovernet
 
     model, info = load_hovernet(path, device=device or "cpu")
     type_info = None

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.types import TypeInfo
+from napari_histo.schema.types import TypeInfo
 
 
 @runtime_checkable

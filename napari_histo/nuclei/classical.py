@@ -43,7 +43,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 
 __all__ = ["ClassicalParams", "ClassicalSegmenter", "stain_od", "STAIN_VECTORS"]
 

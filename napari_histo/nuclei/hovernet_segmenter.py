@@ -37,7 +37,7 @@ from napari_histo.nuclei.postproc import (
     instances_from_maps,
     postprocess_maps,
 )
-from napari_histo.nuclei.types import NUCLEUS_ONLY, TypeInfo
+from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 
 __all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid", "block_mean", "upscale_instances"]
 

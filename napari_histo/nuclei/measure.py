@@ -11,7 +11,7 @@ is regionprops' 4-connected weighted boundary length, solidity = area / convex-h
 
 Public functions
 ----------------
-- :func:`measure_instances` -- labels -> nucleus table (``napari_histo.nuclei.table``).
+- :func:`measure_instances` -- labels -> nucleus table (``napari_histo.schema.table``).
 - :func:`instance_contours` -- per-instance contours from bbox crops.
 - :func:`mean_per_instance` -- mean of an image (e.g. DAB OD) over each instance.
 """
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.types import TypeInfo
+from napari_histo.schema.types import TypeInfo
 
 __all__ = ["measure_instances", "instance_contours", "mean_per_instance", "compact_ids"]
 
@@ -171,7 +171,7 @@ def measure_instances(
     """
     from scipy import ndimage as ndi
 
-    from napari_histo.nuclei.table import empty_table
+    from napari_histo.schema.table import empty_table
 
     labels = np.asarray(labels)
     if labels.ndim != 2:

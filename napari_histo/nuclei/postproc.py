@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from napari_histo.nuclei.types import TypeInfo
+from napari_histo.schema.types import TypeInfo
 
 __all__ = [
     "HoverPostParams",

@@ -14,7 +14,7 @@ from napari_histo.slide._slide import (
     choose_backend,
     open_slide,
 )
-from napari_histo.slide._tissue import TissueMask, detect_tissue, tissue_mask
+from napari_histo.slide._tissue import TissueMask, detect_tissue, tissue_mask, tissue_region_origin
 
 __all__ = [
     "BACKENDS",
@@ -27,4 +27,5 @@ __all__ = [
     "detect_tissue",
     "open_slide",
     "tissue_mask",
+    "tissue_region_origin",
 ]

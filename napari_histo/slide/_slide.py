@@ -507,54 +507,6 @@ class Slide:
             return pixels
         return np.asarray(Image.fromarray(pixels).resize((out_w, out_h), Image.Resampling.BOX))
 
-    # -- magnification --------------------------------------------------------------------
-    def predict_magnification(self, n_crops: int = 8, seed: int = 0, region_size: int = 1024):
-        """Predict magnification from level-0 pixels in tissue (Hagnifinder model).
-
-        Only a prediction: :attr:`mpp` and :attr:`objective_power` keep the file's metadata.
-        Returns ``MagnificationPrediction``; raises HistoError if the predictor is unavailable.
-        """
-        try:
-            from napari_histo.magnification import predict_magnification
-        except ImportError as exc:
-            raise HistoError(
-                "magnification prediction is not available in this installation "
-                f"(napari_histo.magnification.predict_magnification: {exc})"
-            ) from exc
-        x, y = self.tissue_region_origin(region_size)
-        region = self.read_region((x, y), (region_size, region_size), 0, "level")
-        return predict_magnification(region, n_crops=n_crops, seed=seed)
-
-    def effective_mpp(self, allow_prediction: bool = False) -> tuple[tuple[float, float] | None, str]:
-        """(mpp, source): metadata when stated ("metadata"), else a prediction ("predicted")
-        if allowed, else (None, "unknown"). The predictor is never consulted when mpp is known.
-        """
-        if self.mpp is not None:
-            return self.mpp, "metadata"
-        if not allow_prediction:
-            return None, "unknown"
-        prediction = self.predict_magnification()
-        return (float(prediction.mpp), float(prediction.mpp)), "predicted"
-
-    def tissue_region_origin(self, region_size: int) -> tuple[int, int]:
-        """Level-0 top-left of a ``region_size`` square centred on the densest tissue."""
-        from scipy import ndimage
-
-        from napari_histo.slide._tissue import tissue_mask
-
-        width0, height0 = self.dimensions
-        mask = tissue_mask(self)
-        window = max(1, int(round(region_size / mask.downsample)))
-        if mask.mask.any():
-            density = ndimage.uniform_filter(mask.mask.astype(np.float32), size=window, mode="constant")
-            row, col = np.unravel_index(int(np.argmax(density)), density.shape)
-            cx, cy = (col + 0.5) * mask.downsample, (row + 0.5) * mask.downsample
-        else:
-            cx, cy = width0 / 2, height0 / 2
-        x = int(min(max(cx - region_size / 2, 0), max(width0 - region_size, 0)))
-        y = int(min(max(cy - region_size / 2, 0), max(height0 - region_size, 0)))
-        return x, y
-
     # -- lifecycle ------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self._closed:

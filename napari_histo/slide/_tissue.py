@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_histo.slide._slide import Slide
 from napari_histo.utils import HistoError, InputFileError
-
-if TYPE_CHECKING:
-    from napari_histo.slide._slide import Slide
 
 #: Floors under the Otsu thresholds, so a slide with no tissue yields an (almost) empty mask.
 MIN_OD = 0.15  # summed RGB optical density; clean glass is about 0.0-0.1
@@ -143,8 +140,6 @@ def tissue_mask(
         User-supplied mask (array or image file; non-zero = tissue) used instead of detection;
         it must cover the whole slide with the slide's aspect ratio.
     """
-    from napari_histo.slide._slide import Slide
-
     if isinstance(source, Slide):
         width0, height0 = source.dimensions
         if mask is not None:
@@ -164,3 +159,21 @@ def tissue_mask(
     if mask is not None:
         return TissueMask(_load_user_mask(mask), float(downsample), source="user")
     return TissueMask(detect_tissue(np.asarray(source)), float(downsample), source="auto")
+
+
+def tissue_region_origin(slide: Slide, region_size: int) -> tuple[int, int]:
+    """Level-0 top-left of a ``region_size`` square of ``slide`` centred on its densest tissue."""
+    from scipy import ndimage
+
+    width0, height0 = slide.dimensions
+    mask = tissue_mask(slide)
+    window = max(1, int(round(region_size / mask.downsample)))
+    if mask.mask.any():
+        density = ndimage.uniform_filter(mask.mask.astype(np.float32), size=window, mode="constant")
+        row, col = np.unravel_index(int(np.argmax(density)), density.shape)
+        cx, cy = (col + 0.5) * mask.downsample, (row + 0.5) * mask.downsample
+    else:
+        cx, cy = width0 / 2, height0 / 2
+    x = int(min(max(cx - region_size / 2, 0), max(width0 - region_size, 0)))
+    y = int(min(max(cy - region_size / 2, 0), max(height0 - region_size, 0)))
+    return x, y

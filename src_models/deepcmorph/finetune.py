@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from napari_histo.jsonconfig import JsonConfig
+
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(JsonConfig):
     """Fine-tuning run. Paths relative to the config file are resolved by the caller.
 
     Attributes
@@ -44,6 +46,8 @@ class FinetuneConfig:
         Group k-fold count (>= 2 evaluates), 1 = train on all.
     """
 
+    CONFIG_NAME: ClassVar[str] = "fine-tuning"
+
     data: str = ""
     out_dir: str = "runs/deepcmorph_finetune"
     label_column: str = "label"
@@ -66,13 +70,7 @@ class FinetuneConfig:
     max_minutes: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinetuneConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown fine-tuning config keys {unknown}")
-        return cls(**data)
+
 
 
 def _augment_batch(images: list[np.ndarray], tile: int, rng: np.random.Generator):
@@ -101,8 +99,8 @@ def _augment_batch(images: list[np.ndarray], tile: int, rng: np.random.Generator
 
 
 def build_model(cfg: FinetuneConfig, class_names: list[str]):
-    from src_models.deepcmorph.config import DeepCMorphConfig
-    from src_models.deepcmorph.model import DeepCMorph
+    from napari_histo.models.deepcmorph.config import DeepCMorphConfig
+    from napari_histo.models.deepcmorph.model import DeepCMorph
 
     mcfg = DeepCMorphConfig(
         backbone=cfg.backbone, num_classes=len(class_names), class_names=list(class_names),
@@ -130,7 +128,7 @@ def train_one(cfg: FinetuneConfig, train_set, folder: Path, resume: bool = False
     """Train one model on ``train_set``; checkpoint each epoch under ``folder``."""
     import torch
 
-    from src_models.deepcmorph.model import save_pretrained
+    from napari_histo.models.deepcmorph.model import save_pretrained
 
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

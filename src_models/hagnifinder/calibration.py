@@ -17,7 +17,7 @@ relative error is what matters):
 :func:`choose_calibration` picks among them by cross-validation grouped by training source
 image, so that the choice uses no held-out image either. The result is a JSON-able dict stored
 as ``calibration`` in the model's ``config.json`` and applied by :func:`apply_calibration` in
-the prediction path (:func:`napari_histo.magnification.predict_magnification`).
+the prediction path (:func:`napari_histo.models.magnification.predict_magnification`).
 """
 
 from __future__ import annotations
@@ -26,13 +26,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from napari_histo.models.hagnifinder.calibration import apply_calibration, log2_clipped
+from src_models.hagnifinder.metrics import grouped_folds
+
 METHODS = ("identity", "log_linear", "isotonic")
-#: Smallest raw output accepted before taking log2 (the network's output is unbounded below).
-_MIN_RAW = 0.5
-
-
-def _log2(values) -> np.ndarray:
-    return np.log2(np.clip(np.asarray(values, float), _MIN_RAW, None))
 
 
 def isotonic_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -57,7 +54,7 @@ def fit_calibration(raw: Sequence[float], true: Sequence[float], method: str = "
     """Fit a monotone map ``raw prediction -> magnification`` (see module docstring)."""
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r} (one of {METHODS})")
-    x, t = _log2(raw), _log2(true)
+    x, t = log2_clipped(raw), log2_clipped(true)
     if x.size < 2:
         raise ValueError("calibration needs at least two predictions")
     if method == "identity":
@@ -78,50 +75,6 @@ def fit_calibration(raw: Sequence[float], true: Sequence[float], method: str = "
     ky = np.maximum.accumulate(ky) + np.arange(ky.size) * 1e-6
     return {"method": "isotonic", "space": "log2", "knots_log2_raw": [float(v) for v in kx],
             "knots_log2_mag": [float(v) for v in ky]}
-
-
-def apply_calibration(calibration: dict | None, raw) -> np.ndarray:
-    """Calibrated magnifications (x) for raw network outputs; ``None`` means identity."""
-    raw = np.asarray(raw, float)
-    method = (calibration or {}).get("method", "identity")
-    if method == "identity":
-        return raw.copy()
-    x = _log2(raw)
-    if method == "log_linear":
-        y = calibration["intercept"] + calibration["slope"] * x
-    elif method == "isotonic":
-        kx = np.asarray(calibration["knots_log2_raw"], float)
-        ky = np.asarray(calibration["knots_log2_mag"], float)
-        y = np.interp(x, kx, ky)
-        y = np.where(x < kx[0], ky[0] + (x - kx[0]), y)
-        y = np.where(x > kx[-1], ky[-1] + (x - kx[-1]), y)
-    else:
-        raise ValueError(f"unknown calibration method {method!r}")
-    return np.exp2(y)
-
-
-def aggregate_log(values: Sequence[float], trim: float = 0.125) -> float:
-    """Trimmed mean in log2 space (a geometric mean without the extreme crops).
-
-    ``trim`` is the fraction dropped at each end (at least one crop each end when 5 or more
-    crops are given and ``trim > 0``).
-    """
-    v = np.sort(_log2(values))
-    if v.size == 0:
-        raise ValueError("no values to aggregate")
-    k = int(np.floor(trim * v.size))
-    if trim > 0 and v.size >= 5:
-        k = max(k, 1)
-    if 2 * k >= v.size:
-        k = (v.size - 1) // 2
-    return float(np.exp2(v[k:v.size - k].mean()))
-
-
-def grouped_folds(groups: Sequence[str], n_folds: int = 5, seed: int = 0) -> dict[str, int]:
-    """Cross-validation fold of each source name (whole sources stay in one fold)."""
-    names = np.unique(np.asarray(groups))
-    rng = np.random.default_rng(seed)
-    return dict(zip(names.tolist(), (rng.permutation(names.size) % n_folds).tolist()))
 
 
 def choose_calibration(raw: Sequence[float], true: Sequence[float], groups: Sequence[str],
@@ -155,10 +108,10 @@ def training_predictions(model_dir, data_root=None, crops_per_mag: int = 8, seed
     Each record: source, nominal, mag (true), raw. For a cross-fitted ensemble, ``raw`` is the
     **out-of-fold** prediction: that of the member which never saw the field's source.
     """
+    from napari_histo.models.magnification import read_model_folder
     from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
-    from src_models.hagnifinder.evaluate import load_model_dir
 
-    model, config = load_model_dir(model_dir)
+    model, config = read_model_folder(model_dir)
     train_src, _ = split_sources(discover_sources(data_root or config.data_root), config.holdout)
     held = set(config.holdout)
     if any(s.name in held for s in train_src):  # split_sources guarantees it; checked anyway
@@ -175,8 +128,8 @@ def raw_predictions(model, config, patches: np.ndarray, sources: Sequence[str]) 
     scored by the member that never saw its source), the model's own output otherwise."""
     import torch
 
-    from src_models.hagnifinder.data import to_tensor
-    from src_models.hagnifinder.train import predict_patches
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.models.hagnifinder.model import predict_patches
 
     if not config.member_holdouts:
         return predict_patches(model, patches)
@@ -209,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the training predictions and CV scores (JSON) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from src_models.hagnifinder.config import write_fitted
+    from src_models.hagnifinder.fitted import write_fitted
     from src_models.hagnifinder.metrics import summarise
 
     records = training_predictions(args.model_dir, args.data_root, args.crops, args.seed)

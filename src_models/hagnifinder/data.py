@@ -13,6 +13,7 @@ the same padding at random at every magnification so that padding is not a magni
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,18 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def mag_to_mpp(magnification: float) -> float:
-    """Objective magnification -> µm/px with the convention ``mag = 10 / mpp``."""
-    return 10.0 / float(magnification)
-
-
-def mpp_to_mag(mpp: float) -> float:
-    """µm/px -> objective magnification (``10 / mpp``)."""
-    return 10.0 / float(mpp)
+from napari_histo.models.hagnifinder.config import DEFAULT_HOLDOUT
+from napari_histo.models.hagnifinder.images import (
+    mag_to_mpp,
+    mpp_to_mag,
+    read_rgb,
+    reflect_pad,
+    tissue_fraction,
+)
 
 
 @dataclass
@@ -56,56 +53,9 @@ class SourceImage:
         return self._rgb
 
 
-def read_rgb(path: str | Path, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Read an image (TIFF, PNG, BMP, JPEG or an OpenSlide slide's level 0) as (h, w, 3) uint8."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif"):
-        import openslide
-
-        with openslide.OpenSlide(str(path)) as slide:
-            x, y, w, h = region or (0, 0, *slide.dimensions)
-            rgba = np.asarray(slide.read_region((x, y), 0, (w, h)))
-        rgb = rgba[..., :3].copy()
-        rgb[rgba[..., 3] == 0] = 255
-        return rgb
-    if suffix in (".tif", ".tiff"):
-        import tifffile
-
-        arr = tifffile.imread(str(path))
-    else:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    arr = arr[..., :3]
-    if region is not None:
-        x, y, w, h = region
-        arr = arr[y:y + h, x:x + w]
-    return np.ascontiguousarray(arr.astype(np.uint8, copy=False))
-
-
 # --------------------------------------------------------------------------------------------
 # the sources in ../shared/data
 # --------------------------------------------------------------------------------------------
-
-#: Whole source images kept out of training (validation only).
-DEFAULT_HOLDOUT = (
-    # MoNuSeg: the whole official test set
-    "monuseg:TCGA-44-2665-01B-06-BS6", "monuseg:TCGA-69-7764-01A-01-TS1",
-    "monuseg:TCGA-A6-6782-01A-01-BS1", "monuseg:TCGA-AO-A0J2-01A-01-BSA",
-    "monuseg:TCGA-CU-A0YN-01A-02-BSB", "monuseg:TCGA-EJ-A46H-01A-03-TSC",
-    "monuseg:TCGA-FG-A4MU-01B-01-TS1", "monuseg:TCGA-GL-6846-01A-01-BS1",
-    "monuseg:TCGA-HC-7209-01A-01-TS1", "monuseg:TCGA-IZ-8196-01A-01-BS1",
-    # CPM-15: two 20x and two 40x tiles
-    "cpm15:image06", "cpm15:image07", "cpm15:image14", "cpm15:image15",
-    "monusac:A9K0_2",
-    "crchisto:img36", "crchisto:img41",
-    # the CMU Aperio slide (20x): never trained on
-    "wsi:cmu-1-small-region",
-)
 
 _MPP_RE = re.compile(rb'MicronsPerPixel="([0-9.]+)"')
 
@@ -229,28 +179,6 @@ def extract_patch(rgb: np.ndarray, source_mag: float, target_mag: float, patch_s
     return np.ascontiguousarray(crop), real
 
 
-def reflect_pad(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Pad (h, w, 3) to at least ``size`` per side by (repeated) reflection, then crop to size."""
-    out = rgb
-    while out.shape[0] < size or out.shape[1] < size:
-        ph = min(max(0, size - out.shape[0]), out.shape[0] - 1)
-        pw = min(max(0, size - out.shape[1]), out.shape[1] - 1)
-        if ph == 0 and pw == 0:  # 1-px image: fall back to edge replication
-            out = np.pad(out, ((0, max(0, size - out.shape[0])), (0, max(0, size - out.shape[1])), (0, 0)),
-                         mode="edge")
-            break
-        out = np.pad(out, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
-    return out[:size, :size]
-
-
-def tissue_fraction(rgb: np.ndarray) -> float:
-    """Fraction of pixels that are not background (white or black)."""
-    small = rgb[::4, ::4].astype(np.int16)
-    grey = small.sum(axis=2)
-    sat = small.max(axis=2) - small.min(axis=2)
-    return float(((grey < 660) & (grey > 60) & (sat > 12)).mean())
-
-
 # --------------------------------------------------------------------------------------------
 # the training sampler
 # --------------------------------------------------------------------------------------------
@@ -360,16 +288,6 @@ def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x
 
 
-def to_tensor(patches: np.ndarray):
-    """(B, H, W, 3) uint8 -> ImageNet-normalised float tensor (B, 3, H, W)."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(patches)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous()  # NCHW-contiguous (channels-last input crashed backward)
-
-
 def fields_by_magnification(sources: Sequence[SourceImage], mags: Sequence[float]
                             ) -> Iterator[tuple[int, SourceImage, float, float]]:
     """(source index, source, nominal, magnification) for every nominal magnification a source
@@ -397,3 +315,17 @@ def validation_patches(sources: Sequence[SourceImage], mags: Sequence[float] = (
             records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
                             "mag": mag, "patch": patch, "real_fraction": real})
     return records
+
+
+PACK_INDEX = "sources.json"
+
+
+def read_pack(folder: str | Path) -> list[SourceImage]:
+    """The sources of a pack (images load lazily, as with :func:`discover_sources`)."""
+    folder = Path(folder)
+    index = folder / PACK_INDEX
+    if not index.exists():
+        raise FileNotFoundError(f"{folder}: not a Hagnifinder data pack (no {PACK_INDEX})")
+    with open(index) as fh:
+        entries = json.load(fh)["sources"]
+    return [SourceImage(e["name"], e["dataset"], folder / e["file"], float(e["mpp"])) for e in entries]

@@ -5,7 +5,7 @@ Two views:
 - **patches**: 224² fields at 5, 10, ..., 40x from each held-out image (downsampled, never
   upsampled), each predicted alone; per nominal magnification: MAE and accuracy within ±0.5,
   ±1, ±5x;
-- **images** (the way :func:`napari_histo.magnification.predict_magnification` is used): per
+- **images** (the way :func:`napari_histo.models.magnification.predict_magnification` is used): per
   held-out image and magnification, the mean over its crops.
 
 Plus **whole images**: each held-out image box-downsampled as a whole to each magnification
@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_histo.models.hagnifinder.model import predict_patches
+from napari_histo.models.magnification import read_model_folder
 from src_models.hagnifinder.data import (
     discover_sources,
     fields_by_magnification,
@@ -35,16 +37,8 @@ from src_models.hagnifinder.data import (
     validation_patches,
 )
 from src_models.hagnifinder.metrics import summarise
-from src_models.hagnifinder.train import predict_patches
 
 EVAL_MAGS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
-
-
-def load_model_dir(model_dir: str | Path):
-    """(model in eval mode, config) from ``model.pt`` + ``config.json``, read afresh."""
-    from napari_histo.magnification import read_model_folder
-
-    return read_model_folder(model_dir)
 
 
 def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, list[dict]]:
@@ -53,7 +47,7 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
     Image level aggregates an image's crops at one magnification like ``predict_magnification``:
     a trimmed mean in log2 space (``trim`` = 0: the plain arithmetic mean of the crops).
     """
-    from src_models.hagnifinder.calibration import aggregate_log
+    from napari_histo.models.hagnifinder.calibration import aggregate_log
 
     by_mag: dict[float, list] = defaultdict(list)
     by_image: dict[tuple, list] = defaultdict(list)
@@ -89,22 +83,23 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     screenshot shown enlarged still has the magnification of its structures. ``jpeg_quality``
     > 0 then saves each such image as a JPEG of that quality and reads it back (a snapshot).
     """
-    from napari_histo.magnification import (
+    from napari_histo.models.hagnifinder.calibration import apply_calibration
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.models.magnification import (
         AGGREGATE_TRIM,
         predict_magnification,
         predict_with_model,
         select_crops,
         softness_check,
     )
-    from src_models.hagnifinder.calibration import apply_calibration
-    from src_models.hagnifinder.data import blur_patch, to_tensor
+    from src_models.hagnifinder.data import blur_patch
     from src_models.hagnifinder.multiscale import image_at
 
     def degrade(rgb: np.ndarray) -> np.ndarray:
         out = blur_patch(rgb, blur_sigma) if blur_sigma > 0 else rgb
         return jpeg_roundtrip(out, jpeg_quality) if jpeg_quality > 0 else out
 
-    model, config = load_model_dir(model_dir)
+    model, config = read_model_folder(model_dir)
     root = data_root or config.data_root
     _, val_src = split_sources(discover_sources(root), config.holdout)
     records = validation_patches(val_src, mags, crops_per_mag, config.patch_size, seed=seed)
@@ -196,7 +191,7 @@ def interval_coverage(spec: dict | None, patch_records: list[dict], whole: list[
     """
     if not spec:
         return None
-    from napari_histo.magnification import STANDARD_OBJECTIVES, spanning_interval
+    from napari_histo.models.magnification import STANDARD_OBJECTIVES, spanning_interval
 
     def field_interval(rec):  # as predict_magnification: a firing check spans both estimates
         return spanning_interval([rec["pred"]] + ([rec["invariant"]] if rec.get("soft") else []), spec)

@@ -30,3 +30,10 @@ def summarise(pred: Sequence[float], target: Sequence[float],
     for t in thresholds:
         out[f"acc@{t:g}"] = accuracy_within(pred, target, t)
     return out
+
+
+def grouped_folds(groups: Sequence[str], n_folds: int = 5, seed: int = 0) -> dict[str, int]:
+    """Cross-validation fold of each source name (whole sources stay in one fold)."""
+    names = np.unique(np.asarray(groups))
+    rng = np.random.default_rng(seed)
+    return dict(zip(names.tolist(), (rng.permutation(names.size) % n_folds).tolist()))

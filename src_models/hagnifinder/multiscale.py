@@ -7,11 +7,11 @@ factors to use (and down to which magnification) is chosen here by cross-validat
 by **training** source image, the way :mod:`src_models.hagnifinder.calibration` chooses the
 calibration: in each fold the isotonic calibration is refitted on the other sources' crops.
 
-Protocol (the way :func:`napari_histo.magnification.predict_magnification` is used): every
+Protocol (the way :func:`napari_histo.models.magnification.predict_magnification` is used): every
 training source is downsampled as a whole to each nominal magnification 5, 10, ..., 40x at or
 below its own (box filter, never upsampled); the image is predicted from 8 tissue-rich crops.
 
-The crop selection rule (:func:`napari_histo.magnification.select_crop_boxes`) is compared
+The crop selection rule (:func:`napari_histo.models.magnification.select_crop_boxes`) is compared
 the same way (:func:`crop_rule_records`, :func:`cross_validate_rules`, ``--crop-rules``).
 
 ``python -m src_models.hagnifinder.multiscale --model-dir DIR [--out F]``
@@ -55,8 +55,8 @@ def raw_multiscale(model, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     """
     import torch
 
-    from napari_histo.magnification import scaled_crop, select_crop_boxes, select_crops
-    from src_models.hagnifinder.data import to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.models.magnification import scaled_crop, select_crop_boxes, select_crops
 
     h, w = rgb.shape[:2]
     if min(h, w) < size:
@@ -99,8 +99,8 @@ def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int =
 def predict_record(record: dict, calibration: dict, scales: Sequence[float], min_mag: float,
                    trim: float = 0.125, size: int = 224) -> tuple[float, np.ndarray]:
     """(image estimate, per-crop estimates) for one collected record, as predict would do it."""
-    from napari_histo.magnification import combine_scales, usable_scales
-    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
+    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+    from napari_histo.models.magnification import combine_scales, usable_scales
 
     raw = {float(k): np.asarray(v, float) for k, v in record["raw"].items()}
     first = apply_calibration(calibration, raw[1.0])
@@ -121,8 +121,8 @@ def cross_validate(records: list[dict], candidates: dict[str, dict], fields: lis
     candidate: image-level and per-crop summaries (all, and by nominal magnification) and the
     per-record predictions.
     """
-    from src_models.hagnifinder.calibration import fit_calibration, grouped_folds
-    from src_models.hagnifinder.metrics import summarise
+    from src_models.hagnifinder.calibration import fit_calibration
+    from src_models.hagnifinder.metrics import grouped_folds, summarise
 
     fold_of = grouped_folds([r["source"] for r in records], n_folds, seed)
     calibrations = {}
@@ -177,8 +177,9 @@ def crop_rule_records(model, sources, rules: Sequence[str], mags: Sequence[float
     """
     import torch
 
-    from napari_histo.magnification import select_crop_boxes
-    from src_models.hagnifinder.data import fields_by_magnification, to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.models.magnification import select_crop_boxes
+    from src_models.hagnifinder.data import fields_by_magnification
 
     records = []
     for i, src, nominal, mag in fields_by_magnification(sources, mags):
@@ -202,13 +203,9 @@ def cross_validate_rules(records: list[dict], fields: list[dict], n_folds: int =
     The calibration of each fold is fitted on ``fields`` of the other folds' sources (as the
     shipped one); the image estimate is the trimmed log mean of the calibrated crops.
     """
-    from src_models.hagnifinder.calibration import (
-        aggregate_log,
-        apply_calibration,
-        fit_calibration,
-        grouped_folds,
-    )
-    from src_models.hagnifinder.metrics import summarise
+    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+    from src_models.hagnifinder.calibration import fit_calibration
+    from src_models.hagnifinder.metrics import grouped_folds, summarise
 
     fold_of = grouped_folds([r["source"] for r in fields], n_folds, seed)
     cals = {f: fit_calibration([r["raw"] for r in fields if fold_of[r["source"]] != f],
@@ -254,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from napari_histo.models.magnification import read_model_folder
     from src_models.hagnifinder.calibration import training_predictions
     from src_models.hagnifinder.data import discover_sources, split_sources
-    from src_models.hagnifinder.evaluate import load_model_dir
 
-    model, config = load_model_dir(args.model_dir)
+    model, config = read_model_folder(args.model_dir)
     if args.crop_rules:
         return _main_crop_rules(args, model, config)
     if args.records and Path(args.records).exists():
@@ -295,19 +292,19 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_write(args.out) as fh:
             json.dump({"chosen": best, "results": results}, fh, indent=1)
     if args.write:
-        from src_models.hagnifinder.config import HagnifinderConfig
+        from napari_histo.models.hagnifinder.config import HagnifinderConfig
 
         cfg_path = Path(args.model_dir) / "config.json"
-        config = HagnifinderConfig.from_json(cfg_path)
+        config = HagnifinderConfig.load(cfg_path)
         config.test_time_scales = tuple(results[best]["candidate"]["scales"])
         config.min_scaled_mag = float(results[best]["candidate"]["min_mag"])
-        config.to_json(cfg_path)
+        config.save(cfg_path)
         print(f"test_time_scales {list(config.test_time_scales)} written to {cfg_path}")
     return 0
 
 
 def _main_crop_rules(args, model, config) -> int:
-    from napari_histo.magnification import CROP_RULES
+    from napari_histo.models.magnification import CROP_RULES
     from src_models.hagnifinder.calibration import training_predictions
     from src_models.hagnifinder.data import discover_sources, split_sources
 

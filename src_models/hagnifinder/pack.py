@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from src_models.hagnifinder.data import SourceImage, discover_sources, split_sources
-
-PACK_INDEX = "sources.json"
+from src_models.hagnifinder.data import PACK_INDEX, SourceImage, discover_sources, split_sources
 
 
 def write_pack(sources: list[SourceImage], out_dir: str | Path) -> Path:
@@ -40,17 +38,6 @@ def write_pack(sources: list[SourceImage], out_dir: str | Path) -> Path:
     with atomic_write(index) as fh:
         json.dump({"sources": entries}, fh, indent=1)
     return index
-
-
-def read_pack(folder: str | Path) -> list[SourceImage]:
-    """The sources of a pack (images load lazily, as with :func:`discover_sources`)."""
-    folder = Path(folder)
-    index = folder / PACK_INDEX
-    if not index.exists():
-        raise FileNotFoundError(f"{folder}: not a Hagnifinder data pack (no {PACK_INDEX})")
-    with open(index) as fh:
-        entries = json.load(fh)["sources"]
-    return [SourceImage(e["name"], e["dataset"], folder / e["file"], float(e["mpp"])) for e in entries]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src_models.hagnifinder.calibration import (
-    aggregate_log,
-    apply_calibration,
-    choose_calibration,
-    fit_calibration,
-)
-from src_models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.model import predict_patches
+from napari_histo.models.magnification import read_model_folder
+from src_models.hagnifinder.calibration import choose_calibration, fit_calibration
 from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
-from src_models.hagnifinder.evaluate import EVAL_MAGS, load_model_dir
+from src_models.hagnifinder.evaluate import EVAL_MAGS
 from src_models.hagnifinder.metrics import summarise
-from src_models.hagnifinder.train import load_config_file, predict_patches
+from src_models.hagnifinder.train import load_config_file
 
 
 def tuning_split(config: HagnifinderConfig, data_root: str | Path | None = None):
@@ -45,7 +43,7 @@ def tuning_split(config: HagnifinderConfig, data_root: str | Path | None = None)
 
 def score_model(model_dir: str | Path, fit_patches: list[dict], tune_patches: list[dict]) -> dict:
     """Calibrate ``model_dir`` on ``fit_patches`` and score it on ``tune_patches``."""
-    model, _ = load_model_dir(model_dir)
+    model, _ = read_model_folder(model_dir)
     fit_raw = predict_patches(model, np.stack([r["patch"] for r in fit_patches]))
     fit_true = [r["mag"] for r in fit_patches]
     method, cv = choose_calibration(fit_raw, fit_true, [r["source"] for r in fit_patches])

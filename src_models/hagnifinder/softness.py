@@ -3,7 +3,7 @@
 A model that reads sharpness as magnification sees a blurred field as a high magnification; a
 blur-invariant companion does not. On training fields (sharp and blurred), this prints how far
 the two calibrated estimates disagree and what each ratio ``R`` of
-:func:`napari_histo.magnification.softness_check` would do::
+:func:`napari_histo.models.magnification.softness_check` would do::
 
     python -m src_models.hagnifinder.softness --model-dir resources/weights/hagnifinder \\
         --companion runs/hagnifinder_blur [--sigmas 0,0.5,1] [--crops 4] [--out ratios.json]
@@ -27,15 +27,15 @@ def training_disagreement(model_dir: str | Path, companion_dir: str | Path, sigm
                           crops_per_mag: int = 4, seed: int = 123, data_root: str | Path | None = None
                           ) -> list[dict]:
     """Both models' calibrated estimates on training fields, each field sharp and blurred."""
-    from napari_histo.magnification import read_model_folder
-    from src_models.hagnifinder.calibration import apply_calibration
+    from napari_histo.models.hagnifinder.calibration import apply_calibration
+    from napari_histo.models.hagnifinder.model import predict_patches
+    from napari_histo.models.magnification import read_model_folder
     from src_models.hagnifinder.data import (
         blur_patch,
         discover_sources,
         split_sources,
         validation_patches,
     )
-    from src_models.hagnifinder.train import predict_patches
 
     main_model, main_config = read_model_folder(model_dir)
     companion, companion_config = read_model_folder(companion_dir)
@@ -54,7 +54,7 @@ def training_disagreement(model_dir: str | Path, companion_dir: str | Path, sigm
 
 def summarise_ratios(records: list[dict], ratios=RATIOS) -> dict:
     """Per blur: MAE of each model, percentiles of main / companion, and MAE and share replaced per R."""
-    from napari_histo.magnification import softness_check
+    from napari_histo.models.magnification import softness_check
 
     out = {}
     for sigma in sorted({r["sigma"] for r in records}):

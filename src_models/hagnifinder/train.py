@@ -27,33 +27,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src_models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.images import to_tensor
+from napari_histo.models.hagnifinder.model import (
+    HagnifinderEnsemble,
+    HagnifinderNet,
+    build_network,
+    predict_patches,
+)
 from src_models.hagnifinder.data import (
     MultiMagSampler,
     discover_sources,
     split_sources,
-    to_tensor,
     validation_patches,
 )
 from src_models.hagnifinder.metrics import summarise
-from src_models.hagnifinder.model import HagnifinderEnsemble, HagnifinderNet
-
-
-def build_model(config: HagnifinderConfig) -> HagnifinderNet | HagnifinderEnsemble:
-    """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``);
-    an ensemble of ``cross_fit_folds`` members when that is above 1."""
-    if config.cross_fit_folds > 1:
-        return HagnifinderEnsemble([_build_net(config) for _ in range(config.cross_fit_folds)])
-    return _build_net(config)
-
-
-def _build_net(config: HagnifinderConfig) -> HagnifinderNet:
-    model = HagnifinderNet(config.backbone, config.width, tuple(config.hidden), config.ev,
-                           init_bias=(config.mag_min + config.mag_max) / 2,
-                           target_space=config.target_space)
-    if config.scale_factor > 0:
-        model.fix_scale(config.scale_factor)
-    return model
 
 
 def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
@@ -64,7 +52,7 @@ def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
     """
     if config.cross_fit_folds <= 1:
         return []
-    from src_models.hagnifinder.calibration import grouped_folds
+    from src_models.hagnifinder.metrics import grouped_folds
 
     fold_of = grouped_folds([s.name for s in sources], config.cross_fit_folds, config.seed)
     held = [sorted(n for n, f in fold_of.items() if f == k) for k in range(config.cross_fit_folds)]
@@ -102,18 +90,6 @@ class _Log:
     def close(self) -> None:
         self.text.close()
         self.jsonl.close()
-
-
-@torch.no_grad()
-def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """Predictions (N,) for uint8 patches (N, H, W, 3) in eval mode, on the model's device."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    out = [model(to_tensor(patches[i:i + batch_size]).to(device)).cpu().numpy()
-           for i in range(0, len(patches), batch_size)]
-    model.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
 class _BatchStream(torch.utils.data.Dataset):
@@ -205,7 +181,7 @@ def export_model(model: HagnifinderNet | HagnifinderEnsemble, config: Hagnifinde
                  for k, v in state.items()}
     with atomic_path(out_dir / "model.pt") as tmp:
         torch.save(state, tmp)
-    config.to_json(out_dir / "config.json")
+    config.save(out_dir / "config.json")
     return out_dir
 
 
@@ -240,7 +216,7 @@ def fit_head(model: HagnifinderNet, sampler: MultiMagSampler, rng_seed: int, n_b
 def _init_from(model: HagnifinderNet, config: HagnifinderConfig, sampler: MultiMagSampler, log) -> None:
     """Start from a trained model folder: its weights and fixed scale (step 3 continues)."""
     folder = Path(config.init_from)
-    base = HagnifinderConfig.from_json(folder / "config.json")
+    base = HagnifinderConfig.load(folder / "config.json")
     if base.scale_factor <= 0:
         raise ValueError(f"{folder}: the model to fine-tune has no calibrated scale factor")
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
@@ -283,7 +259,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir)
     if data_sources is None and config.data_pack:
-        from src_models.hagnifinder.pack import read_pack
+        from src_models.hagnifinder.data import read_pack
 
         train_src, val_src = split_sources(read_pack(config.data_pack), config.holdout)
     elif data_sources is None:
@@ -308,14 +284,14 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
         torch.backends.cudnn.benchmark = True
     members = []
     for held in config.member_holdouts or [[]]:
-        model = _build_net(config)
+        model = build_network(config)
         model.use_asm = True
         keep = torch.tensor([s.name not in held for s in train_src])  # on the CPU: no sync
         members.append((model, keep))
     if config.init_from and not (resume and (out_dir / "checkpoint.pt").exists()):
         _init_from(members[0][0], config, sampler, log)
     elif config.init_from:
-        config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
+        config.scale_factor = HagnifinderConfig.load(Path(config.init_from) / "config.json").scale_factor
     members = [_Member(model.to(device), config, keep) for model, keep in members]
     loss_fn = torch.nn.HuberLoss(delta=config.huber_delta)
     n = len(members)
@@ -340,7 +316,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
                          epoch_losses=[state["epoch_losses"]])
         log(f"resumed at iteration {state['iteration']} ({phase_of(config, state['iteration'])})")
     else:
-        config.to_json(out_dir / "run_config.json")
+        config.save(out_dir / "run_config.json")
         log(f"start: {len(train_src)} training and {len(val_src)} validation source images on {device}; "
             f"config {json.dumps(asdict(config))}")
     val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
@@ -470,7 +446,7 @@ def load_config_file(path: str | Path) -> HagnifinderConfig:
 
         with open(path, "rb") as fh:
             return HagnifinderConfig.from_dict(tomllib.load(fh))
-    return HagnifinderConfig.from_json(path)
+    return HagnifinderConfig.load(path)
 
 
 def train_from_config_file(path: str | Path, resume: bool = False,
@@ -497,8 +473,8 @@ def export_checkpoint(config: HagnifinderConfig, out_dir: str | Path) -> dict:
     ckpt = torch.load(Path(config.out_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)
     run_config = Path(config.out_dir) / "run_config.json"
     if config.cross_fit_folds > 1 and run_config.exists():  # the folds the run drew
-        config.member_holdouts = HagnifinderConfig.from_json(run_config).member_holdouts
-    models = [_build_net(config) for _ in _checkpoint_models(ckpt)]
+        config.member_holdouts = HagnifinderConfig.load(run_config).member_holdouts
+    models = [build_network(config) for _ in _checkpoint_models(ckpt)]
     for model, weights in zip(models, _checkpoint_models(ckpt)):
         model.load_state_dict(weights)
         if ckpt["use_asm"] or float(model.scale_factor) <= 0:
@@ -521,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_checkpoint:
         config = load_config_file(args.config)
         if config.init_from:  # the fixed scale comes from the model the run started from
-            config.scale_factor = HagnifinderConfig.from_json(Path(config.init_from) / "config.json").scale_factor
+            config.scale_factor = HagnifinderConfig.load(Path(config.init_from) / "config.json").scale_factor
         print(export_checkpoint(config, args.export_checkpoint))
         return 0
     train_from_config_file(args.config, resume=args.resume, stop_after_min=args.stop_after)

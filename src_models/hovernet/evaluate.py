@@ -32,12 +32,12 @@ CRC_MPP = 0.55
 
 def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4, **kwargs):
     """A ``HoverNetSegmenter`` over the weights folder set up as its ``config.json`` says
-    (:func:`~src_models.hovernet.compact.compact_segmenter`); ``post`` overrides post-processing
+    (:func:`~napari_histo.models.hovernet.compact.compact_segmenter`); ``post`` overrides post-processing
     constants, ``kwargs`` the segmenter's options (e.g. ``fill_px``)."""
     from dataclasses import asdict
 
+    from napari_histo.models.hovernet.compact import compact_segmenter
     from napari_histo.nuclei.postproc import HoverPostParams
-    from src_models.hovernet.compact import compact_segmenter
 
     seg = compact_segmenter(weights_dir, device="cpu", batch_size=batch_size, **kwargs)
     if post:
@@ -72,8 +72,8 @@ def segment_native(seg, rgb: np.ndarray, native_mpp: float, mode: str = "labels"
     if mode == "maps" and hasattr(seg, "post_params"):
         from dataclasses import replace
 
+        from napari_histo.models.hovernet.config import scaled_postproc
         from napari_histo.nuclei.postproc import postprocess_maps
-        from src_models.hovernet.config import scaled_postproc
 
         raw = upsample_maps(seg.predict(work), rgb.shape[:2])
         params = replace(seg.post_params, **{k: v for k, v in scaled_postproc(native_mpp).items()

@@ -32,7 +32,7 @@ def _fmt(v) -> str:
 
 def _postproc_lines(m) -> list[str]:
     if m.postproc_at_network_mpp and m.internal_downsample > 1:
-        from src_models.hovernet.compact import segmenter_post_params
+        from napari_histo.models.hovernet.compact import segmenter_post_params
 
         return [
             f"- Post-processing: `napari_histo.nuclei.postproc` (official HV watershed) on the network's "
@@ -276,7 +276,7 @@ def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict |
     ``postproc_at_network_mpp``; ``max_tile_px`` bounds the enlarged inference patches;
     ``type_rule`` is the typing rule (the shipped models use "nucleus").
     """
-    from src_models.hovernet.config import CompactConfig, scaled_postproc
+    from napari_histo.models.hovernet.config import CompactConfig, scaled_postproc
 
     m = train_cfg.model
     fine_mpp = m.mpp / downsample
@@ -306,8 +306,8 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict | None, bench: 
     config goes to ``train_config.json``. Without ``validation`` only weights and configs are
     written (a folder to evaluate before shipping).
     """
+    from napari_histo.models.hovernet.compact import CompactHoVerNet, count_macs
     from napari_histo.utils import atomic_write
-    from src_models.hovernet.compact import CompactHoVerNet, count_macs
 
     run, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = Fa
     """Write ``model.pt`` (state_dict), ``config.json`` and ``type_info.json`` into ``out_dir``."""
     import torch
 
-    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.schema.types import TypeInfo
     from napari_histo.utils import atomic_path
 
     out = Path(out_dir)
@@ -105,8 +105,8 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
     """
     import torch
 
+    from napari_histo.models.hovernet.compact import CompactHoVerNet
     from napari_histo.utils import atomic_path
-    from src_models.hovernet.compact import CompactHoVerNet
     from src_models.hovernet.data import PatchSampler, build_training_tiles
     from src_models.hovernet.losses import hovernet_loss
 

@@ -17,10 +17,11 @@ from pathlib import Path
 def run_comparison(out_json: str | Path, config_paths: list[str | Path]) -> dict:
     import torch
 
+    from napari_histo.models.label_completion.model import load_model
     from napari_histo.utils import atomic_write
     from src_models.label_completion.evaluate import cross_taxonomy_table
-    from src_models.label_completion.model import load_model
-    from src_models.label_completion.train import build_samples, load_config, train_stages
+    from src_models.label_completion.samples import build_samples, load_config
+    from src_models.label_completion.train import train_stages
 
     results: dict = {"runs": {}}
     cache: dict = {}

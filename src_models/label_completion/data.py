@@ -168,31 +168,3 @@ def load_crchisto(root: str | Path, labels: list[str] = CRCHISTO_LABELS,
     return out
 
 
-# ---------------------------------------------------------------------------- crops
-def nucleus_crops(rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float,
-                  crop_um: float = 16.0, input_size: int = 32) -> np.ndarray:
-    """Per-nucleus context crops, (N, 3, S, S) float32 normalised as (x - 0.5) / 0.5.
-
-    A crop is ``crop_um`` wide centred on the box centre, or the square of the box's longer side
-    when that is larger; image borders are mirror-padded; the crop is resized to ``input_size``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    n = len(centres)
-    if n == 0:
-        return np.zeros((0, 3, input_size, input_size), np.float32)
-    base = crop_um / mpp
-    sides = np.maximum(base, np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1]))
-    sides = np.ceil(sides).astype(int)
-    pad = int(sides.max()) + 2
-    padded = np.pad(rgb[..., :3], ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    out = np.empty((n, 3, input_size, input_size), np.float32)
-    for i, ((cx, cy), s) in enumerate(zip(centres, sides)):
-        x0 = int(round(cx - s / 2)) + pad
-        y0 = int(round(cy - s / 2)) + pad
-        crop = torch.from_numpy(np.ascontiguousarray(padded[y0:y0 + s, x0:x0 + s])).permute(2, 0, 1)[None].float()
-        crop = F.interpolate(crop / 255.0, size=(input_size, input_size), mode="bilinear",
-                             antialias=True, align_corners=False)
-        out[i] = ((crop[0] - 0.5) / 0.5).numpy()
-    return out

@@ -71,8 +71,8 @@ def cross_taxonomy_table(model, samples, mask: np.ndarray, source: str, target: 
 
 def evaluate_folder(model_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a trained folder on the held-out nuclei defined by its config (or ``config_path``)."""
-    from src_models.label_completion.model import load_model
-    from src_models.label_completion.train import build_samples, load_config
+    from napari_histo.models.label_completion.model import load_model
+    from src_models.label_completion.samples import build_samples, load_config
 
     model = load_model(model_dir)
     cfg = load_config(config_path) if config_path else model.config

@@ -1,7 +1,7 @@
 """Three-stage label-completion training: base -> correlation -> completion (resumable per stage).
 
 ``napari-histo train label_completion --config FILE`` calls :func:`train_from_config_file`.
-The JSON config holds :class:`~src_models.label_completion.model.LabelCompletionConfig` fields;
+The JSON config holds :class:`~napari_histo.models.label_completion.model.LabelCompletionConfig` fields;
 relative ``data`` roots and ``out_dir`` are resolved against the config file's folder.
 
 Outputs in ``out_dir``: ``stage_<name>.pt`` after each stage (resume restarts after the last
@@ -13,65 +13,14 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_histo.utils import InputFileError
+from src_models.label_completion.samples import NucleusSamples, build_samples, load_config
 
-#: Adapter per label-set name.
-ADAPTERS = {"monusac": "load_monusac", "crchisto": "load_crchisto"}
 STAGES = ("base", "correlation", "completion")
-
-
-@dataclass
-class NucleusSamples:
-    """Crops and labels of every nucleus of every image (training and held-out)."""
-
-    crops: np.ndarray  # (N, 3, S, S) float32
-    set_index: np.ndarray  # (N,) label set of the source dataset
-    labels: np.ndarray  # (N,) local label, -1 unlabelled
-    image: np.ndarray  # (N,) image name
-    heldout: np.ndarray  # (N,) bool
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def _is_heldout(image, rule: dict[str, Any]) -> np.ndarray:
-    if "images" in rule:
-        return np.full(len(image.labels), image.name in set(rule["images"]))
-    if "x_fraction" in rule:
-        return image.centres[:, 0] >= float(rule["x_fraction"]) * image.rgb.shape[1]
-    return np.zeros(len(image.labels), bool)
-
-
-def build_samples(cfg, images_by_set: dict[str, list] | None = None) -> NucleusSamples:
-    """Load every configured dataset (or use ``images_by_set``) and cut the nucleus crops."""
-    from src_models.label_completion import data as lc_data
-
-    parts = []
-    for d, ls in enumerate(cfg.label_sets):
-        if images_by_set is not None and ls.name in images_by_set:
-            images = images_by_set[ls.name]
-        elif ls.name in cfg.data:
-            adapter = ADAPTERS.get(ls.name)
-            if adapter is None:
-                raise ValueError(f"no dataset adapter for label set {ls.name!r}; have {sorted(ADAPTERS)}")
-            images = getattr(lc_data, adapter)(cfg.data[ls.name], ls.labels)
-        else:
-            continue
-        for im in images:
-            crops = lc_data.nucleus_crops(im.rgb, im.centres, im.bboxes, im.mpp, cfg.crop_um, cfg.input_size)
-            parts.append((crops, np.full(len(crops), d), im.labels, np.full(len(crops), im.name, object),
-                          _is_heldout(im, cfg.heldout.get(ls.name, {}))))
-    if not parts:
-        raise ValueError("no data: set 'data' paths for at least one label set")
-    cat = [np.concatenate(p) for p in zip(*parts)]
-    return NucleusSamples(cat[0].astype(np.float32), cat[1].astype(np.int64), cat[2].astype(np.int64),
-                          cat[3], cat[4].astype(bool))
 
 
 def _augment(x):
@@ -108,14 +57,10 @@ def train_stages(cfg, samples: NucleusSamples | None = None, resume: bool = Fals
     """Run ``cfg.stages`` in order and evaluate the held-out nuclei after each stage."""
     import torch
 
+    from napari_histo.models.label_completion.model import LabelCompletionModel, save_model
     from napari_histo.utils import atomic_write
     from src_models.label_completion.evaluate import evaluate_samples
-    from src_models.label_completion.model import (
-        LabelCompletionModel,
-        completion_loss,
-        save_model,
-        sparse_label_loss,
-    )
+    from src_models.label_completion.losses import completion_loss, sparse_label_loss
 
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -231,25 +176,6 @@ def train_stages(cfg, samples: NucleusSamples | None = None, resume: bool = Fals
             finish("completion", t0, {"last_epoch_pseudo_labels": pseudo})
     save_model(model, out)
     return metrics
-
-
-def load_config(path: str | Path):
-    """Read a label-completion JSON config, resolving relative paths against its folder."""
-    from src_models.label_completion.model import LabelCompletionConfig
-
-    path = Path(path)
-    try:
-        cfg = LabelCompletionConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise InputFileError(path, f"invalid label-completion config ({exc})") from exc
-
-    def resolve(p: str) -> str:
-        q = Path(p).expanduser()
-        return str(q if q.is_absolute() else (path.parent / q).resolve())
-
-    cfg.data = {k: resolve(v) for k, v in cfg.data.items()}
-    cfg.out_dir = resolve(cfg.out_dir)
-    return cfg
 
 
 def train_from_config_file(path: str | Path, resume: bool = False) -> dict[str, Any]:

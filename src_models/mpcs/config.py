@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
+from typing import ClassVar
+
+from napari_histo.jsonconfig import JsonConfig
 
 
 @dataclass
-class MPCSConfig:
+class MPCSConfig(JsonConfig):
     """Pretraining settings. ``dataset``: ``"multimag"`` (Hagnifinder training images, absolute
     ``levels``) or ``"breakhis"`` (relative BreakHis zooms 40:100:200:400 of each image)."""
 
@@ -30,25 +31,4 @@ class MPCSConfig:
     log_every: int = 10
     num_threads: int = 1
 
-    def to_json(self, path: str | Path) -> None:
-        from napari_histo.utils import atomic_write
-
-        with atomic_write(path) as fh:
-            json.dump(asdict(self), fh, indent=2)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> MPCSConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown MPCS config keys: {sorted(unknown)}")
-        data = dict(data)
-        for key in ("dilate", "levels"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> MPCSConfig:
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
+    CONFIG_NAME: ClassVar[str] = "MPCS"

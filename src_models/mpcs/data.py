@@ -19,14 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from src_models.hagnifinder.data import (
-    SourceImage,
-    augment_patch,
-    extract_patch,
-    field_size,
-    mag_to_mpp,
-    tissue_fraction,
-)
+from napari_histo.models.hagnifinder.images import mag_to_mpp, tissue_fraction
+from src_models.hagnifinder.data import SourceImage, augment_patch, extract_patch, field_size
 from src_models.mpcs.pairs import get_pair_strategy
 
 BREAKHIS_RATIOS = (0.1, 0.25, 0.5, 1.0)

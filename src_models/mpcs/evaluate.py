@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src_models.hagnifinder.data import to_tensor
+from napari_histo.models.hagnifinder.images import to_tensor
 from src_models.mpcs.data import BreakHisImage, read_breakhis
 
 
@@ -228,11 +228,11 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
     ``dataset="multimag"``: magnification-class probe on fields of the Hagnifinder sources,
     fitted on the training sources and scored on the held-out ones (the pretraining's split).
     """
-    from src_models.backbones import build_resnet
+    from napari_histo.models.backbones import build_resnet
     from src_models.mpcs.config import MPCSConfig
 
     encoder_path = Path(encoder_path)
-    config = MPCSConfig.from_json(encoder_path.parent / "config.json")
+    config = MPCSConfig.load(encoder_path.parent / "config.json")
 
     def make(pretrained: bool):
         torch.manual_seed(config.seed)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src_models.backbones import build_resnet
+from napari_histo.models.backbones import build_resnet
 
 
 def head_dims(in_features: int) -> tuple[int, int]:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src_models.hagnifinder.data import discover_sources, split_sources, to_tensor
+from napari_histo.models.hagnifinder.images import to_tensor
+from src_models.hagnifinder.data import discover_sources, split_sources
 from src_models.mpcs.config import MPCSConfig
 from src_models.mpcs.data import BREAKHIS_RATIOS, PairViewSampler, breakhis_sources
 from src_models.mpcs.loss import nt_xent
@@ -97,7 +98,7 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
                 torch.save(model.encoder.state_dict(), tmp)
             with atomic_path(out_dir / "model.pt") as tmp:
                 torch.save(model.state_dict(), tmp)
-            config.to_json(out_dir / "config.json")
+            config.save(out_dir / "config.json")
             log(f"finished: encoder.pt, model.pt and config.json in {out_dir}")
         else:
             log(f"stopped at iteration {state['iteration']}; resume with resume=True")
@@ -121,7 +122,7 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
         with open(path, "rb") as fh:
             config = MPCSConfig.from_dict(tomllib.load(fh))
     else:
-        config = MPCSConfig.from_json(path)
+        config = MPCSConfig.load(path)
     pretrain(config, resume=resume)
     out_dir = Path(config.out_dir)
     ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)

@@ -192,7 +192,7 @@ def pixel_size_for(slide, how: str) -> tuple[float | None, dict]:
         raise HistoError(f"unknown pixel-size source {how!r} (one of {MPP_CHOICES})")
     if getattr(slide, "mpp", None) is not None:
         return None, {"mpp_source": "metadata"}
-    prediction = slide.predict_magnification()
+    prediction = predict_slide_magnification(slide)
     record = {"mpp_source": "predicted" if how == "predict" else "predicted (standard objective)",
               "predicted_magnification": round(prediction.magnification, 3),
               "interval": [round(v, 3) for v in prediction.interval] if prediction.interval else None,
@@ -231,15 +231,15 @@ def read_model_folder(folder: str | Path):
     (:func:`load_model` caches); a clear error names a missing or unusable file."""
     import torch
 
-    from src_models.hagnifinder.config import HagnifinderConfig
-    from src_models.hagnifinder.train import build_model
+    from napari_histo.models.hagnifinder.config import HagnifinderConfig
+    from napari_histo.models.hagnifinder.model import build_model
 
     folder = Path(folder)
     weights, cfg_path = folder / "model.pt", folder / "config.json"
     for path in (weights, cfg_path):
         if not path.is_file():
             raise HistoError(f"{path}: Hagnifinder model file missing")
-    config = HagnifinderConfig.from_json(cfg_path)
+    config = HagnifinderConfig.load(cfg_path)
     if config.scale_factor <= 0:
         raise HistoError(f"{cfg_path}: model has no calibrated scale factor (training step 2 not run)")
     model = build_model(config)
@@ -288,7 +288,7 @@ def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int 
     - ``"most_tissue"``: the candidates with most tissue (the rule before; less accurate in
       source-grouped cross-validation on training images, ``src_models.hagnifinder.multiscale``).
     """
-    from src_models.hagnifinder.data import tissue_fraction
+    from napari_histo.models.hagnifinder.images import tissue_fraction
 
     if rule not in CROP_RULES:
         raise ValueError(f"unknown crop rule {rule!r} (one of {CROP_RULES})")
@@ -314,7 +314,7 @@ def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0,
     Candidates are drawn at random (seeded) and chosen by ``rule`` (:func:`select_crop_boxes`).
     An image smaller than ``size`` yields one reflection-padded crop.
     """
-    from src_models.hagnifinder.data import reflect_pad
+    from napari_histo.models.hagnifinder.images import reflect_pad
 
     h, w = rgb.shape[:2]
     if h < size or w < size:
@@ -402,6 +402,31 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     return predict_with_model(model, config, rgb, n_crops, seed)
 
 
+def predict_slide_magnification(slide, n_crops: int = 8, seed: int = 0, region_size: int = 1024
+                                ) -> MagnificationPrediction:
+    """Predict the magnification of a :class:`~napari_histo.slide.Slide` from a level-0 region
+    of ``region_size``² centred on its densest tissue.
+
+    Only a prediction: the slide's ``mpp`` and ``objective_power`` keep the file's metadata.
+    """
+    from napari_histo.slide import tissue_region_origin
+
+    x, y = tissue_region_origin(slide, region_size)
+    region = slide.read_region((x, y), (region_size, region_size), 0, "level")
+    return predict_magnification(region, n_crops=n_crops, seed=seed)
+
+
+def effective_mpp(slide, allow_prediction: bool = False) -> tuple[tuple[float, float] | None, str]:
+    """(mpp, source) of a slide: its metadata when stated ("metadata"), else a prediction
+    ("predicted") if allowed, else (None, "unknown"). Nothing is predicted when mpp is known."""
+    if slide.mpp is not None:
+        return slide.mpp, "metadata"
+    if not allow_prediction:
+        return None, "unknown"
+    prediction = predict_slide_magnification(slide)
+    return (float(prediction.mpp), float(prediction.mpp)), "predicted"
+
+
 def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
                        scales=None, crop_rule: str = "spread") -> MagnificationPrediction:
     """:func:`predict_magnification` with a loaded ``(model, config)``.
@@ -411,8 +436,8 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     """
     import torch
 
-    from src_models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from src_models.hagnifinder.data import tissue_fraction, to_tensor
+    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+    from napari_histo.models.hagnifinder.images import tissue_fraction, to_tensor
 
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")

@@ -8,10 +8,13 @@ the mean ASM multiplier over one pass of the training data (three-step training)
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from src_models.backbones import build_resnet
+from napari_histo.models.backbones import build_resnet
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.images import to_tensor
 
 
 class AdaptiveScaling(nn.Module):
@@ -152,3 +155,32 @@ class HagnifinderEnsemble(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.exp2(torch.log2(self.member_outputs(x).clamp(min=0.5)).mean(dim=0))
+
+
+def build_model(config: HagnifinderConfig) -> HagnifinderNet | HagnifinderEnsemble:
+    """The network described by ``config`` (scale fixed when ``config.scale_factor > 0``);
+    an ensemble of ``cross_fit_folds`` members when that is above 1."""
+    if config.cross_fit_folds > 1:
+        return HagnifinderEnsemble([build_network(config) for _ in range(config.cross_fit_folds)])
+    return build_network(config)
+
+
+def build_network(config: HagnifinderConfig) -> HagnifinderNet:
+    model = HagnifinderNet(config.backbone, config.width, tuple(config.hidden), config.ev,
+                           init_bias=(config.mag_min + config.mag_max) / 2,
+                           target_space=config.target_space)
+    if config.scale_factor > 0:
+        model.fix_scale(config.scale_factor)
+    return model
+
+
+@torch.no_grad()
+def predict_patches(model: HagnifinderNet, patches: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """Predictions (N,) for uint8 patches (N, H, W, 3) in eval mode, on the model's device."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = [model(to_tensor(patches[i:i + batch_size]).to(device)).cpu().numpy()
+           for i in range(0, len(patches), batch_size)]
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, np.float32)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src_models.hovernet.config import CompactConfig
-from src_models.hovernet.net import init_conv_bn_weights
+from napari_histo.models.hovernet.config import CompactConfig
+from napari_histo.models.hovernet.net import init_conv_bn_weights
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -235,7 +235,7 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
     """
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
     from napari_histo.nuclei.postproc import HoverPostParams
-    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.schema.types import TypeInfo
 
     folder = Path(folder)
     cfg = CompactConfig.load(folder / "config.json")

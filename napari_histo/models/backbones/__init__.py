@@ -5,7 +5,7 @@ Each backbone maps ``(B, 3, H, W)`` to a ``(B, C)`` pooled feature; ``.out_featu
 
 from __future__ import annotations
 
-from src_models.backbones.resnet import (
+from napari_histo.models.backbones.resnet import (
     RESNET_NAMES,
     ResNet,
     build_resnet,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from src_models.hovernet.net import MODE_SIZES, HoVerNet
+from napari_histo.models.hovernet.net import MODE_SIZES, HoVerNet
 
 __all__ = ["CheckpointInfo", "load_hovernet", "read_state_dict", "infer_config", "check_state_dict"]
 

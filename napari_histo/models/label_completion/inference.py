@@ -2,7 +2,7 @@
 
 - :func:`classify_instances` (the reference I/O): image + instance mask -> for each label set an
   (N, 2) int64 array ``[instance id, type]``; ``type`` is 1-based within the label set (0 is
-  reserved for "no type", as in :class:`napari_histo.nuclei.types.TypeInfo`).
+  reserved for "no type", as in :class:`napari_histo.schema.types.TypeInfo`).
 - :func:`type_table`: the same for a nucleus table from our segmentation engine; adds
   ``type_<set>`` (1-based) and ``type_<set>_prob`` columns (and ``df.attrs["label_sets"]``).
 """
@@ -15,7 +15,6 @@ import numpy as np
 def _predict(model, rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float):
     import torch
 
-    from src_models.label_completion.data import nucleus_crops
 
     cfg = model.config
     crops = nucleus_crops(np.asarray(rgb)[..., :3], centres, bboxes, mpp, cfg.crop_um, cfg.input_size)
@@ -63,7 +62,7 @@ def type_table(table, rgb: np.ndarray, model, *, mpp: float | None = None, offse
     ``mpp`` defaults to ``table.attrs["mpp"]``. With ``set_type="<set>"`` the table's ``type``/
     ``type_prob``/``type_info`` are replaced by that taxonomy.
     """
-    from napari_histo.nuclei.types import TypeInfo
+    from napari_histo.schema.types import TypeInfo
     from napari_histo.utils import HistoError
 
     mpp = mpp if mpp is not None else table.attrs.get("mpp")
@@ -94,4 +93,34 @@ def type_table(table, rgb: np.ndarray, model, *, mpp: float | None = None, offse
         out["type"] = out[f"type_{set_type}"]
         out["type_prob"] = out[f"type_{set_type}_prob"]
         out.attrs["type_info"] = TypeInfo({0: "no label", **{i + 1: lab for i, lab in enumerate(labels)}}).to_json_dict()
+    return out
+
+
+# ---------------------------------------------------------------------------- crops
+def nucleus_crops(rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float,
+                  crop_um: float = 16.0, input_size: int = 32) -> np.ndarray:
+    """Per-nucleus context crops, (N, 3, S, S) float32 normalised as (x - 0.5) / 0.5.
+
+    A crop is ``crop_um`` wide centred on the box centre, or the square of the box's longer side
+    when that is larger; image borders are mirror-padded; the crop is resized to ``input_size``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n = len(centres)
+    if n == 0:
+        return np.zeros((0, 3, input_size, input_size), np.float32)
+    base = crop_um / mpp
+    sides = np.maximum(base, np.maximum(bboxes[:, 2] - bboxes[:, 0], bboxes[:, 3] - bboxes[:, 1]))
+    sides = np.ceil(sides).astype(int)
+    pad = int(sides.max()) + 2
+    padded = np.pad(rgb[..., :3], ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = np.empty((n, 3, input_size, input_size), np.float32)
+    for i, ((cx, cy), s) in enumerate(zip(centres, sides)):
+        x0 = int(round(cx - s / 2)) + pad
+        y0 = int(round(cy - s / 2)) + pad
+        crop = torch.from_numpy(np.ascontiguousarray(padded[y0:y0 + s, x0:x0 + s])).permute(2, 0, 1)[None].float()
+        crop = F.interpolate(crop / 255.0, size=(input_size, input_size), mode="bilinear",
+                             antialias=True, align_corners=False)
+        out[i] = ((crop[0] - 0.5) / 0.5).numpy()
     return out

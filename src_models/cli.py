@@ -1,7 +1,9 @@
 """``napari-histo train MODEL --config FILE [--resume]``: train one of the trainable models.
 
-Dispatches to ``src_models.<MODEL>.train.train_from_config_file(path, resume)``; the training
-code (torch) is imported only when the command runs.
+The training package plugs this command into the ``napari-histo`` CLI through the
+``napari_histo.commands`` entry point (``pyproject.toml``), so the plugin never imports training
+code. Dispatches to ``src_models.<MODEL>.train.train_from_config_file(path, resume)``; the
+training code (torch) is imported only when the command runs.
 """
 
 from __future__ import annotations

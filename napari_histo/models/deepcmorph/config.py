@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from napari_histo.jsonconfig import JsonConfig
 
 #: Decoder widths of the published (B7) segmentation module.
 B7_DECODER_WIDTHS = [512, 256, 128, 64]
@@ -14,8 +14,8 @@ SMALL_DECODER_WIDTHS = [128, 64, 32, 32]
 
 
 @dataclass
-class DeepCMorphConfig:
-    """Network and inference contract of :class:`~src_models.deepcmorph.model.DeepCMorph`.
+class DeepCMorphConfig(JsonConfig):
+    """Network and inference contract of :class:`~napari_histo.models.deepcmorph.model.DeepCMorph`.
 
     Attributes
     ----------
@@ -44,6 +44,9 @@ class DeepCMorphConfig:
         Working resolution in µm/px; None means "use the image's native pixels".
     """
 
+    CONFIG_NAME: ClassVar[str] = "DeepCMorph"
+    UNKNOWN_KEYS: ClassVar[str] = "ignore"
+
     backbone: str = "b7"
     num_classes: int = 41
     class_names: list[str] = field(default_factory=list)
@@ -60,21 +63,6 @@ class DeepCMorphConfig:
             return list(self.decoder_widths)
         return list(B7_DECODER_WIDTHS if self.backbone == "b7" else SMALL_DECODER_WIDTHS)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DeepCMorphConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
-    def save(self, path: str | Path) -> None:
-        from napari_histo.utils import atomic_write
 
-        with atomic_write(path) as fh:
-            json.dump(self.to_dict(), fh, indent=2)
-
-    @classmethod
-    def load(cls, path: str | Path) -> DeepCMorphConfig:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))

@@ -8,14 +8,15 @@ MLP's softmax, so every nucleus gets a type in every taxonomy.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from napari_histo.jsonconfig import JsonConfig
 
 #: Logits are clamped to this range before any softmax (as in the reference training).
 LOGIT_CLAMP = 10.0
@@ -30,7 +31,7 @@ class LabelSet:
 
 
 @dataclass
-class LabelCompletionConfig:
+class LabelCompletionConfig(JsonConfig):
     """Model + training configuration, saved as ``config.json`` next to the weights.
 
     Attributes
@@ -54,6 +55,8 @@ class LabelCompletionConfig:
     threshold : float
         Pseudo-label confidence threshold of the completion stage (0.99).
     """
+
+    CONFIG_NAME: ClassVar[str] = "label-completion"
 
     label_sets: list[LabelSet] = field(default_factory=lambda: [
         LabelSet("monusac", ["Epithelial", "Lymphocyte", "Neutrophil", "Macrophage"]),
@@ -100,30 +103,10 @@ class LabelCompletionConfig:
                 return i
         raise KeyError(f"unknown label set {name!r}; have {[s.name for s in self.label_sets]}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LabelCompletionConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown label-completion config keys {unknown}")
-        data = dict(data)
-        if "label_sets" in data:
-            data["label_sets"] = [s if isinstance(s, LabelSet) else LabelSet(**s) for s in data["label_sets"]]
-        return cls(**data)
 
-    def save(self, path: str | Path) -> None:
-        from napari_histo.utils import atomic_write
 
-        with atomic_write(path) as fh:
-            json.dump(self.to_dict(), fh, indent=2)
 
-    @classmethod
-    def load(cls, path: str | Path) -> LabelCompletionConfig:
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
 
 
 class CropEncoder(nn.Module):
@@ -208,72 +191,6 @@ class LabelCompletionModel(nn.Module):
                     p = (p + torch.softmax(mlp_logits[d], 1)) / 2
                 outs[d].append(p)
         return [torch.cat(o) if o else torch.zeros(0, n) for o, n in zip(outs, self.config.sizes)]
-
-
-# ---------------------------------------------------------------------------- losses
-def sparse_label_loss(logits: torch.Tensor, set_index: torch.Tensor, labels: torch.Tensor,
-                      offsets: list[int], class_weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Mean NLL of each labelled sample's label under the softmax of *its own* label set's slice.
-
-    Samples with ``labels < 0`` contribute nothing; other slices get no gradient.
-    """
-    total = logits.new_zeros(())
-    count = 0
-    for d in range(len(offsets) - 1):
-        sel = (set_index == d) & (labels >= 0)
-        if sel.any():
-            w = class_weights[d] if class_weights is not None else None
-            total = total + F.cross_entropy(logits[sel, offsets[d]:offsets[d + 1]], labels[sel],
-                                            weight=w, reduction="sum")
-            count += int(sel.sum())
-    return total / max(count, 1)
-
-
-def mutual_pseudo_labels(base_logits: torch.Tensor, mlp_logits: torch.Tensor, threshold: float = 0.99):
-    """The completion stage's pseudo-label rule for nuclei without a label in this set.
-
-    Returns ``(base_target, base_mask, mlp_target, mlp_mask)``: where the MLP's softmax confidence
-    exceeds ``threshold`` its argmax supervises the base slice (``base_mask``); where the base
-    slice's confidence exceeds it, its argmax supervises the MLP (``mlp_mask``). Targets are
-    detached.
-    """
-    with torch.no_grad():
-        p_mlp = torch.softmax(mlp_logits, 1)
-        p_base = torch.softmax(base_logits, 1)
-        conf_mlp, arg_mlp = p_mlp.max(1)
-        conf_base, arg_base = p_base.max(1)
-    return arg_mlp, conf_mlp > threshold, arg_base, conf_base > threshold
-
-
-def completion_loss(model: LabelCompletionModel, logits: torch.Tensor, mlp_logits: list[torch.Tensor],
-                    set_index: torch.Tensor, labels: torch.Tensor, threshold: float,
-                    train_sets: list[int]) -> tuple[torch.Tensor, dict[str, int]]:
-    """mean(L0) + mean(L1) summed over trained label sets (see MODELS.md §4.3).
-
-    L0: own samples, CE on the base slice + CE on the MLP. L1: other samples (other labelled sets
-    and unlabelled nuclei), mutual pseudo-labels above ``threshold``.
-    """
-    loss = logits.new_zeros(())
-    stats = {"pseudo_base": 0, "pseudo_mlp": 0}
-    for d in train_sets:
-        base_d = model.slice(logits, d)
-        own = (set_index == d) & (labels >= 0)
-        if own.any():
-            l0 = F.cross_entropy(base_d[own], labels[own]) + F.cross_entropy(mlp_logits[d][own], labels[own])
-            loss = loss + l0
-        other = set_index != d
-        if other.any():
-            tb, mb, tm, mm = mutual_pseudo_labels(base_d[other], mlp_logits[d][other], threshold)
-            l1 = []
-            if mb.any():
-                l1.append(F.cross_entropy(base_d[other][mb], tb[mb], reduction="none"))
-            if mm.any():
-                l1.append(F.cross_entropy(mlp_logits[d][other][mm], tm[mm], reduction="none"))
-            if l1:
-                loss = loss + torch.cat(l1).mean()
-            stats["pseudo_base"] += int(mb.sum())
-            stats["pseudo_mlp"] += int(mm.sum())
-    return loss, stats
 
 
 def save_model(model: LabelCompletionModel, folder: str | Path, name: str = "model.pt") -> Path:

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import ClassVar
 
-from src_models.hagnifinder.data import DEFAULT_HOLDOUT
+from napari_histo.jsonconfig import JsonConfig
+
+#: Whole source images kept out of training (validation only).
+DEFAULT_HOLDOUT = (
+    # MoNuSeg: the whole official test set
+    "monuseg:TCGA-44-2665-01B-06-BS6", "monuseg:TCGA-69-7764-01A-01-TS1",
+    "monuseg:TCGA-A6-6782-01A-01-BS1", "monuseg:TCGA-AO-A0J2-01A-01-BSA",
+    "monuseg:TCGA-CU-A0YN-01A-02-BSB", "monuseg:TCGA-EJ-A46H-01A-03-TSC",
+    "monuseg:TCGA-FG-A4MU-01B-01-TS1", "monuseg:TCGA-GL-6846-01A-01-BS1",
+    "monuseg:TCGA-HC-7209-01A-01-TS1", "monuseg:TCGA-IZ-8196-01A-01-BS1",
+    # CPM-15: two 20x and two 40x tiles
+    "cpm15:image06", "cpm15:image07", "cpm15:image14", "cpm15:image15",
+    "monusac:A9K0_2",
+    "crchisto:img36", "crchisto:img41",
+    # the CMU Aperio slide (20x): never trained on
+    "wsi:cmu-1-small-region",
+)
 
 
 @dataclass
-class HagnifinderConfig:
+class HagnifinderConfig(JsonConfig):
     """Everything needed to rebuild, train and run the model.
 
     The three training steps: ``asm_iters`` with ASM on, ``calib_iters`` batches averaging the
@@ -101,46 +116,10 @@ class HagnifinderConfig:
     #: "max_ratio": R, "action": "warn" | "replace"}``; None: off). A model that reads sharpness
     #: as magnification sees a soft image as a high magnification; when its estimate exceeds R
     #: times the blur-invariant model's, the prediction carries a note ("warn") or the latter is
-    #: reported ("replace") (:func:`napari_histo.magnification.softness_check`).
+    #: reported ("replace") (:func:`napari_histo.models.magnification.softness_check`).
     softness_check: dict | None = None
     #: Prediction interval fitted on out-of-fold errors for training sources
     #: (:mod:`src_models.hagnifinder.interval`); None: no interval reported.
     interval: dict | None = None
 
-    def to_json(self, path: str | Path) -> None:
-        from napari_histo.utils import atomic_write
-
-        with atomic_write(path) as fh:
-            json.dump(asdict(self), fh, indent=2)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> HagnifinderConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown Hagnifinder config keys: {sorted(unknown)}")
-        data = dict(data)
-        for key in ("hidden", "blur_sigma", "test_time_scales"):
-            if key in data:
-                data[key] = tuple(data[key])
-        return cls(**data)
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> HagnifinderConfig:
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
-
-
-def write_fitted(model_dir: str | Path, name: str, value: dict, sources) -> Path:
-    """Store ``value`` (a calibration, an interval) as ``name`` in ``model_dir/config.json``.
-
-    Refuses when any of ``sources``, the images it was fitted on, is on the model's held-out
-    list: what is fitted after training must not see the validation images either.
-    """
-    cfg_path = Path(model_dir) / "config.json"
-    config = HagnifinderConfig.from_json(cfg_path)
-    if set(sources) & set(config.holdout):
-        raise RuntimeError(f"{name} data includes held-out sources")
-    setattr(config, name, value)
-    config.to_json(cfg_path)
-    return cfg_path
+    CONFIG_NAME: ClassVar[str] = "Hagnifinder"

@@ -25,7 +25,7 @@ progress bars and GUI workers::
 Nucleus typing
 --------------
 :func:`type_nuclei` adds label-completion types (one column pair per taxonomy) to a nucleus
-table; see :func:`src_models.label_completion.inference.type_table`.
+table; see :func:`napari_histo.models.label_completion.inference.type_table`.
 """
 
 from __future__ import annotations
@@ -278,8 +278,8 @@ def load_tile_classifier(weights: str | os.PathLike | None = None, device: str |
     Without ``weights``, the small model shipped in ``resources/weights/deepcmorph_small`` is
     used when present.
     """
+    from napari_histo.models.deepcmorph.model import load_deepcmorph
     from napari_histo.utils import choose_device, resource_path
-    from src_models.deepcmorph.model import load_deepcmorph
 
     if weights is None:
         shipped = resource_path("weights", "deepcmorph_small")
@@ -292,6 +292,6 @@ def load_tile_classifier(weights: str | os.PathLike | None = None, device: str |
 
 def type_nuclei(table, rgb: np.ndarray, model, **kwargs):
     """Add label-completion type columns to a nucleus table (see ``type_table``)."""
-    from src_models.label_completion.inference import type_table
+    from napari_histo.models.label_completion.inference import type_table
 
     return type_table(table, rgb, model, **kwargs)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_histo.models.backbones.efficientnet import EfficientNet, skip_channels
+from napari_histo.models.deepcmorph.config import DeepCMorphConfig
 from napari_histo.utils import HistoError
-from src_models.backbones.efficientnet import EfficientNet, skip_channels
-from src_models.deepcmorph.config import DeepCMorphConfig
 
 #: Released checkpoint names -> file names (users download them; licence CC BY-NC-SA 4.0).
 RELEASED_WEIGHTS: dict[str, tuple[str, int]] = {

@@ -1,0 +1,47 @@
+"""The work done on one tile wherever it runs (local threads or a dask.distributed worker):
+the network's prediction for a batch of tiles, then post-processing and the nuclei it owns."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from napari_histo.engine.merge import TileResult, select_owned
+from napari_histo.engine.plan import Tile, TilePlan
+from napari_histo.utils import HistoError
+
+
+def split_batch(raw: Any, n: int) -> list[Any]:
+    """Per-tile pieces of a batched ``predict`` output (array, dict or sequence of length n)."""
+    if isinstance(raw, dict):
+        parts = {k: split_batch(v, n) for k, v in raw.items()}
+        return [{k: parts[k][i] for k in raw} for i in range(n)]
+    if isinstance(raw, list | tuple) and len(raw) == n:
+        return list(raw)
+    if hasattr(raw, "shape") and raw.shape[0] == n:
+        return [raw[i] for i in range(n)]
+    raise HistoError(f"cannot split a batched prediction of type {type(raw).__name__} into {n} tiles")
+
+
+def predict_batch(segmenter: Any, rgbs: list[np.ndarray]) -> list[Any]:
+    """The segmenter's raw prediction for each tile image, batched (autocast on CUDA)."""
+    device = str(getattr(segmenter, "device", "cpu"))
+    ctx = contextlib.nullcontext()
+    if device.startswith("cuda") and not hasattr(segmenter, "amp"):
+        # segmenters with an ``amp`` attribute manage autocast themselves
+        import torch
+
+        ctx = torch.autocast("cuda", dtype=torch.float16)
+    with ctx:
+        if len(rgbs) == 1:
+            return [segmenter.predict(rgbs[0])]
+        return split_batch(segmenter.predict(np.stack(rgbs)), len(rgbs))
+
+
+def process_tile(segmenter: Any, raw: Any, rgb: np.ndarray, tile: Tile, plan: TilePlan,
+                 roi: Any) -> TileResult:
+    """Post-process one tile and keep the nuclei it owns."""
+    labels, table = segmenter.postprocess(raw, rgb)
+    return select_owned(np.asarray(labels), table, tile, plan, roi)
