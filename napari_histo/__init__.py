@@ -1,7 +1,9 @@
 """napari-histo: computational pathology for napari.
 
-The package is a Qt-free core (``slide``, ``nuclei``, ``engine``, ``analysis``, ``formats``,
-``models``, ``magnification``, ``cli``) plus a thin napari adapter in ``napari_histo._napari``.
+The package is a Qt-free core (``engine``, ``analysis``, ``models``, ``nuclei``, ``slide``,
+``datasets``, ``formats``, ``schema``, and the ``cli`` front end) plus a thin napari adapter in
+``napari_histo._napari``; docs/ARCHITECTURE.md shows the layers. Training code lives beside
+the package in ``src_models`` and is never imported by it.
 Heavy libraries (torch, dask, scipy) are imported inside functions so that ``import
 napari_histo`` stays cheap.
 """

@@ -3,7 +3,7 @@ synthetic slides with nuclei planted across tile seams.
 
 ``DarkBlobSegmenter`` labels connected dark pixels; its result at a pixel depends only on that
 pixel's connected component, so tiled-and-stitched output must equal a single-shot run exactly
-(the golden test of ANALYSIS.md §4.1).
+(the engine's golden test).
 """
 
 from __future__ import annotations

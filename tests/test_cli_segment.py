@@ -192,15 +192,16 @@ def test_png_without_pixel_size_gets_the_predicted_scan_objective(tmp_path, caps
     assert "expected µm/px or one of ('predict', 'objective'), got 'sometimes'" in capsys.readouterr().err
 
 
-def test_objective_is_refused_when_the_interval_leaves_several():
+def test_objective_is_refused_when_the_interval_leaves_several(monkeypatch):
+    from napari_histo.models import magnification
     from napari_histo.models.magnification import MagnificationPrediction, pixel_size_for
     from napari_histo.utils import HistoError
 
     class Unscaled:  # an image without pixel size whose prediction leaves 20x and 40x open
         mpp, path = None, "screenshot.png"
 
-        def predict_magnification(self):
-            return MagnificationPrediction(29.0, 10 / 29, 1.0, interval=(19.0, 41.0), interval_level=0.9)
+    monkeypatch.setattr(magnification, "predict_slide_magnification", lambda slide: MagnificationPrediction(
+        29.0, 10 / 29, 1.0, interval=(19.0, 41.0), interval_level=0.9))
 
     with pytest.raises(HistoError, match="no single standard objective fits the predicted 29.0x"):
         pixel_size_for(Unscaled(), "objective")

@@ -152,8 +152,8 @@ def _half_tissue_image() -> np.ndarray:
 
 
 def test_spread_rule_takes_crops_with_enough_tissue_in_the_order_drawn():
-    from napari_histo.models.hagnifinder.images import tissue_fraction
     from napari_histo.models.magnification import MIN_CROP_TISSUE
+    from napari_histo.slide import tissue_fraction
 
     rgb = _half_tissue_image()
     boxes = select_crop_boxes(rgb, 6, 224, seed=4)

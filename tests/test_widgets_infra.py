@@ -65,7 +65,7 @@ def test_job_error_becomes_callback_not_exception(nothreads, monkeypatch, qtbot)
 
 
 def test_heatmap_cells_are_centred_on_their_level0_blocks():
-    """NAPARI.md §5 rule: cell (i, j) of a P-px grid sits on level-0 pixels [P*i, P*i+P)."""
+    """napari grid rule: cell (i, j) of a P-px grid sits on level-0 pixels [P*i, P*i+P)."""
     from napari.layers import Image
 
     slide = Image(np.zeros((640, 480, 3), np.uint8), rgb=True, scale=(0.5, 0.5), translate=(10.0, -4.0))

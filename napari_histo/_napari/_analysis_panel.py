@@ -2,7 +2,8 @@
 
 Thin over :func:`napari_histo.analysis.density.density_map` and
 :func:`napari_histo.analysis.hotspots.find_hotspots`. The heatmap is a semi-transparent Image
-layer aligned with the slide (NAPARI.md §5: ``scale = P*s0``, ``translate = t0 + offset*s0``);
+layer aligned with the slide (``scale = P*s0``, ``translate = t0 + offset*s0``: napari puts pixel
+centres at ``index * scale + translate``);
 hotspots are a Shapes layer (circles for the radius kinds, boxes for the tile kind) and a table
 with one "Go" button per hotspot that moves the camera onto it. Hotspots can be limited to the
 shapes of a region layer (a drawn or imported tumour outline).

@@ -1,6 +1,7 @@
 """Conversions between core results (nucleus tables, maps, hotspots) and napari layer data.
 
-One coordinate convention for every layer the plugin adds (NAPARI.md §3.3, §5): data are in
+One coordinate convention for every layer the plugin adds (napari's layer ``scale`` and
+``translate``, https://napari.org/stable/guides/layers.html): data are in
 **level-0 pixels** of the slide, and each layer copies the slide layer's ``scale``/``translate``
 (µm when the mpp is known, pixels otherwise), so results line up with the slide at every zoom.
 Functions here are pure (numpy/pandas in, layer-data tuples out) except the few that read a
@@ -304,7 +305,7 @@ def type_counts(table: pd.DataFrame) -> list[tuple[int, str, tuple[int, int, int
 def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: str = "inferno", contrast_limits: tuple[float, float] | None = None, offset: tuple[float, float] | None = None) -> tuple:
     """An Image ``LayerDataTuple`` for a grid map with ``cell_px`` level-0 px per cell.
 
-    NAPARI.md §5: napari puts pixel *centres* at ``index * scale + translate``, so a cell of P
+    napari puts pixel *centres* at ``index * scale + translate``, so a cell of P
     level-0 px (each of size s0) gets ``scale = P*s0`` and ``translate = t0 + (P-1)/2 * s0``.
     ``offset`` (x, y) overrides the level-0 centre of cell (0, 0) (default ``(P-1)/2``).
     """

@@ -1,6 +1,6 @@
 """Nucleus density maps from a nucleus table, in QuPath's kinds and the tile-rate kind.
 
-Kinds (ANALYSIS.md §1-2):
+Kinds (QuPath's density maps, https://qupath.readthedocs.io/en/stable/docs/tutorials/density_maps.html):
 
 ``count``     number of nucleus centroids within radius r (QuPath "By area (raw counts)"):
               a disc sum over the centroid-count raster.

@@ -1,6 +1,6 @@
 """Top-k non-overlapping hotspots, recounted exactly from the nucleus table.
 
-``circle`` mode (QuPath ``DensityMaps.findHotspots``, ANALYSIS.md §1.4):
+``circle`` mode (QuPath's ``DensityMaps.findHotspots``, https://github.com/qupath/qupath):
   1. the ROI (default: the whole image) is eroded by r, so every circle lies inside it;
   2. candidates are map pixels inside the eroded ROI whose count within r is **> min_count**
      (strict, as QuPath) and, with ``peaks_only``, regional maxima of the density (plateaus
@@ -9,7 +9,7 @@
      their distance to every accepted centre is >= 2r (circles never overlap);
   4. named "Hotspot 1".."Hotspot k" by rank.
 
-``box`` mode (the seed pipeline's ``most_positive_cord_center``, ANALYSIS.md §2): windows of
+``box`` mode (the most-positive window of tiles used for Ki-67 / IHC hotspot counting): windows of
 W x W tiles of N px slide with stride one tile; score = number of selected nuclei inside;
 greedy by score (ties: row, column ascending) rejecting a window that overlaps an accepted one
 (|dr| < W and |dc| < W). ``box_rule="fork"`` reproduces the seed's stricter OR rule

@@ -48,10 +48,9 @@ def _tissue_region(thumb, downsample: float, dims: tuple[int, int], size: int) -
 
     w0, h0 = dims
     rw, rh = min(size, w0), min(size, h0)
-    t = np.asarray(thumb)[..., :3].astype(np.int16)
-    grey = t.sum(axis=2)
-    sat = t.max(axis=2) - t.min(axis=2)
-    tissue = ((grey < 660) & (grey > 60) & (sat > 12)).astype(np.float64)
+    from napari_histo.slide import tissue_pixels
+
+    tissue = tissue_pixels(thumb).astype(np.float64)
     kw = max(1, min(tissue.shape[1], int(round(rw / downsample))))
     kh = max(1, min(tissue.shape[0], int(round(rh / downsample))))
     integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0)))

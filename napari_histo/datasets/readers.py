@@ -105,25 +105,15 @@ MONUSEG_MASKS = ("project", "official")
 
 def rasterize_monuseg_official(regions, shape: tuple[int, int]) -> np.ndarray:
     """Instance map of ImageScope regions as the official MoNuSeg script draws it (see
-    :data:`MONUSEG_MASKS`); pixel centres inside a polygon are filled (``skimage.draw.polygon``)."""
-    from skimage.draw import polygon
-
+    :data:`MONUSEG_MASKS`): the ``"closed"`` edge rule, the earlier region keeps an overlap."""
     from napari_histo.formats._common import VIEWER_PIXEL_OFFSET
+    from napari_histo.formats.rasterize import paint_polygons
 
-    inst = np.zeros(shape, np.int32)
-    next_id = 1
-    for reg in regions:
-        if reg.negative:
-            continue
-        # the file's value minus 1: MATLAB's pixel centres are 1-based (reg.vertices is already
-        # the file's value minus VIEWER_PIXEL_OFFSET)
-        v = np.asarray(reg.vertices, float) - (1.0 - VIEWER_PIXEL_OFFSET)
-        rr, cc = polygon(v[:, 1], v[:, 0], shape=shape)
-        free = inst[rr, cc] == 0
-        if not free.any():
-            continue
-        inst[rr[free], cc[free]] = next_id
-        next_id += 1
+    # the file's value minus 1: MATLAB's pixel centres are 1-based (reg.vertices is already
+    # the file's value minus VIEWER_PIXEL_OFFSET)
+    polygons = [np.asarray(reg.vertices, float) - (1.0 - VIEWER_PIXEL_OFFSET)
+                for reg in regions if not reg.negative]
+    inst, _ = paint_polygons(polygons, shape, edges="closed", overlap="earlier", ids="painted")
     return inst
 
 

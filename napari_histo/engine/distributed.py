@@ -1,6 +1,7 @@
 """Fan tiles out over an existing dask.distributed cluster.
 
-Rules (NAPARI.md §7): the client is created with ``set_as_default=False`` so napari's and the
+Rules (dask.distributed's ``Client(set_as_default=False)``, so that napari's own dask use is
+untouched): the client is created with ``set_as_default=False`` so napari's and the
 caller's dask scheduler are untouched; tasks carry data only — the slide spec (path, backend),
 the tile box, a plan without its tile list, and the model spec — never open handles; each
 worker process keeps small caches of open slides and loaded models. At most ``max_inflight``

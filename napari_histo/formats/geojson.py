@@ -1,7 +1,8 @@
 """QuPath GeoJSON: streamed writer (nuclei as detections/cells, ROIs and hotspots as annotations)
 and a tolerant reader (FeatureCollection, Feature, bare array, ``.gz``).
 
-Writer profile (``docs``: FORMATS.md §1): UUID ids, ``classification`` always ``{name, color}``,
+Writer profile (QuPath's GeoJSON export, https://qupath.readthedocs.io/en/stable/docs/advanced/exporting_annotations.html):
+UUID ids, ``classification`` always ``{name, color}``,
 numeric finite measurements only (map, or list with ``qupath03=True``), coordinates rounded to
 2 decimals and the geometry still valid after rounding (proved for star-shaped rings, checked by
 shapely for the others, repaired when needed), compact UTF-8 output. Nuclei are written a chunk at

@@ -1,6 +1,6 @@
 """HoVer-Net JSON (``{"mag", "nuc": {id: {bbox, centroid, contour, type_prob, type}}}``) I/O.
 
-Writer: the official layout (HOVERNET.md §5.1) with bbox as [[rmin, cmin], [rmax, cmax]] (max
+Writer: the official layout (``run_infer.py`` JSON output of https://github.com/vqdang/hover_net) with bbox as [[rmin, cmin], [rmax, cmax]] (max
 exclusive, row/col), centroid and contour as x, y, contours rounded to 2 decimals (open ring).
 Two extra top-level keys, ignored by HoVer-Net's own readers, make a round trip lossless:
 ``type_info`` (the table's id -> [name, colour]) and ``mpp``. Streamed, atomic.

@@ -1,6 +1,6 @@
 """Aperio ImageScope XML annotations (MoNuSeg, MoNuSAC) -- reader and rasteriser.
 
-There is no public schema (``FORMATS.md`` §5); the reader follows what ImageScope writes and
+There is no public schema; the reader follows what ImageScope writes and
 what the public datasets contain: root ``<Annotations MicronsPerPixel=...>`` (optional), one
 ``<Annotation>`` per layer whose class is the ``Name`` of its first ``Attributes/Attribute``
 ("Description" or nothing = no class), one ``<Region>`` per object with ``Vertices/Vertex``
@@ -195,8 +195,9 @@ def rasterize_regions(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Paint regions into an instance map (ids 1..N in file order; later regions overwrite).
 
-    Vertices are clipped to the image; pixel centres inside a polygon are painted
-    (``skimage.draw.polygon``). Negative (hole) regions are cleared from every instance.
+    Vertices are clipped to the image; pixel centres inside a polygon or on its boundary are
+    painted (the ``"closed"`` edge rule of :mod:`napari_histo.formats.rasterize`). Negative (hole)
+    regions are cleared from every instance painted before them.
 
     Parameters
     ----------
@@ -209,30 +210,18 @@ def rasterize_regions(
     -------
     inst : (H, W) int32, types : (H, W) int32 or None
     """
-    from skimage.draw import polygon
+    from napari_histo.formats.rasterize import paint_polygons
 
     regs = list(regions)
     h, w = shape
-    inst = np.zeros((h, w), np.int32)
-    types = np.zeros((h, w), np.int32) if class_ids is not None else None
     lookup = {k.lower(): v for k, v in (class_ids or {}).items()}
-    next_id = 1
+    polygons = []
     for reg in regs:
-        v = reg.vertices
-        x = np.clip(v[:, 0], 0, w - 1)
-        y = np.clip(v[:, 1], 0, h - 1)
+        x = np.clip(reg.vertices[:, 0], 0, w - 1)
+        y = np.clip(reg.vertices[:, 1], 0, h - 1)
         if len(x) > 8:  # dense outlines (MoNuSeg: 0.2 px steps): drop exactly collinear vertices
             x, y = _drop_collinear(x, y)
-        rr, cc = polygon(y, x, shape=(h, w))
-        if reg.negative:
-            inst[rr, cc] = 0
-            if types is not None:
-                types[rr, cc] = 0
-            continue
-        if len(rr) == 0:
-            continue
-        inst[rr, cc] = next_id
-        if types is not None:
-            types[rr, cc] = lookup.get((reg.class_name or "").lower(), 0)
-        next_id += 1
-    return inst, types
+        polygons.append(np.column_stack([x, y]))
+    values = [lookup.get((reg.class_name or "").lower(), 0) for reg in regs] if class_ids is not None else None
+    return paint_polygons(polygons, (h, w), edges="closed", overlap="later", values=values,
+                          erase=[reg.negative for reg in regs], ids="painted")

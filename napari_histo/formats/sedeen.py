@@ -1,6 +1,7 @@
 """Sedeen Viewer session XML (``<slide stem>.session.xml``): reader, writer and merge.
 
-Writer profile (FORMATS.md §2.1): nuclei as ``polygon`` graphics coloured by type through a
+Writer profile (the session files Sedeen Viewer itself writes, https://pathcore.com/sedeen):
+nuclei as ``polygon`` graphics coloured by type through a
 :class:`~napari_histo.formats.colours.SedeenColourTable`, hotspots as ``rectangle`` (box mode) or
 ``ellipse`` (circle mode) graphics coloured by rank, ROIs as ``polygon`` graphics (exterior ring:
 Sedeen has no holes, so holes are dropped). Every napari-histo graphic's description ends in

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_histo.slide import tissue_fraction
 from napari_histo.utils import HistoError
 
 
@@ -64,15 +65,6 @@ class ClassifyProgress:
     total: int
     result: TileClassification | None = None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def tissue_fraction(rgb: np.ndarray) -> float:
-    """Fraction of stained pixels (not white glass, not black): saturation or darkness."""
-    rgb = np.asarray(rgb[..., :3], dtype=np.int16)
-    mx, mn = rgb.max(-1), rgb.min(-1)
-    stained = ((mx - mn) > 20) | (mx < 200)
-    stained &= mx > 30
-    return float(stained.mean())
 
 
 def _open_source(source) -> tuple[Any, str | None]:
@@ -215,7 +207,7 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
                 rgb = reader.read_region(loc, (tile, tile), mpp, units="mpp")
             else:
                 rgb = reader.read_region(loc, (tile, tile), 0, units="level")
-            frac = tissue_fraction(rgb)
+            frac = tissue_fraction(rgb, step=1)
             if not tissue_only or frac >= min_tissue:
                 pending.append((r, c, rgb, frac))
                 if len(pending) >= batch_size:

@@ -43,7 +43,7 @@ MPP_AT_1X = 10.0
 AGGREGATE_TRIM = 0.125
 #: Crop selection rules (:func:`select_crop_boxes`); the first is the default.
 CROP_RULES = ("spread", "most_tissue")
-#: Tissue fraction (:func:`src_models.hagnifinder.data.tissue_fraction`) a crop needs to be
+#: Tissue fraction (:func:`napari_histo.slide.tissue_fraction`) a crop needs to be
 #: taken in the order drawn by the ``"spread"`` rule.
 MIN_CROP_TISSUE = 0.5
 #: Tissue fraction the most tissue-rich crop needs for a prediction: below it the image is
@@ -288,7 +288,7 @@ def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int 
     - ``"most_tissue"``: the candidates with most tissue (the rule before; less accurate in
       source-grouped cross-validation on training images, ``src_models.hagnifinder.multiscale``).
     """
-    from napari_histo.models.hagnifinder.images import tissue_fraction
+    from napari_histo.slide import tissue_fraction
 
     if rule not in CROP_RULES:
         raise ValueError(f"unknown crop rule {rule!r} (one of {CROP_RULES})")
@@ -437,7 +437,8 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     import torch
 
     from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from napari_histo.models.hagnifinder.images import tissue_fraction, to_tensor
+    from napari_histo.models.hagnifinder.images import to_tensor
+    from napari_histo.slide import tissue_fraction
 
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")

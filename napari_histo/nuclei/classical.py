@@ -1,6 +1,6 @@
 """Classical (weight-free) nucleus detector in the spirit of QuPath's watershed cell detection.
 
-Pipeline (``ANALYSIS.md`` §3), every size in µm so it works at any resolution:
+Pipeline (after QuPath's ``WatershedCellDetection``, https://qupath.readthedocs.io), every size in µm so it works at any resolution:
 
 1. optical density ``OD = -log10(I / 255)`` and colour deconvolution (Ruifrok & Johnston stain
    vectors, as QuPath's defaults) -> haematoxylin OD (and DAB OD for H-DAB);

@@ -5,8 +5,8 @@ divides by 255 in ``forward``) and returns a dict with ``np`` (2-ch logits), ``h
 then y) and optionally ``tp`` (C-ch logits), each the centre ``output_size`` crop of an
 ``input_size`` patch. Patches are laid out with step = ``output_size`` and the image is
 reflect-padded by the valid-convolution margin ``(input_size - output_size) / 2`` so every
-output pixel is predicted exactly once with full context (official tile mode, ``HOVERNET.md``
-§4.1); the stitched maps are post-processed at once, so there are no seams inside an image.
+output pixel is predicted exactly once with full context (the official tile mode,
+``infer/tile.py`` of https://github.com/vqdang/hover_net); the stitched maps are post-processed at once, so there are no seams inside an image.
 
 Models that are fully convolutional (the compact model) may use larger patches than their
 nominal ``input_size`` (``max_input_size``): fewer patches, less overlap. Models whose

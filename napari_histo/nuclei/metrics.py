@@ -2,7 +2,7 @@
 
 All instance metrics first relabel ground truth and prediction to contiguous ids, build the
 pairwise intersection table in one ``bincount`` (no per-instance image pass) and then follow
-``metrics/stats_utils.py`` (``HOVERNET.md`` §7).
+``metrics/stats_utils.py`` of https://github.com/vqdang/hover_net.
 
 Public functions
 ----------------

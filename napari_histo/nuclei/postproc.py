@@ -1,7 +1,7 @@
 """HoVer-Net post-processing: np/hv(/tp) maps -> instance labels and a typed nucleus table.
 
-Clean-room reimplementation of the official ``models/hovernet/post_proc.py`` (``HOVERNET.md``
-§3) without OpenCV: the Sobel ``ksize=21`` kernels, the 3×3 Gaussian and the 5×5 elliptical
+Clean-room reimplementation of the official ``models/hovernet/post_proc.py``
+(https://github.com/vqdang/hover_net) without OpenCV: the Sobel ``ksize=21`` kernels, the 3×3 Gaussian and the 5×5 elliptical
 opening are rebuilt exactly as OpenCV defines them (reflect-101 borders).
 
 Public functions

@@ -14,7 +14,14 @@ from napari_histo.slide._slide import (
     choose_backend,
     open_slide,
 )
-from napari_histo.slide._tissue import TissueMask, detect_tissue, tissue_mask, tissue_region_origin
+from napari_histo.slide._tissue import (
+    TissueMask,
+    detect_tissue,
+    tissue_fraction,
+    tissue_mask,
+    tissue_pixels,
+    tissue_region_origin,
+)
 
 __all__ = [
     "BACKENDS",
@@ -26,6 +33,8 @@ __all__ = [
     "choose_backend",
     "detect_tissue",
     "open_slide",
+    "tissue_fraction",
     "tissue_mask",
+    "tissue_pixels",
     "tissue_region_origin",
 ]

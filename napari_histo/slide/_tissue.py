@@ -1,4 +1,12 @@
-"""Tissue detection at low resolution: optical density and saturation, Otsu, morphology."""
+"""Tissue detection, in one place.
+
+- :func:`detect_tissue` / :func:`tissue_mask`: the slide-level mask (thumbnail): Otsu on optical
+  density and saturation with floors, then morphology sized in µm; used by the engine's tile
+  plan and the viewer.
+- :func:`tissue_pixels` / :func:`tissue_fraction`: a fixed colour rule for small crops and tiles
+  (not white glass, not black padding, some saturation), where a per-image Otsu threshold would
+  be unstable; used to pick magnification crops and classification tiles.
+"""
 
 from __future__ import annotations
 
@@ -56,6 +64,20 @@ def _otsu(values: np.ndarray) -> float:
     if values.size == 0 or float(values.max()) == float(values.min()):
         return float(values.max()) if values.size else 0.0
     return float(threshold_otsu(values))
+
+
+def tissue_pixels(rgb: np.ndarray) -> np.ndarray:
+    """Boolean map of stained pixels of an RGB crop: R+G+B between 60 and 660 (neither black
+    nor white) and max - min channel above 12 (some colour)."""
+    small = np.asarray(rgb)[..., :3].astype(np.int16)
+    grey = small.sum(axis=2)
+    sat = small.max(axis=2) - small.min(axis=2)
+    return (grey < 660) & (grey > 60) & (sat > 12)
+
+
+def tissue_fraction(rgb: np.ndarray, step: int = 4) -> float:
+    """Fraction of stained pixels (:func:`tissue_pixels`) on every ``step``-th row and column."""
+    return float(tissue_pixels(np.asarray(rgb)[::step, ::step]).mean())
 
 
 def detect_tissue(rgb: np.ndarray, pixel_um: float | None = None) -> np.ndarray:

@@ -21,14 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.datasets.readers import CRCHISTO_MPP
 from napari_histo.models.hagnifinder.config import DEFAULT_HOLDOUT
-from napari_histo.models.hagnifinder.images import (
-    mag_to_mpp,
-    mpp_to_mag,
-    read_rgb,
-    reflect_pad,
-    tissue_fraction,
-)
+from napari_histo.models.hagnifinder.images import mag_to_mpp, mpp_to_mag, read_rgb, reflect_pad
+from napari_histo.slide import tissue_fraction
 
 
 @dataclass
@@ -92,7 +88,7 @@ def discover_sources(data_root: str | Path) -> list[SourceImage]:
         sources.append(SourceImage(f"monusac:{svs.stem}", "monusac", svs, _slide_mpp(svs, 0.19448)))
     crc = root / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
     for bmp in sorted(crc.glob("img*/img*.bmp")):
-        sources.append(SourceImage(f"crchisto:{bmp.stem}", "crchisto", bmp, 0.55))
+        sources.append(SourceImage(f"crchisto:{bmp.stem}", "crchisto", bmp, CRCHISTO_MPP))
     cmu = root / "wsi" / "cmu-1-small-region.svs"
     if cmu.exists():
         sources.append(SourceImage("wsi:cmu-1-small-region", "wsi", cmu, _slide_mpp(cmu, 0.499)))

@@ -52,16 +52,12 @@ def rasterise(regions: list[tuple[str, np.ndarray]], shape: tuple[int, int], sca
     Vertices are pixel-centre coordinates; they are scaled about the image's corner, as the
     image itself is resized (output pixel centre i samples input (i + 0.5) / scale - 0.5).
     """
-    from skimage.draw import polygon
+    from napari_histo.formats.rasterize import paint_polygons
 
-    inst = np.zeros(shape, np.int32)
-    types = np.zeros(shape, np.int16)
-    for i, (cls, verts) in enumerate(regions, start=1):
-        xy = (verts + 0.5) * scale - 0.5
-        rr, cc = polygon(xy[:, 1], xy[:, 0], shape)
-        inst[rr, cc] = i
-        types[rr, cc] = class_map.get(cls.strip().lower(), -1) if class_map else -1
-    return inst, types
+    polygons = [(verts + 0.5) * scale - 0.5 for _, verts in regions]
+    values = [class_map.get(cls.strip().lower(), -1) if class_map else -1 for cls, _ in regions]
+    return paint_polygons(polygons, shape, edges="closed", overlap="later", values=values,
+                          value_dtype=np.int16)
 
 
 def resize_rgb(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.datasets.readers import CRCHISTO_MPP
 from src_models.hovernet.config import TrainConfig
 
 #: Channel of the shipped head -> coarse class for CRCHisto scoring (1 epithelial, 2 inflammatory).
 HEAD_TO_COARSE = {0: 0, 1: 1, 2: 2, 3: 2, 4: 2}
 CRC_CLASSES = {"epithelial": 1, "inflammatory": 2, "fibroblast": 3, "others": 4}
-CRC_MPP = 0.55
 
 
 def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4, **kwargs):
@@ -219,7 +219,7 @@ def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dic
     images = []
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         rgb = np.asarray(Image.open(folder / f"{folder.name}.bmp").convert("RGB"))
-        _, table = segment_native(seg, rgb, CRC_MPP)
+        _, table = segment_native(seg, rgb, CRCHISTO_MPP)
         pts, cls = _crc_points(folder)
         pred_t = np.array([HEAD_TO_COARSE.get(int(t), 0) for t in table["type"]], np.int64)
         images.append((pts, cls, table[["x", "y"]].to_numpy(), pred_t))

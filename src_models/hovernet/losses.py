@@ -1,4 +1,4 @@
-"""HoVer-Net losses (``HOVERNET.md`` §6.3): np/tp CE + Dice, hv MSE + gradient MSE (MSGE)."""
+"""HoVer-Net losses (Graham et al. 2019; ``models/hovernet/utils.py`` of https://github.com/vqdang/hover_net): np/tp CE + Dice, hv MSE + gradient MSE (MSGE)."""
 
 from __future__ import annotations
 

@@ -123,7 +123,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "",
         "## Type vocabulary",
         "",
-        "| id | name | colour | unified ids (MODELS.md §5.1) |",
+        "| id | name | colour | unified ids |",
         "|---|---|---|---|",
     ]
     for i, (name, col, uni) in enumerate(zip(m.type_names, m.type_colours, m.unified_ids, strict=False)):

@@ -1,4 +1,4 @@
-"""HoVer-Net training targets (``HOVERNET.md`` §6.4): np, hv and tp maps from an instance map."""
+"""HoVer-Net training targets (Graham et al. 2019; ``models/hovernet/targets.py`` of https://github.com/vqdang/hover_net): np, hv and tp maps from an instance map."""
 
 from __future__ import annotations
 

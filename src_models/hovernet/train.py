@@ -1,7 +1,7 @@
 """Train the compact HoVer-Net on CPU (or GPU) with checkpoints that resume.
 
 There is no pretrained encoder for the compact network, so HoVer-Net's two-phase schedule
-(frozen encoder, then full fine-tuning; ``HOVERNET.md`` §6.2) does not apply: training is a
+(frozen encoder, then full fine-tuning; Graham et al. 2019) does not apply: training is a
 single phase from Kaiming initialisation with AdamW, linear warm-up and a cosine decay over
 the run's budget (whichever of ``max_iters`` and ``max_minutes`` is reached first).
 Fine-tuning (``TrainConfig.init_weights``) starts the same schedule from trained weights.

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.datasets.readers import CRCHISTO_MPP
 from napari_histo.utils import InputFileError
 
 #: Local vocabularies (Dataset_Merger order for MoNuSAC).
@@ -26,8 +27,6 @@ MONUSAC_LABELS = ["Epithelial", "Lymphocyte", "Neutrophil", "Macrophage"]
 CRCHISTO_LABELS = ["epithelial", "fibroblast", "inflammatory", "others"]
 #: Nucleus diameter assumed for point annotations (µm), to give points a box.
 POINT_NUCLEUS_UM = 8.0
-#: CRCHistoPhenotypes resolution (20x, µm/px; not stored in the files).
-CRCHISTO_MPP = 0.55
 
 
 @dataclass
@@ -106,13 +105,9 @@ def load_monusac(root: str | Path, labels: list[str] = MONUSAC_LABELS) -> list[A
 
 def polygons_to_instance_mask(polygons: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
     """Rasterise polygons with ids 1..N (later ones overwrite earlier ones)."""
-    from skimage.draw import polygon as draw_polygon
+    from napari_histo.formats.rasterize import paint_polygons
 
-    mask = np.zeros(shape, np.int32)
-    for i, v in enumerate(polygons, start=1):
-        rr, cc = draw_polygon(v[:, 1], v[:, 0], shape)
-        mask[rr, cc] = i
-    return mask
+    return paint_polygons(polygons, shape, edges="closed", overlap="later")[0]
 
 
 # ---------------------------------------------------------------------------- CRCHistoPhenotypes

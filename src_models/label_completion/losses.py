@@ -47,7 +47,8 @@ def mutual_pseudo_labels(base_logits: torch.Tensor, mlp_logits: torch.Tensor, th
 def completion_loss(model: LabelCompletionModel, logits: torch.Tensor, mlp_logits: list[torch.Tensor],
                     set_index: torch.Tensor, labels: torch.Tensor, threshold: float,
                     train_sets: list[int]) -> tuple[torch.Tensor, dict[str, int]]:
-    """mean(L0) + mean(L1) summed over trained label sets (see MODELS.md §4.3).
+    """mean(L0) + mean(L1) summed over trained label sets (the label-completion method of
+the dataset-merging work; see docs/benchmarks/label_completion.md).
 
     L0: own samples, CE on the base slice + CE on the MLP. L1: other samples (other labelled sets
     and unlabelled nuclei), mutual pseudo-labels above ``threshold``.

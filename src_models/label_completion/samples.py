@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_histo.models.label_completion.inference import nucleus_crops
 from napari_histo.utils import InputFileError
 
 #: Adapter per label-set name.
@@ -55,7 +56,7 @@ def build_samples(cfg, images_by_set: dict[str, list] | None = None) -> NucleusS
         else:
             continue
         for im in images:
-            crops = lc_data.nucleus_crops(im.rgb, im.centres, im.bboxes, im.mpp, cfg.crop_um, cfg.input_size)
+            crops = nucleus_crops(im.rgb, im.centres, im.bboxes, im.mpp, cfg.crop_um, cfg.input_size)
             parts.append((crops, np.full(len(crops), d), im.labels, np.full(len(crops), im.name, object),
                           _is_heldout(im, cfg.heldout.get(ls.name, {}))))
     if not parts:

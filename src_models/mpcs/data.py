@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.models.hagnifinder.images import mag_to_mpp, tissue_fraction
+from napari_histo.models.hagnifinder.images import mag_to_mpp
+from napari_histo.slide import tissue_fraction
 from src_models.hagnifinder.data import SourceImage, augment_patch, extract_patch, field_size
 from src_models.mpcs.pairs import get_pair_strategy
 

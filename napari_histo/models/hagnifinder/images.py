@@ -1,4 +1,4 @@
-"""Image helpers of the Hagnifinder predictor: reading an image file, tissue fraction,
+"""Image helpers of the Hagnifinder predictor: reading an image file,
 reflection padding and ImageNet normalisation, and the magnification <-> pixel-size rule
 (``magnification = 10 / mpp``, 40x = 0.25 µm/px)."""
 
@@ -67,14 +67,6 @@ def reflect_pad(rgb: np.ndarray, size: int) -> np.ndarray:
             break
         out = np.pad(out, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
     return out[:size, :size]
-
-
-def tissue_fraction(rgb: np.ndarray) -> float:
-    """Fraction of pixels that are not background (white or black)."""
-    small = rgb[::4, ::4].astype(np.int16)
-    grey = small.sum(axis=2)
-    sat = small.max(axis=2) - small.min(axis=2)
-    return float(((grey < 660) & (grey > 60) & (sat > 12)).mean())
 
 
 def to_tensor(patches: np.ndarray):

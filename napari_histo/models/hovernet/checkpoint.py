@@ -1,6 +1,7 @@
 """Load official HoVer-Net checkpoints (``.tar`` / ``.pth``) with strict key checking.
 
-Accepted containers (``HOVERNET.md`` §2): ``{"desc": state_dict, ...}`` (released weights and
+Accepted containers (as the official ``run_infer.py`` and training loop of
+https://github.com/vqdang/hover_net save them): ``{"desc": state_dict, ...}`` (released weights and
 training checkpoints) or a bare state_dict; a ``module.`` prefix carried by every key
 (DataParallel) is stripped. The mode is inferred from the decoder kernel size (5×5 original,
 3×3 fast) and ``nr_types`` from ``decoder.tp.u0.conv.weight``. Loading is strict: a mismatch

@@ -1,6 +1,7 @@
 """CompactHoVerNet: a small residual U-Net encoder with HoVer-Net's three decoder branches.
 
-Same I/O contract as the official HoVer-Net (``HOVERNET.md`` §1.1) so the same post-processing
+Same I/O contract as the official HoVer-Net (Graham et al. 2019, Medical Image Analysis 58:101563;
+https://github.com/vqdang/hover_net) so the same post-processing
 applies: input NCHW RGB float in 0..255 (divided by 255 inside ``forward``), output a dict of
 ``np`` (2-ch logits), ``hv`` (2-ch, x then y, regressed to [-1, 1]) and ``tp`` (``num_types``
 logits, 0 = background). Convolutions use zero "same" padding; ``forward`` removes a margin of

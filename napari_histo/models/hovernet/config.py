@@ -48,7 +48,8 @@ class CompactConfig(JsonConfig):
     type_colours : list[list[int]]
         RGB colour per type channel.
     unified_ids : list[list[int]]
-        For each type channel, the ids of the unified vocabulary (MODELS.md §5.1) it covers.
+        For each type channel, the ids of a cross-dataset vocabulary it covers (recorded in the
+        model card for reference; inference does not use them).
     postproc : dict
         ``napari_histo.nuclei.postproc.HoverPostParams`` fields for this model's mpp (the
         official constants are for 0.25 µm/px; see :func:`scaled_postproc`).

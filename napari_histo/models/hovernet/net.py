@@ -5,7 +5,7 @@ Parameter names and shapes are exactly those of the official PyTorch model
 are registered under the official names, including the literal ``/`` ones (``conv0./.weight``,
 ``d0.units.0.conv1/bn.weight``, ``decoder.np.u3.dense.units.0.preact_bna/bn.weight``).
 
-Modes (``HOVERNET.md`` §1): ``original`` 270 -> 80 (valid 7×7 conv0, 5×5 decoder kernels) and
+Modes (``models/hovernet/net_desc.py`` of https://github.com/vqdang/hover_net): ``original`` 270 -> 80 (valid 7×7 conv0, 5×5 decoder kernels) and
 ``fast`` 256 -> 164 (TF-SAME conv0, 3×3 decoder kernels). Input: NCHW RGB float 0..255 (the
 model divides by 255). Output: ordered dict of logits ``tp`` (if typed), ``np``, ``hv``.
 
@@ -198,7 +198,7 @@ class HoVerNet(nn.Module):
     ----------
     mode : "original" (270 -> 80) or "fast" (256 -> 164)
     nr_types : int or None -- type classes including background; None/0 = untyped (no ``tp``)
-    freeze : bool -- phase-1 training: encoder units run without gradients (``HOVERNET.md`` §1.5)
+    freeze : bool -- phase-1 training: encoder units run without gradients (phase 1 of the official two-phase schedule)
     init_weights : bool -- Kaiming/BN initialisation; skip it when weights are loaded right after
     """
 
