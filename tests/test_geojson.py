@@ -185,7 +185,7 @@ def test_prefetching_chunks_gives_the_same_features(table):
 def _reference_geometry(contour, bbox):
     """The writer's contract, written plainly: moved by half a pixel to QuPath's pixel-corner
     coordinates, rounded ring kept when still valid, else repaired."""
-    from napari_histo.formats.geojson import _geometry_dict
+    from napari_histo.formats.geojson._geometry import _geometry_dict
 
     ring = np.asarray(contour, np.float64).reshape(-1, 2) + 0.5
     if len(ring) > 1 and (ring[0] == ring[-1]).all():
@@ -271,10 +271,10 @@ def _awkward_table():
                          [("detection", False, 8192, True), ("detection", True, 16, True), ("cell", False, 7, True),
                           ("cell", True, 33, True), ("detection", False, 50, False)])
 def test_fast_writer_matches_plain_json_reference(tmp_path, object_type, qupath03, chunk, measurements, monkeypatch):
-    from napari_histo.formats import geojson
+    from napari_histo.formats.geojson import fast_writer
 
     table = _awkward_table()
-    monkeypatch.setattr(geojson, "_CHUNK", chunk)
+    monkeypatch.setattr(fast_writer, "_CHUNK", chunk)
     path = write_geojson(table, tmp_path / "n.geojson", object_type=object_type, qupath03=qupath03,
                          include_measurements=measurements)
     text = path.read_text(encoding="ascii")
@@ -295,7 +295,7 @@ def test_fast_writer_matches_plain_json_reference(tmp_path, object_type, qupath0
 
 
 def test_star_proof_never_accepts_an_invalid_ring():
-    from napari_histo.formats.geojson import _star_simple
+    from napari_histo.formats.geojson._geometry import _star_simple
 
     rng = np.random.default_rng(11)
     lengths = rng.integers(3, 9, 20000)
@@ -343,9 +343,9 @@ def test_reader_mixed_rings_keep_order_and_python_nan(tmp_path):
 def test_gzip_output_is_one_standard_member_across_chunks(tmp_path, table, monkeypatch):
     import zlib
 
-    from napari_histo.formats import geojson
+    from napari_histo.formats.geojson import fast_writer
 
-    monkeypatch.setattr(geojson, "_CHUNK", 5)  # several independently deflated chunks
+    monkeypatch.setattr(fast_writer, "_CHUNK", 5)  # several independently deflated chunks
     anns = [Annotation(shapely.box(0, 0, 50, 50), name="ROI", class_name="Region", colour=(0, 0, 255))]
     plain = write_geojson(table, tmp_path / "n.geojson", annotations=anns)
     packed = write_geojson(table, tmp_path / "n.geojson.gz", annotations=anns)
@@ -388,7 +388,7 @@ def test_real_hand_drawn_outlines_export_valid(tmp_path):
 def _read_both_ways(path, monkeypatch, block=None):
     """(whole-file parse, incremental parse in chunks of 2 features, ``block`` characters read at a
     time) of one file."""
-    import napari_histo.formats.geojson as gj
+    import napari_histo.formats.geojson.stream as gj
 
     whole = read_geojson(path)
     with monkeypatch.context() as m:
@@ -412,7 +412,7 @@ def _same_objects(a, b):
 def test_big_files_are_read_incrementally_with_the_same_result(tmp_path, table, monkeypatch, block):
     """Files above STREAM_MIN_BYTES are parsed a chunk of features at a time from the file, read
     ``block`` characters at a time (tiny blocks cut every token somewhere)."""
-    import napari_histo.formats.geojson as gj
+    import napari_histo.formats.geojson.stream as gj
 
     anns = [Annotation(shapely.Polygon([(0, 0), (50, 0), (50, 50)]), name="roi", class_name="Tumor", colour=(200, 0, 0))]
     written = write_geojson(table, tmp_path / "n.geojson", annotations=anns)

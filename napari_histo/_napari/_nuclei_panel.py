@@ -46,6 +46,7 @@ from napari_histo._napari import _layers
 from napari_histo._napari._preview import LabelPreview, refresh_region
 from napari_histo._napari._settings import engine_settings
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
+from napari_histo.engine.options import SegmentationOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -138,7 +139,8 @@ class TileUpdate:
 
 def segmentation_events(
     source: Any, model: str, outdir: Path, roi: Any = None, origin: tuple[int, int] = (0, 0),
-    preview: LabelPreview | None = None, **options: Any
+    preview: LabelPreview | None = None, options: SegmentationOptions | None = None,
+    scheduler: Any = None
 ) -> Generator[TileUpdate, None, tuple[Any, Any]]:
     """Drive the engine; yield a :class:`TileUpdate` per event; return ``(RunResult, loaded result)``.
 
@@ -155,7 +157,7 @@ def segmentation_events(
     outdir = Path(outdir)
     existed = outdir.exists() and any(outdir.iterdir())
     completed = False
-    gen = run_segmentation(source, model, outdir, roi, **options)
+    gen = run_segmentation(source, model, outdir, roi, options, scheduler=scheduler)
     try:
         while True:
             try:
@@ -367,14 +369,14 @@ class NucleiPanel(QWidget):
         self.origin = origin
         settings = engine_settings()
         device = self.device_combo.currentText()
-        options: dict[str, Any] = {
-            "mpp": _layers.layer_mpp(slide_layer),
-            "tile_size": settings.tile_size,
-            "batch_size": settings.batch_size,
-            "device": None if device == "auto" else device,
-            "scheduler": settings.scheduler_address or None,
-            "stem": Path(path).name.split(".")[0] if path else slide_layer.name,
-        }
+        options = SegmentationOptions(
+            mpp=_layers.layer_mpp(slide_layer),
+            tile_size=settings.tile_size,
+            batch_size=settings.batch_size,
+            device=None if device == "auto" else device,
+            stem=Path(path).name.split(".")[0] if path else slide_layer.name,
+        )
+        scheduler = settings.scheduler_address or None
         self.outdir = Path(outdir) if outdir else default_outdir(path)
         self.slide_layer = slide_layer
         self._partial = []
@@ -401,7 +403,7 @@ class NucleiPanel(QWidget):
         self.job = Job(
             segmentation_events, source, model, self.outdir, roi, origin, self.preview,
             on_yield=self._on_event, on_return=self._on_return, on_finish=self._on_finish,
-            on_error=self._on_error, context="nuclei", **options,
+            on_error=self._on_error, context="nuclei", options=options, scheduler=scheduler,
         )
         return self.job.start()
 

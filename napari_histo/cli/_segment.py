@@ -148,6 +148,7 @@ def _stem(path: Path) -> str:
 
 def handler(args) -> int:
     from napari_histo.cli._common import drain_with_progress
+    from napari_histo.engine.options import SegmentationOptions
     from napari_histo.engine.run import resolve_segmenter, run_segmentation
     from napari_histo.utils import HistoError
 
@@ -174,13 +175,15 @@ def handler(args) -> int:
         stem = _stem(path)
         folder = args.outdir / stem
         mpp, mpp_record = _level0_mpp(path, args.mpp, args.backend, stem)
+        options = SegmentationOptions(
+            mpp=mpp, tile_size=args.tile_size, halo_px=args.halo, batch_size=args.batch_size,
+            workers=args.workers, readers=args.readers, tissue=args.tissue, resume=args.resume,
+            geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
+            backend=args.backend, stem=stem,
+        )
         events = run_segmentation(
-            path, model, folder, roi, mpp=mpp, tile_size=args.tile_size, halo_px=args.halo,
-            batch_size=args.batch_size, workers=args.workers, readers=args.readers,
-            tissue=args.tissue, resume=args.resume, geojson=args.geojson,
-            hovernet_json=args.hovernet_json, scheduler=scheduler, device=args.device,
-            backend=args.backend, stem=stem, params={**params, "input": str(path), **mpp_record,
-                                                     "level0_mpp": mpp},
+            path, model, folder, roi, options, scheduler=scheduler,
+            params={**params, "input": str(path), **mpp_record, "level0_mpp": mpp},
         )
         returned: list = []
         for _ in drain_with_progress(_with_result(events, returned.append), None, stem):

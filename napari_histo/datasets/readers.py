@@ -306,31 +306,56 @@ def _read_points(path: Path) -> np.ndarray:
     return pts.reshape(-1, 2)
 
 
+def crchisto_folders(root: str | Path) -> list[Path]:
+    """Every CRCHistoPhenotypes ``imgN/`` folder holding ``imgN.bmp`` under ``root``, in image
+    number order."""
+    root = Path(root)
+    folders = sorted((p.parent for p in root.rglob("img*.bmp") if p.stem == p.parent.name),
+                     key=lambda p: (len(p.name), p.name)) if root.is_dir() else []
+    if not folders:
+        raise InputFileError(root, "no CRCHistoPhenotypes imgN/imgN.bmp found")
+    return folders
+
+
+def read_crchisto_points(folder: str | Path, one_based: bool = True
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The files of one ``imgN/`` folder as stored: ``(rgb, classified, detection)``.
+
+    ``classified`` maps each class name of :data:`CRCHISTO_TYPES` whose ``imgN_<class>.mat``
+    exists to its (N, 2) x, y points; ``detection`` holds ``imgN_detection.mat`` (empty when
+    absent). With ``one_based`` (MATLAB convention) 1 is subtracted from every point.
+    """
+    folder = Path(folder)
+    stem = folder.name
+    off = 1.0 if one_based else 0.0
+    rgb = _read_rgb(folder / f"{stem}.bmp")
+    classified = {}
+    for tid in CRCHISTO_TYPES.ids:
+        f = folder / f"{stem}_{CRCHISTO_TYPES.names[tid]}.mat"
+        if tid and f.exists():
+            classified[CRCHISTO_TYPES.names[tid]] = _read_points(f) - off
+    det_file = folder / f"{stem}_detection.mat"
+    detection = _read_points(det_file) - off if det_file.exists() else np.zeros((0, 2))
+    return rgb, classified, detection
+
+
 def read_crchisto(folder: str | Path, one_based: bool = True) -> NucleusSample:
     """A CRCHistoPhenotypes ``imgN/`` folder: ``imgN.bmp`` + ``imgN_<class>.mat`` centroids.
 
     Points are (x, y); with ``one_based`` (MATLAB convention) 1 is subtracted. Types follow
-    :data:`CRCHISTO_TYPES`; nuclei only in ``_detection.mat`` are type 0. The µm/px is not
-    stored: 0.55 (20×, from the paper) is assumed.
+    :data:`CRCHISTO_TYPES`: a detection point takes the type of a classified point within 1 px,
+    else type 0; classified points farther than 1 px from every detection point are added. The
+    µm/px is not stored: 0.55 (20×, from the paper) is assumed.
     """
     from scipy.spatial import cKDTree
 
     folder = Path(folder)
     stem = folder.name
-    image = _read_rgb(folder / f"{stem}.bmp")
-    det = _read_points(folder / f"{stem}_detection.mat")
-    off = 1.0 if one_based else 0.0
-    points, types = [], []
-    for tid in CRCHISTO_TYPES.ids:
-        if tid == 0:
-            continue
-        f = folder / f"{stem}_{CRCHISTO_TYPES.names[tid]}.mat"
-        if f.exists():
-            p = _read_points(f)
-            points.append(p)
-            types.append(np.full(len(p), tid, np.int64))
-    cls_pts = np.concatenate(points) if points else np.zeros((0, 2))
-    cls_types = np.concatenate(types) if types else np.zeros(0, np.int64)
+    image, classified, det = read_crchisto_points(folder, one_based)
+    name_to_id = {CRCHISTO_TYPES.names[t]: t for t in CRCHISTO_TYPES.ids}
+    cls_pts = np.concatenate(list(classified.values())) if classified else np.zeros((0, 2))
+    cls_types = (np.concatenate([np.full(len(p), name_to_id[n], np.int64) for n, p in classified.items()])
+                 if classified else np.zeros(0, np.int64))
     det_types = np.zeros(len(det), np.int64)
     if len(det) and len(cls_pts):
         dist, idx = cKDTree(cls_pts).query(det)
@@ -343,19 +368,14 @@ def read_crchisto(folder: str | Path, one_based: bool = True) -> NucleusSample:
         det_types = np.concatenate([det_types, cls_types[extra]])
     elif len(cls_pts):
         det, det_types = cls_pts, cls_types
-    return NucleusSample(stem, image, CRCHISTO_MPP, points=det - off, point_types=det_types,
+    return NucleusSample(stem, image, CRCHISTO_MPP, points=det, point_types=det_types,
                          type_info=CRCHISTO_TYPES, magnification=20.0, mpp_source="assumed",
                          path=str(folder / f"{stem}.bmp"))
 
 
 def iter_crchisto(root: str | Path) -> Iterator[NucleusSample]:
     """Every ``imgN/`` folder holding ``imgN.bmp`` under ``root``."""
-    root = Path(root)
-    folders = sorted((p.parent for p in root.rglob("img*.bmp") if p.stem == p.parent.name),
-                     key=lambda p: (len(p.name), p.name))
-    if not folders:
-        raise InputFileError(root, "no CRCHistoPhenotypes imgN/imgN.bmp found")
-    for f in folders:
+    for f in crchisto_folders(root):
         yield read_crchisto(f)
 
 

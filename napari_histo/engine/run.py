@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from napari_histo.engine.compute import predict_batch, process_tile
 from napari_histo.engine.merge import TileResult
+from napari_histo.engine.options import SegmentationOptions
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
 from napari_histo.utils import HistoError
 
@@ -152,25 +153,12 @@ def run_segmentation(
     segmenter: Any,
     outdir: str | Path,
     roi: Any = None,
+    options: SegmentationOptions | None = None,
     *,
-    mpp: float | None = None,
-    tile_size: int = 1024,
-    halo_px: int | None = None,
-    batch_size: int = 4,
-    workers: int = 2,
-    readers: int = 1,
-    prefetch: int | None = None,
-    tissue: bool = True,
-    resume: bool = False,
-    overwrite: bool = True,
-    geojson: bool = False,
-    hovernet_json: bool = False,
     scheduler: Any = None,
-    device: str | None = None,
-    backend: str | None = None,
     cancel: threading.Event | None = None,
-    stem: str | None = None,
     params: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> Generator[ProgressEvent, None, RunResult]:
     """Segment every nucleus of a slide (or a region of it) into ``outdir``.
 
@@ -185,25 +173,17 @@ def run_segmentation(
     roi
         ``(x, y, w, h)`` box, polygon vertices or shapely geometry in level-0 px; nuclei are kept
         when their centroid is inside.
-    mpp
-        Level-0 µm/px overriding (or supplying) the slide's.
-    tile_size, halo_px
-        Core side and halo in working px (halo defaults to ``segmenter.halo_px``).
-    batch_size, workers, readers, prefetch
-        Tiles per ``predict`` call, post-processing threads, reader threads, and the bound of
-        the read-ahead queue (default ``2 * batch_size``).
-    tissue
-        Skip tiles without tissue (low-resolution tissue mask).
-    resume
-        Continue an interrupted run from its journal.
-    overwrite
-        Replace a finished run's outputs (else raise).
-    geojson, hovernet_json
-        Also write ``<stem>.geojson`` / ``<stem>.json``.
+    options
+        How to tile, compute and write (:class:`~napari_histo.engine.options.SegmentationOptions`;
+        default options when None).
+    **overrides
+        Single options replacing those of ``options`` (e.g. ``tile_size=512``).
     scheduler
         ``None`` (local threads), a ``tcp://`` address or a ``distributed`` cluster object.
     cancel
         Set to stop after the current tile.
+    params
+        Extra provenance recorded in ``run.json`` (e.g. the command-line arguments).
 
     Yields
     ------
@@ -218,29 +198,30 @@ def run_segmentation(
     from napari_histo.engine.source import open_source, slide_mpp, slide_name
 
     t_start = time.perf_counter()
+    opts = replace(options or SegmentationOptions(), **overrides)
     warnings: list[str] = []
     outdir = Path(outdir)
     segmenter_spec = segmenter
-    segmenter = resolve_segmenter(segmenter, device)
+    segmenter = resolve_segmenter(segmenter, opts.device)
     resolved = segmenter
-    slide, owned = open_source(slide_or_path, backend)
+    slide, owned = open_source(slide_or_path, opts.backend)
     try:
         name = slide_name(slide_or_path, slide)
-        stem = stem or Path(name).stem
-        if (outdir / outputs.RUN_NAME).exists() and not resume and not overwrite:
+        stem = opts.stem or Path(name).stem
+        if (outdir / outputs.RUN_NAME).exists() and not opts.resume and not opts.overwrite:
             raise HistoError(f"{outdir}: a finished run is already there (use overwrite)")
-        if resume and (outdir / outputs.RUN_NAME).exists() and not (outdir / ".partial").exists():
+        if opts.resume and (outdir / outputs.RUN_NAME).exists() and not (outdir / ".partial").exists():
             return (yield from _already_complete(outdir, t_start))
-        level0_mpp = slide_mpp(slide, mpp)
+        level0_mpp = slide_mpp(slide, opts.mpp)
         if level0_mpp is None:
             warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
-        halo = int(segmenter.halo_px if halo_px is None else halo_px)
-        mask = _tissue_mask(slide, warnings) if tissue else None
-        plan = make_plan(slide, segmenter.mpp, halo, tile_size=tile_size, slide_mpp=level0_mpp,
+        halo = int(segmenter.halo_px if opts.halo_px is None else opts.halo_px)
+        mask = _tissue_mask(slide, warnings) if opts.tissue else None
+        plan = make_plan(slide, segmenter.mpp, halo, tile_size=opts.tile_size, slide_mpp=level0_mpp,
                          roi=roi, tissue=mask)
         segmenter = _for_slide(segmenter, slide, plan)
         fp_record = _fingerprint_record(slide, segmenter, plan, name)
-        journal = Journal(outdir / ".partial", fingerprint(fp_record), resume=resume)
+        journal = Journal(outdir / ".partial", fingerprint(fp_record), resume=opts.resume)
         try:
             pending = [t for t in plan.tiles if t.index not in journal.done]
             total = len(plan.tiles)
@@ -253,12 +234,12 @@ def run_segmentation(
                 from napari_histo.engine.distributed import distributed_results
 
                 # a segmenter settled for this slide travels as an object, not as its registry name
-                model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, device)
+                model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, opts.device)
                 results = distributed_results(scheduler, slide, plan, pending, model_spec,
-                                              max_inflight=max(2 * workers, 4), stats=stats)
+                                              max_inflight=max(2 * opts.workers, 4), stats=stats)
             else:
-                results = local_results(slide, plan, pending, segmenter, batch_size=batch_size,
-                                        workers=workers, readers=readers, prefetch=prefetch,
+                results = local_results(slide, plan, pending, segmenter, batch_size=opts.batch_size,
+                                        workers=opts.workers, readers=opts.readers, prefetch=opts.prefetch,
                                         stats=stats, timings=timings)
             t_tiles = time.perf_counter()
             n_new = 0
@@ -313,13 +294,14 @@ def run_segmentation(
             mag = getattr(slide, "objective_power", None)
             try:
                 files += outputs.write_exchange_formats(outdir / outputs.TABLE_NAME, outdir, stem,
-                                                        geojson, hovernet_json, mag)
+                                                        opts.geojson, opts.hovernet_json, mag)
             except ImportError as exc:
                 warnings.append(f"exchange formats not written: {exc}")
             timings["assemble_s"] = time.perf_counter() - t_asm
             timings["total_s"] = time.perf_counter() - t_start
-            _write_provenance(outdir, name, segmenter, plan, params, timings, stats, warnings,
-                              n_nuclei, files, scheduler, batch_size, workers)
+            _write_provenance(outdir, opts, name=name, segmenter=segmenter, plan=plan, params=params,
+                              timings=timings, stats=stats, warnings=warnings, n_nuclei=n_nuclei,
+                              files=files, scheduler=scheduler)
             journal.remove()
             yield ProgressEvent(done, total, n_nuclei, 0.0, time.perf_counter() - t_start, "done")
             return RunResult(outdir, True, n_nuclei, total, plan, dict(timings), stats, warnings)
@@ -355,14 +337,18 @@ def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
     return ("object", segmenter)
 
 
-def _write_provenance(outdir, name, segmenter, plan, params, timings, stats, warnings, n_nuclei,
-                      files, scheduler, batch_size, workers) -> None:
+def _write_provenance(outdir: Path, opts: SegmentationOptions, *, name: str, segmenter: Any,
+                      plan: TilePlan, params: dict[str, Any] | None, timings: dict[str, float],
+                      stats: dict[str, Any], warnings: list[str], n_nuclei: int, files: list[str],
+                      scheduler: Any) -> None:
+    """``run.json`` of a finished run: the options it ran with, the model, plan and timings."""
     from napari_histo.provenance import write_run_json
 
-    parameters = {"batch_size": batch_size, "workers": workers,
+    parameters = {"batch_size": opts.batch_size, "workers": opts.workers,
                   "scheduler": None if scheduler is None else str(scheduler), **(params or {})}
     write_run_json(
         outdir, "segment", parameters,
+        options=opts.to_dict(),
         slide=name,
         model=_segmenter_info(segmenter),
         plan=plan.describe(),

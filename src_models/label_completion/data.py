@@ -111,46 +111,25 @@ def polygons_to_instance_mask(polygons: list[np.ndarray], shape: tuple[int, int]
 
 
 # ---------------------------------------------------------------------------- CRCHistoPhenotypes
-def _load_points(path: Path) -> np.ndarray:
-    import scipy.io as sio
-
-    try:
-        mat = sio.loadmat(str(path))
-    except Exception as exc:  # noqa: BLE001
-        raise InputFileError(path, f"cannot read .mat ({exc})") from exc
-    keys = [k for k in mat if not k.startswith("__")]
-    if not keys:
-        raise InputFileError(path, "no variable in .mat file")
-    pts = np.asarray(mat.get("detection", mat[keys[0]]), dtype=np.float64).reshape(-1, 2)
-    return pts - 1.0  # MATLAB 1-based -> 0-based
-
-
 def load_crchisto(root: str | Path, labels: list[str] = CRCHISTO_LABELS,
                   mpp: float = CRCHISTO_MPP) -> list[AnnotatedImage]:
-    """CRCHistoPhenotypes ``imgN/`` folders under ``root``: classified points + unclassified ones."""
-    root = Path(root)
-    folders = sorted((p for p in root.iterdir() if p.is_dir() and (p / f"{p.name}.bmp").exists()),
-                     key=lambda p: int("".join(c for c in p.name if c.isdigit()) or 0)) if root.is_dir() else []
-    if not folders:
-        raise InputFileError(root, "no CRCHistoPhenotypes imgN/imgN.bmp folders found")
-    from src_models.deepcmorph.data import read_rgb
+    """CRCHistoPhenotypes ``imgN/`` folders under ``root``: classified points + unclassified ones.
+
+    Files are read by :func:`napari_histo.datasets.readers.read_crchisto_points`; a detection
+    point within 3 px of a classified point is that nucleus (dropped), the others are
+    unlabelled nuclei (label -1).
+    """
+    from napari_histo.datasets.readers import crchisto_folders, read_crchisto_points
 
     half = POINT_NUCLEUS_UM / mpp / 2
     out = []
-    for f in folders:
-        rgb = read_rgb(f / f"{f.name}.bmp")
-        pts, labs = [], []
-        for li, name in enumerate(labels):
-            p = f / f"{f.name}_{name}.mat"
-            if p.exists():
-                q = _load_points(p)
-                pts.append(q)
-                labs.append(np.full(len(q), li, np.int64))
+    for f in crchisto_folders(root):
+        rgb, by_class, det = read_crchisto_points(f)
+        pts = [by_class[name] for name in labels if name in by_class]
+        labs = [np.full(len(by_class[name]), li, np.int64) for li, name in enumerate(labels) if name in by_class]
         classified = np.concatenate(pts) if pts else np.zeros((0, 2))
         lab = np.concatenate(labs) if labs else np.zeros(0, np.int64)
-        det_path = f / f"{f.name}_detection.mat"
-        if det_path.exists():
-            det = _load_points(det_path)
+        if len(det):
             if len(classified):
                 d = np.sqrt(((det[:, None, :] - classified[None, :, :]) ** 2).sum(-1)).min(1)
                 det = det[d > 3.0]

@@ -1,0 +1,61 @@
+"""The options of a whole-slide segmentation run, as one object.
+
+The command line (``napari-histo segment`` flags) and the Nuclei panel (plugin settings and
+panel controls) both build a :class:`SegmentationOptions` and hand it to
+:func:`napari_histo.engine.run.run_segmentation`, so the same slide, model and options give the
+same nuclei from either front end; ``run.json`` records the options the run used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from napari_histo.jsonconfig import JsonConfig
+
+__all__ = ["SegmentationOptions"]
+
+
+@dataclass
+class SegmentationOptions(JsonConfig):
+    """How a run reads, tiles, computes and writes.
+
+    Attributes
+    ----------
+    mpp
+        Level-0 µm/px overriding (or supplying) the slide's; None uses the slide's metadata.
+    tile_size, halo_px
+        Core side and halo in working px (halo defaults to the segmenter's ``halo_px``).
+    batch_size, workers, readers, prefetch
+        Tiles per ``predict`` call, post-processing threads, reader threads, and the bound of
+        the read-ahead queue (default ``2 * batch_size``).
+    tissue
+        Skip tiles without tissue (low-resolution tissue mask).
+    resume
+        Continue an interrupted run from its journal.
+    overwrite
+        Replace a finished run's outputs (else refuse).
+    geojson, hovernet_json
+        Also write ``<stem>.geojson`` / ``<stem>.json``.
+    device
+        torch device for neural models (None: CUDA when present, else CPU).
+    backend
+        Slide reader backend (None: chosen from the file).
+    stem
+        Name of the exchange files (default: the slide's file name without extension).
+    """
+
+    mpp: float | None = None
+    tile_size: int = 1024
+    halo_px: int | None = None
+    batch_size: int = 4
+    workers: int = 2
+    readers: int = 1
+    prefetch: int | None = None
+    tissue: bool = True
+    resume: bool = False
+    overwrite: bool = True
+    geojson: bool = False
+    hovernet_json: bool = False
+    device: str | None = None
+    backend: str | None = None
+    stem: str | None = None
