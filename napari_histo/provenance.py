@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 import time
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,6 @@ from napari_histo.utils import atomic_write
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape results."""
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for name in ("napari-histo", "numpy", "scikit-image", "scipy", "torch", "openslide-python",
                  "openslide-bin", "tifffile", "zarr", "dask", "pandas", "pyarrow", "shapely"):

@@ -10,6 +10,9 @@ from importlib import resources as _resources
 from pathlib import Path
 from typing import IO
 
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 
 class HistoError(Exception):
     """A user-facing error: the message names the file and the problem, no traceback needed."""

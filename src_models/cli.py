@@ -13,6 +13,8 @@ import importlib
 import json
 from pathlib import Path
 
+from napari_histo.utils import HistoError, InputFileError
+
 #: Trainable models (package names under ``src_models``).
 TRAINABLE_MODELS = ["hovernet", "hagnifinder", "mpcs", "deepcmorph", "label_completion"]
 
@@ -32,8 +34,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from napari_histo.utils import HistoError, InputFileError
-
     config = Path(args.config)
     if not config.is_file():
         raise InputFileError(config, "config file not found")

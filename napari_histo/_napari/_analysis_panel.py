@@ -32,6 +32,10 @@ from napari_histo._napari import _layers
 from napari_histo._napari._export_panel import nuclei_table
 from napari_histo._napari._workers import CANCELLED, Job, notify_error
 
+# Lazy imports: napari, pandas are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd

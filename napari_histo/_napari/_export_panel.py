@@ -26,6 +26,10 @@ from qtpy.QtWidgets import (
 from napari_histo._napari import _layers
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 
+# Lazy imports: PIL, napari, pandas, shapely are imported inside the functions that use them
+# (directly or through the modules named there): napari-histo --help and napari's plugin discovery
+# import this module.
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd

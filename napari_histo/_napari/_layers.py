@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# Lazy imports: napari, pandas, qtpy are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd

@@ -48,6 +48,10 @@ from napari_histo._napari._settings import engine_settings
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 from napari_histo.engine.options import SegmentationOptions
 
+# Lazy imports: dask, napari, pandas are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
     import pandas as pd

@@ -31,6 +31,10 @@ from typing import Any
 
 import numpy as np
 
+# Lazy imports: dask, napari, zarr are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 #: Distinct display values per type (two touching nuclei of one type whose running ids differ
 #: by a multiple of this would share an outline in the preview only).
 CYCLE = 1023

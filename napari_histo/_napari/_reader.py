@@ -11,6 +11,10 @@ from typing import Any
 
 from napari_histo.slide._slide import PLAIN_EXTENSIONS, SUPPORTED_EXTENSIONS, TIFF_EXTENSIONS
 
+# Lazy imports: napari, pandas are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 PathLike = str | os.PathLike
 LayerData = tuple[Any, ...]
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+# Lazy imports: napari is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 PLUGIN_NAME = "napari-histo"
 
 

@@ -28,6 +28,9 @@ from napari_histo._napari._workers import (
     notify_info,
 )
 
+# Lazy imports: napari is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 

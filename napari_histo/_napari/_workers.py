@@ -17,6 +17,9 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
+# Lazy imports: napari, qtpy are imported inside the functions that use them (directly or through
+# the modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 #: Returned (through ``on_return``) when a job was cancelled before it finished.
 CANCELLED = object()
 

@@ -25,6 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from napari_histo.formats._common import table_type_info
+
+# Lazy imports: scipy is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 __all__ = ["DensityMap", "density_map", "density_maps", "KINDS", "select_nuclei", "map_geometry"]
 
 KINDS = ("count", "gaussian", "percent", "tile")
@@ -86,8 +91,6 @@ def select_nuclei(table: pd.DataFrame, type_: int | str | None = None) -> np.nda
             raise ValueError("the table has no 'positive' column (DAB positivity was not measured)")
         return table["positive"].to_numpy(bool)
     if isinstance(type_, str) and not type_.lstrip("-").isdigit():
-        from napari_histo.formats._common import table_type_info
-
         tid = table_type_info(table).id_of(type_)
         if tid is None:
             raise ValueError(f"unknown nucleus type {type_!r}; known: {sorted(table_type_info(table).names.values())}")
@@ -99,8 +102,6 @@ def _type_label(table: pd.DataFrame, type_) -> str:
     if type_ is None:
         return "all"
     if isinstance(type_, (int, np.integer)) or (isinstance(type_, str) and type_.lstrip("-").isdigit()):
-        from napari_histo.formats._common import table_type_info
-
         return table_type_info(table).name(int(type_))
     return str(type_)
 
@@ -243,8 +244,6 @@ def density_maps(table: pd.DataFrame, kind: str = "count", **kwargs) -> dict[str
 
     Keyword arguments are passed to :func:`density_map` (radius, tile, shape, ...).
     """
-    from napari_histo.formats._common import table_type_info
-
     info = table_type_info(table)
     out = {"all": density_map(table, kind, type=None, **kwargs)}
     for t in sorted(np.unique(table["type"]).tolist()) if len(table) else []:

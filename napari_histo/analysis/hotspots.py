@@ -22,12 +22,20 @@ centroids with x0 <= x < x1 and y0 <= y < y1.
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from napari_histo.analysis.density import DensityMap, density_map, select_nuclei
+from napari_histo.analysis.density import DensityMap, _grid_counts, density_map, select_nuclei
+from napari_histo.formats._common import Annotation, table_type_info
+from napari_histo.jsonconfig import JsonConfig
+
+# Lazy imports: scipy, shapely, skimage are imported inside the functions that use them (directly
+# or through the modules named there): importing this module stays light for the CLI and the
+# napari manifest.
 
 __all__ = ["find_hotspots", "hotspot_annotations", "circle_candidates"]
 
@@ -150,37 +158,20 @@ def _recount(table: pd.DataFrame, inside: np.ndarray, type_mask: np.ndarray, nam
     return row
 
 
-def find_hotspots(
-    table: pd.DataFrame,
-    k: int = 1,
-    *,
-    mode: str = "circle",
-    radius_um: float | None = None,
-    radius_px: float | None = None,
-    mpp: float | None = None,
-    type: int | str | None = None,  # noqa: A002 - mirrors the table column
-    min_count: float = 1,
-    roi: Any = None,
-    peaks_only: bool = True,
-    density: str = "count",
-    shape: tuple[int, int] | None = None,
-    tile: int = 50,
-    window: int = 20,
-    box_rule: str = "overlap",
-    dmap: DensityMap | None = None,
-) -> pd.DataFrame:
-    """Find the top-``k`` non-overlapping hotspots of the nuclei of ``type`` (None = all).
+@dataclass
+class HotspotOptions(JsonConfig):
+    """How hotspots are searched (the CLI's ``hotspots`` flags and the Density panel build one).
 
-    Parameters
+    Attributes
     ----------
     mode : {"circle", "box"}
     radius_um, radius_px : float
         Circle radius (also the density radius). Default 50 µm (200 px without mpp).
+    type : int, str or None
+        Nuclei counted (a type id or name; None: all).
     min_count : float
         Circle mode: keep centres whose count within r is **strictly greater** (QuPath).
         Box mode: windows whose count is strictly greater.
-    roi : None, (x, y, w, h), shapely geometry, Annotation or a list of them
-        Region searched (default: the whole image, ``shape`` or the table extent).
     peaks_only : bool
         Circle mode: only regional maxima of the density are candidates (QuPath default).
     density : {"count", "gaussian"}
@@ -188,9 +179,49 @@ def find_hotspots(
     tile, window : int
         Box mode: tile side N (px) and window side W (tiles).
     box_rule : {"overlap", "fork"}
-        Box mode: reject only overlapping windows, or the seed pipeline's stricter OR rule.
+        Box mode: reject only overlapping windows, or the stricter rule that also rejects
+        windows sharing a row or column band with an accepted one.
+    """
+
+    mode: str = "circle"
+    radius_um: float | None = None
+    radius_px: float | None = None
+    type: int | str | None = None
+    min_count: float = 1
+    peaks_only: bool = True
+    density: str = "count"
+    tile: int = 50
+    window: int = 20
+    box_rule: str = "overlap"
+
+
+def find_hotspots(
+    table: pd.DataFrame,
+    k: int = 1,
+    options: HotspotOptions | None = None,
+    *,
+    mpp: float | None = None,
+    roi: Any = None,
+    shape: tuple[int, int] | None = None,
+    dmap: DensityMap | None = None,
+    **overrides: Any,
+) -> pd.DataFrame:
+    """Find the top-``k`` non-overlapping hotspots of the nuclei of ``type`` (None = all).
+
+    Parameters
+    ----------
+    options : HotspotOptions, optional
+        How to search (default options when None).
+    mpp : float, optional
+        µm/px of the table's coordinates (default: ``table.attrs["mpp"]``).
+    roi : None, (x, y, w, h), shapely geometry, Annotation or a list of them
+        Region searched (default: the whole image, ``shape`` or the table extent).
+    shape : (width, height), optional
+        Image extent in level-0 px (default: the table's extent).
     dmap : DensityMap, optional
         Precomputed map (circle mode) to reuse.
+    **overrides
+        Single options replacing those of ``options`` (e.g. ``mode="box"``).
 
     Returns
     -------
@@ -200,8 +231,10 @@ def find_hotspots(
     positive_pct when the table has a ``positive`` column. ``df.attrs`` holds the parameters and
     ``requested``/``found``.
     """
-    from napari_histo.formats._common import table_type_info
-
+    opts = replace(options or HotspotOptions(), **overrides)
+    mode, radius_um, radius_px, type = opts.mode, opts.radius_um, opts.radius_px, opts.type
+    min_count, peaks_only, density = opts.min_count, opts.peaks_only, opts.density
+    tile, window, box_rule = opts.tile, opts.window, opts.box_rule
     if mode not in ("circle", "box"):
         raise ValueError(f"mode must be 'circle' or 'box', not {mode!r}")
     if k < 1:
@@ -236,8 +269,6 @@ def find_hotspots(
                          "x1": cx[i] + radius_px, "y1": cy[i] + radius_px, "score": cv[i]}
                         | _recount(table, inside, type_mask, names))
     else:
-        from napari_histo.analysis.density import _grid_counts
-
         n, win = int(tile), int(window)
         if n < 1 or win < 1:
             raise ValueError("tile and window must be >= 1")
@@ -269,8 +300,6 @@ def find_hotspots(
                  "min_count": min_count, "radius_px": radius_px if mode == "circle" else None,
                  "tile": tile if mode == "box" else None, "window": window if mode == "box" else None, "mpp": mpp}
     if len(out) < k:
-        import warnings
-
         warnings.warn(f"found {len(out)} of {k} requested hotspots", stacklevel=2)
     return out
 
@@ -278,8 +307,6 @@ def find_hotspots(
 def hotspot_annotations(hotspots: pd.DataFrame, class_name: str = "Hotspot", colour: tuple[int, int, int] = (255, 200, 0)) -> list:
     """Hotspot rows -> :class:`~napari_histo.formats._common.Annotation` (circle or box polygons)."""
     import shapely
-
-    from napari_histo.formats._common import Annotation
 
     out = []
     for _, h in hotspots.iterrows():

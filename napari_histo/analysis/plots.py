@@ -10,6 +10,10 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.analysis.density import DensityMap
+from napari_histo.utils import atomic_path
+
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["render_density_png", "colourise"]
 
@@ -51,8 +55,6 @@ def render_density_png(
         :func:`~napari_histo.analysis.hotspots.find_hotspots` output (circles or boxes).
     """
     from PIL import Image, ImageDraw, ImageFont
-
-    from napari_histo.utils import atomic_path
 
     h, w = dmap.array.shape
     extent_w, extent_h = w * dmap.pixel_size, h * dmap.pixel_size

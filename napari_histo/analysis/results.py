@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from napari_histo.utils import HistoError, InputFileError
+from napari_histo.formats.auto import read_nuclei
+from napari_histo.provenance import package_versions
+from napari_histo.schema.table import read_table_parquet, validate_table
+from napari_histo.slide import open_slide
+from napari_histo.utils import HistoError, InputFileError, atomic_write
 
 __all__ = ["ResultFolder", "load_result_folder"]
 
@@ -93,15 +100,11 @@ def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
         The slide the nuclei belong to: supplies the mpp when it is still unknown and the level-0
         size when run.json does not give it.
     """
-    from napari_histo.schema.table import read_table_parquet, validate_table
-
     path = Path(path)
     if not path.exists():
         raise InputFileError(path, "no such file or folder")
     source = None
     if path.is_file() and not path.name.lower().endswith(".parquet"):
-        from napari_histo.formats.auto import read_nuclei
-
         source, folder, table = path, path.parent, read_nuclei(path, mpp=mpp)
     else:
         parquet = path if path.is_file() else path / "nuclei.parquet"
@@ -130,8 +133,6 @@ def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
         table.attrs["mpp"] = float(run["plan"]["slide_mpp"])
     dimensions = None
     if slide is not None:
-        from napari_histo.slide import open_slide
-
         with open_slide(slide) as s:
             dimensions = tuple(int(v) for v in s.dimensions)
             if not table.attrs.get("mpp") and s.mpp:
@@ -144,7 +145,6 @@ def slide_thumbnail(result: ResultFolder, slide: str | os.PathLike | None = None
     path = Path(slide) if slide else result.slide_path()
     if path is None or not path.is_file():
         return None, None
-    from napari_histo.slide import open_slide
 
     with open_slide(path) as s:
         thumb = s.thumbnail(max_size)
@@ -153,13 +153,6 @@ def slide_thumbnail(result: ResultFolder, slide: str | os.PathLike | None = None
 
 def write_sidecar(path: str | os.PathLike, command: str, params: dict[str, Any], **extra: Any) -> Path:
     """Provenance next to an analysis output (``<output>.json``): never touches the result's run.json."""
-    import platform
-    import sys
-    import time
-
-    from napari_histo.provenance import package_versions
-    from napari_histo.utils import atomic_write
-
     path = Path(path)
     record = {"command": command, "argv": sys.argv, "parameters": params, "versions": package_versions(),
               "machine": {"platform": platform.platform()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}

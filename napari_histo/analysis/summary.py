@@ -16,6 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_histo.formats._common import table_type_info
+
+# Lazy imports: shapely is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 __all__ = ["region_summary"]
 
 
@@ -81,8 +86,6 @@ def region_summary(table: pd.DataFrame, regions: Any = None, *, mpp: float | Non
     measured, and ``mean_area_um2`` (mean nucleus area; NaN without mpp).
     """
     import shapely
-
-    from napari_histo.formats._common import table_type_info
 
     mpp = mpp if mpp is not None else table.attrs.get("mpp")
     info = table_type_info(table)

@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): napari-histo --help and napari's plugin discovery import this module.
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(

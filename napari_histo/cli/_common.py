@@ -7,6 +7,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+# Lazy imports: pandas, tqdm are imported inside the functions that use them (directly or through
+# the modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 
 def drain_with_progress(events: Iterable[Any], total: int | None = None, desc: str = "") -> Iterator[Any]:
     """Show a tqdm bar while passing through a core progress generator's events."""

@@ -7,6 +7,9 @@ import json
 import sys
 import time
 
+# Lazy imports: pandas, scipy are imported inside the functions that use them (directly or through
+# the modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 METRICS = ("dice", "aji", "aji_plus", "dq", "sq", "pq")
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 SEDEEN_WARN_AT = 10_000
 
 

@@ -6,6 +6,9 @@ import argparse
 
 from napari_histo.cli._common import ROI_HELP
 
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -47,7 +50,7 @@ def handler(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from napari_histo.analysis.density import density_map
-    from napari_histo.analysis.hotspots import find_hotspots, hotspot_annotations
+    from napari_histo.analysis.hotspots import HotspotOptions, find_hotspots, hotspot_annotations
     from napari_histo.analysis.results import load_result_folder, slide_thumbnail, write_sidecar
     from napari_histo.cli._common import parse_roi
     from napari_histo.utils import HistoError, atomic_write
@@ -58,9 +61,10 @@ def handler(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            hs = find_hotspots(table, args.k, mode=args.mode, radius_um=args.radius_um, radius_px=args.radius_px,
-                               mpp=result.mpp, type=args.type, min_count=args.min_count, shape=result.dimensions, roi=roi,
-                               tile=args.tile, window=args.window, box_rule="fork" if args.fork_rule else "overlap")
+            options = HotspotOptions(mode=args.mode, radius_um=args.radius_um, radius_px=args.radius_px,
+                                     type=args.type, min_count=args.min_count, tile=args.tile, window=args.window,
+                                     box_rule="fork" if args.fork_rule else "overlap")
+            hs = find_hotspots(table, args.k, options, mpp=result.mpp, shape=result.dimensions, roi=roi)
     except ValueError as exc:
         hint = " (or --mpp / --slide)" if "needs the pixel size" in str(exc) else ""
         raise HistoError(f"{result.input_path}: {str(exc).replace('radius_px', '--radius-px')}{hint}") from None

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+# Lazy imports: pandas, tifffile are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 MAX_PIXELS = 25_000 * 25_000
 
 

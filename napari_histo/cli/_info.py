@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 #: What ``info`` says of a file without a pixel size: where one can come from.
 UNKNOWN_MPP = ("unknown (not in metadata; `napari-histo magnification FILE` predicts it, "
                "`segment --mpp predict|objective` uses the prediction)")

@@ -12,6 +12,10 @@ import json
 import sys
 from pathlib import Path
 
+# Lazy imports: PIL, openslide, tifffile are imported inside the functions that use them (directly
+# or through the modules named there): napari-histo --help and napari's plugin discovery import
+# this module.
+
 SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 #: Side of the level-0 region read from a slide (px).

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from napari_histo.cli._common import ROI_HELP
 
+# Lazy imports: pandas, shapely are imported inside the functions that use them (directly or
+# through the modules named there): napari-histo --help and napari's plugin discovery import this
+# module.
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(

@@ -6,6 +6,9 @@ import argparse
 
 from napari_histo.cli._common import ROI_HELP
 
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): napari-histo --help and napari's plugin discovery import this module.
+
 
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +11,10 @@ import numpy as np
 
 from napari_histo.schema.types import TypeInfo
 from napari_histo.utils import InputFileError
+
+# Lazy imports: openslide, pandas, scipy, skimage, tifffile are imported inside the functions that
+# use them (directly or through the modules named there): importing this module stays light for
+# the CLI and the napari manifest.
 
 #: MoNuSAC classes (HoVer-Net notebook / TIAToolbox order).
 MONUSAC_TYPES = TypeInfo(
@@ -262,8 +267,6 @@ def iter_cpm15(root: str | Path, include_unaligned: bool = False) -> Iterator[Nu
     Without a manifest, every ``imageXX.png`` with a mask is read with unknown magnification.
     Unaligned image/mask pairs are skipped unless ``include_unaligned``.
     """
-    import csv
-
     root = Path(root)
     manifest = root / "manifest.csv"
     rows: list[tuple[Path, Path, float | None]] = []

@@ -12,6 +12,9 @@ from napari_histo.engine.merge import TileResult, select_owned
 from napari_histo.engine.plan import Tile, TilePlan
 from napari_histo.utils import HistoError
 
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 
 def split_batch(raw: Any, n: int) -> list[Any]:
     """Per-tile pieces of a batched ``predict`` output (array, dict or sequence of length n)."""

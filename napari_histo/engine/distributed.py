@@ -16,9 +16,16 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from napari_histo.engine.compute import process_tile
 from napari_histo.engine.merge import TileResult
-from napari_histo.engine.plan import Tile, TilePlan
+from napari_histo.engine.plan import Tile, TilePlan, read_window
+from napari_histo.engine.source import slide_spec
+from napari_histo.models import get_segmenter
 from napari_histo.utils import HistoError
+
+# Lazy imports: dask, distributed are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
 
 _SLIDES: OrderedDict[Any, Any] = OrderedDict()
 _MODELS: dict[Any, Any] = {}
@@ -52,8 +59,6 @@ def _cached_model(spec: tuple) -> Any:
         key = (spec[1], spec[2])
         with _CACHE_LOCK:
             if key not in _MODELS:
-                from napari_histo.models import get_segmenter
-
                 _MODELS[key] = get_segmenter(spec[1], spec[2])
             return _MODELS[key]
     raise HistoError(f"unknown model spec {spec!r}")
@@ -61,9 +66,6 @@ def _cached_model(spec: tuple) -> Any:
 
 def segment_tile_task(slide_spec: Any, tile: Tile, plan: TilePlan, model_spec: tuple) -> TileResult:
     """Worker-side task: read, segment and apply the ownership rule to one tile."""
-    from napari_histo.engine.compute import process_tile
-    from napari_histo.engine.plan import read_window
-
     slide = _cached_slide(slide_spec)
     segmenter = _cached_model(model_spec)
     rgb = read_window(slide, tile, plan)
@@ -98,8 +100,6 @@ def distributed_results(
 ) -> Iterator[TileResult]:
     """Run ``tiles`` on the cluster at ``scheduler``; yields results as they complete."""
     from distributed import as_completed
-
-    from napari_histo.engine.source import slide_spec
 
     spec = slide_spec(slide)
     light_plan = replace(plan, tiles=())

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.engine.merge import TileResult, decode_labels, encode_labels
+from napari_histo.schema.table import read_table_parquet, write_table_parquet
 from napari_histo.utils import HistoError, atomic_write
 
 JOURNAL_VERSION = 1
@@ -83,8 +84,6 @@ class Journal:
 
     def record(self, result: TileResult, **extra: Any) -> None:
         """Persist one tile's result, then journal it (fsync)."""
-        from napari_histo.schema.table import write_table_parquet
-
         if result.n > 0:
             write_table_parquet(result.table, self.tiles_dir / f"{result.index:06d}.parquet")
             with atomic_write(self.tiles_dir / f"{result.index:06d}.labels", "wb") as fh:
@@ -99,8 +98,6 @@ class Journal:
         return self.tiles_dir / f"{index:06d}.parquet"
 
     def load_table(self, index: int) -> pd.DataFrame:
-        from napari_histo.schema.table import read_table_parquet
-
         return read_table_parquet(self.table_path(index))
 
     def load_labels(self, index: int) -> tuple[np.ndarray, tuple[int, int]]:

@@ -25,6 +25,10 @@ import pandas as pd
 from napari_histo.engine.plan import Tile, TilePlan
 from napari_histo.schema.table import offset_table
 
+# Lazy imports: numcodecs, shapely are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
+
 
 @dataclass
 class TileResult:

@@ -15,6 +15,7 @@ the 3x3 neighbouring tiles. Each output appears under its final name only when c
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import OrderedDict
@@ -27,7 +28,19 @@ import pandas as pd
 
 from napari_histo.engine.journal import Journal
 from napari_histo.engine.plan import TilePlan
-from napari_histo.utils import HistoError, InputFileError
+from napari_histo.formats.geojson import write_geojson
+from napari_histo.formats.hovernet_json import write_hovernet_json
+from napari_histo.schema.table import (
+    _META_KEY,
+    _json_default,
+    empty_table,
+    read_table_parquet,
+    write_table_parquet,
+)
+from napari_histo.utils import HistoError, InputFileError, atomic_path
+
+# Lazy imports: pyarrow, zarr are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 TABLE_NAME = "nuclei.parquet"
 LABELS_NAME = "labels.zarr"
@@ -46,13 +59,8 @@ def id_offsets(plan: TilePlan, journal: Journal) -> dict[int, int]:
 
 def write_table(plan: TilePlan, journal: Journal, offsets: dict[int, int], path: Path, attrs: dict) -> int:
     """Stream the per-tile tables into one Parquet file with global ids; returns N."""
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from napari_histo.schema.table import _META_KEY, _json_default, empty_table, write_table_parquet
-    from napari_histo.utils import atomic_path
 
     with_nuclei = [t.index for t in plan.tiles if journal.done.get(t.index, {}).get("n", 0) > 0]
     if not with_nuclei:
@@ -202,18 +210,13 @@ def write_exchange_formats(table_path: Path, folder: Path, stem: str, geojson: b
     """QuPath GeoJSON and/or HoVer-Net JSON next to the table; returns written file names."""
     if not (geojson or hovernet_json):
         return []
-    from napari_histo.schema.table import read_table_parquet
 
     table = read_table_parquet(table_path)
     written = []
     if geojson:
-        from napari_histo.formats.geojson import write_geojson
-
         write_geojson(table, folder / f"{stem}.geojson")
         written.append(f"{stem}.geojson")
     if hovernet_json:
-        from napari_histo.formats.hovernet_json import write_hovernet_json
-
         write_hovernet_json(table, folder / f"{stem}.json", mag=mag)
         written.append(f"{stem}.json")
     return written
@@ -242,11 +245,7 @@ class SegmentationResult:
 
 def load_result(folder: str | os.PathLike, columns: list[str] | None = None) -> SegmentationResult:
     """Load ``nuclei.parquet``, the ``labels.zarr`` pyramid and ``run.json`` from ``folder``."""
-    import json
-
     import zarr
-
-    from napari_histo.schema.table import read_table_parquet
 
     folder = Path(folder)
     table_path, labels_path, run_path = folder / TABLE_NAME, folder / LABELS_NAME, folder / RUN_NAME

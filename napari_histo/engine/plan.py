@@ -10,6 +10,7 @@ whose core meets the ROI.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,6 +18,9 @@ from typing import Any
 import numpy as np
 
 from napari_histo.utils import HistoError
+
+# Lazy imports: shapely is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 #: Relative mpp mismatch under which the slide is read at a whole downsample, not resampled.
 SNAP_TOLERANCE = 0.02
@@ -102,8 +106,6 @@ class TilePlan:
 
 
 def _hash_ints(values: list[int]) -> str:
-    import hashlib
-
     return hashlib.sha1(np.asarray(values, np.int64).tobytes()).hexdigest()[:16]
 
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import json
 import queue
 import threading
 import time
 from collections.abc import Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,9 +28,13 @@ from typing import Any
 import numpy as np
 
 from napari_histo.engine.compute import predict_batch, process_tile
+from napari_histo.engine.journal import Journal, fingerprint
 from napari_histo.engine.merge import TileResult
 from napari_histo.engine.options import SegmentationOptions
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
+from napari_histo.engine.source import open_source, slide_mpp, slide_name
+from napari_histo.models import get_segmenter
+from napari_histo.provenance import write_run_json
 from napari_histo.utils import HistoError
 
 
@@ -89,8 +95,6 @@ LARGEST_NUCLEUS_UM = 30.0
 def resolve_segmenter(model: Any, device: str | None = None):
     """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path)."""
     if isinstance(model, str | Path):
-        from napari_histo.models import get_segmenter
-
         return get_segmenter(str(model), device)
     for attr in ("mpp", "halo_px", "predict", "postprocess"):
         if not hasattr(model, attr):
@@ -194,8 +198,6 @@ def run_segmentation(
     RunResult (as the generator's ``StopIteration.value``).
     """
     from napari_histo.engine import outputs
-    from napari_histo.engine.journal import Journal, fingerprint
-    from napari_histo.engine.source import open_source, slide_mpp, slide_name
 
     t_start = time.perf_counter()
     opts = replace(options or SegmentationOptions(), **overrides)
@@ -314,10 +316,6 @@ def run_segmentation(
 
 def _already_complete(outdir: Path, t_start: float) -> Generator[ProgressEvent, None, RunResult]:
     """A resumed run that had already finished: report it without redoing anything."""
-    import json
-
-    from napari_histo.engine.plan import TilePlan
-
     record = json.loads((outdir / "run.json").read_text(encoding="utf-8"))
     plan_d = dict(record.get("plan", {}))
     for key in ("n_tiles", "tile_indices_hash"):
@@ -342,8 +340,6 @@ def _write_provenance(outdir: Path, opts: SegmentationOptions, *, name: str, seg
                       stats: dict[str, Any], warnings: list[str], n_nuclei: int, files: list[str],
                       scheduler: Any) -> None:
     """``run.json`` of a finished run: the options it ran with, the model, plan and timings."""
-    from napari_histo.provenance import write_run_json
-
     parameters = {"batch_size": opts.batch_size, "workers": opts.workers,
                   "scheduler": None if scheduler is None else str(scheduler), **(params or {})}
     write_run_json(
@@ -384,8 +380,6 @@ def local_results(
     Yields one :class:`TileResult` per tile in plan order. Closing the iterator stops the
     readers and cancels queued post-processing.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     stats = {} if stats is None else stats
     timings = collections.defaultdict(float) if timings is None else timings
     batch_size, workers, readers = max(1, int(batch_size)), max(1, int(workers)), max(1, int(readers))

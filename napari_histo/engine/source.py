@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from napari_histo.slide import open_slide
 from napari_histo.utils import HistoError, InputFileError
 
 
@@ -115,7 +116,6 @@ def open_source(slide_or_path: Any, backend: str | None = None) -> tuple[Any, bo
         path = Path(slide_or_path)
         if not path.exists():
             raise InputFileError(path, "file not found")
-        from napari_histo.slide import open_slide
 
         return open_slide(path, backend=backend), True
     if not hasattr(slide_or_path, "read_region") or not hasattr(slide_or_path, "dimensions"):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import gzip
+import json
 import os
+import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_histo.schema.table import empty_table
+from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
 from napari_histo.utils import InputFileError
+
+# Lazy imports: defusedxml, orjson, shapely are imported inside the functions that use them
+# (directly or through the modules named there): importing this module stays light for the CLI and
+# the napari manifest.
 
 
 class AnnotationFormatError(InputFileError):
@@ -114,8 +123,6 @@ def parse_xml(path: str | os.PathLike, raw: bytes | None = None):
     Billion-laughs and external-entity files are rejected with :class:`AnnotationFormatError`;
     malformed XML reports the line and column.
     """
-    import xml.etree.ElementTree as ET
-
     import defusedxml
     import defusedxml.ElementTree as DET
 
@@ -138,8 +145,6 @@ def parse_xml(path: str | os.PathLike, raw: bytes | None = None):
 
 def json_error(path: str | os.PathLike, exc: Exception) -> AnnotationFormatError:
     """Convert a :class:`json.JSONDecodeError` into an error with line and column."""
-    import json
-
     if isinstance(exc, json.JSONDecodeError):
         return AnnotationFormatError(path, f"malformed JSON: {exc.msg}", exc.lineno, exc.colno)
     if isinstance(exc, RecursionError):
@@ -155,8 +160,6 @@ def no_gc() -> Iterator[None]:
     the collector would traverse all of them again (about 4/5 of the parse time at 50 000
     features). Reference counting still frees everything; the previous state is restored.
     """
-    import gc
-
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -178,8 +181,6 @@ def load_json(path: str | os.PathLike) -> Any:
 
 def parse_json_bytes(path: str | os.PathLike, raw: bytes) -> Any:
     """:func:`load_json` on bytes already read from ``path`` (named in errors)."""
-    import json
-
     try:
         import orjson
     except ImportError:  # optional speed-up only
@@ -289,8 +290,6 @@ def table_from_flat(
     """
     import shapely
 
-    from napari_histo.schema.table import empty_table
-
     n = len(lengths)
     if n == 0:
         return empty_table(mpp, type_info)
@@ -372,8 +371,6 @@ def _split_rows(coords: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> 
 
 def table_type_info(table: pd.DataFrame):
     """The table's :class:`TypeInfo` (from ``attrs["type_info"]``), or a generic one for its type ids."""
-    from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
-
     data = table.attrs.get("type_info") if hasattr(table, "attrs") else None
     if data:
         if isinstance(data, TypeInfo):

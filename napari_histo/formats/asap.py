@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.formats._common import Annotation, AnnotationFormatError, parse_xml
+from napari_histo.formats.colours import hex_to_rgb
+
+# Lazy imports: shapely is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["read_asap"]
 
@@ -26,8 +30,6 @@ _SPLINE_STEPS = 8  # curve points per control-point interval
 
 
 def _colour(value: str | None) -> tuple[int, int, int] | None:
-    from napari_histo.formats.colours import hex_to_rgb
-
     try:
         return hex_to_rgb(value) if value else None
     except (ValueError, TypeError):

@@ -26,7 +26,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_histo.formats._common import Annotation, AnnotationFormatError
+from napari_histo.formats._common import (
+    Annotation,
+    AnnotationFormatError,
+    open_maybe_gzip,
+    table_from_contours,
+)
+from napari_histo.formats.asap import read_asap
+from napari_histo.formats.geojson import read_geojson
+from napari_histo.formats.hovernet_json import read_hovernet_json
+from napari_histo.formats.imagescope import read_imagescope
+from napari_histo.formats.sedeen import read_sedeen
+from napari_histo.schema.table import empty_table
 
 __all__ = ["AnnotationFile", "class_ids", "describe_annotations", "detect_format", "looks_like_annotations", "read_annotation_file", "read_regions", "read_nuclei", "points_as_nuclei", "FORMAT_NAMES"]
 
@@ -43,8 +54,6 @@ FORMAT_NAMES = {
 def _head(path: str | os.PathLike) -> str:
     """The first 4 KiB of the (un-gzipped) file as text; a multi-byte character cut at the end
     is ignored (the readers check the whole file)."""
-    from napari_histo.formats._common import open_maybe_gzip
-
     return open_maybe_gzip(path, limit=4096).decode("utf-8-sig", "ignore").lstrip()
 
 
@@ -138,20 +147,14 @@ def read_annotation_file(
     path = Path(path)
     kind = detect_format(path)
     if kind == "geojson":
-        from napari_histo.formats.geojson import read_geojson
-
         objs = read_geojson(path, type_info=type_info, mpp=mpp)
         table = objs.table
         if not table.attrs.get("type_info"):
             table.attrs["type_info"] = objs.type_info.to_json_dict()
         return AnnotationFile(path, kind, table, list(objs.annotations))
     if kind == "hovernet":
-        from napari_histo.formats.hovernet_json import read_hovernet_json
-
         return AnnotationFile(path, kind, read_hovernet_json(path, type_info=type_info, mpp=mpp))
     if kind == "sedeen":
-        from napari_histo.formats.sedeen import read_sedeen
-
         session = read_sedeen(path)
         table = session.to_table(colours)
         nucleus_classes = _type_names(table)
@@ -160,8 +163,6 @@ def read_annotation_file(
         return AnnotationFile(path, kind, table, regions)
     if kind == "imagescope":
         return AnnotationFile(path, kind, _imagescope_table(path, type_info, mpp))
-    from napari_histo.formats.asap import read_asap
-    from napari_histo.schema.table import empty_table
 
     return AnnotationFile(path, kind, empty_table(mpp), read_asap(path))
 
@@ -217,8 +218,6 @@ def read_regions(path: str | os.PathLike, class_name: str | None = None, *, colo
 def points_as_nuclei(content: AnnotationFile, mpp: float | None = None) -> pd.DataFrame | None:
     """Nucleus table with one row per point of the file's Point/MultiPoint annotations (area 0,
     class -> type), or None when it has none."""
-    from napari_histo.formats._common import table_from_contours
-
     points, names, rgbs = [], [], []
     for ann in content.annotations:
         geom = ann.geometry
@@ -303,9 +302,6 @@ def class_ids(names: list[str | None], type_info: dict | None,
 
 
 def _imagescope_table(path: Path, type_info: dict | None, mpp: float | None) -> pd.DataFrame:
-    from napari_histo.formats._common import table_from_contours
-    from napari_histo.formats.imagescope import read_imagescope
-
     ann = read_imagescope(path)
     regions = [r for r in ann.regions if not r.negative]
     types, info = class_ids([r.class_name for r in regions], type_info)

@@ -13,6 +13,12 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_histo.schema.types import TypeInfo
+from napari_histo.utils import atomic_write, resource_path
+
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 __all__ = ["SedeenColourTable", "normalise_colour", "rgb_to_hex", "hex_to_rgb"]
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{6})([0-9a-fA-F]{2})?$")
@@ -51,8 +57,6 @@ class SedeenColourTable:
     @classmethod
     def default(cls) -> SedeenColourTable:
         """The shipped IHC positivity table."""
-        from napari_histo.utils import resource_path
-
         return cls.load(resource_path("type_info", "sedeen_colours.json"))
 
     @classmethod
@@ -76,16 +80,12 @@ class SedeenColourTable:
     @classmethod
     def from_type_info(cls, type_info) -> SedeenColourTable:
         """One pen colour per type id > 0 from a :class:`TypeInfo` (or its JSON dict)."""
-        from napari_histo.schema.types import TypeInfo
-
         info = TypeInfo.from_json_dict(type_info) if isinstance(type_info, dict) else type_info
         base = cls({})
         base.classes = {t: (info.name(t), rgb_to_hex(info.colour(t))) for t in info.ids if t > 0}
         return base
 
     def save(self, path: str | os.PathLike) -> None:
-        from napari_histo.utils import atomic_write
-
         data = {
             "classes": [{"id": k, "name": n, "colour": c} for k, (n, c) in sorted(self.classes.items())],
             "regions": [{"name": n, "colour": c} for c, n in self.regions.items()],

@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from napari_histo.formats._common import table_type_info
+from napari_histo.utils import atomic_write
+
 __all__ = ["write_csv", "measurement_frame"]
 
 _ORDER = ["id", "x", "y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area_px", "area_um2", "perimeter_px",
@@ -20,8 +23,6 @@ _ORDER = ["id", "x", "y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area_px",
 
 def measurement_frame(table: pd.DataFrame) -> pd.DataFrame:
     """The table without array columns, plus ``type_name``, ``perimeter_um`` and one ``prob_<type>`` column per class."""
-    from napari_histo.formats._common import table_type_info
-
     info = table_type_info(table)
     out = table.drop(columns=[c for c in ("contour", "probs", "cell_contour") if c in table.columns]).copy()
     out["type_name"] = [info.name(int(t)) for t in table["type"]]
@@ -44,8 +45,6 @@ def measurement_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 def write_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write :func:`measurement_frame` of ``table`` to ``path`` atomically (UTF-8, '.' decimals)."""
-    from napari_histo.utils import atomic_write
-
     path = Path(path)
     frame = measurement_frame(table)
     with atomic_write(path, encoding="utf-8", newline="") as fh:

@@ -26,6 +26,9 @@ from napari_histo.formats._common import (
     table_from_contours,
     table_type_info,
 )
+from napari_histo.formats._fastjson import vertex_rows
+from napari_histo.schema.table import validate_table
+from napari_histo.utils import atomic_write
 
 __all__ = ["write_hovernet_json", "read_hovernet_json", "PANNUKE_TYPE_INFO"]
 
@@ -44,15 +47,11 @@ _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float | None = None) -> Path:
     """Write a nucleus table as HoVer-Net JSON (level-0 px; ``mag`` recorded as given, None in tile mode)."""
-    from napari_histo.schema.table import validate_table
-    from napari_histo.utils import atomic_write
-
     validate_table(table)
     path = Path(path)
     info = table_type_info(table).to_json_dict()
     mpp = table.attrs.get("mpp")
     head = {"mag": mag, "mpp": float(mpp) if mpp else None, "type_info": info}
-    from napari_histo.formats._fastjson import vertex_rows
 
     chunk = 8192
     with atomic_write(path, encoding="utf-8") as fh:

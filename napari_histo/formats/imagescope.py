@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.formats._common import from_viewer
+from napari_histo.formats.rasterize import paint_polygons
+from napari_histo.utils import InputFileError
+
+# Lazy imports: defusedxml is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["ImageScopeRegion", "ImageScopeAnnotations", "read_imagescope", "rasterize_regions"]
 
@@ -104,8 +109,6 @@ def read_imagescope(path: str | Path, min_vertices: int = 3) -> ImageScopeAnnota
     """
     from defusedxml import ElementTree as ET
     from defusedxml.common import DefusedXmlException
-
-    from napari_histo.utils import InputFileError
 
     path = Path(path)
     try:
@@ -210,8 +213,6 @@ def rasterize_regions(
     -------
     inst : (H, W) int32, types : (H, W) int32 or None
     """
-    from napari_histo.formats.rasterize import paint_polygons
-
     regs = list(regions)
     h, w = shape
     lookup = {k.lower(): v for k, v in (class_ids or {}).items()}

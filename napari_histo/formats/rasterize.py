@@ -26,6 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+# Lazy imports: skimage is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 __all__ = ["EDGE_RULES", "OVERLAP_RULES", "Shape", "fill_polygon", "paint_polygons", "parse_region",
            "polygon_pixels", "rasterize_shapes", "rasterize_table"]
 

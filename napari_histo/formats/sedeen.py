@@ -12,6 +12,7 @@ Sedeen has no holes, so holes are dropped). Every napari-histo graphic's descrip
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +24,17 @@ import pandas as pd
 from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
+    closed_ring,
     parse_xml,
     table_from_contours,
+    table_type_info,
 )
 from napari_histo.formats.colours import SedeenColourTable, hex_to_rgb, normalise_colour, rgb_to_hex
 from napari_histo.formats.rasterize import Shape, rasterize_shapes
+from napari_histo.utils import atomic_write
+
+# Lazy imports: shapely is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["SedeenGraphic", "SedeenSession", "read_sedeen", "write_sedeen", "session_path_for", "sedeen_to_masks", "MARK"]
 
@@ -232,8 +239,6 @@ def _roi_graphics(rois: Iterable, colours: SedeenColourTable) -> Iterable[str]:
 
 
 def _nucleus_graphics(table: pd.DataFrame, colours: SedeenColourTable) -> Iterable[str]:
-    from napari_histo.formats._common import closed_ring, table_type_info
-
     info = table_type_info(table)
     for nid, t, p, contour in zip(table["id"], table["type"], table["type_prob"], table["contour"], strict=True):
         ring = closed_ring(contour)
@@ -276,11 +281,6 @@ def write_sedeen(
     slide_name, dimensions, mpp
         Header for a new session (default: the slide file name, the table extent, the table mpp).
     """
-    import xml.etree.ElementTree as ET
-
-    from napari_histo.formats._common import table_type_info
-    from napari_histo.utils import atomic_write
-
     path = Path(path)
     if not path.name.lower().endswith(".xml"):
         slide_name = slide_name or path.name

@@ -30,6 +30,7 @@ table; see :func:`napari_histo.models.label_completion.inference.type_table`.
 
 from __future__ import annotations
 
+import colorsys
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,8 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from napari_histo.slide import tissue_fraction
-from napari_histo.utils import HistoError
+from napari_histo.models.label_completion.inference import type_table
+from napari_histo.slide import open_slide, tissue_fraction
+from napari_histo.utils import HistoError, choose_device, resource_path
+
+# Lazy imports: pandas, torch are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 
 @dataclass
@@ -72,8 +77,6 @@ def _open_source(source) -> tuple[Any, str | None]:
     if isinstance(source, np.ndarray):
         return _ArraySource(source), None
     if isinstance(source, str | os.PathLike):
-        from napari_histo.slide import open_slide
-
         return open_slide(source), str(source)
     if hasattr(source, "read_region") and hasattr(source, "dimensions"):
         return source, str(getattr(source, "path", "") or "") or None
@@ -256,7 +259,6 @@ def class_palette(n: int) -> np.ndarray:
     base = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
             (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
     cols = list(base[:n])
-    import colorsys
 
     for i in range(len(cols), n):
         r, g, b = colorsys.hsv_to_rgb((i * 0.618034) % 1.0, 0.65, 0.9)
@@ -271,7 +273,6 @@ def load_tile_classifier(weights: str | os.PathLike | None = None, device: str |
     used when present.
     """
     from napari_histo.models.deepcmorph.model import load_deepcmorph
-    from napari_histo.utils import choose_device, resource_path
 
     if weights is None:
         shipped = resource_path("weights", "deepcmorph_small")
@@ -284,6 +285,4 @@ def load_tile_classifier(weights: str | os.PathLike | None = None, device: str |
 
 def type_nuclei(table, rgb: np.ndarray, model, **kwargs):
     """Add label-completion type columns to a nucleus table (see ``type_table``)."""
-    from napari_histo.models.label_completion.inference import type_table
-
     return type_table(table, rgb, model, **kwargs)

@@ -35,7 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.images import reflect_pad, to_tensor
+from napari_histo.slide import tissue_fraction, tissue_region_origin
 from napari_histo.utils import HistoError, resource_path
+
+# Lazy imports: PIL, torch are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 #: Convention used throughout: magnification = 10 / mpp (40x = 0.25 µm/px).
 MPP_AT_1X = 10.0
@@ -231,7 +238,6 @@ def read_model_folder(folder: str | Path):
     (:func:`load_model` caches); a clear error names a missing or unusable file."""
     import torch
 
-    from napari_histo.models.hagnifinder.config import HagnifinderConfig
     from napari_histo.models.hagnifinder.model import build_model
 
     folder = Path(folder)
@@ -288,8 +294,6 @@ def select_crop_boxes(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int 
     - ``"most_tissue"``: the candidates with most tissue (the rule before; less accurate in
       source-grouped cross-validation on training images, ``src_models.hagnifinder.multiscale``).
     """
-    from napari_histo.slide import tissue_fraction
-
     if rule not in CROP_RULES:
         raise ValueError(f"unknown crop rule {rule!r} (one of {CROP_RULES})")
     h, w = rgb.shape[:2]
@@ -314,8 +318,6 @@ def select_crops(rgb: np.ndarray, n_crops: int, size: int = 224, seed: int = 0,
     Candidates are drawn at random (seeded) and chosen by ``rule`` (:func:`select_crop_boxes`).
     An image smaller than ``size`` yields one reflection-padded crop.
     """
-    from napari_histo.models.hagnifinder.images import reflect_pad
-
     h, w = rgb.shape[:2]
     if h < size or w < size:
         return [reflect_pad(rgb, size)]
@@ -409,8 +411,6 @@ def predict_slide_magnification(slide, n_crops: int = 8, seed: int = 0, region_s
 
     Only a prediction: the slide's ``mpp`` and ``objective_power`` keep the file's metadata.
     """
-    from napari_histo.slide import tissue_region_origin
-
     x, y = tissue_region_origin(slide, region_size)
     region = slide.read_region((x, y), (region_size, region_size), 0, "level")
     return predict_magnification(region, n_crops=n_crops, seed=seed)
@@ -435,10 +435,6 @@ def predict_with_model(model, config, rgb: np.ndarray, n_crops: int = 8, seed: i
     with the shipped estimate); ``crop_rule`` is the crop selection (:func:`select_crop_boxes`).
     """
     import torch
-
-    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from napari_histo.models.hagnifinder.images import to_tensor
-    from napari_histo.slide import tissue_fraction
 
     if n_crops < 1:
         raise HistoError(f"n_crops must be >= 1, got {n_crops}")

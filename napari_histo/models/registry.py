@@ -7,7 +7,10 @@ import warnings
 from pathlib import Path
 
 from napari_histo.schema.types import TypeInfo
-from napari_histo.utils import HistoError, InputFileError, resource_path
+from napari_histo.utils import HistoError, InputFileError, choose_device, resource_path
+
+# Lazy imports: pandas, torch are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 #: Folder of the shipped default model (compact HoVer-Net).
 DEFAULT_WEIGHTS = ("weights", "hovernet_compact")
@@ -62,8 +65,6 @@ def get_segmenter(name_or_path: str | Path = "default", device: str | None = Non
     if key_name == "classical":
         key = ("classical", tuple(sorted(kwargs.items())))
     else:
-        from napari_histo.utils import choose_device
-
         device = choose_device(device)
         key = (key_name, device, tuple(sorted(kwargs.items())))
     with _LOCK:

@@ -14,6 +14,11 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.nuclei.base import Segmenter
+from napari_histo.nuclei.measure import measure_instances
+from napari_histo.utils import HistoError
+
+# Lazy imports: skimage is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["segment_image", "resize_labels", "RESAMPLE_TOLERANCE"]
 
@@ -74,9 +79,6 @@ def segment_image(
     labels : (H, W) int32 instance map at input resolution
     table : nucleus table in input px (``attrs["mpp"] = mpp``)
     """
-    from napari_histo.nuclei.measure import measure_instances
-    from napari_histo.utils import HistoError
-
     rgb = np.asarray(rgb)
     if rgb.ndim == 2:
         rgb = np.stack([rgb] * 3, axis=-1)

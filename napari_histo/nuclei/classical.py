@@ -43,7 +43,12 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import pandas as pd
 
+from napari_histo.nuclei.measure import compact_ids, mean_per_instance, measure_instances
 from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
+
+# Lazy imports: scipy, skimage are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
 
 __all__ = ["ClassicalParams", "ClassicalSegmenter", "stain_od", "STAIN_VECTORS"]
 
@@ -273,8 +278,6 @@ class ClassicalSegmenter:
 
     def postprocess(self, raw: dict, rgb: np.ndarray | None = None) -> tuple[np.ndarray, pd.DataFrame]:
         """Instances and the nucleus table (tile px) from :meth:`predict`'s ODs."""
-        from napari_histo.nuclei.measure import mean_per_instance, measure_instances
-
         labels, haem_bg = self._instances(raw["haem"])
         table = measure_instances(labels, mpp=self.mpp, type_info=self.type_info)
         if len(table) and raw["stains"] == "hdab":
@@ -339,8 +342,6 @@ class ClassicalSegmenter:
             median = float(np.median(sized)) if sized.size else min_px
             large = np.nonzero(area > p.large_split_factor * median)[0]
             labels = _split_objects(labels, large[large > 0], shape, p.large_split_h_um / px)
-
-        from napari_histo.nuclei.measure import compact_ids
 
         _, labels = compact_ids(labels)
         if p.smooth_boundary_um > 0:

@@ -31,13 +31,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_histo.nuclei.measure import measure_instances
 from napari_histo.nuclei.postproc import (
+    TYPE_RULES,
     HoverPostParams,
     assign_types,
     instances_from_maps,
     postprocess_maps,
 )
 from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
+from napari_histo.utils import choose_device
+
+# Lazy imports: scipy, torch are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 __all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid", "block_mean", "upscale_instances"]
 
@@ -248,8 +254,6 @@ class HoverNetSegmenter:
         test_time_flip: bool = False,
         type_rule: str = "official",
     ):
-        from napari_histo.utils import choose_device
-
         self.device = choose_device(device)
         self.model = model.to(self.device).eval()
         self.input_size = int(input_size)
@@ -264,7 +268,6 @@ class HoverNetSegmenter:
         self.max_input_size = int(max_input_size) if max_input_size else None
         self.fill_px = int(fill_px)
         self.test_time_flip = bool(test_time_flip)
-        from napari_histo.nuclei.postproc import TYPE_RULES
 
         if type_rule not in TYPE_RULES:
             raise ValueError(f"unknown typing rule {type_rule!r}; expected one of {TYPE_RULES}")
@@ -310,7 +313,6 @@ class HoverNetSegmenter:
                                              params=self.post_params, type_rule=self.type_rule)
             table.attrs["model"] = self.name
             return labels, table
-        from napari_histo.nuclei.measure import measure_instances
 
         shape = tuple(np.asarray(rgb).shape[:2]) if rgb is not None else None
         labels, coarse = self.instances(raw, shape, self.post_params)

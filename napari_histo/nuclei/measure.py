@@ -21,7 +21,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from napari_histo.schema.table import empty_table
 from napari_histo.schema.types import TypeInfo
+
+# Lazy imports: scipy, skimage are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
 
 __all__ = ["measure_instances", "instance_contours", "mean_per_instance", "compact_ids"]
 
@@ -170,8 +175,6 @@ def measure_instances(
         Also compute circularity, eccentricity and solidity.
     """
     from scipy import ndimage as ndi
-
-    from napari_histo.schema.table import empty_table
 
     labels = np.asarray(labels)
     if labels.ndim != 2:

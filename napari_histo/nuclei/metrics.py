@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Lazy imports: pandas, scipy are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
+
 __all__ = [
     "dice",
     "aji",

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from napari_histo.nuclei.measure import measure_instances
 from napari_histo.schema.types import TypeInfo
+
+# Lazy imports: scipy, skimage are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
 
 __all__ = [
     "HoverPostParams",
@@ -318,8 +323,6 @@ def postprocess_maps(
     argmax map (H, W) as the official pipeline stores; None for untyped models
     (``type`` = 1 "nucleus", ``type_prob`` = 1.0).
     """
-    from napari_histo.nuclei.measure import measure_instances
-
     labels = instances_from_maps(np_prob, hv, params)
     table = measure_instances(labels, mpp=mpp, type_info=type_info)
     assign_types(table, labels, tp, type_rule)

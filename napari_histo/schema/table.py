@@ -27,8 +27,15 @@ dab_od : float64      mean DAB optical density (IHC), positive : bool
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+
+from napari_histo.utils import atomic_path
+
+# Lazy imports: pyarrow is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 REQUIRED_COLUMNS: dict[str, str] = {
     "id": "int64",
@@ -107,12 +114,8 @@ def write_table_parquet(df: pd.DataFrame, path) -> None:
     ``contour`` is stored as a flat ``list<float32>`` (x0, y0, x1, y1, ...), ``probs`` as
     ``list<float32>``; ``df.attrs`` (mpp, type_info, ...) go in the schema metadata as JSON.
     """
-    import json
-
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from napari_histo.utils import atomic_path
 
     plain = df.drop(columns=[c for c in _ARRAY_COLUMNS if c in df.columns])
     table = pa.Table.from_pandas(plain, preserve_index=False)
@@ -129,8 +132,6 @@ def write_table_parquet(df: pd.DataFrame, path) -> None:
 
 def read_table_parquet(path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_table_parquet` (contours back to (N, 2) arrays)."""
-    import json
-
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=columns)

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_histo.utils import atomic_write
+
 
 @dataclass(frozen=True)
 class TypeInfo:
@@ -60,8 +62,6 @@ class TypeInfo:
             return cls.from_json_dict(json.load(fh))
 
     def save(self, path: str | Path) -> None:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(path) as fh:
             json.dump(self.to_json_dict(), fh, indent=2)
 

@@ -8,6 +8,9 @@ import numpy as np
 
 from napari_histo.utils import InputFileError
 
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): importing this module stays light for the CLI and the napari manifest.
+
 #: Refuse to decode plain images above this many pixels (a 16k x 16k RGB image is 768 MiB).
 MAX_PIXELS = 16384 * 16384
 

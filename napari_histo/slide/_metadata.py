@@ -10,6 +10,9 @@ import math
 import re
 from collections.abc import Mapping
 
+# Lazy imports: defusedxml is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 #: Plausible range for a microscope pixel size in µm; values outside are treated as absent.
 _MPP_RANGE = (0.01, 100.0)
 

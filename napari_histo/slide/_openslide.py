@@ -9,6 +9,9 @@ import numpy as np
 from napari_histo.slide._metadata import mpp_from_openslide, power_from_openslide
 from napari_histo.utils import InputFileError
 
+# Lazy imports: openslide is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
+
 
 def rgba_to_rgb_on_white(rgba: np.ndarray) -> np.ndarray:
     """Composite OpenSlide's (non-premultiplied) RGBA on white; transparent = outside the scan."""

@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from napari_histo.slide._image import ImageBackend
+from napari_histo.slide._openslide import OpenSlideBackend, openslide_vendor
+from napari_histo.slide._tiff import TiffBackend, tiff_header_ok, tiff_probe
 from napari_histo.utils import HistoError, InputFileError
+
+# Lazy imports: PIL, dask are imported inside the functions that use them (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 if TYPE_CHECKING:
     import dask.array
@@ -81,9 +87,6 @@ def choose_backend(path: str | os.PathLike) -> str:
     4. Other formats OpenSlide recognises (NDPI, MRXS, SCN, BIF, VMS, ...) go to OpenSlide.
     5. Any other TIFF goes to tifffile. Anything else raises InputFileError.
     """
-    from napari_histo.slide._openslide import openslide_vendor
-    from napari_histo.slide._tiff import tiff_header_ok, tiff_probe
-
     path = check_readable_file(path)
     ext = _extension(path)
     is_tiff = tiff_header_ok(path)
@@ -110,16 +113,10 @@ def choose_backend(path: str | os.PathLike) -> str:
 
 def _make_backend(path: Path, backend: str):
     if backend == "openslide":
-        from napari_histo.slide._openslide import OpenSlideBackend
-
         return OpenSlideBackend(path)
     if backend == "tifffile":
-        from napari_histo.slide._tiff import TiffBackend
-
         return TiffBackend(path)
     if backend == "image":
-        from napari_histo.slide._image import ImageBackend
-
         return ImageBackend(path)
     raise HistoError(f"unknown slide backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
@@ -246,7 +243,6 @@ class Slide:
         except InputFileError:
             if backend is not None or chosen != "tifffile":
                 raise
-            from napari_histo.slide._openslide import openslide_vendor
 
             if openslide_vendor(path) is None:
                 raise

@@ -29,6 +29,10 @@ from napari_histo.slide._metadata import (
 )
 from napari_histo.utils import InputFileError
 
+# Lazy imports: tifffile, zarr are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
+
 _ASSOCIATED_NAMES = {"label": "label", "macro": "macro", "thumbnail": "thumbnail"}
 
 

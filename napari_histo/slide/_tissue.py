@@ -18,6 +18,10 @@ import numpy as np
 from napari_histo.slide._slide import Slide
 from napari_histo.utils import HistoError, InputFileError
 
+# Lazy imports: PIL, scipy, skimage are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
+
 #: Floors under the Otsu thresholds, so a slide with no tissue yields an (almost) empty mask.
 MIN_OD = 0.15  # summed RGB optical density; clean glass is about 0.0-0.1
 MIN_SATURATION = 0.07

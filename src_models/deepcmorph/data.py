@@ -14,6 +14,9 @@ import numpy as np
 
 from napari_histo.utils import InputFileError
 
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): only the code paths that use them pay for loading.
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 
 

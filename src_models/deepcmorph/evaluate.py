@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.utils import HistoError
+from src_models.deepcmorph.data import classification_metrics, load_dataset
+from src_models.deepcmorph.finetune import predict_images
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 
 def evaluate(model_dir: str | Path, data: str | Path, label_column: str = "label", path_column: str = "path",
              group_column: str | None = None, downscale: float = 1.0) -> dict[str, Any]:
     """Whole-image predictions of the model in ``model_dir`` against the labels of ``data``."""
     from napari_histo.models.deepcmorph.model import load_pretrained
-    from src_models.deepcmorph.data import classification_metrics, load_dataset
-    from src_models.deepcmorph.finetune import predict_images
 
     model = load_pretrained(model_dir)
     dataset = load_dataset(data, label_column, path_column, group_column, downscale)

@@ -18,6 +18,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from napari_histo.jsonconfig import JsonConfig
+from napari_histo.models.deepcmorph.config import DeepCMorphConfig
+from napari_histo.utils import atomic_write
+from src_models.deepcmorph.data import classification_metrics, group_kfold, load_dataset
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 
 @dataclass
@@ -99,7 +105,6 @@ def _augment_batch(images: list[np.ndarray], tile: int, rng: np.random.Generator
 
 
 def build_model(cfg: FinetuneConfig, class_names: list[str]):
-    from napari_histo.models.deepcmorph.config import DeepCMorphConfig
     from napari_histo.models.deepcmorph.model import DeepCMorph
 
     mcfg = DeepCMorphConfig(
@@ -180,9 +185,6 @@ def train_one(cfg: FinetuneConfig, train_set, folder: Path, resume: bool = False
 def finetune(cfg: FinetuneConfig, resume: bool = False, log=print) -> dict[str, Any]:
     """Group k-fold fine-tuning + evaluation; returns (and writes) the metrics dict."""
     import torch
-
-    from napari_histo.utils import atomic_write
-    from src_models.deepcmorph.data import classification_metrics, group_kfold, load_dataset
 
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.out_dir)

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.utils import InputFileError
+from src_models.deepcmorph.finetune import FinetuneConfig, finetune
 
 
 def load_config(path: str | Path):
     """Read a fine-tuning JSON config, resolving relative paths against its folder."""
-    from src_models.deepcmorph.finetune import FinetuneConfig
-
     path = Path(path)
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
@@ -37,8 +36,6 @@ def load_config(path: str | Path):
 
 def train_from_config_file(path: str | Path, resume: bool = False) -> dict[str, Any]:
     """Run the fine-tuning described by ``path``; with ``resume`` continue from checkpoints."""
-    from src_models.deepcmorph.finetune import finetune
-
     cfg = load_config(path)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

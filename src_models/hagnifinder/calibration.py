@@ -22,12 +22,22 @@ the prediction path (:func:`napari_histo.models.magnification.predict_magnificat
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Sequence
 
 import numpy as np
 
 from napari_histo.models.hagnifinder.calibration import apply_calibration, log2_clipped
-from src_models.hagnifinder.metrics import grouped_folds
+from napari_histo.models.hagnifinder.images import to_tensor
+from napari_histo.models.magnification import read_model_folder
+from napari_histo.utils import atomic_write
+from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
+from src_models.hagnifinder.fitted import write_fitted
+from src_models.hagnifinder.metrics import grouped_folds, summarise
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 METHODS = ("identity", "log_linear", "isotonic")
 
@@ -108,9 +118,6 @@ def training_predictions(model_dir, data_root=None, crops_per_mag: int = 8, seed
     Each record: source, nominal, mag (true), raw. For a cross-fitted ensemble, ``raw`` is the
     **out-of-fold** prediction: that of the member which never saw the field's source.
     """
-    from napari_histo.models.magnification import read_model_folder
-    from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
-
     model, config = read_model_folder(model_dir)
     train_src, _ = split_sources(discover_sources(data_root or config.data_root), config.holdout)
     held = set(config.holdout)
@@ -128,7 +135,6 @@ def raw_predictions(model, config, patches: np.ndarray, sources: Sequence[str]) 
     scored by the member that never saw its source), the model's own output otherwise."""
     import torch
 
-    from napari_histo.models.hagnifinder.images import to_tensor
     from napari_histo.models.hagnifinder.model import predict_patches
 
     if not config.member_holdouts:
@@ -146,9 +152,6 @@ def raw_predictions(model, config, patches: np.ndarray, sources: Sequence[str]) 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m src_models.hagnifinder.calibration --model-dir DIR [--write] [--out F]``."""
-    import argparse
-    import json
-
     import torch
 
     parser = argparse.ArgumentParser(description="Fit the monotone output calibration on training sources.")
@@ -162,8 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the training predictions and CV scores (JSON) here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    from src_models.hagnifinder.fitted import write_fitted
-    from src_models.hagnifinder.metrics import summarise
 
     records = training_predictions(args.model_dir, args.data_root, args.crops, args.seed)
     raw = [r["raw"] for r in records]
@@ -180,8 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"method: {method}; in-sample MAE raw {summarise(raw, true)['mae']:.3f} -> "
           f"calibrated {summarise(apply_calibration(calibration, raw), true)['mae']:.3f}")
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             json.dump({"calibration": calibration, "records": records}, fh, indent=1)
     if args.write:

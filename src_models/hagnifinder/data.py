@@ -26,6 +26,9 @@ from napari_histo.models.hagnifinder.config import DEFAULT_HOLDOUT
 from napari_histo.models.hagnifinder.images import mag_to_mpp, mpp_to_mag, read_rgb, reflect_pad
 from napari_histo.slide import tissue_fraction
 
+# Lazy imports: PIL, openslide, scipy are imported inside the functions that use them (directly or
+# through the modules named there): only the code paths that use them pay for loading.
+
 
 @dataclass
 class SourceImage:

@@ -20,6 +20,7 @@ CPM-15 tiles).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from collections import defaultdict
@@ -28,15 +29,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.images import to_tensor
 from napari_histo.models.hagnifinder.model import predict_patches
-from napari_histo.models.magnification import read_model_folder
+from napari_histo.models.magnification import (
+    AGGREGATE_TRIM,
+    STANDARD_OBJECTIVES,
+    predict_magnification,
+    predict_with_model,
+    read_model_folder,
+    select_crops,
+    softness_check,
+    spanning_interval,
+)
+from napari_histo.utils import atomic_write
 from src_models.hagnifinder.data import (
+    blur_patch,
     discover_sources,
     fields_by_magnification,
     split_sources,
     validation_patches,
 )
 from src_models.hagnifinder.metrics import summarise
+from src_models.hagnifinder.multiscale import image_at
+
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): only the code paths that use them pay for loading.
 
 EVAL_MAGS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
 
@@ -47,8 +65,6 @@ def _summaries(records: list[dict], key: str, trim: float) -> tuple[dict, dict, 
     Image level aggregates an image's crops at one magnification like ``predict_magnification``:
     a trimmed mean in log2 space (``trim`` = 0: the plain arithmetic mean of the crops).
     """
-    from napari_histo.models.hagnifinder.calibration import aggregate_log
-
     by_mag: dict[float, list] = defaultdict(list)
     by_image: dict[tuple, list] = defaultdict(list)
     for rec in records:
@@ -83,18 +99,6 @@ def evaluate(model_dir: str | Path, data_root: str | Path | None = None, crops_p
     screenshot shown enlarged still has the magnification of its structures. ``jpeg_quality``
     > 0 then saves each such image as a JPEG of that quality and reads it back (a snapshot).
     """
-    from napari_histo.models.hagnifinder.calibration import apply_calibration
-    from napari_histo.models.hagnifinder.images import to_tensor
-    from napari_histo.models.magnification import (
-        AGGREGATE_TRIM,
-        predict_magnification,
-        predict_with_model,
-        select_crops,
-        softness_check,
-    )
-    from src_models.hagnifinder.data import blur_patch
-    from src_models.hagnifinder.multiscale import image_at
-
     def degrade(rgb: np.ndarray) -> np.ndarray:
         out = blur_patch(rgb, blur_sigma) if blur_sigma > 0 else rgb
         return jpeg_roundtrip(out, jpeg_quality) if jpeg_quality > 0 else out
@@ -191,7 +195,6 @@ def interval_coverage(spec: dict | None, patch_records: list[dict], whole: list[
     """
     if not spec:
         return None
-    from napari_histo.models.magnification import STANDARD_OBJECTIVES, spanning_interval
 
     def field_interval(rec):  # as predict_magnification: a firing check spans both estimates
         return spanning_interval([rec["pred"]] + ([rec["invariant"]] if rec.get("soft") else []), spec)
@@ -214,8 +217,6 @@ def interval_coverage(spec: dict | None, patch_records: list[dict], whole: list[
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
     """``rgb`` saved as a JPEG of ``quality`` (1-95, 4:2:0 chroma) and read back."""
-    import io
-
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -301,8 +302,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     results = evaluate(args.model_dir, args.data_root, args.crops)
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             json.dump(results, fh, indent=1)
     print(markdown_tables(results))

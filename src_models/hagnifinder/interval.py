@@ -37,6 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.magnification import AGGREGATE_TRIM, prediction_interval
+from src_models.hagnifinder.calibration import fit_calibration
+from src_models.hagnifinder.fitted import write_fitted
+from src_models.hagnifinder.metrics import grouped_folds
+
 #: Slopes tried for a quantile line (log2 residual per log2 magnification).
 SLOPES = np.linspace(-1.0, 1.0, 401)
 
@@ -83,11 +89,6 @@ def image_residuals(records: list[dict], n_folds: int = 5, seed: int = 0) -> lis
     Each field is calibrated by an isotonic map fitted on the other folds' sources, then the
     fields of one source and nominal magnification are aggregated as crops are.
     """
-    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from napari_histo.models.magnification import AGGREGATE_TRIM
-    from src_models.hagnifinder.calibration import fit_calibration
-    from src_models.hagnifinder.metrics import grouped_folds
-
     src = np.array([r["source"] for r in records])
     raw = np.array([r["raw"] for r in records], float)
     mag = np.array([r["mag"] for r in records], float)
@@ -110,9 +111,6 @@ def image_residuals(records: list[dict], n_folds: int = 5, seed: int = 0) -> lis
 def cross_validated_coverage(rows: list[dict], level: float = 0.9, n_folds: int = 5, seed: int = 1
                              ) -> dict:
     """Coverage of intervals fitted on the other folds' sources (folds grouped by source)."""
-    from napari_histo.models.magnification import prediction_interval
-    from src_models.hagnifinder.metrics import grouped_folds
-
     fold_of = grouped_folds([r["source"] for r in rows], n_folds, seed)
     inside, widths = [], []
     for f in range(n_folds):
@@ -171,7 +169,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{100 * plain['coverage']:.1f} %; widened to the {100 * fitted_level:.0f} % lines")
     print(f"{100 * args.level:.0f} % interval: log2 low {spec['low']['intercept']:+.3f} "
           f"{spec['low']['slope']:+.3f}·x, high {spec['high']['intercept']:+.3f} {spec['high']['slope']:+.3f}·x")
-    from napari_histo.models.magnification import prediction_interval
 
     for m in (5, 10, 20, 30, 40):
         lo, hi = prediction_interval(m, spec)
@@ -184,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         if not args.model_dir:
             parser.error("--write needs --model-dir")
-        from src_models.hagnifinder.fitted import write_fitted
 
         cfg_path = write_fitted(args.model_dir, "interval", spec, {r["source"] for r in rows})
         print(f"interval written to {cfg_path}")

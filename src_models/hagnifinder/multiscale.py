@@ -28,6 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
+from napari_histo.models.hagnifinder.config import HagnifinderConfig
+from napari_histo.models.hagnifinder.images import to_tensor
+from napari_histo.models.magnification import (
+    CROP_RULES,
+    combine_scales,
+    read_model_folder,
+    scaled_crop,
+    select_crop_boxes,
+    select_crops,
+    usable_scales,
+)
+from napari_histo.utils import atomic_write
+from src_models.hagnifinder.calibration import fit_calibration, training_predictions
+from src_models.hagnifinder.data import discover_sources, fields_by_magnification, split_sources
+from src_models.hagnifinder.metrics import grouped_folds, summarise
+
+# Lazy imports: PIL, torch are imported inside the functions that use them (directly or through
+# the modules named there): only the code paths that use them pay for loading.
+
 #: Downsampling factors collected for the comparison (a superset of any candidate).
 ALL_SCALES = (1.0, 1.2, 1.25, 1.35, 1.5, 2.0, 2.5, 3.0, 4.0)
 NOMINAL_MAGS = (5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0)
@@ -55,9 +75,6 @@ def raw_multiscale(model, rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     """
     import torch
 
-    from napari_histo.models.hagnifinder.images import to_tensor
-    from napari_histo.models.magnification import scaled_crop, select_crop_boxes, select_crops
-
     h, w = rgb.shape[:2]
     if min(h, w) < size:
         crops = {1.0: select_crops(rgb, n_crops, size, seed, crop_rule)}
@@ -84,8 +101,6 @@ def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int =
     Each record: source, dataset, nominal, mag (true), shape (of the downsampled image), raw
     (``{str(k): list}``).
     """
-    from src_models.hagnifinder.data import fields_by_magnification
-
     records = []
     for i, src, nominal, mag in fields_by_magnification(sources, mags):
         img = image_at(src.rgb, src.magnification, mag)
@@ -99,9 +114,6 @@ def collect(model, sources, mags: Sequence[float] = NOMINAL_MAGS, n_crops: int =
 def predict_record(record: dict, calibration: dict, scales: Sequence[float], min_mag: float,
                    trim: float = 0.125, size: int = 224) -> tuple[float, np.ndarray]:
     """(image estimate, per-crop estimates) for one collected record, as predict would do it."""
-    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from napari_histo.models.magnification import combine_scales, usable_scales
-
     raw = {float(k): np.asarray(v, float) for k, v in record["raw"].items()}
     first = apply_calibration(calibration, raw[1.0])
     first_estimate = aggregate_log(first, trim)
@@ -121,9 +133,6 @@ def cross_validate(records: list[dict], candidates: dict[str, dict], fields: lis
     candidate: image-level and per-crop summaries (all, and by nominal magnification) and the
     per-record predictions.
     """
-    from src_models.hagnifinder.calibration import fit_calibration
-    from src_models.hagnifinder.metrics import grouped_folds, summarise
-
     fold_of = grouped_folds([r["source"] for r in records], n_folds, seed)
     calibrations = {}
     for f in range(n_folds):
@@ -177,10 +186,6 @@ def crop_rule_records(model, sources, rules: Sequence[str], mags: Sequence[float
     """
     import torch
 
-    from napari_histo.models.hagnifinder.images import to_tensor
-    from napari_histo.models.magnification import select_crop_boxes
-    from src_models.hagnifinder.data import fields_by_magnification
-
     records = []
     for i, src, nominal, mag in fields_by_magnification(sources, mags):
         img = image_at(src.rgb, src.magnification, mag)
@@ -203,10 +208,6 @@ def cross_validate_rules(records: list[dict], fields: list[dict], n_folds: int =
     The calibration of each fold is fitted on ``fields`` of the other folds' sources (as the
     shipped one); the image estimate is the trimmed log mean of the calibrated crops.
     """
-    from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_calibration
-    from src_models.hagnifinder.calibration import fit_calibration
-    from src_models.hagnifinder.metrics import grouped_folds, summarise
-
     fold_of = grouped_folds([r["source"] for r in fields], n_folds, seed)
     cals = {f: fit_calibration([r["raw"] for r in fields if fold_of[r["source"]] != f],
                                [r["mag"] for r in fields if fold_of[r["source"]] != f], "isotonic")
@@ -251,9 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from napari_histo.models.magnification import read_model_folder
-    from src_models.hagnifinder.calibration import training_predictions
-    from src_models.hagnifinder.data import discover_sources, split_sources
 
     model, config = read_model_folder(args.model_dir)
     if args.crop_rules:
@@ -267,8 +265,6 @@ def main(argv: list[str] | None = None) -> int:
         records = collect(model, train, n_crops=args.crops, seed=args.seed, size=config.patch_size,
                           crop_rule=args.crop_rule)
         if args.records:
-            from napari_histo.utils import atomic_write
-
             Path(args.records).parent.mkdir(parents=True, exist_ok=True)
             with atomic_write(args.records) as fh:
                 json.dump({"records": records}, fh)
@@ -286,14 +282,10 @@ def main(argv: list[str] | None = None) -> int:
     best = choose(results)
     print(f"chosen: {best}")
     if args.out:
-        from napari_histo.utils import atomic_write
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(args.out) as fh:
             json.dump({"chosen": best, "results": results}, fh, indent=1)
     if args.write:
-        from napari_histo.models.hagnifinder.config import HagnifinderConfig
-
         cfg_path = Path(args.model_dir) / "config.json"
         config = HagnifinderConfig.load(cfg_path)
         config.test_time_scales = tuple(results[best]["candidate"]["scales"])
@@ -304,10 +296,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main_crop_rules(args, model, config) -> int:
-    from napari_histo.models.magnification import CROP_RULES
-    from src_models.hagnifinder.calibration import training_predictions
-    from src_models.hagnifinder.data import discover_sources, split_sources
-
     train, _held = split_sources(discover_sources(args.data_root or config.data_root), config.holdout)
     if {s.name for s in train} & set(config.holdout):
         raise RuntimeError("a held-out source reached the training list")
@@ -326,8 +314,6 @@ def _main_crop_rules(args, model, config) -> int:
         print(f"| {rule} | MAE {s['mae']:.3f} | ±5x {100 * s['acc@5']:.1f} % | ±1x {100 * s['acc@1']:.1f} % "
               f"| vs most_tissue {diff.mean():+.3f} (95 % source bootstrap {lo:+.3f} to {hi:+.3f}) |")
     if args.out:
-        from napari_histo.utils import atomic_write
-
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with atomic_write(args.out) as fh:
             json.dump({"seed": args.seed, "results": results, "records": records}, fh)

@@ -16,14 +16,16 @@ import json
 import sys
 from pathlib import Path
 
+from napari_histo.utils import atomic_path, atomic_write
 from src_models.hagnifinder.data import PACK_INDEX, SourceImage, discover_sources, split_sources
+
+# Lazy imports: PIL, torch are imported inside the functions that use them (directly or through
+# the modules named there): only the code paths that use them pay for loading.
 
 
 def write_pack(sources: list[SourceImage], out_dir: str | Path) -> Path:
     """Write ``sources`` as PNGs plus ``sources.json`` into ``out_dir``; returns the index path."""
     from PIL import Image
-
-    from napari_histo.utils import atomic_path, atomic_write
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from napari_histo.models.hagnifinder.calibration import aggregate_log, apply_cal
 from napari_histo.models.hagnifinder.config import HagnifinderConfig
 from napari_histo.models.hagnifinder.model import predict_patches
 from napari_histo.models.magnification import read_model_folder
+from napari_histo.utils import atomic_write
 from src_models.hagnifinder.calibration import choose_calibration, fit_calibration
 from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
 from src_models.hagnifinder.evaluate import EVAL_MAGS
@@ -85,8 +86,6 @@ def main(argv: list[str] | None = None) -> int:
               f"±5x {100 * r['patches']['acc@5']:.1f} %; images MAE {r['images']['mae']:.2f}x, "
               f"±5x {100 * r['images']['acc@5']:.1f} %")
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             json.dump(results, fh, indent=1)
     return 0

@@ -20,6 +20,19 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.models.hagnifinder.calibration import apply_calibration
+from napari_histo.models.magnification import read_model_folder, softness_check
+from napari_histo.utils import atomic_write
+from src_models.hagnifinder.data import (
+    blur_patch,
+    discover_sources,
+    split_sources,
+    validation_patches,
+)
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
+
 RATIOS = (1.2, 1.3, 1.4, 1.5, 1.6, 1.75, 2.0)
 
 
@@ -27,15 +40,7 @@ def training_disagreement(model_dir: str | Path, companion_dir: str | Path, sigm
                           crops_per_mag: int = 4, seed: int = 123, data_root: str | Path | None = None
                           ) -> list[dict]:
     """Both models' calibrated estimates on training fields, each field sharp and blurred."""
-    from napari_histo.models.hagnifinder.calibration import apply_calibration
     from napari_histo.models.hagnifinder.model import predict_patches
-    from napari_histo.models.magnification import read_model_folder
-    from src_models.hagnifinder.data import (
-        blur_patch,
-        discover_sources,
-        split_sources,
-        validation_patches,
-    )
 
     main_model, main_config = read_model_folder(model_dir)
     companion, companion_config = read_model_folder(companion_dir)
@@ -54,8 +59,6 @@ def training_disagreement(model_dir: str | Path, companion_dir: str | Path, sigm
 
 def summarise_ratios(records: list[dict], ratios=RATIOS) -> dict:
     """Per blur: MAE of each model, percentiles of main / companion, and MAE and share replaced per R."""
-    from napari_histo.models.magnification import softness_check
-
     out = {}
     for sigma in sorted({r["sigma"] for r in records}):
         rs = [r for r in records if r["sigma"] == sigma]
@@ -100,8 +103,6 @@ def main(argv: list[str] | None = None) -> int:
         for ratio, r in s["by_ratio"].items():
             print(f"    R {ratio}: MAE {r['mae']:.3f}x, replaced {100 * r['replaced']:.1f} %")
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             json.dump({"summary": summary, "records": records}, fh)
     return 0

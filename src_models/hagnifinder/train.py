@@ -21,6 +21,7 @@ import json
 import signal
 import sys
 import time
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,13 +36,15 @@ from napari_histo.models.hagnifinder.model import (
     build_network,
     predict_patches,
 )
+from napari_histo.utils import atomic_path, choose_device
 from src_models.hagnifinder.data import (
     MultiMagSampler,
     discover_sources,
+    read_pack,
     split_sources,
     validation_patches,
 )
-from src_models.hagnifinder.metrics import summarise
+from src_models.hagnifinder.metrics import grouped_folds, summarise
 
 
 def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
@@ -52,7 +55,6 @@ def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
     """
     if config.cross_fit_folds <= 1:
         return []
-    from src_models.hagnifinder.metrics import grouped_folds
 
     fold_of = grouped_folds([s.name for s in sources], config.cross_fit_folds, config.seed)
     held = [sorted(n for n, f in fold_of.items() if f == k) for k in range(config.cross_fit_folds)]
@@ -148,8 +150,6 @@ def _two_groups(optim_state: dict, n_head: int) -> dict:
 
 
 def _save_checkpoint(path: Path, members: list[_Member], state: dict) -> None:
-    from napari_histo.utils import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save({"models": [m.model.state_dict() for m in members],
                     "use_asm": members[0].model.use_asm,
@@ -170,8 +170,6 @@ def export_model(model: HagnifinderNet | HagnifinderEnsemble, config: Hagnifinde
     An ensemble's weights are stored in float16 (they are loaded back into float32; the
     members' scale factors stay float32), which halves the file.
     """
-    from napari_histo.utils import atomic_path
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.scale_factor = float(model.scale_factor)
@@ -259,8 +257,6 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir)
     if data_sources is None and config.data_pack:
-        from src_models.hagnifinder.data import read_pack
-
         train_src, val_src = split_sources(read_pack(config.data_pack), config.holdout)
     elif data_sources is None:
         train_src, val_src = split_sources(discover_sources(config.data_root), config.holdout)
@@ -275,7 +271,6 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
     if config.cross_fit_folds > 1 and config.init_from:
         raise ValueError("cross_fit_folds and init_from cannot be combined")
     config.member_holdouts = member_holdouts(train_src, config)
-    from napari_histo.utils import choose_device
 
     device = torch.device(choose_device(config.device))
     if device.type == "cuda":
@@ -442,8 +437,6 @@ def load_config_file(path: str | Path) -> HagnifinderConfig:
     """A config from JSON (or TOML); relative ``data_root``/``out_dir`` stay relative to the CWD."""
     path = Path(path)
     if path.suffix.lower() == ".toml":
-        import tomllib
-
         with open(path, "rb") as fh:
             return HagnifinderConfig.from_dict(tomllib.load(fh))
     return HagnifinderConfig.load(path)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Lazy imports: scipy is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
+
 # Ruifrok & Johnston H&E-DAB stain matrix (rows: H, E, DAB optical densities).
 _RGB_FROM_HED = np.array(
     [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float32

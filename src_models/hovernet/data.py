@@ -15,6 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.datasets import read_monuseg
+from src_models.hovernet.augment import augment_patch
+from src_models.hovernet.targets import make_targets
+
+# Lazy imports: PIL, openslide, pandas, skimage, tifffile are imported inside the functions that
+# use them (directly or through the modules named there): only the code paths that use them pay for loading.
+
 #: MoNuSAC class name -> type channel of the shipped head (see CompactConfig.type_names).
 MONUSAC_TYPES = {"epithelial": 1, "lymphocyte": 2, "neutrophil": 3, "macrophage": 4}
 MONUSEG_DEFAULT_MPP = 0.25
@@ -114,8 +121,6 @@ def load_monuseg_native(root: Path, stem: str, masks: str = "project") -> tuple[
 
     tif = _monuseg_tif(root, stem)
     if masks == "official":
-        from napari_histo.datasets import read_monuseg
-
         sample = read_monuseg(tif, masks="official")  # reads the tile once
         return sample.image, sample.inst, sample.mpp
     img = tifffile.imread(tif)[..., :3]
@@ -247,8 +252,6 @@ class PatchSampler:
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One augmented (img uint8 (P, P, 3), inst int32, types int16) patch."""
-        from src_models.hovernet.augment import augment_patch
-
         img, inst, types, (h, w), pad = self.tiles[int(self.rng.choice(len(self.tiles), p=self.p))]
         cy = int(self.rng.integers(0, h)) + pad
         cx = int(self.rng.integers(0, w)) + pad
@@ -263,8 +266,6 @@ class PatchSampler:
 
     def batch(self, n: int, margin: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(B, 3, P, P) float32 images and targets cropped by ``margin`` px per side."""
-        from src_models.hovernet.targets import make_targets
-
         imgs, nps, hvs, tps = [], [], [], []
         for _ in range(n):
             im, ins, ty = self.sample()

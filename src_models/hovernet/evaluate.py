@@ -16,14 +16,30 @@ Run: ``python -m src_models.hovernet.evaluate WEIGHTS_DIR [--data ../shared/data
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from napari_histo.datasets import MONUSEG_MASKS
 from napari_histo.datasets.readers import CRCHISTO_MPP
+from napari_histo.models.hovernet.config import scaled_postproc
+from napari_histo.nuclei.metrics import instance_scores, type_scores
+from napari_histo.utils import atomic_write
 from src_models.hovernet.config import TrainConfig
+from src_models.hovernet.data import (
+    load_monusac_native,
+    load_monuseg_native,
+    resize_labels,
+    resize_rgb,
+)
+
+# Lazy imports: PIL, pandas, scipy, skimage, torch are imported inside the functions that use them
+# (directly or through the modules named there): only the code paths that use them pay for loading.
 
 #: Channel of the shipped head -> coarse class for CRCHisto scoring (1 epithelial, 2 inflammatory).
 HEAD_TO_COARSE = {0: 0, 1: 1, 2: 2, 3: 2, 4: 2}
@@ -34,8 +50,6 @@ def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_siz
     """A ``HoverNetSegmenter`` over the weights folder set up as its ``config.json`` says
     (:func:`~napari_histo.models.hovernet.compact.compact_segmenter`); ``post`` overrides post-processing
     constants, ``kwargs`` the segmenter's options (e.g. ``fill_px``)."""
-    from dataclasses import asdict
-
     from napari_histo.models.hovernet.compact import compact_segmenter
     from napari_histo.nuclei.postproc import HoverPostParams
 
@@ -64,15 +78,10 @@ def segment_native(seg, rgb: np.ndarray, native_mpp: float, mode: str = "labels"
     with the constants rescaled to ``native_mpp`` (smoother outlines, ~4× the post-processing cost
     from 0.5 to 0.25 µm/px).
     """
-    from src_models.hovernet.data import resize_labels, resize_rgb
-
     scale = native_mpp / seg.mpp
     shape = (max(1, round(rgb.shape[0] * scale)), max(1, round(rgb.shape[1] * scale)))
     work = resize_rgb(rgb, shape)
     if mode == "maps" and hasattr(seg, "post_params"):
-        from dataclasses import replace
-
-        from napari_histo.models.hovernet.config import scaled_postproc
         from napari_histo.nuclei.postproc import postprocess_maps
 
         raw = upsample_maps(seg.predict(work), rgb.shape[:2])
@@ -95,9 +104,6 @@ def evaluate_monuseg(seg, data_root: str | Path, stems: list[str], classical: bo
     """Per-image instance scores of ``seg`` (and the classical detector) on MoNuSeg tiles;
     ``masks`` "official" scores against masks drawn as the challenge's script draws them
     (:data:`napari_histo.datasets.MONUSEG_MASKS`)."""
-    from napari_histo.nuclei.metrics import instance_scores
-    from src_models.hovernet.data import load_monuseg_native
-
     rows = []
     for stem in stems:
         rgb, gt, mpp = load_monuseg_native(Path(data_root), stem, masks=masks)
@@ -126,11 +132,7 @@ def tune_postproc(seg, data_root: str | Path, stems: list[str], grid: dict[str, 
     Used to pick ``config.postproc`` on training tiles only, never on the held-out ones. The
     instances come from ``seg.instances`` (the segmenter's own grid: coarse or fine).
     """
-    import itertools
-
-    from napari_histo.nuclei.metrics import instance_scores
     from napari_histo.nuclei.postproc import HoverPostParams
-    from src_models.hovernet.data import load_monuseg_native, resize_labels, resize_rgb
 
     cache = []
     for stem in stems:
@@ -213,8 +215,6 @@ def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dic
     """Coarse typing scores on CRCHistoPhenotypes (points; matching radius in native 20× px)."""
     from PIL import Image
 
-    from napari_histo.nuclei.metrics import type_scores
-
     base = Path(data_root) / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
     images = []
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
@@ -229,9 +229,6 @@ def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dic
 
 def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict:
     """Per-type detection/typing scores on the MoNuSAC images (training images: a fit, not validation)."""
-    from napari_histo.nuclei.metrics import type_scores
-    from src_models.hovernet.data import load_monusac_native
-
     images = []
     root = Path(data_root)
     for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
@@ -275,10 +272,6 @@ def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from napari_histo.datasets import MONUSEG_MASKS
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("weights")
     ap.add_argument("--data", default="../shared/data")
@@ -321,8 +314,6 @@ def main(argv: list[str] | None = None) -> int:
                        segmentation=not args.typing_only, masks=args.monuseg_masks)
     text = json.dumps(res, indent=2)
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             fh.write(text)
     print(text)

@@ -11,7 +11,12 @@ import json
 import shutil
 from pathlib import Path
 
+from napari_histo.models.hovernet.config import CompactConfig, scaled_postproc
+from napari_histo.utils import atomic_write
 from src_models.hovernet.config import TrainConfig
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 LICENCES = """\
 | data | use in this model | licence |
@@ -276,8 +281,6 @@ def shipped_config(train_cfg: TrainConfig, downsample: int = 2, postproc: dict |
     ``postproc_at_network_mpp``; ``max_tile_px`` bounds the enlarged inference patches;
     ``type_rule`` is the typing rule (the shipped models use "nucleus").
     """
-    from napari_histo.models.hovernet.config import CompactConfig, scaled_postproc
-
     m = train_cfg.model
     fine_mpp = m.mpp / downsample
     return CompactConfig.from_dict({
@@ -307,7 +310,6 @@ def ship(run_dir: str | Path, dest: str | Path, validation: dict | None, bench: 
     written (a folder to evaluate before shipping).
     """
     from napari_histo.models.hovernet.compact import CompactHoVerNet, count_macs
-    from napari_histo.utils import atomic_write
 
     run, dest = Path(run_dir), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# Lazy imports: scipy is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
+
 
 def fix_duplicate_ids(inst: np.ndarray) -> np.ndarray:
     """Give every connected component of a repeated id its own id (mirroring/affine duplicates)."""

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.schema.types import TypeInfo
+from napari_histo.utils import InputFileError, atomic_path
 from src_models.hovernet.config import TrainConfig
+from src_models.hovernet.data import PatchSampler, build_training_tiles
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 
 def _seed_everything(seed: int) -> None:
@@ -48,8 +54,6 @@ def load_init_weights(model, path: str | Path) -> None:
     """
     import torch
 
-    from napari_histo.utils import InputFileError
-
     path = Path(path)
     if not path.is_file():
         raise InputFileError(path, "init_weights file not found")
@@ -71,9 +75,6 @@ def load_init_weights(model, path: str | Path) -> None:
 def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = False) -> Path:
     """Write ``model.pt`` (state_dict), ``config.json`` and ``type_info.json`` into ``out_dir``."""
     import torch
-
-    from napari_histo.schema.types import TypeInfo
-    from napari_histo.utils import atomic_path
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -106,8 +107,6 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
     import torch
 
     from napari_histo.models.hovernet.compact import CompactHoVerNet
-    from napari_histo.utils import atomic_path
-    from src_models.hovernet.data import PatchSampler, build_training_tiles
     from src_models.hovernet.losses import hovernet_loss
 
     torch.set_num_threads(max(1, int(cfg.threads)))

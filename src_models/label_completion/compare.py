@@ -13,15 +13,19 @@ import sys
 import time
 from pathlib import Path
 
+from napari_histo.utils import atomic_write
+from src_models.label_completion.evaluate import cross_taxonomy_table
+from src_models.label_completion.samples import build_samples, load_config
+from src_models.label_completion.train import train_stages
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
+
 
 def run_comparison(out_json: str | Path, config_paths: list[str | Path]) -> dict:
     import torch
 
     from napari_histo.models.label_completion.model import load_model
-    from napari_histo.utils import atomic_write
-    from src_models.label_completion.evaluate import cross_taxonomy_table
-    from src_models.label_completion.samples import build_samples, load_config
-    from src_models.label_completion.train import train_stages
 
     results: dict = {"runs": {}}
     cache: dict = {}

@@ -19,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_histo.datasets.readers import CRCHISTO_MPP
+from napari_histo.datasets.readers import CRCHISTO_MPP, crchisto_folders, read_crchisto_points
 from napari_histo.utils import InputFileError
+from src_models.deepcmorph.data import read_rgb
+
+# Lazy imports: openslide, pandas are imported inside the functions that use them (directly or
+# through the modules named there): only the code paths that use them pay for loading.
 
 #: Local vocabularies (Dataset_Merger order for MoNuSAC).
 MONUSAC_LABELS = ["Epithelial", "Lymphocyte", "Neutrophil", "Macrophage"]
@@ -66,7 +70,6 @@ def read_slide_rgb(path: str | Path) -> np.ndarray:
                 return np.asarray(s.read_region((0, 0), 0, s.dimensions).convert("RGB"))
         except openslide.OpenSlideError as exc:
             raise InputFileError(path, f"cannot open slide ({exc})") from exc
-    from src_models.deepcmorph.data import read_rgb
 
     return read_rgb(path)
 
@@ -119,8 +122,6 @@ def load_crchisto(root: str | Path, labels: list[str] = CRCHISTO_LABELS,
     point within 3 px of a classified point is that nucleus (dropped), the others are
     unlabelled nuclei (label -1).
     """
-    from napari_histo.datasets.readers import crchisto_folders, read_crchisto_points
-
     half = POINT_NUCLEUS_UM / mpp / 2
     out = []
     for f in crchisto_folders(root):

@@ -5,10 +5,17 @@ F1 is computed with the true labels as reference (weighted F1 weights by *true* 
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from src_models.label_completion.samples import build_samples, load_config
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 
 def per_type_f1(y_true, y_pred, labels: list[str]) -> dict[str, Any]:
@@ -72,7 +79,6 @@ def cross_taxonomy_table(model, samples, mask: np.ndarray, source: str, target: 
 def evaluate_folder(model_dir: str | Path, config_path: str | Path | None = None) -> dict[str, Any]:
     """Evaluate a trained folder on the held-out nuclei defined by its config (or ``config_path``)."""
     from napari_histo.models.label_completion.model import load_model
-    from src_models.label_completion.samples import build_samples, load_config
 
     model = load_model(model_dir)
     cfg = load_config(config_path) if config_path else model.config
@@ -82,9 +88,6 @@ def evaluate_folder(model_dir: str | Path, config_path: str | Path | None = None
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m src_models.label_completion.evaluate MODEL_DIR [CONFIG.json]``: held-out F1 as JSON."""
-    import argparse
-    import json
-
     p = argparse.ArgumentParser(description="Per-type F1 of a label-completion model on its held-out nuclei.")
     p.add_argument("model_dir")
     p.add_argument("config", nargs="?", default=None, help="config whose data/held-out to use")

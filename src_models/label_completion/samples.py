@@ -14,6 +14,9 @@ import numpy as np
 from napari_histo.models.label_completion.inference import nucleus_crops
 from napari_histo.utils import InputFileError
 
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
+
 #: Adapter per label-set name.
 ADAPTERS = {"monusac": "load_monusac", "crchisto": "load_crchisto"}
 

@@ -18,7 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from napari_histo.utils import atomic_write
+from src_models.label_completion.evaluate import evaluate_samples
 from src_models.label_completion.samples import NucleusSamples, build_samples, load_config
+
+# Lazy imports: torch is imported inside the functions that use it (directly or through the
+# modules named there): only the code paths that use them pay for loading.
 
 STAGES = ("base", "correlation", "completion")
 
@@ -58,8 +63,6 @@ def train_stages(cfg, samples: NucleusSamples | None = None, resume: bool = Fals
     import torch
 
     from napari_histo.models.label_completion.model import LabelCompletionModel, save_model
-    from napari_histo.utils import atomic_write
-    from src_models.label_completion.evaluate import evaluate_samples
     from src_models.label_completion.losses import completion_loss, sparse_label_loss
 
     torch.set_num_threads(cfg.num_threads)

@@ -28,8 +28,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from napari_histo.models.backbones import build_resnet
 from napari_histo.models.hagnifinder.images import to_tensor
+from napari_histo.utils import atomic_write
+from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
+from src_models.mpcs.config import MPCSConfig
 from src_models.mpcs.data import BreakHisImage, read_breakhis
+
+# Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
+# named there): only the code paths that use them pay for loading.
 
 
 def patient_folds(patients: Sequence[str], strata: Sequence[str], n_folds: int = 5,
@@ -180,8 +187,6 @@ def multimag_fields(data_root: str | Path, patch_size: int, levels: Sequence[flo
     """Fields of the Hagnifinder training sources (``"train"``) and held-out sources
     (``"held_out"``): ``crops_per_mag`` tissue-rich ``patch_size``² fields per source and
     magnification it reaches by downsampling (:func:`~src_models.hagnifinder.data.validation_patches`)."""
-    from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
-
     train_src, held_src = split_sources(discover_sources(data_root))
     if not train_src or not held_src:
         raise FileNotFoundError(f"{data_root}: no Hagnifinder source images (training and held-out) found")
@@ -228,9 +233,6 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
     ``dataset="multimag"``: magnification-class probe on fields of the Hagnifinder sources,
     fitted on the training sources and scored on the held-out ones (the pretraining's split).
     """
-    from napari_histo.models.backbones import build_resnet
-    from src_models.mpcs.config import MPCSConfig
-
     encoder_path = Path(encoder_path)
     config = MPCSConfig.load(encoder_path.parent / "config.json")
 
@@ -278,8 +280,6 @@ def main(argv: list[str] | None = None) -> int:
     results = compare(args.encoder, args.data_root, finetune_epochs=args.finetune_epochs, dataset=args.dataset)
     text = json.dumps(results, indent=2)
     if args.out:
-        from napari_histo.utils import atomic_write
-
         with atomic_write(args.out) as fh:
             fh.write(text)
     print(text)

@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import time
+import tomllib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from napari_histo.models.hagnifinder.images import to_tensor
+from napari_histo.utils import atomic_path
 from src_models.hagnifinder.data import discover_sources, split_sources
 from src_models.mpcs.config import MPCSConfig
 from src_models.mpcs.data import BREAKHIS_RATIOS, PairViewSampler, breakhis_sources
@@ -41,8 +43,6 @@ def build_sampler(config: MPCSConfig) -> PairViewSampler:
 
 def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler | None = None) -> MPCSModel:
     """Pretrain per ``config``; returns the model. Logs the NT-Xent loss every ``log_every``."""
-    from napari_histo.utils import atomic_path
-
     torch.set_num_threads(max(1, config.num_threads))
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -117,8 +117,6 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
     """
     path = Path(path)
     if path.suffix.lower() == ".toml":
-        import tomllib
-
         with open(path, "rb") as fh:
             config = MPCSConfig.from_dict(tomllib.load(fh))
     else:

@@ -15,6 +15,11 @@ from napari_histo.formats._common import (
     VIEWER_PIXEL_OFFSET,
     to_viewer,
 )
+from napari_histo.formats._fastjson import ranges
+
+# Lazy imports: orjson, shapely are imported inside the functions that use them (directly or
+# through the modules named there): importing this module stays light for the CLI and the napari
+# manifest.
 
 _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=True).encode
 
@@ -261,6 +266,4 @@ def _prepare_rings(contours: Sequence[np.ndarray], bboxes: np.ndarray) -> _Rings
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenation of arange(s, s + l) for each (s, l), vectorised."""
-    from napari_histo.formats._fastjson import ranges
-
     return ranges(starts, lengths)

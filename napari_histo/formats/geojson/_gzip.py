@@ -4,11 +4,13 @@ member (CRC-32 and length over the whole text).
 
 from __future__ import annotations
 
+import struct
+import time
+import zlib
+
 
 def _deflate_block(text: bytes | bytearray, level: int) -> bytes:
     """Raw deflate of ``text`` on its own, ending byte-aligned and not final (``Z_SYNC_FLUSH``)."""
-    import zlib
-
     comp = zlib.compressobj(level, zlib.DEFLATED, -15)
     return comp.compress(text) + comp.flush(zlib.Z_SYNC_FLUSH)
 
@@ -23,9 +25,6 @@ class _GzipBlocks:
     """
 
     def __init__(self, fh, level: int):
-        import struct
-        import time
-
         self.fh, self.level, self.crc, self.size = fh, level, 0, 0
         fh.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", int(time.time()) & 0xFFFFFFFF) + b"\x00\xff")
 
@@ -33,15 +32,10 @@ class _GzipBlocks:
         self.write_block(text, _deflate_block(text, self.level))
 
     def write_block(self, text: bytes | bytearray, block: bytes) -> None:
-        import zlib
-
         self.fh.write(block)
         self.crc = zlib.crc32(text, self.crc)
         self.size += len(text)
 
     def close(self) -> None:
-        import struct
-        import zlib
-
         self.fh.write(zlib.compressobj(self.level, zlib.DEFLATED, -15).flush())  # empty final block
         self.fh.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))

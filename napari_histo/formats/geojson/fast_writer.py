@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,6 +16,17 @@ import pandas as pd
 
 from napari_histo.formats._common import (
     table_type_info,
+)
+from napari_histo.formats._fastjson import (
+    WORD,
+    assemble_rows,
+    grid_words,
+    integer_groups,
+    text_words,
+    texts_to_rows,
+    to_rows,
+    uuid4_block,
+    vertex_words,
 )
 from napari_histo.formats.geojson._geometry import _DUMPS, _prepare_rings, _Rings
 from napari_histo.formats.geojson._gzip import _deflate_block
@@ -47,8 +59,6 @@ def _ring_segments(rings: _Rings, lead: np.ndarray, vertex: np.ndarray) -> list[
     Fast rings: lead + polygon head, their vertex rows, the first vertex again (no comma). Others:
     lead, then their text. Every geometry is left open at ``]]}`` for the next segment to close.
     """
-    from napari_histo.formats._fastjson import WORD, text_words, texts_to_rows, to_rows
-
     n, width = len(rings.fast), vertex.shape[1]
     fast = rings.fast
     head = text_words(_POLYGON_HEAD)
@@ -83,8 +93,6 @@ def _tail_words(props: np.ndarray, columns: dict[str, np.ndarray], qupath03: boo
     Returns (words, ok): rows whose values are too large for the grid (|v| >= 1e11) are not ``ok``
     and must be written another way.
     """
-    from napari_histo.formats._fastjson import WORD, grid_words, integer_groups, text_words
-
     n = len(props)
     opening = text_words(b',"measurements":[' if qupath03 else b',"measurements":{')
     closing = text_words(b"]" if qupath03 else b"}")
@@ -201,7 +209,6 @@ def _iter_chunk_texts(
         for start in chunk_starts:
             yield build(start)
         return
-    from collections import deque
 
     workers = max(1, min(_WORKERS, os.cpu_count() or 1))
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -222,15 +229,6 @@ def _iter_chunk_texts(
 def _chunk_text(sub: dict[str, np.ndarray], *, object_type: str, has_cell: bool, type_ids: np.ndarray, props: list[bytes],
                 meas_cols: list[str], mpp: float | None, qupath03: bool) -> bytearray:
     """GeoJSON text of the Features of ``sub`` (column -> array) joined by ``,\\n`` (no trailing separator)."""
-    from napari_histo.formats._fastjson import (
-        WORD,
-        assemble_rows,
-        text_words,
-        texts_to_rows,
-        uuid4_block,
-        vertex_words,
-    )
-
     n = len(sub["type"])
     bboxes = np.stack([sub[c] for c in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1")], axis=1).astype(np.float64)
     nucleus = _prepare_rings(sub["contour"].tolist(), bboxes)

@@ -9,6 +9,7 @@ import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,10 @@ from napari_histo.formats._common import (
     table_from_flat,
 )
 from napari_histo.formats.geojson.stream import _feature_chunks
+from napari_histo.schema.types import TypeInfo
+
+# Lazy imports: shapely is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 
 @dataclass
@@ -171,8 +176,6 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
 
 def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObjects:
     """:func:`read_geojson` with the garbage collector paused."""
-    from napari_histo.schema.types import TypeInfo
-
     path = Path(path)
     if isinstance(type_info, dict):
         type_info = TypeInfo.from_json_dict(type_info)
@@ -320,8 +323,6 @@ def _plain_rings(path: Path, plain: list, contours: list, types: list, probs: li
     Rings numpy cannot take as a whole (ragged, 3-D, non-numeric or non-finite positions) go
     through shapely one by one, as before; ones without a polygon then become annotations.
     """
-    from itertools import chain
-
     rings = [p[-1]["coordinates"][0] for p in plain]
     lens = np.fromiter(map(len, rings), np.int64, count=len(rings))
     flat = None

@@ -4,7 +4,9 @@ sliding text window, so a file larger than memory never has to be parsed whole.
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,9 +129,6 @@ def _stream_features(path: Path, gzipped: bool, chunk: int) -> Iterator[list] | 
     that states its type first (as QuPath and most writers do), one at a time with the standard
     library's decoder, reading the file a block at a time. None for any other layout.
     """
-    import gzip
-    import re
-
     space = re.compile(r"[ \t\n\r]*")
     head = re.compile(r'\{[ \t\n\r]*"type"[ \t\n\r]*:[ \t\n\r]*"FeatureCollection"[ \t\n\r]*,[ \t\n\r]*'
                       r'"features"[ \t\n\r]*:[ \t\n\r]*\[')

@@ -24,6 +24,8 @@ from napari_histo.formats.geojson.fast_writer import (
     _iter_chunk_texts,
     _measurements,
 )
+from napari_histo.schema.table import validate_table
+from napari_histo.utils import atomic_path
 
 
 def annotation_feature(ann: Annotation, *, qupath03: bool = False) -> dict | None:
@@ -84,13 +86,9 @@ def write_geojson(
     Path of the written file. The file is streamed to a temporary sibling and renamed on success.
     """
 
-    from napari_histo.utils import atomic_path
-
     path = Path(path)
     use_gz = path.name.lower().endswith(".gz") if gzip is None else bool(gzip)
     if table is not None:
-        from napari_histo.schema.table import validate_table
-
         validate_table(table)
     level = compresslevel if use_gz else None
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:

@@ -13,6 +13,7 @@ them (see :func:`resolve_weights`). Input RGB is in [0, 1] with no mean/std norm
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from napari_histo.models.backbones.efficientnet import EfficientNet, skip_channels
 from napari_histo.models.deepcmorph.config import DeepCMorphConfig
-from napari_histo.utils import HistoError
+from napari_histo.utils import HistoError, atomic_path
 
 #: Released checkpoint names -> file names (users download them; licence CC BY-NC-SA 4.0).
 RELEASED_WEIGHTS: dict[str, tuple[str, int]] = {
@@ -421,8 +422,6 @@ def _read_state_dict(file: Path) -> dict:
     run arbitrary code when unpickled and is refused. The released DeepCMorph checkpoints are
     state dicts (upstream loads them with ``load_state_dict(torch.load(path))``).
     """
-    import pickle
-
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -462,8 +461,6 @@ def _mismatch_message(file: Path, r: LoadReport, backbone: str, limit: int = 12)
 
 def save_pretrained(model: DeepCMorph, folder: str | os.PathLike) -> Path:
     """Write ``folder/model.pt`` (state dict) and ``folder/config.json`` atomically."""
-    from napari_histo.utils import atomic_path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "model.pt") as tmp:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+# Lazy imports: PIL, openslide, tifffile, torch are imported inside the functions that use them
+# (directly or through the modules named there): importing this module stays light for the CLI and
+# the napari manifest.
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 

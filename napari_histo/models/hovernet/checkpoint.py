@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from napari_histo.models.hovernet.net import MODE_SIZES, HoVerNet
+from napari_histo.utils import InputFileError
 
 __all__ = ["CheckpointInfo", "load_hovernet", "read_state_dict", "infer_config", "check_state_dict"]
 
@@ -45,8 +46,6 @@ class CheckpointInfo:
 
 
 def _error(path, reason: str) -> Exception:
-    from napari_histo.utils import InputFileError
-
     return InputFileError(path, reason)
 
 

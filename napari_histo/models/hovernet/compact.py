@@ -11,6 +11,7 @@ logits, 0 = background). Convolutions use zero "same" padding; ``forward`` remov
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -19,6 +20,11 @@ from torch import nn
 
 from napari_histo.models.hovernet.config import CompactConfig
 from napari_histo.models.hovernet.net import init_conv_bn_weights
+from napari_histo.schema.types import TypeInfo
+from napari_histo.utils import InputFileError
+
+# Lazy imports: pandas is imported inside the functions that use it (directly or through the
+# modules named there): importing this module stays light for the CLI and the napari manifest.
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -187,8 +193,6 @@ def load_compact(folder: str | Path, device: str = "cpu",
     from :func:`network_config` (no internal pooling / upsampling), for callers that resample
     themselves.
     """
-    from napari_histo.utils import InputFileError
-
     folder = Path(folder)
     cfg = CompactConfig.load(folder / "config.json")
     model = CompactHoVerNet(network_config(cfg) if at_network_mpp else cfg)
@@ -210,8 +214,6 @@ def load_compact(folder: str | Path, device: str = "cpu",
 
 def segmenter_post_params(cfg: CompactConfig) -> dict:
     """``HoverPostParams`` fields for the grid the watershed runs on (see ``postproc_at_network_mpp``)."""
-    from dataclasses import asdict, fields
-
     from napari_histo.nuclei.postproc import HoverPostParams
 
     known = {f.name for f in fields(HoverPostParams)}
@@ -236,7 +238,6 @@ def compact_segmenter(folder: str | Path, device: str | None = None, name: str |
     """
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
     from napari_histo.nuclei.postproc import HoverPostParams
-    from napari_histo.schema.types import TypeInfo
 
     folder = Path(folder)
     cfg = CompactConfig.load(folder / "config.json")

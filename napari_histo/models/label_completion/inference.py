@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_histo.schema.types import TypeInfo
+from napari_histo.utils import HistoError
+
+# Lazy imports: scipy, torch are imported inside the functions that use them (directly or through
+# the modules named there): importing this module stays light for the CLI and the napari manifest.
+
 
 def _predict(model, rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp: float):
     import torch
@@ -62,9 +68,6 @@ def type_table(table, rgb: np.ndarray, model, *, mpp: float | None = None, offse
     ``mpp`` defaults to ``table.attrs["mpp"]``. With ``set_type="<set>"`` the table's ``type``/
     ``type_prob``/``type_info`` are replaced by that taxonomy.
     """
-    from napari_histo.schema.types import TypeInfo
-    from napari_histo.utils import HistoError
-
     mpp = mpp if mpp is not None else table.attrs.get("mpp")
     if not mpp:
         raise HistoError("nucleus typing needs the image's µm/px (table.attrs['mpp'] or mpp=...)")

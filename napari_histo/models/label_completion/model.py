@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_histo.jsonconfig import JsonConfig
+from napari_histo.utils import HistoError, atomic_path
 
 #: Logits are clamped to this range before any softmax (as in the reference training).
 LOGIT_CLAMP = 10.0
@@ -194,8 +195,6 @@ class LabelCompletionModel(nn.Module):
 
 
 def save_model(model: LabelCompletionModel, folder: str | Path, name: str = "model.pt") -> Path:
-    from napari_histo.utils import atomic_path
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / name) as tmp:
@@ -206,8 +205,6 @@ def save_model(model: LabelCompletionModel, folder: str | Path, name: str = "mod
 
 def load_model(folder: str | Path, name: str = "model.pt") -> LabelCompletionModel:
     """Build from ``folder/config.json`` and load ``folder/<name>`` strictly."""
-    from napari_histo.utils import HistoError
-
     folder = Path(folder)
     for p in (folder / "config.json", folder / name):
         if not p.is_file():
