@@ -2,7 +2,9 @@
 
     .venv/bin/python benchmarks/bench_geojson_libs.py [--n 200000] [--repeat 3]
 
-Needs ``ijson`` and ``isal`` installed beside the package (they are not dependencies). On the
+Needs ``ijson`` installed beside the package (``isal`` is a dependency since these figures;
+``ijson`` is not, see docs/BENCHMARKS.md). The zlib writer the package used before is rebuilt
+here for the comparison. On the
 same exporter output of N synthetic nuclei (24-vertex contours, measurements) it measures CPU
 seconds (``time.process_time``, all threads of this process) and wall seconds, best of
 ``--repeat``:
@@ -10,10 +12,10 @@ seconds (``time.process_time``, all threads of this process) and wall seconds, b
 - parsing: the package's incremental parser (``formats.geojson.stream``, features a chunk at a
   time, the path every file above ``STREAM_MIN_BYTES`` takes) against ``ijson.items`` on the
   ``yajl2_c`` backend (floats, not Decimals), both yielding every feature as a dict;
-- gzip: the package's block-parallel gzip writer (``formats.geojson._gzip``, level 6, blocks of
-  one export chunk deflated on 2 threads) against ``isal.igzip_threaded`` (2 threads, its
-  default level 1 and level 2, ISA-L's highest) and against one-thread ``zlib`` level 6, on the
-  plain file's bytes; output sizes are reported too.
+- gzip: the block-parallel zlib writer the package used before (rebuilt below, level 1 as
+  ``write_geojson`` used it, and level 6; blocks of about one export chunk deflated on 2
+  threads) against ``isal.igzip_threaded`` (2 threads, levels 1 and 2) and one-thread ``zlib``
+  level 6, on the plain file's bytes; output sizes are reported too.
 """
 
 from __future__ import annotations
@@ -21,15 +23,41 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import struct
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_analysis import synthetic_table  # noqa: E402
+
+
+def _deflate_block(text: bytes, level: int) -> bytes:
+    """Raw deflate of ``text`` on its own, byte-aligned and not final (``Z_SYNC_FLUSH``)."""
+    comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+    return comp.compress(text) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+class _GzipBlocks:
+    """One gzip member from independently deflated blocks (pigz's layout): the zlib writer
+    ``write_geojson`` used before ISA-L."""
+
+    def __init__(self, fh, level: int):
+        self.fh, self.level, self.crc, self.size = fh, level, 0, 0
+        fh.write(b"\x1f\x8b\x08\x00" + struct.pack("<I", int(time.time()) & 0xFFFFFFFF) + b"\x00\xff")
+
+    def write_block(self, text: bytes, block: bytes) -> None:
+        self.fh.write(block)
+        self.crc = zlib.crc32(text, self.crc)
+        self.size += len(text)
+
+    def close(self) -> None:
+        self.fh.write(zlib.compressobj(self.level, zlib.DEFLATED, -15).flush())
+        self.fh.write(struct.pack("<II", self.crc, self.size & 0xFFFFFFFF))
 
 
 def _best(fn, repeat: int) -> tuple[float, float, object]:
@@ -48,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     from isal import igzip_threaded
 
     from napari_histo.formats.geojson import stream, write_geojson
-    from napari_histo.formats.geojson._gzip import _deflate_block, _GzipBlocks
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--skip-parse", action="store_true", help="measure gzip only")
     args = p.parse_args(argv)
     report: dict = {"n": args.n, "ijson_backend": ijson.backend}
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(path, "rb") as fh:
                 return sum(1 for _ in ijson.items(fh, "features.item", use_float=True))
 
-        for name, fn in (("parse_ours", ours), ("parse_ijson", with_ijson)):
+        for name, fn in () if args.skip_parse else (("parse_ours", ours), ("parse_ijson", with_ijson)):
             cpu, wall, n = _best(fn, args.repeat)
             assert n == args.n, (name, n)
             report[name] = {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2)}
@@ -79,15 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         text = path.read_bytes()
         chunk = 8192 * 250  # about one export chunk of text
 
-        def ours_gz() -> int:
-            buf = io.BytesIO()
-            gz = _GzipBlocks(buf, 6)
-            pieces = [text[i:i + chunk] for i in range(0, len(text), chunk)]
-            with ThreadPoolExecutor(2) as pool:
-                for piece, block in zip(pieces, pool.map(lambda t: _deflate_block(t, 6), pieces)):
-                    gz.write_block(piece, block)
-            gz.close()
-            return len(buf.getvalue())
+        def ours_gz(level: int):
+            def run() -> int:
+                buf = io.BytesIO()
+                gz = _GzipBlocks(buf, level)
+                pieces = [text[i:i + chunk] for i in range(0, len(text), chunk)]
+                with ThreadPoolExecutor(2) as pool:
+                    for piece, block in zip(pieces, pool.map(lambda t: _deflate_block(t, level), pieces)):
+                        gz.write_block(piece, block)
+                gz.close()
+                return len(buf.getvalue())
+            return run
 
         def isal_gz(level: int):
             def run() -> int:
@@ -102,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return len(gzip.compress(text, compresslevel=6))
 
-        for name, fn in (("gzip_ours_l6_2threads", ours_gz), ("gzip_isal_l1_2threads", isal_gz(1)),
+        for name, fn in (("gzip_ours_l1_2threads", ours_gz(1)), ("gzip_ours_l6_2threads", ours_gz(6)),
+                         ("gzip_isal_l1_2threads", isal_gz(1)),
                          ("gzip_isal_l2_2threads", isal_gz(2)), ("gzip_zlib_l6_1thread", zlib_gz)):
             cpu, wall, size = _best(fn, args.repeat)
             report[name] = {"cpu_s": round(cpu, 2), "wall_s": round(wall, 2), "mib": round(size / 2**20, 1)}

@@ -153,21 +153,20 @@ def test_annotation_files_open_aligned_with_the_slide(make_napari_viewer, synth_
 
 
 @pytest.mark.gui
-def test_big_annotation_files_are_read_in_the_background(make_napari_viewer, qtbot, synth_slides, tmp_path, monkeypatch):
-    """Above BACKGROUND_MIN_BYTES the reader returns at once and the layers arrive from a worker."""
+def test_annotation_reader_returns_layer_data_and_adds_nothing_itself(make_napari_viewer, synth_slides, tmp_path):
+    """The reader hands napari layer data aligned with the open slide; only napari adds layers."""
     from _analysis_data import synthetic_table
-    from napari.layers import Points
 
     from napari_histo._napari import _reader
     from napari_histo.formats.geojson import write_geojson
 
     table = synthetic_table(5, spacing=40)
-    gj = write_geojson(table, tmp_path / "big.geojson")
-    monkeypatch.setattr(_reader, "BACKGROUND_MIN_BYTES", 1)
+    gj = write_geojson(table, tmp_path / "nuclei.geojson")
     viewer = make_napari_viewer()
     viewer.open(str(synth_slides["svs"]), plugin="napari-histo")
-    assert _reader.read_annotations(str(gj)) == [(None,)]  # nothing synchronous
-    qtbot.waitUntil(lambda: any(isinstance(layer, Points) for layer in viewer.layers), timeout=30_000)
-    points = next(layer for layer in viewer.layers if isinstance(layer, Points))
-    assert len(points.data) == len(table)
-    np.testing.assert_allclose(points.scale, (0.25, 0.25))
+    before = [layer.name for layer in viewer.layers]
+    tuples = _reader.read_annotations(str(gj))
+    assert [layer.name for layer in viewer.layers] == before
+    points = [t for t in tuples if t[2] == "points"]
+    assert len(points) == 1 and len(points[0][0]) == len(table)
+    np.testing.assert_allclose(points[0][1]["scale"], (0.25, 0.25))

@@ -32,7 +32,8 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
 
     from napari_histo._napari import _layers
     from napari_histo._napari._analysis_panel import AnalysisPanel
-    from napari_histo._napari._export_panel import ExportPanel, default_paths
+    from napari_histo._napari._exchange import default_paths
+    from napari_histo._napari._export_panel import ExportPanel
     from napari_histo._napari._nuclei_panel import NucleiPanel
 
     slide_panel, slide = open_with_slide_panel(viewer, sample_slide_path)

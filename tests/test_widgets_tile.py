@@ -18,7 +18,7 @@ def test_monuseg_tile_drawn_polygon(viewer, qtbot, tmp_path):
     import shapely
 
     from napari_histo._napari import _layers
-    from napari_histo._napari._magnification_panel import apply_mpp
+    from napari_histo._napari._magnification_actions import apply_mpp
     from napari_histo._napari._nuclei_panel import NucleiPanel
     from napari_histo.formats.imagescope import read_imagescope
 

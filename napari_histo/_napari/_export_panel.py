@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
@@ -24,6 +23,12 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
+from napari_histo._napari._exchange import (
+    EXPORTS,
+    default_paths,
+    export_kind,
+    unique_path,
+)
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 
 # Lazy imports: PIL, napari, pandas, shapely are imported inside the functions that use them
@@ -32,194 +37,9 @@ from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_i
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
-    import pandas as pd
 
-#: kind -> (label, default file name pattern)
-EXPORTS: dict[str, tuple[str, str]] = {
-    "geojson": ("QuPath GeoJSON", "{stem}.geojson"),
-    "sedeen": ("Sedeen session XML", "{stem}.session.xml"),
-    "hovernet": ("HoVer-Net JSON", "{stem}.hovernet.json"),
-    "csv": ("CSV table", "{stem}.nuclei.csv"),
-    "heatmap": ("Heatmap PNG", "{stem}.density.png"),
-}
 
 IMPORT_FILTER = "Annotations (*.xml *.geojson *.json *.geojson.gz *.json.gz);;All files (*)"
-
-
-# ---------------------------------------------------------------------------------------------
-# pure helpers
-# ---------------------------------------------------------------------------------------------
-def unique_path(path: str | Path) -> Path:
-    """``path`` if free, else ``name (2).ext``, ``name (3).ext``... (never clobber a file)."""
-    path = Path(path)
-    if not path.exists():
-        return path
-    name = path.name
-    stem, dot, suffix = name.partition(".")
-    for k in range(2, 10_000):
-        candidate = path.with_name(f"{stem} ({k}){dot}{suffix}")
-        if not candidate.exists():
-            return candidate
-    raise FileExistsError(path)
-
-
-def default_paths(slide_path: str | Path | None, fallback_dir: str | Path | None = None) -> dict[str, Path]:
-    """Default export paths beside the slide (or in ``fallback_dir`` / cwd, stem "nuclei")."""
-    import os
-
-    fallback = Path(fallback_dir or Path.cwd())
-    if slide_path:
-        slide_path = Path(slide_path)
-        folder, stem = slide_path.parent, slide_path.name.split(".")[0]
-        if not os.access(folder, os.W_OK):  # read-only slide folder: fall back
-            folder = fallback
-    else:
-        folder, stem = fallback, "nuclei"
-    out = {}
-    for kind, (_, pattern) in EXPORTS.items():
-        path = folder / pattern.format(stem=stem)
-        out[kind] = path if kind == "sedeen" else unique_path(path)
-    return out
-
-
-def nuclei_table(viewer: napari.Viewer) -> pd.DataFrame | None:
-    """The nucleus table of the topmost napari-histo nuclei layer, else None."""
-    for layer in reversed(list(viewer.layers)):
-        table = layer.metadata.get("nuclei_table")
-        if table is not None:
-            return table
-    return None
-
-
-def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_name: str | None = None) -> list:
-    """Polygons of a Shapes layer as level-0 :class:`~napari_histo.formats._common.Annotation`."""
-    from shapely.geometry import Polygon
-
-    from napari_histo.formats._common import Annotation
-
-    names = None
-    if "name" in getattr(shapes_layer, "features", {}):
-        names = list(shapes_layer.features["name"])
-    out = []
-    for i, verts in enumerate(shapes_layer.data):
-        world = _layers.vertices_to_world(shapes_layer, verts)
-        yx = _layers.world_to_level0(slide_layer, world) if slide_layer is not None else world
-        if len(yx) < 3:
-            continue
-        geom = Polygon(yx[:, ::-1])
-        if not geom.is_valid:
-            geom = geom.buffer(0)
-        shape_type = shapes_layer.shape_type[i]
-        name = names[i] if names else f"{shapes_layer.name} {i + 1}"
-        out.append(Annotation(geometry=geom, name=str(name), class_name=class_name, shape=shape_type, is_ellipse=shape_type == "ellipse"))
-    return out
-
-
-def roi_annotations(viewer: napari.Viewer, slide_layer: Any | None) -> list:
-    """Annotations from user Shapes layers (ROIs drawn by hand)."""
-    from napari.layers import Shapes
-
-    rois = []
-    for layer in viewer.layers:
-        if isinstance(layer, Shapes) and not layer.metadata.get("napari_histo_overlay"):
-            rois.extend(shapes_to_annotations(layer, slide_layer, class_name="ROI"))
-    return rois
-
-
-def hotspot_annotations(viewer: napari.Viewer) -> list:
-    """The Density & hotspots panel's hotspots as level-0 annotations ("Hotspot 1", ...)."""
-    if _layers.HOTSPOTS not in viewer.layers:
-        return []
-    layer = viewer.layers[_layers.HOTSPOTS]
-    anns = shapes_to_annotations(layer, _layers.find_slide_layer(viewer), class_name="Hotspot")
-    circles = layer.metadata.get("circles", False)
-    for ann in anns:
-        ann.is_ellipse = bool(circles)
-    return anns
-
-
-def hotspot_table(viewer: napari.Viewer) -> pd.DataFrame | None:
-    """The hotspot table (``find_hotspots`` output) behind the hotspots layer, if any."""
-    if _layers.HOTSPOTS not in viewer.layers:
-        return None
-    return viewer.layers[_layers.HOTSPOTS].metadata.get("hotspots_table")
-
-
-def heatmap_rgba(layer: Any) -> np.ndarray:
-    """The heatmap layer rendered with its own colormap and contrast limits (uint8 RGBA)."""
-    data = np.asarray(layer.data, dtype=np.float32)
-    lo, hi = layer.contrast_limits
-    norm = np.clip((data - lo) / ((hi - lo) or 1.0), 0, 1)
-    rgba = layer.colormap.map(norm.ravel()).reshape(*data.shape, 4)
-    rgba[~np.isfinite(data)] = 0
-    return (rgba * 255).round().astype(np.uint8)
-
-
-def write_heatmap_png(layer: Any, path: str | Path) -> Path:
-    """Save the heatmap layer as a PNG (one pixel per grid cell), atomically."""
-    from PIL import Image
-
-    from napari_histo.utils import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        Image.fromarray(heatmap_rgba(layer), mode="RGBA").save(tmp, format="PNG")
-    return path
-
-
-def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
-    """Write one export; raises a clear error when its input is missing."""
-    slide_layer = _layers.find_slide_layer(viewer)
-    path = Path(path)
-    if kind == "heatmap":
-        if _layers.HEATMAP not in viewer.layers:
-            raise ValueError("no density heatmap: run the Density & hotspots panel first")
-        return write_heatmap_png(viewer.layers[_layers.HEATMAP], path)
-    table = nuclei_table(viewer)
-    hotspots = hotspot_annotations(viewer)
-    rois = roi_annotations(viewer, slide_layer)
-    if kind == "sedeen":
-        from napari_histo.formats.sedeen import write_sedeen
-
-        spots = hotspot_table(viewer)
-        if table is None and spots is None and not rois:
-            raise ValueError("nothing to export: no nuclei, hotspots or ROIs")
-        slide_name = None
-        if slide_layer is not None and (slide_file := _layers.layer_path(slide_layer)):
-            slide_name = Path(slide_file).name
-        return write_sedeen(table, path, hotspots=spots, rois=rois or None, merge=True, slide_name=slide_name)
-    if table is None:
-        raise ValueError("no nuclei to export: run the Nuclei panel (or import nuclei) first")
-    if kind == "geojson":
-        from napari_histo.formats.geojson import write_geojson
-
-        write_geojson(table, path, annotations=[*rois, *hotspots])
-    elif kind == "hovernet":
-        from napari_histo.formats.hovernet_json import write_hovernet_json
-
-        mag = None
-        if slide_layer is not None and (info_path := _layers.layer_path(slide_layer)):
-            try:
-                from napari_histo.slide import open_slide
-
-                with open_slide(info_path) as slide:
-                    mag = slide.objective_power
-            except Exception:
-                mag = None
-        write_hovernet_json(table, path, mag=mag)
-    elif kind == "csv":
-        from napari_histo.formats.csv import write_csv
-
-        write_csv(table, path)
-    else:
-        raise ValueError(f"unknown export kind {kind!r}")
-    return path
-
-
-def import_file(viewer: napari.Viewer, path: str | Path) -> list:
-    """Import any supported annotation file (format from its content) into layers aligned with the
-    slide, synchronously: nuclei -> Points, regions -> Shapes (:func:`_layers.annotation_layers`)."""
-    return _layers.add_layer_tuples(viewer, _layers.annotation_layers(path, _layers.find_slide_layer(viewer)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -80,24 +80,20 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[Laye
     return None
 
 
-#: Annotation files at least this big are read in a background worker by the reader: a
-#: whole-slide export takes seconds to parse, and napari calls readers on the GUI thread.
-BACKGROUND_MIN_BYTES = 16 * 2**20
-
-
 def read_annotations(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
-    """Nuclei (Points) and regions (Shapes) of annotation files, aligned with the viewer's slide.
+    """Nuclei (Points) and regions (Shapes) of annotation files, as layer data aligned with the
+    viewer's slide.
 
-    A reader cannot see the viewer it reads into; the current viewer's slide layer supplies the
-    scale so the annotations (level-0 px) land on the slide. Files of
-    :data:`BACKGROUND_MIN_BYTES` or more are read in a worker and their layers added when it
-    finishes (the reader itself returns at once). Errors become notifications.
+    A reader cannot see the viewer it reads into; the current viewer's slide layer, when there is
+    one, only supplies the scale so the annotations (level-0 px) land on the slide. The reader
+    returns layer data and adds nothing to the viewer itself; files are read on the calling thread
+    (a whole-slide export of a million nuclei takes tens of seconds: the Import button of the
+    Export & import panel reads in the background). Errors become notifications.
     """
     import napari
-    from napari.utils.notifications import show_error, show_info
+    from napari.utils.notifications import show_error
 
     from napari_histo._napari import _layers
-    from napari_histo._napari._workers import CANCELLED, Job
     from napari_histo.utils import HistoError
 
     viewer = napari.current_viewer()
@@ -105,25 +101,11 @@ def read_annotations(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
     for one in paths:
-        if viewer is not None and Path(one).stat().st_size >= BACKGROUND_MIN_BYTES:
-            def add(tuples, viewer=viewer):
-                if tuples is not CANCELLED:
-                    _layers.add_layer_tuples(viewer, tuples)
-
-            show_info(f"napari-histo: importing {Path(one).name} in the background…")
-            _BACKGROUND_JOBS.append(Job(_layers.annotation_import_events, one, slide_layer, on_return=add,
-                                        context=f"napari-histo could not import {Path(one).name}").start())
-            continue
         try:
             layers.extend(_layers.annotation_layers(one, slide_layer))
         except HistoError as exc:
             show_error(f"napari-histo could not import the annotations: {exc}")
-    _BACKGROUND_JOBS[:] = [job for job in _BACKGROUND_JOBS if job.running]
     return layers or [(None,)]
-
-
-#: Background imports still running (kept referenced until they finish).
-_BACKGROUND_JOBS: list = []
 
 
 def slide_layer_data(slide) -> LayerData:

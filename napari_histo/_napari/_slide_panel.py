@@ -21,6 +21,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
+from napari_histo._napari._slide_info import _format_info, slide_info
 from napari_histo._napari._workers import (
     CANCELLED,
     call_in_thread,
@@ -35,34 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 SLIDE_FILTER = "Slides and images (*.svs *.ndpi *.mrxs *.scn *.bif *.vms *.vmu *.svslide *.tif *.tiff *.png *.jpg *.jpeg *.bmp);;All files (*)"
-
-
-def slide_info(path: str) -> dict[str, Any]:
-    """Vendor, level-0 size, levels, mpp and objective power of the slide at ``path``."""
-    from napari_histo.slide import open_slide
-
-    with open_slide(path) as slide:
-        return {
-            "path": str(path),
-            "vendor": slide.vendor or "unknown",
-            "backend": slide.backend,
-            "dimensions": tuple(int(v) for v in slide.dimensions),
-            "levels": int(slide.level_count),
-            "mpp": None if slide.mpp is None else tuple(float(v) for v in slide.mpp),
-            "objective_power": slide.objective_power,
-        }
-
-
-def _format_info(info: dict[str, Any]) -> dict[str, str]:
-    w, h = info["dimensions"]
-    mpp = info.get("mpp")
-    power = info.get("objective_power")
-    return {
-        "vendor": f"{info['vendor']} ({info.get('backend') or '?'})",
-        "size": f"{w:,} × {h:,} px, {info['levels']} level(s)",
-        "mpp": "unknown" if mpp is None else f"{mpp[0]:.4f} × {mpp[1]:.4f} µm/px",
-        "power": "unknown" if power is None else f"{float(power):g}×",
-    }
 
 
 def _tissue_colormap() -> Any:
@@ -193,7 +166,7 @@ class SlidePanel(QWidget):
     def _show_prediction(self, prediction: Any) -> None:
         if prediction is None or prediction is CANCELLED:
             return
-        from napari_histo._napari._magnification_panel import show_objective_button
+        from napari_histo._napari._magnification_actions import show_objective_button
         from napari_histo.models.magnification import interval_text
 
         self.prediction = prediction
@@ -209,7 +182,7 @@ class SlidePanel(QWidget):
 
     @staticmethod
     def _predict(layer: Any) -> Any:
-        from napari_histo._napari._magnification_panel import predict_for_layer
+        from napari_histo._napari._magnification_actions import predict_for_layer
 
         path = _layers.layer_path(layer)
         if path:  # the slide picks a tissue-rich region itself
@@ -222,7 +195,7 @@ class SlidePanel(QWidget):
 
     def apply_prediction(self) -> None:
         """Use the predicted µm/px as the slide layer's scale."""
-        from napari_histo._napari._magnification_panel import apply_mpp
+        from napari_histo._napari._magnification_actions import apply_mpp
 
         layer = self.slide_layer
         if layer is None or self.prediction is None:
@@ -232,7 +205,7 @@ class SlidePanel(QWidget):
 
     def apply_objective(self) -> None:
         """Use the standard objective that fits the prediction (e.g. 20× -> 0.5 µm/px) as the scale."""
-        from napari_histo._napari._magnification_panel import apply_objective
+        from napari_histo._napari._magnification_actions import apply_objective
 
         if self.slide_layer is not None and self.prediction is not None:
             apply_objective(self.viewer, self.slide_layer, self.prediction)

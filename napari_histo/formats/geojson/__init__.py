@@ -15,7 +15,7 @@ The writer adds and the reader subtracts half a pixel
 coordinates and an exported nucleus covers the same pixels in QuPath.
 
 Modules: :mod:`.writer` (``write_geojson``), :mod:`.fast_writer` (the vectorised nucleus
-writer), :mod:`._geometry` (rounding that keeps geometry valid), :mod:`._gzip` (threaded gzip),
+writer), :mod:`._geometry` (rounding that keeps geometry valid),
 :mod:`.reader` (``read_geojson``) and :mod:`.stream` (incremental reading of big files).
 """
 

@@ -29,7 +29,6 @@ from napari_histo.formats._fastjson import (
     vertex_words,
 )
 from napari_histo.formats.geojson._geometry import _DUMPS, _prepare_rings, _Rings
-from napari_histo.formats.geojson._gzip import _deflate_block
 
 #: Per-nucleus measurement names: table column -> QuPath measurement name.
 MEASUREMENT_COLUMNS: dict[str, str] = {
@@ -171,13 +170,11 @@ def _iter_chunk_texts(
     include_measurements: bool = True,
     chunk_size: int | None = None,
     prefetch: bool = True,
-    compresslevel: int | None = None,
-) -> Iterator[bytearray | tuple[bytearray, bytes]]:
+) -> Iterator[bytearray]:
     """Yield the Features of ``chunk_size`` nuclei at a time as one text (joined by ``,\\n``).
 
     A chunk is built without a Python step per nucleus: numbers, UUIDs and constant pieces are
-    words of :mod:`._fastjson` assembled in one pass; with ``compresslevel`` each comes with its
-    deflated block for :class:`_GzipBlocks`. With ``prefetch`` chunks are built ahead in
+    words of :mod:`napari_histo.formats._fastjson` assembled in one pass. With ``prefetch`` chunks are built ahead in
     ``_WORKERS`` threads (numpy releases the GIL) while the caller writes; at most ``_WORKERS + 1``
     chunks are in memory.
     """
@@ -198,11 +195,11 @@ def _iter_chunk_texts(
     names += ["perimeter_px"] if mpp and "perimeter_px" in table.columns else []
     columns = {c: table[c].to_numpy() for c in dict.fromkeys(names)}  # views: no copy, no attrs
 
-    def build(start: int) -> bytearray | tuple[bytearray, bytes]:
+    def build(start: int) -> bytearray:
         sub = {c: v[start : start + chunk_size] for c, v in columns.items()}
         text = _chunk_text(sub, object_type=object_type, has_cell=has_cell, type_ids=type_ids, props=props,
                            meas_cols=meas_cols, mpp=mpp, qupath03=qupath03)
-        return text if compresslevel is None else (text, _deflate_block(text, compresslevel))
+        return text
 
     chunk_starts = list(range(0, len(table), chunk_size))
     if not prefetch or len(chunk_starts) < 2:

@@ -18,7 +18,6 @@ from napari_histo.formats._common import (
     geometry_to_viewer,
 )
 from napari_histo.formats.geojson._geometry import _DUMPS, _geometry_dict
-from napari_histo.formats.geojson._gzip import _GzipBlocks
 from napari_histo.formats.geojson.fast_writer import (
     _classification,
     _iter_chunk_texts,
@@ -77,7 +76,8 @@ def write_geojson(
     include_measurements : bool
         Leave out measurements for very large exports (QuPath's "Exclude measurements").
     compresslevel : int
-        zlib level for ``.gz`` output (1 = fastest).
+        Level of the ``.gz`` output, 0-3 (ISA-L's deflate through ``isal.igzip_threaded``: at level
+        1 about 3.5x less CPU than zlib level 1 and a smaller file, ``benchmarks/bench_geojson_libs.py``).
     prefetch : bool
         Prepare the next chunk of nuclei in a worker thread while writing the current one.
 
@@ -90,34 +90,36 @@ def write_geojson(
     use_gz = path.name.lower().endswith(".gz") if gzip is None else bool(gzip)
     if table is not None:
         validate_table(table)
-    level = compresslevel if use_gz else None
-    with atomic_path(path) as tmp, open(tmp, "wb") as raw:
-        fh = _GzipBlocks(raw, compresslevel) if use_gz else raw
+    if use_gz and not 0 <= int(compresslevel) <= 3:
+        raise ValueError(f"compresslevel must be 0-3 for .gz output, not {compresslevel}")
+    with atomic_path(path) as tmp, _open_output(tmp, use_gz, int(compresslevel)) as fh:
         fh.write(b'{"type":"FeatureCollection","features":[\n')
         first = True
 
-        def emit(text: bytes | bytearray, block: bytes | None = None) -> None:
+        def emit(text: bytes | bytearray) -> None:
             nonlocal first
             if not text:
                 return
             if not first:
                 fh.write(b",\n")
-            if block is not None:
-                fh.write_block(text, block)  # type: ignore[union-attr]
-            else:
-                fh.write(text)
+            fh.write(text)
             first = False
 
         if table is not None and len(table):
-            for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03, include_measurements=include_measurements,
-                                          prefetch=prefetch, compresslevel=level):
-                if isinstance(text, tuple):
-                    emit(*text)
-                else:
-                    emit(text)
+            for text in _iter_chunk_texts(table, object_type=object_type, qupath03=qupath03,
+                                          include_measurements=include_measurements, prefetch=prefetch):
+                emit(text)
         features = (annotation_feature(ann, qupath03=qupath03) for ann in annotations or ())
         emit(b",\n".join(_DUMPS(f).encode() for f in features if f is not None))
         fh.write(b"\n]}\n")
-        if use_gz:
-            fh.close()
     return path
+
+
+def _open_output(tmp: Path, gzipped: bool, level: int):
+    """The file the writer streams into: plain, or one gzip member compressed by ISA-L in two
+    threads while the chunks of nuclei are built."""
+    if not gzipped:
+        return open(tmp, "wb")
+    from isal import igzip_threaded
+
+    return igzip_threaded.open(tmp, "wb", compresslevel=level, threads=2)
