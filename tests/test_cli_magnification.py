@@ -97,3 +97,18 @@ def test_an_image_without_tissue_is_an_error_for_that_file_only(tmp_path, capsys
     with pytest.raises(HistoError, match="too little tissue"):
         predict_magnification(np.full((150, 150, 3), 200, np.uint8))  # one padded crop, uniform
 
+
+
+def test_cli_and_panels_predict_a_slide_from_the_same_window(capsys, sample_slide_path):
+    """One prediction per slide whatever the front end: the CLI reads the window that
+    ``predict_slide_magnification`` (Slide and Magnification panels, ``segment --mpp predict``)
+    reads, so the estimates are equal."""
+    from napari_histo.models.magnification import predict_slide_magnification
+    from napari_histo.slide import open_slide
+
+    assert main(["magnification", str(sample_slide_path), "--json"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    with open_slide(sample_slide_path) as slide:
+        prediction = predict_slide_magnification(slide)
+    assert rec["magnification"] == pytest.approx(prediction.magnification, abs=5e-4)  # JSON: 3 decimals
+    assert rec["per_crop"] == pytest.approx(list(prediction.per_crop), abs=5e-4)

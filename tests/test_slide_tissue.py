@@ -116,7 +116,8 @@ def test_missing_mpp_uses_the_prediction_only_when_allowed(tmp_path, monkeypatch
         assert regions == []
         assert magnification.effective_mpp(slide, allow_prediction=True) == ((0.5, 0.5), "predicted")
         assert slide.mpp is None  # metadata is never overwritten
-        region = regions[0]
-        assert region.shape == (1024, 1024, 3)
-        # the chosen region is centred on tissue: mostly stained, not glass
-        assert (region.mean(axis=2) < 235).mean() > 0.3
+        assert regions[0].shape == (1100, 1400, 3)  # the whole slide: smaller than the 2048 px window
+        # a smaller window is centred on tissue: mostly stained, not glass
+        window, box = magnification.slide_prediction_region(slide, 512)
+        assert window.shape == (512, 512, 3) and box[2:] == (512, 512)
+        assert (window.mean(axis=2) < 235).mean() > 0.3

@@ -19,7 +19,6 @@ from pathlib import Path
 SLIDE_SUFFIXES = {".svs", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 #: Side of the level-0 region read from a slide (px).
-REGION_SIZE = 2048
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -44,25 +43,6 @@ def _metadata(slide) -> tuple[float | None, float | None]:
     mpp_x = float(mpp[0]) if mpp else None
     mag = float(power) if power else (10.0 / mpp_x if mpp_x else None)
     return mag, mpp_x
-
-
-def _tissue_region(thumb, downsample: float, dims: tuple[int, int], size: int) -> tuple[int, int, int, int]:
-    """(x, y, w, h) of the level-0 ``size``² window with the most tissue in the thumbnail."""
-    import numpy as np
-
-    w0, h0 = dims
-    rw, rh = min(size, w0), min(size, h0)
-    from napari_histo.slide import tissue_pixels
-
-    tissue = tissue_pixels(thumb).astype(np.float64)
-    kw = max(1, min(tissue.shape[1], int(round(rw / downsample))))
-    kh = max(1, min(tissue.shape[0], int(round(rh / downsample))))
-    integral = np.pad(tissue.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    sums = integral[kh:, kw:] - integral[:-kh, kw:] - integral[kh:, :-kw] + integral[:-kh, :-kw]
-    ty, tx = np.unravel_index(int(np.argmax(sums)), sums.shape)
-    x = int(min(max(0, round(tx * downsample)), w0 - rw))
-    y = int(min(max(0, round(ty * downsample)), h0 - rh))
-    return x, y, rw, rh
 
 
 def read_input(path: Path):
@@ -103,45 +83,26 @@ def _is_plain_tiff(path: Path) -> bool:
     """A small single-resolution TIFF (read whole) rather than a pyramidal slide."""
     import tifffile
 
+    from napari_histo.models.magnification import SLIDE_REGION_PX
+
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             shape = series.shape
-            return len(series.levels) == 1 and shape[0] * shape[1] <= (2 * REGION_SIZE) ** 2
+            return len(series.levels) == 1 and shape[0] * shape[1] <= (2 * SLIDE_REGION_PX) ** 2
     except Exception:  # noqa: BLE001 - unreadable by tifffile: let the slide reader try
         return False
 
 
 def _read_slide(path: Path):
-    import numpy as np
+    """The window every front end predicts a slide's magnification from
+    (:func:`~napari_histo.models.magnification.slide_prediction_region`)."""
+    from napari_histo.models.magnification import slide_prediction_region
+    from napari_histo.slide import open_slide
 
-    try:
-        from napari_histo.slide import open_slide  # the project's slide API, when available
-    except ImportError:
-        open_slide = None
-    if open_slide is not None:
-        with open_slide(path) as slide:
-            meta_mag, meta_mpp = _metadata(slide)
-            thumb = np.asarray(slide.thumbnail(1024))
-            dims = tuple(slide.dimensions)
-            downsample = dims[0] / thumb.shape[1]
-            region = _tissue_region(thumb, downsample, dims, REGION_SIZE)
-            rgb = slide.read_region(region[:2], region[2:], resolution=0, units="level")
-        return np.asarray(rgb)[..., :3], meta_mag, meta_mpp, region
-    import openslide
-
-    with openslide.OpenSlide(str(path)) as slide:
-        props = slide.properties
-        power = props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)
-        mpp_x = props.get(openslide.PROPERTY_NAME_MPP_X)
-        meta_mpp = float(mpp_x) if mpp_x else None
-        meta_mag = float(power) if power else (10.0 / meta_mpp if meta_mpp else None)
-        dims = slide.dimensions
-        thumb = np.asarray(slide.get_thumbnail((1024, 1024)).convert("RGB"))
-        region = _tissue_region(thumb, dims[0] / thumb.shape[1], dims, REGION_SIZE)
-        rgba = np.asarray(slide.read_region(region[:2], 0, region[2:]))
-    rgb = rgba[..., :3].copy()
-    rgb[rgba[..., 3] == 0] = 255
+    with open_slide(path) as slide:
+        meta_mag, meta_mpp = _metadata(slide)
+        rgb, region = slide_prediction_region(slide)
     return rgb, meta_mag, meta_mpp, region
 
 

@@ -404,16 +404,32 @@ def predict_magnification(rgb: np.ndarray, n_crops: int = 8, seed: int = 0,
     return predict_with_model(model, config, rgb, n_crops, seed)
 
 
-def predict_slide_magnification(slide, n_crops: int = 8, seed: int = 0, region_size: int = 1024
-                                ) -> MagnificationPrediction:
-    """Predict the magnification of a :class:`~napari_histo.slide.Slide` from a level-0 region
-    of ``region_size``² centred on its densest tissue.
+#: Side of the level-0 window on a slide's densest tissue that its magnification is predicted
+#: from (every front end: the CLI, the panels, ``segment --mpp predict``).
+SLIDE_REGION_PX = 2048
+
+
+def slide_prediction_region(slide, region_size: int = SLIDE_REGION_PX
+                            ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """(RGB, (x, y, w, h)) of the level-0 window of at most ``region_size``² centred on the
+    slide's densest tissue (:func:`napari_histo.slide.tissue_region_origin`)."""
+
+    w0, h0 = slide.dimensions
+    x, y = tissue_region_origin(slide, region_size)
+    region = (x, y, min(region_size, w0), min(region_size, h0))
+    rgb = slide.read_region(region[:2], region[2:], 0, "level")
+    return np.asarray(rgb)[..., :3], region
+
+
+def predict_slide_magnification(slide, n_crops: int = 8, seed: int = 0,
+                                region_size: int = SLIDE_REGION_PX) -> MagnificationPrediction:
+    """Predict the magnification of a :class:`~napari_histo.slide.Slide` from the window of
+    :func:`slide_prediction_region`.
 
     Only a prediction: the slide's ``mpp`` and ``objective_power`` keep the file's metadata.
     """
-    x, y = tissue_region_origin(slide, region_size)
-    region = slide.read_region((x, y), (region_size, region_size), 0, "level")
-    return predict_magnification(region, n_crops=n_crops, seed=seed)
+    rgb, _ = slide_prediction_region(slide, region_size)
+    return predict_magnification(rgb, n_crops=n_crops, seed=seed)
 
 
 def effective_mpp(slide, allow_prediction: bool = False) -> tuple[tuple[float, float] | None, str]:
