@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from importlib import resources as _resources
@@ -45,24 +46,66 @@ def sample_slide_path() -> Path:
     return resource_path("sample", "cmu-1-small-region.svs")
 
 
+def _replace_target(path: str | os.PathLike) -> tuple[Path, int]:
+    """(the file a write to ``path`` replaces, the permissions the new file gets).
+
+    A symbolic link stays a link: its target is rewritten. An existing file keeps its
+    permissions (a read-only session stays read-only). A file with other hard links is refused,
+    since renaming a new file into place would silently split them.
+    """
+    target = Path(os.path.realpath(path)) if os.path.islink(path) else Path(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target, _default_file_mode()
+    if not stat.S_ISREG(st.st_mode):
+        raise InputFileError(target, "is not a regular file; refusing to replace it")
+    if st.st_nlink > 1:
+        raise InputFileError(target, f"has {st.st_nlink} hard links; replacing it would break them "
+                                     "(write to another file, or copy it first)")
+    return target, stat.S_IMODE(st.st_mode)
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """``exc`` with the file named (a full disk while writing says which file)."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
     """Write ``path`` through a temporary sibling renamed into place on success.
 
     An interrupted or failed write leaves the previous file (or nothing) behind, never a
-    partial file that looks complete.
+    partial file that looks complete. Symbolic links, permissions and hard links of an existing
+    file are respected (:func:`_replace_target`); an error names the file.
     """
-    path = Path(path)
+    path, file_mode = _replace_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     os.close(fd)
     try:
-        with open(tmp, mode, **open_kwargs) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_file_mode())  # mkstemp makes 0600 files; results must stay shareable
-        os.replace(tmp, path)
+        try:
+            with open(tmp, mode, **open_kwargs) as fh:
+                yield fh
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, file_mode)  # mkstemp makes 0600 files; results must stay shareable
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _named(exc, path) from exc
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -71,16 +114,21 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling path for writers that want a filename; rename on success."""
-    path = Path(path)
+    """Yield a temporary sibling path for writers that want a filename; rename on success
+    (links and permissions respected as in :func:`atomic_write`)."""
+    path, file_mode = _replace_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part" + "".join(path.suffixes), dir=path.parent)
     os.close(fd)
     try:
-        yield Path(tmp)
-        if os.path.isfile(tmp):
-            os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
+        try:
+            yield Path(tmp)
+            if os.path.isfile(tmp):
+                os.chmod(tmp, file_mode)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise _named(exc, path) from exc
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -27,7 +27,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--no-measurements", action="store_true", help="leave measurements out (smaller, faster for huge exports)")
     parser.add_argument("--sedeen", nargs="?", const="", default=None, metavar="SLIDE_OR_SESSION",
                         help="Sedeen session: a slide file (session written beside it as <stem>.session.xml) or a "
-                        "*.xml path; default: beside the slide named in run.json, else in RESULT_DIR")
+                        "*.xml path; default RESULT_DIR/<stem>.session.xml (never a path read from run.json)")
     parser.add_argument("--colours", default=None, help="Sedeen class<->colour table JSON (default: the types' colours)")
     parser.add_argument("--hovernet-json", nargs="?", const="", default=None, metavar="FILE",
                         help="HoVer-Net JSON (default RESULT_DIR/<stem>.json)")
@@ -60,8 +60,8 @@ def handler(args: argparse.Namespace) -> int:
 
         if len(table) > SEDEEN_WARN_AT:
             print(f"warning: {len(table)} nuclei; Sedeen's behaviour with more than {SEDEEN_WARN_AT} graphics is untested")
-        slide = result.slide_path()
-        target = Path(args.sedeen) if args.sedeen else (slide if slide else result.folder / f"{stem}.session.xml")
+        slide = result.slide_path()  # data only: the session's slide name, never where to write
+        target = Path(args.sedeen) if args.sedeen else result.folder / f"{stem}.session.xml"
         colours = SedeenColourTable.load(args.colours) if args.colours else None
         is_session = str(target).lower().endswith(".xml")
         slide_name = (slide.name if slide else str(result.run.get("slide") or "") or None) if is_session else None

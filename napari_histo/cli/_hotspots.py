@@ -37,7 +37,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--png", default=None, help="write a figure (density heatmap + numbered hotspots)")
     parser.add_argument("--slide", default=None, help="slide for the PNG thumbnail, the Sedeen session location, its size and mpp")
     parser.add_argument("--sedeen", nargs="?", const="", default=None, metavar="SESSION",
-                        help="add the hotspots to a Sedeen session (default: <slide>.session.xml beside the slide; merged)")
+                        help="add the hotspots to a Sedeen session (default: beside the --slide given, else "
+                        "RESULT_DIR/<stem>.session.xml; merged)")
     parser.add_argument("--geojson", nargs="?", const="", default=None, metavar="FILE",
                         help="write the hotspots as QuPath annotations (default RESULT_DIR/hotspots.geojson; "
                         "<stem>_hotspots.geojson beside an annotation file)")
@@ -92,11 +93,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.sedeen is not None:
         from napari_histo.formats.sedeen import session_path_for, write_sedeen
 
-        slide = Path(args.slide) if args.slide else result.slide_path()
+        slide = Path(args.slide) if args.slide else result.slide_path()  # run.json's: data, not a destination
         if args.sedeen:
             target = Path(args.sedeen)
-        elif slide is not None:
-            target = session_path_for(slide)
+        elif args.slide:
+            target = session_path_for(Path(args.slide))
         else:
             target = result.folder / f"{result.stem}.session.xml"
         path = write_sedeen(None, target, hotspots=hs, slide_name=slide.name if slide else str(result.run.get("slide") or result.stem),

@@ -8,7 +8,9 @@ Layout of the work folder (``<outdir>/.partial/``)::
 
 A tile's files are renamed into place before its journal line is appended and fsync'ed, so
 after a crash (``kill -9``) every journaled tile is complete; a torn last line is ignored and
-that tile is simply recomputed. The fingerprint (slide, model, plan) must match to resume.
+that tile is simply recomputed, and so is a journaled tile whose files are not all there. The
+fingerprint (slide, model, plan) must match to resume. The work folder is deleted file by file
+only after ``run.json`` marks the outputs complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_histo.engine.faults import crash_point
 from napari_histo.engine.merge import TileResult, decode_labels, encode_labels
 from napari_histo.schema.table import read_table_parquet, write_table_parquet
 from napari_histo.utils import HistoError, atomic_write
@@ -77,21 +80,28 @@ class Journal:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue  # torn last line of a killed run: that tile is recomputed
-            if entry.get("n", 0) > 0 and not (self.tiles_dir / f"{entry['tile']:06d}.parquet").exists():
-                continue
+            if entry.get("n", 0) > 0 and not self._complete(int(entry["tile"])):
+                continue  # a file of this tile is missing: it is recomputed
             self.done[int(entry["tile"])] = entry
         self.tiles_dir.mkdir(parents=True, exist_ok=True)
+
+    def _complete(self, index: int) -> bool:
+        """Both files of a tile with nuclei are in place."""
+        return (self.tiles_dir / f"{index:06d}.parquet").is_file() and (self.tiles_dir / f"{index:06d}.labels").is_file()
 
     def record(self, result: TileResult, **extra: Any) -> None:
         """Persist one tile's result, then journal it (fsync)."""
         if result.n > 0:
             write_table_parquet(result.table, self.tiles_dir / f"{result.index:06d}.parquet")
+            crash_point("tile table")
             with atomic_write(self.tiles_dir / f"{result.index:06d}.labels", "wb") as fh:
                 fh.write(encode_labels(result.labels, result.origin))
+            crash_point("tile labels")
         entry = {"tile": result.index, "n": result.n, "oversize": result.n_oversize, **extra}
         self._fh.write(json.dumps(entry) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
+        crash_point("journal line")
         self.done[result.index] = entry
 
     def table_path(self, index: int) -> Path:
@@ -108,6 +118,18 @@ class Journal:
             self._fh.close()
 
     def remove(self) -> None:
-        """Delete the work folder (after the outputs are complete)."""
+        """Delete the work folder, file by file (only once ``run.json`` marks the outputs complete:
+        a kill in between leaves a complete folder whose clean-up the next run finishes)."""
         self.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        remove_workdir(self.workdir)
+
+
+def remove_workdir(workdir: Path) -> None:
+    """Delete a run's work folder one file at a time, tiles first, the journal last."""
+    tiles = workdir / "tiles"
+    if tiles.is_dir():
+        for path in sorted(tiles.iterdir()):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            crash_point("clean-up file")
+    shutil.rmtree(workdir, ignore_errors=True)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from napari_histo.engine.faults import crash_point
 from napari_histo.engine.journal import Journal
 from napari_histo.engine.plan import TilePlan
 from napari_histo.formats.geojson import write_geojson
@@ -106,8 +107,10 @@ def write_labels(plan: TilePlan, journal: Journal, offsets: dict[int, int], path
     import zarr
 
     tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    old = path.with_name(path.name + ".old")
+    for leftover in (tmp, old):  # a killed assembly's
+        if leftover.exists():
+            shutil.rmtree(leftover)
     chunk = plan.tile0
     shapes = _level_shapes(plan.height, plan.width)
     group = zarr.open_group(str(tmp), mode="w", zarr_format=3)
@@ -158,10 +161,10 @@ def write_labels(plan: TilePlan, journal: Journal, offsets: dict[int, int], path
         written = _downsample_level(arrays[k - 1], arrays[k], written)
     group.attrs.update(_multiscales_attrs(len(arrays), plan))
     if path.exists():
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
         os.replace(path, old)
+        crash_point("previous labels.zarr set aside")
         os.replace(tmp, path)
+        crash_point("labels.zarr in place")
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, path)
@@ -216,6 +219,7 @@ def write_exchange_formats(table_path: Path, folder: Path, stem: str, geojson: b
     if geojson:
         write_geojson(table, folder / f"{stem}.geojson")
         written.append(f"{stem}.geojson")
+        crash_point("geojson")
     if hovernet_json:
         write_hovernet_json(table, folder / f"{stem}.json", mag=mag)
         written.append(f"{stem}.json")

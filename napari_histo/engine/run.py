@@ -17,6 +17,7 @@ import collections
 import contextlib
 import json
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Generator, Iterator
@@ -28,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from napari_histo.engine.compute import predict_batch, process_tile
-from napari_histo.engine.journal import Journal, fingerprint
+from napari_histo.engine.faults import crash_point
+from napari_histo.engine.journal import Journal, fingerprint, remove_workdir
+from napari_histo.engine.lock import folder_lock
 from napari_histo.engine.merge import TileResult
 from napari_histo.engine.options import SegmentationOptions
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
@@ -197,12 +200,20 @@ def run_segmentation(
     -------
     RunResult (as the generator's ``StopIteration.value``).
     """
+    opts = replace(options or SegmentationOptions(), **overrides)
+    outdir = Path(outdir)
+    with folder_lock(outdir):
+        return (yield from _run_locked(slide_or_path, segmenter, outdir, roi, opts, scheduler, cancel, params))
+
+
+def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts: SegmentationOptions,
+                scheduler: Any, cancel: threading.Event | None, params: dict[str, Any] | None
+                ) -> Generator[ProgressEvent, None, RunResult]:
+    """:func:`run_segmentation` while this process holds the output folder's lock."""
     from napari_histo.engine import outputs
 
     t_start = time.perf_counter()
-    opts = replace(options or SegmentationOptions(), **overrides)
     warnings: list[str] = []
-    outdir = Path(outdir)
     segmenter_spec = segmenter
     segmenter = resolve_segmenter(segmenter, opts.device)
     resolved = segmenter
@@ -210,10 +221,20 @@ def run_segmentation(
     try:
         name = slide_name(slide_or_path, slide)
         stem = opts.stem or Path(name).stem
-        if (outdir / outputs.RUN_NAME).exists() and not opts.resume and not opts.overwrite:
+        run_path = outdir / outputs.RUN_NAME
+        if run_path.exists() and not opts.resume and not opts.overwrite:
             raise HistoError(f"{outdir}: a finished run is already there (use overwrite)")
-        if opts.resume and (outdir / outputs.RUN_NAME).exists() and not (outdir / ".partial").exists():
+        for folder in (outdir, outdir / ".partial" / "tiles"):
+            remove_part_files(folder)  # temporaries of a killed run's writes
+        if opts.resume and run_path.exists():
+            # run.json is written after every output: the run had finished, at most its
+            # clean-up was interrupted
+            remove_workdir(outdir / ".partial")
             return (yield from _already_complete(outdir, t_start))
+        previous_files = _previous_outputs(run_path)
+        if run_path.exists():  # starting over: from now on the folder holds no finished run
+            run_path.unlink()
+            crash_point("previous run.json removed")
         level0_mpp = slide_mpp(slide, opts.mpp)
         if level0_mpp is None:
             warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
@@ -281,8 +302,8 @@ def run_segmentation(
             # ---- assemble: each output appears under its final name only when complete
             yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "assemble")
             t_asm = time.perf_counter()
-            # run.json is written last and marks a complete folder: drop a previous run's first
-            (outdir / outputs.RUN_NAME).unlink(missing_ok=True)
+            # run.json is written last and marks a complete folder
+            run_path.unlink(missing_ok=True)
             attrs = {
                 "mpp": level0_mpp,
                 "type_info": _segmenter_info(segmenter)["type_info"],
@@ -291,7 +312,9 @@ def run_segmentation(
             }
             offsets = outputs.id_offsets(plan, journal)
             n_nuclei = outputs.write_table(plan, journal, offsets, outdir / outputs.TABLE_NAME, attrs)
+            crash_point("nuclei.parquet")
             outputs.write_labels(plan, journal, offsets, outdir / outputs.LABELS_NAME)
+            crash_point("labels.zarr")
             files = [outputs.TABLE_NAME, outputs.LABELS_NAME]
             mag = getattr(slide, "objective_power", None)
             try:
@@ -299,11 +322,16 @@ def run_segmentation(
                                                         opts.geojson, opts.hovernet_json, mag)
             except ImportError as exc:
                 warnings.append(f"exchange formats not written: {exc}")
+            crash_point("exchange formats")
+            for stale in sorted(set(previous_files) - set(files)):  # a previous run's, not rewritten
+                (outdir / stale).unlink(missing_ok=True)
+                crash_point("stale output removed")
             timings["assemble_s"] = time.perf_counter() - t_asm
             timings["total_s"] = time.perf_counter() - t_start
             _write_provenance(outdir, opts, name=name, segmenter=segmenter, plan=plan, params=params,
                               timings=timings, stats=stats, warnings=warnings, n_nuclei=n_nuclei,
-                              files=files, scheduler=scheduler)
+                              files=files, scheduler=scheduler, fingerprint=journal.fingerprint)
+            crash_point("run.json")
             journal.remove()
             yield ProgressEvent(done, total, n_nuclei, 0.0, time.perf_counter() - t_start, "done")
             return RunResult(outdir, True, n_nuclei, total, plan, dict(timings), stats, warnings)
@@ -328,6 +356,33 @@ def _already_complete(outdir: Path, t_start: float) -> Generator[ProgressEvent, 
                      ["the run had already finished; nothing was redone"])
 
 
+#: Outputs a run may leave beside the table and labels, removed by a later run that does not
+#: write them again (a GeoJSON from ``--geojson`` must not outlive a re-run without it).
+_EXCHANGE_SUFFIXES = (".geojson", ".json")
+
+
+def _previous_outputs(run_path: Path) -> list[str]:
+    """Exchange files a finished run in this folder listed in its ``run.json`` (plain file names
+    only: a name with a folder in it is ignored, the record is data, never a path to act on)."""
+    try:
+        record = json.loads(run_path.read_text(encoding="utf-8"))
+        files = record.get("files", []) if isinstance(record, dict) else []
+    except (OSError, ValueError):
+        return []
+    return [f for f in files if isinstance(f, str) and f == Path(f).name and f not in ("", ".", "..")
+            and f != "run.json" and f.endswith(_EXCHANGE_SUFFIXES)]
+
+
+def remove_part_files(outdir: Path) -> None:
+    """Delete the temporaries a killed write left in ``outdir`` (``.<name>.<random>.part*``, the
+    names :func:`napari_histo.utils.atomic_write` uses); only the lock holder calls this."""
+    for path in outdir.glob(".*.part*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
     """What distributed tasks carry to rebuild the segmenter: a registry spec or the object."""
     if isinstance(spec, str | Path):
@@ -338,13 +393,14 @@ def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
 def _write_provenance(outdir: Path, opts: SegmentationOptions, *, name: str, segmenter: Any,
                       plan: TilePlan, params: dict[str, Any] | None, timings: dict[str, float],
                       stats: dict[str, Any], warnings: list[str], n_nuclei: int, files: list[str],
-                      scheduler: Any) -> None:
+                      scheduler: Any, fingerprint: str) -> None:
     """``run.json`` of a finished run: the options it ran with, the model, plan and timings."""
     parameters = {"batch_size": opts.batch_size, "workers": opts.workers,
                   "scheduler": None if scheduler is None else str(scheduler), **(params or {})}
     write_run_json(
         outdir, "segment", parameters,
         options=opts.to_dict(),
+        fingerprint=fingerprint,
         slide=name,
         model=_segmenter_info(segmenter),
         plan=plan.describe(),

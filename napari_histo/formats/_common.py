@@ -117,11 +117,12 @@ def decode_text(path: str | os.PathLike, raw: bytes) -> str:
     return text.replace("\r\n", "\n")
 
 
-def parse_xml(path: str | os.PathLike, raw: bytes | None = None):
+def parse_xml(path: str | os.PathLike, raw: bytes | None = None, keep_comments: bool = False):
     """Parse an XML file safely (no DTD entities, no external entities) -> ElementTree root.
 
     Billion-laughs and external-entity files are rejected with :class:`AnnotationFormatError`;
-    malformed XML reports the line and column.
+    malformed XML reports the line and column. ``keep_comments`` keeps comments and processing
+    instructions inside the root as tree nodes (for writers that must give them back).
     """
     import defusedxml
     import defusedxml.ElementTree as DET
@@ -130,7 +131,12 @@ def parse_xml(path: str | os.PathLike, raw: bytes | None = None):
         raw = open_maybe_gzip(path)
     text = decode_text(path, raw)
     try:
-        return DET.fromstring(text, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+        if not keep_comments:
+            return DET.fromstring(text, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+        parser = DET.XMLParser(target=ET.TreeBuilder(insert_comments=True, insert_pis=True),
+                               forbid_dtd=False, forbid_entities=True, forbid_external=True)
+        parser.feed(text)
+        return parser.close()
     except defusedxml.EntitiesForbidden:
         raise AnnotationFormatError(path, "XML entity declarations are not allowed (possible entity-expansion attack)") from None
     except (defusedxml.ExternalReferenceForbidden, defusedxml.DTDForbidden):

@@ -5,13 +5,23 @@ nuclei as ``polygon`` graphics coloured by type through a
 :class:`~napari_histo.formats.colours.SedeenColourTable`, hotspots as ``rectangle`` (box mode) or
 ``ellipse`` (circle mode) graphics coloured by rank, ROIs as ``polygon`` graphics (exterior ring:
 Sedeen has no holes, so holes are dropped). Every napari-histo graphic's description ends in
-``[napari-histo]``; merging into an existing session keeps every other graphic untouched and
-(by default) replaces earlier napari-histo graphics. Writes are atomic.
+``[napari-histo]`` for the reader of the session.
+
+Merging into an existing session is lossless: every element, attribute, comment and processing
+instruction of the file, every other ``<image>`` and every graphic napari-histo did not write is
+kept. napari-histo's own graphics are recognised by the ``napari-histo-id`` attribute they
+carry, ``"<kind>:<signature>"``, where the signature is a hash of the graphic's type, name,
+description, pen colour and points: a graphic is replaced by a new export of the same kind
+(nuclei, hotspots or regions) only while it is exactly as written, so a nucleus corrected by
+hand in Sedeen stays. Writes are atomic, go through symbolic links to their target and keep the
+file's permissions (:func:`napari_histo.utils.atomic_write`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -196,10 +206,26 @@ def session_path_for(slide_path: str | os.PathLike) -> Path:
     return slide_path.parent / f"{slide_path.stem}.session.xml"
 
 
-def _graphic_xml(kind: str, name: str, description: str, colour: str, points: Iterable[Sequence[float]]) -> str:
-    pts = "".join(f"\n          <point>{x:.6f},{y:.6f}</point>" for x, y in points)
+#: Attribute naming napari-histo's own graphics: ``"<kind>:<signature>"``.
+ID_ATTRIBUTE = "napari-histo-id"
+#: What a graphic was written for: an export replaces only earlier graphics of its own kinds.
+GRAPHIC_KINDS = ("nucleus", "hotspot", "roi")
+
+
+def graphic_signature(kind: str, name: str, description: str, colour: str, points: Sequence[str]) -> str:
+    """Hash of what a graphic shows (``points`` as written, ``"x,y"`` with 6 decimals)."""
+    text = "\x1f".join([kind.lower(), name, description, normalise_colour(colour), *points])
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _graphic_xml(kind: str, name: str, description: str, colour: str, points: Iterable[Sequence[float]],
+                 role: str) -> str:
+    texts = [f"{x:.6f},{y:.6f}" for x, y in points]
+    pts = "".join(f"\n          <point>{t}</point>" for t in texts)
+    ident = f"{role}:{graphic_signature(kind, name, description, colour, texts)}"
     return (
-        f"\n      <graphic type={quoteattr(kind)} name={quoteattr(name)} description={quoteattr(description)}>"
+        f"\n      <graphic type={quoteattr(kind)} name={quoteattr(name)} description={quoteattr(description)}"
+        f" {ID_ATTRIBUTE}={quoteattr(ident)}>"
         f'\n        <pen color="{colour}" width="3" style="Solid"/>'
         "\n        <font>Arial;12</font>"
         f"\n        <point-list>{pts}\n        </point-list>"
@@ -219,7 +245,8 @@ def _hotspot_graphics(hotspots: pd.DataFrame, colours: SedeenColourTable) -> Ite
             kind = "ellipse"
         desc = f"top{rank} count={int(h['count'])}" if "count" in h.index else f"top{rank}"
         name = str(h.get("name", f"Hotspot {rank}"))
-        yield _graphic_xml(kind, name, f"{desc} {MARK}", colours.hotspot_colour(rank), [(x0, y0), (x1, y0), (x1, y1), (x0, y1)])
+        yield _graphic_xml(kind, name, f"{desc} {MARK}", colours.hotspot_colour(rank), [(x0, y0), (x1, y0), (x1, y1), (x0, y1)],
+                           "hotspot")
 
 
 def _roi_graphics(rois: Iterable, colours: SedeenColourTable) -> Iterable[str]:
@@ -233,9 +260,11 @@ def _roi_graphics(rois: Iterable, colours: SedeenColourTable) -> Iterable[str]:
         colour = rgb_to_hex(ann.colour) if ann.colour else colours.roi
         for part in shapely.get_parts(geom):
             if part.geom_type == "Polygon":
-                yield _graphic_xml("polygon", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour, [c[:2] for c in part.exterior.coords][:-1])
+                yield _graphic_xml("polygon", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour,
+                                   [c[:2] for c in part.exterior.coords][:-1], "roi")
             elif part.geom_type == "Point":
-                yield _graphic_xml("point", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour, [(part.x, part.y)])
+                yield _graphic_xml("point", ann.name or f"ROI {i}", f"{ann.class_name or 'ROI'} {MARK}", colour,
+                                   [(part.x, part.y)], "roi")
 
 
 def _nucleus_graphics(table: pd.DataFrame, colours: SedeenColourTable) -> Iterable[str]:
@@ -244,7 +273,8 @@ def _nucleus_graphics(table: pd.DataFrame, colours: SedeenColourTable) -> Iterab
         ring = closed_ring(contour)
         if len(ring) < 3:
             continue
-        yield _graphic_xml("polygon", f"Nucleus {int(nid)}", f"{info.name(int(t))} p={float(p):.3f} {MARK}", colours.colour_of(int(t)), ring)
+        yield _graphic_xml("polygon", f"Nucleus {int(nid)}", f"{info.name(int(t))} p={float(p):.3f} {MARK}",
+                           colours.colour_of(int(t)), ring, "nucleus")
 
 
 def write_sedeen(
@@ -275,9 +305,11 @@ def write_sedeen(
         ellipses (circle mode), named "Hotspot k", coloured by rank.
     rois : iterable of Annotation or shapely geometries, optional
     merge : bool
-        When the session exists, keep all its graphics and header and append ours.
+        When the session exists, keep all of it and add ours to the overlays of the image named
+        ``slide_name`` (else the first image).
     replace_previous : bool
-        When merging, drop earlier graphics whose description ends in ``[napari-histo]``.
+        When merging, drop napari-histo's earlier graphics of the kinds written now (nuclei,
+        hotspots, regions) that are still exactly as written; edited ones stay.
     slide_name, dimensions, mpp
         Header for a new session (default: the slide file name, the table extent, the table mpp).
     """
@@ -292,22 +324,20 @@ def write_sedeen(
         defaults = SedeenColourTable.default()
         colour_table.hotspot_rank_colours, colour_table.roi = defaults.hotspot_rank_colours, defaults.roi
 
-    header = None
-    kept: list[str] = []
+    sources: list[Iterable[str]] = []
+    kinds: set[str] = set()
+    if table is not None and len(table):
+        sources.append(_nucleus_graphics(table, colour_table))
+        kinds.add("nucleus")
+    if rois is not None:
+        sources.append(_roi_graphics(rois, colour_table))
+        kinds.add("roi")
+    if hotspots is not None and len(hotspots):
+        sources.append(_hotspot_graphics(hotspots, colour_table))
+        kinds.add("hotspot")
     if merge and path.exists():
-        root = parse_xml(path)
-        image = root.find("image")
-        if root.tag != "session" or image is None:
-            raise AnnotationFormatError(path, "existing file is not a Sedeen session; refusing to overwrite it")
-        attrs = " ".join(f"{k}={quoteattr(v)}" for k, v in root.attrib.items())
-        children = "".join("\n    " + ET.tostring(c, encoding="unicode").strip() for c in image if c.tag != "overlays")
-        header = f"<session {attrs}>\n  <image {' '.join(f'{k}={quoteattr(v)}' for k, v in image.attrib.items())}>{children}"
-        overlays = image.find("overlays")
-        for g in overlays.findall("graphic") if overlays is not None else []:
-            if replace_previous and g.get("description", "").rstrip().endswith(MARK):
-                continue
-            kept.append("\n      " + ET.tostring(g, encoding="unicode").strip())
-    if header is None:
+        prolog, before, after, epilog = _merge_frame(path, slide_name, kinds if replace_previous else set())
+    else:
         if mpp is None and table is not None and table.attrs.get("mpp"):
             mpp = float(table.attrs["mpp"])
         mx, my = (mpp, mpp) if isinstance(mpp, (int, float)) else (mpp or (1.0, 1.0))
@@ -317,7 +347,8 @@ def write_sedeen(
             dimensions = (w, h)
         w, h = dimensions
         ident = slide_name or path.name.removesuffix(".session.xml")
-        header = (
+        prolog, epilog = '<?xml version="1.0" encoding="UTF-8"?>\n', "\n"
+        before = (
             '<session software="napari-histo" version="0.1.0">'
             f"\n  <image identifier={quoteattr(ident)}>"
             f"\n    <dimensions>{int(w)},{int(h)}</dimensions>"
@@ -328,20 +359,13 @@ def write_sedeen(
             '\n      <rotation unit="degrees">0.000000</rotation>'
             "\n      <scale>1.000000,1.000000</scale>"
             "\n    </transform>"
+            "\n    <overlays>"
         )
+        after = "\n    </overlays>\n  </image>\n</session>"
     with atomic_write(path, encoding="utf-8", newline="\n") as fh:
-        fh.write('<?xml version="1.0" encoding="UTF-8"?>\n')
-        fh.write(header)
-        fh.write("\n    <overlays>")
-        fh.write("".join(kept))
+        fh.write(prolog)
+        fh.write(before)
         buf: list[str] = []
-        sources: list[Iterable[str]] = []
-        if table is not None and len(table):
-            sources.append(_nucleus_graphics(table, colour_table))
-        if rois is not None:
-            sources.append(_roi_graphics(rois, colour_table))
-        if hotspots is not None and len(hotspots):
-            sources.append(_hotspot_graphics(hotspots, colour_table))
         for src in sources:
             for text in src:
                 buf.append(text)
@@ -349,7 +373,76 @@ def write_sedeen(
                     fh.write("".join(buf))
                     buf.clear()
         fh.write("".join(buf))
-        fh.write("\n    </overlays>\n  </image>\n</session>\n")
+        fh.write(after)
+        fh.write(epilog)
     return path
+
+
+_PLACEHOLDER = "napari-histo-insert-here"
+
+
+def _merge_frame(path: Path, slide_name: str | None, replace_kinds: set[str]) -> tuple[str, str, str, str]:
+    """The existing session around the place new graphics go: ``(prolog, before, after, epilog)``.
+
+    The file is parsed with its comments and processing instructions; the image is the one
+    whose ``identifier`` is ``slide_name`` (else the first); our unchanged graphics of
+    ``replace_kinds`` are removed from its overlays; everything else is serialised back, and the
+    text before and after the root element is kept as it was.
+    """
+    root = parse_xml(path, keep_comments=True)
+    images = root.findall("image")
+    if root.tag != "session" or not images:
+        raise AnnotationFormatError(path, "existing file is not a Sedeen session; refusing to overwrite it")
+    image = next((im for im in images if slide_name and im.get("identifier") == slide_name), images[0])
+    overlays = image.find("overlays")
+    if overlays is None:
+        overlays = ET.SubElement(image, "overlays")
+    for g in list(overlays.findall("graphic")):
+        if _ours_unchanged(g, replace_kinds):
+            overlays.remove(g)
+    ET.SubElement(overlays, _PLACEHOLDER)
+    text = ET.tostring(root, encoding="unicode")
+    before, after = text.split(f"<{_PLACEHOLDER} />", 1)
+    raw = _read_text(path)
+    start, end = _root_span(raw, root.tag)
+    return raw[:start], before, after, raw[end:]
+
+
+def _ours_unchanged(graphic: ET.Element, kinds: set[str]) -> bool:
+    """A graphic napari-histo wrote for one of ``kinds`` and nobody changed since."""
+    ident = graphic.get(ID_ATTRIBUTE, "")
+    kind, _, signature = ident.partition(":")
+    if kind not in kinds or not signature:
+        return False
+    pen = graphic.find("pen")
+    try:
+        colour = pen.get("color", "") if pen is not None else ""
+        points = [",".join(f"{float(v):.6f}" for v in _pair(p.text, "point")) for p in graphic.iterfind("point-list/point")]
+        return signature == graphic_signature(graphic.get("type", ""), graphic.get("name", ""),
+                                              graphic.get("description", ""), colour, points)
+    except (ValueError, TypeError):
+        return False
+
+
+def _read_text(path: Path) -> str:
+    from napari_histo.formats._common import decode_text, open_maybe_gzip
+
+    return decode_text(path, open_maybe_gzip(path))
+
+
+_PROLOG_ITEM = re.compile(r"\s*(<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)", re.S)
+
+
+def _root_span(text: str, tag: str) -> tuple[int, int]:
+    """(start, end) of the root element in ``text``: what precedes it (declaration, comments,
+    processing instructions) and what follows it are kept verbatim."""
+    pos = 0
+    while (m := _PROLOG_ITEM.match(text, pos)) is not None:
+        pos = m.end()
+    start = text.index("<", pos)
+    close = f"</{tag}>"
+    end = text.rfind(close)
+    end = end + len(close) if end >= 0 else len(text)
+    return start, end
 
 
