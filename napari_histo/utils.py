@@ -28,6 +28,46 @@ class InputFileError(HistoError, ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """``path`` as a readable, non-empty regular file, else :class:`InputFileError` with the
+    reason: missing, a broken or looping link, a directory, a named pipe (FIFO), a device or a
+    socket (opening those could block forever or read without end), unreadable, or empty."""
+    import errno
+
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        reason = "broken symbolic link" if os.path.islink(path) else "file not found"
+        raise InputFileError(path, reason) from None
+    except PermissionError:
+        raise InputFileError(path, "permission denied") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputFileError(path, "symbolic link loop") from None
+        raise InputFileError(path, f"cannot access ({exc.strerror or exc})") from None
+    kinds = ((stat.S_ISDIR, f"is a directory, expected a {what}"), (stat.S_ISFIFO, "is a named pipe (FIFO), not a regular file"),
+             (stat.S_ISCHR, "is a device, not a regular file"), (stat.S_ISBLK, "is a device, not a regular file"),
+             (stat.S_ISSOCK, "is a socket, not a regular file"))
+    for test, reason in kinds:
+        if test(st.st_mode):
+            raise InputFileError(path, reason)
+    if not os.access(path, os.R_OK):
+        raise InputFileError(path, "permission denied")
+    if st.st_size == 0:
+        raise InputFileError(path, "file is empty (0 bytes)")
+    return path
+
+
+def env_limit(name: str, default: float) -> float:
+    """A configurable safety limit: ``NAPARI_HISTO_<name>`` from the environment, else ``default``."""
+    value = os.environ.get(f"NAPARI_HISTO_{name}")
+    try:
+        return float(value) if value else float(default)
+    except ValueError:
+        return float(default)
+
+
 def _default_file_mode() -> int:
     """Permissions a plain ``open(path, "w")`` would give (0o666 minus the umask)."""
     umask = os.umask(0)

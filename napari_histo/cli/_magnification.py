@@ -49,10 +49,9 @@ def read_input(path: Path):
     """(rgb, metadata magnification, metadata mpp, region) for one image or slide."""
     import numpy as np
 
-    from napari_histo.utils import InputFileError
+    from napari_histo.utils import InputFileError, check_input_file
 
-    if not path.is_file():
-        raise InputFileError(path, "file not found")
+    check_input_file(path, "image file")
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES | SLIDE_SUFFIXES:
         raise InputFileError(path, f"unsupported file type {suffix!r}")
@@ -62,8 +61,8 @@ def read_input(path: Path):
         try:
             with Image.open(path) as im:
                 return np.asarray(im.convert("RGB")), None, None, None
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputFileError(path, f"cannot read image ({exc})") from exc
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise InputFileError(path, f"cannot read image ({exc})") from None
     if suffix in (".tif", ".tiff") and _is_plain_tiff(path):
         from napari_histo.models.hagnifinder.images import read_rgb
 

@@ -125,7 +125,7 @@ def _roi(value: str | None, class_name: str | None = None):
 
 
 def _inputs(args) -> list[Path]:
-    from napari_histo.utils import HistoError, InputFileError, sample_slide_path
+    from napari_histo.utils import HistoError, check_input_file, sample_slide_path
 
     paths = [sample_slide_path() if str(p) == "sample" else Path(p) for p in args.inputs]
     if args.sample:
@@ -133,8 +133,7 @@ def _inputs(args) -> list[Path]:
     if not paths:
         raise HistoError("no input: give slide or image files, or --sample")
     for path in paths:
-        if not path.is_file():
-            raise InputFileError(path, "file not found")
+        check_input_file(path, "slide or image file")
     stems = [_stem(p) for p in paths]
     dupes = sorted({s for s in stems if stems.count(s) > 1})
     if dupes:

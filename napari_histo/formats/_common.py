@@ -7,6 +7,7 @@ import gc
 import gzip
 import json
 import os
+import warnings
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Iterator, Sequence
@@ -19,7 +20,7 @@ import pandas as pd
 
 from napari_histo.schema.table import empty_table
 from napari_histo.schema.types import NUCLEUS_ONLY, TypeInfo
-from napari_histo.utils import InputFileError
+from napari_histo.utils import InputFileError, check_input_file, env_limit
 
 # Lazy imports: defusedxml, orjson, shapely are imported inside the functions that use them
 # (directly or through the modules named there): importing this module stays light for the CLI and
@@ -76,27 +77,46 @@ class Annotation:
     shape: str | None = None
 
 
+#: Decompressed bytes a ``.gz`` annotation file may expand to, as a multiple of its size on disk
+#: (GeoJSON exports compress about 4x; a decompression bomb thousands of times), and at least
+#: :data:`MIN_INFLATE_BYTES`. ``NAPARI_HISTO_MAX_INFLATE_RATIO`` in the environment changes it.
+MAX_INFLATE_RATIO = 100
+MIN_INFLATE_BYTES = 64 * 2**20
+_READ_BLOCK = 8 * 2**20
+
+
+def inflate_limit(path: str | os.PathLike) -> int:
+    """Most bytes the gzip file ``path`` may decompress to (see :data:`MAX_INFLATE_RATIO`)."""
+    ratio = env_limit("MAX_INFLATE_RATIO", MAX_INFLATE_RATIO)
+    return int(max(MIN_INFLATE_BYTES, ratio * os.path.getsize(path)))
+
+
 def open_maybe_gzip(path: str | os.PathLike, limit: int | None = None) -> bytes:
-    """Read a file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic).
+    """Read a text file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic).
 
     ``limit`` reads only the first ``limit`` (uncompressed) bytes: enough to recognise a format
-    without reading a large file.
+    without reading a large file. Only regular files are opened (a named pipe would block). The
+    file is read a block at a time and refused at the first NUL byte (no JSON or XML text holds
+    one: a sparse or binary file is not read whole) or when gzip data expands beyond
+    :func:`inflate_limit`.
     """
     path = Path(path)
     try:
+        check_input_file(path, "annotation file")
+    except InputFileError as exc:
+        raise AnnotationFormatError(path, exc.reason) from None
+    try:
         with open(path, "rb") as fh:
-            raw = fh.read(limit if limit is not None else -1)
-            if raw[:2] == b"\x1f\x8b":
-                fh.seek(0)
+            gzipped = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if gzipped:
                 try:
                     with gzip.GzipFile(fileobj=fh) as gz:
-                        raw = gz.read(limit if limit is not None else -1)
+                        raw = _read_text_bytes(path, gz, limit, inflate_limit(path))
                 except (EOFError, ValueError, gzip.BadGzipFile, zlib.error) as exc:
                     raise AnnotationFormatError(path, f"corrupt gzip data ({exc})") from None
-    except FileNotFoundError:
-        raise AnnotationFormatError(path, "file not found") from None
-    except IsADirectoryError:
-        raise AnnotationFormatError(path, "is a directory, not a file") from None
+            else:
+                raw = _read_text_bytes(path, fh, limit, None)
     except AnnotationFormatError:
         raise
     except OSError as exc:
@@ -104,6 +124,25 @@ def open_maybe_gzip(path: str | os.PathLike, limit: int | None = None) -> bytes:
     if not raw.strip():
         raise AnnotationFormatError(path, "file is empty")
     return raw
+
+
+def _read_text_bytes(path: Path, fh: Any, limit: int | None, max_bytes: int | None) -> bytes:
+    parts: list[bytes] = []
+    total = 0
+    while limit is None or total < limit:
+        block = fh.read(_READ_BLOCK if limit is None else min(_READ_BLOCK, limit - total))
+        if not block:
+            break
+        if limit is None and b"\x00" in block:
+            raise AnnotationFormatError(path, f"not a text file (NUL byte at offset {total + block.index(0)})")
+        total += len(block)
+        if max_bytes is not None and total > max_bytes:
+            raise AnnotationFormatError(
+                path, f"gzip data expands beyond {max_bytes:,} bytes, more than "
+                f"{env_limit('MAX_INFLATE_RATIO', MAX_INFLATE_RATIO):g}x the file (a decompression bomb?); "
+                "set NAPARI_HISTO_MAX_INFLATE_RATIO to read it anyway")
+        parts.append(block)
+    return b"".join(parts)
 
 
 def decode_text(path: str | os.PathLike, raw: bytes) -> str:
@@ -292,15 +331,28 @@ def table_from_flat(
     """:func:`table_from_contours` for rings given as one (N, 2) array and per-ring vertex counts.
 
     A repeated closing vertex is dropped (contours are open rings); everything is vectorised, so
-    readers of big files avoid a Python step per nucleus.
+    readers of big files avoid a Python step per nucleus. A ring with a coordinate that is not
+    finite or beyond :data:`MAX_COORDINATE_PX`, or with more than :data:`MAX_RING_VERTICES`
+    vertices, is skipped: the count per reason is in ``attrs["skipped"]`` and a warning says it.
     """
     import shapely
 
-    n = len(lengths)
-    if n == 0:
-        return empty_table(mpp, type_info)
     coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     lengths = np.asarray(lengths, dtype=np.int64)
+    keep, skipped = _plausible_rings(coords, lengths)
+    if skipped:
+        coords = coords[np.repeat(keep, lengths)]
+        lengths = lengths[keep]
+        types = None if types is None else np.asarray(types)[keep]
+        type_probs = None if type_probs is None else np.asarray(type_probs)[keep]
+        ids = None if ids is None else np.asarray(ids)[keep]
+        extra = {k: [v for v, flag in zip(values, keep) if flag] for k, values in (extra or {}).items()}
+        warnings.warn("skipped " + ", ".join(f"{n} nuclei with {why}" for why, n in skipped.items()), stacklevel=3)
+    n = len(lengths)
+    if n == 0:
+        table = empty_table(mpp, type_info)
+        table.attrs["skipped"] = skipped
+        return table
     starts = np.zeros(n, np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     has = lengths > 1
@@ -367,7 +419,37 @@ def table_from_flat(
         df[name] = list(values) if name == "probs" else np.asarray(values)
     df.attrs["mpp"] = mpp
     df.attrs["type_info"] = type_info
+    if skipped:
+        df.attrs["skipped"] = skipped
     return df
+
+
+#: Largest coordinate (level-0 px) a nucleus may have: 2^31, far beyond any slide.
+MAX_COORDINATE_PX = float(2**31)
+#: Most vertices one nucleus outline may have (``NAPARI_HISTO_MAX_RING_VERTICES`` changes it);
+#: traced outlines have tens to hundreds, a 10-million-vertex "nucleus" is not one.
+MAX_RING_VERTICES = 100_000
+
+
+def _plausible_rings(coords: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, dict[str, int]]:
+    """(rings to keep, skipped count per reason) for rings of ``lengths`` vertices in ``coords``."""
+    n = len(lengths)
+    if n == 0:
+        return np.ones(0, bool), {}
+    bad_vertex = ~(np.isfinite(coords).all(axis=1) & (np.abs(coords) <= MAX_COORDINATE_PX).all(axis=1))
+    starts = np.zeros(n, np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    nonempty = lengths > 0
+    bad_coords = np.zeros(n, bool)
+    if bad_vertex.any() and nonempty.any():
+        bad_coords[nonempty] = np.add.reduceat(bad_vertex.astype(np.int64), starts[nonempty]) > 0
+    too_long = lengths > int(env_limit("MAX_RING_VERTICES", MAX_RING_VERTICES))
+    skipped = {}
+    if bad_coords.any():
+        skipped["non-finite or out-of-range coordinates"] = int(bad_coords.sum())
+    if (too_long & ~bad_coords).any():
+        skipped[f"more than {int(env_limit('MAX_RING_VERTICES', MAX_RING_VERTICES)):,} vertices"] = int((too_long & ~bad_coords).sum())
+    return ~(bad_coords | too_long), skipped
 
 
 def _split_rows(coords: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:

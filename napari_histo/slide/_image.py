@@ -47,6 +47,9 @@ class ImageBackend:
                     rgb = np.asarray(image.convert("RGB"))
         except InputFileError:
             raise
+        except Image.DecompressionBombError as exc:  # Pillow's own limit, below ours
+            raise InputFileError(self.path, f"too large for a plain image ({exc}); convert it to a tiled "
+                                            "pyramidal TIFF") from None
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             raise InputFileError(self.path, f"not a readable image ({exc})") from exc
         self._rgb = np.ascontiguousarray(rgb)

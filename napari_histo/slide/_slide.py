@@ -22,7 +22,7 @@ import numpy as np
 from napari_histo.slide._image import ImageBackend
 from napari_histo.slide._openslide import OpenSlideBackend, openslide_vendor
 from napari_histo.slide._tiff import TiffBackend, tiff_header_ok, tiff_probe
-from napari_histo.utils import HistoError, InputFileError
+from napari_histo.utils import HistoError, InputFileError, check_input_file, env_limit
 
 # Lazy imports: PIL, dask are imported inside the functions that use them (directly or through the
 # modules named there): importing this module stays light for the CLI and the napari manifest.
@@ -61,16 +61,16 @@ def _extension(path: str | os.PathLike) -> str:
 
 
 def check_readable_file(path: str | os.PathLike) -> Path:
-    """Raise InputFileError unless ``path`` is an existing, non-empty regular file."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file not found")
-    if path.is_dir():
-        raise InputFileError(path, "is a directory, expected a slide file")
-    if path.stat().st_size == 0:
-        raise InputFileError(path, "file is empty (0 bytes)")
-    return path
+    """Raise InputFileError unless ``path`` is a readable, non-empty regular file."""
+    return check_input_file(path, "slide file")
 
+
+#: Uncompressed level-0 bytes a single-file slide may declare per byte on disk. Scanned slides
+#: compress 10-50x (blank glass more); a header claiming thousands of times its file size is a
+#: truncated or forged file, whose reading would not end.
+MAX_DECLARED_RATIO = 2000
+#: Formats whose index file holds no pixels (the size check does not apply).
+MULTI_FILE_EXTENSIONS = frozenset({".mrxs", ".vms", ".vmu"})
 
 #: OpenSlide formats whose pixels the tifffile + zarr path reads identically and faster
 #: (native-tile chunks, no RGBA round trip); measured in docs/benchmarks/slide.md.
@@ -263,6 +263,16 @@ class Slide:
         dims = self._impl.level_dimensions
         if not dims or any(w <= 0 or h <= 0 for w, h in dims):
             raise InputFileError(self.path, f"invalid level dimensions {dims}")
+        if self.path.suffix.lower() in MULTI_FILE_EXTENSIONS:
+            return  # the pixels live in other files: the index file's size says nothing
+        w, h = dims[0]
+        size = os.path.getsize(self.path)
+        ratio = env_limit("MAX_DECLARED_RATIO", MAX_DECLARED_RATIO)
+        if w * h * 3 > ratio * size:
+            raise InputFileError(
+                self.path, f"declares {w} x {h} px ({w * h * 3 / 2**30:.1f} GiB of pixels) in a "
+                f"{size / 2**20:.1f} MiB file: truncated, or not a real slide (more than {ratio:g}x "
+                "compression; set NAPARI_HISTO_MAX_DECLARED_RATIO to open it anyway)")
 
     def _probe(self) -> None:
         """Decode one pixel of the coarsest level so broken files fail at open, not in napari."""

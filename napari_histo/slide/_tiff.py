@@ -109,6 +109,7 @@ class TiffBackend:
             if not self._arrays:
                 raise InputFileError(self.path, "the TIFF holds no pyramid level")
             self._lock = threading.Lock()
+            self._check_data_inside_file()
             self._init_metadata()
         except InputFileError:
             self.close()
@@ -116,6 +117,16 @@ class TiffBackend:
         except Exception as exc:
             self.close()
             raise InputFileError(self.path, f"cannot read TIFF structure ({exc})") from exc
+
+    def _check_data_inside_file(self) -> None:
+        """Refuse a truncated file: every level's tiles or strips must end inside the file."""
+        size = os.path.getsize(self.path)
+        for number, level in enumerate(self._series.levels):
+            page = level.keyframe
+            ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+            if ends and max(ends) > size:
+                raise InputFileError(self.path, f"truncated: the pixels of level {number} run to byte "
+                                                f"{max(ends):,} but the file has {size:,} bytes")
 
     # -- metadata -------------------------------------------------------------------------
     def _init_metadata(self) -> None:
@@ -180,11 +191,16 @@ class TiffBackend:
 
     # -- pixels ---------------------------------------------------------------------------
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """RGB uint8 (height, width, 3) at level pixels; the box lies inside the level."""
+        """RGB uint8 (height, width, 3) at level pixels; the box lies inside the level. A tile that
+        cannot be decoded is an :class:`InputFileError` naming the file and the place."""
         array = self._arrays[level]
-        if array.ndim == 2:
-            return _rgb(array[y : y + height, x : x + width])
-        return _rgb(array[y : y + height, x : x + width, :])
+        try:
+            if array.ndim == 2:
+                return _rgb(array[y : y + height, x : x + width])
+            return _rgb(array[y : y + height, x : x + width, :])
+        except Exception as exc:  # imagecodecs, zarr and tifffile raise many kinds for broken tiles
+            raise InputFileError(self.path, f"cannot decode level {level} at x={x}, y={y} "
+                                            f"({type(exc).__name__}: {exc})") from None
 
     def close(self) -> None:
         store = getattr(self, "_store", None)

@@ -137,8 +137,8 @@ def _load_user_mask(mask: np.ndarray | str | os.PathLike) -> np.ndarray:
         try:
             with Image.open(mask) as image:
                 array = np.asarray(image.convert("L"))
-        except (OSError, ValueError) as exc:
-            raise InputFileError(mask, f"cannot read the tissue mask image ({exc})") from exc
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputFileError(mask, f"cannot read the tissue mask image ({exc})") from None
     else:
         array = np.asarray(mask)
     if array.ndim == 3:

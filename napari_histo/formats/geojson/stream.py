@@ -13,9 +13,11 @@ from typing import Any
 
 from napari_histo.formats._common import (
     AnnotationFormatError,
+    inflate_limit,
     open_maybe_gzip,
     parse_json_bytes,
 )
+from napari_histo.utils import InputFileError, check_input_file
 
 
 def _top_level_features(path: Path, data: Any) -> list:
@@ -52,6 +54,10 @@ def _feature_chunks(path: Path) -> Iterator[list]:
     """Top-level features in lists of at most ``_READ_CHUNK``; big files are parsed incrementally."""
     chunk = _READ_CHUNK
     try:
+        check_input_file(path, "annotation file")
+    except InputFileError as exc:
+        raise AnnotationFormatError(path, exc.reason) from None
+    try:
         size = path.stat().st_size
         with open(path, "rb") as fh:
             gzipped = fh.read(2) == b"\x1f\x8b"
@@ -75,9 +81,9 @@ class _TextWindow:
     Keeps the line/column of ``buf[0]`` so decoder errors report positions in the whole file.
     """
 
-    def __init__(self, path: Path, fh: Any):
-        self.path, self.fh = path, fh
-        self.buf, self.pos, self.eof = "", 0, False
+    def __init__(self, path: Path, fh: Any, max_chars: int | None = None):
+        self.path, self.fh, self.max_chars = path, fh, max_chars
+        self.buf, self.pos, self.eof, self.read_chars = "", 0, False, 0
         self.line_base, self.col_base = 0, 0
 
     def more(self) -> bool:
@@ -93,6 +99,12 @@ class _TextWindow:
         if not data:
             self.eof = True
             return False
+        if "\x00" in data:
+            raise AnnotationFormatError(self.path, "not a text file (NUL character)")
+        self.read_chars += len(data)
+        if self.max_chars is not None and self.read_chars > self.max_chars:
+            raise AnnotationFormatError(self.path, f"gzip data expands beyond {self.max_chars:,} characters "
+                                        "(a decompression bomb?); set NAPARI_HISTO_MAX_INFLATE_RATIO to read it anyway")
         self.drop_consumed()
         self.buf += data
         return True
@@ -134,7 +146,7 @@ def _stream_features(path: Path, gzipped: bool, chunk: int) -> Iterator[list] | 
                       r'"features"[ \t\n\r]*:[ \t\n\r]*\[')
     fh = (gzip.open(path, "rt", encoding="utf-8-sig", newline="") if gzipped
           else open(path, encoding="utf-8-sig", newline=""))
-    win = _TextWindow(path, fh)
+    win = _TextWindow(path, fh, inflate_limit(path) if gzipped else None)
     try:
         while len(win.buf) < 4096 and win.more():
             pass

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_histo.utils import InputFileError
+
 # Lazy imports: PIL, openslide, tifffile, torch are imported inside the functions that use them
 # (directly or through the modules named there): importing this module stays light for the CLI and
 # the napari manifest.
@@ -48,8 +50,11 @@ def read_rgb(path: str | Path, region: tuple[int, int, int, int] | None = None) 
     else:
         from PIL import Image
 
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+        try:
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+        except Image.DecompressionBombError as exc:
+            raise InputFileError(path, f"image too large to read whole ({exc})") from None
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
     arr = arr[..., :3]
