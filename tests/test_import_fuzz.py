@@ -4,17 +4,23 @@ either load or raise AnnotationFormatError naming the file -- never another exce
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from napari_histo.formats._common import AnnotationFormatError
 from napari_histo.formats.geojson import read_geojson
 from napari_histo.formats.hovernet_json import read_hovernet_json
 from napari_histo.formats.sedeen import read_sedeen
+from napari_histo.utils import InputFileError
 
-SETTINGS = settings(max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+#: CI runs the same 30 examples per test every time (deterministic); a longer random campaign:
+#: ``NAPARI_HISTO_FUZZ_EXAMPLES=500 NAPARI_HISTO_FUZZ_RANDOM=1 pytest tests/test_import_fuzz.py``.
+SETTINGS = settings(max_examples=int(os.environ.get("NAPARI_HISTO_FUZZ_EXAMPLES", "30")), deadline=5000,
+                    derandomize="NAPARI_HISTO_FUZZ_RANDOM" not in os.environ, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 SESSION = """\ufeff<?xml version="1.0"?>\r
 <session software="PathCore Session Printer" version="0.1.0">\r
@@ -76,7 +82,7 @@ def _check(reader, path, text: str | bytes, after=None) -> None:
         path.write_bytes(text)
     try:
         result = reader(path)
-    except AnnotationFormatError as exc:
+    except InputFileError as exc:  # AnnotationFormatError included
         assert path.name in str(exc)
         return
     if after is not None:
@@ -133,3 +139,107 @@ def test_geojson_with_random_subtrees(tmp_path, data, value):
 def test_mutated_hovernet(tmp_path, data):
     _check(read_hovernet_json, tmp_path / "h.json", _mutate(HOVERNET, data),
            lambda t: np.testing.assert_array_equal(t["id"] > 0, True))
+
+
+IMAGESCOPE = """<Annotations MicronsPerPixel="0.25"><Annotation Id="1" LineColor="65280"><Attributes><Attribute Name="Epithelial"/></Attributes>
+<Regions><Region Id="1" NegativeROA="0"><Vertices><Vertex X="1" Y="1"/><Vertex X="9" Y="1"/><Vertex X="9" Y="9"/></Vertices></Region>
+<Region Id="2"><Vertices><Vertex X="20" Y="20"/><Vertex X="30" Y="20"/><Vertex X="30" Y="30"/><Vertex X="20" Y="30"/></Vertices></Region></Regions></Annotation></Annotations>
+"""
+
+ASAP = """<?xml version="1.0"?><ASAP_Annotations><Annotations>
+<Annotation Name="A" Type="Polygon" PartOfGroup="Tumor" Color="#F4FA58"><Coordinates><Coordinate Order="0" X="1" Y="1"/>
+<Coordinate Order="1" X="9" Y="1"/><Coordinate Order="2" X="9" Y="9"/></Coordinates></Annotation>
+<Annotation Name="B" Type="Dot" PartOfGroup="Lymphocyte" Color="#F4FA58"><Coordinates><Coordinate Order="0" X="5" Y="5"/></Coordinates></Annotation>
+</Annotations><AnnotationGroups><Group Name="Tumor" PartOfGroup="None" Color="#64FE2E"/></AnnotationGroups></ASAP_Annotations>
+"""
+
+
+def _read_any(path):
+    from napari_histo.formats.auto import read_annotation_file
+
+    return read_annotation_file(path)
+
+
+@SETTINGS
+@given(data=st.data(), seed=st.sampled_from(["imagescope", "asap"]))
+def test_mutated_imagescope_and_asap_xml(tmp_path, data, seed):
+    text = IMAGESCOPE if seed == "imagescope" else ASAP
+    _check(_read_any, tmp_path / f"{seed}.xml", _mutate(text, data))
+
+
+@pytest.fixture(scope="module")
+def own_exports(tmp_path_factory):
+    """Seeds written by the package itself: a GeoJSON and a Sedeen session of synthetic nuclei."""
+    from _analysis_data import synthetic_table
+
+    from napari_histo.formats.geojson import write_geojson
+    from napari_histo.formats.sedeen import write_sedeen
+
+    folder = tmp_path_factory.mktemp("exports")
+    table = synthetic_table(2, spacing=30)
+    return {"geojson": write_geojson(table, folder / "n.geojson").read_text(),
+            "sedeen": write_sedeen(table, folder / "n.session.xml").read_text()}
+
+
+@SETTINGS
+@given(data=st.data(), kind=st.sampled_from(["geojson", "sedeen"]))
+def test_mutated_own_exports(tmp_path, own_exports, data, kind):
+    name = "e.geojson" if kind == "geojson" else "e.session.xml"
+    _check(_read_any, tmp_path / name, _mutate(own_exports[kind], data))
+
+
+@pytest.fixture(scope="module")
+def result_table(tmp_path_factory):
+    from _analysis_data import synthetic_table
+
+    return synthetic_table(3, spacing=30)
+
+
+@SETTINGS
+@given(values=st.dictionaries(st.sampled_from(["slide", "plan", "parameters", "files", "n_nuclei", "command"]),
+                              json_values, max_size=4),
+       plan=st.dictionaries(st.sampled_from(["width", "height", "slide_mpp"]), json_values, max_size=3))
+def test_result_folders_with_any_run_json(tmp_path, result_table, values, plan):
+    """A result folder from anywhere: run.json with any values is read, or refused naming it."""
+    from napari_histo.cli import main
+    from napari_histo.schema.table import write_table_parquet
+
+    folder = tmp_path / "result"
+    folder.mkdir(exist_ok=True)
+    write_table_parquet(result_table, folder / "nuclei.parquet")
+    if plan and "plan" not in values:
+        values = {**values, "plan": plan}
+    (folder / "run.json").write_text(json.dumps(values, allow_nan=True))
+    for command in (["summary", str(folder)], ["density", str(folder), "-o", str(tmp_path / "d.npy")],
+                    ["export", str(folder), "--csv", str(tmp_path / "n.csv")]):
+        assert main(command) in (0, 1), command
+
+
+@pytest.fixture(scope="module")
+def small_svs(tmp_path_factory):
+    from slide_synth import synthetic_he, write_aperio_svs
+
+    rgb, _ = synthetic_he(300, 400, seed=5)
+    return write_aperio_svs(tmp_path_factory.mktemp("svs") / "small.svs", [rgb], mpp=0.25, app_mag=40).read_bytes()
+
+
+@SETTINGS
+@given(data=st.data())
+def test_slides_with_mutated_headers(tmp_path, small_svs, data):
+    """Random bytes over a slide's header and directories: it opens and reads, or is refused with
+    the file named; never another exception."""
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import InputFileError
+
+    raw = bytearray(small_svs)
+    for _ in range(data.draw(st.integers(1, 6))):
+        at = data.draw(st.integers(0, min(len(raw) - 1, 4096)))
+        raw[at] = data.draw(st.integers(0, 255))
+    path = tmp_path / "m.svs"
+    path.write_bytes(bytes(raw))
+    try:
+        with open_slide(path) as slide:
+            slide.read_region((0, 0), (64, 64), 0, "level")
+            slide.thumbnail(64)
+    except InputFileError as exc:
+        assert path.name in str(exc)

@@ -4,6 +4,7 @@ or any supported annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen, ImageS
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import sys
@@ -42,7 +43,8 @@ class ResultFolder:
         if self.source is not None:
             return self.source.name.split(".")[0]
         name = self.run.get("slide")
-        return Path(str(name)).stem if name else self.folder.name
+        stem = Path(name).stem if isinstance(name, str) else ""
+        return stem if stem not in ("", ".", "..") else self.folder.name
 
     @property
     def input_path(self) -> Path:
@@ -56,32 +58,47 @@ class ResultFolder:
     @property
     def dimensions(self) -> tuple[int, int] | None:
         """Level-0 (w, h) from run.json's tile plan, else from the slide given, else None."""
-        plan = self.run.get("plan") or {}
-        if isinstance(plan, dict) and plan.get("width") and plan.get("height"):
-            return int(plan["width"]), int(plan["height"])
+        plan = self.run.get("plan")
+        if isinstance(plan, dict):
+            width, height = _positive(plan.get("width")), _positive(plan.get("height"))
+            if width and height and width < 2**31 and height < 2**31:
+                return int(width), int(height)
         return self.slide_dimensions
 
     @property
     def mpp(self) -> float | None:
-        mpp = self.table.attrs.get("mpp")
+        mpp = _positive(self.table.attrs.get("mpp"))
         if not mpp:
-            plan = self.run.get("plan") or {}
-            mpp = plan.get("slide_mpp") if isinstance(plan, dict) else None
-        return float(mpp) if mpp else None
+            plan = self.run.get("plan")
+            mpp = _positive(plan.get("slide_mpp")) if isinstance(plan, dict) else None
+        return mpp if mpp and mpp < 1e6 else None
 
     def slide_path(self) -> Path | None:
         """The slide named in run.json when it still exists (absolute, or beside/above the folder)."""
         name = self.run.get("slide")
+        parameters = self.run.get("parameters")
+        parameters = parameters if isinstance(parameters, dict) else {}
         for key in ("slide_path", "input"):
-            value = (self.run.get("parameters") or {}).get(key) or self.run.get(key)
-            if value and Path(str(value)).is_file():
-                return Path(str(value))
-        if name:
+            value = parameters.get(key) or self.run.get(key)
+            if isinstance(value, str) and value and Path(value).is_file():
+                return Path(value)
+        if isinstance(name, str) and name:
             for base in (self.folder, self.folder.parent, self.folder.parent.parent):
                 cand = base / str(name)
                 if cand.is_file():
                     return cand
         return None
+
+
+def _positive(value: Any) -> float | None:
+    """A finite positive number read from a file, else None (the file is data from anywhere)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
@@ -127,6 +144,9 @@ def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,
             run = {}
     if not isinstance(run, dict):
         run = {}
+    for key in ("parameters", "plan"):  # run.json is data from anywhere: shapes checked once here
+        if key in run and not isinstance(run[key], dict):
+            run[key] = {}
     if mpp:
         table.attrs["mpp"] = float(mpp)
     if not table.attrs.get("mpp") and isinstance(run.get("plan"), dict) and run["plan"].get("slide_mpp"):

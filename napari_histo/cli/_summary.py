@@ -32,15 +32,19 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 def _default_region(result, slide_arg: str | None):
     """The segmentation run's region, else the slide's tissue mask, else None (nuclei extent)."""
+    import math
     from pathlib import Path
 
     from napari_histo.cli._common import parse_roi
 
-    run_roi = (result.run.get("parameters") or {}).get("roi")
-    if isinstance(run_roi, (list, tuple)) and len(run_roi) == 4:
+    parameters = result.run.get("parameters") or {}
+    run_roi, roi_class = parameters.get("roi"), parameters.get("roi_class")
+    if (isinstance(run_roi, (list, tuple)) and len(run_roi) == 4
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in run_roi)
+            and run_roi[2] > 0 and run_roi[3] > 0):
         return tuple(float(v) for v in run_roi)
-    if isinstance(run_roi, str) and Path(run_roi).exists():
-        return parse_roi(run_roi, (result.run.get("parameters") or {}).get("roi_class"))
+    if isinstance(run_roi, str) and Path(run_roi).is_file():
+        return parse_roi(run_roi, roi_class if isinstance(roi_class, str) else None)
     slide = Path(slide_arg) if slide_arg else result.slide_path()
     if slide is None or not slide.is_file():
         return None

@@ -1,9 +1,10 @@
-"""One run per output folder: an exclusive OS lock on ``<outdir>/.napari-histo.lock``.
+"""One run per output folder: an exclusive OS lock on the folder itself.
 
-The lock is an ``flock`` (``msvcrt.locking`` on Windows) on a small file that names its holder
-(process id, host, start time). The operating system releases it when the process ends, however
-it ends, so a lock is never stale: the file left behind by a killed run is simply taken over.
-The file is never deleted, so two runs cannot each lock a different file of the same name.
+POSIX: ``flock`` on the folder's own file descriptor; Windows: ``msvcrt.locking`` on
+``<outdir>/.napari-histo.lock``. The operating system releases the lock when the process ends,
+however it ends, so a lock is never stale. While a run holds it, ``.napari-histo.lock`` names
+the holder (process id, host, start time) for the message another run gets; the run removes
+that note when it ends (on POSIX the lock never depended on it).
 """
 
 from __future__ import annotations
@@ -21,22 +22,27 @@ from napari_histo.utils import HistoError
 LOCK_NAME = ".napari-histo.lock"
 
 
-def _try_lock(fd: int) -> bool:
+def _lock_fd(outdir: Path) -> int | None:
+    """A locked descriptor for ``outdir``, or None when another process holds it."""
     try:
         import fcntl
-    except ImportError:  # Windows
+    except ImportError:  # Windows: lock a file in the folder
         import msvcrt
 
+        fd = os.open(outdir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
-            return False
-        return True
+            os.close(fd)
+            return None
+        return fd
+    fd = os.open(outdir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return False
-    return True
+        os.close(fd)
+        return None
+    return fd
 
 
 def _holder(path: Path) -> str:
@@ -53,17 +59,17 @@ def folder_lock(outdir: str | os.PathLike) -> Iterator[Path]:
     holds it."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    path = outdir / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    note = outdir / LOCK_NAME
+    fd = _lock_fd(outdir)
+    if fd is None:
+        raise HistoError(f"{outdir}: another napari-histo run is writing this folder "
+                         f"({_holder(note)}); wait for it to finish or choose another output folder")
     try:
-        if not _try_lock(fd):
-            raise HistoError(f"{outdir}: another napari-histo run is writing this folder "
-                             f"({_holder(path)}); wait for it to finish or choose another output folder")
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps(info).encode())
-        yield path
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        with contextlib.suppress(OSError):
+            note.write_text(json.dumps(info), encoding="utf-8")
+        yield outdir
     finally:
+        with contextlib.suppress(OSError):
+            note.unlink()
         os.close(fd)  # releases the lock
