@@ -113,6 +113,8 @@ def open_maybe_gzip(path: str | os.PathLike, limit: int | None = None) -> bytes:
                 try:
                     with gzip.GzipFile(fileobj=fh) as gz:
                         raw = _read_text_bytes(path, gz, limit, inflate_limit(path))
+                except AnnotationFormatError:
+                    raise
                 except (EOFError, ValueError, gzip.BadGzipFile, zlib.error) as exc:
                     raise AnnotationFormatError(path, f"corrupt gzip data ({exc})") from None
             else:
