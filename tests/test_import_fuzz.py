@@ -243,3 +243,27 @@ def test_slides_with_mutated_headers(tmp_path, small_svs, data):
             slide.thumbnail(64)
     except InputFileError as exc:
         assert path.name in str(exc)
+
+
+@SETTINGS
+@given(attrs=st.dictionaries(st.sampled_from(["mpp", "type_info", "slide", "segmenter"]), json_values, max_size=4))
+def test_result_tables_with_any_metadata(tmp_path, result_table, attrs):
+    """The table's own metadata (mpp, type names and colours) from anywhere: used when usable,
+    dropped when not; every command answers."""
+    import pyarrow.parquet as pq
+
+    from napari_histo.cli import main
+    from napari_histo.schema.table import write_table_parquet
+
+    folder = tmp_path / "result"
+    folder.mkdir(exist_ok=True)
+    write_table_parquet(result_table, folder / "nuclei.parquet")
+    table = pq.read_table(folder / "nuclei.parquet")
+    meta = dict(table.schema.metadata or {})
+    key = next(k for k in meta if b"napari" in k or b"histo" in k)
+    meta[key] = json.dumps(attrs, allow_nan=True).encode()
+    pq.write_table(table.replace_schema_metadata(meta), folder / "nuclei.parquet")
+    for command in (["summary", str(folder)], ["density", str(folder), "-o", str(tmp_path / "d.npy")],
+                    ["hotspots", str(folder), "-k", "1", "--radius-px", "30"],
+                    ["export", str(folder), "--sedeen", "--geojson", "--hovernet-json", "--csv"]):
+        assert main(command) in (0, 1), command

@@ -28,6 +28,8 @@ dab_od : float64      mean DAB optical density (IHC), positive : bool
 from __future__ import annotations
 
 import json
+import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -143,8 +145,45 @@ def read_table_parquet(path, columns: list[str] | None = None) -> pd.DataFrame:
     if "probs" in arrays:
         df["probs"] = [None if v is None else np.asarray(v, np.float32) for v in arrays["probs"]]
     meta = (table.schema.metadata or {}).get(_META_KEY)
-    df.attrs = json.loads(meta) if meta else {}
+    try:
+        attrs = json.loads(meta) if meta else {}
+    except ValueError:
+        attrs = {}
+    df.attrs = clean_attrs(attrs)
     return df
+
+
+def clean_attrs(attrs: Any) -> dict:
+    """Table metadata read from a file, keeping only what is usable: a finite positive ``mpp``
+    (else None: the pixel size is unknown, never guessed) and ``type_info`` entries of the form
+    ``id -> [name, [r, g, b]]`` (a file is data from anywhere)."""
+    import math
+
+    if not isinstance(attrs, dict):
+        return {}
+    out = dict(attrs)
+    mpp = out.get("mpp")
+    ok = isinstance(mpp, int | float) and not isinstance(mpp, bool) and math.isfinite(mpp) and 0 < mpp < 1e6
+    out["mpp"] = float(mpp) if ok else None
+    info = out.get("type_info")
+    if info is not None:
+        if not isinstance(info, dict):
+            info = {}
+        info = {str(k): [str(v[0]), [int(c) & 255 for c in v[1][:3]]] for k, v in info.items()
+                if _type_entry_ok(k, v)}
+        out["type_info"] = info or None
+    return out
+
+
+def _type_entry_ok(key: Any, value: Any) -> bool:
+    try:
+        int(key)
+    except (TypeError, ValueError):
+        return False
+    return (isinstance(value, list | tuple) and len(value) >= 2 and isinstance(value[0], str)
+            and isinstance(value[1], list | tuple) and len(value[1]) >= 3
+            and all(isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) and abs(c) < 2**31
+                    for c in value[1][:3]))
 
 
 def _json_default(obj):
