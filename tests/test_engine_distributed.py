@@ -72,3 +72,28 @@ def test_slide_path_travels_as_spec(tmp_path, cluster, sample_slide_path):
     assert len(dist.table) == len(local.table) > 20
     np.testing.assert_array_equal(dist.table[["x", "y", "area_px"]].to_numpy(),
                                   local.table[["x", "y", "area_px"]].to_numpy())
+
+
+def test_losing_the_whole_cluster_is_a_clear_error_and_the_run_resumes(tmp_path):
+    """Scheduler and both workers gone mid-run: a clear error, the finished tiles kept, and
+    ``--resume`` (here: locally) finishes the same result."""
+    from napari_histo.utils import HistoError
+
+    image = planted_image(384, 512, seams=128, seed=9)
+    reference = tmp_path / "reference"
+    drain(run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(), reference, tile_size=128, tissue=False))
+    lost = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                    silence_logs=50)
+    out = tmp_path / "dist"
+    gen = run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(delay_s=0.3), out, tile_size=128,
+                           tissue=False, scheduler=lost.scheduler_address, workers=1)
+    try:
+        with pytest.raises(HistoError, match="stopped computing tiles.*--resume"):
+            for event in gen:
+                if event.stage == "tiles" and event.done >= 2:
+                    lost.close()
+    finally:
+        lost.close()
+    drain(run_segmentation(ArraySlide(image, mpp=0.5), DarkBlobSegmenter(), out, tile_size=128, tissue=False,
+                           resume=True))
+    assert same_partition(np.asarray(load_result(reference).labels[0]), np.asarray(load_result(out).labels[0]))

@@ -88,6 +88,11 @@ def _client(scheduler: Any):
         raise HistoError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from exc
 
 
+def _lost_message(address: str, cause: Any) -> str:
+    return (f"the dask cluster at {address} stopped computing tiles ({type(cause).__name__}: {cause}); "
+            "finished tiles are kept: run again with --resume when the cluster is back")
+
+
 def distributed_results(
     scheduler: Any,
     slide: Any,
@@ -123,11 +128,19 @@ def distributed_results(
         for _ in range(min(max_inflight, len(pending))):
             submit()
         stats["max_inflight"] = ac.count()
-        for fut, result in ac:
-            futures.remove(fut)
-            if pending:
-                submit()
-            yield result
+        address = stats["scheduler"]
+        try:
+            for fut, result in ac:
+                futures.remove(fut)
+                if isinstance(result, BaseException) or not isinstance(result, TileResult):
+                    raise HistoError(_lost_message(address, result))
+                if pending:
+                    submit()
+                yield result
+        except HistoError:
+            raise
+        except (OSError, RuntimeError, TimeoutError) as exc:  # the scheduler or every worker went away
+            raise HistoError(_lost_message(address, exc)) from exc
     finally:
         for fut in futures:
             fut.cancel()
