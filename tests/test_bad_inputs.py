@@ -172,3 +172,16 @@ def test_impossible_outlines_are_skipped_and_counted(tmp_path):
         table = read_nuclei(path)
     assert table["id"].tolist() == [1, 2]
     assert table.attrs["skipped"] == {"non-finite or out-of-range coordinates": 2, "more than 100,000 vertices": 1}
+
+
+def test_import_skips_a_malformed_feature_unless_strict(tmp_path):
+    import json
+
+    good = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]},
+            "properties": {"objectType": "detection"}}
+    path = tmp_path / "cells.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [good, {"type": "Feature", "geometry": 5}]}))
+    with pytest.warns(UserWarning, match="skipped 1 malformed feature"):
+        assert main(["import", str(path), "-o", str(tmp_path / "m.npz")]) == 0
+    assert main(["import", str(path), "-o", str(tmp_path / "strict.npz"), "--strict"]) == 1
+    assert not (tmp_path / "strict.npz").exists()

@@ -139,8 +139,23 @@ def test_reader_clean_errors(tmp_path, text):
     path = tmp_path / "bad.geojson"
     path.write_text(text)
     with pytest.raises(AnnotationFormatError) as err:
-        read_geojson(path)
+        read_geojson(path, strict=True)
     assert "bad.geojson" in str(err.value)
+
+
+def test_one_malformed_feature_is_skipped_and_counted_unless_strict(tmp_path):
+    good = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 0], [10, 10], [0, 0]]]},
+            "properties": {"objectType": "detection", "classification": {"name": "Tumor", "color": [255, 0, 0]}}}
+    bad = {"type": "Feature", "geometry": 5, "properties": {"objectType": "detection"}}
+    broken = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, "x"], [2, 2], [0, 0]]]},
+              "properties": {"objectType": "detection", "measurements": {"Class probability": 0.5}}}
+    path = tmp_path / "mixed.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [good, bad, good, broken]}))
+    with pytest.warns(UserWarning, match=r"skipped 2 malformed feature\(s\), the first: feature 1"):
+        back = read_geojson(path)
+    assert len(back.table) == 2 and back.table.attrs["skipped"] == {"malformed features": 2}
+    with pytest.raises(AnnotationFormatError, match="feature 1"):
+        read_geojson(path, strict=True)
 
 
 def test_malformed_json_reports_line_and_column(tmp_path):

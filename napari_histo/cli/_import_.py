@@ -27,11 +27,13 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--type-info", default=None, help="type_info.json mapping class names to ids (GeoJSON/HoVer-Net/ImageScope)")
     parser.add_argument("--point-radius", type=float, default=2.0, help="radius (px) of point annotations in the masks")
     parser.add_argument("--table", default=None, help="also write the imported nuclei as a nucleus table (.parquet)")
+    parser.add_argument("--strict", action="store_true",
+                        help="refuse a GeoJSON file at its first malformed feature (default: skip and count them)")
     parser.set_defaults(func=handler)
     return parser
 
 
-def load_shapes(path, kind: str, colours=None, type_info=None):
+def load_shapes(path, kind: str, colours=None, type_info=None, strict: bool = False):
     """(shapes, type_info dict, negative shapes, nucleus table or None) for any supported format."""
     import numpy as np
 
@@ -74,7 +76,7 @@ def load_shapes(path, kind: str, colours=None, type_info=None):
     else:
         from napari_histo.formats.geojson import read_geojson
 
-        objs = read_geojson(path, type_info=type_info)
+        objs = read_geojson(path, type_info=type_info, strict=strict)
         table, info = objs.table, objs.type_info.to_json_dict()
         if not len(table):  # annotation-only file: rasterise the polygons / points
             return _annotation_shapes(objs.annotations, info)
@@ -124,7 +126,7 @@ def handler(args: argparse.Namespace) -> int:
         type_info = load_json(args.type_info)
     colours = SedeenColourTable.load(args.colours) if args.colours else None
     kind = detect_format(src)
-    shapes, info, negative, table = load_shapes(src, kind, colours, type_info)
+    shapes, info, negative, table = load_shapes(src, kind, colours, type_info, strict=args.strict)
     if args.region:
         try:
             region = parse_region(args.region)

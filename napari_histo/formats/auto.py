@@ -123,6 +123,7 @@ def read_annotation_file(
     mpp: float | None = None,
     colours: Any = None,
     type_info: dict | None = None,
+    strict: bool = False,
 ) -> AnnotationFile:
     """Read a QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope or ASAP XML file.
 
@@ -147,7 +148,7 @@ def read_annotation_file(
     path = Path(path)
     kind = detect_format(path)
     if kind == "geojson":
-        objs = read_geojson(path, type_info=type_info, mpp=mpp)
+        objs = read_geojson(path, type_info=type_info, mpp=mpp, strict=strict)
         table = objs.table
         if not table.attrs.get("type_info"):
             table.attrs["type_info"] = objs.type_info.to_json_dict()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
@@ -154,7 +155,8 @@ def _largest_polygon(geom):
     return max(polys, key=lambda p: p.area) if polys else None
 
 
-def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | None = None) -> QuPathObjects:
+def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | None = None,
+                 strict: bool = False) -> QuPathObjects:
     """Read a QuPath GeoJSON file (``.geojson``/``.json``, optionally gzipped) into nuclei + annotations.
 
     Accepts a FeatureCollection, a single Feature, a bare JSON array of Features, or a bare geometry
@@ -169,12 +171,29 @@ def read_geojson(path: str | os.PathLike, type_info: Any = None, mpp: float | No
         (unclassified nuclei get type 0).
     mpp : float, optional
         µm/px at level 0 recorded in the table (GeoJSON carries none).
+    strict : bool
+        Refuse the file at its first malformed feature. By default a malformed feature is
+        skipped: the count is in ``table.attrs["skipped"]`` and a warning names the first one.
     """
     with no_gc():  # the parsed tree is freed (by reference counting) before collection resumes
-        return _read_geojson(Path(path), type_info, mpp)
+        return _read_geojson(Path(path), type_info, mpp, strict)
 
 
-def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObjects:
+class _Skips:
+    """Malformed features met while reading: refused (strict) or counted."""
+
+    def __init__(self, path: Path, strict: bool):
+        self.path, self.strict, self.count, self.first = path, strict, 0, ""
+
+    def feature(self, index: int, exc: Exception) -> None:
+        error = _feature_error(self.path, index, exc)
+        if self.strict or not isinstance(error, AnnotationFormatError):
+            raise error from None
+        self.count += 1
+        self.first = self.first or error.reason
+
+
+def _read_geojson(path: Path, type_info: Any, mpp: float | None, strict: bool = False) -> QuPathObjects:
     """:func:`read_geojson` with the garbage collector paused."""
     path = Path(path)
     if isinstance(type_info, dict):
@@ -203,6 +222,7 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
     types: list[int] = []
     probs: list[float] = []
     annotations: list[Annotation] = []
+    skips = _Skips(path, strict)
     index = -1
     for features in _feature_chunks(path):
         contours: list[np.ndarray | None] = []  # None: a plain ring converted below, all at once
@@ -229,24 +249,26 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
                     gdict = feature["nucleusGeometry"] if kind == "cell" and isinstance(feature.get("nucleusGeometry"), dict) else feature.get("geometry")
                     coords = gdict.get("coordinates") if isinstance(gdict, dict) and gdict.get("type") == "Polygon" else None
                     if isinstance(coords, list) and coords and isinstance(coords[0], list) and len(coords[0]) >= 4:
+                        prob = _class_probability(props.get("measurements"))
                         plain.append((len(contours), index, feature, props, kind, gdict))  # plain Polygon: no shapely
                         contours.append(None)
                         chunk_types.append(t)
-                        chunk_probs.append(_class_probability(props.get("measurements")))
+                        chunk_probs.append(prob)
                         continue
                     ring = _polygon_exterior(gdict)
                     if ring is not None:
+                        prob = _class_probability(props.get("measurements"))
                         contours.append(ring)
                         chunk_types.append(t)
-                        chunk_probs.append(_class_probability(props.get("measurements")))
+                        chunk_probs.append(prob)
                         continue
                     # point detections or empty geometries are kept as annotations
                 annotations.append(_annotation(feature, props, kind))
             except AnnotationFormatError:
                 raise
             except Exception as exc:
-                raise _feature_error(path, index, exc) from None
-        chunk_coords, chunk_lengths = _plain_rings(path, plain, contours, chunk_types, chunk_probs, annotations)
+                skips.feature(index, exc)
+        chunk_coords, chunk_lengths = _plain_rings(path, plain, contours, chunk_types, chunk_probs, annotations, skips)
         coord_parts.append(chunk_coords)
         length_parts.append(chunk_lengths)
         types += chunk_types
@@ -255,6 +277,10 @@ def _read_geojson(path: Path, type_info: Any, mpp: float | None) -> QuPathObject
     lengths = np.concatenate(length_parts) if length_parts else np.zeros(0, np.int64)
     info = TypeInfo(names, colours)
     table = table_from_flat(coords, lengths, types, probs, mpp=mpp, type_info=info.to_json_dict())
+    if skips.count:
+        table.attrs["skipped"] = {**table.attrs.get("skipped", {}), "malformed features": skips.count}
+        warnings.warn(f"{path}: skipped {skips.count} malformed feature(s), the first: {skips.first} "
+                      "(read it strictly to refuse the file instead)", stacklevel=3)
     return QuPathObjects(table=table, annotations=annotations, type_info=info)
 
 
@@ -317,7 +343,7 @@ def _annotation(feature: dict, props: dict, kind: str) -> Annotation:
 
 
 def _plain_rings(path: Path, plain: list, contours: list, types: list, probs: list,
-                 annotations: list) -> tuple[np.ndarray, np.ndarray]:
+                 annotations: list, skips: _Skips) -> tuple[np.ndarray, np.ndarray]:
     """Convert the plain Polygon rings in one numpy call -> (coords (N, 2), vertices per nucleus).
 
     Rings numpy cannot take as a whole (ragged, 3-D, non-numeric or non-finite positions) go
@@ -347,13 +373,12 @@ def _plain_rings(path: Path, plain: list, contours: list, types: list, probs: li
             continue
         try:
             ring = _polygon_exterior(gdict)
-        except Exception as exc:
-            raise _feature_error(path, index, exc) from None
-        if ring is None:  # kept as an annotation, as QuPath would
-            try:
+            if ring is None:  # kept as an annotation, as QuPath would
                 annotations.append(_annotation(feature, props, kind))
-            except Exception as exc:
-                raise _feature_error(path, index, exc) from None
+        except Exception as exc:
+            skips.feature(index, exc)
+            ring = None
+        if ring is None:
             dropped.add(slot)
         contours[slot] = ring
     if dropped:
