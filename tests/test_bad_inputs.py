@@ -185,3 +185,19 @@ def test_import_skips_a_malformed_feature_unless_strict(tmp_path):
         assert main(["import", str(path), "-o", str(tmp_path / "m.npz")]) == 0
     assert main(["import", str(path), "-o", str(tmp_path / "strict.npz"), "--strict"]) == 1
     assert not (tmp_path / "strict.npz").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_processed(tmp_path):
+    from PIL import Image
+
+    rgb, _ = synthetic_he(256, 256, seed=1)
+    try:
+        path = tmp_path / os.fsdecode(b"slide\xff.png")
+        Image.fromarray(rgb).save(path, format="PNG")
+    except (OSError, UnicodeError):
+        pytest.skip("this file system only takes UTF-8 names")
+    out = tmp_path / "out"
+    assert main(["segment", str(path), "-o", str(out), "--model", "classical", "--mpp", "0.5", "--geojson"]) == 0
+    (folder,) = out.iterdir()
+    assert (folder / "nuclei.parquet").is_file() and (folder / "run.json").is_file()
+    assert main(["summary", str(folder)]) == 0

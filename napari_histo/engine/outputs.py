@@ -73,17 +73,18 @@ def write_table(plan: TilePlan, journal: Journal, offsets: dict[int, int], path:
     writer = None
     schema = None
     total = 0
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, open(tmp, "wb") as sink:  # file objects: any file name
         try:
             for index in with_nuclei:
-                table = pq.read_table(journal.table_path(index))
+                with open(journal.table_path(index), "rb") as fh:
+                    table = pq.read_table(fh)
                 ids = pa.compute.add(table.column("id"), pa.scalar(offsets[index], pa.int64()))
                 table = table.set_column(table.schema.get_field_index("id"), "id", ids)
                 if writer is None:
                     meta = dict(table.schema.metadata or {})
                     meta[_META_KEY] = meta_value
                     schema = table.schema.with_metadata(meta)
-                    writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+                    writer = pq.ParquetWriter(sink, schema, compression="zstd")
                 table = table.select(schema.names).cast(schema)
                 writer.write_table(table)
                 total += table.num_rows

@@ -128,15 +128,16 @@ def write_table_parquet(df: pd.DataFrame, path) -> None:
     meta = dict(table.schema.metadata or {})
     meta[_META_KEY] = json.dumps(df.attrs, default=_json_default).encode()
     table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: any file name (pyarrow needs UTF-8 paths)
+        pq.write_table(table, fh, compression="zstd")
 
 
 def read_table_parquet(path, columns: list[str] | None = None) -> pd.DataFrame:
     """Read a table written by :func:`write_table_parquet` (contours back to (N, 2) arrays)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=columns)
+    with open(path, "rb") as fh:  # a file object: any file name (pyarrow needs UTF-8 paths)
+        table = pq.read_table(fh, columns=columns)
     arrays = {c: table.column(c).to_pylist() for c in _ARRAY_COLUMNS if c in table.column_names}
     plain = table.drop([c for c in arrays]) if arrays else table
     df = plain.to_pandas()
