@@ -201,3 +201,48 @@ def test_a_file_name_that_is_not_utf8_is_processed(tmp_path):
     (folder,) = out.iterdir()
     assert (folder / "nuclei.parquet").is_file() and (folder / "run.json").is_file()
     assert main(["summary", str(folder)]) == 0
+
+
+def test_a_feature_larger_than_the_limit_is_refused_without_decoding_it_whole(tmp_path, monkeypatch):
+    import json
+
+    from napari_histo.formats.geojson import stream
+
+    monkeypatch.setattr(stream, "STREAM_MIN_BYTES", 0)  # the streamed path of big files
+    monkeypatch.setattr(stream, "_STREAM_BLOCK", 2**16)
+    monkeypatch.setenv("NAPARI_HISTO_MAX_FEATURE_MB", "1")
+    ring = [[float(i % 1000), float(i // 1000)] for i in range(150_000)] + [[0.0, 0.0]]
+    small = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [9, 0], [9, 9], [0, 0]]]},
+             "properties": {"objectType": "detection"}}
+    huge = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"objectType": "detection"}}
+    path = tmp_path / "huge_feature.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [small, huge]}))
+    assert path.stat().st_size > 2 * 2**20
+    with pytest.raises(AnnotationFormatError, match="a feature longer than 1 MB"):
+        read_geojson(path)
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path):
+    import errno
+
+    from napari_histo.utils import atomic_write
+
+    target = tmp_path / "nuclei.geojson"
+    with pytest.raises(OSError) as err, atomic_write(target) as fh:
+        fh.write("{")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(target)
+    assert list(tmp_path.iterdir()) == []  # no partial file, no temporary
+
+
+@pytest.mark.parametrize("type_info", [[], {"1": []}, {"1": {"a": 1}}, {"x": ["a", [1, 2, 3]]}, "str",
+                                       {"1": ["x", "notacolour"]}, {"1": [5, [1, 2, 3]]}])
+def test_hovernet_json_with_a_malformed_type_table_is_read(tmp_path, type_info):
+    import json
+
+    nucleus = {"bbox": [[0, 0], [10, 10]], "centroid": [5, 5], "contour": [[0, 0], [9, 0], [9, 9], [0, 9]],
+               "type_prob": 0.9, "type": 1}
+    path = tmp_path / "h.json"
+    path.write_text(json.dumps({"mag": None, "nuc": {"1": nucleus}, "type_info": type_info}))
+    for command in (["info", str(path)], ["summary", str(path)], ["export", str(path), "--geojson", "--sedeen"]):
+        assert main(command) == 0, command

@@ -17,7 +17,7 @@ from napari_histo.formats._common import (
     open_maybe_gzip,
     parse_json_bytes,
 )
-from napari_histo.utils import InputFileError, check_input_file
+from napari_histo.utils import InputFileError, check_input_file, env_limit
 
 
 def _top_level_features(path: Path, data: Any) -> list:
@@ -45,6 +45,11 @@ STREAM_MIN_BYTES = 64 * 2**20
 #: Top-level features converted to table rows at a time.
 _READ_CHUNK = 8192
 
+
+#: Largest text of one feature in a streamed file (``NAPARI_HISTO_MAX_FEATURE_MB`` changes it):
+#: a nucleus is a few KB and a million-vertex region about 25 MB; decoding a bigger feature
+#: would take gigabytes.
+MAX_FEATURE_MB = 64
 
 #: Characters read from a streamed file at a time.
 _STREAM_BLOCK = 8 * 2**20
@@ -86,12 +91,13 @@ class _TextWindow:
         self.buf, self.pos, self.eof, self.read_chars = "", 0, False, 0
         self.line_base, self.col_base = 0, 0
 
-    def more(self) -> bool:
-        """Append the next block (dropping what was consumed); False at the end of the file."""
+    def more(self, at_least: int = 0) -> bool:
+        """Append the next block, of at least ``at_least`` characters (dropping what was
+        consumed); False at the end of the file."""
         if self.eof:
             return False
         try:
-            data = self.fh.read(_STREAM_BLOCK)
+            data = self.fh.read(max(_STREAM_BLOCK, at_least))
         except UnicodeDecodeError:
             raise AnnotationFormatError(self.path, "not valid UTF-8 text") from None
         except (OSError, EOFError) as exc:
@@ -177,7 +183,13 @@ def _stream_elements(win: _TextWindow, space, chunk: int, in_collection: bool) -
             except json.JSONDecodeError as exc:
                 # cut by the end of the window (not malformed): read on and decode again
                 cut = exc.pos >= len(win.buf) - 64 or exc.msg.startswith("Unterminated string")
-                if not (cut and win.more()):
+                # the window doubles, so a feature of any size is decoded O(1) times on average
+                pending = len(win.buf) - win.pos
+                if cut and pending > env_limit("MAX_FEATURE_MB", MAX_FEATURE_MB) * 2**20:
+                    raise AnnotationFormatError(
+                        win.path, f"a feature longer than {env_limit('MAX_FEATURE_MB', MAX_FEATURE_MB):g} MB "
+                        "(set NAPARI_HISTO_MAX_FEATURE_MB to read it)") from None
+                if not (cut and win.more(pending)):
                     raise win.error(exc) from None
             except RecursionError:
                 raise AnnotationFormatError(win.path, "JSON nested too deeply") from None
