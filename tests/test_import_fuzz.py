@@ -75,6 +75,18 @@ def _mutate(text: str, data) -> str:
     return text
 
 
+#: Peak memory the whole test process may reach while fuzzing (ru_maxrss): a reader that
+#: inflates a few hundred bytes into gigabytes fails here, not on a user's machine.
+MAX_RSS_MB = 3072
+
+
+def _memory_bounded() -> None:
+    import resource
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_mb < MAX_RSS_MB, f"peak RSS {peak_mb:.0f} MiB"
+
+
 def _check(reader, path, text: str | bytes, after=None) -> None:
     if isinstance(text, str):
         path.write_bytes(text.encode("utf-8", "surrogatepass"))
@@ -84,9 +96,11 @@ def _check(reader, path, text: str | bytes, after=None) -> None:
         result = reader(path)
     except InputFileError as exc:  # AnnotationFormatError included
         assert path.name in str(exc)
+        _memory_bounded()
         return
     if after is not None:
         after(result)
+    _memory_bounded()
 
 
 def _use_session(session) -> None:
@@ -213,6 +227,7 @@ def test_result_folders_with_any_run_json(tmp_path, result_table, values, plan):
     for command in (["summary", str(folder)], ["density", str(folder), "-o", str(tmp_path / "d.npy")],
                     ["export", str(folder), "--csv", str(tmp_path / "n.csv")]):
         assert main(command) in (0, 1), command
+    _memory_bounded()
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +258,7 @@ def test_slides_with_mutated_headers(tmp_path, small_svs, data):
             slide.thumbnail(64)
     except InputFileError as exc:
         assert path.name in str(exc)
+    _memory_bounded()
 
 
 @SETTINGS
@@ -267,3 +283,4 @@ def test_result_tables_with_any_metadata(tmp_path, result_table, attrs):
                     ["hotspots", str(folder), "-k", "1", "--radius-px", "30"],
                     ["export", str(folder), "--sedeen", "--geojson", "--hovernet-json", "--csv"]):
         assert main(command) in (0, 1), command
+    _memory_bounded()
