@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,13 +36,35 @@ def test_job_returns_value_and_reports_progress(nothreads, monkeypatch, qtbot):
     assert not job.running and not job.cancelled
 
 
+def _counting_until_seen(n: int, log: list, seen: threading.Event):
+    """As :func:`_counting`, but after the third event it waits until the GUI thread has handled
+    it: the cancel it asks for then reaches the job before the generator could run on (a worker
+    thread on a loaded machine could otherwise finish all ``n`` ticks first)."""
+    try:
+        for i in range(n):
+            log.append(("tick", i))
+            yield {"done": i + 1, "total": n}
+            if i == 2:
+                assert seen.wait(timeout=30), "the GUI thread never handled the third event"
+        return "complete"
+    finally:
+        log.append("closed")
+
+
 @pytest.mark.parametrize("nothreads", ["1", "0"])
 def test_job_cancel_closes_core_generator(nothreads, monkeypatch, qtbot):
     monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", nothreads)
     log: list = []
     returned, finished = [], []
-    job = Job(_counting, 1000, log, on_return=returned.append, on_finish=lambda: finished.append(1))
-    job.on_yield = lambda e: job.cancel() if e["done"] == 3 else None
+    seen = threading.Event()
+    job = Job(_counting_until_seen, 1000, log, seen, on_return=returned.append, on_finish=lambda: finished.append(1))
+
+    def on_yield(event):
+        if event["done"] == 3:
+            job.cancel()
+            seen.set()
+
+    job.on_yield = on_yield
     job.start()
     qtbot.waitUntil(lambda: bool(finished), timeout=5000)
     assert returned == [CANCELLED]
