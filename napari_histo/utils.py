@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
 import tempfile
@@ -57,6 +58,17 @@ def check_input_file(path: str | os.PathLike, what: str = "file") -> Path:
     if st.st_size == 0:
         raise InputFileError(path, "file is empty (0 bytes)")
     return path
+
+
+def positive_float(value: object) -> float | None:
+    """``value`` (a number or numeric text read from a file) as a finite positive float, else None."""
+    try:
+        number = float(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(number) or number <= 0:
+        return None
+    return number
 
 
 def env_limit(name: str, default: float) -> float:

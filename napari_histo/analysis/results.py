@@ -4,7 +4,6 @@ or any supported annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen, ImageS
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import sys
@@ -19,7 +18,7 @@ from napari_histo.formats.auto import read_nuclei
 from napari_histo.provenance import package_versions
 from napari_histo.schema.table import read_table_parquet, validate_table
 from napari_histo.slide import open_slide
-from napari_histo.utils import HistoError, InputFileError, atomic_write
+from napari_histo.utils import HistoError, InputFileError, atomic_write, positive_float
 
 __all__ = ["ResultFolder", "load_result_folder"]
 
@@ -60,17 +59,17 @@ class ResultFolder:
         """Level-0 (w, h) from run.json's tile plan, else from the slide given, else None."""
         plan = self.run.get("plan")
         if isinstance(plan, dict):
-            width, height = _positive(plan.get("width")), _positive(plan.get("height"))
+            width, height = positive_float(plan.get("width")), positive_float(plan.get("height"))
             if width and height and width < 2**31 and height < 2**31:
                 return int(width), int(height)
         return self.slide_dimensions
 
     @property
     def mpp(self) -> float | None:
-        mpp = _positive(self.table.attrs.get("mpp"))
+        mpp = positive_float(self.table.attrs.get("mpp"))
         if not mpp:
             plan = self.run.get("plan")
-            mpp = _positive(plan.get("slide_mpp")) if isinstance(plan, dict) else None
+            mpp = positive_float(plan.get("slide_mpp")) if isinstance(plan, dict) else None
         return mpp if mpp and mpp < 1e6 else None
 
     def slide_path(self) -> Path | None:
@@ -88,17 +87,6 @@ class ResultFolder:
                 if cand.is_file():
                     return cand
         return None
-
-
-def _positive(value: Any) -> float | None:
-    """A finite positive number read from a file, else None (the file is data from anywhere)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if math.isfinite(number) and number > 0 else None
 
 
 def load_result_folder(path: str | os.PathLike, *, mpp: float | None = None,

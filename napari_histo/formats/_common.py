@@ -91,6 +91,14 @@ def inflate_limit(path: str | os.PathLike) -> int:
     return int(max(MIN_INFLATE_BYTES, ratio * os.path.getsize(path)))
 
 
+def inflate_error(path: str | os.PathLike, limit: int) -> AnnotationFormatError:
+    """The error for gzip data that expands beyond :func:`inflate_limit`."""
+    return AnnotationFormatError(
+        path, f"gzip data expands beyond {limit:,} bytes, more than "
+        f"{env_limit('MAX_INFLATE_RATIO', MAX_INFLATE_RATIO):g}x the file (a decompression bomb?); "
+        "set NAPARI_HISTO_MAX_INFLATE_RATIO to read it anyway")
+
+
 def open_maybe_gzip(path: str | os.PathLike, limit: int | None = None) -> bytes:
     """Read a text file as bytes, gunzipping ``.gz`` files (or any file with the gzip magic).
 
@@ -139,10 +147,7 @@ def _read_text_bytes(path: Path, fh: Any, limit: int | None, max_bytes: int | No
             raise AnnotationFormatError(path, f"not a text file (NUL byte at offset {total + block.index(0)})")
         total += len(block)
         if max_bytes is not None and total > max_bytes:
-            raise AnnotationFormatError(
-                path, f"gzip data expands beyond {max_bytes:,} bytes, more than "
-                f"{env_limit('MAX_INFLATE_RATIO', MAX_INFLATE_RATIO):g}x the file (a decompression bomb?); "
-                "set NAPARI_HISTO_MAX_INFLATE_RATIO to read it anyway")
+            raise inflate_error(path, max_bytes)
         parts.append(block)
     return b"".join(parts)
 
@@ -445,12 +450,13 @@ def _plausible_rings(coords: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarra
     bad_coords = np.zeros(n, bool)
     if bad_vertex.any() and nonempty.any():
         bad_coords[nonempty] = np.add.reduceat(bad_vertex.astype(np.int64), starts[nonempty]) > 0
-    too_long = lengths > int(env_limit("MAX_RING_VERTICES", MAX_RING_VERTICES))
+    max_vertices = int(env_limit("MAX_RING_VERTICES", MAX_RING_VERTICES))
+    too_long = (lengths > max_vertices) & ~bad_coords
     skipped = {}
     if bad_coords.any():
         skipped["non-finite or out-of-range coordinates"] = int(bad_coords.sum())
-    if (too_long & ~bad_coords).any():
-        skipped[f"more than {int(env_limit('MAX_RING_VERTICES', MAX_RING_VERTICES)):,} vertices"] = int((too_long & ~bad_coords).sum())
+    if too_long.any():
+        skipped[f"more than {max_vertices:,} vertices"] = int(too_long.sum())
     return ~(bad_coords | too_long), skipped
 
 

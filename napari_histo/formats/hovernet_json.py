@@ -27,7 +27,7 @@ from napari_histo.formats._common import (
     table_type_info,
 )
 from napari_histo.formats._fastjson import vertex_rows
-from napari_histo.schema.table import clean_attrs, validate_table
+from napari_histo.schema.table import clean_type_info, validate_table
 from napari_histo.utils import atomic_write
 
 __all__ = ["write_hovernet_json", "read_hovernet_json", "PANNUKE_TYPE_INFO"]
@@ -117,7 +117,7 @@ def read_hovernet_json(
     scale = 1.0
     if base_mag and isinstance(mag, (int, float)) and mag > 0 and not math.isclose(mag, base_mag):
         scale = float(base_mag) / float(mag)
-    own = clean_attrs({"type_info": data.get("type_info")}).get("type_info")  # malformed entries dropped
+    own = clean_type_info(data.get("type_info"))  # malformed entries dropped
     info = type_info or own or PANNUKE_TYPE_INFO
     file_mpp = data.get("mpp") if isinstance(data.get("mpp"), (int, float)) else None
     mpp = mpp if mpp is not None else file_mpp

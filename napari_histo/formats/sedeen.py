@@ -35,6 +35,8 @@ from napari_histo.formats._common import (
     Annotation,
     AnnotationFormatError,
     closed_ring,
+    decode_text,
+    open_maybe_gzip,
     parse_xml,
     table_from_contours,
     table_type_info,
@@ -389,7 +391,8 @@ def _merge_frame(path: Path, slide_name: str | None, replace_kinds: set[str]) ->
     ``replace_kinds`` are removed from its overlays; everything else is serialised back, and the
     text before and after the root element is kept as it was.
     """
-    root = parse_xml(path, keep_comments=True)
+    raw = open_maybe_gzip(path)
+    root = parse_xml(path, raw, keep_comments=True)
     images = root.findall("image")
     if root.tag != "session" or not images:
         raise AnnotationFormatError(path, "existing file is not a Sedeen session; refusing to overwrite it")
@@ -401,11 +404,10 @@ def _merge_frame(path: Path, slide_name: str | None, replace_kinds: set[str]) ->
         if _ours_unchanged(g, replace_kinds):
             overlays.remove(g)
     ET.SubElement(overlays, _PLACEHOLDER)
-    text = ET.tostring(root, encoding="unicode")
-    before, after = text.split(f"<{_PLACEHOLDER} />", 1)
-    raw = _read_text(path)
-    start, end = _root_span(raw, root.tag)
-    return raw[:start], before, after, raw[end:]
+    before, after = ET.tostring(root, encoding="unicode").split(f"<{_PLACEHOLDER} />", 1)
+    text = decode_text(path, raw)
+    start, end = _root_span(text, root.tag)
+    return text[:start], before, after, text[end:]
 
 
 def _ours_unchanged(graphic: ET.Element, kinds: set[str]) -> bool:
@@ -422,12 +424,6 @@ def _ours_unchanged(graphic: ET.Element, kinds: set[str]) -> bool:
                                               graphic.get("description", ""), colour, points)
     except (ValueError, TypeError):
         return False
-
-
-def _read_text(path: Path) -> str:
-    from napari_histo.formats._common import decode_text, open_maybe_gzip
-
-    return decode_text(path, open_maybe_gzip(path))
 
 
 _PROLOG_ITEM = re.compile(r"\s*(<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)", re.S)

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_histo.utils import atomic_path
+from napari_histo.utils import atomic_path, positive_float
 
 # Lazy imports: pyarrow is imported inside the functions that use it (directly or through the
 # modules named there): importing this module stays light for the CLI and the napari manifest.
@@ -158,22 +158,24 @@ def clean_attrs(attrs: Any) -> dict:
     """Table metadata read from a file, keeping only what is usable: a finite positive ``mpp``
     (else None: the pixel size is unknown, never guessed) and ``type_info`` entries of the form
     ``id -> [name, [r, g, b]]`` (a file is data from anywhere)."""
-    import math
 
     if not isinstance(attrs, dict):
         return {}
     out = dict(attrs)
-    mpp = out.get("mpp")
-    ok = isinstance(mpp, int | float) and not isinstance(mpp, bool) and math.isfinite(mpp) and 0 < mpp < 1e6
-    out["mpp"] = float(mpp) if ok else None
-    info = out.get("type_info")
-    if info is not None:
-        if not isinstance(info, dict):
-            info = {}
-        info = {str(k): [str(v[0]), [int(c) & 255 for c in v[1][:3]]] for k, v in info.items()
-                if _type_entry_ok(k, v)}
-        out["type_info"] = info or None
+    mpp = positive_float(out.get("mpp"))
+    out["mpp"] = mpp if mpp is not None and mpp < 1e6 else None
+    if out.get("type_info") is not None:
+        out["type_info"] = clean_type_info(out["type_info"])
     return out
+
+
+def clean_type_info(info: Any) -> dict | None:
+    """The well-formed ``id -> [name, [r, g, b]]`` entries of a type table read from a file
+    (None when none is)."""
+    if not isinstance(info, dict):
+        return None
+    kept = {str(k): [str(v[0]), [int(c) & 255 for c in v[1][:3]]] for k, v in info.items() if _type_entry_ok(k, v)}
+    return kept or None
 
 
 def _type_entry_ok(key: Any, value: Any) -> bool:

@@ -6,9 +6,10 @@ Each parser returns ``None`` when the file does not state the value; a made-up d
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
+
+from napari_histo.utils import positive_float
 
 # Lazy imports: defusedxml is imported inside the functions that use it (directly or through the
 # modules named there): importing this module stays light for the CLI and the napari manifest.
@@ -17,19 +18,9 @@ from collections.abc import Mapping
 _MPP_RANGE = (0.01, 100.0)
 
 
-def _positive_float(value: object) -> float | None:
-    try:
-        number = float(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    if not math.isfinite(number) or number <= 0:
-        return None
-    return number
-
-
 def plausible_mpp(value: object) -> float | None:
     """``value`` as µm/px if it is a finite number in a microscope's range, else None."""
-    number = _positive_float(value)
+    number = positive_float(value)
     if number is None or not (_MPP_RANGE[0] <= number <= _MPP_RANGE[1]):
         return None
     return number
@@ -46,7 +37,7 @@ def mpp_from_openslide(properties: Mapping[str, str]) -> tuple[float, float] | N
 
 def power_from_openslide(properties: Mapping[str, str]) -> float | None:
     """Objective power from OpenSlide's normalised properties."""
-    return _positive_float(properties.get("openslide.objective-power"))
+    return positive_float(properties.get("openslide.objective-power"))
 
 
 _APERIO_FIELD = re.compile(r"\|\s*([^|=]+?)\s*=\s*([^|]*)")
@@ -63,7 +54,7 @@ def mpp_power_from_aperio(description: str) -> tuple[tuple[float, float] | None,
     """mpp and AppMag from an Aperio ImageDescription."""
     fields = parse_aperio_description(description)
     mpp = plausible_mpp(fields.get("MPP"))
-    power = _positive_float(fields.get("AppMag"))
+    power = positive_float(fields.get("AppMag"))
     return ((mpp, mpp) if mpp else None), power
 
 
@@ -85,13 +76,13 @@ def mpp_power_from_ome(xml: str) -> tuple[tuple[float, float] | None, float | No
         if tag == "Pixels" and mpp is None:
             sizes = []
             for axis in ("X", "Y"):
-                size = _positive_float(element.get(f"PhysicalSize{axis}"))
+                size = positive_float(element.get(f"PhysicalSize{axis}"))
                 unit = _OME_UNITS_TO_UM.get(element.get(f"PhysicalSize{axis}Unit", "µm"))
                 sizes.append(plausible_mpp(size * unit) if size is not None and unit else None)
             if sizes[0] or sizes[1]:
                 mpp = (sizes[0] or sizes[1], sizes[1] or sizes[0])
         elif tag == "Objective" and power is None:
-            power = _positive_float(element.get("NominalMagnification"))
+            power = positive_float(element.get("NominalMagnification"))
     return mpp, power
 
 
@@ -107,7 +98,7 @@ def mpp_from_tiff_resolution(x_resolution, y_resolution, unit: int) -> tuple[flo
     def one(resolution) -> float | None:
         if isinstance(resolution, tuple):
             resolution = resolution[0] / resolution[1] if resolution[1] else 0
-        number = _positive_float(resolution)
+        number = positive_float(resolution)
         return plausible_mpp(per_um / number) if number else None
 
     mpp_x, mpp_y = one(x_resolution), one(y_resolution)

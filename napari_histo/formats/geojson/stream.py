@@ -13,6 +13,7 @@ from typing import Any
 
 from napari_histo.formats._common import (
     AnnotationFormatError,
+    inflate_error,
     inflate_limit,
     open_maybe_gzip,
     parse_json_bytes,
@@ -109,8 +110,7 @@ class _TextWindow:
             raise AnnotationFormatError(self.path, "not a text file (NUL character)")
         self.read_chars += len(data)
         if self.max_chars is not None and self.read_chars > self.max_chars:
-            raise AnnotationFormatError(self.path, f"gzip data expands beyond {self.max_chars:,} characters "
-                                        "(a decompression bomb?); set NAPARI_HISTO_MAX_INFLATE_RATIO to read it anyway")
+            raise inflate_error(self.path, self.max_chars)
         self.drop_consumed()
         self.buf += data
         return True
