@@ -100,10 +100,25 @@ def colour_jitter(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
+def jpeg_roundtrip(img: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (30, 90)) -> np.ndarray:
+    """Encode and decode as JPEG at a random quality: the block and ringing artefacts of JPEG-saved
+    tiles and of JPEG-compressed slide tiles (Aperio SVS stores JPEG at quality ~70)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(rng.integers(quality[0], quality[1] + 1)))
+    buf.seek(0)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
 def augment_patch(
-    img: np.ndarray, inst: np.ndarray, types: np.ndarray, out_size: int, rng: np.random.Generator
+    img: np.ndarray, inst: np.ndarray, types: np.ndarray, out_size: int, rng: np.random.Generator,
+    jpeg_p: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Full training augmentation: affine+crop (p 0.5, else centre crop), flips/rot90, colour."""
+    """Full training augmentation: affine+crop (p 0.5, else centre crop; scale ±15 %), flips/rot90,
+    HED stain jitter, colour, blur or noise, and JPEG compression with probability ``jpeg_p``."""
     if rng.random() < 0.5:
         img, inst, types = random_affine_crop(img, inst, types, out_size, rng)
     else:
@@ -115,4 +130,6 @@ def augment_patch(
     if rng.random() < 0.7:
         img = hed_jitter(img, rng)
     img = colour_jitter(img, rng)
+    if jpeg_p > 0 and rng.random() < jpeg_p:
+        img = jpeg_roundtrip(img, rng)
     return img, inst, types

@@ -44,6 +44,22 @@ class TrainConfig(JsonConfig):
         Fine-tuning: a ``model.pt`` state_dict or a training ``checkpoint.pt`` whose network
         weights start the run (fresh optimiser and learning-rate schedule, iteration 0). Ignored
         when the run resumes from its own ``out_dir/checkpoint.pt``. None: Kaiming initialisation.
+    init_type_channels : list[int] or None
+        With ``init_weights`` whose type head has another vocabulary: new type channel ``i`` starts
+        from channel ``init_type_channels[i]`` of the loaded head (e.g. the coarse "epithelial"
+        channel from v1's "epithelial"). None: the head is loaded as it is.
+    sources : list[str]
+        Training datasets: ``monuseg``, ``cpm15``, ``monusac``, ``consep``.
+    type_scheme : str
+        ``"monusac"`` (v1 head) or ``"coarse"`` (the product's four coarse classes,
+        :mod:`napari_histo.schema.vocabulary`).
+    val_consep : list[str]
+        CoNSeP original images (``train_<n>``) held out for validation (all their crops).
+    source_weights : dict[str, float] or None
+        Share of the sampled patches per source (tiles within a source by area); None: by area,
+        MoNuSAC multiplied by ``monusac_weight``.
+    jpeg_p : float
+        Probability of a JPEG round trip (quality 30-90) in the augmentation.
     """
 
     model: CompactConfig = field(default_factory=CompactConfig)
@@ -83,6 +99,12 @@ class TrainConfig(JsonConfig):
     monusac_weight: float = 3.0
     augment: bool = True
     init_weights: str | None = None
+    init_type_channels: list[int] | None = None
+    sources: list[str] = field(default_factory=lambda: ["monuseg", "cpm15", "monusac"])
+    type_scheme: str = "monusac"
+    val_consep: list[str] = field(default_factory=list)
+    source_weights: dict[str, float] | None = None
+    jpeg_p: float = 0.0
 
     #: Recipes written for another version keep working: unknown keys are skipped.
     UNKNOWN_KEYS: ClassVar[str] = "ignore"

@@ -2,8 +2,14 @@
 
 Sources (``../shared/data``): MoNuSeg train + test tiles (untyped polygons, 40×), CPM-15
 (untyped label maps; 20× images taken as 0.5 µm/px and 40× as 0.25 µm/px, image04 excluded:
-its mask does not match the image) and MoNuSAC (typed polygons, 0.19448 µm/px). Nuclei of
-untyped sources get type -1 ("unknown", masked out of the type loss).
+its mask does not match the image), MoNuSAC (typed polygons, 0.19448 µm/px) and the CoNSeP
+training split (typed instance maps, 256² JPEG crops at ≈0.25 µm/px). Nuclei of untyped sources
+get type -1 ("unknown", masked out of the type loss).
+
+Two type schemes (``TrainConfig.type_scheme``): ``"monusac"`` (the v1 head: epithelial,
+lymphocyte, neutrophil, macrophage) and ``"coarse"`` (the product's coarse classes of
+:mod:`napari_histo.schema.vocabulary`, CoNSeP ids: 1 other, 2 inflammatory, 3 epithelial,
+4 spindle), into which every typed source is mapped by name.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.datasets import read_monuseg
+from napari_histo.schema.vocabulary import coarse_id
 from src_models.hovernet.augment import augment_patch
 from src_models.hovernet.targets import make_targets
 
@@ -24,8 +31,18 @@ from src_models.hovernet.targets import make_targets
 
 #: MoNuSAC class name -> type channel of the shipped head (see CompactConfig.type_names).
 MONUSAC_TYPES = {"epithelial": 1, "lymphocyte": 2, "neutrophil": 3, "macrophage": 4}
+#: MoNuSAC class name -> coarse class id (vocabulary ids: 2 inflammatory, 3 epithelial).
+MONUSAC_COARSE = {name: coarse_id(name) for name in MONUSAC_TYPES}
 MONUSEG_DEFAULT_MPP = 0.25
 CPM_MPP = {20: 0.5, 40: 0.25}
+#: CoNSeP crops: ≈0.25 µm/px (40×; README of the dataset folder).
+CONSEP_MPP = 0.25
+#: CoNSeP training images held out as this project's validation split (by original image, fixed
+#: before any model was scored on them): every fifth image from train_3.
+CONSEP_VAL_IMAGES = ("train_3", "train_8", "train_13", "train_18", "train_23")
+#: Sources whose unannotated pixels are not known to be background: MoNuSAC outlines only its
+#: four typed classes, so other nuclei (fibroblasts, endothelium ...) are left unmarked there.
+PARTIAL_SOURCES = ("monusac",)
 
 
 @dataclass
@@ -165,15 +182,16 @@ def read_svs_rgb(path: Path) -> np.ndarray:
         return np.asarray(slide.read_region((0, 0), 0, (w, h)).convert("RGB"))
 
 
-def load_monusac(root: Path, stem: str, mpp: float) -> Tile:
-    """A MoNuSAC sub-image with typed polygons at working ``mpp``."""
+def load_monusac(root: Path, stem: str, mpp: float, class_map: dict[str, int] | None = None) -> Tile:
+    """A MoNuSAC sub-image with typed polygons at working ``mpp`` (types by ``class_map``, default the
+    v1 head's :data:`MONUSAC_TYPES`)."""
     svs = root / "monusac" / "sample_original" / f"{stem}.svs"
     img = read_svs_rgb(svs)
     regions, native = read_imagescope_polygons(svs.with_suffix(".xml"))
     native = native or 0.19448
     scale = native / mpp
     shape = _scaled_shape(img.shape, scale)
-    inst, types = rasterise(regions, shape, scale, MONUSAC_TYPES)
+    inst, types = rasterise(regions, shape, scale, class_map or MONUSAC_TYPES)
     return Tile(stem, "monusac", resize_rgb(img, shape), inst, types, native)
 
 
@@ -186,6 +204,58 @@ def load_monusac_native(root: Path, stem: str) -> tuple[np.ndarray, np.ndarray, 
     return img, inst, types, native or 0.19448
 
 
+def consep_crops(root: Path, images: tuple[str, ...] | list[str] | None = None) -> list[str]:
+    """CoNSeP crop stems (``train_<image>_<k>``), optionally only those of the original ``images``."""
+    folder = root / "consep" / "images"
+    stems = sorted(p.stem for p in folder.glob("train_*.jpg"))
+    if images is not None:
+        wanted = set(images)
+        stems = [s for s in stems if consep_image(s) in wanted]
+    return stems
+
+
+def consep_image(crop: str) -> str:
+    """Original image of a CoNSeP crop: ``train_12_003`` -> ``train_12``."""
+    return crop.rsplit("_", 1)[0]
+
+
+def read_consep_types(root: Path) -> dict[str, dict[int, int]]:
+    """``nuclei.csv`` as {crop: {instance id: CoNSeP type (1 other, 2 inflammatory, 3 epithelial,
+    4 spindle)}}."""
+    import csv
+
+    out: dict[str, dict[int, int]] = {}
+    with open(root / "consep" / "nuclei.csv", encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            out.setdefault(row["crop"], {})[int(row["instance_id"])] = int(row["type"])
+    return out
+
+
+def load_consep_native(root: Path, crop: str, types_by_crop: dict[str, dict[int, int]] | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CoNSeP crop at its native ≈0.25 µm/px: (rgb uint8, instance map int32, per-pixel type int16)."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(root / "consep" / "images" / f"{crop}.jpg").convert("RGB"))
+    inst = np.asarray(Image.open(root / "consep" / "labels" / f"{crop}.png")).astype(np.int32)
+    table = (types_by_crop if types_by_crop is not None else read_consep_types(root)).get(crop, {})
+    lut = np.zeros(int(inst.max()) + 1, np.int16)
+    for iid, t in table.items():
+        if iid < len(lut):
+            lut[iid] = t
+    types = lut[inst]
+    types[(inst > 0) & (types == 0)] = -1  # an instance without a csv row: unknown type
+    return img, inst, types
+
+
+def load_consep(root: Path, crop: str, mpp: float, types_by_crop: dict[str, dict[int, int]] | None = None) -> Tile:
+    """A CoNSeP crop at working ``mpp`` (types in CoNSeP ids, which are the coarse ids)."""
+    img, inst, types = load_consep_native(root, crop, types_by_crop)
+    shape = _scaled_shape(img.shape, CONSEP_MPP / mpp)
+    return Tile(crop, "consep", resize_rgb(img, shape), resize_labels(inst, shape), resize_labels(types, shape),
+                CONSEP_MPP)
+
+
 def monuseg_stems(root: Path) -> list[str]:
     stems = []
     for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
@@ -193,22 +263,42 @@ def monuseg_stems(root: Path) -> list[str]:
     return stems
 
 
-def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], cache_dir: str | Path) -> list[Tile]:
-    """All training tiles (validation stems excluded) at ``mpp``, cached as npz in ``cache_dir``."""
+def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], cache_dir: str | Path,
+                         sources: tuple[str, ...] | list[str] = ("monuseg", "cpm15", "monusac"),
+                         type_scheme: str = "monusac") -> list[Tile]:
+    """All training tiles (validation stems excluded) at ``mpp``, cached as npz in ``cache_dir``.
+
+    ``sources`` picks the datasets (``monuseg``, ``cpm15``, ``monusac``, ``consep``);
+    ``exclude`` holds MoNuSeg / CPM-15 / MoNuSAC stems and CoNSeP original images
+    (``train_<n>``, all their crops). ``type_scheme`` "coarse" maps typed sources to the coarse ids.
+    """
+    if type_scheme not in ("monusac", "coarse"):
+        raise ValueError(f"type_scheme must be 'monusac' or 'coarse', not {type_scheme!r}")
+    if "consep" in sources and type_scheme != "coarse":
+        raise ValueError("CoNSeP's types exist only in the coarse scheme: set type_scheme to 'coarse'")
     root = Path(data_root)
-    cache = Path(cache_dir) / f"mpp{mpp:g}"
+    cache = Path(cache_dir) / (f"mpp{mpp:g}" if type_scheme == "monusac" else f"mpp{mpp:g}_{type_scheme}")
     cache.mkdir(parents=True, exist_ok=True)
     excluded = set(exclude)
     jobs: list[tuple[str, object]] = []
-    for stem in monuseg_stems(root):
-        if stem not in excluded:
-            jobs.append((f"monuseg_{stem}", lambda s=stem: load_monuseg(root, s, mpp)))
-    for name, png, mask, power in cpm15_entries(root):
-        if name not in excluded:
-            jobs.append((f"cpm15_{name}", lambda p=png, m=mask, pw=power: load_cpm15(p, m, pw, mpp)))
-    for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
-        if svs.stem not in excluded:
-            jobs.append((f"monusac_{svs.stem}", lambda s=svs.stem: load_monusac(root, s, mpp)))
+    if "monuseg" in sources:
+        for stem in monuseg_stems(root):
+            if stem not in excluded:
+                jobs.append((f"monuseg_{stem}", lambda s=stem: load_monuseg(root, s, mpp)))
+    if "cpm15" in sources:
+        for name, png, mask, power in cpm15_entries(root):
+            if name not in excluded:
+                jobs.append((f"cpm15_{name}", lambda p=png, m=mask, pw=power: load_cpm15(p, m, pw, mpp)))
+    if "monusac" in sources:
+        class_map = MONUSAC_COARSE if type_scheme == "coarse" else MONUSAC_TYPES
+        for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
+            if svs.stem not in excluded:
+                jobs.append((f"monusac_{svs.stem}", lambda s=svs.stem, c=class_map: load_monusac(root, s, mpp, c)))
+    if "consep" in sources:
+        consep_types = read_consep_types(root)
+        for crop in consep_crops(root):
+            if consep_image(crop) not in excluded and crop not in excluded:
+                jobs.append((f"consep_{crop}", lambda c=crop: load_consep(root, c, mpp, consep_types)))
     tiles = []
     for key, loader in jobs:
         f = cache / f"{key}.npz"
@@ -232,8 +322,9 @@ class PatchSampler:
     """
 
     def __init__(self, tiles: list[Tile], patch: int, mpp: float, seed: int, typed_weight: float = 1.0,
-                 augment: bool = True):
+                 augment: bool = True, source_weights: dict[str, float] | None = None, jpeg_p: float = 0.0):
         self.patch = patch
+        self.jpeg_p = jpeg_p
         self.src = int(math.ceil(patch * 1.5 / 2) * 2)
         self.augment = augment
         self.min_area = max(4, round(30 * (0.25 / mpp) ** 2))
@@ -245,33 +336,51 @@ class PatchSampler:
             img = np.pad(t.img, ((pad, pad), (pad, pad), (0, 0)), mode=mode)
             inst = np.pad(t.inst, pad, mode=mode)
             types = np.pad(t.types, pad, mode=mode)
-            self.tiles.append((img, inst, types, t.inst.shape, pad))
+            self.tiles.append((img, inst, types, t.inst.shape, pad, t.source in PARTIAL_SOURCES))
             weights.append(t.inst.size * (typed_weight if t.source == "monusac" else 1.0))
-        self.p = np.asarray(weights, np.float64) / float(np.sum(weights))
+        weights_arr = np.asarray(weights, np.float64)
+        if source_weights:
+            # Each source gets the given share of the samples (tiles within it by area).
+            sources = np.array([t.source for t in tiles])
+            for src in set(sources):
+                sel = sources == src
+                weights_arr[sel] = weights_arr[sel] / weights_arr[sel].sum() * float(source_weights.get(src, 0.0))
+        self.p = weights_arr / float(np.sum(weights_arr))
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One augmented (img uint8 (P, P, 3), inst int32, types int16) patch."""
-        img, inst, types, (h, w), pad = self.tiles[int(self.rng.choice(len(self.tiles), p=self.p))]
+        return self.sample_with_source()[:3]
+
+    def sample_with_source(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """One augmented patch and whether its source leaves some nuclei unannotated."""
+        img, inst, types, (h, w), pad, partial = self.tiles[int(self.rng.choice(len(self.tiles), p=self.p))]
         cy = int(self.rng.integers(0, h)) + pad
         cx = int(self.rng.integers(0, w)) + pad
         half = self.src // 2
         sl = (slice(cy - half, cy + half), slice(cx - half, cx + half))
         im, ins, ty = img[sl], inst[sl], types[sl]
         if self.augment:
-            return augment_patch(im, ins, ty, self.patch, self.rng)
+            return (*augment_patch(im, ins, ty, self.patch, self.rng, jpeg_p=self.jpeg_p), partial)
         o = (self.src - self.patch) // 2
         c = (slice(o, o + self.patch), slice(o, o + self.patch))
-        return im[c], ins[c], ty[c]
+        return im[c], ins[c], ty[c], partial
 
     def batch(self, n: int, margin: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(B, 3, P, P) float32 images and targets cropped by ``margin`` px per side."""
+        """(B, 3, P, P) float32 images and targets cropped by ``margin`` px per side.
+
+        On a partially annotated source the background pixels of the np and tp targets are -1 (ignored):
+        an unmarked pixel there may be an unannotated nucleus.
+        """
         imgs, nps, hvs, tps = [], [], [], []
         for _ in range(n):
-            im, ins, ty = self.sample()
+            im, ins, ty, partial = self.sample_with_source()
             t = make_targets(ins, ty, min_area=self.min_area)
             c = slice(margin, self.patch - margin) if margin else slice(None)
             imgs.append(im.transpose(2, 0, 1).astype(np.float32))
+            if partial:
+                t["tp"] = np.where(t["np"] > 0, t["tp"], -1).astype(t["tp"].dtype)
+                t["np"] = np.where(t["np"] > 0, t["np"], -1).astype(t["np"].dtype)
             nps.append(t["np"][c, c])
             hvs.append(t["hv"][:, c, c])
             tps.append(t["tp"][c, c])

@@ -46,11 +46,13 @@ def _log(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
-def load_init_weights(model, path: str | Path) -> None:
+def load_init_weights(model, path: str | Path, type_channels: list[int] | None = None) -> None:
     """Load network weights for fine-tuning from a ``model.pt`` state_dict or a ``checkpoint.pt``.
 
     Loading is strict (the architecture must match); half-precision weights are cast to the
-    model's dtype. A missing or unreadable file raises :class:`~napari_histo.utils.InputFileError`.
+    model's dtype. ``type_channels`` re-orders the type head's output channels (new channel ``i``
+    from loaded channel ``type_channels[i]``) to start a new vocabulary from related classes.
+    A missing or unreadable file raises :class:`~napari_histo.utils.InputFileError`.
     """
     import torch
 
@@ -66,6 +68,15 @@ def load_init_weights(model, path: str | Path) -> None:
         raise InputFileError(path, "holds neither a state_dict nor a training checkpoint with a 'model' entry")
     ref = model.state_dict()
     state = {k: (v.to(ref[k].dtype) if k in ref and v.is_floating_point() else v) for k, v in state.items()}
+    if type_channels is not None:
+        index = torch.as_tensor(list(type_channels), dtype=torch.long)
+        for key in ("decoders.tp.head.weight", "decoders.tp.head.bias"):
+            if key not in state:
+                raise InputFileError(path, f"init_type_channels given but the weights have no {key}")
+            if int(index.max()) >= state[key].shape[0]:
+                raise InputFileError(path, f"init_type_channels {list(type_channels)} names a channel the "
+                                           f"loaded head ({state[key].shape[0]} channels) does not have")
+            state[key] = state[key][index].clone()
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -118,12 +129,14 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
     ckpt_path = out / "checkpoint.pt"
 
     if tiles is None:
-        exclude = list(cfg.val_monuseg) + list(cfg.val_monusac)
-        tiles = build_training_tiles(cfg.data_root, cfg.model.network_mpp, exclude, cfg.cache_dir)
+        exclude = list(cfg.val_monuseg) + list(cfg.val_monusac) + list(cfg.val_consep)
+        tiles = build_training_tiles(cfg.data_root, cfg.model.network_mpp, exclude, cfg.cache_dir,
+                                     sources=cfg.sources, type_scheme=cfg.type_scheme)
     if cfg.model.internal_downsample != 1:
         raise ValueError("train the network at its working resolution: set internal_downsample to 1 and mpp to "
                          "the training mpp (the shipped config may wrap it afterwards)")
-    sampler = PatchSampler(tiles, cfg.patch_size, cfg.model.mpp, cfg.seed, cfg.monusac_weight, cfg.augment)
+    sampler = PatchSampler(tiles, cfg.patch_size, cfg.model.mpp, cfg.seed, cfg.monusac_weight, cfg.augment,
+                           source_weights=cfg.source_weights, jpeg_p=cfg.jpeg_p)
     model = CompactHoVerNet(cfg.model)
     margin = model.margin
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -137,8 +150,9 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
         it, elapsed = int(ck["iter"]), float(ck["elapsed"])
         _log(log_path, {"event": "resume", "iter": it, "elapsed_s": elapsed})
     elif cfg.init_weights:
-        load_init_weights(model, cfg.init_weights)
-        _log(log_path, {"event": "init", "init_weights": str(cfg.init_weights)})
+        load_init_weights(model, cfg.init_weights, cfg.init_type_channels)
+        _log(log_path, {"event": "init", "init_weights": str(cfg.init_weights),
+                        "init_type_channels": cfg.init_type_channels})
 
     def save_ckpt() -> None:
         with atomic_path(ckpt_path) as tmp:
