@@ -32,6 +32,10 @@ from napari_histo.nuclei.metrics import instance_scores, type_scores
 from napari_histo.utils import atomic_write
 from src_models.hovernet.config import TrainConfig
 from src_models.hovernet.data import (
+    CONSEP_MPP,
+    CONSEP_VAL_IMAGES,
+    consep_crops,
+    load_consep_native,
     load_monusac_native,
     load_monuseg_native,
     resize_labels,
@@ -41,9 +45,16 @@ from src_models.hovernet.data import (
 # Lazy imports: PIL, pandas, scipy, skimage, torch are imported inside the functions that use them
 # (directly or through the modules named there): only the code paths that use them pay for loading.
 
-#: Channel of the shipped head -> coarse class for CRCHisto scoring (1 epithelial, 2 inflammatory).
-HEAD_TO_COARSE = {0: 0, 1: 1, 2: 2, 3: 2, 4: 2}
 CRC_CLASSES = {"epithelial": 1, "inflammatory": 2, "fibroblast": 3, "others": 4}
+#: Vocabulary coarse id (1 other, 2 inflammatory, 3 epithelial, 4 spindle) -> CRCHisto class id.
+COARSE_TO_CRC = {0: 0, 1: 4, 2: 2, 3: 1, 4: 3}
+
+
+def coarse_lookup(type_info) -> dict[int, int]:
+    """Type id of a model -> coarse vocabulary id (0 when its name is not in the vocabulary)."""
+    from napari_histo.schema.vocabulary import coarse_id
+
+    return {int(t): (coarse_id(name) or 0) if t != 0 else 0 for t, name in type_info.names.items()}
 
 
 def build_segmenter(weights_dir: str | Path, post: dict | None = None, batch_size: int = 4, **kwargs):
@@ -221,10 +232,56 @@ def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dic
         rgb = np.asarray(Image.open(folder / f"{folder.name}.bmp").convert("RGB"))
         _, table = segment_native(seg, rgb, CRCHISTO_MPP)
         pts, cls = _crc_points(folder)
-        pred_t = np.array([HEAD_TO_COARSE.get(int(t), 0) for t in table["type"]], np.int64)
+        lut = coarse_lookup(seg.type_info)
+        pred_t = np.array([COARSE_TO_CRC[lut.get(int(t), 0)] for t in table["type"]], np.int64)
         images.append((pts, cls, table[["x", "y"]].to_numpy(), pred_t))
     out = type_scores(images, radius=radius_px, type_ids=[1, 2, 3, 4], exhaustive=False)
     return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[str] = CONSEP_VAL_IMAGES,
+                    radius_px: float = 12.0) -> dict:
+    """Instance and coarse-type scores on CoNSeP crops of the validation ``images``.
+
+    Instance metrics (Dice, AJI, PQ) are computed per crop and averaged; detection and per-class
+    F1 pool every crop as HoVer-Net's ``compute_stats`` does (centroids paired within
+    ``radius_px`` = 12 px at 40×; types compared as coarse vocabulary ids: 1 other,
+    2 inflammatory, 3 epithelial, 4 spindle).
+    """
+    from napari_histo.nuclei.metrics import instance_scores
+    from src_models.hovernet.data import read_consep_types
+
+    root = Path(data_root)
+    types_by_crop = read_consep_types(root)
+    lut = coarse_lookup(seg.type_info)
+    rows, pooled = [], []
+    for crop in consep_crops(root, images):
+        rgb, inst, _ = load_consep_native(root, crop, types_by_crop)
+        labels, table = segment_native(seg, rgb, CONSEP_MPP)
+        scores = instance_scores(inst, labels)
+        rows.append({k: scores[k] for k in ("dice", "aji", "pq")})
+        truth = types_by_crop.get(crop, {})
+        ids = np.unique(inst)
+        ids = ids[ids > 0]
+        if len(ids):
+            from scipy import ndimage as ndi
+
+            com = np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
+        else:
+            com = np.zeros((0, 2))
+        t_types = np.array([truth.get(int(i), -1) for i in ids], np.int64)
+        p_types = np.array([lut.get(int(t), 0) for t in table["type"]], np.int64) if len(table) else np.zeros(0, np.int64)
+        pooled.append((com, t_types, table[["x", "y"]].to_numpy() if len(table) else np.zeros((0, 2)), p_types))
+    out = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in ("dice", "aji", "pq")}
+    typed = type_scores(pooled, radius=radius_px, type_ids=[1, 2, 3, 4], exhaustive=False)
+    names = {1: "other", 2: "inflammatory", 3: "epithelial", 4: "spindle"}
+    out["f1_d"] = round(float(typed["f1_d"]), 4)
+    out["acc"] = round(float(typed["acc"]), 4)
+    for k, name in names.items():
+        out[f"f1_{name}"] = round(float(typed.get(f"f1_type{k}", float("nan"))), 4)
+    out["crops"] = len(rows)
+    out["images"] = list(images)
+    return out
 
 
 def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict:
@@ -247,7 +304,8 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
 
 def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | None = None,
              post: dict | None = None, classical: bool = True, typing: bool = True,
-             type_rule: str | None = None, segmentation: bool = True, masks: str = "project") -> dict:
+             type_rule: str | None = None, segmentation: bool = True, masks: str = "project",
+             consep: bool = False) -> dict:
     """All validation numbers for a weights folder as a JSON-able dict (``type_rule`` overrides
     the config's typing rule; ``segmentation=False`` gives the typing scores only)."""
     import torch
@@ -268,6 +326,8 @@ def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | 
     if typing:
         result["crchisto_coarse"] = evaluate_crchisto(seg, data_root)
         result["monusac_train_fit"] = evaluate_monusac(seg, data_root)
+    if consep:
+        result["consep_validation"] = evaluate_consep(seg, data_root)
     return result
 
 
@@ -282,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--type-rule", choices=["official", "nucleus"], default=None,
                     help="typing rule instead of the config's (see napari_histo.nuclei.postproc.type_instances)")
     ap.add_argument("--typing-only", action="store_true", help="typing scores only (CRCHisto, MoNuSAC)")
+    ap.add_argument("--consep", action="store_true",
+                    help="also score the CoNSeP validation images " + ", ".join(CONSEP_VAL_IMAGES))
     ap.add_argument("--monuseg-masks", choices=MONUSEG_MASKS, default="project",
                     help="MoNuSeg ground truth: this package's masks or the challenge script's")
     ap.add_argument("--tune", nargs="?", const=json.dumps(TUNING_GRID), default=None,
@@ -311,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         res = evaluate(args.weights, args.data, post=json.loads(args.post) if args.post else None,
                        classical=not args.no_classical, typing=not args.no_typing, type_rule=args.type_rule,
-                       segmentation=not args.typing_only, masks=args.monuseg_masks)
+                       segmentation=not args.typing_only, masks=args.monuseg_masks, consep=args.consep)
     text = json.dumps(res, indent=2)
     if args.out:
         with atomic_write(args.out) as fh:
