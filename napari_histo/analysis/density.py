@@ -82,20 +82,32 @@ class DensityMap:
 
 
 def select_nuclei(table: pd.DataFrame, type_: int | str | None = None) -> np.ndarray:
-    """Boolean mask of the rows of ``type_`` (id, name, "positive", or None/"all" = every nucleus)."""
+    """Boolean mask of the rows of ``type_``.
+
+    ``type_`` is None/"all" (every nucleus), an id, a type name, a coarse class of the product's
+    vocabulary (``inflammatory`` selects lymphocytes, neutrophils, macrophages ...; see
+    :mod:`napari_histo.schema.vocabulary`), a comma-separated set of any of these (``"2,3,4"``),
+    or "positive": the ``positive`` column of DAB measurement when present, else every type whose
+    name starts with "positive" (IHC models: negative / positive weak / moderate / strong).
+    """
     n = len(table)
-    if type_ is None or (isinstance(type_, str) and type_.lower() in ("all", "")):
+    if type_ is None or (isinstance(type_, str) and type_.strip().lower() in ("all", "")):
         return np.ones(n, bool)
-    if isinstance(type_, str) and type_.lower() == "positive":
-        if "positive" not in table.columns:
-            raise ValueError("the table has no 'positive' column (DAB positivity was not measured)")
-        return table["positive"].to_numpy(bool)
-    if isinstance(type_, str) and not type_.lstrip("-").isdigit():
-        tid = table_type_info(table).id_of(type_)
-        if tid is None:
-            raise ValueError(f"unknown nucleus type {type_!r}; known: {sorted(table_type_info(table).names.values())}")
-        type_ = tid
-    return table["type"].to_numpy() == int(type_)
+    if isinstance(type_, str) and type_.strip().lower() == "positive":
+        if "positive" in table.columns:
+            return table["positive"].to_numpy(bool)
+        names = table_type_info(table).names
+        ids = [t for t, name in names.items() if name.strip().lower().startswith("positive")]
+        if not ids:
+            raise ValueError("the table has no 'positive' column (DAB positivity was not measured) and no type "
+                             f"named 'positive ...'; known types: {sorted(names.values())}")
+        return np.isin(table["type"].to_numpy(), ids)
+    if isinstance(type_, (int, np.integer)):
+        return table["type"].to_numpy() == int(type_)
+    from napari_histo.schema.vocabulary import ids_for
+
+    ids = ids_for(str(type_), table_type_info(table).names)
+    return np.isin(table["type"].to_numpy(), sorted(ids))
 
 
 def _type_label(table: pd.DataFrame, type_) -> str:

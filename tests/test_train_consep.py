@@ -1,0 +1,121 @@
+"""Training the typed nucleus model on CoNSeP-layout crops in the coarse vocabulary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+
+from napari_histo.models.hovernet.compact import CompactHoVerNet, load_compact
+from napari_histo.models.hovernet.config import CompactConfig
+from src_models.hovernet.config import TrainConfig
+from src_models.hovernet.data import (
+    CONSEP_VAL_IMAGES,
+    MONUSAC_COARSE,
+    PatchSampler,
+    build_training_tiles,
+    consep_crops,
+    consep_image,
+    load_consep,
+    load_consep_native,
+    read_consep_types,
+)
+from src_models.hovernet.losses import hovernet_loss
+from src_models.hovernet.train import load_init_weights, train
+
+COARSE = CompactConfig(widths=[16, 32, 64], blocks=[1, 1, 1], input_size=96, output_size=80, num_types=5,
+                       type_names=["background", "other", "inflammatory", "epithelial", "spindle"])
+
+
+@pytest.fixture(scope="module")
+def consep_root():
+    return shared_path("consep").parent
+
+
+def test_consep_crops_load_with_their_types_aligned(consep_root):
+    crops = consep_crops(consep_root)
+    assert len(crops) == 432 and len({consep_image(c) for c in crops}) == 27
+    types = read_consep_types(consep_root)
+    rgb, inst, typemap = load_consep_native(consep_root, crops[0], types)
+    assert rgb.shape == (256, 256, 3) and inst.shape == (256, 256)
+    # every csv row of the crop paints its instance with its type
+    for iid, t in types[crops[0]].items():
+        assert set(np.unique(typemap[inst == iid])) == {t}
+    grey = rgb.mean(axis=2)
+    assert grey[inst > 0].mean() < grey[inst == 0].mean() - 20  # nuclei are the dark objects
+    tile = load_consep(consep_root, crops[0], 0.5, types)
+    assert tile.img.shape == (128, 128, 3) and tile.inst.shape == (128, 128)
+    assert set(np.unique(tile.types)) <= {0, 1, 2, 3, 4, -1}
+
+
+def test_validation_images_are_held_out_by_original_image(consep_root, tmp_path):
+    val = consep_crops(consep_root, CONSEP_VAL_IMAGES)
+    assert len(val) == 16 * len(CONSEP_VAL_IMAGES)
+    tiles = build_training_tiles(consep_root, 0.5, list(CONSEP_VAL_IMAGES), tmp_path, sources=["consep"],
+                                 type_scheme="coarse")
+    names = {t.name for t in tiles}
+    assert len(names) == 432 - len(val)
+    assert not {consep_image(n) for n in names} & set(CONSEP_VAL_IMAGES)
+    with pytest.raises(ValueError, match="coarse"):
+        build_training_tiles(consep_root, 0.5, [], tmp_path, sources=["consep"], type_scheme="monusac")
+
+
+def test_monusac_maps_into_the_coarse_classes_and_its_background_is_not_trusted(consep_root):
+    assert MONUSAC_COARSE == {"epithelial": 3, "lymphocyte": 2, "neutrophil": 2, "macrophage": 2}
+    from src_models.hovernet.data import load_monusac
+
+    sac = load_monusac(consep_root, "A9K0_2", 0.5, MONUSAC_COARSE)
+    assert set(np.unique(sac.types)) <= {0, 2, 3}
+    sampler = PatchSampler([sac], 64, 0.5, seed=3, augment=False)
+    _, tgt = sampler.batch(2, 0)
+    # unannotated pixels of a partially annotated source are ignored, nucleus pixels are kept
+    assert set(np.unique(tgt["np"])) == {-1, 1}
+    assert (tgt["tp"][tgt["np"] == -1] == -1).all()
+
+
+def _fixed_batch_loss(model, tiles) -> float:
+    sampler = PatchSampler(tiles, 64, 0.5, seed=123, augment=False)
+    imgs, tgt = sampler.batch(8, model.margin)
+    model.train()
+    with torch.no_grad():
+        out = model(torch.from_numpy(imgs))
+        loss, _ = hovernet_loss(out, {k: torch.from_numpy(v) for k, v in tgt.items()}, TrainConfig().loss_weights)
+    return float(loss)
+
+
+def test_a_tiny_training_run_on_consep_crops_lowers_the_loss(consep_root, tmp_path):
+    types = read_consep_types(consep_root)
+    tiles = [load_consep(consep_root, c, 0.5, types) for c in consep_crops(consep_root, ["train_1"])[:6]]
+    cfg = TrainConfig(model=COARSE, out_dir=str(tmp_path / "run"), patch_size=64, batch_size=4, lr=3e-3,
+                      max_iters=30, max_minutes=5, augment=True, jpeg_p=0.5, threads=1, type_scheme="coarse",
+                      sources=["consep"], source_weights={"consep": 1.0})
+    torch.manual_seed(cfg.seed)
+    before = _fixed_batch_loss(CompactHoVerNet(cfg.model), tiles)
+    rec = train(cfg, resume=False, tiles=tiles)
+    assert rec["iter"] == 30
+    model, back = load_compact(tmp_path / "run")
+    assert back.type_names == COARSE.type_names
+    assert _fixed_batch_loss(model, tiles) < 0.8 * before
+    info = json.loads((tmp_path / "run" / "type_info.json").read_text())
+    assert [info[k][0] for k in sorted(info)] == COARSE.type_names
+
+
+def test_the_type_head_can_start_from_related_channels_of_other_weights(tmp_path):
+    from napari_histo.utils import InputFileError
+
+    torch.manual_seed(0)
+    old = CompactHoVerNet(COARSE)
+    path = tmp_path / "old.pt"
+    torch.save(old.state_dict(), path)
+    new = CompactHoVerNet(COARSE)
+    load_init_weights(new, path, [0, 4, 2, 1, 3])
+    w_old = old.state_dict()["decoders.tp.head.weight"]
+    w_new = new.state_dict()["decoders.tp.head.weight"]
+    for i, j in enumerate([0, 4, 2, 1, 3]):
+        assert torch.equal(w_new[i], w_old[j])
+    assert torch.equal(new.state_dict()["decoders.np.head.weight"], old.state_dict()["decoders.np.head.weight"])
+    with pytest.raises(InputFileError, match="does not have"):
+        load_init_weights(new, path, [0, 1, 2, 3, 9])
