@@ -71,3 +71,24 @@ def test_analyses_select_type_sets_coarse_classes_and_ihc_positives():
     np.testing.assert_array_equal(coarse.counts, by_ids.counts)
     assert float(coarse.counts.sum()) == 4 and float(every.counts.sum()) == 7
     assert coarse.type == "inflammatory"
+
+
+def test_the_users_documentation_lists_every_fine_name_under_its_coarse_class():
+    from conftest import REPO
+
+    from napari_histo.schema.vocabulary import FINE_TO_COARSE
+
+    text = (REPO / "docs" / "TYPES.md").read_text(encoding="utf-8")
+    for cid, name in COARSE_CLASSES.items():
+        row = next(line for line in text.splitlines() if line.startswith(f"| {cid} | {name} |"))
+        for fine, coarse in FINE_TO_COARSE.items():
+            if coarse == name and fine != name:
+                assert fine in row, (fine, name)
+
+
+def test_a_type_without_a_colour_takes_its_coarse_class_colour():
+    from napari_histo.schema.vocabulary import COARSE_COLOURS
+
+    info = TypeInfo({0: "background", 1: "Fibroblast", 2: "mystery"}, {})
+    assert info.colour(1) == COARSE_COLOURS[4]
+    assert info.colour(2) == (255, 255, 0)

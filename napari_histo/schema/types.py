@@ -32,7 +32,13 @@ class TypeInfo:
         return self.names.get(int(type_id), f"type {int(type_id)}")
 
     def colour(self, type_id: int) -> tuple[int, int, int]:
-        return tuple(self.colours.get(int(type_id), (255, 255, 0)))  # type: ignore[return-value]
+        """The type's own colour; else the colour of its coarse class in the product's vocabulary
+        (:mod:`napari_histo.schema.vocabulary`); else yellow."""
+        if int(type_id) in self.colours:
+            return tuple(self.colours[int(type_id)])  # type: ignore[return-value]
+        from napari_histo.schema.vocabulary import coarse_colour
+
+        return coarse_colour(self.name(type_id)) or (255, 255, 0)
 
     def id_of(self, name: str) -> int | None:
         """Type id for a (case-insensitive) name, or None."""
