@@ -212,11 +212,10 @@ def test_circularity_never_exceeds_one_even_for_small_round_nuclei():
 
 def test_outlines_are_simplified_within_half_a_pixel_and_rasterise_back_to_the_same_nuclei(monuseg_gt):
     import shapely
+    from skimage.segmentation import expand_labels
 
     from napari_histo.formats.rasterize import paint_polygons
     from napari_histo.nuclei.metrics import instance_scores
-
-    from skimage.segmentation import expand_labels
 
     truth = monuseg_gt.inst[:500, :500]
     labels = expand_labels(truth, 1)  # a "prediction" close to, not equal to, the truth
