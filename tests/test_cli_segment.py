@@ -209,3 +209,15 @@ def test_objective_is_refused_when_the_interval_leaves_several(monkeypatch):
     assert mpp == pytest.approx(10 / 29) and record["scan_objective"] is None
     with pytest.raises(HistoError, match="unknown pixel-size source"):
         pixel_size_for(Unscaled(), "guess")
+
+
+def test_cli_default_area_bound_is_the_engine_default():
+    import argparse
+
+    from napari_histo.cli._segment import register
+    from napari_histo.engine.options import SegmentationOptions
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["segment", "x.png", "-o", "out"])
+    assert args.max_area == SegmentationOptions().max_area_um2

@@ -165,3 +165,44 @@ def test_classical_stains_are_decided_once_per_slide(tmp_path, sample_slide_path
     assert positive.sum() > 100 and (table.loc[positive, "x"] < 520).all()
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["model"]["config"]["stains"] == "hdab"
+
+
+def test_objects_above_the_area_bound_are_dropped_and_counted(tmp_path):
+    """A nucleus-sized blob is kept; a 400 µm² "nucleus" (a fold, a clump) is dropped, counted in
+    run.json and named in a warning; without a bound it is kept."""
+    from skimage.draw import disk
+
+    from napari_histo.engine.options import SegmentationOptions
+
+    rgb = np.full((400, 400, 3), 235, np.uint8)
+    for rr, cc in (disk((100, 100), 12), disk((250, 250), 45)):  # at 0.25 µm/px: 28 µm² and 398 µm²
+        rgb[rr, cc] = 40
+    seg = DarkBlobSegmenter(mpp=0.25, halo_px=100)
+
+    def run(name, max_area):
+        opts = SegmentationOptions(tile_size=512, tissue=False, max_area_um2=max_area)
+        _, result = drain(run_segmentation(ArraySlide(rgb, mpp=0.25), seg, tmp_path / name, None, opts))
+        return load_result(tmp_path / name)
+
+    bounded = run("bounded", 200.0)
+    assert bounded.run["stats"]["dropped_too_large"] == 1
+    assert bounded.run["options"]["max_area_um2"] == 200.0
+    assert len(bounded.table) == 1 and bounded.table["area_um2"].max() < 40
+    assert any("larger than 200 µm²" in w for w in bounded.run["warnings"])
+    assert np.asarray(bounded.labels[0][250, 250]) == 0  # gone from the label image too
+    unbounded = run("unbounded", None)
+    assert unbounded.run["stats"]["dropped_too_large"] == 0 and len(unbounded.table) == 2
+
+
+def test_without_a_pixel_size_areas_are_nan_not_computed_at_an_assumed_scale(tmp_path):
+    from napari_histo.engine.options import SegmentationOptions
+
+    rgb = np.full((200, 200, 3), 235, np.uint8)
+    rgb[40:60, 40:60] = 40
+    opts = SegmentationOptions(tile_size=256, tissue=False)
+    _, result = drain(run_segmentation(ArraySlide(rgb, mpp=None), DarkBlobSegmenter(mpp=0.25), tmp_path, None, opts))
+    out = load_result(tmp_path)
+    assert len(out.table) == 1 and out.table["area_px"].iloc[0] == 400
+    assert np.isnan(out.table["area_um2"]).all()
+    assert out.run["stats"]["dropped_too_large"] == 0  # no bound without a pixel size
+    assert any("no mpp" in w for w in out.run["warnings"])

@@ -50,6 +50,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "(H-DAB when DAB shows and eosin does not). Give 'hdab' for IHC with few positive cells")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile core side in model px")
     parser.add_argument("--halo", type=int, default=None, help="tile halo in model px (default: the model's)")
+    parser.add_argument("--max-area", type=float, default=200.0, metavar="UM2",
+                        help="drop objects larger than this many µm² (debris, folds), counted in run.json; "
+                             "0 keeps every object (default: %(default)g)")
     parser.add_argument("--no-tissue-mask", dest="tissue", action="store_false",
                         help="process every tile, not only those with tissue")
     parser.add_argument("--scheduler", default=None,
@@ -182,7 +185,7 @@ def handler(args) -> int:
             mpp=mpp, tile_size=args.tile_size, halo_px=args.halo, batch_size=args.batch_size,
             workers=args.workers, readers=args.readers, tissue=args.tissue, resume=args.resume,
             geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
-            backend=args.backend, stem=stem,
+            backend=args.backend, stem=stem, max_area_um2=args.max_area or None,
         )
         events = run_segmentation(
             path, model, folder, roi, options, scheduler=scheduler,

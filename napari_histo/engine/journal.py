@@ -97,7 +97,8 @@ class Journal:
             with atomic_write(self.tiles_dir / f"{result.index:06d}.labels", "wb") as fh:
                 fh.write(encode_labels(result.labels, result.origin))
             crash_point("tile labels")
-        entry = {"tile": result.index, "n": result.n, "oversize": result.n_oversize, **extra}
+        entry = {"tile": result.index, "n": result.n, "oversize": result.n_oversize,
+                 "too_large": result.n_too_large, **extra}
         self._fh.write(json.dumps(entry) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())

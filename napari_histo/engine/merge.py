@@ -46,6 +46,8 @@ class TileResult:
         Level-0 (x, y) of ``labels[0, 0]``.
     n_oversize : int
         Nuclei dropped because they touch the window edge while owned by this tile.
+    n_too_large : int
+        Objects dropped because their area exceeds the plan's ``max_area_px``.
     """
 
     index: int
@@ -53,6 +55,7 @@ class TileResult:
     labels: np.ndarray | None
     origin: tuple[int, int]
     n_oversize: int = 0
+    n_too_large: int = 0
 
     @property
     def n(self) -> int:
@@ -96,6 +99,11 @@ def select_owned(
     touching = np.isin(t0["id"].to_numpy(), edge_ids(labels))
     owned = in_core & ~touching
     n_oversize = int((in_core & touching).sum())
+    n_too_large = 0
+    if plan.max_area_px is not None and owned.any():
+        too_large = owned & (t0["area_px"].to_numpy(np.float64) > plan.max_area_px)
+        n_too_large = int(too_large.sum())
+        owned &= ~too_large
     if roi is not None and owned.any():
         import shapely
 
@@ -104,7 +112,7 @@ def select_owned(
     old_ids = kept["id"].to_numpy(np.int64)
     kept = _renumber(kept, plan)
     if len(kept) == 0:
-        return TileResult(tile.index, kept, None, (cx0, cy0), n_oversize)
+        return TileResult(tile.index, kept, None, (cx0, cy0), n_oversize, n_too_large)
     x0, y0 = int(kept["bbox_x0"].min()), int(kept["bbox_y0"].min())
     x1, y1 = int(kept["bbox_x1"].max()), int(kept["bbox_y1"].max())
     lut = np.zeros(max(int(labels.max()), int(old_ids.max())) + 1, np.int32)
@@ -116,14 +124,15 @@ def select_owned(
         ix = np.clip(np.floor((np.arange(x0, x1) - wx0 + 0.5) / plan.scale).astype(np.int64), 0, labels.shape[1] - 1)
         iy = np.clip(np.floor((np.arange(y0, y1) - wy0 + 0.5) / plan.scale).astype(np.int64), 0, labels.shape[0] - 1)
         crop = labels[np.ix_(iy, ix)]
-    return TileResult(tile.index, kept, lut[crop], (x0, y0), n_oversize)
+    return TileResult(tile.index, kept, lut[crop], (x0, y0), n_oversize, n_too_large)
 
 
 def _renumber(df: pd.DataFrame, plan: TilePlan) -> pd.DataFrame:
     out = df.reset_index(drop=True).copy()
     out["id"] = np.arange(1, len(out) + 1, dtype=np.int64)
-    if plan.slide_mpp:
-        out["area_um2"] = out["area_px"].astype("float64") * plan.slide_mpp**2
+    # the segmenter measured at its own working scale; only the slide's pixel size makes µm²
+    out["area_um2"] = (out["area_px"].astype("float64") * plan.slide_mpp**2 if plan.slide_mpp
+                       else np.full(len(out), np.nan))
     out.attrs = dict(df.attrs)
     out.attrs["mpp"] = plan.slide_mpp
     return out

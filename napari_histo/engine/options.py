@@ -42,6 +42,10 @@ class SegmentationOptions(JsonConfig):
         Slide reader backend (None: chosen from the file).
     stem
         Name of the exchange files (default: the slide's file name without extension).
+    max_area_um2
+        Largest plausible nucleus in µm²: larger objects (keratin, debris, folds outlined as one
+        "nucleus") are dropped and counted in ``run.json``. Default 200 µm², a nucleus about
+        16 µm across; large pleomorphic tumour nuclei stay below it. None or 0: no bound.
     """
 
     mpp: float | None = None
@@ -59,3 +63,4 @@ class SegmentationOptions(JsonConfig):
     device: str | None = None
     backend: str | None = None
     stem: str | None = None
+    max_area_um2: float | None = 200.0

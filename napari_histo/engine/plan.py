@@ -65,6 +65,9 @@ class TilePlan:
         The tiles to process, in row-major order; ``index = row * n_cols + col``.
     roi_wkt : str or None
         Region of interest (level-0 px) as WKT, or None for the whole slide.
+    max_area_px : float or None
+        Largest plausible nucleus in level-0 px²; larger objects (debris, folds, keratin) are
+        dropped and counted. None: no bound (also when the pixel size is unknown).
     """
 
     width: int
@@ -79,6 +82,7 @@ class TilePlan:
     n_cols: int
     tiles: tuple[Tile, ...]
     roi_wkt: str | None = None
+    max_area_px: float | None = None
 
     @property
     def n_grid(self) -> int:

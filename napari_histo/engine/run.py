@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import queue
 import shutil
@@ -242,6 +243,8 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
         mask = _tissue_mask(slide, warnings) if opts.tissue else None
         plan = make_plan(slide, segmenter.mpp, halo, tile_size=opts.tile_size, slide_mpp=level0_mpp,
                          roi=roi, tissue=mask)
+        if opts.max_area_um2 and level0_mpp:
+            plan = dataclasses.replace(plan, max_area_px=float(opts.max_area_um2) / level0_mpp**2)
         segmenter = _for_slide(segmenter, slide, plan)
         fp_record = _fingerprint_record(slide, segmenter, plan, name)
         journal = Journal(outdir / ".partial", fingerprint(fp_record), resume=opts.resume)
@@ -267,6 +270,7 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
             t_tiles = time.perf_counter()
             n_new = 0
             oversize = sum(int(e.get("oversize", 0)) for e in journal.done.values())
+            too_large = sum(int(e.get("too_large", 0)) for e in journal.done.values())
             try:
                 for result in results:
                     journal.record(result)
@@ -274,6 +278,7 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                     n_new += 1
                     nuclei += result.n
                     oversize += result.n_oversize
+                    too_large += result.n_too_large
                     elapsed = time.perf_counter() - t_start
                     rate = (time.perf_counter() - t_tiles) / n_new
                     yield ProgressEvent(done, total, nuclei, rate * (total - done), elapsed, "tiles",
@@ -294,6 +299,13 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                 warnings.append(
                     f"{oversize} objects larger than the halo ({size}) touched a tile edge and "
                     "were dropped; if they are nuclei, use a larger halo"
+                )
+            stats["dropped_too_large"] = too_large
+            stats["dropped_at_tile_edge"] = oversize
+            if too_large:
+                warnings.append(
+                    f"{too_large} objects larger than {opts.max_area_um2:g} µm² (debris, folds or clumps outlined "
+                    "as one nucleus) were dropped; raise --max-area (0: no bound) to keep them"
                 )
             if done < total:
                 yield ProgressEvent(done, total, nuclei, None, time.perf_counter() - t_start, "cancelled")
