@@ -98,6 +98,47 @@ def sample_slide_path() -> Path:
     return resource_path("sample", "cmu-1-small-region.svs")
 
 
+#: Environment variable overriding the per-user data folder (tests, shared machines).
+DATA_DIR_ENV = "NAPARI_HISTO_DATA_DIR"
+
+
+def user_data_dir(*parts: str) -> Path:
+    """Per-user folder for what the viewer writes when the user did not choose a place (created).
+
+    ``$NAPARI_HISTO_DATA_DIR`` when set, else the platform's user data folder for "napari-histo"
+    (``platformdirs.user_data_dir``: ``~/.local/share/napari-histo`` on Linux,
+    ``~/Library/Application Support/napari-histo`` on macOS, ``%LOCALAPPDATA%\\napari-histo`` on
+    Windows). Never inside the installed package.
+    """
+    base = os.environ.get(DATA_DIR_ENV)
+    if not base:
+        import platformdirs
+
+        base = platformdirs.user_data_dir("napari-histo", appauthor=False)
+    folder = Path(base).joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def inside_package(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies inside the installed napari_histo package or its shipped resources
+    (never a place to write; the resources may be a link out of the package in a source checkout)."""
+    target = Path(path).resolve()
+    roots = {Path(__file__).resolve().parent, resource_path().resolve()}
+    return any(target == root or root in target.parents for root in roots)
+
+
+def writable_folder_for(path: str | os.PathLike | None) -> Path | None:
+    """The folder of ``path`` when a user would expect outputs there: it exists, is writable and is
+    not inside the installed package; else None."""
+    if not path:
+        return None
+    folder = Path(path).resolve().parent
+    if not folder.is_dir() or inside_package(folder) or not os.access(folder, os.W_OK):
+        return None
+    return folder
+
+
 def _replace_target(path: str | os.PathLike) -> tuple[Path, int]:
     """(the file a write to ``path`` replaces, the permissions the new file gets).
 

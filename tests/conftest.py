@@ -11,6 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NAPARI_HISTO_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 os.environ.setdefault("NAPARI_HISTO_NOTHREADS", "0")
+# what the viewer writes without a chosen place goes to a throw-away folder, not the user's
+if "NAPARI_HISTO_DATA_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["NAPARI_HISTO_DATA_DIR"] = tempfile.mkdtemp(prefix="napari-histo-test-data-")
 
 
 def shared_path(*parts: str) -> Path:

@@ -76,6 +76,17 @@ def test_export_all_formats(result_dir, tmp_path):
     assert len(json.loads((tmp_path / "n.json").read_text())["nuc"]) == n
 
 
+def test_export_never_replaces_a_file_without_overwrite(result_dir, tmp_path, capsys):
+    target = tmp_path / "mine.geojson"
+    target.write_text("my own annotations")
+    rc = main(["export", str(result_dir), "--geojson", str(target)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "mine.geojson: exists" in err and "--overwrite" in err
+    assert target.read_text() == "my own annotations"
+    assert main(["export", str(result_dir), "--geojson", str(target), "--overwrite"]) == 0
+    assert len(read_geojson(target).table) == len(pd.read_parquet(result_dir / "nuclei.parquet", columns=["id"]))
+
+
 def test_import_round_trip_masks(result_dir, tmp_path):
     main(["export", str(result_dir), "--geojson", str(tmp_path / "n.geojson")])
     out = tmp_path / "m.npz"

@@ -221,3 +221,16 @@ def test_cli_default_area_bound_is_the_engine_default():
     register(parser.add_subparsers())
     args = parser.parse_args(["segment", "x.png", "-o", "out"])
     assert args.max_area == SegmentationOptions().max_area_um2
+
+
+def test_an_image_without_pixel_size_is_refused_with_the_ways_to_give_one(tmp_path, capsys):
+    from PIL import Image
+
+    png = tmp_path / "camera.png"
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(png)
+    rc = main(["segment", str(png), "-o", str(tmp_path / "out"), "--model", "classical"])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert "camera.png" in err and "pixel size" in err
+    assert "--mpp VALUE" in err and "--mpp predict" in err and "--mpp objective" in err
+    assert not (tmp_path / "out" / "camera" / "nuclei.parquet").exists()

@@ -44,17 +44,16 @@ def unique_path(path: str | Path) -> Path:
 
 
 def default_paths(slide_path: str | Path | None, fallback_dir: str | Path | None = None) -> dict[str, Path]:
-    """Default export paths beside the slide (or in ``fallback_dir`` / cwd, stem "nuclei")."""
-    import os
+    """Default export paths: beside the slide when its folder is writable (and not inside the
+    installed package, as the shipped sample is), else in ``fallback_dir`` or the per-user
+    ``exports`` folder (:func:`napari_histo.utils.user_data_dir`); stem "nuclei" without a slide.
+    Existing files are never proposed (a numbered name is), except the Sedeen session, which is
+    merged into."""
+    from napari_histo.utils import user_data_dir, writable_folder_for
 
-    fallback = Path(fallback_dir or Path.cwd())
-    if slide_path:
-        slide_path = Path(slide_path)
-        folder, stem = slide_path.parent, slide_path.name.split(".")[0]
-        if not os.access(folder, os.W_OK):  # read-only slide folder: fall back
-            folder = fallback
-    else:
-        folder, stem = fallback, "nuclei"
+    fallback = Path(fallback_dir) if fallback_dir else None
+    stem = Path(slide_path).name.split(".")[0] if slide_path else "nuclei"
+    folder = writable_folder_for(slide_path) or fallback or user_data_dir("exports")
     out = {}
     for kind, (_, pattern) in EXPORTS.items():
         path = folder / pattern.format(stem=stem)

@@ -25,8 +25,10 @@ from qtpy.QtCore import QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -138,6 +140,32 @@ class NucleiPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
+        # Shown when the image states no pixel size: the run waits for one (never a guessed scale).
+        self.scale_box = QGroupBox("Pixel size needed")
+        self.scale_text = QLabel("")
+        self.scale_text.setWordWrap(True)
+        self.scale_spin = QDoubleSpinBox()
+        self.scale_spin.setRange(0.0, 50.0)
+        self.scale_spin.setDecimals(4)
+        self.scale_spin.setSingleStep(0.01)
+        self.scale_spin.setSuffix(" µm/px")
+        self.scale_spin.setSpecialValueText("type the pixel size")
+        self.scale_spin.setToolTip("µm per pixel of the image: 0.25 for a 40× scan, 0.5 for 20×, 1.0 for 10×")
+        self.scale_predict_button = QPushButton("Predict")
+        self.scale_predict_button.setToolTip("Predict the magnification from the image (Hagnifinder)")
+        self.scale_predict_button.clicked.connect(self.predict_scale)
+        self.scale_use_button = QPushButton("Use and run")
+        self.scale_use_button.clicked.connect(self.use_scale_and_run)
+        scale_row = QHBoxLayout()
+        scale_row.addWidget(self.scale_spin)
+        scale_row.addWidget(self.scale_predict_button)
+        scale_row.addWidget(self.scale_use_button)
+        scale_layout = QVBoxLayout(self.scale_box)
+        scale_layout.addWidget(self.scale_text)
+        scale_layout.addLayout(scale_row)
+        self.scale_box.setVisible(False)
+        self.scale_job: Job | None = None
+
         self.legend = QTableWidget(0, 2)
         self.legend.setHorizontalHeaderLabels(["type", "count"])
         self.legend.verticalHeader().setVisible(False)
@@ -156,6 +184,7 @@ class NucleiPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
+        layout.addWidget(self.scale_box)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         layout.addWidget(QLabel("Types"))
@@ -224,6 +253,67 @@ class NucleiPanel(QWidget):
         xy, _ = _layers.shape_bbox(self.viewer.layers[name], slide_layer)
         return xy
 
+    # -- pixel size -------------------------------------------------------------------------
+    def ask_for_scale(self, slide_layer: Any) -> None:
+        """Explain that the image has no pixel size and wait for one (typed or predicted)."""
+        self.scale_layer = slide_layer
+        self.scale_text.setText(
+            f"“{slide_layer.name}” does not state its pixel size, and nuclei found at a guessed scale are "
+            "wrong. Type it (µm/px: 0.25 for a 40× scan, 0.5 for 20×) or predict it from the image.")
+        self.scale_box.setVisible(True)
+        self.status.setText("waiting for the pixel size")
+
+    def predict_scale(self) -> Job | None:
+        """Predict the magnification of the image waiting for a pixel size (a background job)."""
+        from napari_histo._napari._magnification_actions import predict_for_layer
+        from napari_histo._napari._workers import call_in_thread
+
+        layer = getattr(self, "scale_layer", None)
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        self.scale_predict_button.setEnabled(False)
+        self.scale_text.setText("predicting the magnification…")
+        self.scale_job = call_in_thread(predict_for_layer, layer, None, context="magnification",
+                                        on_return=self._show_scale_prediction,
+                                        on_finish=lambda: self.scale_predict_button.setEnabled(True))
+        return self.scale_job
+
+    def _show_scale_prediction(self, prediction: Any) -> None:
+        if prediction is None or prediction is CANCELLED:
+            return
+        from napari_histo.models.magnification import MPP_AT_1X, interval_text
+
+        text = f"Predicted {prediction.magnification:.1f}× (≈ {prediction.mpp:.3f} µm/px)."
+        span = interval_text(prediction) if getattr(prediction, "interval", None) else ""
+        if span:
+            text += f" {span}."
+        wide = prediction.interval is not None and prediction.interval[1] / max(prediction.interval[0], 1e-6) > 2.5
+        if getattr(prediction, "note", "") or wide:
+            reason = prediction.note or "the interval is wide"
+            text += f" Not filled in: {reason}. Type the pixel size if you know it."
+        else:
+            objective = getattr(prediction, "scan_objective", None)
+            value = MPP_AT_1X / objective if objective else float(prediction.mpp)
+            self.scale_spin.setValue(value)
+            text += " Check the value below, then “Use and run”."
+        self.scale_text.setText(text)
+
+    def use_scale_and_run(self) -> Job | None:
+        """Give the waiting image the typed pixel size and start the run."""
+        from napari_histo._napari._magnification_actions import apply_mpp
+
+        layer = getattr(self, "scale_layer", None)
+        value = float(self.scale_spin.value())
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        if value <= 0:
+            notify_error(ValueError("type the pixel size in µm/px first (or predict it)"), "nuclei")
+            return None
+        apply_mpp(self.viewer, layer, value)
+        layer.metadata["mpp_source"] = "given in the Nuclei panel"
+        self.scale_box.setVisible(False)
+        return self.run()
+
     # -- running ----------------------------------------------------------------------------
     def run(self, outdir: str | Path | None = None) -> Job | None:
         """Start a run on the current slide (returns the job, or None when inputs are invalid)."""
@@ -239,6 +329,10 @@ class NucleiPanel(QWidget):
         except Exception as exc:
             notify_error(exc, "nuclei")
             return None
+        if _layers.layer_mpp(slide_layer) is None:
+            self.ask_for_scale(slide_layer)
+            return None
+        self.scale_box.setVisible(False)
         path = _layers.layer_path(slide_layer)
         source: Any = path
         origin = (0, 0)

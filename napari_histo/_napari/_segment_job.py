@@ -40,10 +40,13 @@ def format_eta(seconds: float | None) -> str:
 
 
 def default_outdir(slide_path: str | None) -> Path:
-    """A fresh folder for a run's outputs (under the temp dir; the Export panel copies results out)."""
+    """A fresh folder for a panel run's result (``nuclei.parquet``, labels, ``run.json``) in the
+    per-user ``runs`` folder (:func:`napari_histo.utils.user_data_dir`); the Export panel writes
+    the exchange files where the user chooses."""
+    from napari_histo.utils import user_data_dir
+
     stem = Path(slide_path).name.split(".")[0] if slide_path else "image"
-    root = Path(tempfile.gettempdir()) / "napari-histo-runs"
-    root.mkdir(parents=True, exist_ok=True)
+    root = user_data_dir("runs")
     return Path(tempfile.mkdtemp(prefix=f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}-", dir=root))
 
 

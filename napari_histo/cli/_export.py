@@ -33,6 +33,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         help="HoVer-Net JSON (default RESULT_DIR/<stem>.json)")
     parser.add_argument("--csv", nargs="?", const="", default=None, metavar="FILE",
                         help="per-nucleus measurements CSV (default RESULT_DIR/<stem>_nuclei.csv)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing GeoJSON / HoVer-Net JSON / CSV files (Sedeen sessions are merged into, "
+                             "never replaced)")
     parser.set_defaults(func=handler)
     return parser
 
@@ -47,11 +50,18 @@ def handler(args: argparse.Namespace) -> int:
         raise HistoError("nothing to export: give --geojson, --sedeen, --hovernet-json and/or --csv")
     result = load_result_folder(args.result)
     table, stem = result.table, result.stem
+
+    def output(given: str, default: Path) -> Path:
+        path = Path(given) if given else default
+        if path.exists() and not args.overwrite:
+            raise HistoError(f"{path}: exists; choose another file or add --overwrite to replace it")
+        return path
+
     if args.geojson is not None:
         from napari_histo.formats.geojson import write_geojson
 
         default = result.folder / (f"{stem}.geojson.gz" if args.gz else f"{stem}.geojson")
-        path = write_geojson(table, Path(args.geojson) if args.geojson else default, object_type="cell" if args.cells else "detection",
+        path = write_geojson(table, output(args.geojson, default), object_type="cell" if args.cells else "detection",
                              qupath03=args.qupath03, gzip=True if args.gz else None, include_measurements=not args.no_measurements)
         print(f"GeoJSON ({len(table)} nuclei) -> {path}")
     if args.sedeen is not None:
@@ -70,11 +80,11 @@ def handler(args: argparse.Namespace) -> int:
     if args.hovernet_json is not None:
         from napari_histo.formats.hovernet_json import write_hovernet_json
 
-        path = write_hovernet_json(table, Path(args.hovernet_json) if args.hovernet_json else result.folder / f"{stem}.json")
+        path = write_hovernet_json(table, output(args.hovernet_json, result.folder / f"{stem}.json"))
         print(f"HoVer-Net JSON -> {path}")
     if args.csv is not None:
         from napari_histo.formats.csv import write_csv
 
-        path = write_csv(table, Path(args.csv) if args.csv else result.folder / f"{stem}_nuclei.csv")
+        path = write_csv(table, output(args.csv, result.folder / f"{stem}_nuclei.csv"))
         print(f"CSV -> {path}")
     return 0

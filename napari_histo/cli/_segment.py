@@ -80,12 +80,28 @@ def _mpp_value(value: str) -> float | str:
 
 
 def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: str) -> tuple[float | None, dict]:
-    """(mpp passed to the run, provenance) for ``--mpp``: a number, or predicted for files without one."""
-    if how is None or isinstance(how, float):
-        return how, ({"mpp_source": "given"} if how is not None else {})
+    """(mpp passed to the run, provenance) for ``--mpp``: a number, or predicted for files without one.
+
+    A file without a pixel size and no ``--mpp`` is refused: a nucleus model applied at the
+    wrong scale gives wrong nuclei without any sign of it.
+    """
     from napari_histo.models.magnification import pixel_size_for
     from napari_histo.slide import open_slide
     from napari_histo.utils import HistoError, InputFileError
+
+    if isinstance(how, float):
+        return how, {"mpp_source": "given"}
+    if how is None:
+        from napari_histo.engine.source import slide_mpp
+
+        with open_slide(path, backend) as slide:
+            if slide_mpp(slide) is None:
+                raise InputFileError(
+                    path, "the file does not state its pixel size, and nuclei found at a guessed scale are wrong; "
+                          "give it with --mpp VALUE (µm/px, e.g. 0.25 for a 40x scan), or let napari-histo "
+                          "predict it with --mpp predict (the predicted value) or --mpp objective (the "
+                          "nearest scanner objective)")
+        return None, {}
 
     with open_slide(path, backend) as slide:
         try:
