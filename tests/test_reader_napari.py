@@ -20,7 +20,9 @@ def synth_slides(tmp_path_factory):
     }
 
 
-def test_get_reader_declines_bad_or_foreign_files(tmp_path, sample_slide_path):
+def test_get_reader_declines_foreign_files_and_explains_broken_slides(tmp_path, sample_slide_path, monkeypatch):
+    import napari.utils.notifications as notifications
+
     empty = tmp_path / "empty.svs"
     empty.write_bytes(b"")
     text = tmp_path / "renamed.svs"
@@ -29,10 +31,18 @@ def test_get_reader_declines_bad_or_foreign_files(tmp_path, sample_slide_path):
     unsupported.write_bytes(b"ZISRAWFILE" + b"\x00" * 100)
     fake_jpg = tmp_path / "fake.jpg"
     fake_jpg.write_bytes(b"GIF89a" + b"\x00" * 50)
-    for path in (empty, text, unsupported, fake_jpg, tmp_path / "missing.ndpi", tmp_path):
+    for path in (unsupported, tmp_path / "missing.ndpi", tmp_path):
         assert get_reader(str(path)) is None, path
     assert get_reader([str(empty), str(sample_slide_path)]) is None
     assert callable(get_reader(str(sample_slide_path)))
+    # a broken file with a slide extension: read, and the reason is the command line's
+    messages: list[str] = []
+    monkeypatch.setattr(notifications, "show_error", messages.append)
+    for path, reason in ((empty, "file is empty (0 bytes)"), (text, "renamed.svs"), (fake_jpg, "fake.jpg")):
+        reader = get_reader(str(path))
+        assert reader is not None, path
+        assert reader(str(path)) == [(None,)]
+        assert reason in messages[-1] and str(path) in messages[-1], messages[-1]
 
 
 def test_reader_returns_multiscale_rgb_layer_in_microns(synth_slides):
@@ -170,3 +180,29 @@ def test_annotation_reader_returns_layer_data_and_adds_nothing_itself(make_napar
     points = [t for t in tuples if t[2] == "points"]
     assert len(points) == 1 and len(points[0][0]) == len(table)
     np.testing.assert_allclose(points[0][1]["scale"], (0.25, 0.25))
+
+
+@pytest.mark.gui
+def test_first_use_makes_napari_histo_the_reader_of_slides_without_replacing_a_choice(make_napari_viewer,
+                                                                                      sample_slide_path):
+    from napari.settings import get_settings
+
+    from napari_histo._napari._reader_preference import SLIDE_PATTERNS, prefer_this_reader
+
+    viewer = make_napari_viewer()
+    plugins = get_settings().plugins
+    saved = dict(plugins.extension2reader)
+    try:
+        plugins.extension2reader = {"*.ndpi": "another-reader"}  # the user chose for .ndpi
+        added = prefer_this_reader(notify=False)
+        assert "*.svs" in added and "*.ndpi" not in added
+        prefs = dict(plugins.extension2reader)
+        assert prefs["*.ndpi"] == "another-reader"
+        assert all(prefs[p] == "napari-histo" for p in SLIDE_PATTERNS if p != "*.ndpi")
+        assert "*.tif" not in prefs and "*.png" not in prefs
+        assert prefer_this_reader(notify=False) == []  # once
+        # opening without naming a plugin (a drop or File > Open: plugin=None) takes napari-histo's reader
+        layers = viewer.open(str(sample_slide_path), plugin=None)
+        assert len(layers) == 1 and layers[0].multiscale and "slide_spec" in layers[0].metadata
+    finally:
+        plugins.extension2reader = saved

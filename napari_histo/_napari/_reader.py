@@ -64,9 +64,21 @@ def _looks_like_annotations(path: PathLike) -> bool:
     return looks_like_annotations(path)
 
 
+def _slide_file(path: PathLike) -> bool:
+    """A regular file with a slide or image extension this plugin reads (content unchecked)."""
+    path = Path(path)
+    return path.suffix.lower() in SUPPORTED_EXTENSIONS and path.is_file()
+
+
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
     """:func:`read_slides` when every path looks like a slide we can open, :func:`read_annotations`
-    when every path is an annotation file we recognise, else None."""
+    when every path is an annotation file we recognise, else None.
+
+    A single file with a slide extension that fails the cheap checks (empty, truncated header,
+    another format renamed) is still taken by :func:`read_slides`, which reports why it cannot
+    be opened in the words the command line uses, instead of napari's bare "refused the file"
+    when the user picked this plugin for it.
+    """
     try:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
@@ -75,6 +87,8 @@ def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[Laye
             return read_slides
         if all(_looks_like_annotations(p) for p in paths):
             return read_annotations
+        if len(paths) == 1 and _slide_file(paths[0]):
+            return read_slides
     except Exception:  # get_reader must never raise
         return None
     return None
@@ -140,8 +154,11 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
 
     paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     layers: list[LayerData] = []
+    from napari_histo.utils import check_input_file
+
     for one in paths:
         try:
+            check_input_file(one, "slide or image file")  # empty, not a file: the CLI's words
             slide = open_slide(one)
             layer = slide_layer_data(slide)
         except HistoError as exc:
@@ -153,4 +170,8 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
                 "pixels. Magnification prediction can estimate it."
             )
         layers.append(layer)
+    if layers:
+        from napari_histo._napari._reader_preference import prefer_this_reader
+
+        prefer_this_reader()
     return layers or [(None,)]

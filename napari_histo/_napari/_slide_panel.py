@@ -52,6 +52,9 @@ class SlidePanel(QWidget):
         self.viewer = viewer
         self.info: dict[str, Any] | None = None
         self.prediction: Any = None
+        from napari_histo._napari._reader_preference import prefer_this_reader
+
+        prefer_this_reader()  # first use: dropped slides open with this plugin
 
         self.open_button = QPushButton("Open slide…")
         self.open_button.clicked.connect(self._choose_file)
