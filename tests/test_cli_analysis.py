@@ -60,6 +60,11 @@ def test_hotspots_outputs(result_dir, tmp_path, capsys):
     anns = read_geojson(gj).annotations
     assert [a.name for a in anns] == hs["name"].tolist()
     assert png.stat().st_size > 1000
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if line.strip().startswith("rank"))
+    assert "score" in header.split() and "count" in header.split()
+    assert "ranked by score" in out
+    assert hs["score"].is_monotonic_decreasing  # the rank follows the printed score
     rc = main(["hotspots", str(result_dir), "-k", "2", "--mode", "box", "--tile", "20", "--window", "4", "--type", "positive", "--csv", str(csv)])
     assert rc == 0 and pd.read_csv(csv)["mode"].eq("box").all()
 

@@ -99,15 +99,21 @@ def render_density_png(
         draw.text((bx + bar_w + 6, max(0, y - 6)), f"{v:.3g}", fill="black", font=font)
     draw.text((bx, top + out_h + 4), dmap.units, fill="black", font=font)
     # hotspots (level-0 -> output px; map pixel edges start at level-0 -0.5)
+    # outlines and rank labels are black on white, readable on any heatmap colour
     if hotspots is not None:
         for _, hs in hotspots.iterrows():
             x0, y0 = (hs["x0"] + 0.5) / scale + pad, (hs["y0"] + 0.5) / scale + top
             x1, y1 = (hs["x1"] + 0.5) / scale + pad, (hs["y1"] + 0.5) / scale + top
-            if hs["mode"] == "circle":
-                draw.ellipse([x0, y0, x1, y1], outline=(255, 40, 40), width=2)
-            else:
-                draw.rectangle([x0, y0, x1, y1], outline=(255, 40, 40), width=2)
-            draw.text((x0 + 2, y0 + 1), str(int(hs["rank"])), fill=(255, 40, 40), font=font)
+            shape = draw.ellipse if hs["mode"] == "circle" else draw.rectangle
+            shape([x0, y0, x1, y1], outline="white", width=4)
+            shape([x0 + 1, y0 + 1, x1 - 1, y1 - 1], outline="black", width=2)
+            label = str(int(hs["rank"]))
+            lx0, ly0, lx1, ly1 = draw.textbbox((0, 0), label, font=font)
+            cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+            w, h = lx1 - lx0, ly1 - ly0
+            draw.rectangle([cx - w / 2 - 3, cy - h / 2 - 3, cx + w / 2 + 3, cy + h / 2 + 3], fill="white",
+                           outline="black")
+            draw.text((cx - w / 2 - lx0, cy - h / 2 - ly0), label, fill="black", font=font)
     path = Path(path)
     with atomic_path(path) as tmp:
         canvas.save(tmp, format="PNG")

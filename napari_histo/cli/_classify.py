@@ -18,8 +18,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "classify",
         help="classify image tiles with DeepCMorph (class map + per-tile features table)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="DeepCMorph tile classification. Per input, OUTDIR/<stem>/ receives class_map.npy (int16 tile "
+                    "classes, -1 = skipped), class_map.png (colour-coded, legend in run.json), tiles.parquet (or "
+                    "tiles.csv: tile box in level-0 px, class, probabilities, features) and run.json.",
     )
     p.add_argument("inputs", nargs="+", metavar="SLIDE|IMAGE", help="slides or plain images")
     p.add_argument("-o", "--outdir", required=True, help="output folder (one sub-folder per input)")
@@ -31,7 +32,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--mpp", type=float, default=None, help="working resolution in µm/px (default: model's, else level 0)")
     p.add_argument("--roi", default=None, metavar="X,Y,W,H", help="region in level-0 px")
     p.add_argument("--all-tiles", action="store_true", help="classify background tiles too")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per network batch (lower it when memory is short)")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     p.add_argument("--csv", action="store_true", help="write tiles.csv instead of tiles.parquet")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")

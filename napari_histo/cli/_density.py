@@ -13,7 +13,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "density",
         help="nucleus density map of a segmentation result",
         description="Density map of the nuclei in RESULT_DIR (nuclei.parquet) or an annotation file: 'count' = nuclei within "
-        "a radius (QuPath raw counts), 'gaussian' = Gaussian-weighted count, 'percent' = %% positive "
+        "a radius (QuPath raw counts), 'gaussian' = Gaussian-weighted count, 'percent' = % positive "
         "(or --secondary type) among the counted nuclei, 'tile' = count / N^2 per N x N px tile. "
         "Writes a PNG figure (thumbnail, heatmap, colour bar) or the raw array as .npy; both with a "
         "JSON sidecar holding pixel size, offset and parameters.",
@@ -21,7 +21,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("result", help="segmentation output folder (with nuclei.parquet), a nuclei.parquet file, or an "
                         "annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope/ASAP XML)")
     parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the input does not carry it (or to override it)")
-    parser.add_argument("--kind", choices=["count", "gaussian", "percent", "tile"], default="count")
+    parser.add_argument("--kind", choices=["count", "gaussian", "percent", "tile"], default="count",
+                        help="what each map pixel holds (see above; default: count)")
     parser.add_argument("--radius-um", type=float, default=None, help="radius in µm (default 50; needs mpp)")
     parser.add_argument("--radius-px", type=float, default=None, help="radius in level-0 px (instead of µm)")
     parser.add_argument("--tile", type=int, default=50, help="tile side in level-0 px for --kind tile (default 50)")

@@ -23,7 +23,9 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session, ImageScope/ASAP XML)")
     parser.add_argument("--mpp", type=float, default=None, help="level-0 µm/px when the input does not carry it (or to override it)")
     parser.add_argument("-k", type=int, default=10, help="number of hotspots (default 10)")
-    parser.add_argument("--mode", choices=["circle", "box"], default="circle")
+    parser.add_argument("--mode", choices=["circle", "box"], default="circle",
+                        help="'circle': QuPath's hotspots (circles of the density radius around the densest points); "
+                             "'box': the densest windows of tiles (Ki-67 / IHC hotspot counting)")
     parser.add_argument("--radius-um", type=float, default=None, help="circle radius in µm (default 50)")
     parser.add_argument("--radius-px", type=float, default=None, help="circle radius in level-0 px")
     parser.add_argument("--type", default=None, help="nuclei counted: type name or id, 'positive' (default: all)")
@@ -71,8 +73,16 @@ def handler(args: argparse.Namespace) -> int:
         raise HistoError(f"{result.input_path}: {str(exc).replace('radius_px', '--radius-px')}{hint}") from None
     for w in caught:
         print(f"warning: {w.message}")
-    cols = [c for c in ("rank", "name", "x", "y", "x0", "y0", "x1", "y1", "count", "count_all", "positive_pct") if c in hs.columns]
+    cols = [c for c in ("rank", "name", "x", "y", "x0", "y0", "x1", "y1", "score", "count", "count_all", "positive_pct")
+            if c in hs.columns]
     print(hs[cols].to_string(index=False) if len(hs) else "no hotspot found")
+    if len(hs):
+        if args.mode == "circle":
+            print("ranked by score: the density map's value where the circle was placed (nuclei within the radius "
+                  "on the map's grid, as QuPath ranks); count: the exact recount of nucleus centroids inside the "
+                  "circle, which can differ slightly")
+        else:
+            print("ranked by score: nuclei counted in the window of tiles; count: the exact recount inside the box")
     params = {k: v for k, v in vars(args).items() if k != "func"}
     if args.csv:
         with atomic_write(Path(args.csv), encoding="utf-8", newline="") as fh:

@@ -15,7 +15,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "summary",
         help="nuclei per type, density per mm² and %% positive in each region",
         description="Read-out of a segmentation result or annotation file, per region: area, number of "
-        "nuclei, nuclei per mm², count and share of each type, positive count and %% positive (IHC), "
+        "nuclei, nuclei per mm², count and share of each type, positive count and % positive (IHC), "
         "mean nucleus area. A nucleus counts for a region when its centroid is inside. Without --roi: the "
         "region the segmentation ran on (run.json), else the slide's tissue (when the slide is known), else "
         "every nucleus over their bounding extent. Prints a table; --csv writes it.",
