@@ -101,7 +101,13 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     qtbot.waitUntil(lambda: not ajob.running, timeout=30_000)
     assert ajob.error is None
     heat = viewer.layers[_layers.HEATMAP]
-    assert isinstance(heat, Image) and heat.opacity == pytest.approx(0.5)
+    assert isinstance(heat, Image) and heat.opacity == pytest.approx(0.6)
+    # readable: a colour bar, the map's meaning and units on the canvas, zero density transparent
+    assert heat.colorbar.visible and viewer.text_overlay.visible
+    assert "Nuclei within the radius" in viewer.text_overlay.text and "nuclei" in viewer.text_overlay.text
+    assert heat.colormap.colors[0][3] == 0.0
+    assert viewer.scale_bar.visible and tuple(str(u) for u in slide.units) == ("micrometer", "micrometer")
+    assert analysis.nuclei_combo.currentText() == _layers.NUCLEI_POINTS
     dmap = analysis.density
     # the map's peak cell, in world coordinates, sits over nuclei: the count within r there is
     # the map value (recount from the table around that world point)
@@ -157,6 +163,7 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
 
     session = read_sedeen(written["sedeen"])
     assert len(session.to_table()) == n
+    assert session.dimensions == (2220, 2967)  # the slide's size, not the nuclei's extent
     assert sum(g.name.startswith("Hotspot") for g in session.graphics) == len(hotspots.data)
     from PIL import Image as PILImage
 
@@ -254,3 +261,45 @@ def test_an_image_without_pixel_size_asks_for_one_before_running(viewer, qtbot, 
     assert _layers.layer_mpp(layer) == pytest.approx(0.5)
     assert panel.table is not None and len(panel.table) > 10
     assert np.isfinite(panel.table["area_um2"]).all()
+
+
+def test_panels_work_on_the_nuclei_layer_chosen_never_the_topmost(viewer, qtbot, tmp_path, monkeypatch):
+    """A segmentation and imported annotations side by side: Export and Density use the layer the
+    user picks; with no pick and several layers, nothing is chosen silently."""
+    from _analysis_data import synthetic_table
+
+    from napari_histo._napari._analysis_panel import AnalysisPanel
+    from napari_histo._napari._exchange import nuclei_table
+    from napari_histo._napari._export_panel import ExportPanel
+
+    segmented, imported = synthetic_table(n_side=8, seed=1), synthetic_table(n_side=5, seed=2)
+    for name, table in (("segmented nuclei", segmented), ("imported cells", imported)):
+        viewer.add_points(table[["y", "x"]].to_numpy(), name=name, metadata={"nuclei_table": table})
+    export = ExportPanel(viewer)
+    analysis = AnalysisPanel(viewer)
+    names = [export.nuclei_combo.itemText(i) for i in range(export.nuclei_combo.count())]
+    assert names == ["imported cells", "segmented nuclei"]
+    with pytest.raises(ValueError, match="several nuclei layers"):
+        nuclei_table(viewer)
+    for kind in export.checks:
+        export.checks[kind].setChecked(kind == "csv")
+    export.paths["csv"].setText(str(tmp_path / "chosen.csv"))
+    export.nuclei_combo.setCurrentText("segmented nuclei")
+    written = export.export()
+    assert len(pd.read_csv(written["csv"])) == len(segmented) == 64
+    from napari_histo._napari import _analysis_panel
+
+    seen: list[int] = []
+    original = _analysis_panel.analysis_events
+
+    def spy(table, params):
+        seen.append(len(table))
+        return (yield from original(table, params))
+
+    monkeypatch.setattr(_analysis_panel, "analysis_events", spy)
+    analysis.nuclei_combo.setCurrentText("imported cells")
+    analysis.radius.setValue(20.0)
+    job = analysis.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=30_000)
+    assert job.error is None and analysis.density is not None
+    assert seen == [len(imported)] == [25]

@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_histo._napari import _layers
 from napari_histo._napari._analysis_job import analysis_events, summary_lines
-from napari_histo._napari._exchange import nuclei_table
+from napari_histo._napari._exchange import nuclei_layer_names, nuclei_table, refresh_layer_combo
 from napari_histo._napari._workers import CANCELLED, Job, notify_error
 
 # Lazy imports: napari, pandas are imported inside the functions that use them (directly or
@@ -49,6 +49,17 @@ KIND_LABELS = {
     "tile": "tile grid (nuclei per px²)",
 }
 
+#: Title of the heatmap's legend per kind (the colour bar shows the values).
+HEATMAP_TITLE = {
+    "count": "Nuclei within the radius",
+    "gaussian": "Gaussian-weighted nuclei",
+    "percent": "Share of the secondary type",
+    "tile": "Nuclei per tile",
+}
+
+#: Hotspot outlines and labels.
+HOTSPOT_COLOUR = "#00e5ff"
+
 
 class AnalysisPanel(QWidget):
     """Types, kind, radius or tile size, k -> heatmap layer, hotspots layer and table."""
@@ -61,6 +72,9 @@ class AnalysisPanel(QWidget):
         self.hotspots: pd.DataFrame | None = None
         self.summary: pd.DataFrame | None = None
 
+        self.nuclei_combo = QComboBox()
+        self.nuclei_combo.setToolTip("The nuclei to map: a segmentation result or imported annotations")
+        self.nuclei_combo.currentTextChanged.connect(self.refresh_types)
         self.type_combo = QComboBox()
         self.secondary_combo = QComboBox()
         self.kind_combo = QComboBox()
@@ -93,6 +107,7 @@ class AnalysisPanel(QWidget):
         self.table_widget.verticalHeader().setVisible(False)
 
         form = QFormLayout()
+        form.addRow("Nuclei layer", self.nuclei_combo)
         form.addRow("Nuclei", self.type_combo)
         form.addRow("Kind", self.kind_combo)
         form.addRow("Secondary", self.secondary_combo)
@@ -107,9 +122,9 @@ class AnalysisPanel(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.table_widget)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
-            event.connect(self.refresh_types)
+            event.connect(self.refresh_nuclei_layers)
             event.connect(self.refresh_regions)
-        self.refresh_types()
+        self.refresh_nuclei_layers()
         self.refresh_regions()
         self._kind_changed()
 
@@ -125,15 +140,31 @@ class AnalysisPanel(QWidget):
         self.window.setEnabled(tile)
         self.secondary_combo.setEnabled(self.kind == "percent")
 
+    def refresh_nuclei_layers(self, *_: Any) -> None:
+        """Offer every layer holding nuclei (segmented or imported), then that layer's types."""
+        refresh_layer_combo(self.nuclei_combo, nuclei_layer_names(self.viewer))
+        self.refresh_types()
+
+    def selected_table(self) -> pd.DataFrame | None:
+        """The nucleus table of the chosen nuclei layer."""
+        return nuclei_table(self.viewer, self.nuclei_combo.currentText() or None)
+
     def refresh_types(self, *_: Any) -> None:
-        """Offer "all" plus the type names (and "positive") of the current nuclei table."""
-        table = nuclei_table(self.viewer)
+        """Offer "all", the coarse classes present, the type names (and "positive") of the chosen layer."""
+        from napari_histo.schema.vocabulary import COARSE_CLASSES, coarse_class
+
+        table = self.selected_table()
         current, current_sec = self.type_combo.currentText(), self.secondary_combo.currentText()
         names = ["all"]
         if table is not None and len(table):
             info = _layers.type_info_of(table)
             present = sorted(set(table["type"].tolist()))
-            names += [info.name(t) for t in present if t != 0]
+            fine = [info.name(t) for t in present if t != 0]
+            coarse = {coarse_class(n) for n in fine} - {None}
+            # a coarse class is offered when it groups several of the layer's types
+            grouped = [c for c in COARSE_CLASSES.values() if c in coarse and c not in fine
+                       and sum(coarse_class(n) == c for n in fine) > 1]
+            names += grouped + fine
         secondary = [n for n in names[1:]]
         if table is not None and "positive" in table.columns:
             secondary.insert(0, "positive")
@@ -194,8 +225,8 @@ class AnalysisPanel(QWidget):
 
     # -- running ----------------------------------------------------------------------------
     def run(self) -> Job | None:
-        """Compute the heatmap and hotspots for the current nuclei."""
-        table = nuclei_table(self.viewer)
+        """Compute the heatmap and hotspots for the nuclei of the chosen layer."""
+        table = self.selected_table()
         if table is None or not len(table):
             notify_error(ValueError("no nuclei: run the Nuclei panel (or import nuclei) first"), "density")
             return None
@@ -225,6 +256,11 @@ class AnalysisPanel(QWidget):
         )
         meta["metadata"].update({"kind": dmap.kind, "units": dmap.units, "type": dmap.type})
         heat = _layers.add_or_update(self.viewer, (data, meta, "image"))
+        # a colour bar with the map's meaning and units (napari's colour bar has ticks, no title)
+        heat.colorbar.visible = True
+        self.viewer.text_overlay.text = f"{HEATMAP_TITLE.get(dmap.kind, dmap.kind)} ({dmap.type or 'all'}): {dmap.units}"
+        self.viewer.text_overlay.position = "top_left"
+        self.viewer.text_overlay.visible = True
         self.show_hotspots(spots)
         # keep the hotspots above the heatmap, both above the slide
         self.viewer.layers.selection.active = heat
@@ -245,9 +281,11 @@ class AnalysisPanel(QWidget):
             self.viewer.layers.remove(_layers.HOTSPOTS)
         if polygons:
             features = pd.DataFrame({"name": spots["name"].astype(str).to_numpy(), "count": spots["count"].to_numpy()})
-            data, meta, _ = _layers.shapes_layer_data(polygons, self.slide_layer, name=_layers.HOTSPOTS, features=features, edge_color="#ffc800")
+            # cyan on the inferno heatmap (black-purple-orange-yellow): no heatmap colour is close to it
+            data, meta, _ = _layers.shapes_layer_data(polygons, self.slide_layer, name=_layers.HOTSPOTS, features=features,
+                                                      edge_color=HOTSPOT_COLOUR)
             meta["metadata"].update({"hotspots_table": spots, "circles": bool(len(spots) and spots["mode"].iloc[0] == "circle")})
-            meta["text"] = {"string": "{name}", "color": "#ffc800", "size": 10, "anchor": "upper_left"}
+            meta["text"] = {"string": "{name}", "color": HOTSPOT_COLOUR, "size": 12, "anchor": "center"}
             self.viewer.add_shapes(data, **meta)
         self.table_widget.setRowCount(len(spots))
         for r, (_, row) in enumerate(spots.iterrows()):

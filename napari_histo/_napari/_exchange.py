@@ -61,13 +61,38 @@ def default_paths(slide_path: str | Path | None, fallback_dir: str | Path | None
     return out
 
 
-def nuclei_table(viewer: napari.Viewer) -> pd.DataFrame | None:
-    """The nucleus table of the topmost napari-histo nuclei layer, else None."""
-    for layer in reversed(list(viewer.layers)):
-        table = layer.metadata.get("nuclei_table")
-        if table is not None:
-            return table
-    return None
+def nuclei_layer_names(viewer: napari.Viewer) -> list[str]:
+    """Names of the layers holding a nucleus table (segmented or imported), topmost first."""
+    return [layer.name for layer in reversed(list(viewer.layers)) if layer.metadata.get("nuclei_table") is not None]
+
+
+def nuclei_table(viewer: napari.Viewer, layer_name: str | None = None) -> pd.DataFrame | None:
+    """The nucleus table of the layer ``layer_name``; without a name, of the only nuclei layer.
+
+    Never a silent pick: with several nuclei layers and no name, a ValueError asks for one.
+    Returns None when there is no nuclei layer (or the named one is gone).
+    """
+    if layer_name:
+        if layer_name not in viewer.layers:
+            return None
+        return viewer.layers[layer_name].metadata.get("nuclei_table")
+    names = nuclei_layer_names(viewer)
+    if not names:
+        return None
+    if len(names) > 1:
+        raise ValueError(f"several nuclei layers ({', '.join(names)}): choose one in the panel's Nuclei layer box")
+    return viewer.layers[names[0]].metadata.get("nuclei_table")
+
+
+def refresh_layer_combo(combo: Any, names: list[str]) -> None:
+    """Fill a layer selector with ``names``, keeping the current choice when it still exists."""
+    current = combo.currentText()
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItems(names)
+    if current in names:
+        combo.setCurrentText(current)
+    combo.blockSignals(False)
 
 
 def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_name: str | None = None) -> list:
@@ -146,15 +171,16 @@ def write_heatmap_png(layer: Any, path: str | Path) -> Path:
     return path
 
 
-def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
-    """Write one export; raises a clear error when its input is missing."""
+def export_kind(viewer: napari.Viewer, kind: str, path: str | Path, nuclei_layer: str | None = None) -> Path:
+    """Write one export of the nuclei of ``nuclei_layer`` (default: the only nuclei layer);
+    raises a clear error when its input is missing."""
     slide_layer = _layers.find_slide_layer(viewer)
     path = Path(path)
     if kind == "heatmap":
         if _layers.HEATMAP not in viewer.layers:
             raise ValueError("no density heatmap: run the Density & hotspots panel first")
         return write_heatmap_png(viewer.layers[_layers.HEATMAP], path)
-    table = nuclei_table(viewer)
+    table = nuclei_table(viewer, nuclei_layer)
     hotspots = hotspot_annotations(viewer)
     rois = roi_annotations(viewer, slide_layer)
     if kind == "sedeen":
@@ -166,7 +192,12 @@ def export_kind(viewer: napari.Viewer, kind: str, path: str | Path) -> Path:
         slide_name = None
         if slide_layer is not None and (slide_file := _layers.layer_path(slide_layer)):
             slide_name = Path(slide_file).name
-        return write_sedeen(table, path, hotspots=spots, rois=rois or None, merge=True, slide_name=slide_name)
+        dimensions, mpp = None, None
+        if slide_layer is not None:  # the slide's true size, never the extent of the nuclei
+            height, width = _layers.level0_shape(slide_layer)
+            dimensions, mpp = (int(width), int(height)), _layers.layer_mpp(slide_layer)
+        return write_sedeen(table, path, hotspots=spots, rois=rois or None, merge=True, slide_name=slide_name,
+                            dimensions=dimensions, mpp=mpp)
     if table is None:
         raise ValueError("no nuclei to export: run the Nuclei panel (or import nuclei) first")
     if kind == "geojson":

@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QFileDialog,
     QGridLayout,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -27,6 +29,8 @@ from napari_histo._napari._exchange import (
     EXPORTS,
     default_paths,
     export_kind,
+    nuclei_layer_names,
+    refresh_layer_combo,
     unique_path,
 )
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
@@ -65,6 +69,11 @@ class ExportPanel(QWidget):
             grid.addWidget(edit, row, 1)
             grid.addWidget(browse, row, 2)
             self.checks[kind], self.paths[kind] = check, edit
+        self.nuclei_combo = QComboBox()
+        self.nuclei_combo.setToolTip("The nuclei to export: a segmentation result or imported annotations")
+        nuclei_row = QHBoxLayout()
+        nuclei_row.addWidget(QLabel("Nuclei layer"))
+        nuclei_row.addWidget(self.nuclei_combo, 1)
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(self.export)
         self.import_button = QPushButton("Import annotations (QuPath, Sedeen, HoVer-Net, ImageScope, ASAP)…")
@@ -74,14 +83,21 @@ class ExportPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         layout = QVBoxLayout(self)
+        layout.addLayout(nuclei_row)
         layout.addLayout(grid)
         layout.addWidget(self.export_button)
         layout.addWidget(self.import_button)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        viewer.layers.events.inserted.connect(self.refresh_defaults)
-        viewer.layers.events.removed.connect(self.refresh_defaults)
+        for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
+            event.connect(self.refresh_defaults)
+            event.connect(self.refresh_nuclei_layers)
         self.refresh_defaults()
+        self.refresh_nuclei_layers()
+
+    def refresh_nuclei_layers(self, *_: Any) -> None:
+        """Offer every layer holding nuclei (segmented or imported)."""
+        refresh_layer_combo(self.nuclei_combo, nuclei_layer_names(self.viewer))
 
     def refresh_defaults(self, *_: Any, force: bool = False) -> None:
         """Reset the paths to the defaults beside the current slide (when the slide changes)."""
@@ -109,7 +125,7 @@ class ExportPanel(QWidget):
             if not target:
                 continue
             try:
-                written[kind] = export_kind(self.viewer, kind, target)
+                written[kind] = export_kind(self.viewer, kind, target, self.nuclei_combo.currentText() or None)
             except Exception as exc:
                 notify_error(exc, f"export {EXPORTS[kind][0]}")
         if written:

@@ -306,7 +306,17 @@ def type_counts(table: pd.DataFrame) -> list[tuple[int, str, tuple[int, int, int
 # ---------------------------------------------------------------------------------------------
 # heatmaps and hotspots
 # ---------------------------------------------------------------------------------------------
-def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: str = "inferno", contrast_limits: tuple[float, float] | None = None, offset: tuple[float, float] | None = None) -> tuple:
+def heatmap_colormap(base: str = "inferno") -> Any:
+    """napari's ``base`` colormap with its lowest colour transparent: where no nucleus is counted the
+    slide shows through instead of a grey veil."""
+    from napari.utils.colormaps import AVAILABLE_COLORMAPS, Colormap
+
+    colours = np.array(AVAILABLE_COLORMAPS[base].colors, dtype=np.float32)
+    colours[0, 3] = 0.0
+    return Colormap(colours, name=f"{base} (zero transparent)")
+
+
+def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | None, *, name: str = HEATMAP, colormap: Any = None, contrast_limits: tuple[float, float] | None = None, offset: tuple[float, float] | None = None) -> tuple:
     """An Image ``LayerDataTuple`` for a grid map with ``cell_px`` level-0 px per cell.
 
     napari puts pixel *centres* at ``index * scale + translate``, so a cell of P
@@ -324,9 +334,9 @@ def heatmap_layer_data(values: np.ndarray, cell_px: float, slide_layer: Any | No
         "name": name,
         "scale": (p * s0y, p * s0x),
         "translate": (t0y + off_y * s0y, t0x + off_x * s0x),
-        "colormap": colormap,
+        "colormap": colormap if colormap is not None else heatmap_colormap(),
         "contrast_limits": limits,
-        "opacity": 0.5,
+        "opacity": 0.6,
         "blending": "translucent",
         "metadata": {"napari_histo_overlay": True, "cell_px": p},
         **units_kwargs(slide_layer),

@@ -145,6 +145,20 @@ def slide_layer_data(slide) -> LayerData:
     return (data, kwargs, "image")
 
 
+def _scale_bar_in_microns(layers: list[LayerData]) -> None:
+    """Show napari's scale bar in µm when a slide with a pixel size is opened into a viewer."""
+    if not any(layer[1].get("units") for layer in layers if len(layer) > 1):
+        return
+    try:
+        import napari
+
+        viewer = napari.current_viewer()
+        if viewer is not None:  # the bar takes its unit from the layers' (µm)
+            viewer.scale_bar.visible = True
+    except Exception:  # no viewer (scripts), or an older napari: the layer still opens
+        pass
+
+
 def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """Open each slide as a multiscale RGB image layer; errors become one notification."""
     from napari.utils.notifications import show_error, show_info
@@ -174,4 +188,5 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         from napari_histo._napari._reader_preference import prefer_this_reader
 
         prefer_this_reader()
+        _scale_bar_in_microns(layers)
     return layers or [(None,)]
