@@ -169,7 +169,7 @@ class NucleiPanel(QWidget):
         self.legend = QTableWidget(0, 2)
         self.legend.setHorizontalHeaderLabels(["type", "count"])
         self.legend.verticalHeader().setVisible(False)
-        self.legend.setMaximumHeight(160)
+        self._fit_legend()
         self.details = QTableWidget(0, 2)
         self.details.setHorizontalHeaderLabels(["measurement", "value"])
         self.details.verticalHeader().setVisible(False)
@@ -563,6 +563,14 @@ class NucleiPanel(QWidget):
             item.setBackground(QColor(*colour, 120))
             self.legend.setItem(r, 0, item)
             self.legend.setItem(r, 1, QTableWidgetItem(f"{count:,}"))
+        self._fit_legend()
+
+    def _fit_legend(self) -> None:
+        """Height for every row (up to 8, then it scrolls), so no type hides below the fold."""
+        rows = min(max(self.legend.rowCount(), 1), 8)
+        height = self.legend.horizontalHeader().sizeHint().height() + 2 * self.legend.frameWidth()
+        height += rows * self.legend.verticalHeader().defaultSectionSize()
+        self.legend.setFixedHeight(height)
 
     def legend_counts(self) -> dict[str, int]:
         """Type name -> count as shown in the legend."""
