@@ -135,7 +135,7 @@ def test_get_reader_takes_annotation_files_by_content(tmp_path):
 @pytest.mark.gui
 def test_annotation_files_open_aligned_with_the_slide(make_napari_viewer, synth_slides, tmp_path):
     from _analysis_data import synthetic_table
-    from napari.layers import Points, Shapes
+    from napari.layers import Labels, Points, Shapes
 
     from napari_histo.formats.geojson import write_geojson
     from napari_histo.formats.hovernet_json import write_hovernet_json
@@ -151,8 +151,15 @@ def test_annotation_files_open_aligned_with_the_slide(make_napari_viewer, synth_
     viewer.open(str(synth_slides["svs"]), plugin="napari-histo")  # 0.25 µm/px
     for path in (gj, hov):
         layers = viewer.open(str(path), plugin="napari-histo")
-        assert len(layers) == 1 and isinstance(layers[0], Points)
-        points = layers[0]
+        assert len(layers) == 2 and isinstance(layers[0], Labels) and isinstance(layers[1], Points)
+        outlines, points = layers
+        # outlines drawn where the nuclei are, one label per nucleus, coloured by type, in µm
+        np.testing.assert_allclose(outlines.scale, (0.25, 0.25))
+        assert len(np.unique(outlines.data)) - 1 == len(table)
+        first = table.iloc[0]
+        world = points.data_to_world(np.array([first["y"], first["x"]]))
+        r, c = np.round(np.asarray(outlines.world_to_data(world), float)).astype(int)[-2:]
+        assert outlines.data[r, c] > 0
         np.testing.assert_allclose(points.scale, (0.25, 0.25))  # level-0 px drawn on the slide in µm
         assert len(points.data) == len(table)
         np.testing.assert_allclose(np.sort(points.data[:, 1]), np.sort(table["x"].to_numpy()), atol=0.02)
@@ -206,3 +213,24 @@ def test_first_use_makes_napari_histo_the_reader_of_slides_without_replacing_a_c
         assert len(layers) == 1 and layers[0].multiscale and "slide_spec" in layers[0].metadata
     finally:
         plugins.extension2reader = saved
+
+
+@pytest.mark.gui
+def test_annotations_from_another_slide_warn_with_the_offset(make_napari_viewer, synth_slides, tmp_path, monkeypatch):
+    import napari.utils.notifications as notifications
+    from _analysis_data import synthetic_table
+
+    from napari_histo.formats.geojson import write_geojson
+
+    table = synthetic_table(4, spacing=40)
+    for col in ("x", "bbox_x0", "bbox_x1"):
+        table[col] = table[col] + 5000  # beyond the 1536-px-wide slide
+    table["contour"] = [c + np.float32([5000, 0]) for c in table["contour"]]
+    gj = write_geojson(table, tmp_path / "elsewhere.geojson")
+    messages: list[str] = []
+    monkeypatch.setattr(notifications, "show_warning", messages.append)
+    viewer = make_napari_viewer()
+    viewer.open(str(synth_slides["svs"]), plugin="napari-histo")
+    viewer.open(str(gj), plugin="napari-histo")
+    assert len(messages) == 1
+    assert "16 of 16 nuclei lie outside synthetic.svs" in messages[0] and "offset" in messages[0]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -350,13 +351,66 @@ def circle_polygon(cx: float, cy: float, r: float, n: int = 48) -> np.ndarray:
     return np.column_stack([cy + r * np.sin(t), cx + r * np.cos(t)])
 
 
+#: Largest extent (level-0 px) of imported nuclei drawn as outlines (int32 labels: 256 MB); beyond
+#: it the nuclei are shown as centroids only, with a notice.
+MAX_OUTLINE_PX = 64_000_000
+
+
+def outline_layer_data(table: pd.DataFrame, slide_layer: Any | None, name: str) -> tuple | None:
+    """Imported nucleus outlines as a Labels layer (contours, coloured by type) over the nuclei's
+    extent, or None when the table has no outlines or the extent is too large to paint."""
+    from napari_histo.formats.rasterize import paint_polygons
+
+    contours = [np.asarray(c, np.float64) for c in table["contour"]] if "contour" in table.columns else []
+    if not contours or not any(len(c) >= 3 for c in contours):
+        return None
+    x0, y0 = int(np.floor(table["bbox_x0"].min())), int(np.floor(table["bbox_y0"].min()))
+    x1, y1 = int(np.ceil(table["bbox_x1"].max())) + 1, int(np.ceil(table["bbox_y1"].max())) + 1
+    if (x1 - x0) * (y1 - y0) > MAX_OUTLINE_PX:
+        from napari.utils.notifications import show_info
+
+        show_info(f"{name}: {len(table):,} nuclei over {x1 - x0:,} × {y1 - y0:,} px: shown as centroids only "
+                  "(outlines are drawn up to 64 Mpx)")
+        return None
+    shifted = [c - np.array([x0, y0]) for c in contours]
+    labels, _ = paint_polygons(shifted, (y1 - y0, x1 - x0), edges="top-left", values=None)
+    ids = np.arange(1, len(table) + 1, dtype=np.int64)
+    keyed = table.assign(id=ids)
+    data, meta, kind = labels_layer_data(labels.astype(np.int32), keyed, slide_layer, name=name, origin=(x0, y0))
+    meta["metadata"]["imported_outlines"] = True
+    meta["opacity"] = 1.0
+    return data, meta, kind
+
+
+def _warn_if_off_slide(path: Any, table: pd.DataFrame, slide_layer: Any | None) -> None:
+    """Warn when most imported nuclei fall outside the open slide (a file from another slide, or
+    coordinates of another origin), with the offset that would bring them onto it."""
+    if slide_layer is None or not len(table):
+        return
+    height, width = level0_shape(slide_layer)
+    x, y = table["x"].to_numpy(float), table["y"].to_numpy(float)
+    outside = (x < 0) | (y < 0) | (x >= width) | (y >= height)
+    if outside.mean() <= 0.5:
+        return
+    from napari.utils.notifications import show_warning
+
+    dx = 0.0 if 0 <= x.min() and x.max() < width else (-x.min() if x.min() < 0 else width - 1 - x.max())
+    dy = 0.0 if 0 <= y.min() and y.max() < height else (-y.min() if y.min() < 0 else height - 1 - y.max())
+    show_warning(
+        f"{Path(path).name}: {int(outside.sum()):,} of {len(table):,} nuclei lie outside {slide_layer.name} "
+        f"({width:,} × {height:,} px); the file may belong to another slide, or use another origin "
+        f"(an offset of at least ({dx:+,.0f}, {dy:+,.0f}) px would bring them onto it)"
+    )
+
+
 def annotation_layers(path: str | os.PathLike, slide_layer: Any | None) -> list[tuple]:
     """``LayerDataTuple``s of an annotation file (QuPath GeoJSON, HoVer-Net JSON, Sedeen session,
     ImageScope or ASAP XML; format from the content), aligned with ``slide_layer``.
 
     Nuclei become a Points layer carrying the nucleus table (so density, hotspots and export
-    work on them); a file without nucleus outlines has its point annotations (manual counts)
-    taken as nuclei. Polygon regions become a Shapes layer that behaves like user ROIs.
+    work on them) and, when the file has outlines, a Labels layer drawing them coloured by type;
+    a file without nucleus outlines has its point annotations (manual counts) taken as nuclei.
+    Nuclei mostly outside the open slide raise a warning with the offset. Polygon regions become a Shapes layer that behaves like user ROIs.
 
     Raises
     ------
@@ -378,6 +432,10 @@ def annotation_layers(path: str | os.PathLike, slide_layer: Any | None) -> list[
     layers: list[tuple] = []
     nucleus_classes: set[str] = set()
     if table is not None and len(table):
+        _warn_if_off_slide(path, table, slide_layer)
+        outlines = outline_layer_data(table, slide_layer, name=f"{stem} outlines")
+        if outlines is not None:
+            layers.append(outlines)
         data, meta, kind = points_layer_data(table, slide_layer, name=f"{stem} nuclei")
         meta["metadata"]["nuclei_table"] = table
         layers.append((data, meta, kind))
