@@ -303,3 +303,29 @@ def test_panels_work_on_the_nuclei_layer_chosen_never_the_topmost(viewer, qtbot,
     qtbot.waitUntil(lambda: not job.running, timeout=30_000)
     assert job.error is None and analysis.density is not None
     assert seen == [len(imported)] == [25]
+
+
+def test_the_panel_and_the_command_line_give_the_same_nuclei(viewer, qtbot, sample_slide_path, tmp_path):
+    """Same slide, same model, same options object: identical nuclei, outlines and types."""
+    from napari_histo._napari._nuclei_panel import NucleiPanel
+    from napari_histo.cli import main
+    from napari_histo.engine.outputs import load_result
+
+    _, slide = open_with_slide_panel(viewer, sample_slide_path)
+    panel = NucleiPanel(viewer)
+    panel.scope_combo.setCurrentText("whole slide")
+    assert panel.model_combo.currentText().startswith("shipped default")
+    job = _run_nuclei(panel, qtbot, tmp_path / "panel", timeout=300_000)
+    assert job.error is None and not job.cancelled
+    assert main(["segment", "sample", "-o", str(tmp_path / "cli"), "--no-geojson", "--no-hovernet-json"]) == 0
+    cli = load_result(tmp_path / "cli" / "cmu-1-small-region")
+    gui = load_result(tmp_path / "panel")
+    # the same options; the panel states the layer's pixel size, which is the file's
+    assert gui.run["options"] == cli.run["options"] | {"mpp": gui.run["options"]["mpp"]}
+    assert gui.run["plan"] == cli.run["plan"]
+    a = gui.table.sort_values(["y", "x"]).reset_index(drop=True)
+    b = cli.table.sort_values(["y", "x"]).reset_index(drop=True)
+    assert len(a) == len(b) > 1000
+    for col in ("x", "y", "area_px", "type", "type_prob"):
+        np.testing.assert_array_equal(a[col].to_numpy(), b[col].to_numpy(), err_msg=col)
+    assert len(panel.table) == len(b)

@@ -297,8 +297,8 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                 if halo_um is not None and halo_um >= LARGEST_NUCLEUS_UM:
                     size += ", wider than nuclei other than giant cells"
                 warnings.append(
-                    f"{oversize} objects larger than the halo ({size}) touched a tile edge and "
-                    "were dropped; if they are nuclei, use a larger halo"
+                    f"{oversize} objects were wider than the overlap between tiles ({size}) and were dropped "
+                    "where they crossed a tile border; if they are nuclei, widen the overlap (--halo)"
                 )
             stats["dropped_too_large"] = too_large
             stats["dropped_at_tile_edge"] = oversize
