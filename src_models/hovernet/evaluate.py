@@ -285,7 +285,15 @@ def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[s
 
 
 def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict:
-    """Per-type detection/typing scores on the MoNuSAC images (training images: a fit, not validation)."""
+    """Coarse-class detection/typing scores on the MoNuSAC images (training images: a fit, not
+    validation). Ground truth and predictions are compared as coarse vocabulary ids (MoNuSAC has
+    epithelial = 3 and inflammatory = 2: lymphocytes, neutrophils, macrophages)."""
+    from scipy import ndimage as ndi
+
+    from src_models.hovernet.data import MONUSAC_COARSE, MONUSAC_TYPES
+
+    to_coarse = {MONUSAC_TYPES[name]: cid for name, cid in MONUSAC_COARSE.items()}
+    lut = coarse_lookup(seg.type_info)
     images = []
     root = Path(data_root)
     for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
@@ -293,13 +301,14 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
         _, table = segment_native(seg, rgb, mpp)
         ids = np.unique(inst)
         ids = ids[ids > 0]
-        from scipy import ndimage as ndi
-
         com = np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
-        t_types = np.array([int(np.bincount(types[inst == i].clip(0)).argmax()) for i in ids], np.int64)
-        images.append((com, t_types, table[["x", "y"]].to_numpy(), table["type"].to_numpy()))
-    out = type_scores(images, radius=radius_um / 0.19448, type_ids=[1, 2, 3, 4])
-    return {k: round(float(v), 4) for k, v in out.items()}
+        t_types = np.array([to_coarse.get(int(np.bincount(types[inst == i].clip(0)).argmax()), -1) for i in ids],
+                           np.int64)
+        p_types = np.array([lut.get(int(t), 0) for t in table["type"]], np.int64)
+        images.append((com, t_types, table[["x", "y"]].to_numpy(), p_types))
+    out = type_scores(images, radius=radius_um / 0.19448, type_ids=[2, 3], exhaustive=False)
+    return {"f1_d": round(float(out["f1_d"]), 4), "acc": round(float(out["acc"]), 4),
+            "f1_inflammatory": round(float(out["f1_type2"]), 4), "f1_epithelial": round(float(out["f1_type3"]), 4)}
 
 
 def evaluate(weights_dir: str | Path, data_root: str | Path, stems: list[str] | None = None,

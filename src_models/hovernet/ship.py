@@ -18,17 +18,80 @@ from src_models.hovernet.config import TrainConfig
 # Lazy imports: torch is imported inside the functions that use it (directly or through the
 # modules named there): only the code paths that use them pay for loading.
 
-LICENCES = """\
-| data | use in this model | licence |
-|---|---|---|
-| MoNuSeg 2018 (13 training tiles + 5 of the 10 test tiles; 5 test tiles held out) | np/hv branches | CC BY-NC-SA 4.0 (non-commercial) |
-| CPM-15 (12 images; image04 excluded: its mask does not match the image) | np/hv branches | none stated, research use only |
-| MoNuSAC 2020 (3 sub-images of TCGA-5P-A9K0) | np/hv branches and the type branch | CC BY-NC-SA 4.0 (non-commercial) |
-| CRCHistoPhenotypes 2016 (7 images, points) | typing evaluation only (never trained on) | research use only |
+#: One row per dataset of the recipe's ``sources`` (and CRCHisto, always evaluation only).
+LICENCE_ROWS = {
+    "monuseg": "| MoNuSeg 2018 (13 training tiles + 5 of the 10 test tiles; 5 test tiles held out) | np/hv branches "
+               "| CC BY-NC-SA 4.0 (non-commercial) |",
+    "cpm15": "| CPM-15 (12 images; image04 excluded: its mask does not match the image) | np/hv branches "
+             "| none stated, research use only |",
+    "monusac": "| MoNuSAC 2020 (3 sub-images of TCGA-5P-A9K0; only its four outlined classes, so unmarked "
+               "pixels are not taken as background) | np/hv branches and the type branch | CC BY-NC-SA 4.0 "
+               "(non-commercial) |",
+    "consep": "| CoNSeP training split (22 of its 27 colorectal images, 256² JPEG crops; 5 images held out for "
+              "validation) | np/hv branches and the type branch (all four classes) | TIA Centre, research use "
+              "only |",
+}
+CRCHISTO_ROW = ("| CRCHistoPhenotypes 2016 (7 images, points) | typing evaluation only (never trained on) "
+                "| research use only |")
 
-**The weights are derived from these data and inherit their terms: non-commercial,
-research use only.** Cite Kumar et al. (IEEE TMI 2017/2020), Verma et al. (IEEE TMI 2021),
-Sirinukunwattana et al. (IEEE TMI 2016) and Graham et al. (MedIA 2019, HoVer-Net)."""
+
+def licences(cfg: TrainConfig) -> str:
+    """The card's data and licence table for the recipe's sources."""
+    rows = [LICENCE_ROWS[src] for src in cfg.sources if src in LICENCE_ROWS]
+    cite = "Kumar et al. (IEEE TMI 2017/2020), Verma et al. (IEEE TMI 2021), Sirinukunwattana et al. (IEEE TMI 2016)"
+    return "\n".join([
+        "| data | use in this model | licence |",
+        "|---|---|---|",
+        *rows,
+        CRCHISTO_ROW,
+        "",
+        "**The weights are derived from these data and inherit their terms: non-commercial,",
+        f"research use only.** Cite {cite} and Graham et al. (MedIA 2019, HoVer-Net; CoNSeP).",
+    ])
+
+
+def _vocabulary_lines(cfg: TrainConfig) -> list[str]:
+    if cfg.type_scheme == "coarse":
+        return [
+            "The four coarse classes of the product's vocabulary (`docs/TYPES.md`), with CoNSeP's ids: "
+            "every typed source is mapped into them by name (MoNuSAC's lymphocyte, neutrophil and "
+            "macrophage become inflammatory). CoNSeP labels all four; MoNuSAC only epithelial and "
+            "inflammatory; MoNuSeg and CPM-15 nuclei are \"unknown type\" and masked out of the type loss "
+            "(a plain masked loss over one shared label set).",
+        ]
+    return [
+        "Only MoNuSAC carries type labels (epithelial 329, lymphocyte 299, macrophage 7, neutrophil 5",
+        "nuclei in 3 images of one patient); MoNuSeg/CPM nuclei are \"unknown type\" and masked out",
+        "of the type loss. \"epithelial\" covers neoplastic and non-neoplastic epithelium. Nuclei of",
+        "other kinds (fibroblasts, endothelium, plasma cells...) are forced into one of these 4 names:",
+        "**treat the type column as indicative only.**",
+    ]
+
+
+def _consep_lines(val: dict, previous: dict | None) -> list[str]:
+    c = val.get("consep_validation")
+    if not c:
+        return []
+    keys = ["f1_d", "f1_epithelial", "f1_inflammatory", "f1_spindle", "f1_other", "pq", "aji", "dice"]
+    head = ["F1 detection", "F1 epithelial", "F1 inflammatory", "F1 spindle", "F1 other", "PQ", "AJI", "Dice"]
+    lines = [
+        "",
+        f"## Validation on CoNSeP (this project's split by image: {', '.join(c['images'])}; "
+        f"{c['crops']} crops, never trained on)",
+        "",
+        "Instance metrics per crop, averaged; detection and class F1 pooled over the crops as HoVer-Net's "
+        "`compute_stats` does (centroids paired within 12 px, class F1 with the published weighting). "
+        "Command: `python -m src_models.hovernet.evaluate WEIGHTS --consep`.",
+        "",
+        "| model | " + " | ".join(head) + " |",
+        "|---|" + "---|" * len(head),
+        "| this model | " + " | ".join(_fmt(c.get(k, "–")) for k in keys) + " |",
+    ]
+    if previous and previous.get("consep_validation"):
+        p = previous["consep_validation"]
+        lines.append(f"| {previous.get('label', 'previous release')} | " + " | ".join(_fmt(p.get(k, "–")) for k in keys) + " |")
+    lines.append("| HoVer-Net, published (CoNSeP test split, full images) | 0.748 | 0.635 | 0.631 | 0.566 | 0.426 | 0.547 | 0.571 | 0.853 |")
+    return lines
 
 
 def _fmt(v) -> str:
@@ -135,11 +198,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         lines.append(f"| {i} | {name} | {tuple(col)} | {uni} |")
     lines += [
         "",
-        "Only MoNuSAC carries type labels (epithelial 329, lymphocyte 299, macrophage 7, neutrophil 5",
-        "nuclei in 3 images of one patient); MoNuSeg/CPM nuclei are \"unknown type\" and masked out",
-        "of the type loss. \"epithelial\" covers neoplastic and non-neoplastic epithelium. Nuclei of",
-        "other kinds (fibroblasts, endothelium, plasma cells...) are forced into one of these 4 names:",
-        "**treat the type column as indicative only.**",
+        *_vocabulary_lines(cfg),
         "",
         "## Training",
         *(["- Fine-tuned from earlier weights of this network (`init_weights` in train_config.json; "
@@ -153,7 +212,9 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         f"after a {(m.input_size - m.output_size) // (2 * m.internal_downsample)} px margin), seed {cfg.seed}.",
         f"- Losses (weights): {json.dumps(cfg.loss_weights)}.",
         "- Augmentation: rotation ±180°, scale 0.85-1.15, shear ±5° (p 0.5), flips/rot90, HED "
-        "stain jitter, brightness/contrast/saturation, blur or noise.",
+        "stain jitter, brightness/contrast/saturation, blur or noise"
+        + (f", JPEG compression at quality 30-90 (p {cfg.jpeg_p})." if cfg.jpeg_p else "."),
+        *([f"- Sampling: share of patches per source {json.dumps(cfg.source_weights)}."] if cfg.source_weights else []),
         f"- Budget{' of the fine-tuning run' if cfg.init_weights else ''}: {log_done.get('iter')} iterations "
         f"in {log_done.get('elapsed_s', 0) / 60:.0f} min on a "
         f"shared 2-core CPU ({cfg.threads} torch thread{'s' if cfg.threads != 1 else ''}), no GPU. This is a very short schedule: numbers below "
@@ -163,7 +224,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "",
         "## Data and licences",
         "",
-        LICENCES,
+        licences(cfg),
         "",
         "## Validation (held-out MoNuSeg test tiles, whole images, never trained on)",
         "",
@@ -189,6 +250,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
               f"**{'met' if mean['pq'] >= 0.60 and mean['aji'] >= 0.62 else 'not met'}** "
               f"(PQ {_fmt(mean['pq'])}, AJI {_fmt(mean['aji'])})."]
     lines += _previous_lines(val, previous)
+    lines += _consep_lines(val, previous)
     if "crchisto_coarse" in val:
         c = val["crchisto_coarse"]
         lines += [
@@ -202,9 +264,8 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
                "Figures: `python -m src_models.hovernet.evaluate DIR --typing-only [--type-rule official]`.", ""]
               if val.get("type_rule") == "nucleus" else []),
             "- **CRCHistoPhenotypes** (7 images, 20× ≈0.55 µm/px, point labels, never trained on; matching",
-            "  radius 6 px; predictions mapped to coarse epithelial / inflammatory = lymphocyte +",
-            "  neutrophil + macrophage; fibroblast and 'others' are not in the vocabulary, so their F1 is 0",
-            "  by construction): "
+            "  radius 6 px; predictions mapped through the coarse classes: epithelial, inflammatory,",
+            "  fibroblast = spindle, others = other; a model without a class scores 0 on it): "
             f"F1_detection {_fmt(c.get('f1_d'))}, type accuracy on labelled matches {_fmt(c.get('acc'))}, "
             f"F1 epithelial {_fmt(c.get('f1_type1'))}, F1 inflammatory {_fmt(c.get('f1_type2'))}, "
             f"F1 fibroblast {_fmt(c.get('f1_type3'))}, F1 others {_fmt(c.get('f1_type4'))}.",
@@ -213,7 +274,8 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         c, pc = val["crchisto_coarse"], previous["crchisto_coarse"]
         lines.append(
             f"  Previous release: F1_detection {_fmt(pc.get('f1_d'))}, type accuracy {_fmt(pc.get('acc'))}, "
-            f"F1 epithelial {_fmt(pc.get('f1_type1'))}, F1 inflammatory {_fmt(pc.get('f1_type2'))}"
+            f"F1 epithelial {_fmt(pc.get('f1_type1'))}, F1 inflammatory {_fmt(pc.get('f1_type2'))}, "
+            f"F1 fibroblast {_fmt(pc.get('f1_type3'))}, F1 others {_fmt(pc.get('f1_type4'))}"
             + (" — **typing on these never-trained-on images got worse** while the MoNuSAC fit below "
                "improved (most likely the type branch over-fitting the 3 MoNuSAC images of one patient)."
                if c.get("acc", 0) < pc.get("acc", 0) - 0.02 else ".")
@@ -222,9 +284,10 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         s = val["monusac_train_fit"]
         lines += [
             "- **MoNuSAC** (the 3 images are TRAINING images: with one patient and 3 images, holding one",
-            "  out would remove a class entirely, so MoNuSAC typing is NOT validated; this is a fit):",
-            f"  F1_detection {_fmt(s.get('f1_d'))}, acc {_fmt(s.get('acc'))}, F1 epithelial {_fmt(s.get('f1_type1'))}, "
-            f"lymphocyte {_fmt(s.get('f1_type2'))}, neutrophil {_fmt(s.get('f1_type3'))}, macrophage {_fmt(s.get('f1_type4'))}.",
+            "  out would remove a class entirely, so MoNuSAC typing is NOT validated; this is a fit; coarse",
+            "  classes): "
+            f"F1_detection {_fmt(s.get('f1_d'))}, acc {_fmt(s.get('acc'))}, F1 epithelial {_fmt(s.get('f1_epithelial'))}, "
+            f"F1 inflammatory {_fmt(s.get('f1_inflammatory'))}.",
         ]
     lines += ["", "## Inference speed", ""]
     if bench:
@@ -260,7 +323,10 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         "## Limitations",
         f"- Trained{' (last run)' if cfg.init_weights else ''} for {log_done.get('elapsed_s', 0) / 60:.0f} min "
         "on a shared 2-core CPU; see the numbers above before relying on it.",
-        "- H&E only; 20×/40× brightfield. Typing is limited to 4 names learned from 3 images of one patient.",
+        "- H&E only; 20×/40× brightfield. "
+        + ("Typing: four coarse classes learned mostly from colorectal tissue (CoNSeP) and 3 MoNuSAC images; "
+           "'other' has few examples (432 of 18,216 CoNSeP nuclei)." if cfg.type_scheme == "coarse" else
+           "Typing is limited to 4 names learned from 3 images of one patient."),
         "- Research / non-commercial use only (data licences above).",
         "",
     ]
