@@ -5,7 +5,9 @@ user would (open the sample slide, segment nuclei in the current view with the s
 model, density and hotspots, export) and saves window screenshots to ``docs/images/``. One
 command regenerates them all (e.g. after new weights land in ``resources/weights/``)::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py
+    xvfb-run -a -s "-screen 0 1366x768x24" .venv/bin/python scripts/screenshots.py
+
+The window is a 1366 × 768 laptop screen with the panels docked as napari docks them.
 
 ``--model`` takes what ``napari-histo segment --model`` takes: ``default`` (the shipped compact
 HoVer-Net, the default here), ``classical``, or a HoVer-Net checkpoint file or weights folder.
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 1000)
+    viewer.window._qt_window.resize(1366, 768)
 
     def settle() -> None:
         for _ in range(10):
@@ -122,14 +124,19 @@ def main(argv: list[str] | None = None) -> int:
         _shrink_png(path)
         print("wrote", path)
 
-    _, slide_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Slide")
+    def dock(name: str):
+        """Dock a panel as napari does (a scroll area around it); returns (dock widget, panel)."""
+        _, scroll = viewer.window.add_plugin_dock_widget("napari-histo", name)
+        return scroll, scroll.panel
+
+    slide_dock, slide_panel = dock("Slide")
     slide_panel.open_path(str(sample_slide_path()))
     slide = _layers.find_slide_layer(viewer)
     slide_panel.tissue_box.setChecked(True)
     shot("01_slide_panel.png")
     slide_panel.tissue_box.setChecked(False)
 
-    _, nuclei_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Nuclei")
+    nuclei_dock, nuclei_panel = dock("Nuclei")
     viewer.layers.selection.active = slide
     _choose_model(nuclei_panel, args.model)
     run_dir = Path(tempfile.mkdtemp(prefix="napari-histo-screens-"))
@@ -148,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     shot("02_nuclei_panel.png")
     points.selected_data = set()
 
-    _, analysis_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Density & hotspots")
+    analysis_dock, analysis_panel = dock("Density & hotspots")
     analysis_panel.radius.setValue(30.0)
     analysis_panel.k.setValue(3)
     analysis_panel.run()
@@ -158,16 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     analysis_panel.go_to(0)
     shot("04_hotspot_go.png")
 
-    _, export_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Export & import")
+    export_dock, export_panel = dock("Export & import")
     for kind, edit in export_panel.paths.items():
         edit.setText(str(run_dir / Path(edit.text()).name))
         export_panel.checks[kind].setChecked(True)
     export_panel.export()
     shot("05_export_panel.png")
 
-    _, magnification_panel = viewer.window.add_plugin_dock_widget("napari-histo", "Magnification")
-    viewer.window.remove_dock_widget(export_panel)
-    viewer.window.remove_dock_widget(analysis_panel)
+    _, magnification_panel = dock("Magnification")
+    window = viewer.window._qt_window
+    print(f"window with all five panels docked: {window.width()} x {window.height()} px")
+    shot("07_all_panels_1366x768.png")
+    viewer.window.remove_dock_widget(export_dock)
+    viewer.window.remove_dock_widget(analysis_dock)
     magnification_panel.scope.setCurrentText("whole layer")
     magnification_panel.predict()
     print("magnification:", magnification_panel.result_label.text().replace("\n", " | "))
