@@ -384,3 +384,31 @@ def test_unwritable_output_is_a_clear_error(result_dir, tmp_path, capsys):
     assert main(["density", str(result_dir), "--radius-px", "40", "-o", str(blocker / "d.png")]) == 1
     err = capsys.readouterr().err
     assert "not_a_folder" in err and "Traceback" not in err
+
+
+def test_import_masks_take_the_image_size(tmp_path, capsys):
+    """Masks line up with the image: its size from --image or from the session, never silently
+    the objects' extent (which shifts every mask by the extent's origin)."""
+    from napari_histo.formats.sedeen import write_sedeen
+    from napari_histo.utils import sample_slide_path
+
+    table = synthetic_table(3, spacing=40)
+    table["x"] += 500
+    table["bbox_x0"] += 500
+    table["bbox_x1"] += 500
+    table["contour"] = [c + np.float32([500, 0]) for c in table["contour"]]
+    session = write_sedeen(table, tmp_path / "s.session.xml", dimensions=(2220, 2967), mpp=0.499, slide_name="x.svs")
+    out = tmp_path / "m.npz"
+    assert main(["import", str(session), "-o", str(out)]) == 0
+    z = np.load(out)
+    assert z["inst"].shape == (2967, 2220) and tuple(z["region"]) == (0, 0, 2220, 2967)
+    first = table.iloc[0]
+    assert z["inst"][int(round(first["y"])), int(round(first["x"]))] > 0  # the mask sits where the nucleus is
+    assert main(["import", str(session), "-o", str(out), "--image", str(sample_slide_path())]) == 0
+    assert np.load(out)["inst"].shape == (2967, 2220)
+    gj = tmp_path / "n.geojson"
+    from napari_histo.formats.geojson import write_geojson
+
+    write_geojson(table, gj)
+    assert main(["import", str(gj), "-o", str(out)]) == 0
+    assert "give --image or --region" in capsys.readouterr().out

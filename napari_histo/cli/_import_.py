@@ -21,7 +21,11 @@ def register(subparsers) -> argparse.ArgumentParser:
         "level-0 region as .npz (arrays 'inst', 'type', 'type_info' JSON) or .tif (2 pages).",
     )
     parser.add_argument("annotation", help="annotation file")
-    parser.add_argument("--region", default=None, help="x,y,w,h in level-0 px (default: the extent of the objects)")
+    parser.add_argument("--region", default=None,
+                        help="x,y,w,h in level-0 px (default: the whole image: its size from --image, else from a "
+                             "Sedeen session's image dimensions, else the extent of the objects)")
+    parser.add_argument("--image", default=None, metavar="SLIDE_OR_IMAGE",
+                        help="the image the annotations were drawn on: the masks get its size")
     parser.add_argument("-o", "--output", required=True, help="MASKS.npz or MASKS.tif")
     parser.add_argument("--colours", default=None, help="Sedeen class<->colour table JSON (default: the shipped table)")
     parser.add_argument("--type-info", default=None, help="type_info.json mapping class names to ids (GeoJSON/HoVer-Net/ImageScope)")
@@ -50,7 +54,10 @@ def load_shapes(path, kind: str, colours=None, type_info=None, strict: bool = Fa
         for k, s in enumerate(shapes, start=1):
             s.instance_id = k
         info = {"0": ["background", [0, 0, 0]]} | {str(k): [n, list(int(c[i:i + 2], 16) for i in (1, 3, 5))] for k, (n, c) in sorted(classes.items())}
-        return shapes, info, [], session.to_table(colours)
+        table = session.to_table(colours)
+        if session.dimensions:
+            table.attrs["image_dimensions"] = tuple(int(v) for v in session.dimensions)
+        return shapes, info, [], table
     if kind == "imagescope":
         try:
             from napari_histo.formats.imagescope import read_imagescope
@@ -127,11 +134,23 @@ def handler(args: argparse.Namespace) -> int:
     colours = SedeenColourTable.load(args.colours) if args.colours else None
     kind = detect_format(src)
     shapes, info, negative, table = load_shapes(src, kind, colours, type_info, strict=args.strict)
+    declared = table.attrs.get("image_dimensions") if table is not None else None
     if args.region:
         try:
             region = parse_region(args.region)
         except ValueError as exc:
             raise HistoError(f"--region: {exc}") from None
+    elif args.image:
+        from napari_histo.slide import open_slide
+        from napari_histo.utils import check_input_file
+
+        check_input_file(Path(args.image), "image")
+        with open_slide(args.image) as slide:
+            width, height = (int(v) for v in slide.dimensions)
+        region = (0, 0, width, height)
+    elif declared:
+        region = (0, 0, int(declared[0]), int(declared[1]))
+        print(f"{src.name}: masks of the image's size {declared[0]} x {declared[1]} (from the session)")
     else:
         pts = [np.asarray(s.points).reshape(-1, 2) for s in shapes]
         if not pts:
@@ -140,6 +159,8 @@ def handler(args: argparse.Namespace) -> int:
         x0, y0 = np.floor(allp.min(0)).astype(int) - int(args.point_radius) - 1
         x1, y1 = np.ceil(allp.max(0)).astype(int) + int(args.point_radius) + 2
         region = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+        print(f"{src.name}: the file does not state its image's size: masks cover the objects' extent {region} "
+              "(x, y, w, h); give --image or --region for the whole image")
     if region[2] * region[3] > MAX_PIXELS:
         raise HistoError(f"region {region[2]} x {region[3]} px is too large; give a smaller --region")
     inst, typ = rasterize_shapes(shapes, region, point_radius=args.point_radius)
