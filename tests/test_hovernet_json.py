@@ -54,3 +54,29 @@ def test_clean_errors(tmp_path, text):
     path.write_text(text)
     with pytest.raises(AnnotationFormatError, match="bad.json"):
         read_hovernet_json(path)
+
+
+def test_integer_contours_draw_as_the_official_notebook_draws_them(tmp_path):
+    """The official notebook draws ``cv2.drawContours(img, [np.array(contour)], ...)``, which needs
+    int32 points; integer contours give those, and fill the same nucleus."""
+    import json
+
+    from _analysis_data import synthetic_table
+    from skimage.draw import polygon as fill_polygon
+
+    from napari_histo.formats.hovernet_json import write_hovernet_json
+
+    table = synthetic_table(3, spacing=40)
+    path = write_hovernet_json(table, tmp_path / "int.json", integer_contours=True)
+    nuc = json.loads(path.read_text())["nuc"]
+    for (key, entry), (_, row) in zip(nuc.items(), table.iterrows(), strict=True):
+        pts = np.asarray(entry["contour"])
+        assert pts.dtype.kind == "i" and pts.shape[1] == 2  # what cv2 accepts as a contour
+        exact = np.zeros((200, 200), bool)
+        exact[fill_polygon(row["contour"][:, 1] + 0.5, row["contour"][:, 0] + 0.5, exact.shape)] = True
+        drawn = np.zeros_like(exact)
+        drawn[fill_polygon(pts[:, 1] + 0.5, pts[:, 0] + 0.5, drawn.shape)] = True
+        assert (exact & drawn).sum() / (exact | drawn).sum() > 0.8, key
+    # the default keeps the exact half-pixel outline
+    default = json.loads(write_hovernet_json(table, tmp_path / "f.json").read_text())["nuc"]
+    assert any(isinstance(v, float) for v in next(iter(default.values()))["contour"][0])

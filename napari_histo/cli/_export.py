@@ -31,6 +31,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--colours", default=None, help="Sedeen class<->colour table JSON (default: the types' colours)")
     parser.add_argument("--hovernet-json", nargs="?", const="", default=None, metavar="FILE",
                         help="HoVer-Net JSON (default RESULT_DIR/<stem>.json)")
+    parser.add_argument("--integer-contours", action="store_true",
+                        help="HoVer-Net JSON contours in whole pixels, as the official code writes them (its notebook "
+                             "and visualize_instances_dict draw only those)")
     parser.add_argument("--csv", nargs="?", const="", default=None, metavar="FILE",
                         help="per-nucleus measurements CSV (default RESULT_DIR/<stem>_nuclei.csv)")
     parser.add_argument("--overwrite", action="store_true",
@@ -80,7 +83,8 @@ def handler(args: argparse.Namespace) -> int:
     if args.hovernet_json is not None:
         from napari_histo.formats.hovernet_json import write_hovernet_json
 
-        path = write_hovernet_json(table, output(args.hovernet_json, result.folder / f"{stem}.json"))
+        path = write_hovernet_json(table, output(args.hovernet_json, result.folder / f"{stem}.json"),
+                                   integer_contours=args.integer_contours)
         print(f"HoVer-Net JSON -> {path}")
     if args.csv is not None:
         from napari_histo.formats.csv import write_csv

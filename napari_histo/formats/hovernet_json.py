@@ -45,8 +45,15 @@ PANNUKE_TYPE_INFO = {
 _DUMPS = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 
 
-def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float | None = None) -> Path:
-    """Write a nucleus table as HoVer-Net JSON (level-0 px; ``mag`` recorded as given, None in tile mode)."""
+def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float | None = None,
+                        integer_contours: bool = False) -> Path:
+    """Write a nucleus table as HoVer-Net JSON (level-0 px; ``mag`` recorded as given, None in tile mode).
+
+    ``integer_contours`` writes every contour vertex as whole pixels (``floor(v + 0.5)``, within half a
+    pixel of the outline), as the official code's ``cv2.findContours`` gives them: the official
+    notebook's ``cv2.drawContours`` and ``visualize_instances_dict`` need int32 points and fail on
+    the default half-pixel float outlines ("npoints > 0").
+    """
     validate_table(table)
     path = Path(path)
     info = table_type_info(table).to_json_dict()
@@ -61,10 +68,12 @@ def write_hovernet_json(table: pd.DataFrame, path: str | os.PathLike, mag: float
             sub = table.iloc[start : start + chunk]
             contours = [np.asarray(c, np.float64).reshape(-1, 2) for c in sub["contour"]]
             lengths = np.array([len(c) for c in contours], np.int64)
-            coords = np.round(np.concatenate(contours), 2) if lengths.sum() else np.zeros((0, 2))
+            coords = np.concatenate(contours) if lengths.sum() else np.zeros((0, 2))
             if not np.isfinite(coords).all():
                 raise ValueError("contour with non-finite coordinates")
-            blob, off = vertex_rows(coords, 2) if len(coords) else (b"", np.zeros(1, np.int64))
+            decimals = 0 if integer_contours else 2
+            coords = np.floor(coords + 0.5) if integer_contours else np.round(coords, 2)
+            blob, off = vertex_rows(coords, decimals) if len(coords) else (b"", np.zeros(1, np.int64))
             text = blob.decode("ascii")
             starts = np.zeros(len(sub), np.int64)
             np.cumsum(lengths[:-1], out=starts[1:])
