@@ -60,12 +60,18 @@ def _annotation_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Suffixes of the annotation formats; anything else is read as a slide (no pandas loaded).
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".gz")
+
+
 def handler(args: argparse.Namespace) -> int:
-    from napari_histo.formats.auto import looks_like_annotations
     from napari_histo.slide import open_slide
 
-    if looks_like_annotations(args.slide):
-        return _annotation_info(args)
+    if str(args.slide).lower().endswith(ANNOTATION_SUFFIXES):
+        from napari_histo.formats.auto import looks_like_annotations
+
+        if looks_like_annotations(args.slide):
+            return _annotation_info(args)
 
     with open_slide(args.slide, backend=args.backend) as slide:
         info = slide.metadata()

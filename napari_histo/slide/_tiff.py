@@ -76,9 +76,10 @@ class TiffBackend:
 
     def __init__(self, path: str | os.PathLike):
         import tifffile
-        import zarr
 
         self.path = str(path)
+        self._store = None
+        self._arrays: list | None = None  # zarr arrays, opened on the first pixel read
         try:
             with _quiet_tifffile():
                 self._tif = tifffile.TiffFile(self.path)
@@ -99,14 +100,7 @@ class TiffBackend:
                     f"image shape {self._series.shape} ({self._series.axes}) is not a 2-D "
                     "grey or RGB slide",
                 )
-            self._store = self._series.aszarr()
-            node = zarr.open(self._store, mode="r")
-            if isinstance(node, zarr.Group):
-                keys = sorted((k for k in node.array_keys() if k.isdigit()), key=int)
-                self._arrays = [node[k] for k in keys]
-            else:
-                self._arrays = [node]
-            if not self._arrays:
+            if not self._series.levels:
                 raise InputFileError(self.path, "the TIFF holds no pyramid level")
             self._lock = threading.Lock()
             self._check_data_inside_file()
@@ -132,7 +126,7 @@ class TiffBackend:
     def _init_metadata(self) -> None:
         tif = self._tif
         page = self._series.levels[0].keyframe if hasattr(self._series.levels[0], "keyframe") else tif.pages[0]
-        self.level_dimensions = [(int(a.shape[1]), int(a.shape[0])) for a in self._arrays]
+        self.level_dimensions = [(int(level.shape[1]), int(level.shape[0])) for level in self._series.levels]
         width0 = self.level_dimensions[0][0]
         height0 = self.level_dimensions[0][1]
         self.level_downsamples = [
@@ -190,10 +184,35 @@ class TiffBackend:
         raise KeyError(name)
 
     # -- pixels ---------------------------------------------------------------------------
+    def _level_arrays(self) -> list:
+        """The levels as zarr arrays over tifffile's store, opened once, on the first pixel read
+        (metadata alone, e.g. ``napari-histo info``, never loads zarr)."""
+        if self._arrays is not None:
+            return self._arrays
+        import zarr
+
+        with self._lock:
+            if self._arrays is None:
+                try:
+                    self._store = self._series.aszarr()
+                    node = zarr.open(self._store, mode="r")
+                except Exception as exc:
+                    raise InputFileError(self.path, f"cannot read TIFF structure ({exc})") from exc
+                if isinstance(node, zarr.Group):
+                    keys = sorted((k for k in node.array_keys() if k.isdigit()), key=int)
+                    arrays = [node[k] for k in keys]
+                else:
+                    arrays = [node]
+                if len(arrays) != len(self._series.levels):
+                    raise InputFileError(self.path, f"the TIFF's zarr view has {len(arrays)} levels, its "
+                                                    f"series {len(self._series.levels)}")
+                self._arrays = arrays
+        return self._arrays
+
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB uint8 (height, width, 3) at level pixels; the box lies inside the level. A tile that
         cannot be decoded is an :class:`InputFileError` naming the file and the place."""
-        array = self._arrays[level]
+        array = self._level_arrays()[level]
         try:
             if array.ndim == 2:
                 return _rgb(array[y : y + height, x : x + width])
