@@ -166,7 +166,7 @@ def _regionprops_table(labels):
     for p in regionprops(labels):
         y0, x0, y1, x1 = p.bbox
         rows.append((p.label, p.centroid[1], p.centroid[0], x0, y0, x1, y1, p.area,
-                     p.eccentricity, p.solidity))
+                     p.eccentricity))
     return np.array(rows, np.float64)
 
 
@@ -176,9 +176,15 @@ def test_vectorised_measurement_matches_regionprops(monuseg_gt):
     validate_table(table)
     ref = _regionprops_table(labels)
     got = table[["id", "x", "y", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area_px",
-                 "eccentricity", "solidity"]].to_numpy(np.float64)
+                 "eccentricity"]].to_numpy(np.float64)
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+    # solidity of the outline polygon (QuPath's) is within 0.04 of regionprops' pixel-count one
+    from skimage.measure import regionprops
+
+    pixel_solidity = np.array([p.solidity for p in regionprops(labels)])
+    assert np.abs(table["solidity"].to_numpy() - pixel_solidity).max() < 0.04
+    assert (table["solidity"] <= 1.0).all()
     # perimeter and circularity are those of the exact 0.5 iso-line polygon (QuPath's ROI measures)
     from shapely.geometry import Polygon
     from skimage.measure import find_contours
@@ -189,6 +195,7 @@ def test_vectorised_measurement_matches_regionprops(monuseg_gt):
         poly = Polygon(ring[:, ::-1])
         assert row.perimeter_px == pytest.approx(poly.length, rel=1e-9)
         assert row.circularity == pytest.approx(min(1.0, 4 * np.pi * poly.area / poly.length**2), rel=1e-9)
+        assert row.solidity == pytest.approx(min(1.0, poly.area / poly.convex_hull.area), rel=1e-9)
     # contours lie on the instance boundary and inside its bbox
     for row in table.head(50).itertuples():
         c = row.contour
