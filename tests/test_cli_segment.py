@@ -234,3 +234,25 @@ def test_an_image_without_pixel_size_is_refused_with_the_ways_to_give_one(tmp_pa
     assert "camera.png" in err and "pixel size" in err
     assert "--mpp VALUE" in err and "--mpp predict" in err and "--mpp objective" in err
     assert not (tmp_path / "out" / "camera" / "nuclei.parquet").exists()
+
+
+def test_a_folder_as_input_runs_every_image_inside(tmp_path, capsys):
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    with open_slide(sample_slide_path()) as slide:
+        for i, x in enumerate((1000, 1300)):
+            Image.fromarray(slide.read_region((x, 1200), (160, 160))).save(folder / f"tile{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    rc = main(["segment", str(folder), "-o", str(tmp_path / "out"), "--model", "classical", "--mpp", "0.5",
+               "--no-geojson", "--no-hovernet-json"])
+    assert rc == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["tile0", "tile1"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["segment", str(empty), "-o", str(tmp_path / "o2")]) == 1
+    assert "folder holds no slide or image file" in capsys.readouterr().err

@@ -28,7 +28,8 @@ def register(subparsers) -> argparse.ArgumentParser:
             "QuPath GeoJSON / HoVer-Net JSON. Input 'sample' (or --sample) is the shipped slide."
         ),
     )
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="slide or image files ('sample' = shipped slide)")
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
+                        help="slide or image files, or folders of them ('sample' = shipped slide)")
     parser.add_argument("-o", "--outdir", required=True, type=Path, help="output folder")
     parser.add_argument("--sample", action="store_true", help="also run on the shipped CMU-1-Small-Region slide")
     parser.add_argument("--model", default="default",
@@ -146,7 +147,20 @@ def _roi(value: str | None, class_name: str | None = None):
 def _inputs(args) -> list[Path]:
     from napari_histo.utils import HistoError, check_input_file, sample_slide_path
 
-    paths = [sample_slide_path() if str(p) == "sample" else Path(p) for p in args.inputs]
+    paths = []
+    for given in args.inputs:
+        path = sample_slide_path() if str(given) == "sample" else Path(given)
+        if path.is_dir():  # a folder: every slide or image inside it (not its sub-folders)
+            from napari_histo.slide._slide import SUPPORTED_EXTENSIONS
+
+            found = sorted(p for p in path.iterdir() if p.is_file() and _stem(p) != p.name
+                           and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+            if not found:
+                raise HistoError(f"{path}: folder holds no slide or image file "
+                                 f"({', '.join(sorted(SUPPORTED_EXTENSIONS))})")
+            paths.extend(found)
+        else:
+            paths.append(path)
     if args.sample:
         paths.append(sample_slide_path())
     if not paths:
