@@ -256,3 +256,30 @@ def test_a_folder_as_input_runs_every_image_inside(tmp_path, capsys):
     empty.mkdir()
     assert main(["segment", str(empty), "-o", str(tmp_path / "o2")]) == 1
     assert "folder holds no slide or image file" in capsys.readouterr().err
+
+
+def test_hovernet_tile_outputs_mat_and_overlay(sample_run, tmp_path):
+    from PIL import Image
+    from scipy.io import loadmat
+
+    rc, folder = sample_run
+    x, y, w, h = ROI
+    region = f"{x},{y},{w},{h}"
+    assert main(["export", str(folder), "--mat", str(tmp_path / "t.mat"), "--overlay", str(tmp_path / "t.png"),
+                 "--region", region]) == 0
+    table = load_result(folder).table
+    mat = loadmat(tmp_path / "t.mat")
+    n = int(mat["inst_uid"].shape[0])
+    assert mat["inst_map"].shape == (h, w) and mat["inst_uid"].shape == (n, 1) and n > 20
+    assert set(np.unique(mat["inst_map"])) - {0} == set(range(1, n + 1))
+    assert "inst_type" not in mat  # the classical detector is untyped, as upstream leaves it out
+    # each centroid lies in its own instance
+    cx, cy = np.round(mat["inst_centroid"]).astype(int).T
+    hits = mat["inst_map"][np.clip(cy, 0, h - 1), np.clip(cx, 0, w - 1)] == np.arange(1, n + 1)
+    assert hits.mean() > 0.9
+    assert n == int(((table["x"] >= x) & (table["x"] < x + w) & (table["y"] >= y) & (table["y"] < y + h)).sum())
+    overlay = np.asarray(Image.open(tmp_path / "t.png").convert("RGB"))
+    assert overlay.shape == (h, w, 3)
+    yellow = (overlay[..., 0] > 240) & (overlay[..., 1] > 240) & (overlay[..., 2] < 30)  # "nucleus" outlines
+    assert yellow.sum() > 20 * n
+    assert main(["export", str(folder), "--mat", str(tmp_path / "t.mat"), "--region", region]) == 1  # exists

@@ -36,6 +36,15 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "and visualize_instances_dict draw only those)")
     parser.add_argument("--csv", nargs="?", const="", default=None, metavar="FILE",
                         help="per-nucleus measurements CSV (default RESULT_DIR/<stem>_nuclei.csv)")
+    parser.add_argument("--mat", nargs="?", const="", default=None, metavar="FILE",
+                        help="HoVer-Net tile .mat: inst_map, inst_uid, inst_type, inst_centroid (default "
+                             "RESULT_DIR/<stem>.mat)")
+    parser.add_argument("--overlay", nargs="?", const="", default=None, metavar="FILE",
+                        help="the image with outlines coloured by type, as HoVer-Net's overlay PNG (default "
+                             "RESULT_DIR/<stem>_overlay.png; needs the slide: run.json's, or --slide)")
+    parser.add_argument("--slide", default=None, help="the slide or image the result belongs to (for --overlay)")
+    parser.add_argument("--region", default=None, metavar="X,Y,W,H",
+                        help="--mat / --overlay: only this level-0 box (default: the whole image, up to 64 Mpx)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing GeoJSON / HoVer-Net JSON / CSV files (Sedeen sessions are merged into, "
                              "never replaced)")
@@ -49,8 +58,8 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.analysis.results import load_result_folder
     from napari_histo.utils import HistoError
 
-    if all(v is None for v in (args.geojson, args.sedeen, args.hovernet_json, args.csv)):
-        raise HistoError("nothing to export: give --geojson, --sedeen, --hovernet-json and/or --csv")
+    if all(v is None for v in (args.geojson, args.sedeen, args.hovernet_json, args.csv, args.mat, args.overlay)):
+        raise HistoError("nothing to export: give --geojson, --sedeen, --hovernet-json, --csv, --mat and/or --overlay")
     result = load_result_folder(args.result)
     table, stem = result.table, result.stem
 
@@ -91,4 +100,62 @@ def handler(args: argparse.Namespace) -> int:
 
         path = write_csv(table, output(args.csv, result.folder / f"{stem}_nuclei.csv"))
         print(f"CSV -> {path}")
+    if args.mat is not None or args.overlay is not None:
+        _tile_outputs(args, result, output)
     return 0
+
+
+#: Largest box (px) written as a .mat or overlay PNG.
+MAX_TILE_OUTPUT_PX = 64_000_000
+
+
+def _tile_outputs(args: argparse.Namespace, result, output) -> None:
+    """HoVer-Net's tile outputs (.mat, overlay PNG) for the whole image or ``--region``."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from napari_histo.formats.rasterize import parse_region
+    from napari_histo.utils import HistoError
+
+    table, stem = result.table, result.stem
+    dims = result.dimensions
+    if args.region:
+        try:
+            x, y, w, h = parse_region(args.region)
+        except ValueError as exc:
+            raise HistoError(f"--region: {exc}") from None
+    elif dims:
+        x, y, (w, h) = 0, 0, dims
+    else:
+        raise HistoError(f"{result.input_path}: the image size is unknown; give --region")
+    if w * h > MAX_TILE_OUTPUT_PX:
+        raise HistoError(f"{w} x {h} px is too large for a .mat or overlay; give a smaller --region")
+    inside = table[(table["x"] >= x) & (table["x"] < x + w) & (table["y"] >= y) & (table["y"] < y + h)]
+    if args.mat is not None:
+        from napari_histo.engine.outputs import load_result
+        from napari_histo.formats.hovernet_mat import write_hovernet_mat
+
+        if result.source is not None:
+            raise HistoError(f"{result.input_path}: --mat needs a segmentation result folder (its label image)")
+        labels = np.asarray(load_result(result.folder).labels[0][y:y + h, x:x + w])
+        keep = np.isin(labels, inside["id"].to_numpy())
+        labels = np.where(keep, labels, 0)
+        from napari_histo.formats._common import table_type_info
+
+        typed = len(table_type_info(table).names) > 2  # more than background and "nucleus"
+        path = write_hovernet_mat(inside, labels, output(args.mat, result.folder / f"{stem}.mat"), origin=(x, y),
+                                  typed=typed)
+        print(f"HoVer-Net .mat ({len(inside)} nuclei, {w} x {h} px) -> {path}")
+    if args.overlay is not None:
+        from napari_histo.analysis.plots import render_overlay_png
+        from napari_histo.slide import open_slide
+
+        slide_path = Path(args.slide) if args.slide else result.slide_path()
+        if slide_path is None:
+            raise HistoError(f"{result.input_path}: the slide is not found; give --slide for --overlay")
+        with open_slide(slide_path) as slide:
+            rgb = slide.read_region((x, y), (w, h))
+        path = render_overlay_png(rgb, inside, output(args.overlay, result.folder / f"{stem}_overlay.png"),
+                                  origin=(x, y))
+        print(f"overlay ({len(inside)} nuclei) -> {path}")
