@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "export",
     "import_",
     "classify",
+    "convert",
 ]
 
 #: Entry-point group of commands contributed by other installed packages.
