@@ -272,3 +272,18 @@ def test_finetune_folder_dataset_from_config(tmp_path):
     resumed = train_from_config_file(tmp_path / "cfg.json", resume=True)  # all epochs done: no training
     assert "resumed" in (tmp_path / "out" / "train.log").read_text()
     assert resumed["pooled"]["n"] == 8
+
+
+def test_upstream_call_forms_work(tmp_path):
+    """``DeepCMorph(9)`` and ``load_weights(dataset=..., path_to_checkpoints=...)`` as upstream writes them."""
+    positional = DeepCMorph(9, backbone="slim")
+    assert positional.config.num_classes == 9 == DeepCMorph(backbone="slim", num_classes=9).config.num_classes
+    torch.manual_seed(1)
+    trained = DeepCMorph(9, backbone="slim")
+    torch.save(trained.state_dict(), tmp_path / "DeepCMorph_NCT_CRC_HE_Dataset_9_classes_acc_9699.pth")
+    fresh = DeepCMorph(9, backbone="slim")
+    fresh.load_weights(dataset="CRC", path_to_checkpoints=tmp_path)
+    for key, value in trained.state_dict().items():
+        assert torch.equal(fresh.state_dict()[key], value), key
+    with pytest.raises(HistoError, match="not found at"):
+        fresh.load_weights(dataset="TCGA", path_to_checkpoints=tmp_path)

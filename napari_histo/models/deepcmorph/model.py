@@ -213,6 +213,9 @@ class DeepCMorph(nn.Module):
 
     Parameters
     ----------
+    num_classes : int, optional
+        Classes of the classification head, positional as upstream's ``DeepCMorph(num_classes=41)``
+        and ``DeepCMorph(9)``; a :class:`DeepCMorphConfig` is accepted in this place too.
     config : DeepCMorphConfig, optional
         Architecture and freezing options; keyword arguments override its fields
         (e.g. ``DeepCMorph(backbone="b0", num_classes=2)``).
@@ -224,8 +227,13 @@ class DeepCMorph(nn.Module):
     layer trainable; ``freeze_segmentation_module=False`` makes everything trainable.
     """
 
-    def __init__(self, config: DeepCMorphConfig | None = None, **overrides):
+    def __init__(self, num_classes: int | DeepCMorphConfig | None = None, config: DeepCMorphConfig | None = None,
+                 **overrides):
         super().__init__()
+        if isinstance(num_classes, DeepCMorphConfig):
+            config, num_classes = num_classes, None
+        if num_classes is not None:
+            overrides["num_classes"] = int(num_classes)
         cfg = DeepCMorphConfig(**{**(config.to_dict() if config else {}), **overrides})
         self.config = cfg
         self.segmentation_module = SegmentationModule(cfg.backbone, cfg.num_seg_classes,
@@ -334,8 +342,13 @@ class DeepCMorph(nn.Module):
 
     # ------------------------------------------------------------------ weights
     def load_weights(self, path: str | os.PathLike | None = None, *, dataset: str | None = None,
+                     path_to_checkpoints: str | os.PathLike | None = None,
                      strict: bool = True, key_map: dict[str, str] | None = None) -> LoadReport:
         """Load a checkpoint: a released name (``dataset=`` or ``path=`` COMBINED/TCGA/...) or a file.
+
+        ``path_to_checkpoints`` is the folder holding the released files, as in upstream's
+        ``load_weights(dataset="COMBINED", path_to_checkpoints="pretrained_models/")``; without it
+        the released files are looked for where :func:`resolve_weights` looks.
 
         The DataParallel ``module.`` prefix is stripped. Checkpoints saved by the upstream
         DeepCMorph code (the released COMBINED/TCGA/TCGA_REGULARIZED/CRC files: state dicts with
@@ -357,7 +370,12 @@ class DeepCMorph(nn.Module):
         source = path if path is not None else dataset
         if source is None:
             raise HistoError("load_weights needs a released name (dataset=...) or a checkpoint path")
-        file = resolve_weights(source)
+        if path_to_checkpoints is not None and str(source).upper() in RELEASED_WEIGHTS:
+            file = Path(path_to_checkpoints) / RELEASED_WEIGHTS[str(source).upper()][0]
+            if not file.is_file():
+                raise HistoError(f"DeepCMorph weights {str(source).upper()!r} not found at {file}")
+        else:
+            file = resolve_weights(source)
         ckpt = _read_state_dict(file)
         upstream = is_upstream_layout(ckpt)
         state = {}
