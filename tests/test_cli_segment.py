@@ -283,3 +283,34 @@ def test_hovernet_tile_outputs_mat_and_overlay(sample_run, tmp_path):
     yellow = (overlay[..., 0] > 240) & (overlay[..., 1] > 240) & (overlay[..., 2] < 30)  # "nucleus" outlines
     assert yellow.sum() > 20 * n
     assert main(["export", str(folder), "--mat", str(tmp_path / "t.mat"), "--region", region]) == 1  # exists
+
+
+def test_a_tissue_mask_given_limits_the_tiles_and_views_are_saved(tmp_path):
+    """HoVer-Net's WSI options: --mask (file or folder of <stem>.png), --save-mask, --save-thumb."""
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    with open_slide(sample_slide_path()) as slide:
+        width, height = slide.dimensions
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    mask = np.zeros((height // 8, width // 8), np.uint8)
+    mask[: mask.shape[0] // 4, : mask.shape[1] // 4] = 255  # only the top-left corner
+    Image.fromarray(mask).save(masks / "cmu-1-small-region.png")
+    out = tmp_path / "out"
+    rc = main(["segment", "sample", "-o", str(out), "--model", "classical", "--mask", str(masks),
+               "--save-mask", "--save-thumb", "--no-geojson", "--no-hovernet-json"])
+    assert rc == 0
+    result = load_result(out / "cmu-1-small-region")
+    saved = np.asarray(Image.open(out / "cmu-1-small-region" / "mask.png"))
+    np.testing.assert_array_equal(saved > 0, mask > 0)
+    thumb = Image.open(out / "cmu-1-small-region" / "thumb.png")
+    assert max(thumb.size) <= 1024 and abs(thumb.size[0] / thumb.size[1] - width / height) < 0.01
+    # nuclei only near the masked corner (a tile reaches at most one tile beyond it)
+    assert result.table["x"].max() < width / 4 + 2100 and result.table["y"].max() < height / 4 + 2100
+    assert result.run["plan"]["n_tiles"] < 22
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    assert main(["segment", "sample", "-o", str(out / "x"), "--mask", str(wrong)]) == 1

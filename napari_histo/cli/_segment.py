@@ -51,6 +51,11 @@ def register(subparsers) -> argparse.ArgumentParser:
                         "(H-DAB when DAB shows and eosin does not). Give 'hdab' for IHC with few positive cells")
     parser.add_argument("--tile-size", type=int, default=1024, help="tile core side in model px")
     parser.add_argument("--halo", type=int, default=None, help="tile halo in model px (default: the model's)")
+    parser.add_argument("--mask", default=None, metavar="FILE|DIR",
+                        help="tissue mask image (non-zero = tissue, the slide's aspect ratio) instead of the detected "
+                             "one; a folder holds one <stem>.png per input (HoVer-Net's mask_dir)")
+    parser.add_argument("--save-mask", action="store_true", help="also write the tissue mask used (mask.png)")
+    parser.add_argument("--save-thumb", action="store_true", help="also write a slide thumbnail (thumb.png)")
     parser.add_argument("--max-area", type=float, default=200.0, metavar="UM2",
                         help="drop objects larger than this many µm² (debris, folds), counted in run.json; "
                              "0 keeps every object (default: %(default)g)")
@@ -122,6 +127,23 @@ def _level0_mpp(path: Path, how: float | str | None, backend: str | None, stem: 
         if record["note"]:
             print(f"{stem}: warning: {record['note']}", file=sys.stderr)
     return mpp, record
+
+
+def _mask_for(mask: str | None, stem: str) -> str | None:
+    """The tissue mask of one input: ``--mask FILE``, or ``<stem>.png`` in ``--mask DIR``."""
+    if not mask:
+        return None
+    from napari_histo.utils import InputFileError, check_input_file
+
+    path = Path(mask)
+    if path.is_dir():
+        candidates = [path / f"{stem}{ext}" for ext in (".png", ".PNG", ".tif", ".tiff", ".jpg")]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise InputFileError(path, f"holds no tissue mask for {stem} (looked for {stem}.png, .tif, .jpg)")
+        return str(found)
+    check_input_file(path, "tissue mask image")
+    return str(path)
 
 
 def _scheduler(value: str | None) -> str | None:
@@ -216,6 +238,7 @@ def handler(args) -> int:
             workers=args.workers, readers=args.readers, tissue=args.tissue, resume=args.resume,
             geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
             backend=args.backend, stem=stem, max_area_um2=args.max_area or None,
+            tissue_mask_file=_mask_for(args.mask, stem), save_mask=args.save_mask, save_thumb=args.save_thumb,
         )
         events = run_segmentation(
             path, model, folder, roi, options, scheduler=scheduler,

@@ -42,6 +42,12 @@ class SegmentationOptions(JsonConfig):
         Slide reader backend (None: chosen from the file).
     stem
         Name of the exchange files (default: the slide's file name without extension).
+    tissue_mask_file
+        A tissue mask image (non-zero = tissue, any size with the slide's aspect ratio) used instead
+        of the detected one, as HoVer-Net's ``mask_dir``; tiles outside it are skipped.
+    save_mask, save_thumb
+        Also write the tissue mask used (``mask.png``) and a slide thumbnail (``thumb.png``, at most
+        1024 px) into the result folder, as HoVer-Net's WSI mode does.
     max_area_um2
         Largest plausible nucleus in µm²: larger objects (keratin, debris, folds outlined as one
         "nucleus") are dropped and counted in ``run.json``. Default 200 µm², a nucleus about
@@ -64,3 +70,6 @@ class SegmentationOptions(JsonConfig):
     backend: str | None = None
     stem: str | None = None
     max_area_um2: float | None = 200.0
+    tissue_mask_file: str | None = None
+    save_mask: bool = False
+    save_thumb: bool = False

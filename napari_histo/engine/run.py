@@ -39,7 +39,7 @@ from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
 from napari_histo.engine.source import open_source, slide_mpp, slide_name
 from napari_histo.models import get_segmenter
 from napari_histo.provenance import write_run_json
-from napari_histo.utils import HistoError
+from napari_histo.utils import HistoError, atomic_path
 
 
 @dataclass
@@ -115,7 +115,7 @@ def _for_slide(segmenter: Any, slide: Any, plan: TilePlan, n_samples: int = 8) -
     return segmenter.for_slide(samples)
 
 
-def _tissue_mask(slide: Any, warnings: list[str]):
+def _tissue_mask(slide: Any, warnings: list[str], mask_file: str | None = None):
     try:
         from napari_histo.slide import tissue_mask
     except ImportError:
@@ -123,14 +123,41 @@ def _tissue_mask(slide: Any, warnings: list[str]):
         return None
     array = getattr(slide, "array", None)
     if array is not None:  # in-memory image: detect on a <= ~1k px view of it
-        step = max(1, max(array.shape[:2]) // 1024)
-        mask = tissue_mask(array[::step, ::step], downsample=float(step))
+        if mask_file:
+            from napari_histo.slide._tissue import _load_user_mask
+
+            user = _load_user_mask(mask_file)
+            mask = tissue_mask(array[:1, :1], mask=user, downsample=array.shape[1] / user.shape[1])
+        else:
+            step = max(1, max(array.shape[:2]) // 1024)
+            mask = tissue_mask(array[::step, ::step], downsample=float(step))
     else:
-        mask = tissue_mask(slide)
+        mask = tissue_mask(slide, mask=mask_file)
     if not np.asarray(mask.mask).any():
         warnings.append("no tissue detected; every tile is processed")
         return None
     return mask
+
+
+def _save_views(slide: Any, mask: Any, outdir: Path, opts: SegmentationOptions) -> None:
+    """``mask.png`` (the tissue mask used) and ``thumb.png`` (a <= 1024 px thumbnail) on request."""
+    if not (opts.save_mask or opts.save_thumb):
+        return
+    from PIL import Image
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    if opts.save_mask and mask is not None:
+        with atomic_path(outdir / "mask.png") as tmp:
+            Image.fromarray(np.asarray(mask.mask, np.uint8) * 255).save(tmp, format="PNG")
+    if opts.save_thumb:
+        array = getattr(slide, "array", None)
+        if array is not None:
+            step = max(1, int(np.ceil(max(array.shape[:2]) / 1024)))
+            thumb = np.ascontiguousarray(array[::step, ::step, :3])
+        else:
+            thumb = slide.thumbnail(1024)
+        with atomic_path(outdir / "thumb.png") as tmp:
+            Image.fromarray(np.asarray(thumb, np.uint8)).save(tmp, format="PNG")
 
 
 def _fingerprint_record(slide: Any, segmenter: Any, plan: TilePlan, name: str) -> dict[str, Any]:
@@ -240,7 +267,9 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
         if level0_mpp is None:
             warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
         halo = int(segmenter.halo_px if opts.halo_px is None else opts.halo_px)
-        mask = _tissue_mask(slide, warnings) if opts.tissue else None
+        mask = (_tissue_mask(slide, warnings, opts.tissue_mask_file)
+                if opts.tissue or opts.tissue_mask_file else None)
+        _save_views(slide, mask, outdir, opts)
         plan = make_plan(slide, segmenter.mpp, halo, tile_size=opts.tile_size, slide_mpp=level0_mpp,
                          roi=roi, tissue=mask)
         if opts.max_area_um2 and level0_mpp:
