@@ -22,18 +22,36 @@ TRAINABLE_MODELS = ["hovernet", "hagnifinder", "mpcs", "deepcmorph", "label_comp
 def register(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="train a model from a JSON config (checkpoints, resumable)",
-        description="Train a model of src_models from a JSON config. Progress, checkpoints and the "
-        "final weights go to the output folder named in the config.",
+        help="train a model from a JSON config, or HoVer-Net from your annotated images",
+        description="Train a model of src_models from a JSON config (progress, checkpoints and the final "
+        "weights go to the output folder named in the config), or, with --data, fine-tune the nucleus model on "
+        "your own annotated images: DIR holds images with same-stem annotation files (tile.png + tile.geojson "
+        "QuPath, tile.session.xml Sedeen, tile.xml ImageScope/ASAP, tile.json HoVer-Net); OUTDIR becomes a "
+        "model that segment --model OUTDIR, evaluate and the Nuclei panel use.",
     )
     parser.add_argument("model", choices=TRAINABLE_MODELS, help="model family to train")
-    parser.add_argument("--config", required=True, type=Path, help="training config JSON")
+    parser.add_argument("--config", type=Path, default=None, help="training config JSON")
+    parser.add_argument("--data", type=Path, default=None, help="hovernet: folder of annotated images")
+    parser.add_argument("-o", "--outdir", type=Path, default=None, help="with --data: the model folder to write")
+    parser.add_argument("--iterations", type=int, default=500, help="with --data: training iterations")
+    parser.add_argument("--minutes", type=float, default=60.0, help="with --data: time budget (whichever comes first)")
+    parser.add_argument("--init", default="default",
+                        help="with --data: 'default' (fine-tune the shipped model), 'none' (random weights) or a "
+                             "checkpoint / model folder")
+    parser.add_argument("--mode", choices=["compact", "fast", "original"], default="compact",
+                        help="with --data: the network (only the compact one trains from folders today)")
+    parser.add_argument("--mpp", type=float, default=None, help="with --data: µm/px of the annotated images")
+    parser.add_argument("--colours", default=None, help="with --data: Sedeen pen colour table JSON")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     parser.set_defaults(func=handler)
     return parser
 
 
 def handler(args: argparse.Namespace) -> int:
+    if args.data is not None:
+        return _train_own(args)
+    if args.config is None:
+        raise HistoError("give --config FILE, or --data DIR -o OUTDIR (hovernet)")
     config = Path(args.config)
     if not config.is_file():
         raise InputFileError(config, "config file not found")
@@ -55,4 +73,28 @@ def handler(args: argparse.Namespace) -> int:
             print(json.dumps(result, indent=2, default=str))
         except TypeError:
             print(result)
+    return 0
+
+
+def _train_own(args: argparse.Namespace) -> int:
+    if args.model != "hovernet":
+        raise HistoError("--data trains the nucleus model: napari-histo train hovernet --data DIR -o OUTDIR")
+    if args.outdir is None:
+        raise HistoError("--data needs -o OUTDIR (the model folder to write)")
+    if not Path(args.data).is_dir():
+        raise InputFileError(Path(args.data), "--data: not a folder")
+    from napari_histo.provenance import write_run_json
+    from src_models.hovernet.own_data import train_own
+
+    colours = None
+    if args.colours:
+        from napari_histo.formats.colours import SedeenColourTable
+
+        colours = SedeenColourTable.load(args.colours)
+    summary = train_own(args.data, args.outdir, iterations=args.iterations, minutes=args.minutes, init=args.init,
+                        mode=args.mode, mpp=args.mpp, resume=args.resume, colours=colours)
+    write_run_json(args.outdir, "train", {k: (str(v) if isinstance(v, Path) else v)
+                                          for k, v in vars(args).items() if k != "func"}, summary=summary)
+    print(f"{len(summary['images'])} annotated images, types {summary['types']}; "
+          f"{summary['iterations']} iterations -> model folder {args.outdir}")
     return 0

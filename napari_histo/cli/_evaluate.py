@@ -29,8 +29,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("dataset_dir", help="dataset folder (e.g. ../shared/data/monuseg)")
     p.add_argument("--model", default="default", help="classical | default | weights folder | HoVer-Net checkpoint")
-    p.add_argument("--dataset", choices=["monuseg", "cpm15", "monusac"], default=None,
-                   help="dataset layout (default: detected from the files)")
+    p.add_argument("--dataset", choices=["monuseg", "cpm15", "monusac", "annotated"], default=None,
+                   help="dataset layout (default: detected from the files); 'annotated': your images with "
+                        "same-stem annotation files (tile.png + tile.geojson / .xml / .session.xml / .json)")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px of annotated images that do not state it")
     p.add_argument("--monuseg-masks", choices=MONUSEG_MASKS, default="project",
                    help="MoNuSeg ground truth: this package's rasterisation (default) or the challenge "
                         "script's (MATLAB poly2mask: half a pixel up and left, the earlier of two "
@@ -56,7 +58,7 @@ def handler(args) -> int:
     header = f"{'image':<28} {'mpp':>6} {'n_gt':>5} {'n_pred':>6} " + " ".join(f"{m:>8}" for m in METRICS) + f" {'f1_d':>6} {'sec':>6}"
     print(f"model: {getattr(seg, 'name', args.model)} ({seg.mpp:g} µm/px)")
     print(header)
-    samples = iter_dataset(args.dataset_dir, args.dataset, monuseg_masks=args.monuseg_masks)
+    samples = iter_dataset(args.dataset_dir, args.dataset, monuseg_masks=args.monuseg_masks, mpp=args.mpp)
     for k, sample in enumerate(samples):
         if args.limit is not None and k >= args.limit:
             break

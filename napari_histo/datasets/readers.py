@@ -400,14 +400,25 @@ def detect_dataset(root: str | Path) -> str:
         return "monusac"
     if any(p.with_suffix(".xml").exists() for p in root.rglob("*.tif")):
         return "monuseg"
-    raise InputFileError(root, "cannot tell the dataset (expected MoNuSeg, MoNuSAC, CPM-15 or CRCHistoPhenotypes files)")
+    from napari_histo.datasets.annotated import annotated_pairs
+
+    if annotated_pairs(root):
+        return "annotated"
+    raise InputFileError(root, "cannot tell the dataset (expected MoNuSeg, MoNuSAC, CPM-15 or CRCHistoPhenotypes "
+                               "files, or images with same-stem annotation files)")
 
 
 def iter_dataset(root: str | Path, name: str | None = None,
-                 monuseg_masks: str = "project") -> Iterator[NucleusSample]:
+                 monuseg_masks: str = "project", mpp: float | None = None) -> Iterator[NucleusSample]:
     """Samples of ``root`` read by the named reader (default: :func:`detect_dataset`);
-    ``monuseg_masks`` picks the MoNuSeg mask convention (:data:`MONUSEG_MASKS`)."""
+    ``monuseg_masks`` picks the MoNuSeg mask convention (:data:`MONUSEG_MASKS`); ``"annotated"``
+    is a folder of the user's images with same-stem annotation files
+    (:mod:`napari_histo.datasets.annotated`, ``mpp`` for images without one)."""
     name = (name or detect_dataset(root)).lower().replace("-", "")
+    if name == "annotated":
+        from napari_histo.datasets.annotated import iter_annotated
+
+        return iter_annotated(root, mpp=mpp)
     if name not in _ITERATORS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(_ITERATORS)}")
     if name == "monuseg":

@@ -1,0 +1,134 @@
+"""Train the compact HoVer-Net on the user's own annotated images (``train hovernet --data DIR``).
+
+``DIR`` holds images with same-stem annotation files (QuPath GeoJSON with classifications, Sedeen
+sessions typed by pen colour, ImageScope / ASAP XML with classes, HoVer-Net JSON; read by
+:mod:`napari_histo.datasets.annotated`). The outlines become instance and type maps at the
+network's resolution, the types one vocabulary named as the files name them, and the run
+fine-tunes the shipped model (or starts from random weights, or from a checkpoint): its type head
+starts, for each of the user's classes, from the shipped class of the same coarse class
+(:mod:`napari_histo.schema.vocabulary`: "lymphocyte" from "inflammatory"), else from the
+background channel. The output folder is a model ``segment --model OUTDIR``, the Nuclei panel and
+``evaluate`` accept directly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_histo.utils import HistoError, InputFileError
+from src_models.hovernet.config import TrainConfig
+from src_models.hovernet.data import Tile, resize_labels, resize_rgb
+
+#: Architectures ``--mode`` names; only the compact network trains from here today.
+MODES = ("compact", "fast", "original")
+
+
+def shipped_weights_dir() -> Path:
+    from napari_histo.utils import resource_path
+
+    return resource_path("weights", "hovernet_compact")
+
+
+def own_tiles(folder: str | Path, mpp: float | None, work_mpp: float, colours: Any = None
+              ) -> tuple[list[Tile], dict[str, int]]:
+    """The annotated images of ``folder`` at ``work_mpp`` and the vocabulary (name -> type id)."""
+    from napari_histo.datasets.annotated import iter_annotated
+
+    vocabulary: dict[str, int] = {}
+    tiles = []
+    for sample in iter_annotated(folder, mpp=mpp, colours=colours, vocabulary=vocabulary):
+        scale = sample.mpp / work_mpp
+        shape = (max(1, round(sample.image.shape[0] * scale)), max(1, round(sample.image.shape[1] * scale)))
+        tiles.append(Tile(sample.name, "own", resize_rgb(sample.image, shape), resize_labels(sample.inst, shape),
+                          resize_labels(sample.types, shape).astype(np.int16), sample.mpp))
+    return tiles, vocabulary
+
+
+def head_channels(new_names: list[str], old_names: list[str]) -> list[int]:
+    """For each new type channel, the old channel it starts from: same name, else same coarse
+    class, else background (0)."""
+    from napari_histo.schema.vocabulary import coarse_class
+
+    old = [n.lower() for n in old_names]
+    out = [0]
+    for name in new_names[1:]:
+        low = name.lower()
+        if low in old:
+            out.append(old.index(low))
+            continue
+        coarse = coarse_class(name)
+        match = next((i for i, n in enumerate(old) if i > 0 and coarse and coarse_class(n) == coarse), 0)
+        out.append(match)
+    return out
+
+
+def own_config(vocabulary: dict[str, int], out: Path, iterations: int, minutes: float, init: str,
+               threads: int = 2, batch_size: int = 4) -> TrainConfig:
+    """The recipe: the shipped architecture with the user's type head, fine-tuning settings."""
+    from napari_histo.models.hovernet.config import CompactConfig
+    from napari_histo.schema.types import TypeInfo
+
+    base = TrainConfig.load(shipped_weights_dir() / "train_config.json")
+    names = ["background", *sorted(vocabulary, key=vocabulary.get)]
+    info = TypeInfo(dict(enumerate(names)))
+    model = CompactConfig.from_dict({
+        **base.model.to_dict(),
+        "num_types": len(names),
+        "type_names": names,
+        "type_colours": [[0, 0, 0]] + [list(info.colour(i)) for i in range(1, len(names))],
+        "unified_ids": [[i] for i in range(len(names))],
+    })
+    cfg = TrainConfig(model=model, out_dir=str(out / "training"), patch_size=128, batch_size=batch_size,
+                      lr=2e-4 if init != "none" else 1e-3, max_iters=int(iterations), max_minutes=float(minutes),
+                      ckpt_every_s=120.0, threads=threads, augment=True, jpeg_p=0.3, val_monuseg=[],
+                      sources=[], type_scheme="coarse")
+    if init == "default":
+        shipped = shipped_weights_dir()
+        old_names = json.loads((shipped / "config.json").read_text())["type_names"]
+        cfg.init_weights = str(shipped / "model.pt")
+        cfg.init_type_channels = head_channels(names, old_names)
+    elif init != "none":
+        path = Path(init)
+        if not path.exists():
+            raise InputFileError(path, "--init: no such checkpoint or model folder")
+        folder = path if path.is_dir() else path.parent
+        weights = folder / "model.pt" if path.is_dir() else path
+        cfg.init_weights = str(weights)
+        config = folder / "config.json"
+        if config.is_file():
+            cfg.init_type_channels = head_channels(names, json.loads(config.read_text())["type_names"])
+    return cfg
+
+
+def train_own(data: str | Path, out: str | Path, *, iterations: int = 500, minutes: float = 60.0,
+              init: str = "default", mode: str = "compact", mpp: float | None = None, resume: bool = False,
+              threads: int = 2, colours: Any = None) -> dict:
+    """Train on the annotated images of ``data``; ``out`` becomes a model folder (and keeps the
+    checkpoints in ``out/training`` so ``resume`` continues)."""
+    from src_models.hovernet.ship import ship
+    from src_models.hovernet.train import train
+
+    if mode not in MODES:
+        raise HistoError(f"--mode must be one of {', '.join(MODES)}")
+    if mode != "compact":
+        raise HistoError(f"training the official HoVer-Net ({mode}) from annotated folders is not available yet; "
+                         "use --mode compact")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig.load(shipped_weights_dir() / "train_config.json")
+    tiles, vocabulary = own_tiles(data, mpp, base.model.network_mpp, colours)
+    if not vocabulary:
+        vocabulary = {"nucleus": 1}
+    cfg = own_config(vocabulary, out, iterations, minutes, init, threads)
+    record = train(cfg, resume=resume, tiles=tiles)
+    ship(cfg.out_dir, out, validation=None)
+    summary = {"data": str(data), "images": [t.name for t in tiles], "types": vocabulary, "init": init,
+               "mode": mode, "mpp": mpp, "iterations": record.get("iter"), "model_folder": str(out),
+               "final": record}
+    with open(out / "training_summary.json", "w", encoding="utf-8") as fh:
+        json.dump(summary, fh, indent=2)
+    return summary
