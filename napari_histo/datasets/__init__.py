@@ -16,15 +16,14 @@ Public functions
 - :func:`iter_dataset`, :func:`detect_dataset` -- by name, or guessed from a folder's contents.
 """
 
+from napari_histo.datasets.dispatch import detect_dataset, iter_dataset
 from napari_histo.datasets.readers import (
     CRCHISTO_TYPES,
     MONUSAC_TYPES,
     MONUSEG_MASKS,
     NucleusSample,
-    detect_dataset,
     iter_cpm15,
     iter_crchisto,
-    iter_dataset,
     iter_monusac,
     iter_monuseg,
     rasterize_monuseg_official,
