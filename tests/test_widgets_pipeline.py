@@ -323,6 +323,9 @@ def test_the_panel_and_the_command_line_give_the_same_nuclei(viewer, qtbot, samp
     # the same options; the panel states the layer's pixel size, which is the file's
     assert gui.run["options"] == cli.run["options"] | {"mpp": gui.run["options"]["mpp"]}
     assert gui.run["plan"] == cli.run["plan"]
+    # the CPU is split between the network and post-processing, and the split is recorded
+    for run in (gui.run, cli.run):
+        assert run["stats"]["torch_threads"] >= 1 and run["stats"]["post_workers"] >= 1
     a = gui.table.sort_values(["y", "x"]).reset_index(drop=True)
     b = cli.table.sort_values(["y", "x"]).reset_index(drop=True)
     assert len(a) == len(b) > 1000

@@ -44,7 +44,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--roi-class", default=None, help="with --roi FILE: only the file's regions of this class")
     parser.add_argument("--device", default=None, help="torch device (default: cuda > mps > cpu)")
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
-    parser.add_argument("--workers", type=int, default=2, help="post-processing threads")
+    parser.add_argument("--workers", type=int, default=2, help="post-processing threads (at most)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU cores the run may use: half for the network, the rest for post-processing "
+                             "(default: all of this process's cores); recorded in run.json")
     parser.add_argument("--readers", type=int, default=1, help="tile reader threads")
     parser.add_argument("--stains", choices=["auto", "he", "hdab"], default="auto",
                         help="classical detector: H&E or H-DAB (IHC) deconvolution; 'auto' decides once per slide "
@@ -239,6 +242,7 @@ def handler(args) -> int:
             geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
             backend=args.backend, stem=stem, max_area_um2=args.max_area or None,
             tissue_mask_file=_mask_for(args.mask, stem), save_mask=args.save_mask, save_thumb=args.save_thumb,
+            threads=args.threads,
         )
         events = run_segmentation(
             path, model, folder, roi, options, scheduler=scheduler,

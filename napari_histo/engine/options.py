@@ -42,6 +42,10 @@ class SegmentationOptions(JsonConfig):
         Slide reader backend (None: chosen from the file).
     stem
         Name of the exchange files (default: the slide's file name without extension).
+    threads
+        CPU cores the run may use (None: all the process may run on). On the CPU the network gets
+        half of them (at least one) and post-processing the rest, instead of torch taking every
+        core while the post-processing threads compete for them (see :func:`thread_budget`).
     tissue_mask_file
         A tissue mask image (non-zero = tissue, any size with the slide's aspect ratio) used instead
         of the detected one, as HoVer-Net's ``mask_dir``; tiles outside it are skipped.
@@ -71,5 +75,30 @@ class SegmentationOptions(JsonConfig):
     stem: str | None = None
     max_area_um2: float | None = 200.0
     tissue_mask_file: str | None = None
+    threads: int | None = None
     save_mask: bool = False
     save_thumb: bool = False
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it)."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def thread_budget(threads: int | None, workers: int) -> tuple[int, int]:
+    """(torch threads, post-processing workers) for a CPU run on ``threads`` cores (None: all).
+
+    The network takes half the cores (at least one) and post-processing the others (at least one,
+    at most ``workers``): network and post-processing of different tiles overlap, so giving torch
+    every core only makes them compete (2 torch threads on 2 cores cost 1.8x the CPU of 1 for a
+    1.2x shorter network step).
+    """
+    total = max(1, int(threads) if threads else available_cores())
+    torch_threads = max(1, total // 2)
+    post = max(1, min(int(workers), total - torch_threads)) if total > 1 else 1
+    return torch_threads, post

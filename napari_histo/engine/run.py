@@ -34,7 +34,7 @@ from napari_histo.engine.faults import crash_point
 from napari_histo.engine.journal import Journal, fingerprint, remove_workdir
 from napari_histo.engine.lock import folder_lock
 from napari_histo.engine.merge import TileResult
-from napari_histo.engine.options import SegmentationOptions
+from napari_histo.engine.options import SegmentationOptions, thread_budget
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
 from napari_histo.engine.source import open_source, slide_mpp, slide_name
 from napari_histo.models import get_segmenter
@@ -137,6 +137,21 @@ def _tissue_mask(slide: Any, warnings: list[str], mask_file: str | None = None):
         warnings.append("no tissue detected; every tile is processed")
         return None
     return mask
+
+
+def _runs_on_cpu(segmenter: Any) -> bool:
+    """A neural segmenter whose network runs on the CPU (the classical detector has no network)."""
+    device = getattr(segmenter, "device", None)
+    return device is not None and str(device).startswith("cpu")
+
+
+def _torch_threads(n: int) -> None:
+    """Set torch's intra-op threads for this process (torch is loaded: the segmenter uses it)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(int(n))
 
 
 def _save_views(slide: Any, mask: Any, outdir: Path, opts: SegmentationOptions) -> None:
@@ -293,8 +308,13 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                 results = distributed_results(scheduler, slide, plan, pending, model_spec,
                                               max_inflight=max(2 * opts.workers, 4), stats=stats)
             else:
+                workers = opts.workers
+                if _runs_on_cpu(segmenter):
+                    torch_threads, workers = thread_budget(opts.threads, opts.workers)
+                    stats.update(torch_threads=torch_threads, post_workers=workers)
+                    _torch_threads(torch_threads)
                 results = local_results(slide, plan, pending, segmenter, batch_size=opts.batch_size,
-                                        workers=opts.workers, readers=opts.readers, prefetch=opts.prefetch,
+                                        workers=workers, readers=opts.readers, prefetch=opts.prefetch,
                                         stats=stats, timings=timings)
             t_tiles = time.perf_counter()
             n_new = 0
