@@ -119,3 +119,24 @@ def test_the_type_head_can_start_from_related_channels_of_other_weights(tmp_path
     assert torch.equal(new.state_dict()["decoders.np.head.weight"], old.state_dict()["decoders.np.head.weight"])
     with pytest.raises(InputFileError, match="does not have"):
         load_init_weights(new, path, [0, 1, 2, 3, 9])
+
+
+def test_a_stopped_training_keeps_its_checkpoint_and_resumes(consep_root, tmp_path):
+    from src_models.hovernet.train import train, train_steps
+
+    types = read_consep_types(consep_root)
+    tiles = [load_consep(consep_root, c, 0.5, types) for c in consep_crops(consep_root, ["train_2"])[:3]]
+    cfg = TrainConfig(model=COARSE, out_dir=str(tmp_path / "run"), patch_size=64, batch_size=2, max_iters=60,
+                      max_minutes=5, augment=False, threads=1, type_scheme="coarse", sources=["consep"])
+    steps = train_steps(cfg, resume=False, tiles=tiles)
+    first = next(steps)
+    assert first["iter"] == 1 and first["max_iters"] == 60
+    second = next(steps)
+    assert second["iter"] == 20
+    steps.close()  # a cancelled job
+    assert (tmp_path / "run" / "checkpoint.pt").is_file() and (tmp_path / "run" / "model.pt").is_file()
+    cfg.max_iters = 22
+    record = train(cfg, resume=True, tiles=tiles)
+    assert record["iter"] == 22
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert any(r.get("event") == "resume" and r["iter"] == 20 for r in log)

@@ -6,7 +6,7 @@ import pytest
 
 pytestmark = pytest.mark.gui
 
-PANELS = ["Slide", "Nuclei", "Density & hotspots", "Export & import", "Magnification"]
+PANELS = ["Slide", "Nuclei", "Density & hotspots", "Export & import", "Magnification", "Train nucleus model"]
 
 
 def test_all_panels_docked_fit_a_laptop_screen(make_napari_viewer, qtbot, sample_slide_path):

@@ -67,6 +67,8 @@ MODELS = {
     "classical (no training)": "classical",
 }
 SCOPES = ("current view", "drawn shape", "whole slide")
+#: Name of a model the user trained, in the model list.
+USER_MODEL_PREFIX = "my model: "
 #: Classical detector stains: label -> ClassicalParams.stains.
 STAINS = {"auto (H&E or H-DAB)": "auto", "H&E": "he", "H-DAB (IHC)": "hdab"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -195,9 +197,25 @@ class NucleiPanel(QWidget):
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self._refresh_shapes)
         self._refresh_shapes()
+        self.refresh_models()
         self._model_changed(self.model_combo.currentText())
 
     # -- inputs -----------------------------------------------------------------------------
+    def refresh_models(self) -> None:
+        """List the models trained by the user (the per-user ``models`` folder, e.g. by the Train
+        panel or ``train hovernet --data``) after the shipped ones."""
+        from napari_histo.utils import user_data_dir
+
+        current = self.model_combo.currentText()
+        self._user_models = {f"{USER_MODEL_PREFIX}{p.name}": p for p in sorted(user_data_dir("models").iterdir())
+                             if (p / "config.json").is_file() and (p / "model.pt").is_file()}
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems([*MODELS, *self._user_models])
+        if current and self.model_combo.findText(current) >= 0:
+            self.model_combo.setCurrentText(current)
+        self.model_combo.blockSignals(False)
+
     def _model_changed(self, text: str) -> None:
         is_checkpoint = MODELS.get(text) == "checkpoint"
         self.checkpoint_edit.setEnabled(is_checkpoint)
@@ -222,7 +240,10 @@ class NucleiPanel(QWidget):
     def model_spec(self) -> Any:
         """The registry spec for the chosen model ("default", "classical" or a checkpoint path), or
         the classical detector itself when its stains are chosen."""
-        spec = MODELS[self.model_combo.currentText()]
+        text = self.model_combo.currentText()
+        if text in getattr(self, "_user_models", {}):
+            return str(self._user_models[text])
+        spec = MODELS[text]
         stains = STAINS[self.stains_combo.currentText()]
         if spec == "classical" and stains != "auto":
             from napari_histo.models import get_segmenter

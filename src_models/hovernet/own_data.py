@@ -104,13 +104,24 @@ def own_config(vocabulary: dict[str, int], out: Path, iterations: int, minutes: 
     return cfg
 
 
-def train_own(data: str | Path, out: str | Path, *, iterations: int = 500, minutes: float = 60.0,
-              init: str = "default", mode: str = "compact", mpp: float | None = None, resume: bool = False,
-              threads: int = 2, colours: Any = None) -> dict:
+def train_own(data: str | Path, out: str | Path, **kwargs: Any) -> dict:
     """Train on the annotated images of ``data``; ``out`` becomes a model folder (and keeps the
-    checkpoints in ``out/training`` so ``resume`` continues)."""
+    checkpoints in ``out/training`` so ``resume`` continues). See :func:`train_own_steps`."""
+    steps = train_own_steps(data, out, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def train_own_steps(data: str | Path, out: str | Path, *, iterations: int = 500, minutes: float = 60.0,
+                    init: str = "default", mode: str = "compact", mpp: float | None = None, resume: bool = False,
+                    threads: int = 2, colours: Any = None):
+    """:func:`train_own` as a generator of progress records (training iterations), for a
+    cancellable job; returns the summary. A closed generator keeps its checkpoint (resumable)."""
     from src_models.hovernet.ship import ship
-    from src_models.hovernet.train import train
+    from src_models.hovernet.train import train_steps
 
     if mode not in MODES:
         raise HistoError(f"--mode must be one of {', '.join(MODES)}")
@@ -124,7 +135,7 @@ def train_own(data: str | Path, out: str | Path, *, iterations: int = 500, minut
     if not vocabulary:
         vocabulary = {"nucleus": 1}
     cfg = own_config(vocabulary, out, iterations, minutes, init, threads)
-    record = train(cfg, resume=resume, tiles=tiles)
+    record = yield from train_steps(cfg, resume=resume, tiles=tiles)
     ship(cfg.out_dir, out, validation=None)
     summary = {"data": str(data), "images": [t.name for t in tiles], "types": vocabulary, "init": init,
                "mode": mode, "mpp": mpp, "iterations": record.get("iter"), "model_folder": str(out),
@@ -132,3 +143,26 @@ def train_own(data: str | Path, out: str | Path, *, iterations: int = 500, minut
     with open(out / "training_summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
     return summary
+
+
+def write_annotated_region(rgb: np.ndarray, table, origin: tuple[int, int], folder: str | Path,
+                           name: str = "region") -> Path:
+    """An annotated folder of one image: ``rgb`` (its pixel (0, 0) at level-0 ``origin``) and the
+    nuclei of ``table`` moved into its coordinates, as ``<name>.png`` + ``<name>.geojson``."""
+    from PIL import Image
+
+    from napari_histo.formats.geojson import write_geojson
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ox, oy = origin
+    local = table.copy()
+    local["x"] = local["x"] - ox
+    local["y"] = local["y"] - oy
+    for col, d in (("bbox_x0", ox), ("bbox_x1", ox), ("bbox_y0", oy), ("bbox_y1", oy)):
+        local[col] = local[col] - d
+    local["contour"] = [np.asarray(c, np.float32) - np.float32([ox, oy]) for c in local["contour"]]
+    local.attrs = dict(table.attrs)
+    Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)).save(folder / f"{name}.png")
+    write_geojson(local, folder / f"{name}.geojson")
+    return folder

@@ -102,7 +102,21 @@ def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = Fa
 
 
 def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
-    """Train ``cfg.model`` on the training tiles; returns the final log record.
+    """Train ``cfg.model`` on the training tiles; returns the final log record (see :func:`train_steps`)."""
+    steps = train_steps(cfg, resume, tiles)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
+
+
+def train_steps(cfg: TrainConfig, resume: bool = True, tiles=None):
+    """Train ``cfg.model``, yielding a progress record (iteration, elapsed seconds, running losses)
+    every 20 iterations; returns the final log record.
+
+    Closing the generator (a cancelled job) stops at the next record and still saves the
+    checkpoint and the weights, so ``resume`` continues where it stopped.
 
     Parameters
     ----------
@@ -168,36 +182,41 @@ def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
     t_ckpt = t_last
     running: dict[str, float] = {}
     record: dict = {}
-    while it < cfg.max_iters and elapsed < budget_s:
-        progress = max(it / cfg.max_iters, elapsed / budget_s)
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * _lr_factor(progress)
-        imgs, tgt = sampler.batch(cfg.batch_size, margin)
-        x = torch.from_numpy(imgs)
-        t = {k: torch.from_numpy(v) for k, v in tgt.items()}
-        outputs = model(x)
-        loss, terms = hovernet_loss(outputs, t, cfg.loss_weights)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        it += 1
-        now = time.monotonic()
-        elapsed += now - t_last
-        t_last = now
-        terms["loss"] = float(loss.detach())
-        for k, v in terms.items():
-            running[k] = 0.95 * running.get(k, v) + 0.05 * v
-        if it % 20 == 0 or it == 1:
-            record = {"iter": it, "elapsed_s": round(elapsed, 1), "lr": opt.param_groups[0]["lr"],
-                      **{k: round(v, 4) for k, v in running.items()}}
-            _log(log_path, record)
-        if now - t_ckpt >= cfg.ckpt_every_s:
-            save_ckpt()
-            export_weights(model, cfg, out)
-            t_ckpt = now
-    save_ckpt()
-    export_weights(model, cfg, out)
-    record = {"event": "done", "iter": it, "elapsed_s": round(elapsed, 1), **{k: round(v, 4) for k, v in running.items()}}
+    try:
+        while it < cfg.max_iters and elapsed < budget_s:
+            progress = max(it / cfg.max_iters, elapsed / budget_s)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * _lr_factor(progress)
+            imgs, tgt = sampler.batch(cfg.batch_size, margin)
+            x = torch.from_numpy(imgs)
+            t = {k: torch.from_numpy(v) for k, v in tgt.items()}
+            outputs = model(x)
+            loss, terms = hovernet_loss(outputs, t, cfg.loss_weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            it += 1
+            now = time.monotonic()
+            elapsed += now - t_last
+            t_last = now
+            terms["loss"] = float(loss.detach())
+            for k, v in terms.items():
+                running[k] = 0.95 * running.get(k, v) + 0.05 * v
+            if it % 20 == 0 or it == 1:
+                record = {"iter": it, "elapsed_s": round(elapsed, 1), "lr": opt.param_groups[0]["lr"],
+                          "max_iters": cfg.max_iters, "budget_s": budget_s,
+                          **{k: round(v, 4) for k, v in running.items()}}
+                _log(log_path, record)
+                yield record
+            if now - t_ckpt >= cfg.ckpt_every_s:
+                save_ckpt()
+                export_weights(model, cfg, out)
+                t_ckpt = now
+    finally:  # also when the generator is closed: what was learnt is kept and can be resumed
+        save_ckpt()
+        export_weights(model, cfg, out)
+    record = {"event": "done", "iter": it, "elapsed_s": round(elapsed, 1),
+              **{k: round(v, 4) for k, v in running.items()}}
     _log(log_path, record)
     return record
 
