@@ -176,7 +176,10 @@ def test_shipped_weights_load_through_the_model_registry():
     registry.clear_cache()
     seg = registry.get_segmenter("default", device="cpu")
     cfg = CompactConfig.load(WEIGHTS / "config.json")
-    assert seg.mpp == cfg.mpp and seg.type_info.name(1) == "epithelial"
+    # the shipped types are the product's coarse classes, with CoNSeP's ids
+    from napari_histo.schema.vocabulary import COARSE_CLASSES
+
+    assert seg.mpp == cfg.mpp and all(seg.type_info.name(i) == n for i, n in COARSE_CLASSES.items())
     rgb = np.asarray(load_monuseg(shared_path(), "TCGA-GL-6846-01A-01-BS1", cfg.mpp).img[:300, :300])
     labels, table = seg.segment(rgb)
     assert labels.shape == (300, 300) and 10 < len(table) < 400
@@ -271,3 +274,21 @@ def test_model_card_describes_a_fine_tuned_release():
         assert "| TCGA-X | 10 | 0.800 | 0.600 |" in card and "- first run 3219 iterations" in card
         # the card quotes the watershed constants the segmenter will use
         assert (json.dumps(tuned_post) in card) == bool(init)
+
+
+def test_shipped_weights_reproduce_their_consep_validation_on_one_crop():
+    """The model card's CoNSeP figures come from these weights: one validation crop, re-scored."""
+    from napari_histo.nuclei.metrics import instance_scores
+    from src_models.hovernet.data import CONSEP_MPP, load_consep_native, read_consep_types
+    from src_models.hovernet.evaluate import build_segmenter, segment_native
+
+    val = _shipped_validation()
+    if "consep_validation" not in val:
+        pytest.skip("the shipped model has no CoNSeP validation")
+    row = max(val["consep_validation"]["per_crop"], key=lambda r: r["n_true"])
+    root = shared_path("consep").parent
+    seg = build_segmenter(WEIGHTS)
+    rgb, inst, _ = load_consep_native(root, row["crop"], read_consep_types(root))
+    labels, table = segment_native(seg, rgb, CONSEP_MPP)
+    assert len(table) == row["n_pred"]
+    assert instance_scores(inst, labels)["pq"] == pytest.approx(row["pq"], abs=0.01)

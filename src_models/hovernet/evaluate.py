@@ -259,7 +259,8 @@ def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[s
         rgb, inst, _ = load_consep_native(root, crop, types_by_crop)
         labels, table = segment_native(seg, rgb, CONSEP_MPP)
         scores = instance_scores(inst, labels)
-        rows.append({k: scores[k] for k in ("dice", "aji", "pq")})
+        rows.append({"crop": crop, "n_true": int(len(np.unique(inst)) - 1), "n_pred": int(len(table)),
+                     **{k: round(float(scores[k]), 4) for k in ("dice", "aji", "pq")}})
         truth = types_by_crop.get(crop, {})
         ids = np.unique(inst)
         ids = ids[ids > 0]
@@ -281,6 +282,7 @@ def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[s
         out[f"f1_{name}"] = round(float(typed.get(f"f1_type{k}", float("nan"))), 4)
     out["crops"] = len(rows)
     out["images"] = list(images)
+    out["per_crop"] = rows
     return out
 
 
