@@ -341,6 +341,7 @@ def model_card(cfg: TrainConfig, val: dict, log_done: dict, bench: dict | None, 
         + ("Typing: four coarse classes learned mostly from colorectal tissue (CoNSeP) and 3 MoNuSAC images; "
            "'other' has few examples (432 of 18,216 CoNSeP nuclei)." if cfg.type_scheme == "coarse" else
            "Typing is limited to 4 names learned from 3 images of one patient."),
+        *[f"- {note}" for note in val.get("limitations", [])],
         "- Research / non-commercial use only (data licences above).",
         "",
     ]
