@@ -514,7 +514,7 @@ def add_or_update(viewer: napari.Viewer, layer_data: tuple) -> Any:
     name = meta.get("name")
     if name in viewer.layers:
         old = viewer.layers[name]
-        if old._type_string == kind:
+        if type(old).__name__.lower() == kind:  # the public class name (napari's _type_string is deprecated)
             viewer.layers.remove(old)
     add = getattr(viewer, f"add_{kind}")
     return add(data, **meta)
