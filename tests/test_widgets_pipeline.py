@@ -103,10 +103,10 @@ def test_sample_slide_end_to_end(viewer, qtbot, sample_slide_path, tmp_path):
     heat = viewer.layers[_layers.HEATMAP]
     assert isinstance(heat, Image) and heat.opacity == pytest.approx(0.6)
     # readable: a colour bar, the map's meaning and units on the canvas, zero density transparent
-    assert heat.colorbar.visible and viewer.text_overlay.visible
-    assert "Nuclei within the radius" in viewer.text_overlay.text and "nuclei" in viewer.text_overlay.text
+    assert heat.colorbar.visible and viewer.canvas.overlays.text.visible
+    assert "Nuclei within the radius" in viewer.canvas.overlays.text.text and "nuclei" in viewer.canvas.overlays.text.text
     assert heat.colormap.colors[0][3] == 0.0
-    assert viewer.scale_bar.visible and tuple(str(u) for u in slide.units) == ("micrometer", "micrometer")
+    assert viewer.canvas.overlays.scale_bar.visible and tuple(str(u) for u in slide.units) == ("micrometer", "micrometer")
     assert analysis.nuclei_combo.currentText() == _layers.NUCLEI_POINTS
     dmap = analysis.density
     # the map's peak cell, in world coordinates, sits over nuclei: the count within r there is

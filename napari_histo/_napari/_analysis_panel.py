@@ -258,9 +258,11 @@ class AnalysisPanel(QWidget):
         heat = _layers.add_or_update(self.viewer, (data, meta, "image"))
         # a colour bar with the map's meaning and units (napari's colour bar has ticks, no title)
         heat.colorbar.visible = True
-        self.viewer.text_overlay.text = f"{HEATMAP_TITLE.get(dmap.kind, dmap.kind)} ({dmap.type or 'all'}): {dmap.units}"
-        self.viewer.text_overlay.position = "top_left"
-        self.viewer.text_overlay.visible = True
+        text = self.viewer.canvas.overlays.text
+        which = "" if dmap.type in (None, "all") else f" ({dmap.type})"
+        text.text = f"{HEATMAP_TITLE.get(dmap.kind, dmap.kind)}{which}: {dmap.units}"
+        text.position = "top_left"
+        text.visible = True
         self.show_hotspots(spots)
         # keep the hotspots above the heatmap, both above the slide
         self.viewer.layers.selection.active = heat

@@ -154,7 +154,7 @@ def _scale_bar_in_microns(layers: list[LayerData]) -> None:
 
         viewer = napari.current_viewer()
         if viewer is not None:  # the bar takes its unit from the layers' (µm)
-            viewer.scale_bar.visible = True
+            viewer.canvas.overlays.scale_bar.visible = True
     except Exception:  # no viewer (scripts), or an older napari: the layer still opens
         pass
 
