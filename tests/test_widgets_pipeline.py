@@ -253,6 +253,12 @@ def test_an_image_without_pixel_size_asks_for_one_before_running(viewer, qtbot, 
     assert job is not None
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     assert "Predicted" in panel.scale_text.text() and "×" in panel.scale_text.text()
+    # the same prediction the command line makes for this file (same window, same answer)
+    from napari_histo.models.magnification import predict_slide_magnification
+
+    with open_slide(png) as image:
+        expected = predict_slide_magnification(image)
+    assert f"Predicted {expected.magnification:.1f}×" in panel.scale_text.text()
     panel.scale_spin.setValue(0.5)  # the user knows better: the crop comes from a 20× scan
     job = panel.use_scale_and_run()
     assert job is not None

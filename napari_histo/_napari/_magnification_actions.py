@@ -51,6 +51,21 @@ def predict_for_layer(layer: Any, box: tuple[int, int, int, int] | None = None) 
     return predict_magnification(rgb)
 
 
+def predict_for_slide_layer(layer: Any) -> Any:
+    """The magnification of an opened image as every front end predicts it: a file-backed layer
+    through :func:`~napari_histo.models.magnification.predict_slide_magnification` (the window the
+    command line reads: same crops, same answer, same softness note), an in-memory layer from its
+    pixels."""
+    path = _layers.layer_path(layer)
+    if path:
+        from napari_histo.models.magnification import predict_slide_magnification
+        from napari_histo.slide import open_slide
+
+        with open_slide(path) as slide:
+            return predict_slide_magnification(slide)
+    return predict_for_layer(layer)
+
+
 def show_objective_button(button: Any, prediction: Any) -> None:
     """Offer "Apply 20× scan (0.500 µm/px)" when exactly one standard objective fits."""
     from napari_histo.models.magnification import MPP_AT_1X

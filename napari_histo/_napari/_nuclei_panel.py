@@ -286,7 +286,7 @@ class NucleiPanel(QWidget):
 
     def predict_scale(self) -> Job | None:
         """Predict the magnification of the image waiting for a pixel size (a background job)."""
-        from napari_histo._napari._magnification_actions import predict_for_layer
+        from napari_histo._napari._magnification_actions import predict_for_slide_layer
         from napari_histo._napari._workers import call_in_thread
 
         layer = getattr(self, "scale_layer", None)
@@ -294,7 +294,7 @@ class NucleiPanel(QWidget):
             return None
         self.scale_predict_button.setEnabled(False)
         self.scale_text.setText("predicting the magnification…")
-        self.scale_job = call_in_thread(predict_for_layer, layer, None, context="magnification",
+        self.scale_job = call_in_thread(predict_for_slide_layer, layer, context="magnification",
                                         on_return=self._show_scale_prediction,
                                         on_finish=lambda: self.scale_predict_button.setEnabled(True))
         return self.scale_job

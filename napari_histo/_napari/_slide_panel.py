@@ -185,16 +185,9 @@ class SlidePanel(QWidget):
 
     @staticmethod
     def _predict(layer: Any) -> Any:
-        from napari_histo._napari._magnification_actions import predict_for_layer
+        from napari_histo._napari._magnification_actions import predict_for_slide_layer
 
-        path = _layers.layer_path(layer)
-        if path:  # the slide picks a tissue-rich region itself
-            from napari_histo.models.magnification import predict_slide_magnification
-            from napari_histo.slide import open_slide
-
-            with open_slide(path) as slide:
-                return predict_slide_magnification(slide)
-        return predict_for_layer(layer)
+        return predict_for_slide_layer(layer)
 
     def apply_prediction(self) -> None:
         """Use the predicted µm/px as the slide layer's scale."""
