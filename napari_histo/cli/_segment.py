@@ -46,8 +46,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=4, help="tiles per inference batch")
     parser.add_argument("--workers", type=int, default=2, help="post-processing threads (at most)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="CPU cores the run may use: half for the network, the rest for post-processing "
-                             "(default: all of this process's cores); recorded in run.json")
+                        help="CPU threads for the network, and at most as many post-processing workers "
+                             "(default: torch's own choice); recorded in run.json")
     parser.add_argument("--readers", type=int, default=1, help="tile reader threads")
     parser.add_argument("--stains", choices=["auto", "he", "hdab"], default="auto",
                         help="classical detector: H&E or H-DAB (IHC) deconvolution; 'auto' decides once per slide "

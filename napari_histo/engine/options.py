@@ -43,9 +43,9 @@ class SegmentationOptions(JsonConfig):
     stem
         Name of the exchange files (default: the slide's file name without extension).
     threads
-        CPU cores the run may use (None: all the process may run on). On the CPU the network gets
-        half of them (at least one) and post-processing the rest, instead of torch taking every
-        core while the post-processing threads compete for them (see :func:`thread_budget`).
+        CPU threads the run may use (None: torch's default for the network and ``workers``
+        post-processing threads). With a number, the network uses that many threads and
+        post-processing at most that many workers (see :func:`thread_budget`).
     tissue_mask_file
         A tissue mask image (non-zero = tissue, any size with the slide's aspect ratio) used instead
         of the detected one, as HoVer-Net's ``mask_dir``; tiles outside it are skipped.
@@ -90,15 +90,15 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def thread_budget(threads: int | None, workers: int) -> tuple[int, int]:
-    """(torch threads, post-processing workers) for a CPU run on ``threads`` cores (None: all).
+def thread_budget(threads: int | None, workers: int) -> tuple[int | None, int]:
+    """(torch threads or None for torch's default, post-processing workers) for a CPU run.
 
-    The network takes half the cores (at least one) and post-processing the others (at least one,
-    at most ``workers``): network and post-processing of different tiles overlap, so giving torch
-    every core only makes them compete (2 torch threads on 2 cores cost 1.8x the CPU of 1 for a
-    1.2x shorter network step).
+    Measured on the sample slide with two cores (``docs/BENCHMARKS.md``): splitting the cores
+    between the network (1 thread) and post-processing (1 worker) took 37 s against 23 s with the
+    network on both cores and two post-processing workers, for the same CPU time, so the default
+    leaves torch its threads; ``threads`` caps both.
     """
-    total = max(1, int(threads) if threads else available_cores())
-    torch_threads = max(1, total // 2)
-    post = max(1, min(int(workers), total - torch_threads)) if total > 1 else 1
-    return torch_threads, post
+    if not threads:
+        return None, max(1, int(workers))
+    total = max(1, int(threads))
+    return total, max(1, min(int(workers), total))

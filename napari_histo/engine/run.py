@@ -154,6 +154,13 @@ def _torch_threads(n: int) -> None:
         torch.set_num_threads(int(n))
 
 
+def _current_torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
 def _save_views(slide: Any, mask: Any, outdir: Path, opts: SegmentationOptions) -> None:
     """``mask.png`` (the tissue mask used) and ``thumb.png`` (a <= 1024 px thumbnail) on request."""
     if not (opts.save_mask or opts.save_thumb):
@@ -311,8 +318,9 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                 workers = opts.workers
                 if _runs_on_cpu(segmenter):
                     torch_threads, workers = thread_budget(opts.threads, opts.workers)
-                    stats.update(torch_threads=torch_threads, post_workers=workers)
-                    _torch_threads(torch_threads)
+                    if torch_threads is not None:
+                        _torch_threads(torch_threads)
+                    stats.update(torch_threads=_current_torch_threads(), post_workers=workers)
                 results = local_results(slide, plan, pending, segmenter, batch_size=opts.batch_size,
                                         workers=workers, readers=opts.readers, prefetch=opts.prefetch,
                                         stats=stats, timings=timings)
