@@ -314,3 +314,22 @@ def test_a_tissue_mask_given_limits_the_tiles_and_views_are_saved(tmp_path):
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     assert main(["segment", "sample", "-o", str(out / "x"), "--mask", str(wrong)]) == 1
+
+
+def test_a_run_warns_when_the_type_head_is_unsure(tmp_path):
+    """The default model's type head gives almost no probability to any type on the 20x sample
+    slide: the run says its types are unreliable instead of reporting them silently."""
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+    from napari_histo.utils import sample_slide_path
+
+    with open_slide(sample_slide_path()) as slide:
+        crop = slide.read_region((1000, 1100), (400, 400))
+    png = tmp_path / "field.png"
+    Image.fromarray(crop).save(png)
+    assert main(["segment", str(png), "-o", str(tmp_path / "out"), "--mpp", "0.499", "--no-geojson",
+                 "--no-hovernet-json"]) == 0
+    run = load_result(tmp_path / "out" / "field").run
+    assert run["stats"]["median_type_confidence"] < 0.1
+    assert any("type head is unsure" in w for w in run["warnings"])
