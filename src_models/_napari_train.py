@@ -61,6 +61,35 @@ def panel_training_events(rgb: np.ndarray, table: Any, origin: tuple[int, int], 
     return (yield from train_own_steps(data, out, iterations=iterations, minutes=120.0, init=init, mpp=mpp))
 
 
+def preview_patches(rgb: np.ndarray, table: Any, origin: tuple[int, int], mpp: float, size: int = 256,
+                    step: int = 256) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """What training will see: the region cut into patches at the network's resolution, as
+    (RGB grid with outlines in type colours, instance grid, type names) -- the same annotated-image
+    path the Train button takes."""
+    import tempfile
+
+    from napari_histo.schema.types import TypeInfo
+    from src_models.hovernet.config import TrainConfig
+    from src_models.hovernet.own_data import own_tiles, shipped_weights_dir, write_annotated_region
+    from src_models.hovernet.patches import patch_tiles, preview_grid
+
+    work_mpp = TrainConfig.load(shipped_weights_dir() / "train_config.json").model.network_mpp
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = write_annotated_region(rgb, table, origin, Path(tmp) / "annotations")
+        tiles, vocabulary = own_tiles(folder, mpp, work_mpp)
+    names = {0: "background"} | {i: n for n, i in vocabulary.items()}
+    info = TypeInfo(names)
+    colours = {i: tuple(info.colour(i)) for i in names if i > 0}
+    grid, labels = preview_grid(patch_tiles(tiles, size, step), colours)
+    return grid, labels, names
+
+
+def preview_patch_events(rgb: np.ndarray, table: Any, origin: tuple[int, int], mpp: float):
+    """:func:`preview_patches` as a job generator (one progress record, then the layers' data)."""
+    yield {"step": "cutting the region into training patches"}
+    return preview_patches(rgb, table, origin, mpp)
+
+
 class TrainPanel(QWidget):
     """Nuclei layer, iterations, starting weights, output folder; Train / Cancel with progress."""
 
@@ -80,6 +109,9 @@ class TrainPanel(QWidget):
         self.name_edit.setToolTip("Folder name of the new model in the per-user models folder")
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
+        self.preview_button = QPushButton("Preview patches")
+        self.preview_button.setToolTip("Show the training patches with their outlines before training")
+        self.preview_button.clicked.connect(self.preview)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.cancel)
@@ -93,6 +125,7 @@ class TrainPanel(QWidget):
         form.addRow("Start from", self.init_combo)
         form.addRow("Model name", self.name_edit)
         buttons = QHBoxLayout()
+        buttons.addWidget(self.preview_button)
         buttons.addWidget(self.train_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
@@ -112,26 +145,56 @@ class TrainPanel(QWidget):
         name = "".join(c for c in self.name_edit.text().strip() if c.isalnum() or c in "-_.") or "my-model"
         return user_data_dir("models") / name
 
+    def _region(self) -> tuple[np.ndarray, Any, tuple[int, int], float]:
+        """(RGB of the region, its nuclei, level-0 origin, µm/px) of the chosen nuclei layer."""
+        slide = _layers.find_slide_layer(self.viewer)
+        if slide is None:
+            raise ValueError("open the slide or image the nuclei belong to first")
+        mpp = _layers.layer_mpp(slide)
+        if mpp is None:
+            raise ValueError(f"{slide.name} states no pixel size: set it (Nuclei or Magnification panel) first")
+        table = nuclei_table(self.viewer, self.nuclei_combo.currentText() or None)
+        if table is None or not len(table):
+            raise ValueError("choose a layer of nuclei (segmented and corrected, or imported) to learn from")
+        height, width = _layers.level0_shape(slide)
+        x0, y0, x1, y1 = region_of(table, width, height)
+        inside = table[(table["x"] >= x0) & (table["x"] < x1) & (table["y"] >= y0) & (table["y"] < y1)]
+        data = slide.data[0] if slide.multiscale else slide.data
+        rgb = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3])
+        return rgb, inside, (x0, y0), float(mpp)
+
+    def preview(self) -> Job | None:
+        """Add the training patches of the chosen nuclei as layers (background job)."""
+        if self.job is not None and self.job.running:
+            notify_error(RuntimeError("a job of this panel is already running"), "preview")
+            return None
+        try:
+            rgb, inside, origin, mpp = self._region()
+        except Exception as exc:
+            notify_error(exc, "preview")
+            return None
+        self.status.setText(f"cutting {len(inside)} nuclei into training patches…")
+        self.job = Job(preview_patch_events, rgb, inside, origin, mpp, on_return=self._add_preview,
+                       context="preview")
+        return self.job.start()
+
+    def _add_preview(self, value: Any) -> None:
+        if value is CANCELLED or value is None:
+            return
+        grid, labels, names = value
+        self.viewer.add_image(grid, name="training patches", rgb=True)
+        self.viewer.add_labels(labels, name="training patch nuclei", opacity=0.3)
+        types = ", ".join(n for i, n in sorted(names.items()) if i > 0) or "no types"
+        self.status.setText(f"{int(labels.max())} nuclei in the preview; types: {types}")
+
     def train(self) -> Job | None:
         """Cut the region of the chosen nuclei from the slide and fine-tune on it (background job)."""
         if self.job is not None and self.job.running:
             notify_error(RuntimeError("a training run is already in progress"), "train")
             return None
         try:
-            slide = _layers.find_slide_layer(self.viewer)
-            if slide is None:
-                raise ValueError("open the slide or image the nuclei belong to first")
-            mpp = _layers.layer_mpp(slide)
-            if mpp is None:
-                raise ValueError(f"{slide.name} states no pixel size: set it (Nuclei or Magnification panel) first")
-            table = nuclei_table(self.viewer, self.nuclei_combo.currentText() or None)
-            if table is None or not len(table):
-                raise ValueError("choose a layer of nuclei (segmented and corrected, or imported) to learn from")
-            height, width = _layers.level0_shape(slide)
-            x0, y0, x1, y1 = region_of(table, width, height)
-            inside = table[(table["x"] >= x0) & (table["x"] < x1) & (table["y"] >= y0) & (table["y"] < y1)]
-            data = slide.data[0] if slide.multiscale else slide.data
-            rgb = np.ascontiguousarray(np.asarray(data[y0:y1, x0:x1])[..., :3])
+            rgb, inside, (x0, y0), mpp = self._region()
+            y1, x1 = y0 + rgb.shape[0], x0 + rgb.shape[1]
             out = self.output_folder()
             if (out / "model.pt").exists():
                 raise ValueError(f"{out} already holds a model: choose another name")

@@ -80,5 +80,5 @@ def test_folders_without_pixel_size_or_annotations_are_refused(annotated_folder,
     assert main(["train", "hovernet", "--data", str(empty), "-o", str(tmp_path / "m"), "--mpp", "0.5"]) == 1
     assert "no image with a same-stem annotation file" in capsys.readouterr().err
     assert main(["train", "hovernet", "--data", str(annotated_folder), "-o", str(tmp_path / "m"), "--mpp", "0.5",
-                 "--mode", "fast"]) == 1
-    assert "not available yet" in capsys.readouterr().err
+                 "--encoder-weights", "preact.tar"]) == 1
+    assert "applies to the official HoVer-Net" in capsys.readouterr().err

@@ -25,6 +25,15 @@ def test_train_on_corrected_nuclei_then_segment_with_the_new_model(viewer, qtbot
     points.metadata["nuclei_table"] = nuclei.table.iloc[5:].copy()
     train = TrainPanel(viewer)
     assert train.nuclei_combo.currentText() == _layers.NUCLEI_POINTS
+    # look before training: the patches the run will learn from, as layers
+    pjob = train.preview()
+    assert pjob is not None
+    qtbot.waitUntil(lambda: not pjob.running, timeout=60_000)
+    assert pjob.error is None
+    grid = viewer.layers["training patches"]
+    labels = viewer.layers["training patch nuclei"]
+    assert grid.rgb and grid.data.shape[:2] == labels.data.shape and labels.data.max() > 20
+    assert train.nuclei_combo.currentText() == _layers.NUCLEI_POINTS
     train.iterations.setValue(2)
     train.name_edit.setText("corrected-field")
     tjob = train.train()

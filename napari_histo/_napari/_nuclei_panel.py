@@ -208,7 +208,8 @@ class NucleiPanel(QWidget):
 
         current = self.model_combo.currentText()
         self._user_models = {f"{USER_MODEL_PREFIX}{p.name}": p for p in sorted(user_data_dir("models").iterdir())
-                             if (p / "config.json").is_file() and (p / "model.pt").is_file()}
+                             if ((p / "config.json").is_file() and (p / "model.pt").is_file())
+                             or (p / "model_info.json").is_file()}
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItems([*MODELS, *self._user_models])

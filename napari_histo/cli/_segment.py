@@ -39,6 +39,10 @@ def register(subparsers) -> argparse.ArgumentParser:
                              "'predict': for a file without one, the predicted magnification's; 'objective': "
                              "the one standard objective (5/10/20/40x) inside its 90 %% interval, for a "
                              "converted scan. A file's own pixel size is never replaced by a prediction")
+    parser.add_argument("--model-mpp", type=float, default=None, metavar="MPP",
+                        help="µm/px a HoVer-Net checkpoint file was trained at: the slide is processed at this "
+                             "resolution (HoVer-Net's proc_mag; 0.25 = 40x, 0.5 = 20x; default 0.25; model folders "
+                             "state their own)")
     parser.add_argument("--roi", default=None, metavar="X,Y,W,H|FILE",
                         help="nuclei with centroid inside this region: " + ROI_HELP)
     parser.add_argument("--roi-class", default=None, help="with --roi FILE: only the file's regions of this class")
@@ -224,10 +228,10 @@ def handler(args) -> int:
         segmenter = get_segmenter("classical", stains=args.stains)
         model = segmenter  # carried as an object to dask workers too
     else:
-        segmenter = resolve_segmenter(args.model, args.device)  # fail early, before any slide work
+        segmenter = resolve_segmenter(args.model, args.device, args.model_mpp)  # fail early, before any slide work
         model = args.model if scheduler is not None else segmenter
     params = {
-        "model": args.model, "stains": args.stains, "mpp": args.mpp, "device": args.device,
+        "model": args.model, "model_mpp": args.model_mpp, "stains": args.stains, "mpp": args.mpp, "device": args.device,
         "roi": args.roi if args.roi and Path(args.roi).exists() else roi, "roi_class": args.roi_class,
         "tile_size": args.tile_size, "halo": args.halo, "readers": args.readers,
         "tissue_mask": args.tissue, "resume": args.resume, "backend": args.backend,
@@ -242,7 +246,7 @@ def handler(args) -> int:
             geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
             backend=args.backend, stem=stem, max_area_um2=args.max_area or None,
             tissue_mask_file=_mask_for(args.mask, stem), save_mask=args.save_mask, save_thumb=args.save_thumb,
-            threads=args.threads,
+            threads=args.threads, model_mpp=args.model_mpp,
         )
         events = run_segmentation(
             path, model, folder, roi, options, scheduler=scheduler,

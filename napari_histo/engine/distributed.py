@@ -56,10 +56,11 @@ def _cached_model(spec: tuple) -> Any:
     if kind == "object":
         return spec[1]
     if kind == "registry":
-        key = (spec[1], spec[2])
+        model_mpp = spec[3] if len(spec) > 3 else None
+        key = (spec[1], spec[2], model_mpp)
         with _CACHE_LOCK:
             if key not in _MODELS:
-                _MODELS[key] = get_segmenter(spec[1], spec[2])
+                _MODELS[key] = get_segmenter(spec[1], spec[2], **({"mpp": model_mpp} if model_mpp else {}))
             return _MODELS[key]
     raise HistoError(f"unknown model spec {spec!r}")
 

@@ -56,6 +56,10 @@ class SegmentationOptions(JsonConfig):
         Largest plausible nucleus in µm²: larger objects (keratin, debris, folds outlined as one
         "nucleus") are dropped and counted in ``run.json``. Default 200 µm², a nucleus about
         16 µm across; large pleomorphic tumour nuclei stay below it. None or 0: no bound.
+    model_mpp
+        µm/px an official HoVer-Net checkpoint file was trained at, i.e. the resolution the slide
+        is processed at (HoVer-Net's ``--proc_mag``: 0.25 for 40×, 0.5 for 20×). None: what the
+        model states (a model folder's config), 0.25 for a bare checkpoint.
     """
 
     mpp: float | None = None
@@ -78,6 +82,7 @@ class SegmentationOptions(JsonConfig):
     threads: int | None = None
     save_mask: bool = False
     save_thumb: bool = False
+    model_mpp: float | None = None
 
 
 def available_cores() -> int:

@@ -96,10 +96,14 @@ class RunResult:
 LARGEST_NUCLEUS_UM = 30.0
 
 
-def resolve_segmenter(model: Any, device: str | None = None):
-    """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path)."""
+def resolve_segmenter(model: Any, device: str | None = None, model_mpp: float | None = None):
+    """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path);
+    ``model_mpp`` is the processing resolution of a checkpoint file (see :class:`SegmentationOptions`)."""
     if isinstance(model, str | Path):
-        return get_segmenter(str(model), device)
+        return get_segmenter(str(model), device, **({"mpp": float(model_mpp)} if model_mpp else {}))
+    if model_mpp and abs(float(getattr(model, "mpp", model_mpp)) - float(model_mpp)) > 1e-9:
+        raise HistoError(f"the model works at {model.mpp:g} µm/px; a processing resolution of {model_mpp:g} "
+                         "applies to a checkpoint given by its path")
     for attr in ("mpp", "halo_px", "predict", "postprocess"):
         if not hasattr(model, attr):
             raise HistoError(f"{type(model).__name__} is not a Segmenter (missing {attr!r})")
@@ -282,7 +286,7 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
     t_start = time.perf_counter()
     warnings: list[str] = []
     segmenter_spec = segmenter
-    segmenter = resolve_segmenter(segmenter, opts.device)
+    segmenter = resolve_segmenter(segmenter, opts.device, opts.model_mpp)
     resolved = segmenter
     slide, owned = open_source(slide_or_path, opts.backend)
     try:
@@ -328,7 +332,8 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                 from napari_histo.engine.distributed import distributed_results
 
                 # a segmenter settled for this slide travels as an object, not as its registry name
-                model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, opts.device)
+                model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, opts.device,
+                                         opts.model_mpp)
                 results = distributed_results(scheduler, slide, plan, pending, model_spec,
                                               max_inflight=max(2 * opts.workers, 4), stats=stats)
             else:
@@ -480,10 +485,10 @@ def remove_part_files(outdir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _model_spec(spec: Any, segmenter: Any, device: str | None) -> Any:
+def _model_spec(spec: Any, segmenter: Any, device: str | None, model_mpp: float | None = None) -> Any:
     """What distributed tasks carry to rebuild the segmenter: a registry spec or the object."""
     if isinstance(spec, str | Path):
-        return ("registry", str(spec), device)
+        return ("registry", str(spec), device, model_mpp)
     return ("object", segmenter)
 
 

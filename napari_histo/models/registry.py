@@ -49,12 +49,16 @@ def get_segmenter(name_or_path: str | Path = "default", device: str | None = Non
     name_or_path : str or Path
         ``"classical"`` (weight-free detector), ``"default"`` (shipped compact HoVer-Net; falls
         back to classical with a warning when its weights are not installed), a folder with
-        ``config.json`` + ``model.pt`` (+ ``type_info.json``), or an official HoVer-Net
-        checkpoint file (``.tar``/``.pth``, optional ``type_info.json`` beside it).
+        ``config.json`` + ``model.pt`` (+ ``type_info.json``), a folder of an official HoVer-Net
+        trained by ``napari-histo train hovernet --mode fast|original`` (``model_info.json`` names
+        its weights and µm/px), or an official HoVer-Net checkpoint file (``.tar``/``.pth``,
+        optional ``type_info.json`` beside it).
     device : str, optional
         torch device; default cuda > mps > cpu.
     **kwargs
-        Passed to the segmenter (e.g. classical parameters, ``batch_size``).
+        Passed to the segmenter (e.g. classical parameters, ``batch_size``). ``mpp``: the µm/px
+        an official checkpoint file was trained at (its processing resolution; default 0.25,
+        the 40× of the released weights); a model folder states its own and refuses another.
 
     Raises
     ------
@@ -95,10 +99,42 @@ def _build(name: str, device: str | None, **kwargs):
     if not path.exists():
         raise HistoError(f"unknown model {name!r}: not 'classical', 'default' or an existing path")
     if path.is_dir():
+        if (path / "model_info.json").exists():
+            return _official_folder_segmenter(path, device, **kwargs)
         if (path / "config.json").exists() and (path / "model.pt").exists():
+            _refuse_other_mpp(path, kwargs, _compact_mpp(path))
             return _compact_segmenter(path, device, name=path.name, **kwargs)
-        raise InputFileError(path, "model folder needs config.json and model.pt")
+        raise InputFileError(path, "model folder needs config.json and model.pt (compact) or model_info.json "
+                                   "(official HoVer-Net)")
     return _official_segmenter(path, device, **kwargs)
+
+
+def _compact_mpp(folder: Path) -> float:
+    import json
+
+    return float(json.loads((folder / "config.json").read_text(encoding="utf-8"))["mpp"])
+
+
+def _refuse_other_mpp(folder: Path, kwargs: dict, own: float) -> None:
+    """A model folder states the µm/px it was trained at: another processing resolution is refused."""
+    mpp = kwargs.pop("mpp", None)
+    if mpp is not None and abs(float(mpp) - own) > 1e-6 * own:
+        raise InputFileError(folder, f"the model was trained at {own:g} µm/px (its config says so); a model "
+                                     f"resolution of {float(mpp):g} applies to checkpoint files that state none")
+
+
+def _official_folder_segmenter(folder: Path, device: str | None, **kwargs):
+    import json
+
+    info_path = folder / "model_info.json"
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        weights = folder / str(info["weights"])
+        own = float(info["mpp"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputFileError(info_path, f"not a model description (needs 'weights' and 'mpp'): {exc}") from exc
+    _refuse_other_mpp(folder, kwargs, own)
+    return _official_segmenter(weights, device, mpp=own, name=folder.name, **kwargs)
 
 
 def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
@@ -114,6 +150,11 @@ def _official_segmenter(path: Path, device: str | None, **kwargs):
     from napari_histo.models.hovernet.checkpoint import load_hovernet
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
 
+    name = kwargs.pop("name", None)
+    mpp = kwargs.pop("mpp", None)
+    mpp = 0.25 if mpp is None else float(mpp)
+    if not mpp > 0:
+        raise HistoError(f"model µm/px must be positive, got {mpp}")
     model, info = load_hovernet(path, device=device or "cpu")
     type_info = None
     if info.nr_types:
@@ -125,8 +166,8 @@ def _official_segmenter(path: Path, device: str | None, **kwargs):
         if len(type_info.ids) < info.nr_types:
             raise InputFileError(ti_path if ti_path.exists() else path,
                                  f"type table has {len(type_info.ids)} entries, checkpoint predicts {info.nr_types} types")
-    return HoverNetSegmenter(model, info.input_size, info.output_size, mpp=0.25, type_info=type_info,
-                             name=f"hovernet-{info.mode}-{path.stem}", device=device, **kwargs)
+    return HoverNetSegmenter(model, info.input_size, info.output_size, mpp=mpp, type_info=type_info,
+                             name=name or f"hovernet-{info.mode}-{path.stem}", device=device, **kwargs)
 
 
 def _guess_type_info(path: Path, nr_types: int) -> TypeInfo:

@@ -1,4 +1,4 @@
-"""Train the compact HoVer-Net on the user's own annotated images (``train hovernet --data DIR``).
+"""Train a nucleus model on the user's own annotated images (``train hovernet --data DIR``).
 
 ``DIR`` holds images with same-stem annotation files (QuPath GeoJSON with classifications, Sedeen
 sessions typed by pen colour, ImageScope / ASAP XML with classes, HoVer-Net JSON; read by
@@ -23,7 +23,7 @@ from napari_histo.utils import HistoError, InputFileError
 from src_models.hovernet.config import TrainConfig
 from src_models.hovernet.data import Tile, resize_labels, resize_rgb
 
-#: Architectures ``--mode`` names; only the compact network trains from here today.
+#: Architectures ``--mode`` names: the compact network, or the official HoVer-Net's two modes.
 MODES = ("compact", "fast", "original")
 
 
@@ -35,17 +35,34 @@ def shipped_weights_dir() -> Path:
 
 def own_tiles(folder: str | Path, mpp: float | None, work_mpp: float, colours: Any = None
               ) -> tuple[list[Tile], dict[str, int]]:
-    """The annotated images of ``folder`` at ``work_mpp`` and the vocabulary (name -> type id)."""
-    from napari_histo.datasets.annotated import iter_annotated
+    """The annotated images of ``folder`` at ``work_mpp`` and the vocabulary (name -> type id).
 
+    ``folder`` holds images with same-stem annotation files, or HoVer-Net patch arrays
+    (``napari-histo patches``; :mod:`src_models.hovernet.patches`).
+    """
+    from napari_histo.datasets.annotated import iter_annotated
+    from src_models.hovernet.patches import is_patch_folder, load_patch_folder
+
+    if is_patch_folder(folder):
+        patches, names, patch_mpp = load_patch_folder(folder, mpp)
+        vocabulary = {name: i for i, name in enumerate(names) if i > 0}
+        return [at_mpp(t, patch_mpp, work_mpp) for t in patches], vocabulary
     vocabulary: dict[str, int] = {}
     tiles = []
     for sample in iter_annotated(folder, mpp=mpp, colours=colours, vocabulary=vocabulary):
-        scale = sample.mpp / work_mpp
-        shape = (max(1, round(sample.image.shape[0] * scale)), max(1, round(sample.image.shape[1] * scale)))
-        tiles.append(Tile(sample.name, "own", resize_rgb(sample.image, shape), resize_labels(sample.inst, shape),
-                          resize_labels(sample.types, shape).astype(np.int16), sample.mpp))
+        tile = Tile(sample.name, "own", sample.image, sample.inst, sample.types.astype(np.int16), sample.mpp)
+        tiles.append(at_mpp(tile, sample.mpp, work_mpp))
     return tiles, vocabulary
+
+
+def at_mpp(tile: Tile, mpp: float, work_mpp: float) -> Tile:
+    """``tile`` (at ``mpp`` µm/px) resampled to ``work_mpp``."""
+    if abs(mpp - work_mpp) <= 1e-9 * work_mpp:
+        return tile
+    scale = mpp / work_mpp
+    shape = (max(1, round(tile.img.shape[0] * scale)), max(1, round(tile.img.shape[1] * scale)))
+    return Tile(tile.name, tile.source, resize_rgb(tile.img, shape), resize_labels(tile.inst, shape),
+                resize_labels(tile.types, shape).astype(np.int16), tile.mpp_native)
 
 
 def head_channels(new_names: list[str], old_names: list[str]) -> list[int]:
@@ -117,32 +134,88 @@ def train_own(data: str | Path, out: str | Path, **kwargs: Any) -> dict:
 
 def train_own_steps(data: str | Path, out: str | Path, *, iterations: int = 500, minutes: float = 60.0,
                     init: str = "default", mode: str = "compact", mpp: float | None = None, resume: bool = False,
-                    threads: int = 2, colours: Any = None):
+                    threads: int = 2, colours: Any = None, encoder_weights: str | None = None,
+                    schedule: str = "auto", work_mpp: float | None = None, batch_size: int = 4):
     """:func:`train_own` as a generator of progress records (training iterations), for a
-    cancellable job; returns the summary. A closed generator keeps its checkpoint (resumable)."""
-    from src_models.hovernet.ship import ship
-    from src_models.hovernet.train import train_steps
+    cancellable job; returns the summary. A closed generator keeps its checkpoint (resumable).
 
+    ``mode`` ``"compact"`` fine-tunes the shipped network; ``"fast"`` / ``"original"`` train the
+    official HoVer-Net with its two-phase schedule (:mod:`src_models.hovernet.official_train`),
+    its encoder from ``encoder_weights`` (Preact-ResNet50) or ``init`` (an official checkpoint), at
+    ``work_mpp`` µm/px (default 0.25, the 40× of upstream; 0.5 trains a 20× model).
+    """
     if mode not in MODES:
         raise HistoError(f"--mode must be one of {', '.join(MODES)}")
-    if mode != "compact":
-        raise HistoError(f"training the official HoVer-Net ({mode}) from annotated folders is not available yet; "
-                         "use --mode compact")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = TrainConfig.load(shipped_weights_dir() / "train_config.json")
-    tiles, vocabulary = own_tiles(data, mpp, base.model.network_mpp, colours)
-    if not vocabulary:
-        vocabulary = {"nucleus": 1}
-    cfg = own_config(vocabulary, out, iterations, minutes, init, threads)
-    record = yield from train_steps(cfg, resume=resume, tiles=tiles)
-    ship(cfg.out_dir, out, validation=None)
-    summary = {"data": str(data), "images": [t.name for t in tiles], "types": vocabulary, "init": init,
+    if mode == "compact":
+        if encoder_weights:
+            raise HistoError("--encoder-weights applies to the official HoVer-Net (--mode fast or original)")
+        record, tiles, vocabulary = yield from _train_compact(data, out, iterations, minutes, init, mpp, resume,
+                                                              threads, colours, work_mpp, batch_size)
+    else:
+        record, tiles, vocabulary = yield from _train_official(data, out, iterations, minutes, init, mode, mpp,
+                                                               resume, threads, colours, encoder_weights,
+                                                               schedule, work_mpp, batch_size)
+    summary = {"data": str(data), "images": sorted({t.name for t in tiles}), "types": vocabulary, "init": init,
                "mode": mode, "mpp": mpp, "iterations": record.get("iter"), "model_folder": str(out),
-               "final": record}
+               "encoder_weights": encoder_weights, "final": record}
     with open(out / "training_summary.json", "w", encoding="utf-8") as fh:
         json.dump(summary, fh, indent=2)
     return summary
+
+
+def _train_compact(data, out: Path, iterations, minutes, init, mpp, resume, threads, colours, work_mpp, batch_size):
+    from src_models.hovernet.ship import ship
+    from src_models.hovernet.train import train_steps
+
+    base = TrainConfig.load(shipped_weights_dir() / "train_config.json")
+    if work_mpp is not None and abs(work_mpp - base.model.network_mpp) > 1e-9:
+        raise HistoError(f"the compact network works at {base.model.network_mpp:g} µm/px; --work-mpp applies to "
+                         "the official HoVer-Net (--mode fast or original)")
+    tiles, vocabulary = own_tiles(data, mpp, base.model.network_mpp, colours)
+    if not vocabulary:
+        vocabulary = {"nucleus": 1}
+    cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size)
+    record = yield from train_steps(cfg, resume=resume, tiles=tiles)
+    ship(cfg.out_dir, out, validation=None)
+    return record, tiles, vocabulary
+
+
+def _train_official(data, out: Path, iterations, minutes, init, mode, mpp, resume, threads, colours,
+                    encoder_weights, schedule, work_mpp, batch_size):
+    from napari_histo.schema.types import TypeInfo
+    from src_models.hovernet.official_train import OfficialTrainConfig, Phase, train_official_steps
+
+    work_mpp = 0.25 if work_mpp is None else float(work_mpp)
+    if not work_mpp > 0:
+        raise HistoError(f"--work-mpp must be positive, got {work_mpp}")
+    tiles, vocabulary = own_tiles(data, mpp, work_mpp, colours)
+    names = ["background", *sorted(vocabulary, key=vocabulary.get)] if vocabulary else ["background"]
+    info = TypeInfo(dict(enumerate(names)))
+    init_weights = None
+    if init not in ("default", "none"):
+        path = Path(init)
+        if not path.exists():
+            raise InputFileError(path, "--init: no such HoVer-Net checkpoint")
+        if path.is_dir():
+            candidates = [path / "hovernet.tar", *sorted(path.glob("*.tar")), *sorted(path.glob("*.pth"))]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise InputFileError(path, "--init: the folder holds no HoVer-Net checkpoint (.tar / .pth)")
+            path = found
+        init_weights = str(path)
+    first = max(1, int(iterations) // 2)
+    phases = [Phase(iterations=first, freeze_encoder=True, lr=1e-4, batch_size=batch_size),
+              Phase(iterations=max(1, int(iterations) - first), freeze_encoder=False, lr=1e-4,
+                    batch_size=max(1, batch_size // 2))]
+    cfg = OfficialTrainConfig(mode=mode, type_names=names,
+                              type_colours=[[0, 0, 0]] + [list(info.colour(i)) for i in range(1, len(names))],
+                              mpp=work_mpp, phases=phases, schedule=schedule, encoder_weights=encoder_weights,
+                              init_weights=init_weights, out_dir=str(out), max_minutes=float(minutes),
+                              ckpt_every_s=120.0, threads=threads)
+    record = yield from train_official_steps(cfg, tiles, resume=resume)
+    return record, tiles, vocabulary
 
 
 def write_annotated_region(rgb: np.ndarray, table, origin: tuple[int, int], folder: str | Path,
