@@ -52,6 +52,12 @@ def test_train_from_annotated_images_then_segment_and_evaluate(annotated_folder,
     assert "lymphocyte" in summary["types"] and "tumour" in summary["types"]
     config = json.loads((out / "config.json").read_text())
     assert "lymphocyte" in config["type_names"] and config["num_types"] == len(config["type_names"])
+    from napari_histo.utils import resource_path
+
+    shipped = json.loads(resource_path("weights", "hovernet_compact", "config.json").read_text())
+    # the thresholds tuned with the starting weights travel with the fine-tuned ones
+    for key in ("postproc", "network_postproc", "type_rule", "max_tile_px", "mpp", "internal_downsample"):
+        assert config[key] == shipped[key], key
     assert (out / "model.pt").is_file() and (out / "run.json").is_file()
     # the new model segments an image and scores the annotated folder
     seg_out = tmp_path / "seg"

@@ -178,8 +178,29 @@ def _train_compact(data, out: Path, iterations, minutes, init, mpp, resume, thre
         vocabulary = {"nucleus": 1}
     cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size)
     record = yield from train_steps(cfg, resume=resume, tiles=tiles)
-    ship(cfg.out_dir, out, validation=None)
+    ship(cfg.out_dir, out, validation=None, model_cfg=inference_config(cfg, init))
     return record, tiles, vocabulary
+
+
+def inference_config(cfg: TrainConfig, init: str):
+    """The new model's ``config.json``: the inference settings of the model it started from (its
+    post-processing thresholds, tuned with its weights; typing rule; patch limits), else the
+    shipped defaults for a model trained from random weights."""
+    from src_models.hovernet.ship import shipped_config
+
+    if init == "none":
+        return shipped_config(cfg)
+    folder = shipped_weights_dir() if init == "default" else (Path(init) if Path(init).is_dir() else Path(init).parent)
+    path = folder / "config.json"
+    if not path.is_file():
+        return shipped_config(cfg)
+    ref = json.loads(path.read_text(encoding="utf-8"))
+    if not ref.get("internal_downsample"):
+        return shipped_config(cfg)
+    return shipped_config(cfg, downsample=int(ref["internal_downsample"]), postproc=ref.get("postproc"),
+                          postproc_at_network_mpp=bool(ref.get("postproc_at_network_mpp", True)),
+                          network_postproc=ref.get("network_postproc"), max_tile_px=int(ref.get("max_tile_px", 640)),
+                          type_rule=str(ref.get("type_rule", "nucleus")))
 
 
 def _train_official(data, out: Path, iterations, minutes, init, mode, mpp, resume, threads, colours,

@@ -1,0 +1,108 @@
+"""Does fine-tuning the shipped nucleus model on ONE newly annotated image help on ANOTHER?
+
+The user's path, end to end: the 16 CoNSeP crops of one original image the shipped model never
+saw (``train_3``, one of the five images held out of its training) are written as a user would
+have them (PNG + QuPath GeoJSON with the coarse class names), ``train hovernet --data`` fine-tunes
+the shipped model on them (:func:`src_models.hovernet.own_data.train_own`, its default recipe), and
+``evaluate`` scores the shipped and the fine-tuned model on the crops of OTHER held-out images of
+the same tissue (``train_8`` first; ``train_13``, ``train_18``, ``train_23`` as well). The images
+were chosen before any score was seen. Needs ``../shared/data/consep``.
+
+Run: ``python benchmarks/finetune_one_image.py [--iterations 400] [--out FILE.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from _report import emit_json
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_IMAGE = "train_3"
+TEST_IMAGES = ["train_8", "train_13", "train_18", "train_23"]
+COARSE = {1: "other", 2: "inflammatory", 3: "epithelial", 4: "spindle"}
+
+
+def write_user_folder(root: Path, image: str, folder: Path) -> Path:
+    """The crops of ``image`` as PNG + GeoJSON (coarse class names), as a user's annotated folder."""
+    import numpy as np
+    from PIL import Image
+
+    from napari_histo.formats.geojson import write_geojson
+    from napari_histo.nuclei.measure import measure_instances
+    from napari_histo.schema.types import TypeInfo
+    from src_models.hovernet.data import consep_crops, load_consep_native, read_consep_types
+
+    folder.mkdir(parents=True, exist_ok=True)
+    types_by_crop = read_consep_types(root)
+    info = TypeInfo({0: "background", **COARSE})
+    for crop in consep_crops(root, [image]):
+        rgb, inst, types = load_consep_native(root, crop, types_by_crop)
+        Image.fromarray(rgb).save(folder / f"{crop}.png")
+        table = measure_instances(inst, mpp=0.25, type_info=info)
+        ids = table["id"].to_numpy()
+        from scipy import ndimage as ndi
+
+        table["type"] = np.asarray(ndi.maximum(np.maximum(types, 0), inst, ids), int)
+        table = table[table["type"] > 0]  # a nucleus without a type row is left unannotated
+        write_geojson(table, folder / f"{crop}.geojson")
+    return folder
+
+
+def score(model: str, folder: Path, out: Path) -> dict:
+    from napari_histo.cli import main as cli
+
+    path = out / f"scores_{abs(hash((model, str(folder))))}.json"
+    rc = cli(["evaluate", str(folder), "--model", model, "--mpp", "0.25", "--json", str(path)])
+    if rc != 0:
+        raise SystemExit(f"evaluate failed for {model} on {folder}")
+    return json.loads(path.read_text())["mean"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data-root", default=str(REPO.parent / "shared" / "data"))
+    ap.add_argument("--iterations", type=int, default=400)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    import torch
+
+    from src_models.hovernet.own_data import train_own
+
+    root = Path(args.data_root)
+    if not (root / "consep" / "images").is_dir():
+        raise SystemExit(f"{root / 'consep'} not found")
+    torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix="finetune_one_image_"))
+    train_folder = write_user_folder(root, TRAIN_IMAGE, work / TRAIN_IMAGE)
+    test_folders = {image: write_user_folder(root, image, work / image) for image in TEST_IMAGES}
+    t0 = time.perf_counter()
+    model = work / "fine_tuned"
+    summary = train_own(train_folder, model, iterations=args.iterations, minutes=120.0, init="default", mpp=0.25,
+                        threads=args.threads)
+    train_s = time.perf_counter() - t0
+    rows = {}
+    for image, folder in test_folders.items():
+        before = score("default", folder, work)
+        after = score(str(model), folder, work)
+        rows[image] = {"shipped": before, "fine_tuned": after}
+        print(f"{image}: PQ {before['pq']:.3f} -> {after['pq']:.3f}; AJI {before['aji']:.3f} -> {after['aji']:.3f}; "
+              f"F1 det {before['f1_d']:.3f} -> {after['f1_d']:.3f}", flush=True)
+    result = {
+        "benchmark": "finetune_one_image", "date": time.strftime("%Y-%m-%d"), "machine": platform.processor()
+        or platform.machine(), "threads": args.threads, "train_image": TRAIN_IMAGE, "iterations": summary["iterations"],
+        "train_seconds": round(train_s, 1), "types": summary["types"], "scores": rows,
+        "command": f"python benchmarks/finetune_one_image.py --iterations {args.iterations}",
+    }
+    emit_json(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
