@@ -305,3 +305,90 @@ def test_a_signal_to_the_whole_process_group_stops_training_at_a_checkpoint(tmp_
     stopped_at = int(text.rsplit("stopped at iteration ", 1)[1].split(";")[0])
     state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["state"]
     assert state["iteration"] == stopped_at >= 5
+
+
+def test_a_fixed_scale_only_run_trains_without_asm_and_refuses_a_missing_factor(tmp_path):
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=0, calib_iters=0, fixed_iters=2,
+                            iters_per_epoch=2, val_every=0, checkpoint_every=2, scale_factor=0.05,
+                            out_dir=str(tmp_path / "run"))
+    model = train(cfg, data_sources=_tiny_sources())
+    assert model.use_asm is False and float(model.scale_factor) == pytest.approx(0.05)
+    saved = HagnifinderConfig.load(tmp_path / "run" / "config.json")
+    assert saved.scale_factor == pytest.approx(0.05)
+    cfg.scale_factor, cfg.out_dir = 0.0, str(tmp_path / "run2")
+    with pytest.raises(ValueError, match="scale_factor is 0"):
+        train(cfg, data_sources=_tiny_sources())
+
+
+def test_sgd_the_published_optimiser_and_accuracy_within_n_in_the_validation_log(tmp_path):
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=2, calib_iters=1, fixed_iters=2,
+                            iters_per_epoch=2, val_every=2, val_crops=1, checkpoint_every=2, optimizer="sgd",
+                            lr=0.01, N=2.5, data_arg=False, out_dir=str(tmp_path / "run"))
+    train(cfg, data_sources=_tiny_sources())
+    log = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    val = [r for r in log if r.get("event") == "val"]
+    assert val and all("acc@2.5" in r for r in val)
+    cfg.optimizer, cfg.out_dir = "rmsprop", str(tmp_path / "run2")
+    with pytest.raises(ValueError, match="adamw' or 'sgd"):
+        train(cfg, data_sources=_tiny_sources())
+
+
+def test_breakhis_pixel_sizes_follow_the_published_optics_and_camera_degradations_keep_geometry():
+    from src_models.hagnifinder.camera_eval import slope_fit, stated_magnification
+    from src_models.hagnifinder.data import MultiMagSampler, breakhis_mpp, camera_degrade
+
+    assert breakhis_mpp("40X") == pytest.approx(6.5 / (3.3 * 4))
+    assert breakhis_mpp("400X") == pytest.approx(breakhis_mpp("40X") / 10)
+    assert stated_magnification("breakhis:SOB_B_F-14-25197-200-032") == 200
+    fit = slope_fit([20, 50, 100, 200], [40, 100, 200, 400])
+    assert fit["slope"] == pytest.approx(1.0) and fit["residual_rms"] == pytest.approx(0.0, abs=1e-9)
+    assert slope_fit([35, 36, 35, 36], [40, 100, 200, 400])["slope"] == pytest.approx(0.0, abs=0.05)
+    rng = np.random.default_rng(1)
+    patch = np.full((64, 64, 3), 220, np.uint8)
+    patch[20:40, 20:40] = (80, 40, 140)
+    outs = [camera_degrade(patch, rng) for _ in range(8)]
+    assert all(o.shape == patch.shape and o.dtype == np.uint8 for o in outs)
+    assert any(not np.array_equal(o, patch) for o in outs)
+    for out in outs:  # the dark nucleus stays where it was
+        assert out[25:35, 25:35].astype(int).sum(axis=2).mean() < out[:8, :8].astype(int).sum(axis=2).mean()
+    # log-uniform magnifications: as many patches below 14x as above (5-40x: geometric mean 14.1x)
+    train_src, _ = _tiny_sources()
+    sampler = MultiMagSampler(train_src, (5.0, 40.0), 48, augment=False, mag_sampling="log")
+    mags = np.array([sampler.sample(np.random.default_rng(i))[1] for i in range(400)])
+    assert 0.4 < float(np.mean(mags < 14.14)) < 0.6
+
+
+def test_a_hagni40_folder_trains_on_its_labelled_patches_held_out_by_cancer_type(tmp_path):
+    from PIL import Image
+
+    from src_models.hagnifinder.data import LabelledPatchSampler, hagni40_entries
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "Hagni40"
+    for mag in (10, 20, 40):
+        for cancer in ("BRCA", "LUAD", "COAD"):
+            folder = root / str(mag) / cancer
+            folder.mkdir(parents=True)
+            for k in range(2):
+                side = 40 if k == 0 else 70  # one smaller than the patch: padded
+                Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / f"{k}.png")
+    entries = hagni40_entries(root)
+    assert len(entries) == 18 and {e[2] for e in entries} == {10.0, 20.0, 40.0}
+    sampler = LabelledPatchSampler(entries, patch_size=48)
+    x, y, names = sampler.batch_with_sources(np.random.default_rng(1), 6)
+    assert x.shape == (6, 48, 48, 3) and set(y.tolist()) <= {10.0, 20.0, 40.0}
+    assert all(n.startswith("hagni40:") for n in names)
+    cfg = HagnifinderConfig(width=4, patch_size=48, batch_size=4, asm_iters=2, calib_iters=1, fixed_iters=2,
+                            iters_per_epoch=2, val_every=2, checkpoint_every=2, hagni40_root=str(root),
+                            holdout=["hagni40:COAD"], out_dir=str(tmp_path / "run"))
+    model = train(cfg)
+    assert model.use_asm is False
+    text = (tmp_path / "run" / "train.log").read_text()
+    assert "start: 2 training and 1 validation source images" in text
+    log = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["n"] for r in log if r.get("event") == "val"][0] == 6  # the 6 COAD images, never trained on
+    (root / "index.txt").write_text("10/BRCA/0.png BRCA\n")
+    with pytest.raises(ValueError, match="index.txt, line 1"):
+        hagni40_entries(root)
+    with pytest.raises(FileNotFoundError, match="no Hagni40-style images"):
+        hagni40_entries(tmp_path / "empty")

@@ -98,6 +98,36 @@ def discover_sources(data_root: str | Path) -> list[SourceImage]:
     return sources
 
 
+#: BreakHis optics (Spanhol et al., IEEE Trans. Biomed. Eng. 63(7):1455-1462, 2016): an Olympus
+#: BX-50 microscope, a 3.3× relay lens and a Samsung SCC-131AN camera whose CCD pixels are 6.5 µm
+#: wide; the stated magnification is the objective's times a 10× eyepiece. The pixel size at the
+#: specimen is therefore 6.5 / (3.3 × objective) µm: 0.49, 0.20, 0.098, 0.049 µm/px at 40X, 100X,
+#: 200X, 400X (scanner-equivalent 20×, 51×, 102×, 203× in this package's 10 / mpp convention).
+BREAKHIS_CAMERA_PIXEL_UM = 6.5
+BREAKHIS_RELAY = 3.3
+BREAKHIS_EYEPIECE = 10.0
+
+
+def breakhis_mpp(stated: str | float) -> float:
+    """µm/px of a BreakHis image from its stated total magnification (``"40X"`` ... ``"400X"``)."""
+    total = float(str(stated).upper().rstrip("X"))
+    objective = total / BREAKHIS_EYEPIECE
+    return BREAKHIS_CAMERA_PIXEL_UM / (BREAKHIS_RELAY * objective)
+
+
+def breakhis_sources(root: str | Path) -> list[SourceImage]:
+    """The microscope-camera images of ``root/breakhis`` (its ``manifest.csv``), each named
+    ``breakhis:<file stem>`` with the pixel size of :func:`breakhis_mpp`; [] when absent."""
+    folder = Path(root) / "breakhis"
+    manifest = folder / "manifest.csv"
+    if not manifest.exists():
+        return []
+    with open(manifest, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [SourceImage(f"breakhis:{Path(r['path']).stem}", "breakhis", folder / r["path"],
+                        breakhis_mpp(r["magnification"])) for r in rows]
+
+
 def _slide_mpp(path: Path, default: float) -> float:
     try:
         import openslide
@@ -199,6 +229,11 @@ class MultiMagSampler:
     blur_prob: float = 0.0
     blur_sigma: tuple[float, float] = (0.3, 1.2)
     stain_jitter: float = 0.0
+    #: Probability of camera-like degradations (:func:`camera_degrade`) of a patch.
+    camera_prob: float = 0.0
+    #: "uniform" (magnification uniform over the range) or "log" (uniform in log2): a wide range
+    #: (5-200×) sampled uniformly would spend most patches above the scanners' 40×.
+    mag_sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         top = max(s.magnification for s in self.sources) if self.sources else 0.0
@@ -210,7 +245,10 @@ class MultiMagSampler:
 
     def sample(self, rng: np.random.Generator) -> tuple[np.ndarray, float, str]:
         """One augmented patch, its magnification, and the source name."""
-        target = float(rng.uniform(*self.mag_range))
+        if self.mag_sampling == "log":
+            target = float(2.0 ** rng.uniform(np.log2(self.mag_range[0]), np.log2(self.mag_range[1])))
+        else:
+            target = float(rng.uniform(*self.mag_range))
         eligible = self.eligible(target)
         datasets = sorted({s.dataset for s in eligible})
         dataset = datasets[int(rng.integers(len(datasets)))]
@@ -229,6 +267,8 @@ class MultiMagSampler:
             patch = blur_patch(patch, float(rng.uniform(*self.blur_sigma)))
         if self.augment and self.stain_jitter > 0:
             patch = jitter_stains(patch, rng, self.stain_jitter)
+        if self.augment and self.camera_prob > 0 and rng.random() < self.camera_prob:
+            patch = camera_degrade(patch, rng)
         if self.augment:
             patch = augment_patch(patch, rng)
         return patch, target, src.name
@@ -268,6 +308,33 @@ def jitter_stains(patch: np.ndarray, rng: np.random.Generator, strength: float) 
         + rng.uniform(-strength / 5, strength / 5, 3).astype(np.float32)
     out = 255.0 * np.exp(-(stains @ _RGB_OD_FROM_HED))
     return np.clip(out + 0.5, 0, 255).astype(np.uint8).reshape(patch.shape)
+
+
+def camera_degrade(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a microscope camera adds to a field: a colour cast (white balance), vignetting (the
+    corners up to 35 % darker), a slight blur, and JPEG compression (quality 40-90), each drawn
+    at random, so that neither a scanner's nor a camera's look is read as magnification."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    x = patch.astype(np.float32)
+    if rng.random() < 0.7:  # white balance
+        x = x * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    if rng.random() < 0.6:  # vignetting: radial fall-off centred anywhere near the middle
+        h, w = x.shape[:2]
+        cy, cx = h * rng.uniform(0.3, 0.7), w * rng.uniform(0.3, 0.7)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        r2 = ((yy - cy) ** 2 + (xx - cx) ** 2) / float(max(h, w) ** 2)
+        x = x * (1.0 - float(rng.uniform(0.05, 0.35)) * np.clip(r2 * 2.0, 0, 1))[..., None]
+    out = np.clip(x + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < 0.4:
+        out = blur_patch(out, float(rng.uniform(0.3, 1.0)))
+    if rng.random() < 0.7:
+        buffer = BytesIO()
+        Image.fromarray(out).save(buffer, format="JPEG", quality=int(rng.integers(40, 91)))
+        out = np.asarray(Image.open(BytesIO(buffer.getvalue())).convert("RGB"))
+    return np.ascontiguousarray(out)
 
 
 def augment_patch(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -314,6 +381,103 @@ def validation_patches(sources: Sequence[SourceImage], mags: Sequence[float] = (
             records.append({"source": src.name, "dataset": src.dataset, "nominal": float(nominal),
                             "mag": mag, "patch": patch, "real_fraction": real})
     return records
+
+
+# --------------------------------------------------------------------------------------------
+# Hagni40-style folders: patches already labelled by magnification
+# --------------------------------------------------------------------------------------------
+
+def hagni40_entries(root: str | Path) -> list[tuple[Path, str, float]]:
+    """(image, cancer type, magnification) of a Hagni40-layout folder.
+
+    The layout of the Hagnifinder paper's dataset: ``<root>/<magnification>/<cancer_type>/*.png``
+    (magnification as ``20`` or ``20x``), or an index file ``<root>/index.txt`` of lines
+    ``<path> <cancer_type> <magnification>`` (paths relative to ``root``). Raises a clear error
+    naming the folder when neither holds an image.
+    """
+    root = Path(root)
+    index = root / "index.txt"
+    entries: list[tuple[Path, str, float]] = []
+    if index.is_file():
+        for number, line in enumerate(index.read_text(encoding="utf-8").splitlines(), start=1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 3:
+                raise ValueError(f"{index}, line {number}: expected '<path> <cancer_type> <magnification>'")
+            entries.append((root / parts[0], parts[1], float(parts[2].lower().rstrip("x"))))
+    else:
+        for mag_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+            try:
+                mag = float(mag_dir.name.lower().rstrip("x"))
+            except ValueError:
+                continue
+            for cancer_dir in sorted(p for p in mag_dir.iterdir() if p.is_dir()):
+                for image in sorted(cancer_dir.iterdir()):
+                    if image.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"):
+                        entries.append((image, cancer_dir.name, mag))
+    if not entries:
+        raise FileNotFoundError(f"{root}: no Hagni40-style images (<magnification>/<cancer_type>/*.png or index.txt)")
+    return entries
+
+
+class LabelledPatchSampler:
+    """Training patches of images already labelled by magnification (a Hagni40-style folder).
+
+    Unlike :class:`MultiMagSampler` nothing is resampled: a random ``patch_size``² crop of a
+    random image (reflection-padded when smaller), flips / 90° rotations / colour jitter when
+    ``augment`` (upstream's ``data_arg``), labelled with the image's magnification. ``sources``
+    are one per cancer type (``hagni40:<type>``), so holdouts and cross-fitting work by type.
+    """
+
+    def __init__(self, entries: Sequence[tuple[Path, str, float]], patch_size: int = 224, augment: bool = True,
+                 camera_prob: float = 0.0) -> None:
+        self.entries = list(entries)
+        self.patch_size, self.augment, self.camera_prob = patch_size, augment, camera_prob
+        types = sorted({cancer for _, cancer, _ in self.entries})
+        self.sources = [SourceImage(f"hagni40:{t}", "hagni40", Path(), float("nan")) for t in types]
+        self._cache: dict[Path, np.ndarray] = {}
+
+    def _rgb(self, path: Path) -> np.ndarray:
+        if path not in self._cache:
+            self._cache[path] = read_rgb(path)
+        return self._cache[path]
+
+    def crop(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
+        """A ``patch_size``² crop of entry ``index``: random with ``rng``, else the centre one."""
+        rgb = self._rgb(self.entries[index][0])
+        h, w = rgb.shape[:2]
+        size = self.patch_size
+        ch, cw = min(size, h), min(size, w)
+        y0 = int(rng.integers(0, h - ch + 1)) if rng is not None else (h - ch) // 2
+        x0 = int(rng.integers(0, w - cw + 1)) if rng is not None else (w - cw) // 2
+        patch = rgb[y0:y0 + ch, x0:x0 + cw]
+        if ch < size or cw < size:
+            patch = reflect_pad(patch, size)
+        return np.ascontiguousarray(patch)
+
+    def batch_with_sources(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        patches, mags, names = [], [], []
+        for _ in range(size):
+            index = int(rng.integers(len(self.entries)))
+            patch = self.crop(index, rng)
+            if self.augment and self.camera_prob > 0 and rng.random() < self.camera_prob:
+                patch = camera_degrade(patch, rng)
+            if self.augment:
+                patch = augment_patch(patch, rng)
+            patches.append(patch)
+            mags.append(self.entries[index][2])
+            names.append(f"hagni40:{self.entries[index][1]}")
+        return np.stack(patches), np.asarray(mags, np.float32), names
+
+    def batch(self, rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch_with_sources(rng, size)[:2]
+
+    def validation(self, keep_types: set[str]) -> list[dict]:
+        """Centre crops of every image of the given cancer types (validation records)."""
+        return [{"source": f"hagni40:{cancer}", "dataset": "hagni40", "nominal": mag, "mag": mag,
+                 "patch": self.crop(i, None), "real_fraction": 1.0}
+                for i, (_, cancer, mag) in enumerate(self.entries) if cancer in keep_types]
 
 
 PACK_INDEX = "sources.json"

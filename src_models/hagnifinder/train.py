@@ -38,8 +38,11 @@ from napari_histo.models.hagnifinder.model import (
 )
 from napari_histo.utils import atomic_path, choose_device
 from src_models.hagnifinder.data import (
+    LabelledPatchSampler,
     MultiMagSampler,
+    breakhis_sources,
     discover_sources,
+    hagni40_entries,
     read_pack,
     split_sources,
     validation_patches,
@@ -236,8 +239,13 @@ class _Member:
         head_params = list(model.fc3.parameters())
         body_params = [p for p in model.parameters() if all(p is not q for q in head_params)]
         self.n_head = len(head_params)
-        self.optimizer = torch.optim.AdamW([{"params": body_params}, {"params": head_params, "is_head": True}],
-                                           lr=config.lr, weight_decay=config.weight_decay)
+        groups = [{"params": body_params}, {"params": head_params, "is_head": True}]
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+        elif config.optimizer == "adamw":
+            self.optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        else:
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', not {config.optimizer!r}")
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, "min", factor=0.5, patience=config.plateau_patience, min_lr=config.min_lr)
 
@@ -259,15 +267,30 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
     if data_sources is None and config.data_pack:
         train_src, val_src = split_sources(read_pack(config.data_pack), config.holdout)
     elif data_sources is None:
-        train_src, val_src = split_sources(discover_sources(config.data_root), config.holdout)
+        found = discover_sources(config.data_root)
+        if config.camera_sources:
+            found += breakhis_sources(config.data_root)
+        train_src, val_src = split_sources(found, config.holdout)
     else:
         train_src, val_src = data_sources
-    if config.tuning_holdout:
+    labelled = None
+    if config.hagni40_root and data_sources is None:
+        # patches labelled by magnification: held out by cancer type (``hagni40:<type>`` names)
+        held = set(config.holdout) | set(config.tuning_holdout)
+        entries = hagni40_entries(config.hagni40_root)
+        labelled = LabelledPatchSampler([e for e in entries if f"hagni40:{e[1]}" not in held], config.patch_size,
+                                        augment=config.data_arg, camera_prob=config.camera_prob)
+        train_src = labelled.sources
+        val_types = {e[1] for e in entries if f"hagni40:{e[1]}" in held}
+        val_src = [s for s in LabelledPatchSampler(entries).sources if s.name.split(":", 1)[1] in val_types]
+    elif config.tuning_holdout:
         # model choice on training sources left out of this run; the held-out list stays unseen
         train_src, val_src = split_sources(train_src, config.tuning_holdout)
-    sampler = MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
-                              pad_prob=config.pad_prob, blur_prob=config.blur_prob,
-                              blur_sigma=tuple(config.blur_sigma), stain_jitter=config.stain_jitter)
+    sampler = labelled or MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
+                                          pad_prob=config.pad_prob, blur_prob=config.blur_prob,
+                                          blur_sigma=tuple(config.blur_sigma), stain_jitter=config.stain_jitter,
+                                          augment=config.data_arg, camera_prob=config.camera_prob,
+                                          mag_sampling=config.mag_sampling)
     if config.cross_fit_folds > 1 and config.init_from:
         raise ValueError("cross_fit_folds and init_from cannot be combined")
     config.member_holdouts = member_holdouts(train_src, config)
@@ -287,6 +310,16 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
         _init_from(members[0][0], config, sampler, log)
     elif config.init_from:
         config.scale_factor = HagnifinderConfig.load(Path(config.init_from) / "config.json").scale_factor
+    elif config.asm_iters == 0 and config.calib_iters == 0:
+        # step 3 only: the given scale factor replaces ASM from the first iteration (upstream: ASM
+        # off with sf 0 is an error)
+        if config.scale_factor <= 0:
+            raise ValueError("asm_iters and calib_iters are 0 but scale_factor is 0: give the fixed scale "
+                             "factor (or init_from a trained model, or run the ASM and calibration steps)")
+        for model, _ in members:
+            model.fix_scale(config.scale_factor)
+    elif config.calib_iters == 0 and config.scale_factor <= 0:
+        raise ValueError("calib_iters is 0: give scale_factor, the fixed factor step 3 continues with")
     members = [_Member(model.to(device), config, keep) for model, keep in members]
     loss_fn = torch.nn.HuberLoss(delta=config.huber_delta)
     n = len(members)
@@ -314,8 +347,12 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
         config.save(out_dir / "run_config.json")
         log(f"start: {len(train_src)} training and {len(val_src)} validation source images on {device}; "
             f"config {json.dumps(asdict(config))}")
-    val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
-                             seed=config.seed) if val_src and config.val_every > 0 else []
+    if labelled is not None:
+        val = LabelledPatchSampler(hagni40_entries(config.hagni40_root), config.patch_size).validation(
+            {s.name.split(":", 1)[1] for s in val_src}) if val_src and config.val_every > 0 else []
+    else:
+        val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
+                                 seed=config.seed) if val_src and config.val_every > 0 else []
     val_x = np.stack([r["patch"] for r in val]) if val else None
     val_y = np.array([r["mag"] for r in val]) if val else None
 
@@ -364,6 +401,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
                         scale_factors=factors)
                     _save_checkpoint(ckpt_path, members, {**state, "iteration": it + 1})
             else:
+                if phase == "fixed" and members[0].model.use_asm:  # step 3 after ASM without calibration
+                    for m in members:
+                        m.model.fix_scale(config.scale_factor)
                 first_fixed = phase == "fixed" and config.fixed_lr and not state.get("fixed_lr_set")
                 first_head = config.head_lr and not state.get("head_lr_set")
                 losses, maes, step_losses, active = [], [], [], []
@@ -413,8 +453,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
             done_phase = phase_of(config, it + 1) != phase
             if val_x is not None and ((it + 1) % config.val_every == 0 or (done_phase and phase != "calibrate")):
                 preds = predict_patches(current_model(), val_x, config.batch_size)
-                summary = summarise(preds, val_y)
-                log(f"it {it + 1} validation MAE {summary['mae']:.2f} acc@1 {summary['acc@1']:.2f} "
+                summary = summarise(preds, val_y, sorted({0.5, 1.0, 5.0, float(config.N)}))
+                log(f"it {it + 1} validation MAE {summary['mae']:.2f} acc@{config.N:g} "
+                    f"{summary[f'acc@{float(config.N):g}']:.2f} acc@1 {summary['acc@1']:.2f} "
                     f"acc@5 {summary['acc@5']:.2f} (n={summary['n']})", event="val", iteration=it + 1,
                     phase=phase, **summary)
             if (it + 1) % config.checkpoint_every == 0 or done_phase:

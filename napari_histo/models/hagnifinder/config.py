@@ -112,6 +112,25 @@ class HagnifinderConfig(JsonConfig):
     stain_jitter: float = 0.0
     #: Train the backbone under bfloat16 autocast on CUDA (the head stays float32).
     amp: bool = False
+    #: Also train on microscope-camera images (BreakHis in ``data_root``; pixel size from the
+    #: published optics, ``src_models.hagnifinder.data.breakhis_mpp``).
+    camera_sources: bool = False
+    #: Probability of camera-like degradations of a training patch (colour cast, vignetting,
+    #: slight blur, JPEG).
+    camera_prob: float = 0.0
+    #: Training magnifications: "uniform" over [mag_min, mag_max] or "log" (uniform in log2).
+    mag_sampling: str = "uniform"
+    #: Flips, rotations and colour jitter of training patches (upstream's ``data_arg``).
+    data_arg: bool = True
+    #: Accuracy threshold in × of the validation log (upstream's ``N``: a prediction within N of
+    #: the label counts as correct), reported beside the fixed 0.5 / 1 / 5.
+    N: float = 1.0
+    #: Optimiser: "adamw" (default) or "sgd" (momentum 0.9).
+    optimizer: str = "adamw"
+    #: Train on a Hagni40-style folder of patches labelled by magnification
+    #: (``<magnification>/<cancer_type>/*.png`` or ``index.txt``) instead of resampled scans;
+    #: ``holdout`` names whole cancer types as ``hagni40:<type>``.
+    hagni40_root: str | None = None
     #: A second, blur-invariant model that checks for soft images (``{"model": SUBFOLDER,
     #: "max_ratio": R, "action": "warn" | "replace"}``; None: off). A model that reads sharpness
     #: as magnification sees a soft image as a high magnification; when its estimate exceeds R
