@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
-from napari_histo._napari._docks import ScrollDock
+from napari_histo._napari._docks import panel_dock
 from napari_histo._napari._exchange import nuclei_layer_names, nuclei_table, refresh_layer_combo
 from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
 from napari_histo.utils import user_data_dir
@@ -234,8 +234,5 @@ class TrainPanel(QWidget):
         self.cancel_button.setEnabled(False)
 
 
-class TrainDock(ScrollDock):
-    """The Train panel as napari docks it (a scroll area around it, as the other panels)."""
-
-    def __init__(self, napari_viewer) -> None:
-        super().__init__(TrainPanel(napari_viewer))
+#: The Train panel as napari docks it (a scroll area around it, as the other panels).
+TrainDock = panel_dock("src_models._napari_train", "TrainPanel")

@@ -32,36 +32,20 @@ class ScrollDock(QScrollArea):
         self.setMinimumWidth(min(panel.minimumSizeHint().width() + 20, 420))
 
 
-class SlideDock(ScrollDock):
+def panel_dock(module: str, panel: str) -> type[ScrollDock]:
+    """A dock class napari can build (it passes the viewer as ``napari_viewer``) around the panel
+    class ``module:panel``, imported only when the dock is opened."""
+
     def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from napari_histo._napari._slide_panel import SlidePanel
+        import importlib
 
-        super().__init__(SlidePanel(napari_viewer))
+        ScrollDock.__init__(self, getattr(importlib.import_module(module), panel)(napari_viewer))
 
-
-class NucleiDock(ScrollDock):
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from napari_histo._napari._nuclei_panel import NucleiPanel
-
-        super().__init__(NucleiPanel(napari_viewer))
+    return type(f"{panel}Dock", (ScrollDock,), {"__init__": __init__, "__module__": __name__})
 
 
-class AnalysisDock(ScrollDock):
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from napari_histo._napari._analysis_panel import AnalysisPanel
-
-        super().__init__(AnalysisPanel(napari_viewer))
-
-
-class ExportDock(ScrollDock):
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from napari_histo._napari._export_panel import ExportPanel
-
-        super().__init__(ExportPanel(napari_viewer))
-
-
-class MagnificationDock(ScrollDock):
-    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
-        from napari_histo._napari._magnification_panel import MagnificationPanel
-
-        super().__init__(MagnificationPanel(napari_viewer))
+SlideDock = panel_dock("napari_histo._napari._slide_panel", "SlidePanel")
+NucleiDock = panel_dock("napari_histo._napari._nuclei_panel", "NucleiPanel")
+AnalysisDock = panel_dock("napari_histo._napari._analysis_panel", "AnalysisPanel")
+ExportDock = panel_dock("napari_histo._napari._export_panel", "ExportPanel")
+MagnificationDock = panel_dock("napari_histo._napari._magnification_panel", "MagnificationPanel")

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from napari_histo.formats import ANNOTATION_SUFFIXES
 from napari_histo.slide._slide import PLAIN_EXTENSIONS, SUPPORTED_EXTENSIONS, TIFF_EXTENSIONS
 
 # Lazy imports: napari, pandas are imported inside the functions that use them (directly or
@@ -52,12 +53,11 @@ def _looks_readable(path: PathLike) -> bool:
     return openslide_vendor(path) is not None  # .mrxs, .vms, .vmu (index files)
 
 
-_ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".geojson.gz", ".json.gz", ".xml.gz")
 
 
 def _looks_like_annotations(path: PathLike) -> bool:
     """Annotation suffix and a recognised format in the first 4 KiB (never reads the whole file)."""
-    if not str(path).lower().endswith(_ANNOTATION_SUFFIXES) or not Path(path).is_file():
+    if not str(path).lower().endswith(ANNOTATION_SUFFIXES) or not Path(path).is_file():
         return False
     from napari_histo.formats.auto import looks_like_annotations
 

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from napari_histo.formats._common import table_type_info
+from napari_histo.schema.vocabulary import ids_for
 
 # Lazy imports: scipy is imported inside the functions that use it (directly or through the
 # modules named there): importing this module stays light for the CLI and the napari manifest.
@@ -104,8 +105,6 @@ def select_nuclei(table: pd.DataFrame, type_: int | str | None = None) -> np.nda
         return np.isin(table["type"].to_numpy(), ids)
     if isinstance(type_, (int, np.integer)):
         return table["type"].to_numpy() == int(type_)
-    from napari_histo.schema.vocabulary import ids_for
-
     ids = ids_for(str(type_), table_type_info(table).names)
     return np.isin(table["type"].to_numpy(), sorted(ids))
 

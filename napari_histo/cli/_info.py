@@ -60,13 +60,11 @@ def _annotation_info(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Suffixes of the annotation formats; anything else is read as a slide (no pandas loaded).
-ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".gz")
-
-
 def handler(args: argparse.Namespace) -> int:
+    from napari_histo.formats import ANNOTATION_SUFFIXES
     from napari_histo.slide import open_slide
 
+    # only annotation suffixes are sniffed; anything else is read as a slide (no pandas loaded)
     if str(args.slide).lower().endswith(ANNOTATION_SUFFIXES):
         from napari_histo.formats.auto import looks_like_annotations
 

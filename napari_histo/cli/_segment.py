@@ -182,8 +182,7 @@ def _inputs(args) -> list[Path]:
         if path.is_dir():  # a folder: every slide or image inside it (not its sub-folders)
             from napari_histo.slide._slide import SUPPORTED_EXTENSIONS
 
-            found = sorted(p for p in path.iterdir() if p.is_file() and _stem(p) != p.name
-                           and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
             if not found:
                 raise HistoError(f"{path}: folder holds no slide or image file "
                                  f"({', '.join(sorted(SUPPORTED_EXTENSIONS))})")

@@ -41,7 +41,7 @@ def annotated_pairs(folder: str | os.PathLike) -> list[tuple[Path, Path]]:
     if not folder.is_dir():
         raise InputFileError(folder, "not a folder")
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.lower().endswith(".ome.xml")]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     pairs = []
     for image in images:
         for suffix in ANNOTATION_SUFFIXES:

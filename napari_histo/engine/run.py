@@ -128,10 +128,11 @@ def _tissue_mask(slide: Any, warnings: list[str], mask_file: str | None = None):
     array = getattr(slide, "array", None)
     if array is not None:  # in-memory image: detect on a <= ~1k px view of it
         if mask_file:
+            from napari_histo.slide import TissueMask
             from napari_histo.slide._tissue import _load_user_mask
 
-            user = _load_user_mask(mask_file)
-            mask = tissue_mask(array[:1, :1], mask=user, downsample=array.shape[1] / user.shape[1])
+            user = _load_user_mask(mask_file)  # read once; its downsample follows from the image's width
+            mask = TissueMask(user, array.shape[1] / user.shape[1], source="user")
         else:
             step = max(1, max(array.shape[:2]) // 1024)
             mask = tissue_mask(array[::step, ::step], downsample=float(step))
@@ -153,11 +154,8 @@ def _typed_mass(table: Any) -> list[float]:
     """Per nucleus, the type head's probability of any class but background (``1 - probs[0]``)."""
     if table is None or not len(table) or "probs" not in table.columns:
         return []
-    out = []
-    for probs in table["probs"]:
-        if probs is not None and len(probs) > 1:
-            out.append(1.0 - float(probs[0]))
-    return out
+    background = [p[0] for p in table["probs"] if p is not None and len(p) > 1]
+    return (1.0 - np.asarray(background, np.float64)).tolist()
 
 
 def _runs_on_cpu(segmenter: Any) -> bool:

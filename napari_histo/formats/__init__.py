@@ -12,3 +12,6 @@
 Readers raise :class:`._common.AnnotationFormatError` (an ``InputFileError``) naming the file and,
 when known, the line and column. XML is parsed without entity expansion.
 """
+
+#: File name endings of the annotation files the readers take (content decides the format).
+ANNOTATION_SUFFIXES = (".geojson", ".json", ".xml", ".geojson.gz", ".json.gz", ".xml.gz")

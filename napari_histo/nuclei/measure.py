@@ -94,6 +94,15 @@ def ring_area_length(rings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return area, length
 
 
+def _closed_lines(rings: list[np.ndarray], keep: np.ndarray):
+    """The rings selected by ``keep`` as closed shapely linestrings, built in one call."""
+    import shapely
+
+    closed = [np.vstack([r, r[:1]]).astype(np.float64) for r, good in zip(rings, keep, strict=True) if good]
+    offsets = np.concatenate([[0], np.cumsum([len(c) for c in closed])])
+    return shapely.from_ragged_array(shapely.GeometryType.LINESTRING, np.concatenate(closed), (offsets,))
+
+
 def simplify_contours(rings: list[np.ndarray], tolerance: float = CONTOUR_TOLERANCE_PX) -> list[np.ndarray]:
     """Douglas-Peucker simplification of open rings (x, y float32), all at once through shapely/GEOS.
 
@@ -108,10 +117,7 @@ def simplify_contours(rings: list[np.ndarray], tolerance: float = CONTOUR_TOLERA
     ok = lens >= 4
     if not ok.any():
         return rings
-    closed = [np.vstack([r, r[:1]]).astype(np.float64) for r, good in zip(rings, ok, strict=True) if good]
-    offsets = np.concatenate([[0], np.cumsum([len(c) for c in closed])])
-    lines = shapely.from_ragged_array(shapely.GeometryType.LINESTRING, np.concatenate(closed), (offsets,))
-    simple = shapely.simplify(lines, float(tolerance), preserve_topology=False)
+    simple = shapely.simplify(_closed_lines(rings, ok), float(tolerance), preserve_topology=False)
     _, coords, (offs,) = shapely.to_ragged_array(simple)
     out = list(rings)
     for k, i in enumerate(np.flatnonzero(ok)):
@@ -154,10 +160,7 @@ def convex_hull_areas(rings: list[np.ndarray]) -> np.ndarray:
     ok = np.array([len(r) >= 3 for r in rings], bool)
     if not ok.any():
         return areas
-    closed = [np.vstack([r, r[:1]]).astype(np.float64) for r, good in zip(rings, ok, strict=True) if good]
-    offsets = np.concatenate([[0], np.cumsum([len(c) for c in closed])])
-    lines = shapely.from_ragged_array(shapely.GeometryType.LINESTRING, np.concatenate(closed), (offsets,))
-    areas[ok] = shapely.area(shapely.convex_hull(lines))
+    areas[ok] = shapely.area(shapely.convex_hull(_closed_lines(rings, ok)))
     return areas
 
 

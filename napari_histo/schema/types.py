@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from napari_histo.schema.vocabulary import coarse_colour
 from napari_histo.utils import atomic_write
 
 
@@ -36,8 +37,6 @@ class TypeInfo:
         (:mod:`napari_histo.schema.vocabulary`); else yellow."""
         if int(type_id) in self.colours:
             return tuple(self.colours[int(type_id)])  # type: ignore[return-value]
-        from napari_histo.schema.vocabulary import coarse_colour
-
         return coarse_colour(self.name(type_id)) or (255, 255, 0)
 
     def id_of(self, name: str) -> int | None:

@@ -239,6 +239,17 @@ def evaluate_crchisto(seg, data_root: str | Path, radius_px: float = 6.0) -> dic
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
+def instance_centroids(inst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Instance ids > 0 of a label map and their centroids (N, 2) as x, y."""
+    from scipy import ndimage as ndi
+
+    ids = np.unique(inst)
+    ids = ids[ids > 0]
+    if not len(ids):
+        return ids, np.zeros((0, 2))
+    return ids, np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
+
+
 def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[str] = CONSEP_VAL_IMAGES,
                     radius_px: float = 12.0) -> dict:
     """Instance and coarse-type scores on CoNSeP crops of the validation ``images``.
@@ -262,14 +273,7 @@ def evaluate_consep(seg, data_root: str | Path, images: tuple[str, ...] | list[s
         rows.append({"crop": crop, "n_true": int(len(np.unique(inst)) - 1), "n_pred": int(len(table)),
                      **{k: round(float(scores[k]), 4) for k in ("dice", "aji", "pq")}})
         truth = types_by_crop.get(crop, {})
-        ids = np.unique(inst)
-        ids = ids[ids > 0]
-        if len(ids):
-            from scipy import ndimage as ndi
-
-            com = np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
-        else:
-            com = np.zeros((0, 2))
+        ids, com = instance_centroids(inst)
         t_types = np.array([truth.get(int(i), -1) for i in ids], np.int64)
         p_types = np.array([lut.get(int(t), 0) for t in table["type"]], np.int64) if len(table) else np.zeros(0, np.int64)
         pooled.append((com, t_types, table[["x", "y"]].to_numpy() if len(table) else np.zeros((0, 2)), p_types))
@@ -290,7 +294,6 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
     """Coarse-class detection/typing scores on the MoNuSAC images (training images: a fit, not
     validation). Ground truth and predictions are compared as coarse vocabulary ids (MoNuSAC has
     epithelial = 3 and inflammatory = 2: lymphocytes, neutrophils, macrophages)."""
-    from scipy import ndimage as ndi
 
     from src_models.hovernet.data import MONUSAC_COARSE, MONUSAC_TYPES
 
@@ -301,9 +304,7 @@ def evaluate_monusac(seg, data_root: str | Path, radius_um: float = 3.0) -> dict
     for svs in sorted((root / "monusac" / "sample_original").glob("*.svs")):
         rgb, inst, types, mpp = load_monusac_native(root, svs.stem)
         _, table = segment_native(seg, rgb, mpp)
-        ids = np.unique(inst)
-        ids = ids[ids > 0]
-        com = np.array(ndi.center_of_mass(np.ones_like(inst), inst, ids)).reshape(-1, 2)[:, ::-1]
+        ids, com = instance_centroids(inst)
         t_types = np.array([to_coarse.get(int(np.bincount(types[inst == i].clip(0)).argmax()), -1) for i in ids],
                            np.int64)
         p_types = np.array([lut.get(int(t), 0) for t in table["type"]], np.int64)

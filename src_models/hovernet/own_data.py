@@ -84,12 +84,13 @@ def head_channels(new_names: list[str], old_names: list[str]) -> list[int]:
 
 
 def own_config(vocabulary: dict[str, int], out: Path, iterations: int, minutes: float, init: str,
-               threads: int = 2, batch_size: int = 4) -> TrainConfig:
-    """The recipe: the shipped architecture with the user's type head, fine-tuning settings."""
+               threads: int = 2, batch_size: int = 4, base: TrainConfig | None = None) -> TrainConfig:
+    """The recipe: the shipped architecture (``base``, default the shipped ``train_config.json``)
+    with the user's type head, fine-tuning settings."""
     from napari_histo.models.hovernet.config import CompactConfig
     from napari_histo.schema.types import TypeInfo
 
-    base = TrainConfig.load(shipped_weights_dir() / "train_config.json")
+    base = base or TrainConfig.load(shipped_weights_dir() / "train_config.json")
     names = ["background", *sorted(vocabulary, key=vocabulary.get)]
     info = TypeInfo(dict(enumerate(names)))
     model = CompactConfig.from_dict({
@@ -176,7 +177,7 @@ def _train_compact(data, out: Path, iterations, minutes, init, mpp, resume, thre
     tiles, vocabulary = own_tiles(data, mpp, base.model.network_mpp, colours)
     if not vocabulary:
         vocabulary = {"nucleus": 1}
-    cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size)
+    cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size, base=base)
     record = yield from train_steps(cfg, resume=resume, tiles=tiles)
     ship(cfg.out_dir, out, validation=None, model_cfg=inference_config(cfg, init))
     return record, tiles, vocabulary
@@ -246,17 +247,11 @@ def write_annotated_region(rgb: np.ndarray, table, origin: tuple[int, int], fold
     from PIL import Image
 
     from napari_histo.formats.geojson import write_geojson
+    from napari_histo.schema.table import offset_table
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ox, oy = origin
-    local = table.copy()
-    local["x"] = local["x"] - ox
-    local["y"] = local["y"] - oy
-    for col, d in (("bbox_x0", ox), ("bbox_x1", ox), ("bbox_y0", oy), ("bbox_y1", oy)):
-        local[col] = local[col] - d
-    local["contour"] = [np.asarray(c, np.float32) - np.float32([ox, oy]) for c in local["contour"]]
-    local.attrs = dict(table.attrs)
+    local = offset_table(table, -origin[0], -origin[1])
     Image.fromarray(np.ascontiguousarray(rgb[..., :3]).astype(np.uint8)).save(folder / f"{name}.png")
     write_geojson(local, folder / f"{name}.geojson")
     return folder
