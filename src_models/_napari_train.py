@@ -70,8 +70,8 @@ def preview_patches(rgb: np.ndarray, table: Any, origin: tuple[int, int], mpp: f
 
     from napari_histo.schema.types import TypeInfo
     from src_models.hovernet.config import TrainConfig
-    from src_models.hovernet.own_data import own_tiles, shipped_weights_dir, write_annotated_region
-    from src_models.hovernet.patches import patch_tiles, preview_grid
+    from src_models.hovernet.own_data import shipped_weights_dir, write_annotated_region
+    from src_models.hovernet.patches import own_tiles, patch_tiles, preview_grid
 
     work_mpp = TrainConfig.load(shipped_weights_dir() / "train_config.json").model.network_mpp
     with tempfile.TemporaryDirectory() as tmp:

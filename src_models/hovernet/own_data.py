@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_histo.utils import HistoError, InputFileError
 from src_models.hovernet.config import TrainConfig
-from src_models.hovernet.data import Tile, resize_labels, resize_rgb
+from src_models.hovernet.patches import own_tiles
 
 #: Architectures ``--mode`` names: the compact network, or the official HoVer-Net's two modes.
 MODES = ("compact", "fast", "original")
@@ -31,38 +31,6 @@ def shipped_weights_dir() -> Path:
     from napari_histo.utils import resource_path
 
     return resource_path("weights", "hovernet_compact")
-
-
-def own_tiles(folder: str | Path, mpp: float | None, work_mpp: float, colours: Any = None
-              ) -> tuple[list[Tile], dict[str, int]]:
-    """The annotated images of ``folder`` at ``work_mpp`` and the vocabulary (name -> type id).
-
-    ``folder`` holds images with same-stem annotation files, or HoVer-Net patch arrays
-    (``napari-histo patches``; :mod:`src_models.hovernet.patches`).
-    """
-    from napari_histo.datasets.annotated import iter_annotated
-    from src_models.hovernet.patches import is_patch_folder, load_patch_folder
-
-    if is_patch_folder(folder):
-        patches, names, patch_mpp = load_patch_folder(folder, mpp)
-        vocabulary = {name: i for i, name in enumerate(names) if i > 0}
-        return [at_mpp(t, patch_mpp, work_mpp) for t in patches], vocabulary
-    vocabulary: dict[str, int] = {}
-    tiles = []
-    for sample in iter_annotated(folder, mpp=mpp, colours=colours, vocabulary=vocabulary):
-        tile = Tile(sample.name, "own", sample.image, sample.inst, sample.types.astype(np.int16), sample.mpp)
-        tiles.append(at_mpp(tile, sample.mpp, work_mpp))
-    return tiles, vocabulary
-
-
-def at_mpp(tile: Tile, mpp: float, work_mpp: float) -> Tile:
-    """``tile`` (at ``mpp`` µm/px) resampled to ``work_mpp``."""
-    if abs(mpp - work_mpp) <= 1e-9 * work_mpp:
-        return tile
-    scale = mpp / work_mpp
-    shape = (max(1, round(tile.img.shape[0] * scale)), max(1, round(tile.img.shape[1] * scale)))
-    return Tile(tile.name, tile.source, resize_rgb(tile.img, shape), resize_labels(tile.inst, shape),
-                resize_labels(tile.types, shape).astype(np.int16), tile.mpp_native)
 
 
 def head_channels(new_names: list[str], old_names: list[str]) -> list[int]:

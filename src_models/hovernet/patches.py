@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_histo.utils import HistoError, InputFileError, atomic_path
+from src_models.hovernet.data import Tile, resize_labels, resize_rgb
 
 #: Upstream's window and step for 40× data (540 / 164 suits both network modes).
 DEFAULT_SIZE = 540
@@ -59,8 +60,6 @@ def extract_patches(data: str | Path, out: str | Path, *, size: int = DEFAULT_SI
     Images are resampled from their µm/px (stated in the file, or ``mpp``) to ``work_mpp``.
     Existing patch files of the same names are replaced; other files in ``out`` are left alone.
     """
-    from src_models.hovernet.own_data import own_tiles
-
     if size < 16 or step < 1 or step > size:
         raise HistoError(f"patch size {size} and step {step}: need size >= 16 and 1 <= step <= size")
     tiles, vocabulary = own_tiles(data, mpp, work_mpp, colours)
@@ -87,8 +86,6 @@ def extract_patches(data: str | Path, out: str | Path, *, size: int = DEFAULT_SI
 
 def patch_tiles(tiles: list, size: int, step: int) -> list:
     """The ``size``² windows of every tile (:func:`cut_windows`) as tiles named ``<tile>_<NNN>``."""
-    from src_models.hovernet.data import Tile
-
     patches = []
     for tile in tiles:
         stack = np.concatenate([tile.img.astype(np.int32), tile.inst[..., None].astype(np.int32),
@@ -97,6 +94,36 @@ def patch_tiles(tiles: list, size: int, step: int) -> list:
             patches.append(Tile(f"{tile.name}_{index:03d}", tile.source, window[..., :3].astype(np.uint8),
                                 window[..., 3].copy(), window[..., 4].astype(np.int16), tile.mpp_native))
     return patches
+
+
+def own_tiles(folder: str | Path, mpp: float | None, work_mpp: float, colours: Any = None
+              ) -> tuple[list[Tile], dict[str, int]]:
+    """The annotated images of ``folder`` at ``work_mpp`` and the vocabulary (name -> type id).
+
+    ``folder`` holds images with same-stem annotation files, or HoVer-Net patch arrays
+    (``napari-histo patches``; :mod:`src_models.hovernet.patches`).
+    """
+    from napari_histo.datasets.annotated import iter_annotated
+    if is_patch_folder(folder):
+        patches, names, patch_mpp = load_patch_folder(folder, mpp)
+        vocabulary = {name: i for i, name in enumerate(names) if i > 0}
+        return [at_mpp(t, patch_mpp, work_mpp) for t in patches], vocabulary
+    vocabulary: dict[str, int] = {}
+    tiles = []
+    for sample in iter_annotated(folder, mpp=mpp, colours=colours, vocabulary=vocabulary):
+        tile = Tile(sample.name, "own", sample.image, sample.inst, sample.types.astype(np.int16), sample.mpp)
+        tiles.append(at_mpp(tile, sample.mpp, work_mpp))
+    return tiles, vocabulary
+
+
+def at_mpp(tile: Tile, mpp: float, work_mpp: float) -> Tile:
+    """``tile`` (at ``mpp`` µm/px) resampled to ``work_mpp``."""
+    if abs(mpp - work_mpp) <= 1e-9 * work_mpp:
+        return tile
+    scale = mpp / work_mpp
+    shape = (max(1, round(tile.img.shape[0] * scale)), max(1, round(tile.img.shape[1] * scale)))
+    return Tile(tile.name, tile.source, resize_rgb(tile.img, shape), resize_labels(tile.inst, shape),
+                resize_labels(tile.types, shape).astype(np.int16), tile.mpp_native)
 
 
 def write_patch_info(out: Path, names: list[str], mpp: float, size: int, step: int, images: list[str]) -> None:
@@ -136,8 +163,6 @@ def load_patch_folder(folder: str | Path, mpp: float | None = None) -> tuple[lis
     The µm/px comes from ``patches.json`` (written by :func:`extract_patches`) or ``mpp``; a
     folder of upstream patches without either is refused rather than trained at a guessed scale.
     """
-    from src_models.hovernet.data import Tile
-
     folder = Path(folder)
     info_path = folder / PATCHES_INFO
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
