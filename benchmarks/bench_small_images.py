@@ -22,7 +22,7 @@ from _report import emit_json
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SIDES = (64, 96, 128, 160, 192, 224, 320, 448)
+SIDES = (24, 32, 48, 64, 96, 128, 160, 192, 224, 320, 448)
 MAGS = (5.0, 10.0, 20.0, 40.0)
 
 

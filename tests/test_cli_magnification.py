@@ -112,3 +112,22 @@ def test_cli_and_panels_predict_a_slide_from_the_same_window(capsys, sample_slid
         prediction = predict_slide_magnification(slide)
     assert rec["magnification"] == pytest.approx(prediction.magnification, abs=5e-4)  # JSON: 3 decimals
     assert rec["per_crop"] == pytest.approx(list(prediction.per_crop), abs=5e-4)
+
+
+def test_small_images_are_flagged_and_tiny_ones_refused_naming_the_file(tmp_path, capsys, sample_slide_path):
+    from PIL import Image
+
+    from napari_histo.slide import open_slide
+
+    with open_slide(sample_slide_path) as slide:
+        rgb = slide.read_region((1000, 1100), (400, 400))
+    for side in (100, 40, 300):
+        Image.fromarray(np.ascontiguousarray(rgb[:side, :side])).save(tmp_path / f"crop{side}.png")
+    assert main(["magnification", str(tmp_path / "crop100.png"), "--json"]) == 0
+    small = json.loads(capsys.readouterr().out)[0]
+    assert small["note"].startswith("small image (100 x 100 px)")
+    assert main(["magnification", str(tmp_path / "crop300.png"), "--json"]) == 0
+    assert "small image" not in (json.loads(capsys.readouterr().out)[0]["note"] or "")
+    assert main(["magnification", str(tmp_path / "crop40.png"), "--json"]) == 1
+    err = capsys.readouterr().err
+    assert "crop40.png" in err and "at least 48 px" in err
