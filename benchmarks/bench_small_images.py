@@ -31,7 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from napari_histo.models.hagnifinder.config import DEFAULT_HOLDOUT
-    from napari_histo.models.magnification import default_model_dir, predict_with_model, read_model_folder
+    from napari_histo.models.magnification import (
+        default_model_dir,
+        predict_with_model,
+        read_model_folder,
+    )
     from napari_histo.utils import HistoError
     from src_models.hagnifinder.data import discover_sources, split_sources
 

@@ -30,15 +30,12 @@ def test_random_pair_is_distinct_and_covers_all_pairs():
     assert seen == {frozenset(p) for p in combinations(LEVELS, 2)}
 
 
-def test_ordered_pair_follows_the_lookup():
+def test_ordered_pair_follows_the_upstream_lookup_without_reversed_pairs():
     rng = np.random.default_rng(1)
-    expected = {40: 100, 100: 200, 200: 400, 400: 200}
-    firsts = set()
-    for _ in range(200):
-        a, b = ordered_pair(LEVELS, rng)
-        assert expected[a] == b
-        firsts.add(a)
-    assert firsts == set(LEVELS)
+    pairs = [ordered_pair(LEVELS, rng) for _ in range(4000)]
+    assert set(pairs) == {(40.0, 100.0), (100.0, 200.0), (200.0, 400.0)}  # never 400 -> 200
+    share = sum(p == (200.0, 400.0) for p in pairs) / len(pairs)
+    assert share == pytest.approx(0.5, abs=0.03)  # drawn for 200 and for 400, as upstream
 
 
 def test_fixed_pair_and_names():
@@ -154,3 +151,19 @@ def test_multimag_probe_reads_scale_from_features_and_scores_unseen_sources():
     # a probe on features that cannot see the stripes is at chance
     fields_blank = {k: [{**r, "patch": np.full_like(r["patch"], 128)} for r in v] for k, v in fields.items()}
     assert multimag_linear_evaluation(build_resnet("resnet_slim", width=8), fields_blank, levels)["accuracy"] == 0.5
+
+
+def test_efficientnet_b2_encoder_option_has_the_published_architecture():
+    import torch
+
+    from src_models.mpcs.model import MPCSModel
+
+    model = MPCSModel("efficientnet_b2")
+    # EfficientNet-B2 without its classifier: 7,700,994 parameters (Tan & Le 2019; the
+    # feature extractor of the reference implementation), 1408-d pooled features
+    assert sum(p.numel() for p in model.encoder.parameters()) == 7_700_994
+    assert model.encoder.out_features == 1408
+    out = model.train()(torch.rand(4, 3, 96, 96))  # as pretraining runs it
+    assert out.shape == (4, 88) and torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
+    with pytest.raises(ValueError, match="efficientnet_b9"):
+        MPCSModel("efficientnet_b9")

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from napari_histo.models.backbones import build_resnet
 from napari_histo.models.hagnifinder.images import to_tensor
 from napari_histo.utils import atomic_write
 from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
 from src_models.mpcs.config import MPCSConfig
 from src_models.mpcs.data import BreakHisImage, read_breakhis
+from src_models.mpcs.model import build_encoder
 
 # Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
 # named there): only the code paths that use them pay for loading.
@@ -238,7 +238,7 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
 
     def make(pretrained: bool):
         torch.manual_seed(config.seed)
-        enc = build_resnet(config.backbone, width=config.width, dilate=tuple(config.dilate))
+        enc = build_encoder(config.backbone, width=config.width, dilate=tuple(config.dilate))
         if pretrained:
             enc.load_state_dict(torch.load(encoder_path, map_location="cpu", weights_only=True))
         return enc

@@ -4,8 +4,10 @@
 400). Strategies from Chhipa et al. (WACV 2023):
 
 - random pair (RP): two distinct levels, uniformly;
-- ordered pair (OP): first level uniform, second the next higher one (the highest pairs with
-  the one below it: 40->100, 100->200, 200->400, 400->200);
+- ordered pair (OP): first level uniform, second the next higher one; a draw of the highest
+  level yields the pair below it in the same order, as the upstream code does (40->100,
+  100->200, 200->400, and 400 -> 200->400: the 200/400 pair is drawn twice as often and the
+  reversed pair 400->200 never occurs);
 - fixed pair (FP): always the two highest levels (200X and 400X).
 """
 
@@ -33,11 +35,11 @@ def random_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[floa
 
 
 def ordered_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[float, float]:
-    """OP: a uniform level and its next higher neighbour (the highest pairs downwards)."""
+    """OP: a uniform level and its next higher neighbour; the highest level gives the pair below
+    it in ascending order (upstream ``self_supervised/apply/datasets.py``: 400 loads 200->400)."""
     lv = _sorted(levels)
-    i = int(rng.integers(len(lv)))
-    j = i + 1 if i + 1 < len(lv) else i - 1
-    return lv[i], lv[j]
+    i = min(int(rng.integers(len(lv))), len(lv) - 2)
+    return lv[i], lv[i + 1]
 
 
 def fixed_pair(levels: Sequence[float], rng: np.random.Generator) -> tuple[float, float]:  # noqa: ARG001
