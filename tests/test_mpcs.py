@@ -167,3 +167,26 @@ def test_efficientnet_b2_encoder_option_has_the_published_architecture():
     assert out.shape == (4, 88) and torch.allclose(out.norm(dim=1), torch.ones(4), atol=1e-5)
     with pytest.raises(ValueError, match="efficientnet_b9"):
         MPCSModel("efficientnet_b9")
+
+
+def test_distributed_pretraining_in_two_cpu_processes_keeps_the_replicas_identical(tmp_path):
+    import json
+
+    from src_models.mpcs.config import MPCSConfig
+    from src_models.mpcs.train import pretrain_ddp
+
+    rng = np.random.default_rng(7)
+    tex = rng.integers(30, 220, (64, 64, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
+    sampler = PairViewSampler([SourceImage("t", "t", None, mag_to_mpp(40), _rgb=tex)], "op", levels=(10, 20, 40),
+                              patch_size=32)
+    config = MPCSConfig(width=4, patch_size=32, batch_size=8, iters=3, checkpoint_every=1, log_every=1,
+                        out_dir=str(tmp_path / "ddp"))
+    pretrain_ddp(config, world_size=2, backend="gloo", sampler=sampler)
+    out = tmp_path / "ddp"
+    assert (out / "encoder.pt").is_file() and (out / "config.json").is_file()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if "loss" in r] == [1, 2, 3]
+    check = [r for r in records if r.get("event") == "ddp_check"]
+    assert check == [{**check[0], "world_size": 2, "identical": True}]
+    assert "2 process(es)" in (out / "train.log").read_text()
+    assert not (out / ".ddp_rendezvous").exists()

@@ -30,5 +30,7 @@ class MPCSConfig(JsonConfig):
     checkpoint_every: int = 25
     log_every: int = 10
     num_threads: int = 1
+    #: "auto": one process per GPU (DistributedDataParallel) when several GPUs are present; "off".
+    ddp: str = "auto"
 
     CONFIG_NAME: ClassVar[str] = "MPCS"

@@ -41,21 +41,37 @@ def build_sampler(config: MPCSConfig) -> PairViewSampler:
     raise ValueError(f"unknown MPCS dataset {config.dataset!r}; expected multimag or breakhis")
 
 
-def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler | None = None) -> MPCSModel:
-    """Pretrain per ``config``; returns the model. Logs the NT-Xent loss every ``log_every``."""
+def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler | None = None,
+             rank: int = 0, world_size: int = 1) -> MPCSModel:
+    """Pretrain per ``config``; returns the model. Logs the NT-Xent loss every ``log_every``.
+
+    Inside a process group (:func:`pretrain_ddp`) the model is wrapped in
+    ``DistributedDataParallel``: each of the ``world_size`` processes draws its own
+    ``batch_size / world_size`` pairs (seeded by iteration and rank), gradients are averaged,
+    and rank 0 alone writes logs, checkpoints and weights.
+    """
     torch.set_num_threads(max(1, config.num_threads))
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sampler = sampler or build_sampler(config)
     torch.manual_seed(config.seed)
-    model = MPCSModel(config.backbone, config.width, tuple(config.dilate))
+    distributed = world_size > 1
+    device = torch.device(f"cuda:{rank}") if distributed and torch.distributed.get_backend() == "nccl" \
+        else torch.device("cpu")
+    model = MPCSModel(config.backbone, config.width, tuple(config.dilate)).to(device)
+    net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None) \
+        if distributed else model
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     state = {"iteration": 0, "losses": []}
     ckpt_path = out_dir / "checkpoint.pt"
-    log_fh = open(out_dir / "train.log", "a", buffering=1)
-    jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1)
+    main_process = rank == 0
+    log_fh = open(out_dir / "train.log", "a", buffering=1) if main_process else None
+    jsonl = open(out_dir / "metrics.jsonl", "a", buffering=1) if main_process else None
+    local_batch = max(2, config.batch_size // world_size)
 
     def log(message: str, **record) -> None:
+        if not main_process:
+            return
         line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}"
         log_fh.write(line + "\n")
         print(line, flush=True)
@@ -63,8 +79,17 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
             jsonl.write(json.dumps({"time": time.time(), **record}) + "\n")
 
     def save() -> None:
+        if not main_process:
+            return
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, tmp)
+
+    def stop_requested() -> bool:
+        if not distributed:
+            return stop["flag"]
+        flag = torch.tensor([int(stop["flag"])], device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)  # every rank stops together
+        return bool(flag.item())
 
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -73,15 +98,20 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
         state = ckpt["state"]
         log(f"resumed at iteration {state['iteration']}")
     else:
-        log(f"start: {len(sampler.entries)} sources; config {json.dumps(asdict(config))}")
+        log(f"start: {len(sampler.entries)} sources, {world_size} process(es); config {json.dumps(asdict(config))}")
     stop = {"flag": False}
     old = {s: signal.signal(s, lambda *_: stop.__setitem__("flag", True)) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         model.train()
-        while state["iteration"] < config.iters and not stop["flag"]:
+        while state["iteration"] < config.iters and not stop_requested():
             it = state["iteration"]
-            a, b = sampler.batch(np.random.default_rng([config.seed, it]), config.batch_size)
-            loss = nt_xent(model(to_tensor(a)), model(to_tensor(b)), config.temperature)
+            seed = [config.seed, it] if not distributed else [config.seed, it, rank]
+            a, b = sampler.batch(np.random.default_rng(seed), config.batch_size if not distributed else local_batch)
+            if distributed:  # one forward of both views: DDP synchronises once per backward
+                z = net(to_tensor(np.concatenate([a, b])).to(device))
+                loss = nt_xent(z[:len(a)], z[len(a):], config.temperature)
+            else:
+                loss = nt_xent(model(to_tensor(a)), model(to_tensor(b)), config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -93,7 +123,14 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
             if (it + 1) % config.checkpoint_every == 0:
                 save()
         save()
-        if state["iteration"] >= config.iters:
+        if distributed:  # the replicas must have stayed identical
+            checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+            gathered = [torch.zeros_like(checksum) for _ in range(world_size)]
+            torch.distributed.all_gather(gathered, checksum)
+            identical = all(torch.equal(g, gathered[0]) for g in gathered)
+            log(f"{world_size} replicas identical: {identical}", event="ddp_check", world_size=world_size,
+                identical=identical)
+        if state["iteration"] >= config.iters and main_process:
             with atomic_path(out_dir / "encoder.pt") as tmp:
                 torch.save(model.encoder.state_dict(), tmp)
             with atomic_path(out_dir / "model.pt") as tmp:
@@ -105,9 +142,39 @@ def pretrain(config: MPCSConfig, resume: bool = False, sampler: PairViewSampler 
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-        log_fh.close()
-        jsonl.close()
+        if main_process:
+            log_fh.close()
+            jsonl.close()
     return model
+
+
+def _ddp_worker(rank: int, world_size: int, backend: str, init_file: str, config: MPCSConfig, resume: bool,
+                sampler: PairViewSampler | None) -> None:
+    torch.distributed.init_process_group(backend, init_method=f"file://{init_file}", rank=rank,
+                                         world_size=world_size)
+    try:
+        if backend == "nccl":
+            torch.cuda.set_device(rank)
+        pretrain(config, resume, sampler, rank=rank, world_size=world_size)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def pretrain_ddp(config: MPCSConfig, world_size: int, backend: str = "nccl", resume: bool = False,
+                 sampler: PairViewSampler | None = None) -> None:
+    """:func:`pretrain` in ``world_size`` processes (one per GPU with ``"nccl"``; ``"gloo"`` runs
+    on CPUs) joined by a file rendezvous in ``out_dir``; blocks until all have finished."""
+    import torch.multiprocessing as mp
+
+    out_dir = Path(config.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    init_file = out_dir / ".ddp_rendezvous"
+    init_file.unlink(missing_ok=True)
+    try:
+        mp.spawn(_ddp_worker, args=(world_size, backend, str(init_file.resolve()), config, resume, sampler),
+                 nprocs=world_size, join=True)
+    finally:
+        init_file.unlink(missing_ok=True)
 
 
 def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
@@ -121,7 +188,11 @@ def train_from_config_file(path: str | Path, resume: bool = False) -> dict:
             config = MPCSConfig.from_dict(tomllib.load(fh))
     else:
         config = MPCSConfig.load(path)
-    pretrain(config, resume=resume)
+    gpus = torch.cuda.device_count() if config.ddp == "auto" else 0
+    if gpus > 1:
+        pretrain_ddp(config, gpus, "nccl", resume=resume)
+    else:
+        pretrain(config, resume=resume)
     out_dir = Path(config.out_dir)
     ckpt = torch.load(out_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     losses = ckpt["state"]["losses"]
