@@ -190,3 +190,37 @@ def test_distributed_pretraining_in_two_cpu_processes_keeps_the_replicas_identic
     assert check == [{**check[0], "world_size": 2, "identical": True}]
     assert "2 process(es)" in (out / "train.log").read_text()
     assert not (out / ".ddp_rendezvous").exists()
+
+
+def test_grad_cam_of_a_linear_classifier_is_the_class_activation_map_and_the_command_writes_it(tmp_path):
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from src_models.mpcs.config import MPCSConfig
+    from src_models.mpcs.gradcam import grad_cam, main, overlay, spatial_features
+    from src_models.mpcs.model import build_encoder
+
+    torch.manual_seed(0)
+    encoder = build_encoder("resnet_slim", width=8).eval()
+    classifier = torch.nn.Linear(encoder.out_features, 2)
+    rgb = np.random.default_rng(3).integers(40, 230, (96, 128, 3), dtype=np.uint8)
+    cam, target, probs = grad_cam(encoder, classifier, rgb, target=1)
+    assert cam.shape == (96, 128) and target == 1 and probs.sum() == pytest.approx(1.0, abs=1e-5)
+    with torch.no_grad():  # CAM (Zhou et al. 2016): the class weights over the feature maps
+        fmap = spatial_features(encoder, to_tensor(rgb[None]))
+        ref = F.relu(torch.einsum("k,bkhw->bhw", classifier.weight[1], fmap))[:, None]
+        ref = F.interpolate(ref, size=(96, 128), mode="bilinear", align_corners=False)[0, 0].numpy()
+    assert ref.max() > 0
+    np.testing.assert_allclose(cam, ref / ref.max(), atol=1e-4)
+    assert overlay(rgb, cam).shape == rgb.shape
+    # the command: saved encoder (+ config.json) and linear classifier -> PNG over the image + .npy map
+    folder = tmp_path / "run"
+    folder.mkdir()
+    MPCSConfig(backbone="resnet_slim", width=8).save(folder / "config.json")
+    torch.save(encoder.state_dict(), folder / "encoder.pt")
+    torch.save(classifier.state_dict(), tmp_path / "linear.pt")
+    Image.fromarray(rgb).save(tmp_path / "img.png")
+    assert main([str(tmp_path / "img.png"), "--encoder", str(folder / "encoder.pt"), "--classifier",
+                 str(tmp_path / "linear.pt"), "--target", "1", "-o", str(tmp_path / "cam.png")]) == 0
+    assert np.asarray(Image.open(tmp_path / "cam.png")).shape == (96, 128, 3)
+    np.testing.assert_allclose(np.load(tmp_path / "cam.npy"), cam, atol=1e-5)
