@@ -279,7 +279,11 @@ class Slide:
         level = self.level_count - 1
         width, height = self.level_dimensions[level]
         try:
-            self._impl.read_level(level, width // 2, height // 2, 1, 1)
+            probe = getattr(self._impl, "probe", None)
+            if probe is not None:
+                probe(level)
+            else:
+                self._impl.read_level(level, width // 2, height // 2, 1, 1)
         except InputFileError:
             raise
         except Exception as exc:

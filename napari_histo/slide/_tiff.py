@@ -186,7 +186,7 @@ class TiffBackend:
     # -- pixels ---------------------------------------------------------------------------
     def _level_arrays(self) -> list:
         """The levels as zarr arrays over tifffile's store, opened once, on the first pixel read
-        (metadata alone, e.g. ``napari-histo info``, never loads zarr)."""
+        (metadata alone, e.g. ``napari-histo info``, never loads zarr: see :meth:`probe`)."""
         if self._arrays is not None:
             return self._arrays
         import zarr
@@ -208,6 +208,37 @@ class TiffBackend:
                                                     f"series {len(self._series.levels)}")
                 self._arrays = arrays
         return self._arrays
+
+    def probe(self, level: int) -> None:
+        """Decode the tile (or strip) at the middle of ``level`` with tifffile alone: a broken
+        file fails when it is opened, and opening for metadata (``napari-histo info``) never
+        loads zarr. Layouts other than one chunky page per level fall back to a pixel read."""
+        page = self._series.levels[level].keyframe
+        width, height = self.level_dimensions[level]
+        try:
+            if getattr(page, "planarconfig", 1) != 1 or not page.dataoffsets:
+                raise LookupError("not one chunky page")
+            if page.is_tiled:
+                across = -(-int(page.imagewidth) // int(page.tilewidth))
+                index = (height // 2 // int(page.tilelength)) * across + width // 2 // int(page.tilewidth)
+            else:
+                index = height // 2 // max(1, int(page.rowsperstrip or page.imagelength))
+            offset, count = int(page.dataoffsets[index]), int(page.databytecounts[index])
+            decode = page.decode
+        except Exception:  # an unusual layout: let the pixel path judge it
+            self.read_level(level, width // 2, height // 2, 1, 1)
+            return
+        if count == 0:
+            return  # an empty (sparse) tile reads as fill, as the pixel path does
+        try:
+            with self._lock:
+                handle = self._tif.filehandle
+                handle.seek(offset)
+                data = handle.read(count)
+            decode(data, index, jpegtables=page.jpegtables, jpegheader=page.jpegheader)
+        except Exception as exc:  # imagecodecs and tifffile raise many kinds for broken tiles
+            raise InputFileError(self.path, f"cannot decode level {level} at x={width // 2}, y={height // 2} "
+                                            f"({type(exc).__name__}: {exc})") from None
 
     def read_level(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB uint8 (height, width, 3) at level pixels; the box lies inside the level. A tile that
