@@ -60,7 +60,7 @@ def _cached_model(spec: tuple) -> Any:
         key = (spec[1], spec[2], model_mpp)
         with _CACHE_LOCK:
             if key not in _MODELS:
-                _MODELS[key] = get_segmenter(spec[1], spec[2], **({"mpp": model_mpp} if model_mpp else {}))
+                _MODELS[key] = get_segmenter(spec[1], spec[2], mpp=model_mpp)
             return _MODELS[key]
     raise HistoError(f"unknown model spec {spec!r}")
 

@@ -100,7 +100,7 @@ def resolve_segmenter(model: Any, device: str | None = None, model_mpp: float | 
     """A Segmenter from an instance or a registry spec (``"classical"``, ``"default"``, a path);
     ``model_mpp`` is the processing resolution of a checkpoint file (see :class:`SegmentationOptions`)."""
     if isinstance(model, str | Path):
-        return get_segmenter(str(model), device, **({"mpp": float(model_mpp)} if model_mpp else {}))
+        return get_segmenter(str(model), device, mpp=model_mpp or None)
     if model_mpp and abs(float(getattr(model, "mpp", model_mpp)) - float(model_mpp)) > 1e-9:
         raise HistoError(f"the model works at {model.mpp:g} µm/px; a processing resolution of {model_mpp:g} "
                          "applies to a checkpoint given by its path")

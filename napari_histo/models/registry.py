@@ -41,7 +41,8 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def get_segmenter(name_or_path: str | Path = "default", device: str | None = None, **kwargs):
+def get_segmenter(name_or_path: str | Path = "default", device: str | None = None, mpp: float | None = None,
+                  **kwargs):
     """A cached Segmenter for a name or path.
 
     Parameters
@@ -55,10 +56,12 @@ def get_segmenter(name_or_path: str | Path = "default", device: str | None = Non
         optional ``type_info.json`` beside it).
     device : str, optional
         torch device; default cuda > mps > cpu.
+    mpp : float, optional
+        The µm/px an official checkpoint file was trained at, i.e. its processing resolution
+        (default 0.25, the 40× of the released weights). A model folder states its own and
+        refuses another; the classical detector has none.
     **kwargs
-        Passed to the segmenter (e.g. classical parameters, ``batch_size``). ``mpp``: the µm/px
-        an official checkpoint file was trained at (its processing resolution; default 0.25,
-        the 40× of the released weights); a model folder states its own and refuses another.
+        Passed to the segmenter (e.g. classical parameters, ``batch_size``).
 
     Raises
     ------
@@ -66,23 +69,27 @@ def get_segmenter(name_or_path: str | Path = "default", device: str | None = Non
         Unknown name, missing or incompatible weights.
     """
     key_name = str(name_or_path)
+    mpp = None if mpp is None else float(mpp)
     if key_name == "classical":
-        key = ("classical", tuple(sorted(kwargs.items())))
+        key = ("classical", mpp, tuple(sorted(kwargs.items())))
     else:
         device = choose_device(device)
-        key = (key_name, device, tuple(sorted(kwargs.items())))
+        key = (key_name, device, mpp, tuple(sorted(kwargs.items())))
     with _LOCK:
         seg = _CACHE.get(key)
         if seg is None:
-            seg = _build(key_name, device, **kwargs)
+            seg = _build(key_name, device, mpp, **kwargs)
             _CACHE[key] = seg
     return seg
 
 
-def _build(name: str, device: str | None, **kwargs):
+def _build(name: str, device: str | None, mpp: float | None = None, **kwargs):
     if name == "classical":
         from napari_histo.nuclei.classical import ClassicalSegmenter
 
+        if mpp is not None:
+            raise HistoError("the classical detector has no trained resolution; a model µm/px applies to "
+                             "HoVer-Net checkpoint files")
         return ClassicalSegmenter(**kwargs)
     if name == "default":
         folder = resource_path(*DEFAULT_WEIGHTS)
@@ -94,36 +101,37 @@ def _build(name: str, device: str | None, **kwargs):
             from napari_histo.nuclei.classical import ClassicalSegmenter
 
             return ClassicalSegmenter(**kwargs)
+        _refuse_other_mpp(folder, mpp)
         return _compact_segmenter(folder, device, name="hovernet-compact", **kwargs)
     path = Path(name).expanduser()
     if not path.exists():
         raise HistoError(f"unknown model {name!r}: not 'classical', 'default' or an existing path")
     if path.is_dir():
         if (path / "model_info.json").exists():
-            return _official_folder_segmenter(path, device, **kwargs)
+            return _official_folder_segmenter(path, device, mpp, **kwargs)
         if (path / "config.json").exists() and (path / "model.pt").exists():
-            _refuse_other_mpp(path, kwargs, _compact_mpp(path))
+            _refuse_other_mpp(path, mpp)
             return _compact_segmenter(path, device, name=path.name, **kwargs)
         raise InputFileError(path, "model folder needs config.json and model.pt (compact) or model_info.json "
                                    "(official HoVer-Net)")
-    return _official_segmenter(path, device, **kwargs)
+    return _official_segmenter(path, device, mpp=mpp, **kwargs)
 
 
-def _compact_mpp(folder: Path) -> float:
-    import json
+def _refuse_other_mpp(folder: Path, mpp: float | None, own: float | None = None) -> None:
+    """A model folder states the µm/px it was trained at (``own``, else its ``config.json``):
+    another processing resolution is refused."""
+    if mpp is None:
+        return
+    if own is None:
+        import json
 
-    return float(json.loads((folder / "config.json").read_text(encoding="utf-8"))["mpp"])
-
-
-def _refuse_other_mpp(folder: Path, kwargs: dict, own: float) -> None:
-    """A model folder states the µm/px it was trained at: another processing resolution is refused."""
-    mpp = kwargs.pop("mpp", None)
-    if mpp is not None and abs(float(mpp) - own) > 1e-6 * own:
+        own = float(json.loads((folder / "config.json").read_text(encoding="utf-8"))["mpp"])
+    if abs(mpp - own) > 1e-6 * own:
         raise InputFileError(folder, f"the model was trained at {own:g} µm/px (its config says so); a model "
-                                     f"resolution of {float(mpp):g} applies to checkpoint files that state none")
+                                     f"resolution of {mpp:g} applies to checkpoint files that state none")
 
 
-def _official_folder_segmenter(folder: Path, device: str | None, **kwargs):
+def _official_folder_segmenter(folder: Path, device: str | None, mpp: float | None, **kwargs):
     import json
 
     info_path = folder / "model_info.json"
@@ -133,7 +141,7 @@ def _official_folder_segmenter(folder: Path, device: str | None, **kwargs):
         own = float(info["mpp"])
     except (ValueError, KeyError, TypeError) as exc:
         raise InputFileError(info_path, f"not a model description (needs 'weights' and 'mpp'): {exc}") from exc
-    _refuse_other_mpp(folder, kwargs, own)
+    _refuse_other_mpp(folder, mpp, own)
     return _official_segmenter(weights, device, mpp=own, name=folder.name, **kwargs)
 
 
@@ -146,12 +154,11 @@ def _compact_segmenter(folder: Path, device: str | None, name: str, **kwargs):
     return compact_segmenter(folder, device=device, name=name, **kwargs)
 
 
-def _official_segmenter(path: Path, device: str | None, **kwargs):
+def _official_segmenter(path: Path, device: str | None, mpp: float | None = None, name: str | None = None,
+                        **kwargs):
     from napari_histo.models.hovernet.checkpoint import load_hovernet
     from napari_histo.nuclei.hovernet_segmenter import HoverNetSegmenter
 
-    name = kwargs.pop("name", None)
-    mpp = kwargs.pop("mpp", None)
     mpp = 0.25 if mpp is None else float(mpp)
     if not mpp > 0:
         raise HistoError(f"model µm/px must be positive, got {mpp}")
