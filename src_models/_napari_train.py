@@ -62,25 +62,22 @@ def panel_training_events(rgb: np.ndarray, table: Any, origin: tuple[int, int], 
 
 
 def preview_patches(rgb: np.ndarray, table: Any, origin: tuple[int, int], mpp: float, size: int = 256,
-                    step: int = 256) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+                    step: int = 256) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """What training will see: the region cut into patches at the network's resolution, as
     (RGB grid with outlines in type colours, instance grid, type names) -- the same annotated-image
     path the Train button takes."""
     import tempfile
 
-    from napari_histo.schema.types import TypeInfo
     from src_models.hovernet.config import TrainConfig
     from src_models.hovernet.own_data import shipped_weights_dir, write_annotated_region
-    from src_models.hovernet.patches import own_tiles, patch_tiles, preview_grid
+    from src_models.hovernet.patches import own_tiles, patch_tiles, preview_grid, vocabulary_names
 
     work_mpp = TrainConfig.load(shipped_weights_dir() / "train_config.json").model.network_mpp
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_annotated_region(rgb, table, origin, Path(tmp) / "annotations")
         tiles, vocabulary = own_tiles(folder, mpp, work_mpp)
-    names = {0: "background"} | {i: n for n, i in vocabulary.items()}
-    info = TypeInfo(names)
-    colours = {i: tuple(info.colour(i)) for i in names if i > 0}
-    grid, labels = preview_grid(patch_tiles(tiles, size, step), colours)
+    names = vocabulary_names(vocabulary)
+    grid, labels = preview_grid(patch_tiles(tiles, size, step), names)
     return grid, labels, names
 
 
@@ -184,7 +181,7 @@ class TrainPanel(QWidget):
         grid, labels, names = value
         self.viewer.add_image(grid, name="training patches", rgb=True)
         self.viewer.add_labels(labels, name="training patch nuclei", opacity=0.3)
-        types = ", ".join(n for i, n in sorted(names.items()) if i > 0) or "no types"
+        types = ", ".join(names[1:]) or "no types"
         self.status.setText(f"{int(labels.max())} nuclei in the preview; types: {types}")
 
     def train(self) -> Job | None:

@@ -90,6 +90,20 @@ def handler(args: argparse.Namespace) -> int:
     return 0
 
 
+def _colour_table(path: str | None):
+    """The Sedeen pen colour table of ``--colours`` (None without one)."""
+    if not path:
+        return None
+    from napari_histo.formats.colours import SedeenColourTable
+
+    return SedeenColourTable.load(path)
+
+
+def _parameters(args: argparse.Namespace) -> dict:
+    """The command's arguments for ``run.json`` (paths as text)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
+
+
 def _train_own(args: argparse.Namespace) -> int:
     if args.model != "hovernet":
         raise HistoError("--data trains the nucleus model: napari-histo train hovernet --data DIR -o OUTDIR")
@@ -100,17 +114,11 @@ def _train_own(args: argparse.Namespace) -> int:
     from napari_histo.provenance import write_run_json
     from src_models.hovernet.own_data import train_own
 
-    colours = None
-    if args.colours:
-        from napari_histo.formats.colours import SedeenColourTable
-
-        colours = SedeenColourTable.load(args.colours)
     summary = train_own(args.data, args.outdir, iterations=args.iterations, minutes=args.minutes, init=args.init,
-                        mode=args.mode, mpp=args.mpp, resume=args.resume, colours=colours,
+                        mode=args.mode, mpp=args.mpp, resume=args.resume, colours=_colour_table(args.colours),
                         encoder_weights=args.encoder_weights, schedule=args.schedule, work_mpp=args.work_mpp,
                         batch_size=args.batch_size)
-    write_run_json(args.outdir, "train", {k: (str(v) if isinstance(v, Path) else v)
-                                          for k, v in vars(args).items() if k != "func"}, summary=summary)
+    write_run_json(args.outdir, "train", _parameters(args), summary=summary)
     print(f"{len(summary['images'])} annotated images, types {summary['types']}; "
           f"{summary['iterations']} iterations -> model folder {args.outdir}")
     return 0
@@ -141,7 +149,6 @@ def register_patches(subparsers) -> argparse.ArgumentParser:
 
 def patches_handler(args: argparse.Namespace) -> int:
     from napari_histo.provenance import write_run_json
-    from napari_histo.schema.types import TypeInfo
     from src_models.hovernet.patches import extract_patches, load_patch_folder, write_preview
 
     if not Path(args.data).is_dir():
@@ -153,22 +160,14 @@ def patches_handler(args: argparse.Namespace) -> int:
     else:
         if args.outdir is None:
             raise HistoError("give -o OUT (the patch folder to write), or --preview-only --preview PNG")
-        colours = None
-        if args.colours:
-            from napari_histo.formats.colours import SedeenColourTable
-
-            colours = SedeenColourTable.load(args.colours)
         summary = extract_patches(args.data, args.outdir, size=args.size, step=args.step, mpp=args.mpp,
-                                  work_mpp=args.work_mpp, colours=colours)
-        write_run_json(args.outdir, "patches", {k: (str(v) if isinstance(v, Path) else v)
-                                                for k, v in vars(args).items() if k != "func"}, summary=summary)
+                                  work_mpp=args.work_mpp, colours=_colour_table(args.colours))
+        write_run_json(args.outdir, "patches", _parameters(args), summary=summary)
         print(f"{summary['patches']} patches of {summary['size']} px from {len(summary['images'])} images "
               f"-> {args.outdir}; types {summary['types']}")
         folder = Path(args.outdir)
     if args.preview is not None:
         tiles, names, _ = load_patch_folder(folder, args.mpp)
-        info = TypeInfo(dict(enumerate(names)))
-        colours_by_id = {i: tuple(info.colour(i)) for i in range(1, len(names))}
-        write_preview(tiles, args.preview, colours_by_id)
+        write_preview(tiles, args.preview, names)
         print(f"preview of {min(16, len(tiles))} of {len(tiles)} patches -> {args.preview}")
     return 0

@@ -119,7 +119,7 @@ class OfficialTrainConfig(JsonConfig):
 def _load_tensors(model, path: str | Path, prefixes: tuple[str, ...] | None) -> dict[str, int]:
     """Copy the tensors of a checkpoint whose names (under ``prefixes``) and shapes match ``model``.
 
-    Returns counts {"loaded", "skipped"}; raises when nothing matched (a wrong file).
+    Returns counts {"loaded", "skipped", "missing"}; raises when nothing matched (a wrong file).
     """
     import torch
 
@@ -136,8 +136,7 @@ def _load_tensors(model, path: str | Path, prefixes: tuple[str, ...] | None) -> 
             chosen[key] = value.to(own[key].dtype) if value.is_floating_point() else value
         else:
             skipped += 1
-    wanted = [k for k in own if prefixes is None or k.startswith(prefixes)]
-    wanted = [k for k in wanted if not k.endswith("num_batches_tracked")]
+    wanted = [k for k in own if (prefixes is None or k.startswith(prefixes)) and not k.endswith("num_batches_tracked")]
     if not chosen:
         raise InputFileError(Path(path), "no tensor matches HoVer-Net's "
                              + ("Preact-ResNet50 encoder" if prefixes else "layers")
@@ -191,7 +190,8 @@ def write_model_folder(model, cfg: OfficialTrainConfig, out: str | Path) -> Path
 
 
 def train_official_steps(cfg: OfficialTrainConfig, tiles: list, resume: bool = True):
-    """Train; yields a progress record every 10 iterations (and the first); returns the last record.
+    """Train; yields a progress record every 10 iterations (and the first); returns the last record
+    (``src_models.hovernet.train.run_to_end`` drives it without watching).
 
     ``tiles`` are :class:`~src_models.hovernet.data.Tile` at ``cfg.mpp``. ``cfg.out_dir`` receives
     ``checkpoint.pt``, ``train_log.jsonl``, ``train_config.json`` and the model folder files.
@@ -322,12 +322,3 @@ def train_official_steps(cfg: OfficialTrainConfig, tiles: list, resume: bool = T
     log(record)
     return record
 
-
-def train_official(cfg: OfficialTrainConfig, tiles: list, resume: bool = True) -> dict:
-    """:func:`train_official_steps` run to the end; returns the final record."""
-    steps = train_official_steps(cfg, tiles, resume)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value

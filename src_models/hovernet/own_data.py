@@ -21,7 +21,7 @@ import numpy as np
 
 from napari_histo.utils import HistoError, InputFileError
 from src_models.hovernet.config import TrainConfig
-from src_models.hovernet.patches import own_tiles
+from src_models.hovernet.patches import own_tiles, type_colours, vocabulary_names
 
 #: Architectures ``--mode`` names: the compact network, or the official HoVer-Net's two modes.
 MODES = ("compact", "fast", "original")
@@ -51,54 +51,58 @@ def head_channels(new_names: list[str], old_names: list[str]) -> list[int]:
     return out
 
 
+def start_model_config(init: str) -> dict | None:
+    """The ``config.json`` of the model a run starts from (``init``: "default", a model folder or
+    a checkpoint file beside one); None for random weights or a checkpoint without a config."""
+    if init == "none":
+        return None
+    if init == "default":
+        folder = shipped_weights_dir()
+    else:
+        path = Path(init)
+        if not path.exists():
+            raise InputFileError(path, "--init: no such checkpoint or model folder")
+        folder = path if path.is_dir() else path.parent
+    config = folder / "config.json"
+    return json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+
+
 def own_config(vocabulary: dict[str, int], out: Path, iterations: int, minutes: float, init: str,
-               threads: int = 2, batch_size: int = 4, base: TrainConfig | None = None) -> TrainConfig:
+               threads: int = 2, batch_size: int = 4, base: TrainConfig | None = None,
+               start: dict | None = None) -> TrainConfig:
     """The recipe: the shipped architecture (``base``, default the shipped ``train_config.json``)
-    with the user's type head, fine-tuning settings."""
+    with the user's type head, fine-tuning settings. ``start`` is the starting model's config
+    (default read by :func:`start_model_config`)."""
     from napari_histo.models.hovernet.config import CompactConfig
-    from napari_histo.schema.types import TypeInfo
 
     base = base or TrainConfig.load(shipped_weights_dir() / "train_config.json")
-    names = ["background", *sorted(vocabulary, key=vocabulary.get)]
-    info = TypeInfo(dict(enumerate(names)))
+    start = start if start is not None else start_model_config(init)
+    names = vocabulary_names(vocabulary)
     model = CompactConfig.from_dict({
         **base.model.to_dict(),
         "num_types": len(names),
         "type_names": names,
-        "type_colours": [[0, 0, 0]] + [list(info.colour(i)) for i in range(1, len(names))],
+        "type_colours": type_colours(names),
         "unified_ids": [[i] for i in range(len(names))],
     })
     cfg = TrainConfig(model=model, out_dir=str(out / "training"), patch_size=128, batch_size=batch_size,
                       lr=2e-4 if init != "none" else 1e-3, max_iters=int(iterations), max_minutes=float(minutes),
                       ckpt_every_s=120.0, threads=threads, augment=True, jpeg_p=0.3, val_monuseg=[],
                       sources=[], type_scheme="coarse")
-    if init == "default":
-        shipped = shipped_weights_dir()
-        old_names = json.loads((shipped / "config.json").read_text())["type_names"]
-        cfg.init_weights = str(shipped / "model.pt")
-        cfg.init_type_channels = head_channels(names, old_names)
-    elif init != "none":
-        path = Path(init)
-        if not path.exists():
-            raise InputFileError(path, "--init: no such checkpoint or model folder")
-        folder = path if path.is_dir() else path.parent
-        weights = folder / "model.pt" if path.is_dir() else path
-        cfg.init_weights = str(weights)
-        config = folder / "config.json"
-        if config.is_file():
-            cfg.init_type_channels = head_channels(names, json.loads(config.read_text())["type_names"])
+    if init != "none":
+        path = shipped_weights_dir() if init == "default" else Path(init)
+        cfg.init_weights = str(path / "model.pt" if path.is_dir() else path)
+        if start is not None:
+            cfg.init_type_channels = head_channels(names, start["type_names"])
     return cfg
 
 
 def train_own(data: str | Path, out: str | Path, **kwargs: Any) -> dict:
     """Train on the annotated images of ``data``; ``out`` becomes a model folder (and keeps the
     checkpoints in ``out/training`` so ``resume`` continues). See :func:`train_own_steps`."""
-    steps = train_own_steps(data, out, **kwargs)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as stop:
-            return stop.value
+    from src_models.hovernet.train import run_to_end
+
+    return run_to_end(train_own_steps(data, out, **kwargs))
 
 
 def train_own_steps(data: str | Path, out: str | Path, *, iterations: int = 500, minutes: float = 60.0,
@@ -145,25 +149,21 @@ def _train_compact(data, out: Path, iterations, minutes, init, mpp, resume, thre
     tiles, vocabulary = own_tiles(data, mpp, base.model.network_mpp, colours)
     if not vocabulary:
         vocabulary = {"nucleus": 1}
-    cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size, base=base)
+    start = start_model_config(init)  # read once: type names for the head, inference settings to keep
+    cfg = own_config(vocabulary, out, iterations, minutes, init, threads, batch_size=batch_size, base=base,
+                     start=start)
     record = yield from train_steps(cfg, resume=resume, tiles=tiles)
-    ship(cfg.out_dir, out, validation=None, model_cfg=inference_config(cfg, init))
+    ship(cfg.out_dir, out, validation=None, model_cfg=inference_config(cfg, start))
     return record, tiles, vocabulary
 
 
-def inference_config(cfg: TrainConfig, init: str):
-    """The new model's ``config.json``: the inference settings of the model it started from (its
-    post-processing thresholds, tuned with its weights; typing rule; patch limits), else the
-    shipped defaults for a model trained from random weights."""
+def inference_config(cfg: TrainConfig, start: dict | None):
+    """The new model's ``config.json``: the inference settings of the model it started from
+    (``start``, its config: post-processing thresholds tuned with its weights, typing rule,
+    patch limits), else the shipped defaults (random weights, or a start without them)."""
     from src_models.hovernet.ship import shipped_config
 
-    if init == "none":
-        return shipped_config(cfg)
-    folder = shipped_weights_dir() if init == "default" else (Path(init) if Path(init).is_dir() else Path(init).parent)
-    path = folder / "config.json"
-    if not path.is_file():
-        return shipped_config(cfg)
-    ref = json.loads(path.read_text(encoding="utf-8"))
+    ref = start or {}
     if not ref.get("internal_downsample"):
         return shipped_config(cfg)
     return shipped_config(cfg, downsample=int(ref["internal_downsample"]), postproc=ref.get("postproc"),
@@ -174,22 +174,25 @@ def inference_config(cfg: TrainConfig, init: str):
 
 def _train_official(data, out: Path, iterations, minutes, init, mode, mpp, resume, threads, colours,
                     encoder_weights, schedule, work_mpp, batch_size):
-    from napari_histo.schema.types import TypeInfo
-    from src_models.hovernet.official_train import OfficialTrainConfig, Phase, train_official_steps
+    from src_models.hovernet.official_train import (
+        WEIGHTS_NAME,
+        OfficialTrainConfig,
+        Phase,
+        train_official_steps,
+    )
 
     work_mpp = 0.25 if work_mpp is None else float(work_mpp)
     if not work_mpp > 0:
         raise HistoError(f"--work-mpp must be positive, got {work_mpp}")
     tiles, vocabulary = own_tiles(data, mpp, work_mpp, colours)
-    names = ["background", *sorted(vocabulary, key=vocabulary.get)] if vocabulary else ["background"]
-    info = TypeInfo(dict(enumerate(names)))
+    names = vocabulary_names(vocabulary)
     init_weights = None
     if init not in ("default", "none"):
         path = Path(init)
         if not path.exists():
             raise InputFileError(path, "--init: no such HoVer-Net checkpoint")
         if path.is_dir():
-            candidates = [path / "hovernet.tar", *sorted(path.glob("*.tar")), *sorted(path.glob("*.pth"))]
+            candidates = [path / WEIGHTS_NAME, *sorted(path.glob("*.tar")), *sorted(path.glob("*.pth"))]
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 raise InputFileError(path, "--init: the folder holds no HoVer-Net checkpoint (.tar / .pth)")
@@ -199,8 +202,7 @@ def _train_official(data, out: Path, iterations, minutes, init, mode, mpp, resum
     phases = [Phase(iterations=first, freeze_encoder=True, lr=1e-4, batch_size=batch_size),
               Phase(iterations=max(1, int(iterations) - first), freeze_encoder=False, lr=1e-4,
                     batch_size=max(1, batch_size // 2))]
-    cfg = OfficialTrainConfig(mode=mode, type_names=names,
-                              type_colours=[[0, 0, 0]] + [list(info.colour(i)) for i in range(1, len(names))],
+    cfg = OfficialTrainConfig(mode=mode, type_names=names, type_colours=type_colours(names),
                               mpp=work_mpp, phases=phases, schedule=schedule, encoder_weights=encoder_weights,
                               init_weights=init_weights, out_dir=str(out), max_minutes=float(minutes),
                               ckpt_every_s=120.0, threads=threads)

@@ -31,6 +31,20 @@ DEFAULT_STEP = 164
 PATCHES_INFO = "patches.json"
 
 
+def vocabulary_names(vocabulary: dict[str, int]) -> list[str]:
+    """Type names by id, ``background`` first, from a vocabulary (name -> type id)."""
+    return ["background", *sorted(vocabulary, key=vocabulary.get)]
+
+
+def type_colours(names: list[str]) -> list[list[int]]:
+    """RGB per type id: black background, then each name's own colour or its coarse class's
+    (:meth:`napari_histo.schema.types.TypeInfo.colour`)."""
+    from napari_histo.schema.types import TypeInfo
+
+    info = TypeInfo(dict(enumerate(names)))
+    return [[0, 0, 0]] + [list(info.colour(i)) for i in range(1, len(names))]
+
+
 def window_starts(length: int, size: int, step: int) -> list[int]:
     """Window origins along one padded axis: every ``step`` px, the last flush with the end."""
     if length <= size:
@@ -68,7 +82,7 @@ def extract_patches(data: str | Path, out: str | Path, *, size: int = DEFAULT_SI
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     typed = bool(vocabulary)
-    names = ["background", *sorted(vocabulary, key=vocabulary.get)] if typed else ["background", "nucleus"]
+    names = vocabulary_names(vocabulary) if typed else ["background", "nucleus"]
     files = []
     for patch in patch_tiles(tiles, size, step):
         channels = [patch.img.astype(np.int32), patch.inst[..., None].astype(np.int32)]
@@ -104,6 +118,7 @@ def own_tiles(folder: str | Path, mpp: float | None, work_mpp: float, colours: A
     (``napari-histo patches``; :mod:`src_models.hovernet.patches`).
     """
     from napari_histo.datasets.annotated import iter_annotated
+
     if is_patch_folder(folder):
         patches, names, patch_mpp = load_patch_folder(folder, mpp)
         vocabulary = {name: i for i, name in enumerate(names) if i > 0}
@@ -190,12 +205,13 @@ def load_patch_folder(folder: str | Path, mpp: float | None = None) -> tuple[lis
     return tiles, names, float(patch_mpp)
 
 
-def preview_grid(tiles: list, type_colours: dict[int, tuple[int, int, int]] | None = None, columns: int = 4,
+def preview_grid(tiles: list, type_names: list[str] | None = None, columns: int = 4,
                  limit: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``limit`` patches side by side: (RGB grid with outlines in type colours, instance grid).
+    """Up to ``limit`` patches side by side: (RGB grid with outlines in the colours of
+    ``type_names``' types, instance grid).
 
-    Patches are picked evenly over the list (deterministic for a seed); a 4 px white gutter
-    separates them. The instance grid keeps ids unique across patches (a napari Labels layer).
+    Patches are picked at random (deterministic for a seed); a 4 px white gutter separates them.
+    The instance grid keeps ids unique across patches (a napari Labels layer).
     """
     from skimage.segmentation import find_boundaries
 
@@ -209,7 +225,7 @@ def preview_grid(tiles: list, type_colours: dict[int, tuple[int, int, int]] | No
     gutter = 4
     grid = np.full((rows * (size + gutter) - gutter, columns * (size + gutter) - gutter, 3), 255, np.uint8)
     labels = np.zeros(grid.shape[:2], np.int32)
-    colours = type_colours or {}
+    colours = {i: tuple(c) for i, c in enumerate(type_colours(type_names)) if i > 0} if type_names else {}
     offset = 0
     for k, index in enumerate(chosen):
         tile = tiles[index]
@@ -229,12 +245,11 @@ def preview_grid(tiles: list, type_colours: dict[int, tuple[int, int, int]] | No
     return grid, labels
 
 
-def write_preview(tiles: list, path: str | Path, type_colours: dict[int, tuple[int, int, int]] | None = None,
-                  **kwargs: Any) -> Path:
+def write_preview(tiles: list, path: str | Path, type_names: list[str] | None = None, **kwargs: Any) -> Path:
     """:func:`preview_grid` saved as a PNG (atomic write)."""
     from PIL import Image
 
-    grid, _ = preview_grid(tiles, type_colours, **kwargs)
+    grid, _ = preview_grid(tiles, type_names, **kwargs)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

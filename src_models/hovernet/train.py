@@ -101,14 +101,19 @@ def export_weights(model, cfg: TrainConfig, out_dir: str | Path, half: bool = Fa
     return out
 
 
-def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
-    """Train ``cfg.model`` on the training tiles; returns the final log record (see :func:`train_steps`)."""
-    steps = train_steps(cfg, resume, tiles)
+def run_to_end(steps):
+    """Drive a generator of progress records to its end and return its return value (what a
+    cancellable job's generator returns, for callers that do not watch the progress)."""
     while True:
         try:
             next(steps)
         except StopIteration as stop:
             return stop.value
+
+
+def train(cfg: TrainConfig, resume: bool = True, tiles=None) -> dict:
+    """Train ``cfg.model`` on the training tiles; returns the final log record (see :func:`train_steps`)."""
+    return run_to_end(train_steps(cfg, resume, tiles))
 
 
 def train_steps(cfg: TrainConfig, resume: bool = True, tiles=None):
