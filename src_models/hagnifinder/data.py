@@ -428,6 +428,7 @@ class LabelledPatchSampler:
     random image (reflection-padded when smaller), flips / 90° rotations / colour jitter when
     ``augment`` (upstream's ``data_arg``), labelled with the image's magnification. ``sources``
     are one per cancer type (``hagni40:<type>``), so holdouts and cross-fitting work by type.
+    Images are read when drawn, as upstream's dataset does (a Hagni40 folder does not fit in memory).
     """
 
     def __init__(self, entries: Sequence[tuple[Path, str, float]], patch_size: int = 224, augment: bool = True,
@@ -436,16 +437,10 @@ class LabelledPatchSampler:
         self.patch_size, self.augment, self.camera_prob = patch_size, augment, camera_prob
         types = sorted({cancer for _, cancer, _ in self.entries})
         self.sources = [SourceImage(f"hagni40:{t}", "hagni40", Path(), float("nan")) for t in types]
-        self._cache: dict[Path, np.ndarray] = {}
-
-    def _rgb(self, path: Path) -> np.ndarray:
-        if path not in self._cache:
-            self._cache[path] = read_rgb(path)
-        return self._cache[path]
 
     def crop(self, index: int, rng: np.random.Generator | None) -> np.ndarray:
         """A ``patch_size``² crop of entry ``index``: random with ``rng``, else the centre one."""
-        rgb = self._rgb(self.entries[index][0])
+        rgb = read_rgb(self.entries[index][0])
         h, w = rgb.shape[:2]
         size = self.patch_size
         ch, cw = min(size, h), min(size, w)

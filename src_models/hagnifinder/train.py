@@ -47,7 +47,7 @@ from src_models.hagnifinder.data import (
     split_sources,
     validation_patches,
 )
-from src_models.hagnifinder.metrics import grouped_folds, summarise
+from src_models.hagnifinder.metrics import THRESHOLDS, grouped_folds, summarise
 
 
 def member_holdouts(sources, config: HagnifinderConfig) -> list[list[str]]:
@@ -264,26 +264,26 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log = _Log(out_dir)
-    if data_sources is None and config.data_pack:
+    labelled = hagni40 = None
+    if data_sources is not None:
+        train_src, val_src = data_sources
+    elif config.hagni40_root:
+        # patches labelled by magnification, held out by cancer type (``hagni40:<type>`` names)
+        held = {name.split(":", 1)[1] for name in (*config.holdout, *config.tuning_holdout)
+                if name.startswith("hagni40:")}
+        hagni40 = LabelledPatchSampler(hagni40_entries(config.hagni40_root), config.patch_size)
+        labelled = LabelledPatchSampler([e for e in hagni40.entries if e[1] not in held], config.patch_size,
+                                        augment=config.data_arg, camera_prob=config.camera_prob)
+        train_src = labelled.sources
+        val_src = [s for s in hagni40.sources if s.name.split(":", 1)[1] in held]
+    elif config.data_pack:
         train_src, val_src = split_sources(read_pack(config.data_pack), config.holdout)
-    elif data_sources is None:
+    else:
         found = discover_sources(config.data_root)
         if config.camera_sources:
             found += breakhis_sources(config.data_root)
         train_src, val_src = split_sources(found, config.holdout)
-    else:
-        train_src, val_src = data_sources
-    labelled = None
-    if config.hagni40_root and data_sources is None:
-        # patches labelled by magnification: held out by cancer type (``hagni40:<type>`` names)
-        held = set(config.holdout) | set(config.tuning_holdout)
-        entries = hagni40_entries(config.hagni40_root)
-        labelled = LabelledPatchSampler([e for e in entries if f"hagni40:{e[1]}" not in held], config.patch_size,
-                                        augment=config.data_arg, camera_prob=config.camera_prob)
-        train_src = labelled.sources
-        val_types = {e[1] for e in entries if f"hagni40:{e[1]}" in held}
-        val_src = [s for s in LabelledPatchSampler(entries).sources if s.name.split(":", 1)[1] in val_types]
-    elif config.tuning_holdout:
+    if config.tuning_holdout and labelled is None:
         # model choice on training sources left out of this run; the held-out list stays unseen
         train_src, val_src = split_sources(train_src, config.tuning_holdout)
     sampler = labelled or MultiMagSampler(train_src, (config.mag_min, config.mag_max), config.patch_size,
@@ -347,9 +347,9 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
         config.save(out_dir / "run_config.json")
         log(f"start: {len(train_src)} training and {len(val_src)} validation source images on {device}; "
             f"config {json.dumps(asdict(config))}")
-    if labelled is not None:
-        val = LabelledPatchSampler(hagni40_entries(config.hagni40_root), config.patch_size).validation(
-            {s.name.split(":", 1)[1] for s in val_src}) if val_src and config.val_every > 0 else []
+    if hagni40 is not None:
+        val = hagni40.validation({s.name.split(":", 1)[1] for s in val_src}) if val_src and config.val_every > 0 \
+            else []
     else:
         val = validation_patches(val_src, crops_per_mag=config.val_crops, patch_size=config.patch_size,
                                  seed=config.seed) if val_src and config.val_every > 0 else []
@@ -453,7 +453,7 @@ def train(config: HagnifinderConfig, resume: bool = False, data_sources=None,
             done_phase = phase_of(config, it + 1) != phase
             if val_x is not None and ((it + 1) % config.val_every == 0 or (done_phase and phase != "calibrate")):
                 preds = predict_patches(current_model(), val_x, config.batch_size)
-                summary = summarise(preds, val_y, sorted({0.5, 1.0, 5.0, float(config.N)}))
+                summary = summarise(preds, val_y, sorted({*THRESHOLDS, float(config.N)}))
                 log(f"it {it + 1} validation MAE {summary['mae']:.2f} acc@{config.N:g} "
                     f"{summary[f'acc@{float(config.N):g}']:.2f} acc@1 {summary['acc@1']:.2f} "
                     f"acc@5 {summary['acc@5']:.2f} (n={summary['n']})", event="val", iteration=it + 1,
