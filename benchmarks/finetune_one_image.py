@@ -32,6 +32,7 @@ def write_user_folder(root: Path, image: str, folder: Path) -> Path:
     """The crops of ``image`` as PNG + GeoJSON (coarse class names), as a user's annotated folder."""
     import numpy as np
     from PIL import Image
+    from scipy import ndimage as ndi
 
     from napari_histo.formats.geojson import write_geojson
     from napari_histo.nuclei.measure import measure_instances
@@ -45,10 +46,7 @@ def write_user_folder(root: Path, image: str, folder: Path) -> Path:
         rgb, inst, types = load_consep_native(root, crop, types_by_crop)
         Image.fromarray(rgb).save(folder / f"{crop}.png")
         table = measure_instances(inst, mpp=0.25, type_info=info)
-        ids = table["id"].to_numpy()
-        from scipy import ndimage as ndi
-
-        table["type"] = np.asarray(ndi.maximum(np.maximum(types, 0), inst, ids), int)
+        table["type"] = np.asarray(ndi.maximum(np.maximum(types, 0), inst, table["id"].to_numpy()), int)
         table = table[table["type"] > 0]  # a nucleus without a type row is left unannotated
         write_geojson(table, folder / f"{crop}.geojson")
     return folder
@@ -57,7 +55,7 @@ def write_user_folder(root: Path, image: str, folder: Path) -> Path:
 def score(model: str, folder: Path, out: Path) -> dict:
     from napari_histo.cli import main as cli
 
-    path = out / f"scores_{abs(hash((model, str(folder))))}.json"
+    path = out / f"scores_{Path(model).name}_{folder.name}.json"
     rc = cli(["evaluate", str(folder), "--model", model, "--mpp", "0.25", "--json", str(path)])
     if rc != 0:
         raise SystemExit(f"evaluate failed for {model} on {folder}")
