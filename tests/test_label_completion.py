@@ -139,7 +139,12 @@ def test_classify_instances_n_by_2(trained):
         arr = out[name]
         assert arr.shape == (4, 2) and arr.dtype == np.int64
         assert arr[:, 0].tolist() == [30, 70, 200, 360]
-        assert set(arr[:, 1].tolist()) <= set(range(1, n_types + 1))
+        assert set(arr[:, 1].tolist()) <= set(range(n_types))  # 0-based, as the method writes them
+    one = classify_instances(img.rgb, mask, model, mpp=0.5, one_based=True)
+    for name in ("A", "B"):
+        assert (one[name][:, 1] == out[name][:, 1] + 1).all()
+    with pytest.raises(Exception, match="not in the model"):
+        classify_instances(img.rgb, mask, model, mpp=0.5, label_sets=["C"])
     empty = classify_instances(img.rgb, np.zeros_like(mask), model, mpp=0.5, label_sets=["B"])
     assert empty["B"].shape == (0, 2)
 
@@ -201,3 +206,126 @@ def test_crchisto_adapter(shared_data):
     assert np.bincount(labels[labels >= 0], minlength=4).tolist() == [207, 217, 716, 40]
     assert (labels == -1).sum() > 1000  # detected but unclassified nuclei
     assert all(im.rgb.shape == (500, 500, 3) for im in images)
+
+
+def test_completion_loss_pools_terms_over_label_sets():
+    """mean(L0) + mean(L1) over all per-sample terms of every set, as the method defines it (a sum of
+    per-set means would weigh a set with 2 nuclei like one with 2,000)."""
+    import torch.nn.functional as F
+
+    from napari_histo.models.label_completion.model import LabelCompletionModel
+    from src_models.label_completion.losses import completion_loss
+
+    torch.manual_seed(0)
+    cfg = LabelCompletionConfig(label_sets=[LabelSet("A", ["a0", "a1"]), LabelSet("B", ["b0", "b1", "b2"])],
+                                encoder_widths=[4], mlp_hidden=8)
+    model = LabelCompletionModel(cfg).eval()
+    logits = torch.randn(6, 5) * 8
+    mlp_logits = [torch.randn(6, 2) * 8, torch.randn(6, 3) * 8]
+    set_index = torch.tensor([0, 0, 0, 1, 1, 1])
+    labels = torch.tensor([1, 0, -1, 2, 1, 0])
+    loss, stats = completion_loss(model, logits, mlp_logits, set_index, labels, 0.9, [0, 1])
+    l0, l1 = [], []
+    for d, sl in ((0, slice(0, 2)), (1, slice(2, 5))):
+        own = (set_index == d) & (labels >= 0)
+        l0.append(F.cross_entropy(logits[own, sl], labels[own], reduction="none")
+                  + F.cross_entropy(mlp_logits[d][own], labels[own], reduction="none"))
+        other = set_index != d
+        pm, pb = torch.softmax(mlp_logits[d][other], 1), torch.softmax(logits[other, sl], 1)
+        mb, mm = pm.max(1).values > 0.9, pb.max(1).values > 0.9
+        l1.append(F.cross_entropy(logits[other, sl][mb], pm.argmax(1)[mb], reduction="none"))
+        l1.append(F.cross_entropy(mlp_logits[d][other][mm], pb.argmax(1)[mm], reduction="none"))
+    expected = torch.cat(l0).mean() + torch.cat(l1).mean()
+    assert stats["pseudo_base"] + stats["pseudo_mlp"] == len(torch.cat(l1)) > 0
+    torch.testing.assert_close(loss, expected)
+
+
+def _generic_dataset(root, rng, with_types=True):
+    from PIL import Image
+
+    (root / "img").mkdir(parents=True)
+    (root / "mask").mkdir()
+    if with_types:
+        (root / "type").mkdir()
+    for k in range(2):
+        rgb = np.full((48, 64, 3), 230, np.uint8)
+        mask = np.zeros((48, 64), np.int32)
+        rows = []
+        for i, (x, y) in enumerate([(8, 8), (30, 10), (50, 30), (12, 36)]):
+            iid = 10 * (i + 1)
+            mask[y - 4:y + 4, x - 4:x + 4] = iid
+            rgb[y - 4:y + 4, x - 4:x + 4] = (60, 30, 120) if i % 2 else (150, 50, 90)
+            rows.append([iid, i % 2])
+        rows[-1][1] = -1  # one nucleus without a label
+        Image.fromarray(rgb).save(root / "img" / f"im{k}.png")
+        np.save(root / "mask" / f"im{k}.npy", mask)
+        if with_types:
+            np.save(root / "type" / f"im{k}.npy", np.asarray(rows[:3] + [rows[3]], np.int64))
+    return root
+
+
+def test_generic_layout_loader(tmp_path):
+    from napari_histo.utils import InputFileError
+    from src_models.label_completion.data import load_generic
+    from src_models.label_completion.samples import build_samples
+
+    root = _generic_dataset(tmp_path / "ds", np.random.default_rng(0))
+    with pytest.raises(InputFileError, match="pixel size unknown"):
+        load_generic(root, ["x", "y"])
+    (root / "dataset.json").write_text('{"mpp": 0.5}')
+    images = load_generic(root, ["x", "y"])
+    assert [im.name for im in images] == ["im0", "im1"]
+    assert images[0].instance_ids.tolist() == [10, 20, 30, 40]
+    assert images[0].labels.tolist() == [0, 1, 0, -1]
+    np.testing.assert_allclose(images[0].centres[0], [8, 8])
+    np.testing.assert_allclose(images[0].bboxes[2], [46, 26, 54, 34])
+    # a config pointing at such a folder uses it whatever the label set is called
+    cfg = _tiny_config(tmp_path, label_sets=[LabelSet("mine", ["x", "y"])], heldout={"mine": {"images": ["im1"]}},
+                       data={"mine": str(root)})
+    samples = build_samples(cfg)
+    assert len(samples) == 8 and samples.heldout.sum() == 4 and (samples.labels == -1).sum() == 2
+    with pytest.raises(InputFileError, match=r"type 5 outside the 2 labels"):
+        np.save(root / "type" / "im0.npy", np.array([[10, 5]]))
+        load_generic(root, ["x", "y"])
+
+
+def test_type_nuclei_cli_writes_n_by_2_overlay_and_table(trained, tmp_path, capsys):
+    from PIL import Image
+
+    from napari_histo.cli import main
+
+    cfg, _, _, _ = trained
+    root = _generic_dataset(tmp_path / "ds", np.random.default_rng(1), with_types=False)
+    image, mask = root / "img" / "im0.png", root / "mask" / "im0.npy"
+    out = tmp_path / "out"
+    assert main(["type-nuclei", str(image), "--mask", str(mask), "-o", str(out), "--model", cfg.out_dir]) == 1
+    assert "im0.png: no pixel size stated: give --mpp" in capsys.readouterr().err
+    assert main(["type-nuclei", str(image), "--mask", str(mask), "-o", str(out), "--model", cfg.out_dir,
+                 "--mpp", "0.5"]) == 0
+    model = load_model(cfg.out_dir)
+    from napari_histo.models.label_completion.inference import classify_instances
+
+    rgb = np.asarray(Image.open(image).convert("RGB"))
+    expected = classify_instances(rgb, np.load(mask), model, 0.5)
+    for name in ("A", "B"):
+        arr = np.load(out / f"im0_{name}.npy")
+        assert arr.dtype == np.int64 and arr.shape == (4, 2)
+        np.testing.assert_array_equal(arr, expected[name])
+        overlay = np.asarray(Image.open(out / f"im0_overlay_{name}.png"))
+        assert overlay.shape == rgb.shape and (overlay != rgb).any(axis=2).sum() > 50
+    table = pd.read_csv(out / "im0_types.csv")
+    assert table["id"].tolist() == [10, 20, 30, 40]
+    assert set(table["type_B"]) <= {"b0", "b1", "b2"} and table["type_A_prob"].between(0.5, 1).all()
+    np.testing.assert_allclose(table[["x", "y"]].to_numpy()[0], [7.5, 7.5])
+    # 1-based on request, and a refusal to overwrite
+    assert main(["type-nuclei", str(image), "--mask", str(mask), "-o", str(out), "--model", cfg.out_dir,
+                 "--mpp", "0.5", "--one-based", "--label-set", "B"]) == 1
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["type-nuclei", str(image), "--mask", str(mask), "-o", str(out), "--model", cfg.out_dir,
+                 "--mpp", "0.5", "--one-based", "--label-set", "B", "--overwrite"]) == 0
+    np.testing.assert_array_equal(np.load(out / "im0_B.npy")[:, 1], expected["B"][:, 1] + 1)
+    # a mask that does not fit the image is named
+    np.save(tmp_path / "bad.npy", np.zeros((10, 10), np.int32))
+    assert main(["type-nuclei", str(image), "--mask", str(tmp_path / "bad.npy"), "-o", str(out), "--model",
+                 cfg.out_dir, "--mpp", "0.5", "--overwrite"]) == 1
+    assert "bad.npy: mask (10, 10) does not match image (48, 64)" in capsys.readouterr().err

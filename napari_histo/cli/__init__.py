@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "export",
     "import_",
     "classify",
+    "type_nuclei",
     "convert",
 ]
 

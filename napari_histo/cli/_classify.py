@@ -1,8 +1,13 @@
-"""``napari-histo classify SLIDE|IMAGE... -o OUTDIR``: DeepCMorph tile classification.
+"""``napari-histo classify SLIDE|IMAGE... -o OUTDIR``: DeepCMorph nucleus maps, tile features and
+tissue classes.
 
-Per input, ``OUTDIR/<stem>/`` receives ``class_map.npy`` (int16 tile classes, -1 = skipped),
-``class_map.png`` (colour-coded, legend in ``run.json``), ``tiles.parquet`` (or ``tiles.csv``:
-tile box in level-0 px, class, probabilities, features) and ``run.json``.
+Per input, ``OUTDIR/<stem>/`` receives ``tiles.parquet`` (or ``tiles.csv``: one row per tissue
+tile: box in level-0 px, nucleus composition, features ``f0..``), ``nucleus_maps.zarr`` (nucleus
+probability and nucleus class per working px) and ``run.json``. With tissue classes (a released
+model, ``--train-regions`` or ``--head``) also ``class_map.npy`` (int16 tile classes, -1 =
+skipped), ``class_map.png`` (legend in ``run.json``), ``tissue_tiles.geojson`` (QuPath tiles),
+``tissue_map.session.xml`` (Sedeen regions, one per class) and, for a few-shot map,
+``tissue_head.json`` (the fitted head, reusable with ``--head``).
 """
 
 from __future__ import annotations
@@ -17,10 +22,14 @@ from pathlib import Path
 def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "classify",
-        help="classify image tiles with DeepCMorph (class map + per-tile features table)",
-        description="DeepCMorph tile classification. Per input, OUTDIR/<stem>/ receives class_map.npy (int16 tile "
-                    "classes, -1 = skipped), class_map.png (colour-coded, legend in run.json), tiles.parquet (or "
-                    "tiles.csv: tile box in level-0 px, class, probabilities, features) and run.json.",
+        help="DeepCMorph nucleus maps, tile features and tissue maps (few-shot from your regions)",
+        description="DeepCMorph on tissue tiles. With the shipped nucleus module (no download): per input, "
+                    "OUTDIR/<stem>/ receives tiles.parquet (one row per tissue tile: box in level-0 px, nucleus "
+                    "composition, features), nucleus_maps.zarr (nucleus probability and class per px) and run.json. "
+                    "With --train-regions FILE (a few regions per tissue class, QuPath/Sedeen/ImageScope/ASAP) a "
+                    "head is fitted on the tiles inside them and every tile is classified: class_map.npy/.png, "
+                    "tissue_tiles.geojson (QuPath), tissue_map.session.xml (Sedeen) and tissue_head.json. A "
+                    "released model (--weights COMBINED ...) classifies with its own head.",
     )
     p.add_argument("inputs", nargs="+", metavar="SLIDE|IMAGE", help="slides or plain images")
     p.add_argument("-o", "--outdir", required=True, help="output folder (one sub-folder per input)")
@@ -28,6 +37,13 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="model folder (config.json + model.pt), checkpoint file, or released name "
                         "COMBINED/TCGA/TCGA_REGULARIZED/CRC (looked up in $NAPARI_HISTO_DEEPCMORPH_DIR "
                         "or ~/.napari-histo/deepcmorph/)")
+    p.add_argument("--train-regions", default=None, metavar="FILE",
+                   help="annotation file whose classified regions label the training tiles of a few-shot tissue map")
+    p.add_argument("--roi-class", action="append", default=None, metavar="NAME",
+                   help="with --train-regions: use the regions of this class (repeat; default every class)")
+    p.add_argument("--head", default=None, metavar="FILE",
+                   help="tissue_head.json of an earlier few-shot map: classify with it (same model)")
+    p.add_argument("--no-maps", action="store_true", help="do not write nucleus_maps.zarr")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="tile side in working px (default: model's)")
     p.add_argument("--mpp", type=float, default=None, help="working resolution in µm/px (default: model's, else level 0)")
     p.add_argument("--roi", default=None, metavar="X,Y,W,H", help="region in level-0 px")
@@ -65,10 +81,30 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.provenance import write_run_json
     from napari_histo.utils import HistoError, InputFileError, atomic_path
 
+    from napari_histo.formats.geojson import write_geojson
+    from napari_histo.formats.sedeen import write_sedeen
+    from napari_histo.models.classification import apply_head, class_palette
+    from napari_histo.models.tissue_maps import (
+        TissueHead,
+        TrainingRegions,
+        class_region_annotations,
+        iter_tissue_map,
+        tile_annotations,
+    )
+
     roi = _parse_roi(args.roi)
     for path in args.inputs:
         if not Path(path).is_file():
             raise InputFileError(path, "no such file")
+    if args.train_regions and args.head:
+        raise HistoError("give --train-regions (fit a new head) or --head (reuse one), not both")
+    if args.roi_class and not args.train_regions:
+        raise HistoError("--roi-class selects classes of --train-regions; give that file too")
+    if args.train_regions and len(args.inputs) > 1:
+        raise HistoError("--train-regions describes one image: classify one input with it, then the others "
+                         "with --head OUTDIR/<stem>/tissue_head.json")
+    regions = TrainingRegions.from_file(args.train_regions, args.roi_class) if args.train_regions else None
+    head = TissueHead.load(args.head) if args.head else None
     model = load_tile_classifier(args.weights, args.device)
     outdir = Path(args.outdir)
     for path in args.inputs:
@@ -77,37 +113,51 @@ def handler(args: argparse.Namespace) -> int:
         if main_out.exists() and not args.overwrite:
             raise HistoError(f"{main_out}: exists; pass --overwrite to replace it")
         target.mkdir(parents=True, exist_ok=True)
-        events = iter_classify_tiles(path, model, args.tile, roi, mpp=args.mpp, batch_size=args.batch_size,
-                                     tissue_only=not args.all_tiles)
+        options = dict(mpp=args.mpp, batch_size=args.batch_size, tissue_only=not args.all_tiles,
+                       maps_store=None if args.no_maps else target / "nucleus_maps.zarr")
+        if regions is not None:
+            events = iter_tissue_map(path, model, regions, tile_size=args.tile, roi=roi, **options)
+        else:
+            events = iter_classify_tiles(path, model, args.tile, roi, **options)
         result = None
         for event in drain_with_progress(events, desc=Path(path).name):
             result = event.result or result
         assert result is not None
-        with atomic_path(target / "class_map.npy") as tmp:
-            np.save(tmp, result.class_map)
-        n = len(result.class_names)
-        scale = max(1, 256 // max(result.class_map.shape))
-        with atomic_path(target / "class_map.png") as tmp:
-            Image.fromarray(class_map_rgb(result.class_map, n, scale)).save(tmp, format="PNG")
+        if head is not None:
+            result = apply_head(result, head)
         df = result.features
         with atomic_path(main_out) as tmp:
             if args.csv:
                 df.to_csv(tmp, index=False)
             else:
                 df.to_parquet(tmp, index=False)
-        from napari_histo.models.classification import class_palette
-
-        palette = class_palette(n).tolist()
-        counts = {name: int((result.class_map == i).sum()) for i, name in enumerate(result.class_names)}
+        n = len(result.class_names)
+        classes = []
+        if n:
+            with atomic_path(target / "class_map.npy") as tmp:
+                np.save(tmp, result.class_map)
+            scale = max(1, 256 // max(result.class_map.shape))
+            with atomic_path(target / "class_map.png") as tmp:
+                Image.fromarray(class_map_rgb(result.class_map, n, scale)).save(tmp, format="PNG")
+            write_geojson(None, target / "tissue_tiles.geojson", annotations=tile_annotations(result))
+            write_sedeen(None, target / "tissue_map.session.xml", rois=class_region_annotations(result),
+                         slide_name=Path(path).name)
+            palette = class_palette(n).tolist()
+            classes = [{"index": i, "name": nm, "colour": palette[i], "tiles": int((result.class_map == i).sum())}
+                       for i, nm in enumerate(result.class_names)]
+        if result.head is not None and regions is not None:
+            result.head.save(target / "tissue_head.json")
         write_run_json(
             target, "classify",
-            {"input": str(path), "weights": str(args.weights), "tile": result.tile_size, "mpp": result.mpp,
-             "roi": roi, "all_tiles": args.all_tiles},
+            {"input": str(path), "weights": str(args.weights or "shipped nucleus module"), "tile": result.tile_size,
+             "mpp": result.mpp, "roi": roi, "all_tiles": args.all_tiles, "train_regions": args.train_regions,
+             "roi_class": args.roi_class, "head": args.head, "maps": not args.no_maps},
             grid={"rows": int(result.class_map.shape[0]), "cols": int(result.class_map.shape[1]),
                   "origin_level0": list(result.origin), "tile_step_level0": result.step_level0},
-            classes=[{"index": i, "name": nm, "colour": palette[i], "tiles": counts[nm]}
-                     for i, nm in enumerate(result.class_names)],
+            classes=classes,
+            training_tiles=(result.head.train_tiles if result.head is not None else None),
             skipped_tiles=int((result.class_map < 0).sum()),
         )
-        print(f"{path}: {int((result.class_map >= 0).sum())} tiles classified -> {target}")
+        what = f"{n} tissue classes" if n else "nucleus maps and features (no tissue classes: give --train-regions)"
+        print(f"{path}: {int((result.class_map >= 0).sum())} tiles, {what} -> {target}")
     return 0

@@ -47,6 +47,10 @@ from napari_histo.utils import HistoError, choose_device, resource_path
 # the modules named there): importing this module stays light for the CLI and the napari manifest.
 
 
+#: Folder (under resources/weights) of the shipped DeepCMorph nucleus module.
+SHIPPED_NUCLEUS_MODULE = "deepcmorph_nuclei"
+
+
 @dataclass
 class TileClassification:
     """Result of a tile classification run (see module docstring)."""
@@ -60,6 +64,7 @@ class TileClassification:
     tile_size: int
     mpp: float | None
     source: str | None = None
+    head: Any = None  # the few-shot TissueHead that gave the classes, if any
 
 
 @dataclass
@@ -107,27 +112,92 @@ class _ArraySource:
         return out
 
 
-def _model_fns(model) -> tuple[Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], list[str]]:
-    """(batch RGB uint8 (B,H,W,3) -> (probs (B,C), features (B,F)), class names)."""
+def _model_fns(model):
+    """(batch RGB uint8 (B,H,W,3) -> (probs (B,C) or None, features (B,F), nucleus map (B,H,W),
+    class maps (B,K,H,W)), class names ([] for a nucleus module alone))."""
     import torch
 
     names = list(getattr(getattr(model, "config", None), "class_names", []) or [])
+    has_classifier = getattr(model, "has_classifier", True)
 
-    def predict(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict(batch: np.ndarray):
         model.eval()
         with torch.no_grad():
             x = model.to_tensor(batch).to(next(model.parameters()).device)
-            logits, feats = model.forward_all(x)
-            return torch.softmax(logits, 1).cpu().numpy(), feats.cpu().numpy()
+            logits, feats, seg, cls = model.forward_maps(x)
+            probs = None if logits is None else torch.softmax(logits, 1).cpu().numpy()
+            return probs, feats.cpu().numpy(), seg[:, 0].cpu().numpy(), cls.cpu().numpy()
 
-    if not names:
+    if not has_classifier:
+        names = []
+    elif not names:
         names = [f"class {i}" for i in range(model.config.num_classes)]
     return predict, names
 
 
+class NucleusMapStore:
+    """The nucleus maps of the classified tiles, written tile by tile into a zarr group.
+
+    ``nuclei`` holds the nucleus probability (uint8, 255 = 1) and ``classes`` the nucleus class
+    of each nucleus pixel (uint8: 0 none, k = class map k-1 wins where the nucleus probability is
+    at least 0.5), both at the working resolution over the tile grid, one chunk per tile. The
+    group's attributes give the grid's level-0 origin, the level-0 px per working px and the
+    class names (``class_ids`` maps them to the ids of ``classes``). The group is written under a
+    temporary name and renamed when complete, so an interrupted run leaves no half store.
+    """
+
+    def __init__(self, path: str | os.PathLike, rows: int, cols: int, tile: int, *, origin: tuple[int, int],
+                 level0_per_px: float, class_names: list[str], mpp: float | None):
+        import zarr
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        if self.tmp.exists():
+            import shutil
+
+            shutil.rmtree(self.tmp)
+        self.tile = tile
+        group = zarr.open_group(str(self.tmp), mode="w")
+        shape = (rows * tile, cols * tile)
+        self.nuclei = group.create_array("nuclei", shape=shape, chunks=(tile, tile), dtype="uint8", fill_value=0)
+        self.classes = group.create_array("classes", shape=shape, chunks=(tile, tile), dtype="uint8", fill_value=0)
+        group.attrs.update({"origin_level0": [int(origin[0]), int(origin[1])], "level0_per_px": float(level0_per_px),
+                            "mpp": mpp, "class_names": list(class_names),
+                            "class_ids": {n: i + 1 for i, n in enumerate(class_names)}})
+
+    def write(self, row: int, col: int, nucleus: np.ndarray, class_maps: np.ndarray) -> None:
+        t = self.tile
+        sl = (slice(row * t, row * t + t), slice(col * t, col * t + t))
+        self.nuclei[sl] = np.clip(np.rint(nucleus[:t, :t] * 255), 0, 255).astype(np.uint8)
+        labels = (class_maps[:, :t, :t].argmax(0) + 1).astype(np.uint8)
+        labels[nucleus[:t, :t] < 0.5] = 0
+        self.classes[sl] = labels
+
+    def close(self) -> Path:
+        """Move the finished store into place (replacing an older one)."""
+        import shutil
+
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.tmp.rename(self.path)
+        return self.path
+
+
+def open_nucleus_maps(path: str | os.PathLike):
+    """(nuclei, classes, attrs) of a store written by :class:`NucleusMapStore` (lazy zarr arrays)."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(path), mode="r")
+        return group["nuclei"], group["classes"], dict(group.attrs)
+    except Exception as exc:  # noqa: BLE001 - any unreadable store is a user error
+        raise HistoError(f"{path}: not a nucleus map store written by napari-histo classify ({exc})") from exc
+
+
 def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[int, int, int, int] | None = None,
                         *, mpp: float | None = None, batch_size: int = 8, tissue_only: bool = True,
-                        min_tissue: float = 0.1) -> Iterator[ClassifyProgress]:
+                        min_tissue: float = 0.1, keep_tile: Callable[[tuple[float, float, float, float]], bool] | None = None,
+                        maps_store: str | os.PathLike | None = None) -> Iterator[ClassifyProgress]:
     """Classify a tile grid, yielding progress; the final event's ``result`` holds the output.
 
     Parameters
@@ -148,18 +218,27 @@ def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[
         Tiles per forward pass.
     tissue_only, min_tissue
         Skip tiles whose stained-pixel fraction is below ``min_tissue`` (class -1).
+    keep_tile : callable, optional
+        ``keep_tile((x0, y0, x1, y1))`` True keeps a tile whatever its tissue (training tiles of a
+        few-shot tissue map may lie on glass or background).
+    maps_store : path, optional
+        Write the nucleus maps of the processed tiles there (see :class:`NucleusMapStore`).
+
+    A model without a classification module (the shipped nucleus module) gives features and
+    nucleus maps only: ``class_names`` is empty and ``class_map`` marks processed tiles 0.
     """
     reader, path = _open_source(source)
     owned = isinstance(source, str | os.PathLike)
     try:
-        yield from _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only, min_tissue)
+        yield from _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only, min_tissue,
+                               keep_tile, maps_store)
     finally:
         if owned and hasattr(reader, "close"):
             reader.close()
 
 
 def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only,
-                min_tissue) -> Iterator[ClassifyProgress]:
+                min_tissue, keep_tile=None, maps_store=None) -> Iterator[ClassifyProgress]:
     import pandas as pd
 
     tile = int(tile_size or getattr(model.config, "tile_size", 224))
@@ -186,18 +265,35 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
     records: list[dict[str, Any]] = []
     feats: list[np.ndarray] = []
     pending: list[tuple[int, int, np.ndarray, float]] = []
+    seg_names = list(getattr(model.config, "seg_class_names", []) or []) or [
+        f"nucleus class {i + 1}" for i in range(int(getattr(model.config, "num_seg_classes", 7)))]
+    store = None
+    if maps_store is not None:
+        store = NucleusMapStore(maps_store, rows, cols, tile, origin=(int(x), int(y)), level0_per_px=step / tile,
+                                class_names=seg_names, mpp=mpp)
 
     def flush() -> None:
-        p, f = predict(np.stack([t[2] for t in pending]))
-        for (r, c, _, frac), pi, fi in zip(pending, p, f):
-            k = int(pi.argmax())
-            class_map[r, c] = k
-            probs[r, c] = pi
+        p, f, seg, cls = predict(np.stack([t[2] for t in pending]))
+        for i, ((r, c, _, frac), fi) in enumerate(zip(pending, f)):
             x0, y0 = x + c * step, y + r * step
             rec = {"row": r, "col": c, "x0": int(round(x0)), "y0": int(round(y0)),
-                   "x1": int(round(x0 + step)), "y1": int(round(y0 + step)),
-                   "class": k, "class_name": names[k], "tissue_fraction": frac}
-            rec.update({f"prob_{n}": float(v) for n, v in zip(names, pi)})
+                   "x1": int(round(x0 + step)), "y1": int(round(y0 + step)), "tissue_fraction": frac}
+            # nucleus composition of the tile: fraction of nucleus pixels, and each class's share of them
+            nucleus = seg[i] >= 0.5
+            rec["nucleus_fraction"] = float(nucleus.mean())
+            winner = cls[i].argmax(0)
+            for k, name in enumerate(seg_names):
+                rec[f"nuclei_{name}"] = float((winner[nucleus] == k).mean()) if nucleus.any() else 0.0
+            if p is not None:
+                k = int(p[i].argmax())
+                class_map[r, c] = k
+                probs[r, c] = p[i]
+                rec.update({"class": k, "class_name": names[k]})
+                rec.update({f"prob_{n}": float(v) for n, v in zip(names, p[i])})
+            else:
+                class_map[r, c] = 0
+            if store is not None:
+                store.write(r, c, seg[i], cls[i])
             records.append(rec)
             feats.append(fi)
         pending.clear()
@@ -211,7 +307,8 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
             else:
                 rgb = reader.read_region(loc, (tile, tile), 0, units="level")
             frac = tissue_fraction(rgb, step=1)
-            if not tissue_only or frac >= min_tissue:
+            box = (x + c * step, y + r * step, x + (c + 1) * step, y + (r + 1) * step)
+            if not tissue_only or frac >= min_tissue or (keep_tile is not None and keep_tile(box)):
                 pending.append((r, c, rgb, frac))
                 if len(pending) >= batch_size:
                     flush()
@@ -219,6 +316,8 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
             yield ClassifyProgress(done, total)
     if pending:
         flush()
+    if store is not None:
+        store.close()
     df = pd.DataFrame.from_records(records)
     if feats:
         fmat = np.stack(feats).astype(np.float32)
@@ -241,6 +340,36 @@ def classify_tiles(slide_or_rgb, model, tile_size: int | None = None,
         result = event.result
     assert result is not None
     return result.class_map, result.features
+
+
+def apply_head(result: TileClassification, head) -> TileClassification:
+    """The result classified by a few-shot head (:class:`~napari_histo.models.tissue_maps.TissueHead`)
+    on its features: new class map, probabilities and ``class``/``prob_*`` columns."""
+    import pandas as pd
+
+    df = result.features.copy()
+    df.attrs = dict(result.features.attrs)
+    names = list(head.class_names)
+    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+    old = [c for c in df.columns if c in ("class", "class_name") or (isinstance(c, str) and c.startswith("prob_"))]
+    df = df.drop(columns=old)
+    rows, cols = result.class_map.shape
+    class_map = np.full((rows, cols), -1, np.int16)
+    probs = np.full((rows, cols, len(names)), np.nan, np.float32)
+    if len(df):
+        if len(feature_cols) != len(head.mean):
+            raise HistoError(f"the tissue head expects {len(head.mean)} features, the model gives {len(feature_cols)}: "
+                             "fit it with the same model")
+        p = head.predict_proba(df[feature_cols].to_numpy())
+        k = p.argmax(1)
+        class_map[df["row"].to_numpy(), df["col"].to_numpy()] = k
+        probs[df["row"].to_numpy(), df["col"].to_numpy()] = p
+        extra = pd.DataFrame({"class": k, "class_name": [names[i] for i in k],
+                              **{f"prob_{n}": p[:, j] for j, n in enumerate(names)}}, index=df.index)
+        df = pd.concat([df.iloc[:, :6], extra, df.iloc[:, 6:]], axis=1)
+    df.attrs["class_names"] = names
+    return TileClassification(class_map, probs, df, names, result.origin, result.step_level0, result.tile_size,
+                              result.mpp, result.source, head)
 
 
 def class_map_rgb(class_map: np.ndarray, n_classes: int, scale: int = 1) -> np.ndarray:
@@ -269,16 +398,16 @@ def class_palette(n: int) -> np.ndarray:
 def load_tile_classifier(weights: str | os.PathLike | None = None, device: str | None = None):
     """A DeepCMorph model from a folder, a released name (COMBINED, TCGA, ...) or a checkpoint.
 
-    Without ``weights``, the small model shipped in ``resources/weights/deepcmorph_small`` is
-    used when present.
+    Without ``weights``, the nucleus module shipped in ``resources/weights/deepcmorph_nuclei``
+    (trained by this project; nucleus maps and features, no tissue classes of its own).
     """
     from napari_histo.models.deepcmorph.model import load_deepcmorph
 
     if weights is None:
-        shipped = resource_path("weights", "deepcmorph_small")
+        shipped = resource_path("weights", SHIPPED_NUCLEUS_MODULE)
         if not (Path(shipped) / "config.json").is_file():
-            raise HistoError("no DeepCMorph weights given and none shipped; pass --weights FOLDER or a "
-                             "released name (COMBINED, TCGA, TCGA_REGULARIZED, CRC)")
+            raise HistoError(f"the shipped DeepCMorph nucleus module is missing ({shipped}); reinstall "
+                             "napari-histo or pass --weights FOLDER or a released name")
         weights = shipped
     return load_deepcmorph(weights, choose_device(device))
 

@@ -143,3 +143,107 @@ def load_crchisto(root: str | Path, labels: list[str] = CRCHISTO_LABELS,
     return out
 
 
+
+
+# ---------------------------------------------------------------------------- generic layout
+def is_generic_layout(root: str | Path) -> bool:
+    """True when ``root`` holds the dataset-merging method's ``img/``, ``mask/`` and ``type/`` folders."""
+    root = Path(root)
+    return (root / "img").is_dir() and (root / "mask").is_dir()
+
+
+def _instance_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, centres (N, 2) x, y, boxes (N, 4)) of every instance id > 0 of a mask."""
+    from scipy import ndimage
+
+    ids = np.unique(mask)
+    ids = ids[ids > 0].astype(np.int64)
+    if not len(ids):
+        return ids, np.zeros((0, 2)), np.zeros((0, 4))
+    slices = ndimage.find_objects(mask.astype(np.int64))
+    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
+                       slices[i - 1][0].stop] for i in ids], dtype=float)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    return ids, centres, boxes
+
+
+def load_generic(root: str | Path, labels: list[str], mpp: float | None = None) -> list[AnnotatedImage]:
+    """A dataset in the dataset-merging method's layout: ``img/<name>.png`` (or .jpg/.tif),
+    ``mask/<name>.npy`` (H x W instance map, 0 = background) and ``type/<name>.npy``
+    (N x 2 ``[instance id, local type]``, types 0-based into ``labels``; -1 or a missing row =
+    nucleus without a label, used as unlabelled data). ``type/`` may be absent (an unlabelled
+    source). µm/px: ``mpp``, else ``root/dataset.json`` ``{"mpp": ...}``; none is assumed.
+    """
+    import json
+
+    root = Path(root)
+    if not is_generic_layout(root):
+        raise InputFileError(root, "not a label-completion dataset: expected img/ and mask/ folders (and type/)")
+    if mpp is None:
+        meta = root / "dataset.json"
+        if meta.is_file():
+            try:
+                mpp = float(json.loads(meta.read_text(encoding="utf-8"))["mpp"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise InputFileError(meta, f"expected {{\"mpp\": µm per px}} ({exc})") from exc
+    if mpp is None:
+        raise InputFileError(root, "pixel size unknown: write dataset.json with {\"mpp\": ...} or pass mpp")
+    images = sorted(p for p in (root / "img").iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".tif", ".tiff"))
+    if not images:
+        raise InputFileError(root / "img", "no images (.png/.jpg/.tif)")
+    out = []
+    for img_path in images:
+        mask_path = root / "mask" / f"{img_path.stem}.npy"
+        if not mask_path.is_file():
+            raise InputFileError(mask_path, f"instance mask of {img_path.name} missing")
+        rgb = read_rgb(img_path)
+        mask = np.load(mask_path, allow_pickle=False)
+        if mask.shape[:2] != rgb.shape[:2]:
+            raise InputFileError(mask_path, f"mask {mask.shape[:2]} does not match image {rgb.shape[:2]}")
+        ids, centres, boxes = _instance_boxes(mask)
+        labs = np.full(len(ids), -1, np.int64)
+        type_path = root / "type" / f"{img_path.stem}.npy"
+        if type_path.is_file():
+            table = np.load(type_path, allow_pickle=False)
+            if table.ndim != 2 or table.shape[1] < 2:
+                raise InputFileError(type_path, f"expected an N x 2 [instance id, type] array, got shape {table.shape}")
+            lut = {int(i): int(t) for i, t in table[:, :2]}
+            labs = np.array([lut.get(int(i), -1) for i in ids], np.int64)
+            bad = labs >= len(labels)
+            if bad.any():
+                raise InputFileError(type_path, f"type {int(labs[bad].max())} outside the {len(labels)} labels {labels}")
+        out.append(AnnotatedImage(img_path.stem, rgb, float(mpp), centres, boxes, labs, ids))
+    return out
+
+
+# ---------------------------------------------------------------------------- CoNSeP
+#: CoNSeP's merged classes in local order (``nuclei.csv`` type k is label k - 1).
+CONSEP_LABELS = ["other", "inflammatory", "epithelial", "spindle"]
+
+
+def load_consep(root: str | Path, labels: list[str] = CONSEP_LABELS) -> list[AnnotatedImage]:
+    """The CoNSeP crops under ``root`` (``images/*.jpg``, ``labels/*.png``, ``nuclei.csv``), one
+    :class:`AnnotatedImage` per crop named ``train_<image>_<k>``, at 0.25 µm/px."""
+    import csv
+
+    from PIL import Image
+
+    root = Path(root)
+    table_path = root / "nuclei.csv"
+    if not table_path.is_file():
+        raise InputFileError(root, "not a CoNSeP folder (nuclei.csv missing)")
+    if [x.lower() for x in labels] != CONSEP_LABELS:
+        raise InputFileError(root, f"CoNSeP's label set is {CONSEP_LABELS}, not {labels}")
+    types: dict[str, dict[int, int]] = {}
+    with open(table_path, encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            types.setdefault(row["crop"], {})[int(row["instance_id"])] = int(row["type"])
+    out = []
+    for img_path in sorted((root / "images").glob("*.jpg")):
+        rgb = np.asarray(Image.open(img_path).convert("RGB"))
+        mask = np.asarray(Image.open(root / "labels" / f"{img_path.stem}.png")).astype(np.int64)
+        ids, centres, boxes = _instance_boxes(mask)
+        lut = types.get(img_path.stem, {})
+        labs = np.array([lut.get(int(i), 0) - 1 for i in ids], np.int64)
+        out.append(AnnotatedImage(img_path.stem, rgb, 0.25, centres, boxes, labs, ids))
+    return out

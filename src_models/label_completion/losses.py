@@ -47,30 +47,35 @@ def mutual_pseudo_labels(base_logits: torch.Tensor, mlp_logits: torch.Tensor, th
 def completion_loss(model: LabelCompletionModel, logits: torch.Tensor, mlp_logits: list[torch.Tensor],
                     set_index: torch.Tensor, labels: torch.Tensor, threshold: float,
                     train_sets: list[int]) -> tuple[torch.Tensor, dict[str, int]]:
-    """mean(L0) + mean(L1) summed over trained label sets (the label-completion method of
-the dataset-merging work; see docs/benchmarks/label_completion.md).
+    """``mean(L0) + mean(L1)`` as the dataset-merging method defines the completion stage
+    (Dataset_Merger, ``WinnieLaugh/Dataset_Merger``): each term is averaged over all its
+    per-sample losses, pooled across the trained label sets, not summed per set.
 
-    L0: own samples, CE on the base slice + CE on the MLP. L1: other samples (other labelled sets
-    and unlabelled nuclei), mutual pseudo-labels above ``threshold``.
+    L0: for each set ``d``, its own labelled samples: CE on the base slice + CE on the MLP
+    (one term per sample). L1: samples not from ``d`` (other labelled sets and unlabelled
+    nuclei): the mutual pseudo-labels above ``threshold`` (one term per pseudo-label).
     """
-    loss = logits.new_zeros(())
+    l0: list[torch.Tensor] = []
+    l1: list[torch.Tensor] = []
     stats = {"pseudo_base": 0, "pseudo_mlp": 0}
     for d in train_sets:
         base_d = model.slice(logits, d)
         own = (set_index == d) & (labels >= 0)
         if own.any():
-            l0 = F.cross_entropy(base_d[own], labels[own]) + F.cross_entropy(mlp_logits[d][own], labels[own])
-            loss = loss + l0
+            l0.append(F.cross_entropy(base_d[own], labels[own], reduction="none")
+                      + F.cross_entropy(mlp_logits[d][own], labels[own], reduction="none"))
         other = set_index != d
         if other.any():
             tb, mb, tm, mm = mutual_pseudo_labels(base_d[other], mlp_logits[d][other], threshold)
-            l1 = []
             if mb.any():
                 l1.append(F.cross_entropy(base_d[other][mb], tb[mb], reduction="none"))
             if mm.any():
                 l1.append(F.cross_entropy(mlp_logits[d][other][mm], tm[mm], reduction="none"))
-            if l1:
-                loss = loss + torch.cat(l1).mean()
             stats["pseudo_base"] += int(mb.sum())
             stats["pseudo_mlp"] += int(mm.sum())
+    loss = logits.new_zeros(())
+    if l0:
+        loss = loss + torch.cat(l0).mean()
+    if l1:
+        loss = loss + torch.cat(l1).mean()
     return loss, stats

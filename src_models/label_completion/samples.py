@@ -18,7 +18,7 @@ from napari_histo.utils import InputFileError
 # modules named there): only the code paths that use them pay for loading.
 
 #: Adapter per label-set name.
-ADAPTERS = {"monusac": "load_monusac", "crchisto": "load_crchisto"}
+ADAPTERS = {"monusac": "load_monusac", "crchisto": "load_crchisto", "consep": "load_consep"}
 
 
 @dataclass
@@ -38,6 +38,8 @@ class NucleusSamples:
 def _is_heldout(image, rule: dict[str, Any]) -> np.ndarray:
     if "images" in rule:
         return np.full(len(image.labels), image.name in set(rule["images"]))
+    if "original_images" in rule:  # crops named <original>_<k> (CoNSeP): held out with their original
+        return np.full(len(image.labels), image.name.rsplit("_", 1)[0] in set(rule["original_images"]))
     if "x_fraction" in rule:
         return image.centres[:, 0] >= float(rule["x_fraction"]) * image.rgb.shape[1]
     return np.zeros(len(image.labels), bool)
@@ -52,10 +54,14 @@ def build_samples(cfg, images_by_set: dict[str, list] | None = None) -> NucleusS
         if images_by_set is not None and ls.name in images_by_set:
             images = images_by_set[ls.name]
         elif ls.name in cfg.data:
-            adapter = ADAPTERS.get(ls.name)
-            if adapter is None:
-                raise ValueError(f"no dataset adapter for label set {ls.name!r}; have {sorted(ADAPTERS)}")
-            images = getattr(lc_data, adapter)(cfg.data[ls.name], ls.labels)
+            if lc_data.is_generic_layout(cfg.data[ls.name]):
+                images = lc_data.load_generic(cfg.data[ls.name], ls.labels)
+            else:
+                adapter = ADAPTERS.get(ls.name)
+                if adapter is None:
+                    raise ValueError(f"no dataset adapter for label set {ls.name!r} and {cfg.data[ls.name]} is not "
+                                     f"in the img/ mask/ type/ layout; adapters: {sorted(ADAPTERS)}")
+                images = getattr(lc_data, adapter)(cfg.data[ls.name], ls.labels)
         else:
             continue
         for im in images:

@@ -25,6 +25,8 @@ class DeepCMorphConfig(JsonConfig):
     num_classes : int
         Classifier outputs. 41, 32 and 9 select the head of the released checkpoints
         (``output_41``/``output_32``/``output_9``); any other value uses a generic ``output`` head.
+        0 builds the nucleus module alone (no classification module): tiles then get nucleus maps
+        and nucleus-module features, and tissue classes come from a few-shot head.
     class_names : list[str]
         Display name per class (index order of the logits).
     dropout_rate : float
@@ -37,7 +39,10 @@ class DeepCMorphConfig(JsonConfig):
         Widths of the four UNet decoder stages; None picks 512/256/128/64 for B7 and
         128/64/32/32 otherwise.
     num_seg_classes : int
-        Nucleus class maps (7 as published).
+        Nucleus class maps (7 as published; 4 in the shipped nucleus module).
+    seg_class_names : list[str]
+        Name of each nucleus class map (the shipped module uses the coarse nucleus vocabulary:
+        other, inflammatory, epithelial, spindle); empty when unknown (the released maps).
     tile_size : int
         Tile side (px) at ``mpp`` used by tile classification and fine-tuning.
     mpp : float or None
@@ -55,6 +60,7 @@ class DeepCMorphConfig(JsonConfig):
     freeze_classification_module: bool = False
     decoder_widths: list[int] | None = None
     num_seg_classes: int = 7
+    seg_class_names: list[str] = field(default_factory=list)
     tile_size: int = 224
     mpp: float | None = None
 

@@ -156,6 +156,12 @@ class SegmentationModule(nn.Module):
         return out, skip
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seg, cls, _, _ = self.forward_with_features(x)
+        return seg, cls
+
+    def forward_with_features(self, x: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Both maps plus the deepest skip (stride 16) and the last decoder features (stride 1)."""
         f = self.features
         x = f[1](f[0](x))
         x, f1 = self._first_block_with_skip(f[2], x)
@@ -167,7 +173,12 @@ class SegmentationModule(nn.Module):
         y = self.up2(y, f2)
         y = self.up3(y, f1)
         y = self.up4(y)
-        return torch.sigmoid(self.nuclei_head(y)), torch.sigmoid(self.class_head(y))
+        return torch.sigmoid(self.nuclei_head(y)), torch.sigmoid(self.class_head(y)), f4, y
+
+    def feature_size(self) -> int:
+        """Width of :func:`nucleus_module_features` for this module."""
+        return (self.up1.up[0].in_channels + self.nuclei_head.in_channels
+                + 1 + 2 * self.class_head.out_channels)
 
 
 class ClassificationModule(nn.Module):
@@ -238,19 +249,30 @@ class DeepCMorph(nn.Module):
         self.config = cfg
         self.segmentation_module = SegmentationModule(cfg.backbone, cfg.num_seg_classes,
                                                       cfg.resolved_decoder_widths())
-        self.classification_module = ClassificationModule(
-            cfg.backbone, cfg.num_classes, 1 + cfg.num_seg_classes + 3, cfg.dropout_rate)
+        self.classification_module: ClassificationModule | None = None
+        if cfg.num_classes > 0:
+            self.classification_module = ClassificationModule(
+                cfg.backbone, cfg.num_classes, 1 + cfg.num_seg_classes + 3, cfg.dropout_rate)
         self.apply_freezing()
 
     @property
+    def has_classifier(self) -> bool:
+        """False for a nucleus module alone (``num_classes=0``): no tissue logits."""
+        return self.classification_module is not None
+
+    @property
     def num_features(self) -> int:
+        if self.classification_module is None:
+            return self.segmentation_module.feature_size()
         return self.classification_module.num_features
 
     def apply_freezing(self) -> None:
         """Set ``requires_grad`` from the config's freeze options."""
         cfg = self.config
         for p in self.segmentation_module.parameters():
-            p.requires_grad = not cfg.freeze_segmentation_module
+            p.requires_grad = not cfg.freeze_segmentation_module or self.classification_module is None
+        if self.classification_module is None:
+            return
         for p in self.classification_module.parameters():
             p.requires_grad = not cfg.freeze_classification_module
         for p in self.classification_module.head.parameters():
@@ -258,6 +280,8 @@ class DeepCMorph(nn.Module):
 
     def train(self, mode: bool = True) -> DeepCMorph:
         super().train(mode)
+        if self.classification_module is None:
+            return self
         if self.config.freeze_segmentation_module:
             self.segmentation_module.eval()
         if self.config.freeze_classification_module:
@@ -278,6 +302,30 @@ class DeepCMorph(nn.Module):
         seg, cls = self.segmentation_module(x)
         return seg[..., :h, :w], cls[..., :h, :w]
 
+    def _padded(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % SEG_MULTIPLE, (-w) % SEG_MULTIPLE
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
+        return x
+
+    def nucleus_module_features(self, x: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(features (B, F), nucleus map (B,1,H,W), class maps (B,C,H,W)) of the nucleus module.
+
+        The features describe a tile by what the nucleus module sees in it: the mean of its
+        deepest encoder features (stride 16) and of its last decoder layer, the nucleus fraction,
+        each class map's mean, and each class's share of the nucleus pixels. They are what a
+        few-shot tissue head is fitted on when the model has no classification module.
+        """
+        h, w = x.shape[-2:]
+        seg, cls, deep, last = self.segmentation_module.forward_with_features(self._padded(x))
+        seg, cls, last = seg[..., :h, :w], cls[..., :h, :w], last[..., :h, :w]
+        nuclei = seg.mean((2, 3))
+        share = (seg * cls).mean((2, 3)) / nuclei.clamp_min(1e-6)
+        feats = torch.cat([deep.mean((2, 3)), last.mean((2, 3)), nuclei, cls.mean((2, 3)), share], 1)
+        return feats, seg, cls
+
     def _classifier_input(self, x: torch.Tensor) -> torch.Tensor:
         seg, cls = self.segmentation_maps(x)
         return torch.cat([seg, cls, x], dim=1)
@@ -290,15 +338,29 @@ class DeepCMorph(nn.Module):
         """
         if return_segmentation_maps:
             return self.segmentation_maps(x)
+        if self.classification_module is None:
+            if return_features:
+                return self.nucleus_module_features(x)[0]
+            raise HistoError("this DeepCMorph model is a nucleus module alone (num_classes=0): it has no "
+                             "tissue classes; fit a few-shot head on its features instead")
         z = self._classifier_input(x)
         if return_features:
             return self.classification_module.forward_features(z)
         return self.classification_module(z)
 
-    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits and features in one pass."""
-        feats = self.classification_module.forward_features(self._classifier_input(x))
-        return self.classification_module.head(feats), feats
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Logits (None for a nucleus module alone) and features in one pass."""
+        return self.forward_maps(x)[:2]
+
+    def forward_maps(self, x: torch.Tensor
+                     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits (or None), features, nucleus map and class maps in one pass."""
+        if self.classification_module is None:
+            feats, seg, cls = self.nucleus_module_features(x)
+            return None, feats, seg, cls
+        seg, cls = self.segmentation_maps(x)
+        feats = self.classification_module.forward_features(torch.cat([seg, cls, x], dim=1))
+        return self.classification_module.head(feats), feats, seg, cls
 
     # ------------------------------------------------------------------ numpy helpers
     @staticmethod
@@ -387,7 +449,10 @@ class DeepCMorph(nn.Module):
             state[k] = v
         own = self.state_dict()
         other_heads = {f"classification_module.{h}." for h in (*PRETRAINED_HEADS.values(), "output")}
-        other_heads.discard(f"classification_module.{self.classification_module.head_name}.")
+        if self.classification_module is None:  # a nucleus module takes the maps of a full checkpoint
+            other_heads = {"classification_module."}
+        else:
+            other_heads.discard(f"classification_module.{self.classification_module.head_name}.")
         unexpected = [k for k in state if k not in own and not any(k.startswith(p) for p in other_heads)]
         missing = [k for k in own if k not in state]
         mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape))

@@ -1,8 +1,9 @@
 """Label-completion inference: per-instance types in every taxonomy.
 
 - :func:`classify_instances` (the reference I/O): image + instance mask -> for each label set an
-  (N, 2) int64 array ``[instance id, type]``; ``type`` is 1-based within the label set (0 is
-  reserved for "no type", as in :class:`napari_histo.schema.types.TypeInfo`).
+  (N, 2) int64 array ``[instance id, type]``; ``type`` is the 0-based index into the label set's
+  labels, as the dataset-merging method writes it (``one_based=True`` adds 1, the convention of
+  :class:`napari_histo.schema.types.TypeInfo`, where 0 is "no type").
 - :func:`type_table`: the same for a nucleus table from our segmentation engine; adds
   ``type_<set>`` (1-based) and ``type_<set>_prob`` columns (and ``df.attrs["label_sets"]``).
 """
@@ -28,7 +29,8 @@ def _predict(model, rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mp
 
 
 def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: float,
-                       label_sets: list[str] | None = None) -> dict[str, np.ndarray]:
+                       label_sets: list[str] | None = None, one_based: bool = False,
+                       with_probability: bool = False) -> dict[str, np.ndarray]:
     """``{label set: (N, 2) [instance id, type]}`` for every instance id > 0 of the mask.
 
     Parameters
@@ -40,6 +42,10 @@ def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: f
         µm/px of the image (crops cover ``model.config.crop_um`` µm).
     label_sets : list[str], optional
         Subset of the model's label sets (default all).
+    one_based : bool
+        Types 1..K instead of the dataset-merging method's 0..K-1.
+    with_probability : bool
+        Return (N, 3) float64 ``[instance id, type, probability]`` instead.
     """
     from scipy import ndimage
 
@@ -50,14 +56,26 @@ def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: f
     ids = ids[ids > 0].astype(np.int64)
     names = [s.name for s in model.config.label_sets]
     wanted = label_sets or names
+    unknown = [n for n in wanted if n not in names]
+    if unknown:
+        raise HistoError(f"label set {', '.join(map(repr, unknown))} not in the model; it has {', '.join(names)}")
+    cols = 3 if with_probability else 2
     if len(ids) == 0:
-        return {n: np.zeros((0, 2), np.int64) for n in wanted}
+        return {n: np.zeros((0, cols), np.float64 if with_probability else np.int64) for n in wanted}
     slices = ndimage.find_objects(mask.astype(np.int64))
     boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
                        slices[i - 1][0].stop] for i in ids], dtype=float)
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     probs = _predict(model, rgb, centres, boxes, mpp)
-    return {n: np.stack([ids, probs[names.index(n)].argmax(1) + 1], 1).astype(np.int64) for n in wanted}
+    out = {}
+    for n in wanted:
+        p = probs[names.index(n)]
+        types = p.argmax(1) + int(one_based)
+        if with_probability:
+            out[n] = np.stack([ids, types, p.max(1)], 1).astype(np.float64)
+        else:
+            out[n] = np.stack([ids, types], 1).astype(np.int64)
+    return out
 
 
 def type_table(table, rgb: np.ndarray, model, *, mpp: float | None = None, offset: tuple[float, float] = (0, 0),

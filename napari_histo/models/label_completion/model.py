@@ -194,6 +194,21 @@ class LabelCompletionModel(nn.Module):
         return [torch.cat(o) if o else torch.zeros(0, n) for o, n in zip(outs, self.config.sizes)]
 
 
+#: Folder (under resources/weights) of the shipped label-completion model.
+SHIPPED_MODEL = "label_completion"
+
+
+def shipped_model_dir() -> Path:
+    """The shipped merged model (CoNSeP + MoNuSAC + CRCHistoPhenotypes label sets)."""
+    from napari_histo.utils import resource_path
+
+    path = resource_path("weights", SHIPPED_MODEL)
+    if not (path / "config.json").is_file():
+        raise HistoError(f"the shipped label-completion model is missing ({path}); reinstall napari-histo "
+                         "or pass --model DIR")
+    return path
+
+
 def save_model(model: LabelCompletionModel, folder: str | Path, name: str = "model.pt") -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

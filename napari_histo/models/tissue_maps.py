@@ -1,0 +1,289 @@
+"""Few-shot tissue maps: classes learnt from a few annotated regions, applied to every tile.
+
+What QuPath users do with a pixel classifier, with DeepCMorph features instead of hand-made
+filters. The user outlines a few regions per class (tumour, stroma, necrosis ...) in napari or in
+QuPath/Sedeen/ImageScope; :func:`iter_tissue_map` extracts the model's features of every tissue
+tile and of every tile inside a region, fits a :class:`TissueHead` on the tiles whose centre lies
+in a region, and classifies every tile.
+
+The head is a multinomial logistic regression on standardised features (L2-penalised, fitted
+to convergence with L-BFGS). With tens of labelled tiles per class and a few hundred feature
+dimensions a linear model is what the data support: it cannot memorise the way a deeper head
+would, it is convex (the same regions always give the same head), and its probabilities are
+calibrated enough to show as confidence. This is the linear-probe protocol used to evaluate
+self-supervised pathology features (e.g. Kang et al., "Benchmarking self-supervised learning on
+diverse pathology datasets", CVPR 2023).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_histo.formats._common import Annotation
+from napari_histo.utils import HistoError, atomic_path
+
+# Lazy imports: torch, shapely and the classification module are imported inside the functions
+# that use them: importing this module stays light for the CLI and the napari manifest.
+
+#: The tile column names of a features table (see ``napari_histo.models.classification``).
+BOX_COLUMNS = ("x0", "y0", "x1", "y1")
+
+
+@dataclass
+class TissueHead:
+    """A fitted few-shot classifier: standardisation + multinomial logistic regression.
+
+    Attributes
+    ----------
+    class_names : list[str]
+        Class of each output, in the order of ``weight``'s rows.
+    mean, scale : list[float]
+        Feature standardisation fitted on the training tiles.
+    weight : list[list[float]]
+        (C, F) coefficients; ``bias`` (C,) intercepts.
+    l2 : float
+        Penalty the head was fitted with.
+    train_tiles : dict[str, int]
+        Training tiles per class.
+    """
+
+    class_names: list[str]
+    mean: list[float]
+    scale: list[float]
+    weight: list[list[float]]
+    bias: list[float]
+    l2: float = 1e-2
+    train_tiles: dict[str, int] = field(default_factory=dict)
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """(N, C) class probabilities of (N, F) features."""
+        x = (np.asarray(features, np.float64) - np.asarray(self.mean)) / np.asarray(self.scale)
+        logits = x @ np.asarray(self.weight).T + np.asarray(self.bias)
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "napari-histo tissue head", "class_names": self.class_names, "mean": self.mean,
+                "scale": self.scale, "weight": self.weight, "bias": self.bias, "l2": self.l2,
+                "train_tiles": self.train_tiles}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the head as JSON (atomically), to reuse it on other slides."""
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(self.to_dict()), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TissueHead:
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+            return cls(**{k: raw[k] for k in ("class_names", "mean", "scale", "weight", "bias")},
+                       l2=float(raw.get("l2", 1e-2)), train_tiles=dict(raw.get("train_tiles", {})))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise HistoError(f"{path}: not a tissue head written by napari-histo ({exc})") from exc
+
+
+def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                    l2: float = 1e-2, max_iter: int = 500) -> TissueHead:
+    """Fit a :class:`TissueHead` on labelled tiles.
+
+    Parameters
+    ----------
+    features : (N, F) array
+    labels : (N,) int
+        Index into ``class_names`` per tile.
+    class_names : sequence of str
+        At least two classes, each with at least one tile.
+    l2 : float
+        Penalty on the mean squared coefficient (standardised features), added to the mean
+        cross-entropy.
+    """
+    import torch
+
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.int64)
+    names = list(class_names)
+    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if len(names) < 2 or empty:
+        raise HistoError("a tissue map needs tiles of at least two classes"
+                         + (f"; no tile lies inside a region of {', '.join(map(repr, empty))}" if empty else ""))
+    mean = x.mean(0)
+    scale = x.std(0)
+    scale[scale < 1e-8] = 1.0
+    xs = torch.from_numpy((x - mean) / scale)
+    yt = torch.from_numpy(y)
+    # Classes weighted by inverse frequency: a class outlined more generously does not win by area.
+    cw = torch.from_numpy(len(y) / (len(names) * counts.astype(np.float64)))
+    w = torch.zeros(len(names), x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(xs @ w.T + b, yt, weight=cw) + l2 * (w * w).mean()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return TissueHead(names, mean.tolist(), scale.tolist(), w.detach().numpy().tolist(),
+                      b.detach().numpy().tolist(), float(l2),
+                      {n: int(c) for n, c in zip(names, counts)})
+
+
+@dataclass
+class TrainingRegions:
+    """Regions per class (level-0 px) that label the tiles a head is fitted on."""
+
+    classes: list[str]
+    geometries: list[Any]  # one shapely geometry per class (union of its regions)
+
+    @classmethod
+    def from_annotations(cls, annotations: Sequence[Annotation], classes: Sequence[str] | None = None
+                         ) -> TrainingRegions:
+        """Group polygon annotations by class name; ``classes`` keeps only (and orders) those."""
+        import shapely
+
+        by_class: dict[str, list[Any]] = {}
+        for ann in annotations:
+            geom = ann.geometry
+            if geom is None or geom.is_empty or geom.geom_type not in ("Polygon", "MultiPolygon"):
+                continue
+            name = (ann.class_name or ann.name or "").strip()
+            if not name:
+                continue
+            spelled = next((k for k in by_class if k.lower() == name.lower()), name)  # one class, any case
+            by_class.setdefault(spelled, []).append(shapely.make_valid(geom))
+        lower = {k.lower(): k for k in by_class}
+        if classes:
+            missing = [c for c in classes if c.lower() not in lower]
+            if missing:
+                raise HistoError(f"no region of class {', '.join(map(repr, missing))}; the regions' classes: "
+                                 f"{', '.join(sorted(by_class)) or '(none)'}")
+            chosen = [lower[c.lower()] for c in classes]
+        else:
+            chosen = sorted(by_class)
+        return cls(chosen, [shapely.union_all(by_class[c]) for c in chosen])
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, classes: Sequence[str] | None = None) -> TrainingRegions:
+        """Regions of an annotation file (QuPath GeoJSON, Sedeen, ImageScope, ASAP)."""
+        from napari_histo.formats.auto import read_regions
+
+        regions = cls.from_annotations(read_regions(path), classes)
+        if len(regions.classes) < 2:
+            raise HistoError(f"{path}: a tissue map needs regions of at least two classes; found "
+                             f"{', '.join(map(repr, regions.classes)) or 'none with a class name'}")
+        return regions
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        import shapely
+
+        return tuple(shapely.union_all(self.geometries).bounds)  # type: ignore[return-value]
+
+    def label_tiles(self, boxes: np.ndarray) -> np.ndarray:
+        """Class index of each (x0, y0, x1, y1) tile whose centre lies in a region; -1 elsewhere.
+
+        A centre inside regions of two classes is left unlabelled (ambiguous).
+        """
+        import shapely
+
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        labels = np.full(len(boxes), -1, np.int64)
+        hits = np.zeros(len(boxes), np.int64)
+        for k, geom in enumerate(self.geometries):
+            inside = shapely.contains_xy(geom, cx, cy)
+            labels[inside] = k
+            hits += inside
+        labels[hits > 1] = -1
+        return labels
+
+    def contains_box_centre(self, box: tuple[float, float, float, float]) -> bool:
+        return bool((self.label_tiles(np.asarray([box])) >= 0).any())
+
+
+def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float = 1e-2, **kwargs
+                    ) -> Iterator[Any]:
+    """Classify every tissue tile with a head fitted on the tiles inside ``regions``.
+
+    Yields :class:`~napari_histo.models.classification.ClassifyProgress` events while the tiles'
+    features are extracted (one pass over the image); the final event's ``result`` is a
+    :class:`~napari_histo.models.classification.TileClassification` whose classes are the
+    regions' classes, whose ``features`` table has a ``region_class`` column (the class of the
+    region a training tile lies in, "" elsewhere) and whose ``head`` is the fitted
+    :class:`TissueHead`. ``kwargs`` go to
+    :func:`~napari_histo.models.classification.iter_classify_tiles` (tile size, roi, mpp,
+    batch size, nucleus-map store ...).
+    """
+    from napari_histo.models.classification import apply_head, iter_classify_tiles
+
+    last = None
+    for event in iter_classify_tiles(source, model, keep_tile=regions.contains_box_centre, **kwargs):
+        if event.result is None:
+            yield event
+        last = event
+    assert last is not None and last.result is not None
+    result = last.result
+    df = result.features
+    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+    if not len(df):
+        raise HistoError("no tile to classify (no tissue found, and no tile inside the regions)")
+    labels = regions.label_tiles(df[list(BOX_COLUMNS)].to_numpy())
+    chosen = labels >= 0
+    head = fit_tissue_head(df.loc[chosen, feature_cols].to_numpy(), labels[chosen], regions.classes, l2=l2)
+    result = apply_head(result, head)
+    result.features["region_class"] = [regions.classes[k] if k >= 0 else "" for k in labels]
+    yield type(last)(last.done, last.total, result)
+
+
+def tile_annotations(result, *, min_probability: float = 0.0) -> list[Annotation]:
+    """One QuPath ``tile`` annotation per classified tile (class name, colour, probability)."""
+    import shapely
+
+    from napari_histo.models.classification import class_palette
+
+    palette = class_palette(len(result.class_names))
+    df = result.features
+    out = []
+    classes = df["class"].to_numpy() if "class" in df.columns else np.zeros(0, int)
+    boxes = df[list(BOX_COLUMNS)].to_numpy() if len(classes) else np.zeros((0, 4))
+    for i, k in enumerate(classes):
+        name = result.class_names[int(k)]
+        prob = float(df[f"prob_{name}"].iloc[i])
+        if prob < min_probability:
+            continue
+        out.append(Annotation(shapely.box(*boxes[i]), class_name=name, colour=tuple(int(v) for v in palette[int(k)]),
+                              object_type="tile", measurements={"probability": prob}))
+    return out
+
+
+def class_region_annotations(result) -> list[Annotation]:
+    """One region per class: the union of its tiles (for Sedeen sessions and QuPath annotations)."""
+    import shapely
+
+    from napari_histo.models.classification import class_palette
+
+    palette = class_palette(len(result.class_names))
+    df = result.features
+    out = []
+    for k, name in enumerate(result.class_names):
+        rows = df[df["class"] == k]
+        if not len(rows):
+            continue
+        boxes = shapely.box(rows["x0"].to_numpy(), rows["y0"].to_numpy(), rows["x1"].to_numpy(),
+                            rows["y1"].to_numpy())
+        geom = shapely.union_all(boxes)
+        out.append(Annotation(geom, name=name, class_name=name, colour=tuple(int(v) for v in palette[k]),
+                              object_type="annotation", measurements={"tiles": float(len(rows))}))
+    return out
