@@ -153,7 +153,7 @@ def test_shipped_nucleus_module_classifies_sample_with_regions(tmp_path, sample_
     assert len(qp.annotations) == int((class_map >= 0).sum())
     assert {a.class_name for a in qp.annotations} == set(names)
     session = read_sedeen(target / "tissue_map.session.xml")
-    assert sorted(a.class_name for a in session.to_annotations()) == sorted(names)
+    assert sorted({a.name for a in session.to_annotations()}) == sorted(names)
     # the saved head classifies another run identically
     again = tmp_path / "again"
     assert main(["classify", str(sample_slide_path), "-o", str(again), "--head", str(target / "tissue_head.json"),
@@ -174,3 +174,20 @@ def test_classify_regions_errors_name_the_problem(tmp_path, sample_slide_path, c
     assert main(["classify", str(sample_slide_path), "-o", out, "--roi-class", "stroma"]) == 1
     assert "--roi-class selects classes of --train-regions" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written for a refused run
+
+
+def test_class_runs_cover_the_tiles_exactly_without_holes():
+    from types import SimpleNamespace
+
+    from napari_histo.models.tissue_maps import class_run_annotations
+
+    class_map = np.array([[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, -1, 0]])  # class 1 enclosed by class 0
+    result = SimpleNamespace(class_map=class_map, class_names=["stroma", "tumour"], origin=(100, 50), step_level0=10.0)
+    runs = class_run_annotations(result)
+    assert all(len(a.geometry.interiors) == 0 for a in runs)
+    for k, name in enumerate(result.class_names):
+        union = shapely.union_all([a.geometry for a in runs if a.name == name])
+        assert union.area == pytest.approx(100.0 * (class_map == k).sum())
+    tumour = shapely.union_all([a.geometry for a in runs if a.name == "tumour"])
+    assert tumour.bounds == (110.0, 60.0, 130.0, 70.0)
+    assert len(runs) == 6  # row 0: one run; row 1: three; row 2: two (the skipped tile splits it)

@@ -306,11 +306,11 @@ class TissueMapPanel(QWidget):
     def export_sedeen(self, path: str | Path) -> Path:
         """One region per class in a Sedeen session (merged into an existing session)."""
         from napari_histo.formats.sedeen import write_sedeen
-        from napari_histo.models.tissue_maps import class_region_annotations
+        from napari_histo.models.tissue_maps import class_run_annotations
 
         slide = self.selected_layer()
         name = Path(_layers.layer_path(slide)).name if slide is not None and _layers.layer_path(slide) else None
-        return write_sedeen(None, path, rois=class_region_annotations(self.result), slide_name=name)
+        return write_sedeen(None, path, rois=class_run_annotations(self.result), slide_name=name)
 
     def _export_dialog(self, fn: Any) -> None:
         if self.result is None:

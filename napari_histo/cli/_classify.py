@@ -87,7 +87,7 @@ def handler(args: argparse.Namespace) -> int:
     from napari_histo.models.tissue_maps import (
         TissueHead,
         TrainingRegions,
-        class_region_annotations,
+        class_run_annotations,
         iter_tissue_map,
         tile_annotations,
     )
@@ -140,7 +140,7 @@ def handler(args: argparse.Namespace) -> int:
             with atomic_path(target / "class_map.png") as tmp:
                 Image.fromarray(class_map_rgb(result.class_map, n, scale)).save(tmp, format="PNG")
             write_geojson(None, target / "tissue_tiles.geojson", annotations=tile_annotations(result))
-            write_sedeen(None, target / "tissue_map.session.xml", rois=class_region_annotations(result),
+            write_sedeen(None, target / "tissue_map.session.xml", rois=class_run_annotations(result),
                          slide_name=Path(path).name)
             palette = class_palette(n).tolist()
             classes = [{"index": i, "name": nm, "colour": palette[i], "tiles": int((result.class_map == i).sum())}
