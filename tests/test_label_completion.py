@@ -329,3 +329,30 @@ def test_type_nuclei_cli_writes_n_by_2_overlay_and_table(trained, tmp_path, caps
     assert main(["type-nuclei", str(image), "--mask", str(tmp_path / "bad.npy"), "-o", str(out), "--model",
                  cfg.out_dir, "--mpp", "0.5", "--overwrite"]) == 1
     assert "bad.npy: mask (10, 10) does not match image (48, 64)" in capsys.readouterr().err
+
+
+def test_type_table_from_slide_reads_blocks_as_one_region(trained, sample_slide_path):
+    """Typing a slide block by block gives what typing one region read whole gives."""
+    import openslide
+
+    from napari_histo.models.label_completion.inference import type_table, type_table_from_slide
+    from napari_histo.schema.table import empty_table
+
+    cfg, _, _, _ = trained
+    model = load_model(cfg.out_dir)
+    rng = np.random.default_rng(4)
+    xy = rng.uniform([700, 900], [1500, 2200], size=(40, 2))
+    rows = [{"id": i + 1, "x": x, "y": y, "bbox_x0": int(x) - 5, "bbox_y0": int(y) - 4, "bbox_x1": int(x) + 5,
+             "bbox_y1": int(y) + 6, "area_px": 80.0, "area_um2": 20.0, "perimeter_px": 30.0, "type": 0,
+             "type_prob": 1.0, "contour": np.zeros((4, 2), np.float32)} for i, (x, y) in enumerate(xy)]
+    table = pd.concat([empty_table(mpp=0.499), pd.DataFrame(rows)], ignore_index=True)
+    table.attrs["mpp"] = 0.499
+    blocks = type_table_from_slide(table, sample_slide_path, model, block=256, set_type="B")
+    with openslide.OpenSlide(str(sample_slide_path)) as s:
+        rgb = np.asarray(s.read_region((600, 800), 0, (1000, 1500)).convert("RGB"))
+    whole = type_table(table, rgb, model, offset=(600, 800), set_type="B")
+    assert blocks["id"].tolist() == table["id"].tolist()
+    for col in ("type_A", "type_B", "type"):
+        assert blocks[col].tolist() == whole[col].tolist()
+    np.testing.assert_allclose(blocks["type_B_prob"], whole["type_B_prob"], atol=1e-5)
+    assert blocks.attrs["type_info"] == whole.attrs["type_info"]

@@ -50,7 +50,7 @@ from napari_histo._napari._segment_job import (
     segmentation_events,
 )
 from napari_histo._napari._settings import engine_settings
-from napari_histo._napari._workers import CANCELLED, Job, notify_error, notify_info
+from napari_histo._napari._workers import CANCELLED, Job, call_in_thread, notify_error, notify_info
 from napari_histo.engine.options import SegmentationOptions
 
 # Lazy imports: dask, napari, pandas are imported inside the functions that use them (directly or
@@ -78,6 +78,26 @@ FLUSH_MIN_S = 0.25
 FLUSH_COST_RATIO = 10.0
 #: Opacity of the filled whole-slide preview (the tissue stays visible underneath).
 PREVIEW_FILLED_OPACITY = 0.5
+
+
+#: Typing choice: the segmentation model's own types.
+MODEL_TYPES = "model's types"
+#: Prefix of the label-completion typing choices.
+LABEL_COMPLETION_PREFIX = "label completion: "
+
+
+def label_completion_choices() -> list[str]:
+    """One typing choice per label set of the shipped label-completion model (none when absent)."""
+    import json
+
+    from napari_histo.utils import resource_path
+
+    config = resource_path("weights", "label_completion", "config.json")
+    try:
+        sets = json.loads(config.read_text(encoding="utf-8"))["label_sets"]
+        return [LABEL_COMPLETION_PREFIX + s["name"] for s in sets]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 class NucleiPanel(QWidget):
@@ -124,6 +144,11 @@ class NucleiPanel(QWidget):
         self.scope_combo.addItems(list(SCOPES))
         self.shapes_combo = QComboBox()
         self.shapes_combo.setToolTip("Shapes layer holding the region (its selected or last shape)")
+        self.typing_combo = QComboBox()
+        self.typing_combo.addItems([MODEL_TYPES, *label_completion_choices()])
+        self.typing_combo.setToolTip("Types from the segmentation model, or from the shipped label-completion model "
+                                     "in one of its taxonomies (CoNSeP, MoNuSAC, CRCHistoPhenotypes classes)")
+        self.typing_job: Job | None = None
         self.device_combo = QComboBox()
         self.device_combo.addItems(list(DEVICES))
         self.device_combo.setCurrentText(settings.device if settings.device in DEVICES else "auto")
@@ -182,6 +207,7 @@ class NucleiPanel(QWidget):
         form.addRow("Stains", self.stains_combo)
         form.addRow("Scope", self.scope_combo)
         form.addRow("Region layer", self.shapes_combo)
+        form.addRow("Types", self.typing_combo)
         form.addRow("Device", self.device_combo)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -288,7 +314,6 @@ class NucleiPanel(QWidget):
     def predict_scale(self) -> Job | None:
         """Predict the magnification of the image waiting for a pixel size (a background job)."""
         from napari_histo._napari._magnification_actions import predict_for_slide_layer
-        from napari_histo._napari._workers import call_in_thread
 
         layer = getattr(self, "scale_layer", None)
         if layer is None or layer not in self.viewer.layers:
@@ -515,6 +540,36 @@ class NucleiPanel(QWidget):
         self.status.setText(f"{n:,} nuclei in {run.n_tiles} tile(s) · {run.timings.get('total_s', 0):.1f} s · {run.folder}")
         for warning in run.warnings:
             notify_info(warning)
+        if self.typing_combo.currentText() != MODEL_TYPES and n:
+            self.type_nuclei(self.typing_combo.currentText().removeprefix(LABEL_COMPLETION_PREFIX))
+
+    def type_nuclei(self, label_set: str) -> Job | None:
+        """Re-type the shown nuclei with the shipped label-completion model in ``label_set``
+        (a background job; the legend and colours follow when it is done)."""
+        slide = self.slide_layer or _layers.find_slide_layer(self.viewer)
+        path = _layers.layer_path(slide) if slide is not None else None
+        if self.table is None or path is None:
+            notify_error(ValueError("typing reads the slide's pixels: segment an image opened from a file first"))
+            return None
+        table = self.table
+        labels = self.result.labels if self.result is not None else None
+
+        def work():
+            from napari_histo.models.label_completion.inference import type_table_from_slide
+            from napari_histo.models.label_completion.model import load_model, shipped_model_dir
+
+            return type_table_from_slide(table, path, load_model(shipped_model_dir()), set_type=label_set)
+
+        self.status.setText(f"typing {len(table):,} nuclei ({label_set} classes)…")
+        self.typing_job = call_in_thread(work, on_return=lambda typed: self._show_typed(typed, labels, label_set),
+                                         context="label completion")
+        return self.typing_job
+
+    def _show_typed(self, typed: Any, labels: Any, label_set: str) -> None:
+        if typed is None or typed is CANCELLED:
+            return
+        self.show_result(typed, labels)
+        self.status.setText(f"{len(typed):,} nuclei typed by label completion ({label_set} classes)")
 
     def _remove_partial_layer(self) -> None:
         remove = []

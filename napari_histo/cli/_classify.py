@@ -73,17 +73,15 @@ def handler(args: argparse.Namespace) -> int:
     from PIL import Image
 
     from napari_histo.cli._common import drain_with_progress
+    from napari_histo.formats.geojson import write_geojson
+    from napari_histo.formats.sedeen import write_sedeen
     from napari_histo.models.classification import (
+        apply_head,
         class_map_rgb,
+        class_palette,
         iter_classify_tiles,
         load_tile_classifier,
     )
-    from napari_histo.provenance import write_run_json
-    from napari_histo.utils import HistoError, InputFileError, atomic_path
-
-    from napari_histo.formats.geojson import write_geojson
-    from napari_histo.formats.sedeen import write_sedeen
-    from napari_histo.models.classification import apply_head, class_palette
     from napari_histo.models.tissue_maps import (
         TissueHead,
         TrainingRegions,
@@ -91,6 +89,8 @@ def handler(args: argparse.Namespace) -> int:
         iter_tissue_map,
         tile_annotations,
     )
+    from napari_histo.provenance import write_run_json
+    from napari_histo.utils import HistoError, InputFileError, atomic_path
 
     roi = _parse_roi(args.roi)
     for path in args.inputs:

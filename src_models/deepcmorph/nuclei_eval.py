@@ -45,7 +45,13 @@ def predict_instances(model, rgb: np.ndarray, native_mpp: float) -> tuple[np.nda
 
 
 def score_consep(model, root: Path, images) -> dict:
-    from src_models.hovernet.data import CONSEP_MPP, consep_crops, load_consep_native, read_consep_types, resize_labels
+    from src_models.hovernet.data import (
+        CONSEP_MPP,
+        consep_crops,
+        load_consep_native,
+        read_consep_types,
+        resize_labels,
+    )
     from src_models.hovernet.evaluate import instance_centroids
 
     types_by_crop = read_consep_types(root)

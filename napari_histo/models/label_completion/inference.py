@@ -145,3 +145,45 @@ def nucleus_crops(rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mpp:
                              antialias=True, align_corners=False)
         out[i] = ((crop[0] - 0.5) / 0.5).numpy()
     return out
+
+
+def type_table_from_slide(table, slide, model, *, mpp: float | None = None, label_sets: list[str] | None = None,
+                          set_type: str | None = None, block: int = 2048):
+    """:func:`type_table` for nuclei anywhere on a slide: the pixels are read block by block.
+
+    Nuclei are grouped by the ``block`` x ``block`` level-0 square their centre falls in; each
+    group's region (its boxes plus the crop context) is read at level 0 and typed. ``slide`` is an
+    open :class:`~napari_histo.slide.Slide` or a path. Rows keep their order.
+    """
+    import pandas as pd
+
+    from napari_histo.slide import open_slide
+
+    mpp = mpp if mpp is not None else table.attrs.get("mpp")
+    if not mpp:
+        raise HistoError("nucleus typing needs the image's µm/px (table.attrs['mpp'] or mpp=...)")
+    owned = not hasattr(slide, "read_region")
+    reader = open_slide(slide) if owned else slide
+    try:
+        if not len(table):
+            return type_table(table, np.zeros((1, 1, 3), np.uint8), model, mpp=mpp, label_sets=label_sets,
+                              set_type=set_type)
+        margin = int(np.ceil(model.config.crop_um / float(mpp))) + 2
+        keys = (table["x"].to_numpy() // block).astype(np.int64) * 1_000_003 + (table["y"].to_numpy() // block).astype(np.int64)
+        parts = []
+        width, height = reader.dimensions
+        for key in np.unique(keys):
+            sub = table[keys == key]
+            x0 = max(0, int(sub["bbox_x0"].min()) - margin)
+            y0 = max(0, int(sub["bbox_y0"].min()) - margin)
+            x1 = min(width, int(sub["bbox_x1"].max()) + margin)
+            y1 = min(height, int(sub["bbox_y1"].max()) + margin)
+            rgb = np.asarray(reader.read_region((x0, y0), (x1 - x0, y1 - y0), 0, units="level"))[..., :3]
+            parts.append(type_table(sub, rgb, model, mpp=mpp, offset=(x0, y0), label_sets=label_sets,
+                                    set_type=set_type))
+        out = pd.concat(parts).loc[table.index]
+        out.attrs = dict(parts[0].attrs)
+        return out
+    finally:
+        if owned:
+            reader.close()
