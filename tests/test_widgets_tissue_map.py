@@ -74,3 +74,28 @@ def test_needs_two_classes_and_cancels(viewer, qtbot, sample_slide_path):
     qtbot.waitUntil(lambda: not job.running, timeout=60_000)
     assert job.cancelled and TISSUE_MAP not in viewer.layers
     assert panel.run_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_refit_with_a_new_region_reuses_the_tile_features(viewer, qtbot, sample_slide_path):
+    from napari_histo._napari._tissue_panel import TissueMapPanel
+
+    _, slide = open_with_slide_panel(viewer, sample_slide_path)
+    panel = TissueMapPanel(viewer)
+    panel.tile_box.setValue(96)
+    _draw(panel, viewer, slide, {k: SAMPLE_REGIONS[k] for k in ("stroma", "glass")})
+    job = panel.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=180_000)
+    assert job.error is None and panel.result.class_names == ["glass", "stroma"]
+    first_pass = panel._features[1]
+    # a third class over tissue already read: refitted from the same features, no new pass
+    _draw(panel, viewer, slide, {"epithelium": SAMPLE_REGIONS["epithelium"]})
+    job = panel.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=60_000)
+    assert job.error is None and panel.result.class_names == ["epithelium", "glass", "stroma"]
+    assert panel._features[1] is first_pass
+    assert panel.result.head.train_tiles["epithelium"] >= 1
+    # a region over glass the first pass skipped: the tiles are read again
+    _draw(panel, viewer, slide, {"glass": (1800, 100, 2100, 400)})
+    job = panel.run()
+    qtbot.waitUntil(lambda: not job.running, timeout=180_000)
+    assert job.error is None and panel._features[1] is not first_pass

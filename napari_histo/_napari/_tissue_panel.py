@@ -127,6 +127,7 @@ class TissueMapPanel(QWidget):
         self.job: Any = None
         self.model: Any = None
         self.maps_dir: Path | None = None
+        self._features: tuple[Any, Any] | None = None  # ((path, tile, weights), features of the last pass)
 
         self.layer_box = QComboBox()
         self.class_edit = QLineEdit()
@@ -217,8 +218,8 @@ class TissueMapPanel(QWidget):
 
     # -- run ---------------------------------------------------------------------------------
     def _work(self, slide_layer: Any, annotations: list[Any], tile: int, weights: str | None):
-        from napari_histo.models.classification import load_tile_classifier
-        from napari_histo.models.tissue_maps import TrainingRegions, iter_tissue_map
+        from napari_histo.models.classification import ClassifyProgress, iter_classify_tiles, load_tile_classifier
+        from napari_histo.models.tissue_maps import TrainingRegions, fit_tissue_map, missing_region_tiles
 
         regions = TrainingRegions.from_annotations(annotations)
         if len(regions.classes) < 2:
@@ -230,11 +231,26 @@ class TissueMapPanel(QWidget):
         if path is None:
             raise ValueError(f"{slide_layer.name}: the tissue map reads the image file at the model's resolution; "
                              "open the image from a file (slide or TIFF with its pixel size)")
+        key = (path, tile, weights)
+        cached = self._features if self._features is not None and self._features[0] == key else None
+        if cached is not None and missing_region_tiles(cached[1], regions) == 0:
+            # same slide, tiles and model, and every region tile already read: refit only
+            return iter([ClassifyProgress(1, 1, fit_tissue_map(cached[1], regions))])
         from napari_histo.utils import user_data_dir
 
         self.maps_dir = Path(tempfile.mkdtemp(prefix="tissue_map_", dir=user_data_dir("tissue_maps")))
         kwargs: dict[str, Any] = {"tile_size": tile, "maps_store": self.maps_dir / "nucleus_maps.zarr"}
-        return iter_tissue_map(path, self.model, regions, **kwargs)
+
+        def extract_then_fit():
+            last = None
+            for event in iter_classify_tiles(path, self.model, keep_tile=regions.contains_box_centre, **kwargs):
+                if event.result is None:
+                    yield event
+                last = event
+            self._features = (key, last.result)
+            yield ClassifyProgress(last.done, last.total, fit_tissue_map(last.result, regions))
+
+        return extract_then_fit()
 
     def run(self) -> Any:
         """Fit the head on the drawn regions and map every tissue tile (a cancellable job)."""

@@ -234,17 +234,43 @@ def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float = 1e-2
             yield event
         last = event
     assert last is not None and last.result is not None
-    result = last.result
-    df = result.features
-    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+    yield type(last)(last.done, last.total, fit_tissue_map(last.result, regions, l2=l2))
+
+
+def fit_tissue_map(features_result, regions: TrainingRegions, *, l2: float = 1e-2):
+    """The tiles of a finished feature pass classified by a head fitted on those inside ``regions``.
+
+    ``features_result`` is the :class:`~napari_histo.models.classification.TileClassification` of
+    :func:`~napari_histo.models.classification.iter_classify_tiles`; refitting with other regions
+    needs no new pass as long as every tile they cover was processed (:func:`missing_region_tiles`).
+    """
+    from napari_histo.models.classification import apply_head
+
+    df = features_result.features
     if not len(df):
         raise HistoError("no tile to classify (no tissue found, and no tile inside the regions)")
+    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
     labels = regions.label_tiles(df[list(BOX_COLUMNS)].to_numpy())
     chosen = labels >= 0
     head = fit_tissue_head(df.loc[chosen, feature_cols].to_numpy(), labels[chosen], regions.classes, l2=l2)
-    result = apply_head(result, head)
+    result = apply_head(features_result, head)
     result.features["region_class"] = [regions.classes[k] if k >= 0 else "" for k in labels]
-    yield type(last)(last.done, last.total, result)
+    return result
+
+
+def missing_region_tiles(features_result, regions: TrainingRegions) -> int:
+    """How many grid tiles with their centre in ``regions`` the feature pass did not process."""
+    rows, cols = features_result.class_map.shape
+    ox, oy = features_result.origin
+    step = float(features_result.step_level0)
+    r, c = np.mgrid[0:rows, 0:cols]
+    boxes = np.stack([ox + c * step, oy + r * step, ox + (c + 1) * step, oy + (r + 1) * step], -1).reshape(-1, 4)
+    inside = regions.label_tiles(boxes) >= 0
+    done = np.zeros(rows * cols, bool)
+    df = features_result.features
+    if len(df):
+        done[df["row"].to_numpy() * cols + df["col"].to_numpy()] = True
+    return int((inside & ~done).sum())
 
 
 def tile_annotations(result, *, min_probability: float = 0.0) -> list[Annotation]:
