@@ -218,8 +218,16 @@ class TissueMapPanel(QWidget):
 
     # -- run ---------------------------------------------------------------------------------
     def _work(self, slide_layer: Any, annotations: list[Any], tile: int, weights: str | None):
-        from napari_histo.models.classification import ClassifyProgress, iter_classify_tiles, load_tile_classifier
-        from napari_histo.models.tissue_maps import TrainingRegions, fit_tissue_map, missing_region_tiles
+        from napari_histo.models.classification import (
+            ClassifyProgress,
+            iter_classify_tiles,
+            load_tile_classifier,
+        )
+        from napari_histo.models.tissue_maps import (
+            TrainingRegions,
+            fit_tissue_map,
+            missing_region_tiles,
+        )
 
         regions = TrainingRegions.from_annotations(annotations)
         if len(regions.classes) < 2:

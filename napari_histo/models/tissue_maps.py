@@ -226,7 +226,7 @@ def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float = 1e-2
     :func:`~napari_histo.models.classification.iter_classify_tiles` (tile size, roi, mpp,
     batch size, nucleus-map store ...).
     """
-    from napari_histo.models.classification import apply_head, iter_classify_tiles
+    from napari_histo.models.classification import iter_classify_tiles
 
     last = None
     for event in iter_classify_tiles(source, model, keep_tile=regions.contains_box_centre, **kwargs):
