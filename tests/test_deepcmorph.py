@@ -287,3 +287,18 @@ def test_upstream_call_forms_work(tmp_path):
         assert torch.equal(fresh.state_dict()[key], value), key
     with pytest.raises(HistoError, match="not found at"):
         fresh.load_weights(dataset="TCGA", path_to_checkpoints=tmp_path)
+
+
+def test_evaluate_takes_a_released_name(tmp_path, monkeypatch):
+    """``evaluate`` resolves released names like every other entry point (here: absent, so it says
+    where it looked), and refuses a nucleus module, which has no tissue classes."""
+    from napari_histo.models.deepcmorph.model import DeepCMorph, save_pretrained
+    from napari_histo.utils import HistoError
+    from src_models.deepcmorph.evaluate import evaluate
+
+    monkeypatch.setenv("NAPARI_HISTO_DEEPCMORPH_DIR", str(tmp_path / "released"))
+    with pytest.raises(HistoError, match=r"DeepCMorph weights 'CRC' not found; looked for .*released"):
+        evaluate("CRC", tmp_path)
+    folder = save_pretrained(DeepCMorph(backbone="slim", num_classes=0, num_seg_classes=4), tmp_path / "nm")
+    with pytest.raises(HistoError, match="a nucleus module has no tissue classes"):
+        evaluate(folder, tmp_path)

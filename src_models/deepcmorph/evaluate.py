@@ -22,10 +22,17 @@ from src_models.deepcmorph.finetune import predict_images
 
 def evaluate(model_dir: str | Path, data: str | Path, label_column: str = "label", path_column: str = "path",
              group_column: str | None = None, downscale: float = 1.0) -> dict[str, Any]:
-    """Whole-image predictions of the model in ``model_dir`` against the labels of ``data``."""
-    from napari_histo.models.deepcmorph.model import load_pretrained
+    """Whole-image predictions of a model against the labels of ``data``.
 
-    model = load_pretrained(model_dir)
+    ``model_dir`` is a model folder, a checkpoint file or a released name (COMBINED, TCGA,
+    TCGA_REGULARIZED, CRC; see :func:`napari_histo.models.deepcmorph.model.resolve_weights`).
+    """
+    from napari_histo.models.deepcmorph.model import load_deepcmorph
+
+    model = load_deepcmorph(model_dir)
+    if not model.has_classifier:
+        raise HistoError(f"{model_dir}: a nucleus module has no tissue classes to evaluate; fit a few-shot head "
+                         "(classify --train-regions, or benchmarks/few_shot_tissue.py)")
     dataset = load_dataset(data, label_column, path_column, group_column, downscale)
     names = model.config.class_names
     unknown = [c for c in dataset.class_names if c not in names]
@@ -40,7 +47,7 @@ def evaluate(model_dir: str | Path, data: str | Path, label_column: str = "label
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("model_dir")
+    p.add_argument("model_dir", help="model folder, checkpoint file or released name (COMBINED, TCGA, CRC ...)")
     p.add_argument("data")
     p.add_argument("--label-column", default="label")
     p.add_argument("--path-column", default="path")
