@@ -17,10 +17,19 @@ progress bars and GUI workers::
   (outside the ROI's tissue, see ``tissue_only``). Tile ``(r, c)`` covers level-0 box
   ``x0 = origin_x + c * step``, ``y0 = origin_y + r * step`` (``step`` level-0 px).
 - ``features``: a :class:`pandas.DataFrame`, one row per classified tile: ``row, col, x0, y0,
-  x1, y1`` (level-0 px, half-open), ``class`` (int), ``class_name``, ``prob_<name>`` per class,
-  ``tissue_fraction`` and ``f0 .. f{F-1}`` (the classifier's pooled features, F = 2560 for B7).
+  x1, y1`` (level-0 px, half-open), ``class`` (int), ``class_name``, ``prob_<name>`` per class
+  (absent for a nucleus module alone), ``tissue_fraction``, the tile's nucleus composition
+  (``nucleus_fraction``: share of nucleus pixels; ``nuclei_<class>``: each nucleus class's share
+  of them) and ``f0 .. f{F-1}`` (the classifier's pooled features, F = 2560 for B7; for the
+  shipped nucleus module, the features of
+  :meth:`~napari_histo.models.deepcmorph.model.DeepCMorph.nucleus_module_features`).
   ``df.attrs`` holds ``class_names``, ``tile_size`` (working px), ``tile_step_level0``,
   ``origin``, ``mpp`` (working µm/px or None) and the ``source`` path.
+
+Nucleus maps
+------------
+``maps_store=PATH`` writes the nucleus maps of every processed tile into a zarr group
+(:class:`NucleusMapStore`; read back with :func:`open_nucleus_maps`).
 
 Nucleus typing
 --------------
