@@ -140,3 +140,38 @@ def test_a_stopped_training_keeps_its_checkpoint_and_resumes(consep_root, tmp_pa
     assert record["iter"] == 22
     log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
     assert any(r.get("event") == "resume" and r["iter"] == 20 for r in log)
+
+
+def test_typed_points_label_the_nuclei_they_fall_in_or_near():
+    from src_models.hovernet.data import types_from_points
+
+    inst = np.zeros((40, 60), np.int32)
+    inst[5:15, 5:15] = 1     # a point inside
+    inst[5:15, 30:40] = 2    # a point 3 px off its edge, 8 px from its centroid
+    inst[25:35, 5:15] = 3    # two points of different types: ambiguous
+    inst[25:35, 30:40] = 4   # no point: a nucleus of unknown type
+    points = np.array([[9.0, 10.0], [34.5, 17.0], [8.0, 28.0], [10.0, 31.0], [55.0, 38.0]])
+    kinds = np.array([3, 2, 4, 1, 4])
+    types = types_from_points(inst, points, kinds, radius_px=9.0)
+    assert types.dtype == np.int16 and (types[inst == 0] == 0).all()
+    assert (types[inst == 1] == 3).all() and (types[inst == 2] == 2).all()
+    assert (types[inst == 3] == -1).all() and (types[inst == 4] == -1).all()
+    # a tighter radius leaves the nucleus whose point lies outside it unlabelled; the far point labels nothing
+    assert (types_from_points(inst, points, kinds, radius_px=5.0)[inst == 2] == -1).all()
+
+
+def test_crchisto_points_type_predicted_nuclei(shared_data):
+    from napari_histo.nuclei.classical import ClassicalSegmenter
+    from src_models.hovernet.data import PARTIAL_SOURCES, load_crchisto_typed
+
+    folder = shared_path("crchisto", "CRCHistoPhenotypes_2016_04_28", "cls_and_det", "test", "img5")
+    seg = ClassicalSegmenter(pixel_size_um=0.55)  # the detector at the image's own pixel size
+    tile = load_crchisto_typed(folder, 0.5, lambda rgb: seg.segment(rgb)[0])
+    assert tile.source == "crchisto" and "crchisto" in PARTIAL_SOURCES
+    assert tile.img.shape[:2] == tile.inst.shape == tile.types.shape
+    assert abs(tile.img.shape[0] - round(500 * 0.55 / 0.5)) <= 1
+    typed = np.unique(tile.types[tile.types > 0]).tolist()
+    assert set(typed) <= {1, 2, 3, 4} and len(typed) >= 2  # img5 holds epithelial, fibroblast and inflammatory nuclei
+    nuclei = np.unique(tile.inst[tile.inst > 0])
+    with_type = np.unique(tile.inst[tile.types > 0])
+    assert 0.1 < len(with_type) / len(nuclei) <= 1.0

@@ -42,7 +42,7 @@ CONSEP_MPP = 0.25
 CONSEP_VAL_IMAGES = ("train_3", "train_8", "train_13", "train_18", "train_23")
 #: Sources whose unannotated pixels are not known to be background: MoNuSAC outlines only its
 #: four typed classes, so other nuclei (fibroblasts, endothelium ...) are left unmarked there.
-PARTIAL_SOURCES = ("monusac",)
+PARTIAL_SOURCES = ("monusac", "crchisto")
 
 
 @dataclass
@@ -256,6 +256,68 @@ def load_consep(root: Path, crop: str, mpp: float, types_by_crop: dict[str, dict
                 CONSEP_MPP)
 
 
+#: CRCHistoPhenotypes class -> coarse vocabulary id.
+CRCHISTO_COARSE = {name: coarse_id(name) for name in ("epithelial", "inflammatory", "fibroblast", "others")}
+#: Largest distance (µm) from a typed point to the centroid of the nucleus it labels, when the
+#: point falls outside every nucleus (points mark centres; outlines come from another source).
+POINT_MATCH_UM = 4.0
+
+
+def types_from_points(inst: np.ndarray, points: np.ndarray, point_types: np.ndarray, radius_px: float) -> np.ndarray:
+    """Per-pixel types of an instance map labelled by typed points (x, y in the map's px).
+
+    A point labels the nucleus it lies in, else the nucleus whose centroid is nearest within
+    ``radius_px``; points matching no nucleus are dropped. A nucleus labelled by points of two
+    types, or by none, is of unknown type (-1); background stays 0. This turns point annotations
+    (CRCHistoPhenotypes) into typed instances when outlines come from ground truth or from a
+    segmentation model.
+    """
+    from scipy import ndimage
+
+    inst = np.asarray(inst)
+    n = int(inst.max())
+    label_of = np.zeros(n + 1, np.int64)  # 0 none yet, k > 0 a type, -1 conflict
+    if n and len(points):
+        ids = np.arange(1, n + 1)
+        centres = np.asarray(ndimage.center_of_mass(np.ones_like(inst), inst, ids), np.float64)[:, ::-1]
+        present = np.isfinite(centres).all(1)
+        h, w = inst.shape
+        for (x, y), t in zip(np.asarray(points, np.float64), np.asarray(point_types, np.int64)):
+            xi, yi = int(round(x)), int(round(y))
+            target = int(inst[yi, xi]) if 0 <= xi < w and 0 <= yi < h else 0
+            if target == 0 and present.any():
+                d = np.hypot(centres[:, 0] - x, centres[:, 1] - y)
+                d[~present] = np.inf
+                k = int(np.argmin(d))
+                target = k + 1 if d[k] <= radius_px else 0
+            if target:
+                label_of[target] = t if label_of[target] in (0, t) else -1
+    label_of[label_of == 0] = -1
+    label_of[0] = 0
+    return label_of[inst].astype(np.int16)
+
+
+def load_crchisto_typed(folder: Path, mpp: float, segment) -> Tile:
+    """A CRCHistoPhenotypes image as a typed :class:`Tile`: nuclei outlined by ``segment`` (a
+    function RGB -> instance map at the image's 0.55 µm/px, e.g. a segmentation model's), typed
+    by the image's classified points (coarse ids). Unlabelled nuclei are of unknown type, and since
+    the outlines are predicted the source counts as partially annotated (``PARTIAL_SOURCES``)."""
+    from napari_histo.datasets.readers import CRCHISTO_MPP, read_crchisto_points
+
+    rgb, classified, _ = read_crchisto_points(folder)
+    inst = np.asarray(segment(rgb), np.int32)
+    if inst.shape != rgb.shape[:2]:
+        raise ValueError(f"{folder}: segmentation {inst.shape} does not match the image {rgb.shape[:2]}")
+    pts = [p for name, p in classified.items() if name in CRCHISTO_COARSE]
+    types = [np.full(len(p), CRCHISTO_COARSE[name], np.int64) for name, p in classified.items() if name in CRCHISTO_COARSE]
+    per_pixel = types_from_points(inst, np.concatenate(pts) if pts else np.zeros((0, 2)),
+                                  np.concatenate(types) if types else np.zeros(0, np.int64),
+                                  POINT_MATCH_UM / CRCHISTO_MPP)
+    shape = _scaled_shape(rgb.shape, CRCHISTO_MPP / mpp)
+    return Tile(folder.name, "crchisto", resize_rgb(rgb, shape), resize_labels(inst, shape),
+                resize_labels(per_pixel, shape), CRCHISTO_MPP)
+
+
 def monuseg_stems(root: Path) -> list[str]:
     stems = []
     for sub in ("MoNuSegTrainData", "MoNuSegTestData"):
@@ -265,10 +327,12 @@ def monuseg_stems(root: Path) -> list[str]:
 
 def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], cache_dir: str | Path,
                          sources: tuple[str, ...] | list[str] = ("monuseg", "cpm15", "monusac"),
-                         type_scheme: str = "monusac") -> list[Tile]:
+                         type_scheme: str = "monusac", point_segmenter=None) -> list[Tile]:
     """All training tiles (validation stems excluded) at ``mpp``, cached as npz in ``cache_dir``.
 
-    ``sources`` picks the datasets (``monuseg``, ``cpm15``, ``monusac``, ``consep``);
+    ``sources`` picks the datasets (``monuseg``, ``cpm15``, ``monusac``, ``consep``, and
+    ``crchisto``: its typed points label the nuclei that ``point_segmenter``, RGB -> instance map
+    at 0.55 µm/px, outlines; see :func:`load_crchisto_typed`);
     ``exclude`` holds MoNuSeg / CPM-15 / MoNuSAC stems and CoNSeP original images
     (``train_<n>``, all their crops). ``type_scheme`` "coarse" maps typed sources to the coarse ids.
     """
@@ -299,6 +363,15 @@ def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], 
         for crop in consep_crops(root):
             if consep_image(crop) not in excluded and crop not in excluded:
                 jobs.append((f"consep_{crop}", lambda c=crop: load_consep(root, c, mpp, consep_types)))
+    if "crchisto" in sources:
+        if type_scheme != "coarse" or point_segmenter is None:
+            raise ValueError("CRCHistoPhenotypes has points, not outlines: give point_segmenter and type_scheme 'coarse'")
+        from napari_histo.datasets.readers import crchisto_folders
+
+        base = root / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
+        for folder in crchisto_folders(base):
+            if folder.name not in excluded:
+                jobs.append((f"crchisto_{folder.name}", lambda f=folder: load_crchisto_typed(f, mpp, point_segmenter)))
     tiles = []
     for key, loader in jobs:
         f = cache / f"{key}.npz"
