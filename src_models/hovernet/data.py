@@ -371,9 +371,13 @@ def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], 
         base = root / "crchisto" / "CRCHistoPhenotypes_2016_04_28" / "cls_and_det" / "test"
         for folder in crchisto_folders(base):
             if folder.name not in excluded:
-                jobs.append((f"crchisto_{folder.name}", lambda f=folder: load_crchisto_typed(f, mpp, point_segmenter)))
+                # not cached: the outlines depend on the segmenter given to this call
+                jobs.append(("", lambda f=folder: load_crchisto_typed(f, mpp, point_segmenter)))
     tiles = []
     for key, loader in jobs:
+        if not key:
+            tiles.append(loader())  # type: ignore[operator]
+            continue
         f = cache / f"{key}.npz"
         if f.exists():
             z = np.load(f, allow_pickle=False)
