@@ -175,3 +175,16 @@ def test_crchisto_points_type_predicted_nuclei(shared_data):
     nuclei = np.unique(tile.inst[tile.inst > 0])
     with_type = np.unique(tile.inst[tile.types > 0])
     assert 0.1 < len(with_type) / len(nuclei) <= 1.0
+
+
+def test_crchisto_as_a_training_source_needs_a_segmenter(shared_data, tmp_path):
+    from napari_histo.nuclei.classical import ClassicalSegmenter
+    from src_models.hovernet.data import build_training_tiles
+
+    with pytest.raises(ValueError, match="give point_segmenter"):
+        build_training_tiles(shared_data, 0.5, [], tmp_path, sources=["crchisto"], type_scheme="coarse")
+    seg = ClassicalSegmenter(pixel_size_um=0.55)
+    tiles = build_training_tiles(shared_data, 0.5, ["img5", "img36"], tmp_path, sources=["crchisto"],
+                                 type_scheme="coarse", point_segmenter=lambda rgb: seg.segment(rgb)[0])
+    assert sorted(t.name for t in tiles) == ["img11", "img15", "img29", "img35", "img41"]
+    assert not list(tmp_path.rglob("crchisto_*"))  # outlines depend on the segmenter: never cached
