@@ -191,3 +191,26 @@ def test_class_runs_cover_the_tiles_exactly_without_holes():
     tumour = shapely.union_all([a.geometry for a in runs if a.name == "tumour"])
     assert tumour.bounds == (110.0, 60.0, 130.0, 70.0)
     assert len(runs) == 6  # row 0: one run; row 1: three; row 2: two (the skipped tile splits it)
+
+
+def test_an_image_without_pixel_size_needs_one(tmp_path, sample_slide_path, capsys):
+    """A PNG states no pixel size: the nucleus module (0.5 µm/px) is not run at a guessed scale."""
+    import openslide
+    from PIL import Image
+
+    with openslide.OpenSlide(str(sample_slide_path)) as s:
+        rgb = np.asarray(s.read_region((700, 1300), 0, (400, 300)).convert("RGB"))
+    png = tmp_path / "field.png"
+    Image.fromarray(rgb).save(png)
+    out = tmp_path / "out"
+    assert main(["classify", str(png), "-o", str(out), "--tile", "64"]) == 1
+    assert "field.png: no pixel size stated, and the model works at 0.5 µm/px: give the image's pixel size" in \
+        capsys.readouterr().err
+    assert main(["classify", str(png), "-o", str(out), "--tile", "64", "--image-mpp", "0.499"]) == 0
+    df = pd.read_parquet(out / "field" / "tiles.parquet")
+    assert df["x1"].max() <= 400 + 65 and len(df) >= 10  # 64 px at 0.5 µm/px = 64 level-0 px at 0.499
+    run = json.loads((out / "field" / "run.json").read_text())
+    assert run["parameters"]["image_mpp"] == 0.499
+    # a stated pixel size is never replaced
+    assert main(["classify", str(sample_slide_path), "-o", str(out), "--image-mpp", "0.25", "--roi", "0,0,10,10"]) == 1
+    assert "states 0.499 µm/px; --image-mpp 0.25 would replace it" in capsys.readouterr().err

@@ -247,7 +247,9 @@ class TissueMapPanel(QWidget):
         from napari_histo.utils import user_data_dir
 
         self.maps_dir = Path(tempfile.mkdtemp(prefix="tissue_map_", dir=user_data_dir("tissue_maps")))
-        kwargs: dict[str, Any] = {"tile_size": tile, "maps_store": self.maps_dir / "nucleus_maps.zarr"}
+        # the layer's µm scale: the file's own, or one the user applied (predicted magnification)
+        kwargs: dict[str, Any] = {"tile_size": tile, "maps_store": self.maps_dir / "nucleus_maps.zarr",
+                                  "image_mpp": _layers.layer_mpp(slide_layer)}
 
         def extract_then_fit():
             last = None

@@ -46,6 +46,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-maps", action="store_true", help="do not write nucleus_maps.zarr")
     p.add_argument("--tile", type=int, default=None, metavar="N", help="tile side in working px (default: model's)")
     p.add_argument("--mpp", type=float, default=None, help="working resolution in µm/px (default: model's, else level 0)")
+    p.add_argument("--image-mpp", type=float, default=None,
+                   help="pixel size (µm/px) of an image that states none, e.g. a PNG (never replaces a stated one)")
     p.add_argument("--roi", default=None, metavar="X,Y,W,H", help="region in level-0 px")
     p.add_argument("--all-tiles", action="store_true", help="classify background tiles too")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per network batch (lower it when memory is short)")
@@ -113,7 +115,7 @@ def handler(args: argparse.Namespace) -> int:
         if main_out.exists() and not args.overwrite:
             raise HistoError(f"{main_out}: exists; pass --overwrite to replace it")
         target.mkdir(parents=True, exist_ok=True)
-        options = dict(mpp=args.mpp, batch_size=args.batch_size, tissue_only=not args.all_tiles,
+        options = dict(mpp=args.mpp, image_mpp=args.image_mpp, batch_size=args.batch_size, tissue_only=not args.all_tiles,
                        maps_store=None if args.no_maps else target / "nucleus_maps.zarr")
         if regions is not None:
             events = iter_tissue_map(path, model, regions, tile_size=args.tile, roi=roi, **options)
@@ -150,7 +152,7 @@ def handler(args: argparse.Namespace) -> int:
         write_run_json(
             target, "classify",
             {"input": str(path), "weights": str(args.weights or "shipped nucleus module"), "tile": result.tile_size,
-             "mpp": result.mpp, "roi": roi, "all_tiles": args.all_tiles, "train_regions": args.train_regions,
+             "mpp": result.mpp, "image_mpp": args.image_mpp, "roi": roi, "all_tiles": args.all_tiles, "train_regions": args.train_regions,
              "roi_class": args.roi_class, "head": args.head, "maps": not args.no_maps},
             grid={"rows": int(result.class_map.shape[0]), "cols": int(result.class_map.shape[1]),
                   "origin_level0": list(result.origin), "tile_step_level0": result.step_level0},

@@ -109,8 +109,19 @@ class _ArraySource:
         self.mpp = None
 
     def read_region(self, location, size, resolution=0, units="level") -> np.ndarray:
+        """Level 0 (``units="level"``, 0) or resampled by ``resolution`` output px per level-0 px
+        (``units="baseline"``); white outside the array."""
+        if units == "baseline" and float(resolution) != 1.0:
+            from PIL import Image
+
+            scale = float(resolution)
+            w0, h0 = int(np.ceil(size[0] / scale)), int(np.ceil(size[1] / scale))
+            patch = self.read_region(location, (w0, h0))
+            box = (0, 0, size[0] / scale, size[1] / scale)
+            method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+            return np.asarray(Image.fromarray(patch).resize((int(size[0]), int(size[1])), method, box=box))
         if not (units == "level" and resolution == 0) and not (units == "baseline" and resolution == 1.0):
-            raise HistoError("an RGB array can only be read at level 0 (no --mpp for plain arrays)")
+            raise HistoError("an RGB array is read at level 0 or by a baseline scale")
         x, y = int(location[0]), int(location[1])
         w, h = int(size[0]), int(size[1])
         out = np.full((h, w, 3), 255, np.uint8)
@@ -206,7 +217,8 @@ def open_nucleus_maps(path: str | os.PathLike):
 def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[int, int, int, int] | None = None,
                         *, mpp: float | None = None, batch_size: int = 8, tissue_only: bool = True,
                         min_tissue: float = 0.1, keep_tile: Callable[[tuple[float, float, float, float]], bool] | None = None,
-                        maps_store: str | os.PathLike | None = None) -> Iterator[ClassifyProgress]:
+                        maps_store: str | os.PathLike | None = None, image_mpp: float | None = None
+                        ) -> Iterator[ClassifyProgress]:
     """Classify a tile grid, yielding progress; the final event's ``result`` holds the output.
 
     Parameters
@@ -232,6 +244,9 @@ def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[
         few-shot tissue map may lie on glass or background).
     maps_store : path, optional
         Write the nucleus maps of the processed tiles there (see :class:`NucleusMapStore`).
+    image_mpp : float, optional
+        Pixel size (µm/px) of an image that states none (a PNG, an array); a stated pixel size is
+        never replaced (a different value is refused).
 
     A model without a classification module (the shipped nucleus module) gives features and
     nucleus maps only: ``class_names`` is empty and ``class_map`` marks processed tiles 0.
@@ -240,26 +255,31 @@ def iter_classify_tiles(source, model, tile_size: int | None = None, roi: tuple[
     owned = isinstance(source, str | os.PathLike)
     try:
         yield from _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only, min_tissue,
-                               keep_tile, maps_store)
+                               keep_tile, maps_store, image_mpp)
     finally:
         if owned and hasattr(reader, "close"):
             reader.close()
 
 
 def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_only,
-                min_tissue, keep_tile=None, maps_store=None) -> Iterator[ClassifyProgress]:
+                min_tissue, keep_tile=None, maps_store=None, image_mpp=None) -> Iterator[ClassifyProgress]:
     import pandas as pd
 
     tile = int(tile_size or getattr(model.config, "tile_size", 224))
     if tile < 16:
         raise HistoError(f"tile size must be at least 16 px, got {tile}")
     mpp = mpp if mpp is not None else getattr(model.config, "mpp", None)
+    level0_mpp = None
     if mpp is not None:
-        slide_mpp = getattr(reader, "mpp", None)
-        if slide_mpp is None:
-            raise HistoError(f"{path or 'image'}: no pixel size (mpp) stated; cannot work at {mpp} µm/px — "
-                             "omit --mpp to classify level-0 pixels")
-        step = tile * mpp / float(slide_mpp[0])
+        stated = getattr(reader, "mpp", None)
+        if stated is None and image_mpp is None:
+            raise HistoError(f"{path or 'image'}: no pixel size stated, and the model works at {mpp} µm/px: give "
+                             "the image's pixel size (--image-mpp, µm/px)")
+        if stated is not None and image_mpp is not None and abs(float(stated[0]) - image_mpp) > 0.01 * float(stated[0]):
+            raise HistoError(f"{path or 'image'}: the file states {float(stated[0]):.4g} µm/px; --image-mpp "
+                             f"{image_mpp:g} would replace it")
+        level0_mpp = float(stated[0]) if stated is not None else float(image_mpp)
+        step = tile * mpp / level0_mpp
     else:
         step = float(tile)
     W, H = reader.dimensions
@@ -312,7 +332,7 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
         for c in range(cols):
             loc = (int(round(x + c * step)), int(round(y + r * step)))
             if mpp is not None:
-                rgb = reader.read_region(loc, (tile, tile), mpp, units="mpp")
+                rgb = reader.read_region(loc, (tile, tile), level0_mpp / mpp, units="baseline")
             else:
                 rgb = reader.read_region(loc, (tile, tile), 0, units="level")
             frac = tissue_fraction(rgb, step=1)
