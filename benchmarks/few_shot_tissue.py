@@ -57,7 +57,9 @@ def leave_one_patient_out(features, labels, groups, names):
     for g in sorted(set(groups)):
         test = np.array([x == g for x in groups])
         train = ~test
-        head = fit_tissue_head(features[train], labels[train], names)
+        # the penalty is chosen inside the training patients (nested leave-one-patient-out)
+        head = fit_tissue_head(features[train], labels[train], names,
+                               groups=np.array([x for x, t in zip(groups, train) if t]))
         pred[test] = head.predict_proba(features[test]).argmax(1)
     return pred
 

@@ -356,3 +356,27 @@ def test_type_table_from_slide_reads_blocks_as_one_region(trained, sample_slide_
         assert blocks[col].tolist() == whole[col].tolist()
     np.testing.assert_allclose(blocks["type_B_prob"], whole["type_B_prob"], atol=1e-5)
     assert blocks.attrs["type_info"] == whole.attrs["type_info"]
+
+
+def test_shipped_model_types_held_out_consep_nuclei(shared_data, tmp_path):
+    """``type-nuclei`` with the shipped merged model on a CoNSeP validation crop (never trained on):
+    the CoNSeP-taxonomy types agree with the ground truth about as often as the model card says."""
+    from PIL import Image
+
+    from napari_histo.cli import main
+
+    root = shared_data / "consep"
+    crop = "train_8_005"
+    mask = np.asarray(Image.open(root / "labels" / f"{crop}.png")).astype(np.int32)
+    np.save(tmp_path / "mask.npy", mask)
+    assert main(["type-nuclei", str(root / "images" / f"{crop}.jpg"), "--mask", str(tmp_path / "mask.npy"),
+                 "-o", str(tmp_path / "out"), "--mpp", "0.25"]) == 0
+    typed = np.load(tmp_path / "out" / f"{crop}_consep.npy")
+    truth = pd.read_csv(root / "nuclei.csv")
+    truth = truth[truth["crop"] == crop].set_index("instance_id")["type"]
+    assert set(typed[:, 0]) == set(np.unique(mask[mask > 0]))
+    known = [(t, truth[i] - 1) for i, t in typed if i in truth.index]
+    agreement = np.mean([a == b for a, b in known])
+    assert len(known) > 20 and agreement > 0.6, agreement
+    for name in ("monusac", "crchisto"):
+        assert (tmp_path / "out" / f"{crop}_{name}.npy").exists()

@@ -214,3 +214,21 @@ def test_an_image_without_pixel_size_needs_one(tmp_path, sample_slide_path, caps
     # a stated pixel size is never replaced
     assert main(["classify", str(sample_slide_path), "-o", str(out), "--image-mpp", "0.25", "--roi", "0,0,10,10"]) == 1
     assert "states 0.499 µm/px; --image-mpp 0.25 would replace it" in capsys.readouterr().err
+
+
+def test_penalty_is_chosen_by_leaving_out_whole_regions():
+    from napari_histo.models.tissue_maps import L2_GRID, choose_l2
+
+    rng = np.random.default_rng(0)
+    # noise: 24 tiles, 200 features, labels unrelated -> the strongest penalty (predict the prior)
+    x = rng.normal(size=(24, 200))
+    y = np.tile([0, 1], 12)
+    groups = np.repeat(np.arange(6), 4)
+    assert choose_l2(x, y, groups, 2) == L2_GRID[-1]
+    # clean signal: two well separated classes -> a weak penalty fits best
+    x = np.concatenate([rng.normal(0, 1, (60, 3)), rng.normal(0, 1, (60, 3)) + [6, 0, 0]])
+    y = np.repeat([0, 1], 60)
+    groups = np.concatenate([np.repeat(np.arange(6), 10), np.repeat(np.arange(6, 12), 10)])
+    assert choose_l2(x, y, groups, 2) < 1.0
+    # a class in one region only: no fold keeps every class for training -> the middle of the grid
+    assert choose_l2(x, y, np.repeat([0, 1], 60), 2) == L2_GRID[len(L2_GRID) // 2]

@@ -49,7 +49,7 @@ class TissueHead:
     weight : list[list[float]]
         (C, F) coefficients; ``bias`` (C,) intercepts.
     l2 : float
-        Penalty the head was fitted with.
+        Penalty the head was fitted with (chosen by cross-validation unless given).
     train_tiles : dict[str, int]
         Training tiles per class.
     """
@@ -92,40 +92,61 @@ class TissueHead:
             raise HistoError(f"{path}: not a tissue head written by napari-histo ({exc})") from exc
 
 
-def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                    l2: float = 1e-2, max_iter: int = 500) -> TissueHead:
-    """Fit a :class:`TissueHead` on labelled tiles.
+#: Penalties tried when ``l2="auto"`` (weakest to strongest).
+L2_GRID = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+#: Most cross-validation folds :func:`choose_l2` makes (more groups are dealt to this many folds).
+MAX_FOLDS = 10
 
-    Parameters
-    ----------
-    features : (N, F) array
-    labels : (N,) int
-        Index into ``class_names`` per tile.
-    class_names : sequence of str
-        At least two classes, each with at least one tile.
-    l2 : float
-        Penalty on the mean squared coefficient (standardised features), added to the mean
-        cross-entropy.
+
+def choose_l2(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_classes: int,
+              grid: Sequence[float] = L2_GRID) -> float:
+    """The penalty of ``grid`` with the lowest held-out log-loss, leaving out one group at a time.
+
+    Groups are what is correlated inside (tiles of one outlined region, images of one patient):
+    leaving out single tiles would reward memorising a region. Folds whose training part lacks a
+    class are skipped; without any usable fold the middle of the grid is returned. Ties go to the
+    stronger penalty.
     """
+    groups = np.asarray(groups)
+    distinct = np.unique(groups)
+    if len(distinct) > MAX_FOLDS:  # whole groups dealt to MAX_FOLDS folds (a region never split)
+        order = np.random.default_rng(0).permutation(len(distinct))
+        fold_of = dict(zip(distinct.tolist(), (order % MAX_FOLDS).tolist()))
+        groups = np.array([fold_of[g] for g in groups.tolist()])
+    folds = [g for g in np.unique(groups)
+             if len(np.unique(labels[groups != g])) == n_classes]
+    if not folds:
+        return float(grid[len(grid) // 2])
+    losses = []
+    for l2 in grid:
+        total, count = 0.0, 0
+        for g in folds:
+            test = groups == g
+            head = _fit(features[~test], labels[~test], n_classes, l2)
+            p = head(features[test])
+            total -= float(np.log(np.clip(p[np.arange(int(test.sum())), labels[test]], 1e-9, 1)).sum())
+            count += int(test.sum())
+        losses.append(total / count)
+    best = min(losses)
+    return float([l2 for l2, loss in zip(grid, losses) if loss <= best + 1e-9][-1])
+
+
+def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_iter: int = 500):
+    """(standardise + multinomial logistic regression) fitted; returns a predict-proba function
+    with ``.params = (mean, scale, weight, bias)``."""
     import torch
 
-    x = np.asarray(features, np.float64)
-    y = np.asarray(labels, np.int64)
-    names = list(class_names)
-    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
-    empty = [n for n, c in zip(names, counts) if c == 0]
-    if len(names) < 2 or empty:
-        raise HistoError("a tissue map needs tiles of at least two classes"
-                         + (f"; no tile lies inside a region of {', '.join(map(repr, empty))}" if empty else ""))
+    x = np.asarray(x, np.float64)
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     mean = x.mean(0)
     scale = x.std(0)
     scale[scale < 1e-8] = 1.0
     xs = torch.from_numpy((x - mean) / scale)
-    yt = torch.from_numpy(y)
+    yt = torch.from_numpy(np.asarray(y, np.int64))
     # Classes weighted by inverse frequency: a class outlined more generously does not win by area.
-    cw = torch.from_numpy(len(y) / (len(names) * counts.astype(np.float64)))
-    w = torch.zeros(len(names), x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(names), dtype=torch.float64, requires_grad=True)
+    cw = torch.from_numpy(np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 0.0))
+    w = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, tolerance_grad=1e-9, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
@@ -136,8 +157,50 @@ def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Seque
         return loss
 
     opt.step(closure)
-    return TissueHead(names, mean.tolist(), scale.tolist(), w.detach().numpy().tolist(),
-                      b.detach().numpy().tolist(), float(l2),
+    weight, bias = w.detach().numpy(), b.detach().numpy()
+
+    def predict(features: np.ndarray) -> np.ndarray:
+        logits = ((np.asarray(features, np.float64) - mean) / scale) @ weight.T + bias
+        logits -= logits.max(1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(1, keepdims=True)
+
+    predict.params = (mean, scale, weight, bias)  # type: ignore[attr-defined]
+    return predict
+
+
+def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
+                    l2: float | str = "auto", groups: np.ndarray | None = None, max_iter: int = 500) -> TissueHead:
+    """Fit a :class:`TissueHead` on labelled tiles.
+
+    Parameters
+    ----------
+    features : (N, F) array
+    labels : (N,) int
+        Index into ``class_names`` per tile.
+    class_names : sequence of str
+        At least two classes, each with at least one tile.
+    l2 : float or "auto"
+        Penalty on the mean squared coefficient (standardised features), added to the mean
+        cross-entropy. "auto" picks it from :data:`L2_GRID` by :func:`choose_l2` over ``groups``
+        (the regions the tiles came from; each tile its own group when None): few tiles need a
+        strong penalty, many tiles a weak one.
+    """
+    x = np.asarray(features, np.float64)
+    y = np.asarray(labels, np.int64)
+    names = list(class_names)
+    counts = np.bincount(y, minlength=len(names)) if len(y) else np.zeros(len(names), int)
+    empty = [n for n, c in zip(names, counts) if c == 0]
+    if len(names) < 2 or empty:
+        raise HistoError("a tissue map needs tiles of at least two classes"
+                         + (f"; no tile lies inside a region of {', '.join(map(repr, empty))}" if empty else ""))
+    if l2 == "auto":
+        if groups is None:  # no regions known: five folds of single tiles
+            groups = np.random.default_rng(0).permutation(len(y)) % 5
+        l2 = choose_l2(x, y, np.asarray(groups), len(names))
+    predict = _fit(x, y, len(names), float(l2), max_iter)
+    mean, scale, weight, bias = predict.params  # type: ignore[attr-defined]
+    return TissueHead(names, mean.tolist(), scale.tolist(), weight.tolist(), bias.tolist(), float(l2),
                       {n: int(c) for n, c in zip(names, counts)})
 
 
@@ -209,11 +272,26 @@ class TrainingRegions:
         labels[hits > 1] = -1
         return labels
 
+    def region_ids(self, boxes: np.ndarray) -> np.ndarray:
+        """Which outlined region (one connected part of a class's regions) holds each tile's centre;
+        -1 outside. Tiles of one region are alike, so cross-validation leaves out whole regions."""
+        import shapely
+
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+        ids = np.full(len(boxes), -1, np.int64)
+        k = 0
+        for geom in self.geometries:
+            for part in shapely.get_parts(geom):
+                ids[shapely.contains_xy(part, cx, cy) & (ids < 0)] = k
+                k += 1
+        return ids
+
     def contains_box_centre(self, box: tuple[float, float, float, float]) -> bool:
         return bool((self.label_tiles(np.asarray([box])) >= 0).any())
 
 
-def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float = 1e-2, **kwargs
+def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float | str = "auto", **kwargs
                     ) -> Iterator[Any]:
     """Classify every tissue tile with a head fitted on the tiles inside ``regions``.
 
@@ -237,7 +315,7 @@ def iter_tissue_map(source, model, regions: TrainingRegions, *, l2: float = 1e-2
     yield type(last)(last.done, last.total, fit_tissue_map(last.result, regions, l2=l2))
 
 
-def fit_tissue_map(features_result, regions: TrainingRegions, *, l2: float = 1e-2):
+def fit_tissue_map(features_result, regions: TrainingRegions, *, l2: float | str = "auto"):
     """The tiles of a finished feature pass classified by a head fitted on those inside ``regions``.
 
     ``features_result`` is the :class:`~napari_histo.models.classification.TileClassification` of
@@ -250,9 +328,11 @@ def fit_tissue_map(features_result, regions: TrainingRegions, *, l2: float = 1e-
     if not len(df):
         raise HistoError("no tile to classify (no tissue found, and no tile inside the regions)")
     feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
-    labels = regions.label_tiles(df[list(BOX_COLUMNS)].to_numpy())
+    boxes = df[list(BOX_COLUMNS)].to_numpy()
+    labels = regions.label_tiles(boxes)
     chosen = labels >= 0
-    head = fit_tissue_head(df.loc[chosen, feature_cols].to_numpy(), labels[chosen], regions.classes, l2=l2)
+    head = fit_tissue_head(df.loc[chosen, feature_cols].to_numpy(), labels[chosen], regions.classes, l2=l2,
+                           groups=regions.region_ids(boxes)[chosen])
     result = apply_head(features_result, head)
     result.features["region_class"] = [regions.classes[k] if k >= 0 else "" for k in labels]
     return result
