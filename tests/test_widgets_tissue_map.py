@@ -99,3 +99,33 @@ def test_refit_with_a_new_region_reuses_the_tile_features(viewer, qtbot, sample_
     job = panel.run()
     qtbot.waitUntil(lambda: not job.running, timeout=180_000)
     assert job.error is None and panel._features[1] is not first_pass
+
+
+def test_classify_nucleus_maps_open_in_napari_over_the_slide(viewer, sample_slide_path, tmp_path):
+    """``classify``'s nucleus_maps.zarr opens through the plugin as two lazy layers on the slide."""
+    from napari.layers import Image, Labels
+
+    from napari_histo._napari import _layers
+    from napari_histo.cli import main
+    from napari_histo.models.classification import open_nucleus_maps
+
+    assert main(["classify", str(sample_slide_path), "-o", str(tmp_path), "--roi", "700,1300,500,400",
+                 "--tile", "128"]) == 0
+    store = tmp_path / sample_slide_path.stem / "nucleus_maps.zarr"
+    _, slide = open_with_slide_panel(viewer, sample_slide_path)
+    layers = viewer.open(str(store), plugin="napari-histo")
+    assert [type(layer) for layer in layers] == [Image, Labels]
+    probability, classes = layers
+    assert {probability.name, classes.name} == {_layers.NUCLEUS_PROBABILITY, _layers.NUCLEUS_CLASSES}
+    _, stored, attrs = open_nucleus_maps(store)
+    per_px = attrs["level0_per_px"]
+    assert tuple(classes.scale) == pytest.approx((slide.scale[0] * per_px, slide.scale[1] * per_px))
+    # the store's first pixel covers level-0 px 700..700+per_px (x) and 1300.. (y): its centre lands there
+    centre = classes.data_to_world(np.zeros(2))
+    expected = slide.data_to_world(np.array([1300 + (per_px - 1) / 2, 700 + (per_px - 1) / 2]))
+    np.testing.assert_allclose(centre, expected, rtol=1e-6)
+    assert classes.data.shape == stored.shape and int(np.asarray(classes.data).max()) >= 1
+    # a folder that is not a nucleus-map store is left to other readers
+    from napari_histo._napari._reader import get_maps_reader
+
+    assert get_maps_reader(str(tmp_path)) is None and get_maps_reader(str(store)) is not None

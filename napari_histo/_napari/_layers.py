@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 NUCLEI_POINTS = "nuclei (centroids)"
 NUCLEI_LABELS = "nuclei (labels)"
+NUCLEUS_CLASSES = "nucleus classes"
+NUCLEUS_PROBABILITY = "nucleus probability"
 HOTSPOTS = "hotspots"
 HEATMAP = "density"
 TISSUE = "tissue mask"
@@ -631,3 +633,49 @@ class ViewportCulling:
         camera.events.zoom.disconnect(self.update)
         self.layer.events.data.disconnect(self._data_changed)
         self.layer.events.set_data.disconnect(self._shown_maybe_set)
+
+
+# ---------------------------------------------------------------------------------------------
+# nucleus maps (DeepCMorph)
+# ---------------------------------------------------------------------------------------------
+def nucleus_classes_layer_data(store: Any, slide_layer: Any | None) -> tuple:
+    """A Labels ``LayerDataTuple`` of the nucleus classes of a nucleus-map store (lazy)."""
+    import dask.array as da
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_histo.models.classification import open_nucleus_maps
+    from napari_histo.schema.vocabulary import coarse_colour
+
+    _, classes, attrs = open_nucleus_maps(store)
+    colours: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
+    for name, k in attrs["class_ids"].items():
+        rgb = coarse_colour(name) or (200, 200, 200)
+        colours[int(k)] = np.array([*rgb, 255]) / 255.0
+    meta = {"name": NUCLEUS_CLASSES, "colormap": DirectLabelColormap(color_dict=colours), "opacity": 0.7,
+            "metadata": {"napari_histo_overlay": True, "class_ids": dict(attrs["class_ids"])},
+            **_maps_geometry(attrs, slide_layer)}
+    return da.from_zarr(classes), meta, "labels"
+
+
+def _maps_geometry(attrs: dict, slide_layer: Any | None) -> dict[str, Any]:
+    """scale/translate of a nucleus-map array (working px) over the slide (level-0 px)."""
+    per_px = float(attrs["level0_per_px"])
+    kwargs = aligned_kwargs(slide_layer, tuple(attrs["origin_level0"]))
+    sy, sx = kwargs.get("scale", (1.0, 1.0))
+    kwargs["scale"] = (sy * per_px, sx * per_px)
+    if "translate" in kwargs or per_px != 1.0:  # pixel centres: a working px is per_px level-0 px wide
+        ty, tx = kwargs.get("translate", (attrs["origin_level0"][1] * sy, attrs["origin_level0"][0] * sx))
+        kwargs["translate"] = (ty + (per_px - 1) * sy / 2, tx + (per_px - 1) * sx / 2)
+    return kwargs
+
+
+def nucleus_probability_layer_data(store: Any, slide_layer: Any | None) -> tuple:
+    """An Image ``LayerDataTuple`` of the nucleus probability of a nucleus-map store (lazy, 0-255)."""
+    import dask.array as da
+
+    from napari_histo.models.classification import open_nucleus_maps
+
+    nuclei, _, attrs = open_nucleus_maps(store)
+    meta = {"name": NUCLEUS_PROBABILITY, "colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.6,
+            "blending": "additive", "metadata": {"napari_histo_overlay": True}, **_maps_geometry(attrs, slide_layer)}
+    return da.from_zarr(nuclei), meta, "image"

@@ -190,3 +190,46 @@ def read_slides(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
         prefer_this_reader()
         _scale_bar_in_microns(layers)
     return layers or [(None,)]
+
+
+def _is_nucleus_maps(path: PathLike) -> bool:
+    """A folder written by ``classify`` as its nucleus-map store (cheap: its zarr.json names the
+    nucleus classes)."""
+    meta = Path(path) / "zarr.json"
+    try:
+        return Path(path).is_dir() and meta.is_file() and b'"class_ids"' in meta.read_bytes()[:65536]
+    except OSError:
+        return False
+
+
+def get_maps_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
+    """:func:`read_nucleus_maps` for ``nucleus_maps.zarr`` folders written by ``classify``, else None."""
+    try:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if paths and all(_is_nucleus_maps(p) for p in paths):
+            return read_nucleus_maps
+    except Exception:  # get_reader must never raise
+        return None
+    return None
+
+
+def read_nucleus_maps(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
+    """The nucleus classes (Labels, coloured by coarse type) and the nucleus probability (Image)
+    of ``classify``'s nucleus-map stores, read lazily and aligned with the viewer's slide."""
+    import napari
+    from napari.utils.notifications import show_error
+
+    from napari_histo._napari import _layers
+    from napari_histo.utils import HistoError
+
+    viewer = napari.current_viewer()
+    slide_layer = _layers.find_slide_layer(viewer) if viewer is not None else None
+    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    layers: list[LayerData] = []
+    for one in paths:
+        try:
+            layers.append(_layers.nucleus_probability_layer_data(one, slide_layer))
+            layers.append(_layers.nucleus_classes_layer_data(one, slide_layer))
+        except (HistoError, KeyError) as exc:
+            show_error(f"napari-histo could not open the nucleus maps {one}: {exc}")
+    return layers or [(None,)]

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Prefix of the Shapes layers that hold the regions of one class.
 CLASS_LAYER_PREFIX = "tissue: "
 TISSUE_MAP = "tissue map"
-NUCLEUS_CLASSES = "nucleus classes"
+NUCLEUS_CLASSES = _layers.NUCLEUS_CLASSES
 
 
 def shape_class_names(layer: Any) -> list[str]:
@@ -93,28 +93,6 @@ def tissue_map_layer_data(result: Any, slide_layer: Any) -> tuple:
     meta = {"name": TISSUE_MAP, "colormap": DirectLabelColormap(color_dict=colours), "opacity": 0.5,
             "metadata": {"napari_histo_overlay": True, "class_names": list(result.class_names)}, **kwargs}
     return labels, meta, "labels"
-
-
-def nucleus_classes_layer_data(store: Path, slide_layer: Any) -> tuple:
-    """A Labels ``LayerDataTuple`` of the nucleus classes of a nucleus-map store (lazy)."""
-    import dask.array as da
-    from napari.utils.colormaps import DirectLabelColormap
-
-    from napari_histo.models.classification import open_nucleus_maps
-    from napari_histo.schema.vocabulary import coarse_colour
-
-    _, classes, attrs = open_nucleus_maps(store)
-    colours: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
-    for name, k in attrs["class_ids"].items():
-        rgb = coarse_colour(name) or (200, 200, 200)
-        colours[int(k)] = np.array([*rgb, 255]) / 255.0
-    per_px = float(attrs["level0_per_px"])
-    kwargs = _layers.aligned_kwargs(slide_layer, tuple(attrs["origin_level0"]))
-    sy, sx = kwargs.get("scale", (1.0, 1.0))
-    kwargs["scale"] = (sy * per_px, sx * per_px)
-    meta = {"name": NUCLEUS_CLASSES, "colormap": DirectLabelColormap(color_dict=colours), "opacity": 0.7,
-            "metadata": {"napari_histo_overlay": True, "class_ids": dict(attrs["class_ids"])}, **kwargs}
-    return da.from_zarr(classes), meta, "labels"
 
 
 class TissueMapPanel(QWidget):
@@ -309,7 +287,7 @@ class TissueMapPanel(QWidget):
         _layers.add_or_update(self.viewer, tissue_map_layer_data(result, slide))
         store = self.maps_dir / "nucleus_maps.zarr" if self.maps_dir is not None else None
         if store is not None and store.exists():
-            layer = _layers.add_or_update(self.viewer, nucleus_classes_layer_data(store, slide))
+            layer = _layers.add_or_update(self.viewer, _layers.nucleus_classes_layer_data(store, slide))
             layer.visible = False
         palette = class_palette(len(result.class_names))
         counts = [int((result.class_map == k).sum()) for k in range(len(result.class_names))]
