@@ -302,3 +302,29 @@ def test_evaluate_takes_a_released_name(tmp_path, monkeypatch):
     folder = save_pretrained(DeepCMorph(backbone="slim", num_classes=0, num_seg_classes=4), tmp_path / "nm")
     with pytest.raises(HistoError, match="a nucleus module has no tissue classes"):
         evaluate(folder, tmp_path)
+
+
+def test_nucleus_module_trains_from_the_cli_and_resumes(shared_data, tmp_path):
+    """``napari-histo train deepcmorph`` with a ``"task": "nuclei"`` config: a tiny run on two
+    CoNSeP images lowers the loss and writes a nucleus module; ``--resume`` finds it finished."""
+    import json
+
+    from napari_histo.cli import main
+    from napari_histo.models.deepcmorph.model import load_deepcmorph
+
+    keep = {"train_1", "train_2"}
+    exclude = [f"train_{k}" for k in range(1, 28) if f"train_{k}" not in keep]
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({
+        "task": "nuclei", "data_root": str(shared_data), "cache_dir": "cache", "out_dir": "out",
+        "sources": ["consep"], "val_consep": [], "exclude": exclude, "patch_size": 64, "batch_size": 4,
+        "iterations": 60, "checkpoint_every": 30, "threads": 1, "lr": 0.003}))
+    assert main(["train", "deepcmorph", "--config", str(config)]) == 0
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert history[-1]["iteration"] == 60
+    assert np.mean([h["loss"] for h in history[-2:]]) < history[0]["loss"]
+    model = load_deepcmorph(tmp_path / "out")
+    assert not model.has_classifier and model.config.seg_class_names == ["other", "inflammatory", "epithelial",
+                                                                          "spindle"]
+    assert main(["train", "deepcmorph", "--config", str(config), "--resume"]) == 0
+    assert json.loads((tmp_path / "out" / "history.json").read_text()) == history  # nothing trained again

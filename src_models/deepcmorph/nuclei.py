@@ -1,7 +1,8 @@
 """Train DeepCMorph's nucleus module (segmentation module alone) on the typed nucleus data.
 
 ``python -m src_models.deepcmorph.nuclei CONFIG.json [--resume]`` (or
-``napari-histo train deepcmorph --config CONFIG.json`` with ``"task": "nuclei"``) writes a model
+``napari-histo train deepcmorph --config CONFIG.json [--resume]`` for a config with
+``"task": "nuclei"``; relative paths are read from the config's folder) writes a model
 folder (``config.json`` + ``model.pt``) that :func:`napari_histo.models.deepcmorph.model.load_deepcmorph`
 loads as a nucleus module (``num_classes=0``).
 
@@ -48,6 +49,7 @@ class NucleusModuleConfig(JsonConfig):
 
     CONFIG_NAME: ClassVar[str] = "DeepCMorph nucleus module training"
 
+    task: str = "nuclei"
     data_root: str = "../shared/data"
     cache_dir: str = "/tmp/napari_histo_hovernet_cache"
     out_dir: str = "runs/deepcmorph_nuclei"
@@ -197,10 +199,26 @@ def train_nucleus_module(cfg: NucleusModuleConfig, resume: bool = False, tiles: 
     return {"iterations": it, "history": history, "out_dir": str(out)}
 
 
+def load_nucleus_config(path: str | Path) -> NucleusModuleConfig:
+    """A nucleus-module config with ``data_root``, ``cache_dir`` and ``out_dir`` resolved against
+    the config file's folder when relative."""
+    from napari_histo.utils import InputFileError
+
+    path = Path(path)
+    try:
+        cfg = NucleusModuleConfig.load(path)
+    except (TypeError, ValueError) as exc:
+        raise InputFileError(path, str(exc)) from exc
+    for name in ("data_root", "cache_dir", "out_dir"):
+        value = Path(getattr(cfg, name)).expanduser()
+        if not value.is_absolute():
+            setattr(cfg, name, str((path.parent / value).resolve()))
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    cfg = NucleusModuleConfig.load(argv[0])
-    train_nucleus_module(cfg, resume="--resume" in argv)
+    train_nucleus_module(load_nucleus_config(argv[0]), resume="--resume" in argv)
     return 0
 
 

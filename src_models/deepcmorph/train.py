@@ -35,7 +35,15 @@ def load_config(path: str | Path):
 
 
 def train_from_config_file(path: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Run the fine-tuning described by ``path``; with ``resume`` continue from checkpoints."""
+    """Run the training described by ``path``: the nucleus module for a config with
+    ``"task": "nuclei"`` (:mod:`src_models.deepcmorph.nuclei`), else tile fine-tuning; with
+    ``resume`` continue from checkpoints."""
+    from napari_histo.jsonconfig import read_json_object
+
+    if read_json_object(path).get("task") == "nuclei":
+        from src_models.deepcmorph.nuclei import load_nucleus_config, train_nucleus_module
+
+        return train_nucleus_module(load_nucleus_config(path), resume=resume)
     cfg = load_config(path)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
