@@ -45,3 +45,15 @@ def viewer(make_napari_viewer, monkeypatch):
     """A napari viewer whose panels run their work in thread workers, as in the app."""
     monkeypatch.setenv("NAPARI_HISTO_NOTHREADS", "0")
     return make_napari_viewer()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors: one torch thread avoids spin-waiting on a shared CI machine (a module asks
+    for it with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -11,17 +11,11 @@ import torch
 
 from napari_histo.cli import main
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, _one_thread):
+def model_dir(tmp_path_factory, one_torch_thread):
     from napari_histo.models.deepcmorph.model import DeepCMorph, save_pretrained
 
     torch.manual_seed(0)

@@ -26,17 +26,11 @@ from napari_histo.utils import HistoError
 UPSTREAM_MANIFEST = Path(__file__).parent / "data" / "deepcmorph_upstream_b7_keys.json.gz"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread avoids spin-waiting on a shared CI machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def small_model(_one_thread) -> DeepCMorph:
+def small_model(one_torch_thread) -> DeepCMorph:
     torch.manual_seed(0)
     return DeepCMorph(backbone="slim", num_classes=3, class_names=["a", "b", "c"]).eval()
 
@@ -60,7 +54,7 @@ def test_output_shapes_any_size(small_model):
 
 
 @pytest.fixture(scope="module")
-def b7_model(_one_thread) -> DeepCMorph:
+def b7_model(one_torch_thread) -> DeepCMorph:
     """The published architecture with the COMBINED (41-class) head; built once (~90 M values)."""
     return DeepCMorph(backbone="b7", num_classes=41).eval()
 

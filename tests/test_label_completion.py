@@ -12,13 +12,7 @@ from napari_histo.models.label_completion.model import LabelCompletionConfig, La
 from src_models.label_completion.data import AnnotatedImage
 from src_models.label_completion.losses import mutual_pseudo_labels, sparse_label_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_pseudo_label_rule_threshold():

@@ -5,6 +5,7 @@ default output paths.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,8 +96,27 @@ def refresh_layer_combo(combo: Any, names: list[str]) -> None:
     combo.blockSignals(False)
 
 
-def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_name: str | None = None) -> list:
-    """Polygons of a Shapes layer as level-0 :class:`~napari_histo.formats._common.Annotation`."""
+def refresh_slide_combo(combo: Any, viewer: napari.Viewer) -> None:
+    """Fill an image-layer selector with the slide-like layers; keep the choice when it still
+    exists, else choose the slide the panels act on (:func:`_layers.find_slide_layer`)."""
+    previous = combo.currentText()
+    names = [layer.name for layer in viewer.layers if _layers.is_slide_like(layer)]
+    refresh_layer_combo(combo, names)
+    if previous not in names and (slide := _layers.find_slide_layer(viewer)) is not None:
+        combo.setCurrentText(slide.name)
+
+
+def combo_layer(combo: Any, viewer: napari.Viewer) -> Any | None:
+    """The layer a layer selector names, or None."""
+    name = combo.currentText()
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_name: str | None = None,
+                          class_names: Sequence[str] | None = None) -> list:
+    """Polygons of a Shapes layer as level-0 :class:`~napari_histo.formats._common.Annotation`.
+
+    ``class_name`` classes every shape; ``class_names`` gives one class per shape instead."""
     from shapely.geometry import Polygon
 
     from napari_histo.formats._common import Annotation
@@ -115,7 +135,8 @@ def shapes_to_annotations(shapes_layer: Any, slide_layer: Any | None, *, class_n
             geom = geom.buffer(0)
         shape_type = shapes_layer.shape_type[i]
         name = names[i] if names else f"{shapes_layer.name} {i + 1}"
-        out.append(Annotation(geometry=geom, name=str(name), class_name=class_name, shape=shape_type, is_ellipse=shape_type == "ellipse"))
+        cls = class_names[i] if class_names is not None else class_name
+        out.append(Annotation(geometry=geom, name=str(name), class_name=cls, shape=shape_type, is_ellipse=shape_type == "ellipse"))
     return out
 
 

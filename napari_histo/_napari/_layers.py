@@ -653,19 +653,19 @@ def nucleus_classes_layer_data(store: Any, slide_layer: Any | None) -> tuple:
         colours[int(k)] = np.array([*rgb, 255]) / 255.0
     meta = {"name": NUCLEUS_CLASSES, "colormap": DirectLabelColormap(color_dict=colours), "opacity": 0.7,
             "metadata": {"napari_histo_overlay": True, "class_ids": dict(attrs["class_ids"])},
-            **_maps_geometry(attrs, slide_layer)}
+            **grid_kwargs(slide_layer, attrs["origin_level0"], float(attrs["level0_per_px"]))}
     return da.from_zarr(classes), meta, "labels"
 
 
-def _maps_geometry(attrs: dict, slide_layer: Any | None) -> dict[str, Any]:
-    """scale/translate of a nucleus-map array (working px) over the slide (level-0 px)."""
-    per_px = float(attrs["level0_per_px"])
-    kwargs = aligned_kwargs(slide_layer, tuple(attrs["origin_level0"]))
+def grid_kwargs(slide_layer: Any | None, origin: tuple[float, float], level0_per_px: float) -> dict[str, Any]:
+    """``scale``/``translate`` of an array whose pixel ``[0, 0]`` covers level-0 px ``origin`` (x, y)
+    onwards and whose pixels are ``level0_per_px`` level-0 px wide (nucleus maps, tile grids),
+    aligned with ``slide_layer`` pixel centre on pixel centre."""
+    kwargs = aligned_kwargs(slide_layer, tuple(origin))
     sy, sx = kwargs.get("scale", (1.0, 1.0))
-    kwargs["scale"] = (sy * per_px, sx * per_px)
-    if "translate" in kwargs or per_px != 1.0:  # pixel centres: a working px is per_px level-0 px wide
-        ty, tx = kwargs.get("translate", (attrs["origin_level0"][1] * sy, attrs["origin_level0"][0] * sx))
-        kwargs["translate"] = (ty + (per_px - 1) * sy / 2, tx + (per_px - 1) * sx / 2)
+    ty, tx = kwargs.get("translate", (origin[1] * sy, origin[0] * sx))
+    kwargs["scale"] = (sy * level0_per_px, sx * level0_per_px)
+    kwargs["translate"] = (ty + (level0_per_px - 1) * sy / 2, tx + (level0_per_px - 1) * sx / 2)
     return kwargs
 
 
@@ -677,5 +677,5 @@ def nucleus_probability_layer_data(store: Any, slide_layer: Any | None) -> tuple
 
     nuclei, _, attrs = open_nucleus_maps(store)
     meta = {"name": NUCLEUS_PROBABILITY, "colormap": "magma", "contrast_limits": (0, 255), "opacity": 0.6,
-            "blending": "additive", "metadata": {"napari_histo_overlay": True}, **_maps_geometry(attrs, slide_layer)}
+            "blending": "additive", "metadata": {"napari_histo_overlay": True}, **grid_kwargs(slide_layer, attrs["origin_level0"], float(attrs["level0_per_px"]))}
     return da.from_zarr(nuclei), meta, "image"

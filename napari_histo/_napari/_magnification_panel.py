@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
+from napari_histo._napari._exchange import combo_layer, refresh_slide_combo
 from napari_histo._napari._magnification_actions import (
     apply_mpp,
     apply_objective,
@@ -72,18 +73,10 @@ class MagnificationPanel(QWidget):
         self._refresh_layers()
 
     def _refresh_layers(self, *_: Any) -> None:
-        current = self.layer_box.currentText()
-        self.layer_box.clear()
-        names = [layer.name for layer in self.viewer.layers if _layers.is_slide_like(layer)]
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        elif (slide := _layers.find_slide_layer(self.viewer)) is not None:
-            self.layer_box.setCurrentText(slide.name)
+        refresh_slide_combo(self.layer_box, self.viewer)
 
     def selected_layer(self) -> Any | None:
-        name = self.layer_box.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return combo_layer(self.layer_box, self.viewer)
 
     def predict(self) -> Any:
         """Start the prediction on the chosen scope (a background job); the result is shown when done."""

@@ -70,6 +70,22 @@ def _slide_file(path: PathLike) -> bool:
     return path.suffix.lower() in SUPPORTED_EXTENSIONS and path.is_file()
 
 
+def _path_list(path: PathLike | Sequence[PathLike]) -> list[PathLike]:
+    """napari passes one path or a list of them."""
+    return [path] if isinstance(path, (str, os.PathLike)) else list(path)
+
+
+def _viewer_slide_layer() -> Any | None:
+    """The current viewer's slide layer: it supplies the scale that aligns overlays read from files
+    (a reader cannot see the viewer it reads into)."""
+    import napari
+
+    from napari_histo._napari import _layers
+
+    viewer = napari.current_viewer()
+    return _layers.find_slide_layer(viewer) if viewer is not None else None
+
+
 def get_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
     """:func:`read_slides` when every path looks like a slide we can open, :func:`read_annotations`
     when every path is an annotation file we recognise, else None.
@@ -104,17 +120,14 @@ def read_annotations(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     (a whole-slide export of a million nuclei takes tens of seconds: the Import button of the
     Export & import panel reads in the background). Errors become notifications.
     """
-    import napari
     from napari.utils.notifications import show_error
 
     from napari_histo._napari import _layers
     from napari_histo.utils import HistoError
 
-    viewer = napari.current_viewer()
-    slide_layer = _layers.find_slide_layer(viewer) if viewer is not None else None
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    slide_layer = _viewer_slide_layer()
     layers: list[LayerData] = []
-    for one in paths:
+    for one in _path_list(path):
         try:
             layers.extend(_layers.annotation_layers(one, slide_layer))
         except HistoError as exc:
@@ -205,7 +218,7 @@ def _is_nucleus_maps(path: PathLike) -> bool:
 def get_maps_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list[LayerData]] | None:
     """:func:`read_nucleus_maps` for ``nucleus_maps.zarr`` folders written by ``classify``, else None."""
     try:
-        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        paths = _path_list(path)
         if paths and all(_is_nucleus_maps(p) for p in paths):
             return read_nucleus_maps
     except Exception:  # get_reader must never raise
@@ -216,17 +229,14 @@ def get_maps_reader(path: PathLike | Sequence[PathLike]) -> Callable[[Any], list
 def read_nucleus_maps(path: PathLike | Sequence[PathLike]) -> list[LayerData]:
     """The nucleus classes (Labels, coloured by coarse type) and the nucleus probability (Image)
     of ``classify``'s nucleus-map stores, read lazily and aligned with the viewer's slide."""
-    import napari
     from napari.utils.notifications import show_error
 
     from napari_histo._napari import _layers
     from napari_histo.utils import HistoError
 
-    viewer = napari.current_viewer()
-    slide_layer = _layers.find_slide_layer(viewer) if viewer is not None else None
-    paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    slide_layer = _viewer_slide_layer()
     layers: list[LayerData] = []
-    for one in paths:
+    for one in _path_list(path):
         try:
             layers.append(_layers.nucleus_probability_layer_data(one, slide_layer))
             layers.append(_layers.nucleus_classes_layer_data(one, slide_layer))

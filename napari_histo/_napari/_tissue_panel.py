@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_histo._napari import _layers
+from napari_histo._napari._exchange import combo_layer, refresh_slide_combo, shapes_to_annotations
 from napari_histo._napari._workers import CANCELLED, notify_error, notify_info, run_job
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,21 +57,14 @@ def shape_class_names(layer: Any) -> list[str]:
 
 
 def regions_from_layers(viewer: Any, slide_layer: Any) -> list[Any]:
-    """Every classed polygon of the viewer's Shapes layers as level-0 :class:`Annotation`s."""
-    import shapely
+    """Every classed polygon of the viewer's user Shapes layers as level-0 :class:`Annotation`s."""
     from napari.layers import Shapes
-
-    from napari_histo.formats._common import Annotation
 
     out = []
     for layer in viewer.layers:
-        if not isinstance(layer, Shapes) or layer.metadata.get("napari_histo_overlay"):
-            continue
-        for verts, name, kind in zip(layer.data, shape_class_names(layer), layer.shape_type):
-            if not name or kind in ("line", "path") or len(verts) < 3:
-                continue
-            yx = _layers.world_to_level0(slide_layer, _layers.vertices_to_world(layer, verts))
-            out.append(Annotation(shapely.Polygon(yx[:, ::-1]), class_name=name))
+        if isinstance(layer, Shapes) and not layer.metadata.get("napari_histo_overlay"):
+            out.extend(a for a in shapes_to_annotations(layer, slide_layer, class_names=shape_class_names(layer))
+                       if a.class_name and a.shape not in ("line", "path"))
     return out
 
 
@@ -83,12 +77,7 @@ def tissue_map_layer_data(result: Any, slide_layer: Any) -> tuple:
     palette = class_palette(len(result.class_names))
     colours: dict[int | None, Any] = {None: np.zeros(4), 0: np.zeros(4)}
     colours.update({k + 1: np.array([*palette[k], 255]) / 255.0 for k in range(len(result.class_names))})
-    kwargs = _layers.aligned_kwargs(slide_layer, result.origin)
-    sy, sx = kwargs.get("scale", (1.0, 1.0))
-    kwargs["scale"] = (sy * result.step_level0, sx * result.step_level0)
-    if "translate" in kwargs:  # pixel centres: a tile's centre sits half a tile inside its box
-        ty, tx = kwargs["translate"]
-        kwargs["translate"] = (ty + (result.step_level0 - 1) * sy / 2, tx + (result.step_level0 - 1) * sx / 2)
+    kwargs = _layers.grid_kwargs(slide_layer, result.origin, result.step_level0)
     labels = (result.class_map.astype(np.int32) + 1).clip(0)
     meta = {"name": TISSUE_MAP, "colormap": DirectLabelColormap(color_dict=colours), "opacity": 0.5,
             "metadata": {"napari_histo_overlay": True, "class_names": list(result.class_names)}, **kwargs}
@@ -104,6 +93,7 @@ class TissueMapPanel(QWidget):
         self.result: Any = None
         self.job: Any = None
         self.model: Any = None
+        self._weights: str | None = None  # what self.model was loaded from
         self.maps_dir: Path | None = None
         self._features: tuple[Any, Any] | None = None  # ((path, tile, weights), features of the last pass)
 
@@ -161,18 +151,10 @@ class TissueMapPanel(QWidget):
 
     # -- layers ------------------------------------------------------------------------------
     def _refresh_layers(self, *_: Any) -> None:
-        current = self.layer_box.currentText()
-        self.layer_box.clear()
-        names = [layer.name for layer in self.viewer.layers if _layers.is_slide_like(layer)]
-        self.layer_box.addItems(names)
-        if current in names:
-            self.layer_box.setCurrentText(current)
-        elif (slide := _layers.find_slide_layer(self.viewer)) is not None:
-            self.layer_box.setCurrentText(slide.name)
+        refresh_slide_combo(self.layer_box, self.viewer)
 
     def selected_layer(self) -> Any | None:
-        name = self.layer_box.currentText()
-        return self.viewer.layers[name] if name in self.viewer.layers else None
+        return combo_layer(self.layer_box, self.viewer)
 
     def add_class(self, name: str) -> Any:
         """Add (or select) the Shapes layer of class ``name``, in rectangle mode."""
@@ -196,14 +178,11 @@ class TissueMapPanel(QWidget):
 
     # -- run ---------------------------------------------------------------------------------
     def _work(self, slide_layer: Any, annotations: list[Any], tile: int, weights: str | None):
-        from napari_histo.models.classification import (
-            ClassifyProgress,
-            iter_classify_tiles,
-            load_tile_classifier,
-        )
+        from napari_histo.models.classification import ClassifyProgress, load_tile_classifier
         from napari_histo.models.tissue_maps import (
             TrainingRegions,
             fit_tissue_map,
+            iter_tissue_map,
             missing_region_tiles,
         )
 
@@ -211,7 +190,7 @@ class TissueMapPanel(QWidget):
         if len(regions.classes) < 2:
             raise ValueError("draw regions of at least two classes (found "
                              f"{', '.join(regions.classes) or 'none'})")
-        if self.model is None or getattr(self, "_weights", None) != weights:
+        if self.model is None or self._weights != weights:
             self.model, self._weights = load_tile_classifier(weights or None), weights
         path = _layers.layer_path(slide_layer)
         if path is None:
@@ -225,20 +204,17 @@ class TissueMapPanel(QWidget):
         from napari_histo.utils import user_data_dir
 
         self.maps_dir = Path(tempfile.mkdtemp(prefix="tissue_map_", dir=user_data_dir("tissue_maps")))
-        # the layer's µm scale: the file's own, or one the user applied (predicted magnification)
-        kwargs: dict[str, Any] = {"tile_size": tile, "maps_store": self.maps_dir / "nucleus_maps.zarr",
-                                  "image_mpp": _layers.layer_mpp(slide_layer)}
 
-        def extract_then_fit():
-            last = None
-            for event in iter_classify_tiles(path, self.model, keep_tile=regions.contains_box_centre, **kwargs):
-                if event.result is None:
-                    yield event
-                last = event
-            self._features = (key, last.result)
-            yield ClassifyProgress(last.done, last.total, fit_tissue_map(last.result, regions))
+        def read_then_fit():
+            # the layer's µm scale: the file's own, or one the user applied (predicted magnification)
+            for event in iter_tissue_map(path, self.model, regions, tile_size=tile,
+                                         maps_store=self.maps_dir / "nucleus_maps.zarr",
+                                         image_mpp=_layers.layer_mpp(slide_layer)):
+                if event.result is not None:  # its features serve later refits
+                    self._features = (key, event.result)
+                yield event
 
-        return extract_then_fit()
+        return read_then_fit()
 
     def run(self) -> Any:
         """Fit the head on the drawn regions and map every tissue tile (a cancellable job)."""

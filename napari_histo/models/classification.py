@@ -310,9 +310,8 @@ def _iter_tiles(reader, path, model, tile_size, roi, mpp, batch_size, tissue_onl
             # nucleus composition of the tile: fraction of nucleus pixels, and each class's share of them
             nucleus = seg[i] >= 0.5
             rec["nucleus_fraction"] = float(nucleus.mean())
-            winner = cls[i].argmax(0)
-            for k, name in enumerate(seg_names):
-                rec[f"nuclei_{name}"] = float((winner[nucleus] == k).mean()) if nucleus.any() else 0.0
+            shares = np.bincount(cls[i].argmax(0)[nucleus], minlength=len(seg_names)) / max(int(nucleus.sum()), 1)
+            rec.update({f"nuclei_{name}": float(v) for name, v in zip(seg_names, shares)})
             if p is not None:
                 k = int(p[i].argmax())
                 class_map[r, c] = k
@@ -371,6 +370,11 @@ def classify_tiles(slide_or_rgb, model, tile_size: int | None = None,
     return result.class_map, result.features
 
 
+def feature_columns(df) -> list[str]:
+    """The model-feature columns ``f0 .. f{F-1}`` of a features table, in order."""
+    return [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+
+
 def apply_head(result: TileClassification, head) -> TileClassification:
     """The result classified by a few-shot head (:class:`~napari_histo.models.tissue_maps.TissueHead`)
     on its features: new class map, probabilities and ``class``/``prob_*`` columns."""
@@ -379,7 +383,7 @@ def apply_head(result: TileClassification, head) -> TileClassification:
     df = result.features.copy()
     df.attrs = dict(result.features.attrs)
     names = list(head.class_names)
-    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+    feature_cols = feature_columns(df)
     old = [c for c in df.columns if c in ("class", "class_name") or (isinstance(c, str) and c.startswith("prob_"))]
     df = df.drop(columns=old)
     rows, cols = result.class_map.shape

@@ -36,6 +36,12 @@ from napari_histo.utils import HistoError, atomic_path
 BOX_COLUMNS = ("x0", "y0", "x1", "y1")
 
 
+def _box_centres(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x and y of the centres of (N, 4) ``x0, y0, x1, y1`` boxes."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
+
+
 @dataclass
 class TissueHead:
     """A fitted few-shot classifier: standardisation + multinomial logistic regression.
@@ -118,12 +124,12 @@ def choose_l2(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_cl
     if not folds:
         return float(grid[len(grid) // 2])
     losses = []
+    names = [str(k) for k in range(n_classes)]
     for l2 in grid:
         total, count = 0.0, 0
         for g in folds:
             test = groups == g
-            head = _fit(features[~test], labels[~test], n_classes, l2)
-            p = head(features[test])
+            p = _fit(features[~test], labels[~test], names, l2).predict_proba(features[test])
             total -= float(np.log(np.clip(p[np.arange(int(test.sum())), labels[test]], 1e-9, 1)).sum())
             count += int(test.sum())
         losses.append(total / count)
@@ -131,11 +137,11 @@ def choose_l2(features: np.ndarray, labels: np.ndarray, groups: np.ndarray, n_cl
     return float([l2 for l2, loss in zip(grid, losses) if loss <= best + 1e-9][-1])
 
 
-def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_iter: int = 500):
-    """(standardise + multinomial logistic regression) fitted; returns a predict-proba function
-    with ``.params = (mean, scale, weight, bias)``."""
+def _fit(x: np.ndarray, y: np.ndarray, class_names: Sequence[str], l2: float, max_iter: int = 500) -> TissueHead:
+    """Standardisation + multinomial logistic regression fitted on (x, y), as a :class:`TissueHead`."""
     import torch
 
+    n_classes = len(class_names)
     x = np.asarray(x, np.float64)
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     mean = x.mean(0)
@@ -157,16 +163,9 @@ def _fit(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, max_iter: int 
         return loss
 
     opt.step(closure)
-    weight, bias = w.detach().numpy(), b.detach().numpy()
-
-    def predict(features: np.ndarray) -> np.ndarray:
-        logits = ((np.asarray(features, np.float64) - mean) / scale) @ weight.T + bias
-        logits -= logits.max(1, keepdims=True)
-        e = np.exp(logits)
-        return e / e.sum(1, keepdims=True)
-
-    predict.params = (mean, scale, weight, bias)  # type: ignore[attr-defined]
-    return predict
+    return TissueHead(list(class_names), mean.tolist(), scale.tolist(), w.detach().numpy().tolist(),
+                      b.detach().numpy().tolist(), float(l2),
+                      {n: int(c) for n, c in zip(class_names, counts)})
 
 
 def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
@@ -198,10 +197,7 @@ def fit_tissue_head(features: np.ndarray, labels: np.ndarray, class_names: Seque
         if groups is None:  # no regions known: five folds of single tiles
             groups = np.random.default_rng(0).permutation(len(y)) % 5
         l2 = choose_l2(x, y, np.asarray(groups), len(names))
-    predict = _fit(x, y, len(names), float(l2), max_iter)
-    mean, scale, weight, bias = predict.params  # type: ignore[attr-defined]
-    return TissueHead(names, mean.tolist(), scale.tolist(), weight.tolist(), bias.tolist(), float(l2),
-                      {n: int(c) for n, c in zip(names, counts)})
+    return _fit(x, y, names, float(l2), max_iter)
 
 
 @dataclass
@@ -249,11 +245,6 @@ class TrainingRegions:
                              f"{', '.join(map(repr, regions.classes)) or 'none with a class name'}")
         return regions
 
-    def bounds(self) -> tuple[float, float, float, float]:
-        import shapely
-
-        return tuple(shapely.union_all(self.geometries).bounds)  # type: ignore[return-value]
-
     def label_tiles(self, boxes: np.ndarray) -> np.ndarray:
         """Class index of each (x0, y0, x1, y1) tile whose centre lies in a region; -1 elsewhere.
 
@@ -261,10 +252,9 @@ class TrainingRegions:
         """
         import shapely
 
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-        labels = np.full(len(boxes), -1, np.int64)
-        hits = np.zeros(len(boxes), np.int64)
+        cx, cy = _box_centres(boxes)
+        labels = np.full(len(cx), -1, np.int64)
+        hits = np.zeros(len(cx), np.int64)
         for k, geom in enumerate(self.geometries):
             inside = shapely.contains_xy(geom, cx, cy)
             labels[inside] = k
@@ -277,9 +267,8 @@ class TrainingRegions:
         -1 outside. Tiles of one region are alike, so cross-validation leaves out whole regions."""
         import shapely
 
-        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-        ids = np.full(len(boxes), -1, np.int64)
+        cx, cy = _box_centres(boxes)
+        ids = np.full(len(cx), -1, np.int64)
         k = 0
         for geom in self.geometries:
             for part in shapely.get_parts(geom):
@@ -322,12 +311,12 @@ def fit_tissue_map(features_result, regions: TrainingRegions, *, l2: float | str
     :func:`~napari_histo.models.classification.iter_classify_tiles`; refitting with other regions
     needs no new pass as long as every tile they cover was processed (:func:`missing_region_tiles`).
     """
-    from napari_histo.models.classification import apply_head
+    from napari_histo.models.classification import apply_head, feature_columns
 
     df = features_result.features
     if not len(df):
         raise HistoError("no tile to classify (no tissue found, and no tile inside the regions)")
-    feature_cols = [c for c in df.columns if isinstance(c, str) and c.startswith("f") and c[1:].isdigit()]
+    feature_cols = feature_columns(df)
     boxes = df[list(BOX_COLUMNS)].to_numpy()
     labels = regions.label_tiles(boxes)
     chosen = labels >= 0
@@ -353,7 +342,7 @@ def missing_region_tiles(features_result, regions: TrainingRegions) -> int:
     return int((inside & ~done).sum())
 
 
-def tile_annotations(result, *, min_probability: float = 0.0) -> list[Annotation]:
+def tile_annotations(result) -> list[Annotation]:
     """One QuPath ``tile`` annotation per classified tile (class name, colour, probability)."""
     import shapely
 
@@ -361,38 +350,14 @@ def tile_annotations(result, *, min_probability: float = 0.0) -> list[Annotation
 
     palette = class_palette(len(result.class_names))
     df = result.features
-    out = []
-    classes = df["class"].to_numpy() if "class" in df.columns else np.zeros(0, int)
-    boxes = df[list(BOX_COLUMNS)].to_numpy() if len(classes) else np.zeros((0, 4))
-    for i, k in enumerate(classes):
-        name = result.class_names[int(k)]
-        prob = float(df[f"prob_{name}"].iloc[i])
-        if prob < min_probability:
-            continue
-        out.append(Annotation(shapely.box(*boxes[i]), class_name=name, colour=tuple(int(v) for v in palette[int(k)]),
-                              object_type="tile", measurements={"probability": prob}))
-    return out
-
-
-def class_region_annotations(result) -> list[Annotation]:
-    """One region per class: the union of its tiles (for Sedeen sessions and QuPath annotations)."""
-    import shapely
-
-    from napari_histo.models.classification import class_palette
-
-    palette = class_palette(len(result.class_names))
-    df = result.features
-    out = []
-    for k, name in enumerate(result.class_names):
-        rows = df[df["class"] == k]
-        if not len(rows):
-            continue
-        boxes = shapely.box(rows["x0"].to_numpy(), rows["y0"].to_numpy(), rows["x1"].to_numpy(),
-                            rows["y1"].to_numpy())
-        geom = shapely.union_all(boxes)
-        out.append(Annotation(geom, name=name, class_name=name, colour=tuple(int(v) for v in palette[k]),
-                              object_type="annotation", measurements={"tiles": float(len(rows))}))
-    return out
+    if "class" not in df.columns or not len(df):
+        return []
+    classes = df["class"].to_numpy().astype(int)
+    probs = df[[f"prob_{n}" for n in result.class_names]].to_numpy()[np.arange(len(df)), classes]
+    boxes = shapely.box(*df[list(BOX_COLUMNS)].to_numpy().T)
+    return [Annotation(box, class_name=result.class_names[k], colour=tuple(int(v) for v in palette[k]),
+                       object_type="tile", measurements={"probability": float(p)})
+            for box, k, p in zip(boxes, classes, probs)]
 
 
 def class_run_annotations(result) -> list[Annotation]:

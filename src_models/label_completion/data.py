@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_histo.datasets.readers import CRCHISTO_MPP, crchisto_folders, read_crchisto_points
+from napari_histo.models.label_completion.inference import instance_boxes
 from napari_histo.utils import InputFileError
 from src_models.deepcmorph.data import read_rgb
 
@@ -152,21 +153,6 @@ def is_generic_layout(root: str | Path) -> bool:
     return (root / "img").is_dir() and (root / "mask").is_dir()
 
 
-def _instance_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(ids, centres (N, 2) x, y, boxes (N, 4)) of every instance id > 0 of a mask."""
-    from scipy import ndimage
-
-    ids = np.unique(mask)
-    ids = ids[ids > 0].astype(np.int64)
-    if not len(ids):
-        return ids, np.zeros((0, 2)), np.zeros((0, 4))
-    slices = ndimage.find_objects(mask.astype(np.int64))
-    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
-                       slices[i - 1][0].stop] for i in ids], dtype=float)
-    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-    return ids, centres, boxes
-
-
 def load_generic(root: str | Path, labels: list[str], mpp: float | None = None) -> list[AnnotatedImage]:
     """A dataset in the dataset-merging method's layout: ``img/<name>.png`` (or .jpg/.tif),
     ``mask/<name>.npy`` (H x W instance map, 0 = background) and ``type/<name>.npy``
@@ -200,7 +186,7 @@ def load_generic(root: str | Path, labels: list[str], mpp: float | None = None) 
         mask = np.load(mask_path, allow_pickle=False)
         if mask.shape[:2] != rgb.shape[:2]:
             raise InputFileError(mask_path, f"mask {mask.shape[:2]} does not match image {rgb.shape[:2]}")
-        ids, centres, boxes = _instance_boxes(mask)
+        ids, centres, boxes = instance_boxes(mask)
         labs = np.full(len(ids), -1, np.int64)
         type_path = root / "type" / f"{img_path.stem}.npy"
         if type_path.is_file():
@@ -224,26 +210,19 @@ CONSEP_LABELS = ["other", "inflammatory", "epithelial", "spindle"]
 def load_consep(root: str | Path, labels: list[str] = CONSEP_LABELS) -> list[AnnotatedImage]:
     """The CoNSeP crops under ``root`` (``images/*.jpg``, ``labels/*.png``, ``nuclei.csv``), one
     :class:`AnnotatedImage` per crop named ``train_<image>_<k>``, at 0.25 µm/px."""
-    import csv
-
-    from PIL import Image
+    from src_models.hovernet.data import consep_crops, load_consep_native, read_consep_types
 
     root = Path(root)
-    table_path = root / "nuclei.csv"
-    if not table_path.is_file():
+    if not (root / "nuclei.csv").is_file():
         raise InputFileError(root, "not a CoNSeP folder (nuclei.csv missing)")
     if [x.lower() for x in labels] != CONSEP_LABELS:
         raise InputFileError(root, f"CoNSeP's label set is {CONSEP_LABELS}, not {labels}")
-    types: dict[str, dict[int, int]] = {}
-    with open(table_path, encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
-            types.setdefault(row["crop"], {})[int(row["instance_id"])] = int(row["type"])
+    types = read_consep_types(root.parent)  # the loaders take the data root holding consep/
     out = []
-    for img_path in sorted((root / "images").glob("*.jpg")):
-        rgb = np.asarray(Image.open(img_path).convert("RGB"))
-        mask = np.asarray(Image.open(root / "labels" / f"{img_path.stem}.png")).astype(np.int64)
-        ids, centres, boxes = _instance_boxes(mask)
-        lut = types.get(img_path.stem, {})
+    for crop in consep_crops(root.parent):
+        rgb, mask, _ = load_consep_native(root.parent, crop, types)
+        ids, centres, boxes = instance_boxes(mask)
+        lut = types.get(crop, {})
         labs = np.array([lut.get(int(i), 0) - 1 for i in ids], np.int64)
-        out.append(AnnotatedImage(img_path.stem, rgb, 0.25, centres, boxes, labs, ids))
+        out.append(AnnotatedImage(crop, rgb, 0.25, centres, boxes, labs, ids))
     return out

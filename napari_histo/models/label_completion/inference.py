@@ -28,6 +28,23 @@ def _predict(model, rgb: np.ndarray, centres: np.ndarray, bboxes: np.ndarray, mp
     return [p.numpy() for p in model.predict_proba(torch.from_numpy(crops))]
 
 
+def instance_boxes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids (N,), centres (N, 2) x, y, boxes (N, 4) half-open x0, y0, x1, y1) of every instance
+    id > 0 of an instance map; a nucleus crop is centred on its box."""
+    from scipy import ndimage
+
+    mask = np.asarray(mask)
+    ids = np.unique(mask)
+    ids = ids[ids > 0].astype(np.int64)
+    if not len(ids):
+        return ids, np.zeros((0, 2)), np.zeros((0, 4))
+    slices = ndimage.find_objects(mask.astype(np.int64))
+    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
+                       slices[i - 1][0].stop] for i in ids], dtype=float)
+    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
+    return ids, centres, boxes
+
+
 def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: float,
                        label_sets: list[str] | None = None, one_based: bool = False,
                        with_probability: bool = False) -> dict[str, np.ndarray]:
@@ -47,13 +64,10 @@ def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: f
     with_probability : bool
         Return (N, 3) float64 ``[instance id, type, probability]`` instead.
     """
-    from scipy import ndimage
-
     mask = np.asarray(instance_mask)
     if mask.shape[:2] != np.asarray(rgb).shape[:2]:
         raise ValueError(f"instance mask {mask.shape} does not match image {np.asarray(rgb).shape[:2]}")
-    ids = np.unique(mask)
-    ids = ids[ids > 0].astype(np.int64)
+    ids, centres, boxes = instance_boxes(mask)
     names = [s.name for s in model.config.label_sets]
     wanted = label_sets or names
     unknown = [n for n in wanted if n not in names]
@@ -62,10 +76,6 @@ def classify_instances(rgb: np.ndarray, instance_mask: np.ndarray, model, mpp: f
     cols = 3 if with_probability else 2
     if len(ids) == 0:
         return {n: np.zeros((0, cols), np.float64 if with_probability else np.int64) for n in wanted}
-    slices = ndimage.find_objects(mask.astype(np.int64))
-    boxes = np.array([[slices[i - 1][1].start, slices[i - 1][0].start, slices[i - 1][1].stop,
-                       slices[i - 1][0].stop] for i in ids], dtype=float)
-    centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
     probs = _predict(model, rgb, centres, boxes, mpp)
     out = {}
     for n in wanted:
@@ -169,11 +179,12 @@ def type_table_from_slide(table, slide, model, *, mpp: float | None = None, labe
             return type_table(table, np.zeros((1, 1, 3), np.uint8), model, mpp=mpp, label_sets=label_sets,
                               set_type=set_type)
         margin = int(np.ceil(model.config.crop_um / float(mpp))) + 2
-        keys = (table["x"].to_numpy() // block).astype(np.int64) * 1_000_003 + (table["y"].to_numpy() // block).astype(np.int64)
+        cells = np.stack([table["x"].to_numpy() // block, table["y"].to_numpy() // block], 1).astype(np.int64)
+        _, group = np.unique(cells, axis=0, return_inverse=True)
         parts = []
         width, height = reader.dimensions
-        for key in np.unique(keys):
-            sub = table[keys == key]
+        for g in range(int(group.max()) + 1):
+            sub = table[group.ravel() == g]
             x0 = max(0, int(sub["bbox_x0"].min()) - margin)
             y0 = max(0, int(sub["bbox_y0"].min()) - margin)
             x1 = min(width, int(sub["bbox_x1"].max()) + margin)
