@@ -16,6 +16,14 @@ from napari_histo.utils import HistoError
 # modules named there): importing this module stays light for the CLI and the napari manifest.
 
 
+def at_resolution(segmenter: Any, mpp: float | None) -> Any:
+    """The segmenter to run on a slide of level-0 ``mpp`` µm/px: ``segmenter.for_resolution(mpp)``
+    when it has one (a model whose network runs on a coarser grid than it is presented at is
+    then run on that grid for slides no finer than it), else ``segmenter``."""
+    choose = getattr(segmenter, "for_resolution", None)
+    return segmenter if choose is None else choose(mpp)
+
+
 def split_batch(raw: Any, n: int) -> list[Any]:
     """Per-tile pieces of a batched ``predict`` output (array, dict or sequence of length n)."""
     if isinstance(raw, dict):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from napari_histo.engine.compute import process_tile
+from napari_histo.engine.compute import at_resolution, process_tile
 from napari_histo.engine.merge import TileResult
 from napari_histo.engine.plan import Tile, TilePlan, read_window
 from napari_histo.engine.source import slide_spec
@@ -57,11 +57,12 @@ def _cached_model(spec: tuple) -> Any:
         return spec[1]
     if kind == "registry":
         model_mpp = spec[3] if len(spec) > 3 else None
+        slide_mpp = spec[4] if len(spec) > 4 else None
         key = (spec[1], spec[2], model_mpp)
         with _CACHE_LOCK:
             if key not in _MODELS:
                 _MODELS[key] = get_segmenter(spec[1], spec[2], mpp=model_mpp)
-            return _MODELS[key]
+            return at_resolution(_MODELS[key], slide_mpp)
     raise HistoError(f"unknown model spec {spec!r}")
 
 

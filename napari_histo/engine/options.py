@@ -24,7 +24,9 @@ class SegmentationOptions(JsonConfig):
     mpp
         Level-0 µm/px overriding (or supplying) the slide's; None uses the slide's metadata.
     tile_size, halo_px
-        Core side and halo in working px (halo defaults to the segmenter's ``halo_px``).
+        Core side and halo in the model's px at its stated resolution (halo defaults to the
+        segmenter's ``halo_px``). A model that runs on its coarser network grid for a slide no
+        finer than that grid keeps the same physical tiles and halo.
     batch_size, workers, readers, prefetch
         Tiles per ``predict`` call, post-processing threads, reader threads, and the bound of
         the read-ahead queue (default ``2 * batch_size``).

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_histo.engine.compute import predict_batch, process_tile
+from napari_histo.engine.compute import at_resolution, predict_batch, process_tile
 from napari_histo.engine.faults import crash_point
 from napari_histo.engine.journal import Journal, fingerprint, remove_workdir
 from napari_histo.engine.lock import folder_lock
@@ -307,11 +307,17 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
         level0_mpp = slide_mpp(slide, opts.mpp)
         if level0_mpp is None:
             warnings.append(f"{name}: no mpp; processed at native resolution (areas in µm² are NaN)")
-        halo = int(segmenter.halo_px if opts.halo_px is None else opts.halo_px)
+        presented = segmenter
+        segmenter = resolved = at_resolution(segmenter, level0_mpp)
+        # tile size and halo are in the model's px at its stated resolution: a model run on its
+        # coarser network grid keeps the same physical tiles
+        px_ratio = float(presented.mpp) / float(segmenter.mpp) if segmenter is not presented else 1.0
+        tile_size = max(64, int(round(opts.tile_size * px_ratio)))
+        halo = int(segmenter.halo_px if opts.halo_px is None else round(opts.halo_px * px_ratio))
         mask = (_tissue_mask(slide, warnings, opts.tissue_mask_file)
                 if opts.tissue or opts.tissue_mask_file else None)
         _save_views(slide, mask, outdir, opts)
-        plan = make_plan(slide, segmenter.mpp, halo, tile_size=opts.tile_size, slide_mpp=level0_mpp,
+        plan = make_plan(slide, segmenter.mpp, halo, tile_size=tile_size, slide_mpp=level0_mpp,
                          roi=roi, tissue=mask)
         if opts.max_area_um2 and level0_mpp:
             plan = dataclasses.replace(plan, max_area_px=float(opts.max_area_um2) / level0_mpp**2)
@@ -331,7 +337,7 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
 
                 # a segmenter settled for this slide travels as an object, not as its registry name
                 model_spec = _model_spec(segmenter_spec if segmenter is resolved else segmenter, segmenter, opts.device,
-                                         opts.model_mpp)
+                                         opts.model_mpp, level0_mpp)
                 results = distributed_results(scheduler, slide, plan, pending, model_spec,
                                               max_inflight=max(2 * opts.workers, 4), stats=stats)
             else:
@@ -483,10 +489,12 @@ def remove_part_files(outdir: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _model_spec(spec: Any, segmenter: Any, device: str | None, model_mpp: float | None = None) -> Any:
-    """What distributed tasks carry to rebuild the segmenter: a registry spec or the object."""
+def _model_spec(spec: Any, segmenter: Any, device: str | None, model_mpp: float | None = None,
+                slide_mpp: float | None = None) -> Any:
+    """What distributed tasks carry to rebuild the segmenter: a registry spec (with the slide's
+    µm/px, for :func:`~napari_histo.engine.compute.at_resolution`) or the object."""
     if isinstance(spec, str | Path):
-        return ("registry", str(spec), device, model_mpp)
+        return ("registry", str(spec), device, model_mpp, slide_mpp)
     return ("object", segmenter)
 
 

@@ -97,6 +97,9 @@ def segment_image(
         mpp = float(seg.mpp)
     if not mpp > 0:
         raise HistoError(f"invalid resolution {mpp!r} µm/px")
+    choose = getattr(seg, "for_resolution", None)
+    if choose is not None:  # a model whose network runs on a coarser grid: no upsampling to it
+        seg = choose(float(mpp))
 
     h, w = rgb.shape[:2]
     ratio = float(mpp) / float(seg.mpp)  # working px per input px

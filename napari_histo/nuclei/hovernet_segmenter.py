@@ -22,10 +22,16 @@ Public API
 - :func:`patch_grid` -- the top-left corners of the patch grid.
 - :func:`block_mean` -- ``d × d`` block average of an RGB image (the network's own pooling).
 - :func:`upscale_instances` -- coarse instance labels -> labels on the ``d``-times finer grid.
+
+Images no finer than the network's grid (a 20× slide for the compact model, which is presented
+at 0.25 µm/px but runs at 0.5) are processed on that grid directly:
+:meth:`HoverNetSegmenter.for_resolution` gives the segmenter to use for an image's pixel size,
+so a 0.5 µm/px image is never upsampled to 0.25, averaged back and its labels upscaled.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -45,7 +51,12 @@ from napari_histo.utils import choose_device
 # Lazy imports: scipy, torch are imported inside the functions that use them (directly or through
 # the modules named there): importing this module stays light for the CLI and the napari manifest.
 
-__all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid", "block_mean", "upscale_instances"]
+__all__ = ["HoverNetSegmenter", "predict_maps", "patch_grid", "block_mean", "upscale_instances",
+           "NATIVE_TOLERANCE"]
+
+#: Relative margin by which an image must be coarser than :attr:`HoverNetSegmenter.mpp` before a
+#: segmenter with ``work_downsample > 1`` runs on its network grid instead (no upsampling).
+NATIVE_TOLERANCE = 0.05
 
 
 def patch_grid(length: int, out_size: int) -> list[int]:
@@ -274,9 +285,37 @@ class HoverNetSegmenter:
         self.type_rule = type_rule
         self.post_params = post_params or HoverPostParams.for_mpp(self.work_mpp)
         self.amp = amp
+        self.halo_px = self._halo_px()
+
+    def _halo_px(self) -> int:
         margin = (self.input_size - self.output_size) // 2 * self.work_downsample
         # a nucleus (≤ ~20 µm) owned by a tile core must be seen whole, plus the model margin
-        self.halo_px = int(margin + np.ceil(20.0 / self.mpp))
+        return int(margin + np.ceil(20.0 / self.mpp))
+
+    def for_resolution(self, mpp: float | None) -> HoverNetSegmenter:
+        """The segmenter to run on an image of ``mpp`` µm/px.
+
+        A segmenter whose network works on a coarser grid (``work_downsample > 1``) is returned
+        at that grid when the image is coarser than :attr:`mpp` (by more than
+        :data:`NATIVE_TOLERANCE`): the image is then read at (or down to) the network's
+        resolution instead of being upsampled to :attr:`mpp` and averaged back, and the
+        watershed's labels are used as they are. Same weights, same post-processing constants;
+        ``self`` otherwise (unknown ``mpp`` included).
+        """
+        if self.work_downsample == 1 or not mpp or float(mpp) <= self.mpp * (1.0 + NATIVE_TOLERANCE):
+            return self
+        return self.at_network_resolution()
+
+    def at_network_resolution(self) -> HoverNetSegmenter:
+        """This segmenter presented at its network's grid (``mpp * work_downsample``, no
+        block-averaging, no label upscaling); shares the model."""
+        if self.work_downsample == 1:
+            return self
+        native = copy.copy(self)
+        native.mpp = self.work_mpp
+        native.work_downsample = 1
+        native.halo_px = native._halo_px()
+        return native
 
     def __repr__(self) -> str:
         coarse = f", network at {self.work_mpp} µm/px" if self.work_downsample > 1 else ""
