@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from napari_histo.jsonconfig import JsonConfig
 from napari_histo.models.hovernet.config import CompactConfig
@@ -58,6 +58,11 @@ class TrainConfig(JsonConfig):
     source_weights : dict[str, float] or None
         Share of the sampled patches per source (tiles within a source by area); None: by area,
         MoNuSAC multiplied by ``monusac_weight``.
+    complete_types : dict or None
+        Types for the nuclei of untyped sources from a label-completion model
+        (:func:`~src_models.hovernet.data.complete_unknown_types`): ``{"model": folder,
+        "label_set": "consep", "min_probability": 0.6}``; a relative ``model`` folder is relative
+        to the repository. None: those nuclei stay unknown and are masked out of the type loss.
     jpeg_p : float
         Probability of a JPEG round trip (quality 30-90) in the augmentation.
     """
@@ -105,6 +110,7 @@ class TrainConfig(JsonConfig):
     val_consep: list[str] = field(default_factory=list)
     source_weights: dict[str, float] | None = None
     jpeg_p: float = 0.0
+    complete_types: dict[str, Any] | None = None
 
     #: Recipes written for another version keep working: unknown keys are skipped.
     UNKNOWN_KEYS: ClassVar[str] = "ignore"

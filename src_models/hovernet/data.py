@@ -325,6 +325,49 @@ def monuseg_stems(root: Path) -> list[str]:
     return stems
 
 
+def complete_unknown_types(tiles: list[Tile], model, mpp: float, label_set: str = "consep",
+                           min_probability: float = 0.6, sources: tuple[str, ...] | list[str] | None = None
+                           ) -> tuple[list[Tile], dict[str, int]]:
+    """Types for the nuclei of unknown type (``-1``) from a label-completion model.
+
+    The dataset-merging method (``src_models/label_completion``) learns one classifier over
+    datasets with different label sets; its head for ``label_set`` types every nucleus of an
+    untyped dataset (MoNuSeg, CPM-15), and a nucleus takes that type when the model gives it at
+    least ``min_probability``; the others stay unknown (masked out of the type loss). The label
+    set's names are mapped to the coarse vocabulary (:func:`~napari_histo.schema.vocabulary.coarse_id`).
+    ``mpp`` is the tiles' working resolution. Only tiles of ``sources`` (default: every tile with unknown nuclei) change. Returns the tiles
+    and counts (``typed``, ``left_unknown``, and per coarse id ``type_<k>``).
+    """
+    from napari_histo.models.label_completion.inference import classify_instances
+
+    names = {s.name: list(s.labels) for s in model.config.label_sets}
+    if label_set not in names:
+        raise ValueError(f"label set {label_set!r} not in the model; it has {', '.join(names)}")
+    to_coarse = np.array([coarse_id(n) for n in names[label_set]], np.int64)
+    counts: dict[str, int] = {"typed": 0, "left_unknown": 0}
+    out = []
+    for tile in tiles:
+        unknown = tile.types < 0
+        if not unknown.any() or (sources is not None and tile.source not in sources):
+            out.append(tile)
+            continue
+        ids = np.unique(tile.inst[unknown & (tile.inst > 0)])
+        mask = np.where(np.isin(tile.inst, ids), tile.inst, 0)
+        typed = classify_instances(tile.img, mask, model, mpp, label_sets=[label_set],
+                                   with_probability=True)[label_set]
+        keep = typed[:, 2] >= min_probability
+        lut = np.full(int(tile.inst.max()) + 1, -1, np.int64)
+        lut[typed[keep, 0].astype(np.int64)] = to_coarse[typed[keep, 1].astype(np.int64)]
+        types = tile.types.copy()
+        types[unknown] = lut[tile.inst[unknown]]
+        counts["typed"] += int(keep.sum())
+        counts["left_unknown"] += int((~keep).sum())
+        for k in to_coarse[typed[keep, 1].astype(np.int64)]:
+            counts[f"type_{k}"] = counts.get(f"type_{k}", 0) + 1
+        out.append(Tile(tile.name, tile.source, tile.img, tile.inst, types.astype(tile.types.dtype), tile.mpp_native))
+    return out, counts
+
+
 def build_training_tiles(data_root: str | Path, mpp: float, exclude: list[str], cache_dir: str | Path,
                          sources: tuple[str, ...] | list[str] = ("monuseg", "cpm15", "monusac"),
                          type_scheme: str = "monusac", point_segmenter=None) -> list[Tile]:

@@ -46,6 +46,22 @@ def _log(path: Path, record: dict) -> None:
         fh.write(json.dumps(record) + "\n")
 
 
+def _complete_types(tiles: list, cfg: TrainConfig, log_path: Path) -> list:
+    """``cfg.complete_types`` applied to the training tiles (see :class:`TrainConfig`), logged."""
+    from napari_histo.models.label_completion.model import load_model
+    from src_models.hovernet.data import complete_unknown_types
+
+    spec = dict(cfg.complete_types or {})
+    folder = Path(spec.get("model", "resources/weights/label_completion"))
+    if not folder.is_absolute():
+        folder = Path(__file__).resolve().parents[2] / folder
+    tiles, counts = complete_unknown_types(tiles, load_model(folder), cfg.model.network_mpp,
+                                           label_set=spec.get("label_set", "consep"),
+                                           min_probability=float(spec.get("min_probability", 0.6)))
+    _log(log_path, {"event": "complete_types", "model": str(folder), **counts})
+    return tiles
+
+
 def load_init_weights(model, path: str | Path, type_channels: list[int] | None = None) -> None:
     """Load network weights for fine-tuning from a ``model.pt`` state_dict or a ``checkpoint.pt``.
 
@@ -151,6 +167,8 @@ def train_steps(cfg: TrainConfig, resume: bool = True, tiles=None):
         exclude = list(cfg.val_monuseg) + list(cfg.val_monusac) + list(cfg.val_consep)
         tiles = build_training_tiles(cfg.data_root, cfg.model.network_mpp, exclude, cfg.cache_dir,
                                      sources=cfg.sources, type_scheme=cfg.type_scheme)
+        if cfg.complete_types:
+            tiles = _complete_types(tiles, cfg, log_path)
     if cfg.model.internal_downsample != 1:
         raise ValueError("train the network at its working resolution: set internal_downsample to 1 and mpp to "
                          "the training mpp (the shipped config may wrap it afterwards)")
