@@ -188,3 +188,40 @@ def test_crchisto_as_a_training_source_needs_a_segmenter(shared_data, tmp_path):
                                  type_scheme="coarse", point_segmenter=lambda rgb: seg.segment(rgb)[0])
     assert sorted(t.name for t in tiles) == ["img11", "img15", "img29", "img35", "img41"]
     assert not list(tmp_path.rglob("crchisto_*"))  # outlines depend on the segmenter: never cached
+
+
+def test_label_completion_types_the_nuclei_of_unknown_type(consep_root):
+    """Types hidden on a CoNSeP validation crop (an image the label-completion model never saw)
+    come back from the shipped model for most nuclei; known types and background are untouched,
+    and a nucleus below the probability bar stays unknown."""
+    from dataclasses import replace
+
+    from napari_histo.models.label_completion.model import load_model, shipped_model_dir
+    from src_models.hovernet.data import complete_unknown_types
+
+    torch.set_num_threads(1)
+    types = read_consep_types(consep_root)
+    crops = consep_crops(consep_root, ["train_3"])
+    tile = load_consep(consep_root, crops[5], 0.5, types)
+    truth = tile.types.copy()
+    hidden = tile.types.copy()
+    ids = np.unique(tile.inst[tile.inst > 0])
+    keep_id = ids[0]
+    hidden[(tile.inst > 0) & (tile.inst != keep_id)] = -1  # one nucleus keeps its type
+    model = load_model(shipped_model_dir())
+    (done,), counts = complete_unknown_types([replace(tile, types=hidden)], model, 0.5, min_probability=0.0)
+    assert counts["typed"] == len(ids) - 1 and counts["left_unknown"] == 0
+    assert np.array_equal(done.types[tile.inst == keep_id], truth[tile.inst == keep_id])
+    assert np.all(done.types[tile.inst == 0] == 0)
+    inside = (tile.inst > 0) & (tile.inst != keep_id) & (truth > 0)
+    assert set(np.unique(done.types[inside])) <= {1, 2, 3, 4}
+    per_nucleus = [(done.types[tile.inst == i][0], truth[tile.inst == i][0]) for i in ids[1:]
+                   if truth[tile.inst == i][0] > 0]
+    accuracy = np.mean([a == b for a, b in per_nucleus])
+    assert accuracy > 0.5, accuracy
+    # nothing reaches a probability above 1: every hidden nucleus stays unknown
+    (strict,), counts = complete_unknown_types([replace(tile, types=hidden)], model, 0.5, min_probability=1.01)
+    assert counts["typed"] == 0 and np.array_equal(strict.types, hidden)
+    # tiles of other sources are left as they are
+    (other,), _ = complete_unknown_types([replace(tile, types=hidden)], model, 0.5, sources=["monuseg"])
+    assert np.array_equal(other.types, hidden)
