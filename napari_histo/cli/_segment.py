@@ -52,6 +52,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for the network, and at most as many post-processing workers "
                              "(default: torch's own choice); recorded in run.json")
+    parser.add_argument("--post-processes", type=int, default=None, metavar="N",
+                        help="post-process tiles in N worker processes (default: one per core but one when the "
+                        "network runs on CUDA, threads otherwise; 0: threads)")
     parser.add_argument("--readers", type=int, default=1, help="tile reader threads")
     parser.add_argument("--stains", choices=["auto", "he", "hdab"], default="auto",
                         help="classical detector: H&E or H-DAB (IHC) deconvolution; 'auto' decides once per slide "
@@ -245,7 +248,7 @@ def handler(args) -> int:
             geojson=args.geojson, hovernet_json=args.hovernet_json, device=args.device,
             backend=args.backend, stem=stem, max_area_um2=args.max_area or None,
             tissue_mask_file=_mask_for(args.mask, stem), save_mask=args.save_mask, save_thumb=args.save_thumb,
-            threads=args.threads, model_mpp=args.model_mpp,
+            threads=args.threads, model_mpp=args.model_mpp, post_processes=args.post_processes,
         )
         events = run_segmentation(
             path, model, folder, roi, options, scheduler=scheduler,

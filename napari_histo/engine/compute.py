@@ -56,3 +56,45 @@ def process_tile(segmenter: Any, raw: Any, rgb: np.ndarray, tile: Tile, plan: Ti
     """Post-process one tile and keep the nuclei it owns."""
     labels, table = segmenter.postprocess(raw, rgb)
     return select_owned(np.asarray(labels), table, tile, plan, roi)
+
+
+# ---- post-processing in worker processes (see SegmentationOptions.post_processes) ----
+
+_WORKER: dict[str, Any] = {}
+
+#: Thread limits of a post-processing process: the pool supplies the parallelism.
+_ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def post_worker_payload(segmenter: Any, plan: TilePlan) -> bytes:
+    """What each post-processing process receives once: the segmenter without its network
+    (``segmenter.postprocessor()`` when it has one) and the plan, pickled."""
+    import pickle
+
+    light = segmenter.postprocessor() if hasattr(segmenter, "postprocessor") else segmenter
+    return pickle.dumps((light, plan), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def init_post_worker(payload: bytes) -> None:
+    """Process-pool initializer: one thread per process, then the segmenter and plan."""
+    import os
+    import pickle
+    import sys
+
+    for name in _ONE_THREAD:
+        os.environ[name] = "1"
+    segmenter, plan = pickle.loads(payload)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+    _WORKER.update(segmenter=segmenter, plan=plan, roi=plan.roi())
+
+
+def post_in_worker(raw: Any, rgb: np.ndarray, tile: Tile) -> tuple[TileResult, float]:
+    """:func:`process_tile` in a post-processing process; returns the result and its seconds."""
+    import time
+
+    t0 = time.perf_counter()
+    result = process_tile(_WORKER["segmenter"], raw, rgb, tile, _WORKER["plan"], _WORKER["roi"])
+    return result, time.perf_counter() - t0
+

@@ -48,6 +48,11 @@ class SegmentationOptions(JsonConfig):
         CPU threads the run may use (None: torch's default for the network and ``workers``
         post-processing threads). With a number, the network uses that many threads and
         post-processing at most that many workers (see :func:`thread_budget`).
+    post_processes
+        Post-processing in this many worker processes instead of threads (every core busy while a
+        GPU runs the network; the watershed and measurement hold Python's lock part of the time).
+        None: ``available_cores() - 1`` processes when the network runs on CUDA, threads
+        otherwise; 0: threads.
     tissue_mask_file
         A tissue mask image (non-zero = tissue, any size with the slide's aspect ratio) used instead
         of the detected one, as HoVer-Net's ``mask_dir``; tiles outside it are skipped.
@@ -85,6 +90,7 @@ class SegmentationOptions(JsonConfig):
     save_mask: bool = False
     save_thumb: bool = False
     model_mpp: float | None = None
+    post_processes: int | None = None
 
 
 def available_cores() -> int:
@@ -95,6 +101,16 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def post_process_count(requested: int | None, device: str | None) -> int:
+    """Worker processes for post-processing: ``requested`` when given (0: threads), else one per
+    core but one when the network runs on CUDA (the feeding thread keeps a core), else 0."""
+    if requested is not None:
+        return max(0, int(requested))
+    if device is not None and str(device).startswith("cuda"):
+        return max(1, available_cores() - 1)
+    return 0
 
 
 def thread_budget(threads: int | None, workers: int) -> tuple[int | None, int]:

@@ -34,7 +34,7 @@ from napari_histo.engine.faults import crash_point
 from napari_histo.engine.journal import Journal, fingerprint, remove_workdir
 from napari_histo.engine.lock import folder_lock
 from napari_histo.engine.merge import TileResult
-from napari_histo.engine.options import SegmentationOptions, thread_budget
+from napari_histo.engine.options import SegmentationOptions, post_process_count, thread_budget
 from napari_histo.engine.plan import Tile, TilePlan, make_plan, read_window
 from napari_histo.engine.source import open_source, slide_mpp, slide_name
 from napari_histo.models import get_segmenter
@@ -347,9 +347,12 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                     if torch_threads is not None:
                         _torch_threads(torch_threads)
                     stats.update(torch_threads=_current_torch_threads(), post_workers=workers)
+                processes = post_process_count(opts.post_processes, getattr(segmenter, "device", None))
+                if processes:
+                    stats.update(post_processes=processes)
                 results = local_results(slide, plan, pending, segmenter, batch_size=opts.batch_size,
                                         workers=workers, readers=opts.readers, prefetch=opts.prefetch,
-                                        stats=stats, timings=timings)
+                                        stats=stats, timings=timings, processes=processes)
             t_tiles = time.perf_counter()
             n_new = 0
             oversize = sum(int(e.get("oversize", 0)) for e in journal.done.values())
@@ -538,17 +541,21 @@ def local_results(
     prefetch: int | None = None,
     stats: dict[str, Any] | None = None,
     timings: dict[str, float] | None = None,
+    processes: int = 0,
 ) -> Iterator[TileResult]:
     """Read -> batched predict -> pooled post-process, overlapped with bounded queues.
 
+    Post-processing runs in ``workers`` threads, or with ``processes`` > 0 in that many worker
+    processes (started with "spawn"; each gets the segmenter without its network once).
     Yields one :class:`TileResult` per tile in plan order. Closing the iterator stops the
     readers and cancels queued post-processing.
     """
     stats = {} if stats is None else stats
     timings = collections.defaultdict(float) if timings is None else timings
     batch_size, workers, readers = max(1, int(batch_size)), max(1, int(workers)), max(1, int(readers))
+    processes = max(0, int(processes))
     bound = int(prefetch) if prefetch else 2 * batch_size
-    max_inflight = 2 * workers
+    max_inflight = 2 * (processes or workers)
     stats.update(read_queue_bound=bound, inflight_bound=max_inflight + batch_size, max_read_queue=0,
                  max_inflight=0)
     roi = plan.roi()
@@ -593,7 +600,34 @@ def local_results(
                for i in range(min(readers, max(1, len(tiles))))]
     for th in threads:
         th.start()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-histo-post")
+    if processes:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from napari_histo.engine.compute import (
+            init_post_worker,
+            post_in_worker,
+            post_worker_payload,
+        )
+
+        pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=init_post_worker, initargs=(post_worker_payload(segmenter, plan),))
+
+        def submit(raw, rgb, tile):
+            return pool.submit(post_in_worker, raw, rgb, tile)
+
+        def collect(fut) -> TileResult:
+            result, seconds = fut.result()
+            timings["postprocess_s"] += seconds
+            return result
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="napari-histo-post")
+
+        def submit(raw, rgb, tile):
+            return pool.submit(post, raw, rgb, tile)
+
+        def collect(fut) -> TileResult:
+            return fut.result()
     inflight: collections.deque = collections.deque()
     finished_readers = 0
     try:
@@ -616,12 +650,12 @@ def local_results(
             raws = predict_batch(segmenter, [rgb for _, rgb in batch])
             timings["predict_s"] += time.perf_counter() - t0
             for (tile, rgb), raw in zip(batch, raws):
-                inflight.append(pool.submit(post, raw, rgb, tile))
+                inflight.append(submit(raw, rgb, tile))
             stats["max_inflight"] = max(stats["max_inflight"], len(inflight))
             while len(inflight) > max_inflight or (inflight and inflight[0].done()):
-                yield inflight.popleft().result()
+                yield collect(inflight.popleft())
         while inflight:
-            yield inflight.popleft().result()
+            yield collect(inflight.popleft())
     finally:
         stop.set()
         for fut in inflight:

@@ -306,6 +306,13 @@ class HoverNetSegmenter:
             return self
         return self.at_network_resolution()
 
+    def postprocessor(self) -> HoverNetSegmenter:
+        """This segmenter without its network: what post-processing needs, cheap to send to
+        worker processes (``predict`` is unavailable on it)."""
+        light = copy.copy(self)
+        light.model = None
+        return light
+
     def at_network_resolution(self) -> HoverNetSegmenter:
         """This segmenter presented at its network's grid (``mpp * work_downsample``, no
         block-averaging, no label upscaling); shares the model."""
