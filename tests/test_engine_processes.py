@@ -30,6 +30,9 @@ def test_the_default_is_processes_on_a_gpu_and_threads_on_the_cpu():
     assert post_process_count(None, "cpu") == 0
     assert post_process_count(None, None) == 0
     assert post_process_count(None, "cuda:0") == max(1, available_cores() - 1)
+    # a small run (a field of view in the viewer) does not pay for starting processes
+    assert post_process_count(None, "cuda", n_tiles=3) == 0
+    assert post_process_count(None, "cuda", n_tiles=40) == max(1, min(available_cores() - 1, 10))
     assert post_process_count(0, "cuda") == 0 and post_process_count(3, "cpu") == 3
 
 

@@ -51,8 +51,9 @@ class SegmentationOptions(JsonConfig):
     post_processes
         Post-processing in this many worker processes instead of threads (every core busy while a
         GPU runs the network; the watershed and measurement hold Python's lock part of the time).
-        None: ``available_cores() - 1`` processes when the network runs on CUDA, threads
-        otherwise; 0: threads.
+        None: ``available_cores() - 1`` processes when the network runs on CUDA and the run has
+        enough tiles to pay for starting them (:func:`post_process_count`), threads otherwise;
+        0: threads.
     tissue_mask_file
         A tissue mask image (non-zero = tissue, any size with the slide's aspect ratio) used instead
         of the detected one, as HoVer-Net's ``mask_dir``; tiles outside it are skipped.
@@ -103,14 +104,22 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def post_process_count(requested: int | None, device: str | None) -> int:
-    """Worker processes for post-processing: ``requested`` when given (0: threads), else one per
-    core but one when the network runs on CUDA (the feeding thread keeps a core), else 0."""
+#: Fewest tiles for which the automatic choice starts worker processes (each costs seconds to start).
+MIN_TILES_FOR_PROCESSES = 16
+
+
+def post_process_count(requested: int | None, device: str | None, n_tiles: int | None = None) -> int:
+    """Worker processes for post-processing: ``requested`` when given (0: threads). Otherwise,
+    when the network runs on CUDA and the run has at least :data:`MIN_TILES_FOR_PROCESSES` tiles,
+    one per core but one (the feeding thread keeps a core), at most one per 4 tiles; else 0."""
     if requested is not None:
         return max(0, int(requested))
-    if device is not None and str(device).startswith("cuda"):
-        return max(1, available_cores() - 1)
-    return 0
+    if device is None or not str(device).startswith("cuda"):
+        return 0
+    if n_tiles is not None and n_tiles < MIN_TILES_FOR_PROCESSES:
+        return 0
+    cap = available_cores() - 1 if n_tiles is None else min(available_cores() - 1, n_tiles // 4)
+    return max(1, cap)
 
 
 def thread_budget(threads: int | None, workers: int) -> tuple[int | None, int]:

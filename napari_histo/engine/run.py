@@ -347,7 +347,7 @@ def _run_locked(slide_or_path: Any, segmenter: Any, outdir: Path, roi: Any, opts
                     if torch_threads is not None:
                         _torch_threads(torch_threads)
                     stats.update(torch_threads=_current_torch_threads(), post_workers=workers)
-                processes = post_process_count(opts.post_processes, getattr(segmenter, "device", None))
+                processes = post_process_count(opts.post_processes, getattr(segmenter, "device", None), len(pending))
                 if processes:
                     stats.update(post_processes=processes)
                 results = local_results(slide, plan, pending, segmenter, batch_size=opts.batch_size,
