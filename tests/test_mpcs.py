@@ -224,3 +224,42 @@ def test_grad_cam_of_a_linear_classifier_is_the_class_activation_map_and_the_com
                  str(tmp_path / "linear.pt"), "--target", "1", "-o", str(tmp_path / "cam.png")]) == 0
     assert np.asarray(Image.open(tmp_path / "cam.png")).shape == (96, 128, 3)
     np.testing.assert_allclose(np.load(tmp_path / "cam.npy"), cam, atol=1e-5)
+
+
+def test_bach_and_bisque_layouts_feed_the_class_probe(tmp_path):
+    """A folder per class (BACH's ``Photos/InSitu`` spelling included) becomes labelled rows, folds
+    are stratified by class with one image per group, and the probe separates visibly different
+    classes; a missing class folder is an error naming it."""
+    from PIL import Image
+
+    from napari_histo.utils import InputFileError
+    from src_models.mpcs.config import MPCSConfig
+    from src_models.mpcs.data import read_class_folders
+    from src_models.mpcs.evaluate import compare
+    from src_models.mpcs.model import build_encoder
+
+    rng = np.random.default_rng(2)
+    colours = {"Benign": (230, 150, 200), "InSitu": (120, 60, 160), "Invasive": (90, 40, 120), "Normal": (250, 230, 240)}
+    root = tmp_path / "Photos"
+    for name, colour in colours.items():
+        (root / name).mkdir(parents=True)
+        for k in range(10):
+            noise = rng.normal(0, 12, (48, 64, 3))
+            Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)).save(root / name / f"{k}.tif")
+    rows = read_class_folders(root, "bach")
+    assert len(rows) == 40 and {r.tumor_class for r in rows} == {"benign", "insitu", "invasive", "normal"}
+    assert len({r.patient for r in rows}) == 40
+    config = MPCSConfig(width=8, out_dir=str(tmp_path / "enc"))
+    torch.manual_seed(0)
+    (tmp_path / "enc").mkdir()
+    torch.save(build_encoder(config.backbone, width=config.width).state_dict(), tmp_path / "enc" / "encoder.pt")
+    config.save(tmp_path / "enc" / "config.json")
+    result = compare(tmp_path / "enc" / "encoder.pt", root, dataset="bach", size=32)
+    assert set(result["linear"]) == {"class/mpcs", "class/random"}
+    probe = result["linear"]["class/random"]
+    assert probe["folds"] == 5 and probe["ila_mean"] >= 0.9
+    # Bisque: two classes; a missing one is named
+    (tmp_path / "bisque" / "benign").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "bisque" / "benign" / "a.png")
+    with pytest.raises(InputFileError, match="malignant"):
+        read_class_folders(tmp_path / "bisque", "bisque")

@@ -53,6 +53,49 @@ def read_breakhis(data_root: str | Path) -> list[BreakHisImage]:
     return rows
 
 
+#: Downstream datasets of the MPCS paper laid out as one folder per class (upstream's
+#: ``prepare_data_bach.py`` / ``prepare_data_bisque.py`` read the same layout): BACH's
+#: microscopy photos (ICIAR 2018, ``Photos/<Benign|InSitu|Invasive|Normal>/*.tif``) and the
+#: UCSB Bisque breast cancer cell images (``<benign|malignant>/*.tif``).
+CLASS_FOLDER_LAYOUTS = {
+    "bach": ("benign", "insitu", "invasive", "normal"),
+    "bisque": ("benign", "malignant"),
+}
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def _folder_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def read_class_folders(root: str | Path, layout: str) -> list[BreakHisImage]:
+    """Images of a one-folder-per-class dataset (``layout`` in :data:`CLASS_FOLDER_LAYOUTS`).
+
+    Folder names match case-insensitively, ignoring spaces and underscores (``InSitu``,
+    ``in_situ``). These datasets name no patients, so each image is its own group (folds are
+    then stratified by class, as upstream splits them) and the magnification is unknown (0).
+    A missing class folder or an empty one is an error naming it.
+    """
+    from napari_histo.utils import InputFileError
+
+    if layout not in CLASS_FOLDER_LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {', '.join(CLASS_FOLDER_LAYOUTS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise InputFileError(root, f"not a folder (expected one sub-folder per {layout} class)")
+    folders = {_folder_key(p.name): p for p in root.iterdir() if p.is_dir()}
+    rows = []
+    for cls in CLASS_FOLDER_LAYOUTS[layout]:
+        folder = folders.get(_folder_key(cls))
+        if folder is None:
+            raise InputFileError(root, f"no folder for class {cls!r} (found: {', '.join(sorted(folders)) or 'none'})")
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise InputFileError(folder, f"no images ({', '.join(IMAGE_SUFFIXES)})")
+        rows.extend(BreakHisImage(path, 0.0, cls, cls, f"{cls}/{path.stem}") for path in images)
+    return rows
+
+
 def breakhis_sources(data_root: str | Path) -> list[SourceImage]:
     """BreakHis images as sources whose 'magnification' is the BreakHis label (pixel size unknown)."""
     return [SourceImage(f"breakhis:{r.path.stem}", "breakhis", r.path, mag_to_mpp(r.magnification))

@@ -32,7 +32,12 @@ from napari_histo.models.hagnifinder.images import to_tensor
 from napari_histo.utils import atomic_write
 from src_models.hagnifinder.data import discover_sources, split_sources, validation_patches
 from src_models.mpcs.config import MPCSConfig
-from src_models.mpcs.data import BreakHisImage, read_breakhis
+from src_models.mpcs.data import (
+    CLASS_FOLDER_LAYOUTS,
+    BreakHisImage,
+    read_breakhis,
+    read_class_folders,
+)
 from src_models.mpcs.model import build_encoder
 
 # Lazy imports: PIL is imported inside the functions that use it (directly or through the modules
@@ -108,10 +113,14 @@ def _accuracies(pred: np.ndarray, y: np.ndarray, patients: np.ndarray) -> tuple[
 
 
 def targets(rows: Sequence[BreakHisImage], target: str) -> tuple[np.ndarray, int]:
-    """Integer labels and class count for ``"class"`` or ``"magnification"``."""
+    """Integer labels and class count for ``"class"`` (classes in name order: BreakHis's benign 0,
+    malignant 1) or ``"magnification"``."""
     if target == "class":
-        return np.array([r.label for r in rows]), 2
+        classes = sorted({r.tumor_class.lower() for r in rows})
+        return np.array([classes.index(r.tumor_class.lower()) for r in rows]), max(2, len(classes))
     if target == "magnification":
+        if any(r.magnification <= 0 for r in rows):
+            raise ValueError("these images state no magnification: only the class target applies")
         levels = sorted({r.magnification for r in rows})
         return np.array([levels.index(r.magnification) for r in rows]), len(levels)
     raise ValueError(f"unknown target {target!r}; expected class or magnification")
@@ -232,6 +241,8 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
     ``dataset="breakhis"``: patient-wise folds on BreakHis (``targets_``, optional fine-tuning).
     ``dataset="multimag"``: magnification-class probe on fields of the Hagnifinder sources,
     fitted on the training sources and scored on the held-out ones (the pretraining's split).
+    ``dataset="bach"`` / ``"bisque"``: the class target on a folder per class (``data_root`` is
+    that folder; :func:`~src_models.mpcs.data.read_class_folders`), folds by image, stratified.
     """
     encoder_path = Path(encoder_path)
     config = MPCSConfig.load(encoder_path.parent / "config.json")
@@ -249,9 +260,14 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
                 "levels": list(MULTIMAG_LEVELS),
                 "linear": {f"magnification/{name}": multimag_linear_evaluation(make(pretrained), fields)
                            for name, pretrained in (("mpcs", True), ("random", False))}}
-    if dataset != "breakhis":
-        raise ValueError(f"unknown dataset {dataset!r}; expected breakhis or multimag")
-    rows = read_breakhis(data_root)
+    if dataset in CLASS_FOLDER_LAYOUTS:
+        rows = read_class_folders(data_root, dataset)
+        targets_ = ("class",)
+    elif dataset == "breakhis":
+        rows = read_breakhis(data_root)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; expected breakhis, multimag, "
+                         f"{', '.join(CLASS_FOLDER_LAYOUTS)}")
     images = load_images(rows, size)
     results: dict = {"encoder": str(encoder_path), "n_images": len(rows),
                      "n_patients": len({r.patient for r in rows}), "linear": {}, "finetune": {}}
@@ -270,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Evaluation of an MPCS encoder vs random init.")
     parser.add_argument("--encoder", required=True, help="encoder.pt (config.json beside it)")
     parser.add_argument("--data-root", default="../shared/data")
-    parser.add_argument("--dataset", choices=["breakhis", "multimag"], default="breakhis",
+    parser.add_argument("--dataset", choices=["breakhis", "multimag", *CLASS_FOLDER_LAYOUTS], default="breakhis",
                         help="breakhis: patient-wise folds; multimag: magnification probe on held-out "
-                             "Hagnifinder source images")
+                             "Hagnifinder source images; bach, bisque: class probe on a folder per class "
+                             "(--data-root is that dataset's folder, e.g. BACH's Photos)")
     parser.add_argument("--finetune-epochs", type=int, default=0)
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
