@@ -263,3 +263,36 @@ def test_bach_and_bisque_layouts_feed_the_class_probe(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "bisque" / "benign" / "a.png")
     with pytest.raises(InputFileError, match="malignant"):
         read_class_folders(tmp_path / "bisque", "bisque")
+
+
+def test_breakhis_evaluation_per_magnification(tmp_path):
+    """With ``per_magnification`` the class probe also runs on each magnification's images alone,
+    pretrained and random, with and without fine-tuning; folds stay patient-disjoint."""
+    from PIL import Image
+
+    from src_models.mpcs.config import MPCSConfig
+    from src_models.mpcs.evaluate import compare
+    from src_models.mpcs.model import build_encoder
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "breakhis"
+    root.mkdir()
+    lines = ["path,magnification,tumor_class,tumor_subtype,slide_id,source_repo_dir"]
+    for mag in ("40X", "200X"):
+        for cls, colour in (("benign", (235, 170, 210)), ("malignant", (100, 50, 140))):
+            for patient in range(5):
+                name = f"{cls}_{patient}_{mag}.png"
+                pixels = np.clip(np.array(colour) + rng.normal(0, 10, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(root / name)
+                lines.append(f"{name},{mag},{cls},{cls}_sub,{cls}-{patient},x")
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    config = MPCSConfig(width=8)
+    (tmp_path / "enc").mkdir()
+    torch.manual_seed(0)
+    torch.save(build_encoder(config.backbone, width=config.width).state_dict(), tmp_path / "enc" / "encoder.pt")
+    config.save(tmp_path / "enc" / "config.json")
+    result = compare(tmp_path / "enc" / "encoder.pt", tmp_path, targets_=("class",), size=32,
+                     per_magnification=True, finetune_epochs=1)
+    for key in ("class@40X/mpcs", "class@40X/random", "class@200X/mpcs", "class@200X/random"):
+        assert result["linear"][key]["folds"] == 5 and key in result["finetune"]
+    assert result["linear"]["class@40X/random"]["ila_mean"] >= 0.9

@@ -235,7 +235,7 @@ def multimag_linear_evaluation(encoder: torch.nn.Module, fields: dict[str, list[
 
 def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
             targets_: Sequence[str] = ("class", "magnification"), finetune_epochs: int = 0,
-            size: int = 160, dataset: str = "breakhis") -> dict:
+            size: int = 160, dataset: str = "breakhis", per_magnification: bool = False) -> dict:
     """Linear (and optionally fine-tuning) evaluation: pretrained encoder vs random init.
 
     ``dataset="breakhis"``: patient-wise folds on BreakHis (``targets_``, optional fine-tuning).
@@ -243,6 +243,8 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
     fitted on the training sources and scored on the held-out ones (the pretraining's split).
     ``dataset="bach"`` / ``"bisque"``: the class target on a folder per class (``data_root`` is
     that folder; :func:`~src_models.mpcs.data.read_class_folders`), folds by image, stratified.
+    ``per_magnification`` (BreakHis): the class target also on each magnification's images alone
+    (keys ``class@40X/...``), as the method's per-magnification evaluation.
     """
     encoder_path = Path(encoder_path)
     config = MPCSConfig.load(encoder_path.parent / "config.json")
@@ -279,6 +281,18 @@ def compare(encoder_path: str | Path, data_root: str | Path = "../shared/data",
                 results["finetune"][f"{tgt}/{name}"] = finetune_evaluation(
                     lambda p=pretrained: make(p), rows, tgt, size=size, epochs=finetune_epochs,
                     images=images)
+    if per_magnification and dataset == "breakhis":
+        for mag in sorted({r.magnification for r in rows}):
+            idx = [i for i, r in enumerate(rows) if r.magnification == mag]
+            subset = [rows[i] for i in idx]
+            for name, pretrained in (("mpcs", True), ("random", False)):
+                key = f"class@{mag:g}X/{name}"
+                results["linear"][key] = linear_evaluation(make(pretrained), subset, "class", size=size,
+                                                           images=images[idx])
+                if finetune_epochs:
+                    results["finetune"][key] = finetune_evaluation(
+                        lambda p=pretrained: make(p), subset, "class", size=size, epochs=finetune_epochs,
+                        images=images[idx])
     return results
 
 
@@ -291,10 +305,13 @@ def main(argv: list[str] | None = None) -> int:
                              "Hagnifinder source images; bach, bisque: class probe on a folder per class "
                              "(--data-root is that dataset's folder, e.g. BACH's Photos)")
     parser.add_argument("--finetune-epochs", type=int, default=0)
+    parser.add_argument("--per-magnification", action="store_true",
+                        help="BreakHis: also evaluate the class target on each magnification's images alone")
     parser.add_argument("--out", help="write the results JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    results = compare(args.encoder, args.data_root, finetune_epochs=args.finetune_epochs, dataset=args.dataset)
+    results = compare(args.encoder, args.data_root, finetune_epochs=args.finetune_epochs, dataset=args.dataset,
+                      per_magnification=args.per_magnification)
     text = json.dumps(results, indent=2)
     if args.out:
         with atomic_write(args.out) as fh:
