@@ -51,3 +51,71 @@ def test_info_bad_file_is_one_clear_error(capsys, tmp_path):
     assert main(["info", str(bad)]) == 1
     err = capsys.readouterr().err
     assert str(bad) in err and "Traceback" not in err
+
+
+def _slides(tmp_path, sample_slide_path):
+    """Every slide kind at hand: the sample, synthetic Aperio / generic / OME-SubIFD pyramids, a
+    PNG, and the shared 40× slide when present."""
+    from conftest import SHARED_DATA
+    from slide_synth import (
+        pyramid_levels,
+        synthetic_he,
+        write_aperio_svs,
+        write_generic_tiff,
+        write_ome_subifd,
+    )
+
+    rgb, _ = synthetic_he(1200, 1600, seed=3)
+    levels = pyramid_levels(rgb, 3)
+    paths = {
+        "sample": sample_slide_path,
+        "aperio": write_aperio_svs(tmp_path / "a.svs", levels),
+        "aperio_no_mpp": write_aperio_svs(tmp_path / "b.svs", levels, mpp=None, app_mag=None),
+        "generic": write_generic_tiff(tmp_path / "g.tif", levels),
+        "ome": write_ome_subifd(tmp_path / "o.ome.tif", levels),
+    }
+    from PIL import Image
+
+    Image.fromarray(rgb[:200, :300]).save(tmp_path / "p.png")
+    paths["png"] = tmp_path / "p.png"
+    tcga = SHARED_DATA / "wsi" / "tcga-cr-7395-01a-01-ts1.svs"
+    if tcga.is_file():
+        paths["tcga"] = tcga
+    return paths
+
+
+def test_the_numpy_free_description_equals_the_slides_metadata(tmp_path, sample_slide_path):
+    """``info``'s fast path gives exactly what opening the slide gives, backend included, for
+    every file OpenSlide reads, and steps aside (None) for the others."""
+    from napari_histo.slide import open_slide
+    from napari_histo.slide._describe import describe_slide, tiff_header_ok, tiff_layout
+    from napari_histo.slide._tiff import tiff_probe
+
+    described = {}
+    for name, path in _slides(tmp_path, sample_slide_path).items():
+        if tiff_header_ok(path):  # the pure-Python IFD walk agrees with tifffile
+            assert tiff_layout(path) == tiff_probe(path), name
+        fast = describe_slide(path)
+        described[name] = fast is not None
+        with open_slide(path) as slide:
+            full = slide.metadata()
+        if fast is not None:
+            assert fast == {**full, "path": str(path)}, name
+        for backend in ("openslide", "tifffile"):
+            forced = describe_slide(path, backend)
+            if forced is not None:
+                with open_slide(path, backend=backend) as slide:
+                    assert forced == slide.metadata(), (name, backend)
+    assert described["sample"] and described["aperio"] and described["aperio_no_mpp"] and described["generic"]
+    assert not described["ome"] and not described["png"]  # tifffile's and Pillow's files: the full path
+
+
+def test_info_fast_path_refuses_broken_files_as_the_slide_does(capsys, tmp_path, sample_slide_path):
+    """A truncated slide and one declaring far more pixels than its file holds are refused by
+    ``info`` with the file named, whichever path describes them."""
+    data = sample_slide_path.read_bytes()
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[: len(data) // 3])
+    assert main(["info", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert str(cut) in err and "Traceback" not in err

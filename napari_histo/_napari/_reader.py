@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_histo.formats import ANNOTATION_SUFFIXES
-from napari_histo.slide._slide import PLAIN_EXTENSIONS, SUPPORTED_EXTENSIONS, TIFF_EXTENSIONS
+from napari_histo.slide._describe import PLAIN_EXTENSIONS, SUPPORTED_EXTENSIONS, TIFF_EXTENSIONS
 
 # Lazy imports: napari, pandas are imported inside the functions that use them (directly or
 # through the modules named there): napari-histo --help and napari's plugin discovery import this
@@ -48,7 +48,7 @@ def _looks_readable(path: PathLike) -> bool:
         return head.startswith(_MAGIC[ext])
     if ext in _TIFF_BASED:
         return False
-    from napari_histo.slide._openslide import openslide_vendor
+    from napari_histo.slide._describe import openslide_vendor
 
     return openslide_vendor(path) is not None  # .mrxs, .vms, .vmu (index files)
 

@@ -35,7 +35,20 @@ COMMAND_MODULES = [
 COMMAND_ENTRY_POINTS = "napari_histo.commands"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_module(argv: list[str]) -> str | None:
+    """The built-in module of the command ``argv`` names (``import`` -> ``import_``,
+    ``type-nuclei`` -> ``type_nuclei``), or None (help, options first, contributed commands)."""
+    if not argv or argv[0].startswith("-"):
+        return None
+    for name in COMMAND_MODULES:
+        if name.rstrip("_").replace("_", "-") == argv[0]:
+            return name
+    return None
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser; ``only`` registers that one built-in command module (a command's own
+    run needs no other module, nor the installed packages' entry points)."""
     from napari_histo import __version__
 
     parser = argparse.ArgumentParser(
@@ -44,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"napari-histo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else [only]:
         try:
             module = importlib.import_module(f"napari_histo.cli._{name}")
         except ModuleNotFoundError as exc:
@@ -52,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(sub)
+    if only is not None:
+        return parser
     from importlib.metadata import entry_points
 
     for entry in sorted(entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
@@ -62,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from napari_histo.utils import HistoError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_module(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -62,7 +62,7 @@ def _annotation_info(args: argparse.Namespace) -> int:
 
 def handler(args: argparse.Namespace) -> int:
     from napari_histo.formats import ANNOTATION_SUFFIXES
-    from napari_histo.slide import open_slide
+    from napari_histo.slide._describe import describe_slide
 
     # only annotation suffixes are sniffed; anything else is read as a slide (no pandas loaded)
     if str(args.slide).lower().endswith(ANNOTATION_SUFFIXES):
@@ -71,10 +71,15 @@ def handler(args: argparse.Namespace) -> int:
         if looks_like_annotations(args.slide):
             return _annotation_info(args)
 
-    with open_slide(args.slide, backend=args.backend) as slide:
-        info = slide.metadata()
-        if args.properties:
-            info["properties"] = dict(slide.properties)
+    # files OpenSlide reads: their metadata without numpy; others (and --properties) open a Slide
+    info = None if args.properties else describe_slide(args.slide, args.backend)
+    if info is None:
+        from napari_histo.slide import open_slide
+
+        with open_slide(args.slide, backend=args.backend) as slide:
+            info = slide.metadata()
+            if args.properties:
+                info["properties"] = dict(slide.properties)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

@@ -183,7 +183,7 @@ def _inputs(args) -> list[Path]:
     for given in args.inputs:
         path = sample_slide_path() if str(given) == "sample" else Path(given)
         if path.is_dir():  # a folder: every slide or image inside it (not its sub-folders)
-            from napari_histo.slide._slide import SUPPORTED_EXTENSIONS
+            from napari_histo.slide._describe import SUPPORTED_EXTENSIONS
 
             found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
             if not found:

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from napari_histo.slide._describe import openslide_vendor  # noqa: F401  (re-exported)
 from napari_histo.slide._metadata import mpp_from_openslide, power_from_openslide
 from napari_histo.utils import InputFileError
 
@@ -82,11 +83,3 @@ class OpenSlideBackend:
             self._slide = None
 
 
-def openslide_vendor(path: str | os.PathLike) -> str | None:
-    """OpenSlide's format name for ``path`` (cheap header probe) or None."""
-    try:
-        import openslide
-
-        return openslide.OpenSlide.detect_format(str(path))
-    except Exception:
-        return None

@@ -19,10 +19,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from napari_histo.slide._describe import (
+    PLAIN_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    TIFFFILE_PREFERRED_VENDORS,
+    check_declared_size,
+    openslide_vendor,
+    tiff_header_ok,
+)
 from napari_histo.slide._image import ImageBackend
-from napari_histo.slide._openslide import OpenSlideBackend, openslide_vendor
-from napari_histo.slide._tiff import TiffBackend, tiff_header_ok, tiff_probe
-from napari_histo.utils import HistoError, InputFileError, check_input_file, env_limit
+from napari_histo.slide._openslide import OpenSlideBackend
+from napari_histo.slide._tiff import TiffBackend, tiff_probe
+from napari_histo.utils import HistoError, InputFileError, check_input_file
 
 # Lazy imports: PIL, dask are imported inside the functions that use them (directly or through the
 # modules named there): importing this module stays light for the CLI and the napari manifest.
@@ -34,10 +42,6 @@ Units = Literal["level", "mpp", "power", "baseline"]
 UNITS: tuple[str, ...] = ("level", "mpp", "power", "baseline")
 BACKENDS: tuple[str, ...] = ("openslide", "tifffile", "image")
 
-PLAIN_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
-TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
-VENDOR_EXTENSIONS = frozenset({".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide"})
-SUPPORTED_EXTENSIONS = PLAIN_EXTENSIONS | TIFF_EXTENSIONS | VENDOR_EXTENSIONS
 
 #: Computed pyramid levels are added until the coarsest level fits in this many pixels.
 PYRAMID_MIN_SIZE = 1024
@@ -65,16 +69,6 @@ def check_readable_file(path: str | os.PathLike) -> Path:
     return check_input_file(path, "slide file")
 
 
-#: Uncompressed level-0 bytes a single-file slide may declare per byte on disk. Scanned slides
-#: compress 10-50x (blank glass more); a header claiming thousands of times its file size is a
-#: truncated or forged file, whose reading would not end.
-MAX_DECLARED_RATIO = 2000
-#: Formats whose index file holds no pixels (the size check does not apply).
-MULTI_FILE_EXTENSIONS = frozenset({".mrxs", ".vms", ".vmu"})
-
-#: OpenSlide formats whose pixels the tifffile + zarr path reads identically and faster
-#: (native-tile chunks, no RGBA round trip); measured in docs/benchmarks/slide.md.
-TIFFFILE_PREFERRED_VENDORS = frozenset({"aperio", "generic-tiff"})
 
 
 def choose_backend(path: str | os.PathLike) -> str:
@@ -263,16 +257,7 @@ class Slide:
         dims = self._impl.level_dimensions
         if not dims or any(w <= 0 or h <= 0 for w, h in dims):
             raise InputFileError(self.path, f"invalid level dimensions {dims}")
-        if self.path.suffix.lower() in MULTI_FILE_EXTENSIONS:
-            return  # the pixels live in other files: the index file's size says nothing
-        w, h = dims[0]
-        size = os.path.getsize(self.path)
-        ratio = env_limit("MAX_DECLARED_RATIO", MAX_DECLARED_RATIO)
-        if w * h * 3 > ratio * size:
-            raise InputFileError(
-                self.path, f"declares {w} x {h} px ({w * h * 3 / 2**30:.1f} GiB of pixels) in a "
-                f"{size / 2**20:.1f} MiB file: truncated, or not a real slide (more than {ratio:g}x "
-                "compression; set NAPARI_HISTO_MAX_DECLARED_RATIO to open it anyway)")
+        check_declared_size(self.path, tuple(dims[0]))
 
     def _probe(self) -> None:
         """Decode one pixel of the coarsest level so broken files fail at open, not in napari."""

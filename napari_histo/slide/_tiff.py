@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from napari_histo.slide._describe import tiff_header_ok  # noqa: F401  (re-exported)
 from napari_histo.slide._metadata import (
     mpp_from_tiff_resolution,
     mpp_power_from_aperio,
@@ -266,14 +267,6 @@ class TiffBackend:
             self._tif = None
 
 
-def tiff_header_ok(path: str | os.PathLike) -> bool:
-    """True when the file starts with a classic or BigTIFF header (cheap probe)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(4)
-    except OSError:
-        return False
-    return head in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 
 
 def tiff_probe(path: str | os.PathLike) -> dict[str, bool]:
