@@ -131,7 +131,8 @@ def tiff_layout(path: str | os.PathLike) -> dict[str, bool] | None:
     if not ifds:
         return None
     first = ifds[0]
-    ome = "<OME" in first.get("description", "")[:4096] or "<OME" in first.get("description", "")[-4096:]
+    description = first.get("description", "")
+    ome = "<OME" in description[:4096] or "<OME" in description[-4096:]
 
     def rgb8(tags: dict[str, Any]) -> bool:
         return (tuple(tags.get("samples", (1,)))[:1] == (3,) and set(tags.get("bits", (1,))) == {8}
